@@ -1,0 +1,859 @@
+//! Preparing batches: the rules of the ledger.
+//!
+//! `prepare_*` reads a [`Store`], decides one result per event, and returns
+//! the results with the [`WriteSet`] that makes them true. It reads no clock
+//! and draws no random number: the batch `timestamp` is an argument (the Raft
+//! entry's timestamp), and event `i` of a batch is stamped `timestamp + i`.
+//! The same store and the same batch always give the same results and the
+//! same write set.
+//!
+//! # Linked chains
+//!
+//! An event with the `linked` flag is chained to the next one; a chain ends
+//! at the first event without it. A chain succeeds or fails as a whole. An
+//! event succeeds when its result is `created` or `exists` (a safe retry
+//! inside a chain does not break it). When one event of a chain fails:
+//! every change of the chain's earlier events is undone and their `created`
+//! becomes `linked_event_failed` (an `exists` stays, since that event existed
+//! before the chain), the failing event keeps its own result, and every later
+//! event of the chain gets `linked_event_failed`. A batch whose last event
+//! has `linked` leaves its chain open: that event gets
+//! `linked_event_chain_open` and the chain fails.
+//!
+//! # Transfer checks, in precedence order
+//!
+//! The first rule an event breaks decides its result; the order is the order
+//! of [`CreateTransferResult`]'s variants:
+//!
+//! 1. request shape: `timestamp` zero, no reserved flag bits, a usable `id`;
+//! 2. idempotency: a transfer with this id exists (field by field, in
+//!    variant order, then `exists`), or this id failed transiently before
+//!    (`id_already_failed`);
+//! 3. flag combinations;
+//! 4. for a new transfer: usable and distinct account ids, `pending_id`
+//!    zero, `timeout` only if pending, closing only if pending, non-zero
+//!    amount, ledger and code; both accounts exist, share the transfer's
+//!    ledger, have the kinds its `kind` requires, and are open; no balance
+//!    overflows; no limit is exceeded (after `balancing_*` clamps the amount);
+//! 5. for a post or void: a usable `pending_id`, no `timeout`; the pending
+//!    transfer exists, is pending, matches every field the event sets, its
+//!    amount covers the event's, it is still pending and not past its
+//!    timeout; for a post, the accounts are open (unless this transfer closed
+//!    them) and the posted balances do not overflow.
+//!
+//! Failures that depend on state which may change (not found, closed,
+//! overflow, limit; see [`CreateTransferResult::is_transient`]) are recorded,
+//! so a retry of that id gets `id_already_failed`: an id's outcome never
+//! changes.
+
+use crate::batch::{Batch, Savepoint};
+use crate::flags::{AccountFlags, TransferFlags};
+use crate::model::{
+    Account, Ledger, PendingState, PendingStatus, Transfer, BATCH_EVENTS_MAX, EXPIRE_EVENTS_MAX,
+    LEDGER_CURRENCY_LEN_MAX, LEDGER_NAME_LEN_MAX, LEDGER_SCALE_MAX, NS_PER_S,
+};
+use crate::results::{CreateAccountResult, CreateLedgerResult, CreateTransferResult};
+use crate::store::{Store, StoreError, WriteSet};
+
+/// A failure of a whole batch: nothing was applied and nothing changes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    /// The batch has more events than [`BATCH_EVENTS_MAX`].
+    #[error("batch has {events} events, more than the {max} allowed")]
+    BatchTooLarge {
+        /// Events in the batch.
+        events: usize,
+        /// The most allowed.
+        max: usize,
+    },
+    /// The batch timestamp is not after the last event already applied.
+    #[error("batch timestamp {timestamp} is not after the last applied event's timestamp {last_timestamp}")]
+    TimestampNotIncreasing {
+        /// The batch timestamp given.
+        timestamp: u64,
+        /// The last event timestamp in the store.
+        last_timestamp: u64,
+    },
+    /// The batch's event timestamps would overflow `u64`.
+    #[error("batch timestamp {timestamp} with {events} events overflows u64")]
+    TimestampOverflow {
+        /// The batch timestamp given.
+        timestamp: u64,
+        /// Events in the batch.
+        events: usize,
+    },
+    /// The store failed or holds inconsistent state.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// One operation of the state machine: the payload of a Raft entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Operation {
+    /// Create ledgers.
+    CreateLedgers(Vec<Ledger>),
+    /// Create accounts.
+    CreateAccounts(Vec<Account>),
+    /// Create transfers (including posts and voids of pending transfers).
+    CreateTransfers(Vec<Transfer>),
+    /// Expire the pending transfers whose timeout has passed by the entry's timestamp.
+    ExpirePending,
+}
+
+/// What `expire_pending` did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ExpireResult {
+    /// Pending transfers expired.
+    pub expired: u32,
+    /// Whether more were due than one operation may expire.
+    pub more: bool,
+}
+
+/// The results of one [`Operation`], one per event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OperationResults {
+    /// Results of `CreateLedgers`.
+    Ledgers(Vec<CreateLedgerResult>),
+    /// Results of `CreateAccounts`.
+    Accounts(Vec<CreateAccountResult>),
+    /// Results of `CreateTransfers`.
+    Transfers(Vec<CreateTransferResult>),
+    /// Result of `ExpirePending`.
+    Expired(ExpireResult),
+}
+
+/// A prepared batch: its results and the write set that makes them true.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Prepared<R> {
+    /// One result per event.
+    pub results: R,
+    /// The changes to commit, atomically, to the store that was read.
+    pub write_set: WriteSet,
+}
+
+/// Prepares any operation. See the module docs for the rules.
+pub fn prepare<S: Store + ?Sized>(
+    store: &S,
+    timestamp: u64,
+    operation: &Operation,
+) -> Result<Prepared<OperationResults>, ApplyError> {
+    fn wrap<R>(prepared: Prepared<R>, into: impl FnOnce(R) -> OperationResults) -> Prepared<OperationResults> {
+        Prepared { results: into(prepared.results), write_set: prepared.write_set }
+    }
+    Ok(match operation {
+        Operation::CreateLedgers(events) => {
+            wrap(prepare_create_ledgers(store, timestamp, events)?, OperationResults::Ledgers)
+        }
+        Operation::CreateAccounts(events) => {
+            wrap(prepare_create_accounts(store, timestamp, events)?, OperationResults::Accounts)
+        }
+        Operation::CreateTransfers(events) => {
+            wrap(prepare_create_transfers(store, timestamp, events)?, OperationResults::Transfers)
+        }
+        Operation::ExpirePending => wrap(prepare_expire_pending(store, timestamp)?, OperationResults::Expired),
+    })
+}
+
+/// Checks the batch size and timestamp; returns the last event timestamp the
+/// batch will use (a batch of `n` events uses `timestamp .. timestamp + n`;
+/// an empty one still uses `timestamp`).
+fn check_batch<S: Store + ?Sized>(store: &S, timestamp: u64, events: usize) -> Result<u64, ApplyError> {
+    if events > BATCH_EVENTS_MAX {
+        return Err(ApplyError::BatchTooLarge { events, max: BATCH_EVENTS_MAX });
+    }
+    let last_timestamp = store.last_timestamp()?;
+    if timestamp <= last_timestamp {
+        return Err(ApplyError::TimestampNotIncreasing { timestamp, last_timestamp });
+    }
+    event_timestamp(timestamp, events.max(1) - 1).ok_or(ApplyError::TimestampOverflow { timestamp, events })
+}
+
+fn event_timestamp(timestamp: u64, index: usize) -> Option<u64> {
+    timestamp.checked_add(u64::try_from(index).ok()?)
+}
+
+/// The results a chain runner needs to know by name.
+struct ChainResults<R> {
+    created: R,
+    linked_event_failed: R,
+    linked_event_chain_open: R,
+    is_success: fn(R) -> bool,
+}
+
+/// Runs `apply` over every event, enforcing linked-chain atomicity (see the
+/// module docs). `failed` is called once for each event that fails on its own
+/// account (not for `linked_event_failed`), after any rollback.
+fn run_chains<'s, S, E, R>(
+    batch: &mut Batch<'s, S>,
+    events: &[E],
+    names: ChainResults<R>,
+    is_linked: impl Fn(&E) -> bool,
+    mut apply: impl FnMut(&mut Batch<'s, S>, u64, &E) -> Result<R, StoreError>,
+    mut failed: impl FnMut(&mut Batch<'s, S>, &E, R),
+    timestamp: u64,
+) -> Result<Vec<R>, ApplyError>
+where
+    S: Store + ?Sized,
+    R: Copy + Eq,
+{
+    let mut results = Vec::with_capacity(events.len());
+    let mut chain: Option<(usize, Savepoint)> = None;
+    let mut chain_failed = false;
+    for (index, event) in events.iter().enumerate() {
+        let linked = is_linked(event);
+        if chain.is_none() && linked {
+            chain = Some((index, batch.begin_chain()));
+        }
+        let result = if chain_failed {
+            names.linked_event_failed
+        } else if linked && index + 1 == events.len() {
+            names.linked_event_chain_open
+        } else {
+            // check_batch proved every event timestamp fits in u64.
+            let event_timestamp = timestamp + index as u64;
+            apply(batch, event_timestamp, event)?
+        };
+        if !chain_failed && !(names.is_success)(result) {
+            if let Some((start, savepoint)) = &chain {
+                chain_failed = true;
+                batch.rollback(savepoint);
+                for earlier in results.iter_mut().skip(*start) {
+                    if *earlier == names.created {
+                        *earlier = names.linked_event_failed;
+                    }
+                }
+            }
+            failed(batch, event, result);
+        }
+        results.push(result);
+        if !linked && chain.is_some() {
+            chain = None;
+            chain_failed = false;
+            batch.end_chain();
+        }
+    }
+    batch.end_chain();
+    Ok(results)
+}
+
+/// Prepares a `create_ledgers` batch. Ledgers are not linked: each event
+/// stands alone.
+pub fn prepare_create_ledgers<S: Store + ?Sized>(
+    store: &S,
+    timestamp: u64,
+    events: &[Ledger],
+) -> Result<Prepared<Vec<CreateLedgerResult>>, ApplyError> {
+    let last_timestamp = check_batch(store, timestamp, events.len())?;
+    let mut batch = Batch::new(store, events.len());
+    let mut results = Vec::with_capacity(events.len());
+    for (index, event) in events.iter().enumerate() {
+        let result = create_ledger(&mut batch, timestamp + index as u64, event)?;
+        results.push(result);
+    }
+    Ok(Prepared { results, write_set: batch.into_write_set(last_timestamp) })
+}
+
+fn create_ledger<S: Store + ?Sized>(
+    batch: &mut Batch<'_, S>,
+    timestamp: u64,
+    l: &Ledger,
+) -> Result<CreateLedgerResult, StoreError> {
+    use CreateLedgerResult as R;
+    if l.timestamp != 0 {
+        return Ok(R::TimestampMustBeZero);
+    }
+    if l.id.0 == 0 {
+        return Ok(R::IdMustNotBeZero);
+    }
+    if l.id.0 == u32::MAX {
+        return Ok(R::IdMustNotBeIntMax);
+    }
+    if let Some(existing) = batch.ledger(l.id)? {
+        return Ok(if l.currency != existing.currency {
+            R::ExistsWithDifferentCurrency
+        } else if l.scale != existing.scale {
+            R::ExistsWithDifferentScale
+        } else if l.name != existing.name {
+            R::ExistsWithDifferentName
+        } else {
+            R::Exists
+        });
+    }
+    let currency_valid = !l.currency.is_empty()
+        && l.currency.len() <= LEDGER_CURRENCY_LEN_MAX
+        && l.currency.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+    if !currency_valid {
+        return Ok(R::CurrencyMustBeValid);
+    }
+    if l.scale > LEDGER_SCALE_MAX {
+        return Ok(R::ScaleMustNotExceedMax);
+    }
+    if l.name.is_empty() {
+        return Ok(R::NameMustNotBeEmpty);
+    }
+    if l.name.len() > LEDGER_NAME_LEN_MAX {
+        return Ok(R::NameTooLong);
+    }
+    batch.insert_ledger(Ledger { timestamp, ..l.clone() });
+    Ok(R::Created)
+}
+
+/// Prepares a `create_accounts` batch.
+pub fn prepare_create_accounts<S: Store + ?Sized>(
+    store: &S,
+    timestamp: u64,
+    events: &[Account],
+) -> Result<Prepared<Vec<CreateAccountResult>>, ApplyError> {
+    let last_timestamp = check_batch(store, timestamp, events.len())?;
+    let mut batch = Batch::new(store, events.len());
+    let results = run_chains(
+        &mut batch,
+        events,
+        ChainResults {
+            created: CreateAccountResult::Created,
+            linked_event_failed: CreateAccountResult::LinkedEventFailed,
+            linked_event_chain_open: CreateAccountResult::LinkedEventChainOpen,
+            is_success: CreateAccountResult::is_success,
+        },
+        |a| a.flags.contains(AccountFlags::LINKED),
+        create_account,
+        |_, _, _| {},
+        timestamp,
+    )?;
+    Ok(Prepared { results, write_set: batch.into_write_set(last_timestamp) })
+}
+
+fn create_account<S: Store + ?Sized>(
+    batch: &mut Batch<'_, S>,
+    timestamp: u64,
+    a: &Account,
+) -> Result<CreateAccountResult, StoreError> {
+    use CreateAccountResult as R;
+    if a.timestamp != 0 {
+        return Ok(R::TimestampMustBeZero);
+    }
+    if a.flags.has_reserved_bits() {
+        return Ok(R::ReservedFlag);
+    }
+    if a.id.0 == 0 {
+        return Ok(R::IdMustNotBeZero);
+    }
+    if a.id.0 == u128::MAX {
+        return Ok(R::IdMustNotBeIntMax);
+    }
+    if let Some(e) = batch.account(a.id)? {
+        // `closed` changes over an account's life, so it is not compared.
+        let flags_differ = a.flags.without(AccountFlags::CLOSED) != e.flags.without(AccountFlags::CLOSED);
+        return Ok(if flags_differ {
+            R::ExistsWithDifferentFlags
+        } else if a.user_data_128 != e.user_data_128 {
+            R::ExistsWithDifferentUserData128
+        } else if a.user_data_64 != e.user_data_64 {
+            R::ExistsWithDifferentUserData64
+        } else if a.user_data_32 != e.user_data_32 {
+            R::ExistsWithDifferentUserData32
+        } else if a.ledger != e.ledger {
+            R::ExistsWithDifferentLedger
+        } else if a.code != e.code {
+            R::ExistsWithDifferentCode
+        } else if a.kind != e.kind {
+            R::ExistsWithDifferentKind
+        } else {
+            R::Exists
+        });
+    }
+    let both_limits = AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS | AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS;
+    if a.flags.contains(both_limits) {
+        return Ok(R::FlagsAreMutuallyExclusive);
+    }
+    if a.debits_pending != 0 {
+        return Ok(R::DebitsPendingMustBeZero);
+    }
+    if a.debits_posted != 0 {
+        return Ok(R::DebitsPostedMustBeZero);
+    }
+    if a.credits_pending != 0 {
+        return Ok(R::CreditsPendingMustBeZero);
+    }
+    if a.credits_posted != 0 {
+        return Ok(R::CreditsPostedMustBeZero);
+    }
+    if a.ledger.0 == 0 {
+        return Ok(R::LedgerMustNotBeZero);
+    }
+    if a.code == 0 {
+        return Ok(R::CodeMustNotBeZero);
+    }
+    if batch.ledger(a.ledger)?.is_none() {
+        return Ok(R::LedgerNotFound);
+    }
+    batch.put_account(Account { timestamp, ..*a });
+    Ok(R::Created)
+}
+
+/// Prepares a `create_transfers` batch. See the module docs for the rules.
+pub fn prepare_create_transfers<S: Store + ?Sized>(
+    store: &S,
+    timestamp: u64,
+    events: &[Transfer],
+) -> Result<Prepared<Vec<CreateTransferResult>>, ApplyError> {
+    let last_timestamp = check_batch(store, timestamp, events.len())?;
+    let mut batch = Batch::new(store, events.len());
+    let results = run_chains(
+        &mut batch,
+        events,
+        ChainResults {
+            created: CreateTransferResult::Created,
+            linked_event_failed: CreateTransferResult::LinkedEventFailed,
+            linked_event_chain_open: CreateTransferResult::LinkedEventChainOpen,
+            is_success: CreateTransferResult::is_success,
+        },
+        |t| t.flags.contains(TransferFlags::LINKED),
+        create_transfer,
+        |batch, t, result| {
+            if result.is_transient() {
+                batch.record_failure(t.id, result);
+            }
+        },
+        timestamp,
+    )?;
+    Ok(Prepared { results, write_set: batch.into_write_set(last_timestamp) })
+}
+
+fn create_transfer<S: Store + ?Sized>(
+    batch: &mut Batch<'_, S>,
+    timestamp: u64,
+    t: &Transfer,
+) -> Result<CreateTransferResult, StoreError> {
+    use CreateTransferResult as R;
+    if t.timestamp != 0 {
+        return Ok(R::TimestampMustBeZero);
+    }
+    if t.flags.has_reserved_bits() {
+        return Ok(R::ReservedFlag);
+    }
+    if t.id.0 == 0 {
+        return Ok(R::IdMustNotBeZero);
+    }
+    if t.id.0 == u128::MAX {
+        return Ok(R::IdMustNotBeIntMax);
+    }
+    if let Some(existing) = batch.transfer(t.id)? {
+        return Ok(compare_existing_transfer(t, &existing));
+    }
+    if batch.transfer_failed(t.id)? {
+        return Ok(R::IdAlreadyFailed);
+    }
+    if flags_are_mutually_exclusive(t.flags) {
+        return Ok(R::FlagsAreMutuallyExclusive);
+    }
+    if t.flags.is_post_or_void() {
+        post_or_void_pending(batch, timestamp, t)
+    } else {
+        create_new_transfer(batch, timestamp, t)
+    }
+}
+
+fn flags_are_mutually_exclusive(flags: TransferFlags) -> bool {
+    use TransferFlags as F;
+    let post = flags.contains(F::POST_PENDING);
+    let void = flags.contains(F::VOID_PENDING);
+    let not_with_post_or_void =
+        F::PENDING | F::BALANCING_DEBIT | F::BALANCING_CREDIT | F::CLOSING_DEBIT | F::CLOSING_CREDIT;
+    (post && void) || ((post || void) && flags.intersects(not_with_post_or_void))
+}
+
+/// The result for a retry of an existing transfer `e` by event `t`. For a
+/// post or void, fields the event leaves zero were inherited from the pending
+/// transfer and match anything; `AMOUNT_MAX` (and `0` for a void) means "the
+/// pending amount". For a balancing transfer, the stored amount may be
+/// smaller than the one asked for.
+fn compare_existing_transfer(t: &Transfer, e: &Transfer) -> CreateTransferResult {
+    use CreateTransferResult as R;
+    let inherits = t.flags.is_post_or_void();
+    let differs_u128 = |asked: u128, stored: u128| asked != stored && !(inherits && asked == 0);
+    let differs_u64 = |asked: u64, stored: u64| asked != stored && !(inherits && asked == 0);
+    let differs_u32 = |asked: u32, stored: u32| asked != stored && !(inherits && asked == 0);
+    let amount_differs = if t.flags.contains(TransferFlags::POST_PENDING) {
+        t.amount != Transfer::AMOUNT_MAX && t.amount != e.amount
+    } else if t.flags.contains(TransferFlags::VOID_PENDING) {
+        t.amount != Transfer::AMOUNT_MAX && t.amount != 0 && t.amount != e.amount
+    } else if t.flags.intersects(TransferFlags::BALANCING_DEBIT | TransferFlags::BALANCING_CREDIT) {
+        t.amount < e.amount
+    } else {
+        t.amount != e.amount
+    };
+    if t.flags != e.flags {
+        R::ExistsWithDifferentFlags
+    } else if t.pending_id != e.pending_id {
+        R::ExistsWithDifferentPendingId
+    } else if t.timeout != e.timeout {
+        R::ExistsWithDifferentTimeout
+    } else if differs_u128(t.debit_account_id.0, e.debit_account_id.0) {
+        R::ExistsWithDifferentDebitAccountId
+    } else if differs_u128(t.credit_account_id.0, e.credit_account_id.0) {
+        R::ExistsWithDifferentCreditAccountId
+    } else if amount_differs {
+        R::ExistsWithDifferentAmount
+    } else if differs_u128(t.user_data_128, e.user_data_128) {
+        R::ExistsWithDifferentUserData128
+    } else if differs_u64(t.user_data_64, e.user_data_64) {
+        R::ExistsWithDifferentUserData64
+    } else if differs_u32(t.user_data_32, e.user_data_32) {
+        R::ExistsWithDifferentUserData32
+    } else if differs_u32(t.ledger.0, e.ledger.0) {
+        R::ExistsWithDifferentLedger
+    } else if differs_u32(u32::from(t.code), u32::from(e.code)) {
+        R::ExistsWithDifferentCode
+    } else if t.kind != e.kind {
+        R::ExistsWithDifferentKind
+    } else {
+        R::Exists
+    }
+}
+
+fn create_new_transfer<S: Store + ?Sized>(
+    batch: &mut Batch<'_, S>,
+    timestamp: u64,
+    t: &Transfer,
+) -> Result<CreateTransferResult, StoreError> {
+    use CreateTransferResult as R;
+    use TransferFlags as F;
+    if t.debit_account_id.0 == 0 {
+        return Ok(R::DebitAccountIdMustNotBeZero);
+    }
+    if t.debit_account_id.0 == u128::MAX {
+        return Ok(R::DebitAccountIdMustNotBeIntMax);
+    }
+    if t.credit_account_id.0 == 0 {
+        return Ok(R::CreditAccountIdMustNotBeZero);
+    }
+    if t.credit_account_id.0 == u128::MAX {
+        return Ok(R::CreditAccountIdMustNotBeIntMax);
+    }
+    if t.debit_account_id == t.credit_account_id {
+        return Ok(R::AccountsMustBeDifferent);
+    }
+    if t.pending_id.0 != 0 {
+        return Ok(R::PendingIdMustBeZero);
+    }
+    let pending = t.flags.contains(F::PENDING);
+    if !pending && t.timeout != 0 {
+        return Ok(R::TimeoutReservedForPendingTransfer);
+    }
+    if !pending && t.flags.intersects(F::CLOSING_DEBIT | F::CLOSING_CREDIT) {
+        return Ok(R::ClosingTransferMustBePending);
+    }
+    if t.amount == 0 {
+        return Ok(R::AmountMustNotBeZero);
+    }
+    if t.ledger.0 == 0 {
+        return Ok(R::LedgerMustNotBeZero);
+    }
+    if t.code == 0 {
+        return Ok(R::CodeMustNotBeZero);
+    }
+    let Some(mut dr) = batch.account(t.debit_account_id)? else {
+        return Ok(R::DebitAccountNotFound);
+    };
+    let Some(mut cr) = batch.account(t.credit_account_id)? else {
+        return Ok(R::CreditAccountNotFound);
+    };
+    if dr.ledger != cr.ledger {
+        return Ok(R::AccountsMustHaveTheSameLedger);
+    }
+    if t.ledger != dr.ledger {
+        return Ok(R::TransferMustHaveTheSameLedgerAsAccounts);
+    }
+    let (debit_kind, credit_kind) = t.kind.required_kinds();
+    if debit_kind.is_some_and(|kind| kind != dr.kind) {
+        return Ok(R::DebitAccountHasWrongKind);
+    }
+    if credit_kind.is_some_and(|kind| kind != cr.kind) {
+        return Ok(R::CreditAccountHasWrongKind);
+    }
+    if dr.flags.contains(AccountFlags::CLOSED) {
+        return Ok(R::DebitAccountAlreadyClosed);
+    }
+    if cr.flags.contains(AccountFlags::CLOSED) {
+        return Ok(R::CreditAccountAlreadyClosed);
+    }
+
+    let mut amount = t.amount;
+    if t.flags.contains(F::BALANCING_DEBIT) {
+        let used = dr.debits_pending.saturating_add(dr.debits_posted);
+        amount = amount.min(dr.credits_posted.saturating_sub(used));
+    }
+    if t.flags.contains(F::BALANCING_CREDIT) {
+        let used = cr.credits_pending.saturating_add(cr.credits_posted);
+        amount = amount.min(cr.debits_posted.saturating_sub(used));
+    }
+
+    if pending {
+        if dr.debits_pending.checked_add(amount).is_none() {
+            return Ok(R::OverflowsDebitsPending);
+        }
+        if cr.credits_pending.checked_add(amount).is_none() {
+            return Ok(R::OverflowsCreditsPending);
+        }
+    } else {
+        if dr.debits_posted.checked_add(amount).is_none() {
+            return Ok(R::OverflowsDebitsPosted);
+        }
+        if cr.credits_posted.checked_add(amount).is_none() {
+            return Ok(R::OverflowsCreditsPosted);
+        }
+    }
+    let Some(debits_after) = dr.debits_pending.checked_add(dr.debits_posted).and_then(|d| d.checked_add(amount)) else {
+        return Ok(R::OverflowsDebits);
+    };
+    let Some(credits_after) = cr.credits_pending.checked_add(cr.credits_posted).and_then(|c| c.checked_add(amount))
+    else {
+        return Ok(R::OverflowsCredits);
+    };
+    let expires_at = if pending && t.timeout != 0 {
+        match u64::from(t.timeout).checked_mul(NS_PER_S).and_then(|ns| timestamp.checked_add(ns)) {
+            Some(expires_at) => expires_at,
+            None => return Ok(R::OverflowsTimeout),
+        }
+    } else {
+        0
+    };
+    if dr.flags.contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS) && debits_after > dr.credits_posted {
+        return Ok(R::ExceedsCredits);
+    }
+    if cr.flags.contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS) && credits_after > cr.debits_posted {
+        return Ok(R::ExceedsDebits);
+    }
+
+    // Every check passed: the arithmetic below cannot overflow.
+    if pending {
+        dr.debits_pending += amount;
+        cr.credits_pending += amount;
+        batch.put_pending_status(t.id, PendingStatus { state: PendingState::Pending, expires_at });
+    } else {
+        dr.debits_posted += amount;
+        cr.credits_posted += amount;
+    }
+    if t.flags.contains(F::CLOSING_DEBIT) {
+        dr.flags = dr.flags.with(AccountFlags::CLOSED);
+    }
+    if t.flags.contains(F::CLOSING_CREDIT) {
+        cr.flags = cr.flags.with(AccountFlags::CLOSED);
+    }
+    batch.insert_transfer(Transfer { amount, timestamp, ..*t });
+    batch.record_balance(&dr, timestamp);
+    batch.record_balance(&cr, timestamp);
+    batch.put_account(dr);
+    batch.put_account(cr);
+    Ok(R::Created)
+}
+
+fn post_or_void_pending<S: Store + ?Sized>(
+    batch: &mut Batch<'_, S>,
+    timestamp: u64,
+    t: &Transfer,
+) -> Result<CreateTransferResult, StoreError> {
+    use CreateTransferResult as R;
+    use TransferFlags as F;
+    let post = t.flags.contains(F::POST_PENDING);
+    if t.pending_id.0 == 0 {
+        return Ok(R::PendingIdMustNotBeZero);
+    }
+    if t.pending_id.0 == u128::MAX {
+        return Ok(R::PendingIdMustNotBeIntMax);
+    }
+    if t.pending_id == t.id {
+        return Ok(R::PendingIdMustBeDifferent);
+    }
+    if t.timeout != 0 {
+        return Ok(R::TimeoutReservedForPendingTransfer);
+    }
+    let Some(p) = batch.transfer(t.pending_id)? else {
+        return Ok(R::PendingTransferNotFound);
+    };
+    if !p.flags.contains(F::PENDING) {
+        return Ok(R::PendingTransferNotPending);
+    }
+    if t.debit_account_id.0 != 0 && t.debit_account_id != p.debit_account_id {
+        return Ok(R::PendingTransferHasDifferentDebitAccountId);
+    }
+    if t.credit_account_id.0 != 0 && t.credit_account_id != p.credit_account_id {
+        return Ok(R::PendingTransferHasDifferentCreditAccountId);
+    }
+    if t.ledger.0 != 0 && t.ledger != p.ledger {
+        return Ok(R::PendingTransferHasDifferentLedger);
+    }
+    if t.code != 0 && t.code != p.code {
+        return Ok(R::PendingTransferHasDifferentCode);
+    }
+    if t.kind != p.kind {
+        return Ok(R::PendingTransferHasDifferentKind);
+    }
+    let amount = if post {
+        let amount = if t.amount == Transfer::AMOUNT_MAX { p.amount } else { t.amount };
+        if amount > p.amount {
+            return Ok(R::ExceedsPendingTransferAmount);
+        }
+        amount
+    } else {
+        if t.amount != 0 && t.amount != Transfer::AMOUNT_MAX && t.amount != p.amount {
+            return Ok(R::PendingTransferHasDifferentAmount);
+        }
+        p.amount
+    };
+    let status = batch.pending_status(p.id)?.ok_or_else(|| StoreError::Inconsistent {
+        detail: format!("pending transfer {} has no pending status", p.id),
+    })?;
+    match status.state {
+        PendingState::Posted => return Ok(R::PendingTransferAlreadyPosted),
+        PendingState::Voided => return Ok(R::PendingTransferAlreadyVoided),
+        PendingState::Expired => return Ok(R::PendingTransferExpired),
+        PendingState::Pending if status.expires_at != 0 && status.expires_at <= timestamp => {
+            return Ok(R::PendingTransferExpired)
+        }
+        PendingState::Pending => {}
+    }
+    let mut dr = batch.referenced_account(p.debit_account_id, p.id)?;
+    let mut cr = batch.referenced_account(p.credit_account_id, p.id)?;
+    if post {
+        // A closed account takes no more money, except from the closing
+        // transfer itself being posted.
+        if dr.flags.contains(AccountFlags::CLOSED) && !p.flags.contains(F::CLOSING_DEBIT) {
+            return Ok(R::DebitAccountAlreadyClosed);
+        }
+        if cr.flags.contains(AccountFlags::CLOSED) && !p.flags.contains(F::CLOSING_CREDIT) {
+            return Ok(R::CreditAccountAlreadyClosed);
+        }
+        if dr.debits_posted.checked_add(amount).is_none() {
+            return Ok(R::OverflowsDebitsPosted);
+        }
+        if cr.credits_posted.checked_add(amount).is_none() {
+            return Ok(R::OverflowsCreditsPosted);
+        }
+    }
+    release_pending(&mut dr, &mut cr, &p)?;
+    if post {
+        dr.debits_posted += amount;
+        cr.credits_posted += amount;
+    } else {
+        reopen_closed_by(&mut dr, &mut cr, &p);
+    }
+    let state = if post { PendingState::Posted } else { PendingState::Voided };
+    batch.put_pending_status(p.id, PendingStatus { state, ..status });
+    batch.insert_transfer(Transfer {
+        id: t.id,
+        debit_account_id: p.debit_account_id,
+        credit_account_id: p.credit_account_id,
+        amount,
+        pending_id: p.id,
+        ledger: p.ledger,
+        code: p.code,
+        kind: p.kind,
+        flags: t.flags,
+        timeout: 0,
+        user_data_128: if t.user_data_128 == 0 { p.user_data_128 } else { t.user_data_128 },
+        user_data_64: if t.user_data_64 == 0 { p.user_data_64 } else { t.user_data_64 },
+        user_data_32: if t.user_data_32 == 0 { p.user_data_32 } else { t.user_data_32 },
+        timestamp,
+    });
+    batch.record_balance(&dr, timestamp);
+    batch.record_balance(&cr, timestamp);
+    batch.put_account(dr);
+    batch.put_account(cr);
+    Ok(R::Created)
+}
+
+/// Takes a pending transfer's reservation off both accounts.
+fn release_pending(dr: &mut Account, cr: &mut Account, p: &Transfer) -> Result<(), StoreError> {
+    let inconsistent = |side: &str, account: &Account| StoreError::Inconsistent {
+        detail: format!(
+            "account {} has less {side} pending than pending transfer {} reserves ({})",
+            account.id, p.id, p.amount
+        ),
+    };
+    dr.debits_pending = dr.debits_pending.checked_sub(p.amount).ok_or_else(|| inconsistent("debits", dr))?;
+    cr.credits_pending = cr.credits_pending.checked_sub(p.amount).ok_or_else(|| inconsistent("credits", cr))?;
+    Ok(())
+}
+
+/// Reopens the accounts a voided or expired closing transfer had closed.
+fn reopen_closed_by(dr: &mut Account, cr: &mut Account, p: &Transfer) {
+    if p.flags.contains(TransferFlags::CLOSING_DEBIT) {
+        dr.flags = dr.flags.without(AccountFlags::CLOSED);
+    }
+    if p.flags.contains(TransferFlags::CLOSING_CREDIT) {
+        cr.flags = cr.flags.without(AccountFlags::CLOSED);
+    }
+}
+
+/// Prepares an `expire_pending` operation: releases every pending transfer
+/// whose `expires_at <= timestamp`, soonest first, at most
+/// [`EXPIRE_EVENTS_MAX`] of them (the `k`-th is stamped `timestamp + k`).
+/// An expired closing transfer reopens the account it closed.
+pub fn prepare_expire_pending<S: Store + ?Sized>(
+    store: &S,
+    timestamp: u64,
+) -> Result<Prepared<ExpireResult>, ApplyError> {
+    let due = store.expiring(timestamp, EXPIRE_EVENTS_MAX + 1)?;
+    let more = due.len() > EXPIRE_EVENTS_MAX;
+    let count = due.len().min(EXPIRE_EVENTS_MAX);
+    let last_timestamp = check_batch(store, timestamp, count)?;
+    let mut batch = Batch::new(store, count);
+    for (index, (expires_at, id)) in due.into_iter().take(count).enumerate() {
+        let event_timestamp = timestamp + index as u64;
+        let status = batch.pending_status(id)?;
+        if status != Some(PendingStatus { state: PendingState::Pending, expires_at }) {
+            return Err(StoreError::Inconsistent {
+                detail: format!("expiry index lists transfer {id} at {expires_at} but its status is {status:?}"),
+            }
+            .into());
+        }
+        let p = batch.transfer(id)?.ok_or_else(|| StoreError::Inconsistent {
+            detail: format!("expiry index lists transfer {id}, which does not exist"),
+        })?;
+        let mut dr = batch.referenced_account(p.debit_account_id, p.id)?;
+        let mut cr = batch.referenced_account(p.credit_account_id, p.id)?;
+        release_pending(&mut dr, &mut cr, &p)?;
+        reopen_closed_by(&mut dr, &mut cr, &p);
+        batch.put_pending_status(id, PendingStatus { state: PendingState::Expired, expires_at });
+        batch.record_balance(&dr, event_timestamp);
+        batch.record_balance(&cr, event_timestamp);
+        batch.put_account(dr);
+        batch.put_account(cr);
+    }
+    let expired = u32::try_from(count).unwrap_or(u32::MAX);
+    Ok(Prepared { results: ExpireResult { expired, more }, write_set: batch.into_write_set(last_timestamp) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MemoryStore;
+
+    #[test]
+    fn batch_over_the_limit_is_rejected_whole() {
+        let store = MemoryStore::new();
+        let events = vec![Transfer::default(); BATCH_EVENTS_MAX + 1];
+        let error = prepare_create_transfers(&store, 1, &events).unwrap_err();
+        assert_eq!(error, ApplyError::BatchTooLarge { events: BATCH_EVENTS_MAX + 1, max: BATCH_EVENTS_MAX });
+    }
+
+    #[test]
+    fn batch_timestamp_must_increase() {
+        let mut store = MemoryStore::new();
+        let prepared = prepare_create_transfers(&store, 10, &[Transfer::default(); 3]).unwrap();
+        assert_eq!(prepared.write_set.last_timestamp, 12);
+        store.commit(&prepared.write_set).unwrap();
+        let error = prepare_create_transfers(&store, 12, &[]).unwrap_err();
+        assert_eq!(error, ApplyError::TimestampNotIncreasing { timestamp: 12, last_timestamp: 12 });
+        assert!(prepare_create_transfers(&store, 13, &[]).is_ok());
+    }
+
+    #[test]
+    fn batch_timestamps_that_overflow_are_rejected() {
+        let store = MemoryStore::new();
+        let error = prepare_create_transfers(&store, u64::MAX, &[Transfer::default(); 2]).unwrap_err();
+        assert_eq!(error, ApplyError::TimestampOverflow { timestamp: u64::MAX, events: 2 });
+    }
+}

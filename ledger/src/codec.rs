@@ -1,0 +1,287 @@
+//! Fixed-layout binary encodings of the records, used by the state digest
+//! and by stores that keep records as bytes.
+//!
+//! Every integer is big-endian; enums are their one-byte codes; flags their
+//! raw `u16`. The layouts are part of the digest's definition: changing one
+//! changes every digest.
+
+use crate::flags::{AccountFlags, TransferFlags};
+use crate::ids::{AccountId, LedgerId, TransferId};
+use crate::model::{Account, AccountKind, Ledger, PendingState, PendingStatus, Transfer, TransferKind};
+
+/// Bytes of an encoded [`Account`].
+pub const ACCOUNT_SIZE: usize = 125;
+/// Bytes of an encoded [`Transfer`].
+pub const TRANSFER_SIZE: usize = 129;
+/// Bytes of an encoded [`PendingStatus`].
+pub const PENDING_STATUS_SIZE: usize = 9;
+
+/// Why bytes did not decode to a record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The input has the wrong length for the record.
+    #[error("{record}: expected {expected} bytes, got {actual}")]
+    Length {
+        /// The record type.
+        record: &'static str,
+        /// Bytes expected.
+        expected: usize,
+        /// Bytes given.
+        actual: usize,
+    },
+    /// A field holds a value no encoder writes.
+    #[error("{record}.{field}: invalid value {value}")]
+    InvalidField {
+        /// The record type.
+        record: &'static str,
+        /// The field.
+        field: &'static str,
+        /// The value found.
+        value: u64,
+    },
+}
+
+/// Reads fixed-width big-endian fields from a slice of known length.
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> [u8; N] {
+        let (head, rest) = self.bytes.split_at(N);
+        self.bytes = rest;
+        let mut out = [0; N];
+        out.copy_from_slice(head);
+        out
+    }
+    fn u8(&mut self) -> u8 {
+        self.take::<1>()[0]
+    }
+    fn u16(&mut self) -> u16 {
+        u16::from_be_bytes(self.take())
+    }
+    fn u32(&mut self) -> u32 {
+        u32::from_be_bytes(self.take())
+    }
+    fn u64(&mut self) -> u64 {
+        u64::from_be_bytes(self.take())
+    }
+    fn u128(&mut self) -> u128 {
+        u128::from_be_bytes(self.take())
+    }
+}
+
+fn reader<'a>(record: &'static str, bytes: &'a [u8], expected: usize) -> Result<Reader<'a>, DecodeError> {
+    if bytes.len() != expected {
+        return Err(DecodeError::Length { record, expected, actual: bytes.len() });
+    }
+    Ok(Reader { bytes })
+}
+
+/// Appends the encoding of `account` to `out`.
+pub fn encode_account(account: &Account, out: &mut Vec<u8>) {
+    out.extend_from_slice(&account.id.0.to_be_bytes());
+    out.extend_from_slice(&account.ledger.0.to_be_bytes());
+    out.extend_from_slice(&account.code.to_be_bytes());
+    out.push(account.kind.code());
+    out.extend_from_slice(&account.flags.bits().to_be_bytes());
+    for balance in [account.debits_pending, account.debits_posted, account.credits_pending, account.credits_posted] {
+        out.extend_from_slice(&balance.to_be_bytes());
+    }
+    out.extend_from_slice(&account.user_data_128.to_be_bytes());
+    out.extend_from_slice(&account.user_data_64.to_be_bytes());
+    out.extend_from_slice(&account.user_data_32.to_be_bytes());
+    out.extend_from_slice(&account.timestamp.to_be_bytes());
+}
+
+/// Decodes an account written by [`encode_account`].
+pub fn decode_account(bytes: &[u8]) -> Result<Account, DecodeError> {
+    let mut r = reader("account", bytes, ACCOUNT_SIZE)?;
+    let id = AccountId(r.u128());
+    let ledger = LedgerId(r.u32());
+    let code = r.u16();
+    let kind_code = r.u8();
+    let kind = AccountKind::from_code(kind_code).ok_or(DecodeError::InvalidField {
+        record: "account",
+        field: "kind",
+        value: kind_code.into(),
+    })?;
+    Ok(Account {
+        id,
+        ledger,
+        code,
+        kind,
+        flags: AccountFlags::from_bits(r.u16()),
+        debits_pending: r.u128(),
+        debits_posted: r.u128(),
+        credits_pending: r.u128(),
+        credits_posted: r.u128(),
+        user_data_128: r.u128(),
+        user_data_64: r.u64(),
+        user_data_32: r.u32(),
+        timestamp: r.u64(),
+    })
+}
+
+/// Appends the encoding of `transfer` to `out`.
+pub fn encode_transfer(transfer: &Transfer, out: &mut Vec<u8>) {
+    out.extend_from_slice(&transfer.id.0.to_be_bytes());
+    out.extend_from_slice(&transfer.debit_account_id.0.to_be_bytes());
+    out.extend_from_slice(&transfer.credit_account_id.0.to_be_bytes());
+    out.extend_from_slice(&transfer.amount.to_be_bytes());
+    out.extend_from_slice(&transfer.pending_id.0.to_be_bytes());
+    out.extend_from_slice(&transfer.ledger.0.to_be_bytes());
+    out.extend_from_slice(&transfer.code.to_be_bytes());
+    out.push(transfer.kind.code());
+    out.extend_from_slice(&transfer.flags.bits().to_be_bytes());
+    out.extend_from_slice(&transfer.timeout.to_be_bytes());
+    out.extend_from_slice(&transfer.user_data_128.to_be_bytes());
+    out.extend_from_slice(&transfer.user_data_64.to_be_bytes());
+    out.extend_from_slice(&transfer.user_data_32.to_be_bytes());
+    out.extend_from_slice(&transfer.timestamp.to_be_bytes());
+}
+
+/// Decodes a transfer written by [`encode_transfer`].
+pub fn decode_transfer(bytes: &[u8]) -> Result<Transfer, DecodeError> {
+    let mut r = reader("transfer", bytes, TRANSFER_SIZE)?;
+    let id = TransferId(r.u128());
+    let debit_account_id = AccountId(r.u128());
+    let credit_account_id = AccountId(r.u128());
+    let amount = r.u128();
+    let pending_id = TransferId(r.u128());
+    let ledger = LedgerId(r.u32());
+    let code = r.u16();
+    let kind_code = r.u8();
+    let kind = TransferKind::from_code(kind_code).ok_or(DecodeError::InvalidField {
+        record: "transfer",
+        field: "kind",
+        value: kind_code.into(),
+    })?;
+    Ok(Transfer {
+        id,
+        debit_account_id,
+        credit_account_id,
+        amount,
+        pending_id,
+        ledger,
+        code,
+        kind,
+        flags: TransferFlags::from_bits(r.u16()),
+        timeout: r.u32(),
+        user_data_128: r.u128(),
+        user_data_64: r.u64(),
+        user_data_32: r.u32(),
+        timestamp: r.u64(),
+    })
+}
+
+/// Appends the encoding of `status` to `out`.
+pub fn encode_pending_status(status: &PendingStatus, out: &mut Vec<u8>) {
+    out.push(status.state.code());
+    out.extend_from_slice(&status.expires_at.to_be_bytes());
+}
+
+/// Decodes a pending status written by [`encode_pending_status`].
+pub fn decode_pending_status(bytes: &[u8]) -> Result<PendingStatus, DecodeError> {
+    let mut r = reader("pending_status", bytes, PENDING_STATUS_SIZE)?;
+    let state_code = r.u8();
+    let state = PendingState::from_code(state_code).ok_or(DecodeError::InvalidField {
+        record: "pending_status",
+        field: "state",
+        value: state_code.into(),
+    })?;
+    Ok(PendingStatus { state, expires_at: r.u64() })
+}
+
+/// Appends the encoding of `ledger` to `out`: fixed fields, then the
+/// currency and the name, each prefixed by its length as one byte (both are
+/// at most 64 bytes once validated).
+pub fn encode_ledger(ledger: &Ledger, out: &mut Vec<u8>) {
+    out.extend_from_slice(&ledger.id.0.to_be_bytes());
+    out.push(ledger.scale);
+    out.extend_from_slice(&ledger.timestamp.to_be_bytes());
+    for text in [&ledger.currency, &ledger.name] {
+        let bytes = text.as_bytes();
+        let len = u8::try_from(bytes.len()).unwrap_or(u8::MAX);
+        out.push(len);
+        out.extend_from_slice(&bytes[..usize::from(len)]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_account() -> Account {
+        Account {
+            id: AccountId(u128::MAX - 1),
+            ledger: LedgerId(7),
+            code: 1001,
+            kind: AccountKind::Cash,
+            flags: AccountFlags::HISTORY | AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS,
+            debits_pending: 1,
+            debits_posted: 2,
+            credits_pending: 3,
+            credits_posted: u128::MAX,
+            user_data_128: 5,
+            user_data_64: 6,
+            user_data_32: 7,
+            timestamp: 8,
+        }
+    }
+
+    #[test]
+    fn account_round_trips() {
+        let mut bytes = Vec::new();
+        encode_account(&sample_account(), &mut bytes);
+        assert_eq!(bytes.len(), ACCOUNT_SIZE);
+        assert_eq!(decode_account(&bytes), Ok(sample_account()));
+    }
+
+    #[test]
+    fn transfer_round_trips() {
+        let transfer = Transfer {
+            id: TransferId(1),
+            debit_account_id: AccountId(2),
+            credit_account_id: AccountId(3),
+            amount: 4,
+            pending_id: TransferId(5),
+            ledger: LedgerId(6),
+            code: 7,
+            kind: TransferKind::CashTransfer,
+            flags: TransferFlags::POST_PENDING,
+            timeout: 9,
+            user_data_128: 10,
+            user_data_64: 11,
+            user_data_32: 12,
+            timestamp: 13,
+        };
+        let mut bytes = Vec::new();
+        encode_transfer(&transfer, &mut bytes);
+        assert_eq!(bytes.len(), TRANSFER_SIZE);
+        assert_eq!(decode_transfer(&bytes), Ok(transfer));
+    }
+
+    #[test]
+    fn pending_status_round_trips() {
+        let status = PendingStatus { state: PendingState::Voided, expires_at: 99 };
+        let mut bytes = Vec::new();
+        encode_pending_status(&status, &mut bytes);
+        assert_eq!(decode_pending_status(&bytes), Ok(status));
+    }
+
+    #[test]
+    fn wrong_length_and_unknown_kind_are_named() {
+        let mut bytes = Vec::new();
+        encode_account(&sample_account(), &mut bytes);
+        assert_eq!(
+            decode_account(&bytes[1..]),
+            Err(DecodeError::Length { record: "account", expected: ACCOUNT_SIZE, actual: ACCOUNT_SIZE - 1 })
+        );
+        bytes[22] = 9; // the kind byte
+        assert_eq!(
+            decode_account(&bytes),
+            Err(DecodeError::InvalidField { record: "account", field: "kind", value: 9 })
+        );
+    }
+}

@@ -1,0 +1,173 @@
+//! `MemoryStore`: the in-memory [`Store`], for tests, the simulator and benchmarks.
+//!
+//! Hash maps for point lookups (sorted on demand by the ordered visitors,
+//! which only the digest and the trial balance use), and per-account vectors
+//! for history, which grow in timestamp order because timestamps strictly
+//! increase.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rustc_hash::FxHashMap;
+
+use crate::ids::{AccountId, LedgerId, TransferId};
+use crate::model::{Account, AccountBalance, AccountTransfer, Ledger, PendingState, PendingStatus, Transfer};
+use crate::results::CreateTransferResult;
+use crate::store::{AccountFilter, Store, StoreError, WriteSet};
+
+/// An in-memory [`Store`]. Commits are atomic because they cannot fail midway.
+#[derive(Clone, Debug, Default)]
+pub struct MemoryStore {
+    last_timestamp: u64,
+    ledgers: BTreeMap<LedgerId, Ledger>,
+    accounts: FxHashMap<AccountId, Account>,
+    transfers: FxHashMap<TransferId, Transfer>,
+    pending: FxHashMap<TransferId, PendingStatus>,
+    expiry: BTreeSet<(u64, TransferId)>,
+    failures: FxHashMap<TransferId, CreateTransferResult>,
+    account_transfers: FxHashMap<AccountId, Vec<AccountTransfer>>,
+    balances: FxHashMap<AccountId, Vec<AccountBalance>>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many transfers the store holds.
+    pub fn transfer_count(&self) -> usize {
+        self.transfers.len()
+    }
+
+    /// How many accounts the store holds.
+    pub fn account_count(&self) -> usize {
+        self.accounts.len()
+    }
+}
+
+/// The rows of a timestamp-ordered history that `filter` selects.
+fn page<T: Copy>(
+    rows: &[T],
+    timestamp: impl Fn(&T) -> u64,
+    filter: &AccountFilter,
+    keep: impl Fn(&T) -> bool,
+) -> Vec<T> {
+    let start = rows.partition_point(|row| timestamp(row) < filter.timestamp_min);
+    let end = if filter.timestamp_max == 0 {
+        rows.len()
+    } else {
+        rows.partition_point(|row| timestamp(row) <= filter.timestamp_max)
+    };
+    let range = rows.get(start..end.max(start)).unwrap_or_default();
+    let limit = filter.limit as usize;
+    if filter.reversed {
+        range.iter().rev().filter(|row| keep(row)).take(limit).copied().collect()
+    } else {
+        range.iter().filter(|row| keep(row)).take(limit).copied().collect()
+    }
+}
+
+fn sorted<K: Ord + Copy, V>(map: &FxHashMap<K, V>) -> Vec<(K, &V)> {
+    let mut rows: Vec<(K, &V)> = map.iter().map(|(key, value)| (*key, value)).collect();
+    rows.sort_unstable_by_key(|(key, _)| *key);
+    rows
+}
+
+impl Store for MemoryStore {
+    fn last_timestamp(&self) -> Result<u64, StoreError> {
+        Ok(self.last_timestamp)
+    }
+
+    fn ledger(&self, id: LedgerId) -> Result<Option<Ledger>, StoreError> {
+        Ok(self.ledgers.get(&id).cloned())
+    }
+
+    fn account(&self, id: AccountId) -> Result<Option<Account>, StoreError> {
+        Ok(self.accounts.get(&id).copied())
+    }
+
+    fn transfer(&self, id: TransferId) -> Result<Option<Transfer>, StoreError> {
+        Ok(self.transfers.get(&id).copied())
+    }
+
+    fn pending_status(&self, id: TransferId) -> Result<Option<PendingStatus>, StoreError> {
+        Ok(self.pending.get(&id).copied())
+    }
+
+    fn transfer_failure(&self, id: TransferId) -> Result<Option<CreateTransferResult>, StoreError> {
+        Ok(self.failures.get(&id).copied())
+    }
+
+    fn expiring(&self, up_to: u64, limit: usize) -> Result<Vec<(u64, TransferId)>, StoreError> {
+        Ok(self.expiry.range(..=(up_to, TransferId(u128::MAX))).take(limit).copied().collect())
+    }
+
+    fn account_transfers(&self, filter: &AccountFilter) -> Result<Vec<AccountTransfer>, StoreError> {
+        let rows = self.account_transfers.get(&filter.account_id).map(Vec::as_slice).unwrap_or_default();
+        Ok(page(rows, |row| row.timestamp, filter, |row| filter.sides.includes(row.side)))
+    }
+
+    fn account_balances(&self, filter: &AccountFilter) -> Result<Vec<AccountBalance>, StoreError> {
+        let rows = self.balances.get(&filter.account_id).map(Vec::as_slice).unwrap_or_default();
+        Ok(page(rows, |row| row.timestamp, filter, |_| true))
+    }
+
+    fn for_each_ledger(&self, visit: &mut dyn FnMut(&Ledger)) -> Result<(), StoreError> {
+        self.ledgers.values().for_each(visit);
+        Ok(())
+    }
+
+    fn for_each_account(&self, visit: &mut dyn FnMut(&Account)) -> Result<(), StoreError> {
+        sorted(&self.accounts).into_iter().for_each(|(_, account)| visit(account));
+        Ok(())
+    }
+
+    fn for_each_transfer(&self, visit: &mut dyn FnMut(&Transfer)) -> Result<(), StoreError> {
+        sorted(&self.transfers).into_iter().for_each(|(_, transfer)| visit(transfer));
+        Ok(())
+    }
+
+    fn for_each_pending(&self, visit: &mut dyn FnMut(TransferId, &PendingStatus)) -> Result<(), StoreError> {
+        sorted(&self.pending).into_iter().for_each(|(id, status)| visit(id, status));
+        Ok(())
+    }
+
+    fn for_each_failure(&self, visit: &mut dyn FnMut(TransferId, CreateTransferResult)) -> Result<(), StoreError> {
+        sorted(&self.failures).into_iter().for_each(|(id, result)| visit(id, *result));
+        Ok(())
+    }
+
+    fn commit(&mut self, write_set: &WriteSet) -> Result<(), StoreError> {
+        self.last_timestamp = write_set.last_timestamp;
+        for ledger in &write_set.ledgers {
+            self.ledgers.insert(ledger.id, ledger.clone());
+        }
+        for account in &write_set.accounts {
+            self.accounts.insert(account.id, *account);
+        }
+        self.transfers.reserve(write_set.transfers.len());
+        for transfer in &write_set.transfers {
+            self.transfers.insert(transfer.id, *transfer);
+        }
+        for (id, status) in &write_set.pending {
+            if status.expires_at != 0 {
+                if status.state == PendingState::Pending {
+                    self.expiry.insert((status.expires_at, *id));
+                } else {
+                    self.expiry.remove(&(status.expires_at, *id));
+                }
+            }
+            self.pending.insert(*id, *status);
+        }
+        for (id, result) in &write_set.failures {
+            self.failures.insert(*id, *result);
+        }
+        for row in &write_set.account_transfers {
+            self.account_transfers.entry(row.account_id).or_default().push(*row);
+        }
+        for row in &write_set.balances {
+            self.balances.entry(row.account_id).or_default().push(*row);
+        }
+        Ok(())
+    }
+}

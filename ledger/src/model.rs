@@ -1,0 +1,299 @@
+//! The data model: ledgers, accounts, transfers and the records the state
+//! machine derives from them (pending status, history, balances).
+
+use crate::flags::{AccountFlags, TransferFlags};
+use crate::ids::{AccountId, LedgerId, TransferId};
+
+/// The most events one batch may carry (one Raft entry's worth for one client).
+pub const BATCH_EVENTS_MAX: usize = 8_189;
+
+/// The most pending transfers one `expire_pending` operation expires; the
+/// rest wait for the next one, so one entry's work stays bounded.
+pub const EXPIRE_EVENTS_MAX: usize = 8_189;
+
+/// The largest scale (decimal places of the minor unit) a ledger may have.
+pub const LEDGER_SCALE_MAX: u8 = 18;
+
+/// The longest currency or asset code, in bytes.
+pub const LEDGER_CURRENCY_LEN_MAX: usize = 12;
+
+/// The longest ledger name, in bytes.
+pub const LEDGER_NAME_LEN_MAX: usize = 64;
+
+/// Nanoseconds per second: a transfer's `timeout` is in seconds, timestamps in ns.
+pub const NS_PER_S: u64 = 1_000_000_000;
+
+/// A ledger: one currency or asset. Transfers move money only inside one ledger.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Ledger {
+    /// The ledger's id.
+    pub id: LedgerId,
+    /// ISO 4217 code (`KRW`) or an asset name: 1 to 12 of `A-Z`, `0-9`, `_`.
+    pub currency: String,
+    /// Decimal places of the minor unit: `0` for KRW, `2` for USD.
+    pub scale: u8,
+    /// A human-readable name, 1 to 64 bytes.
+    pub name: String,
+    /// Set by the state machine when the ledger is created; must be `0` in a request.
+    pub timestamp: u64,
+}
+
+/// Whether an account holds treasury/bank cash or anything else.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AccountKind {
+    /// A treasury or bank cash account (one per fund: a hot account).
+    Cash,
+    /// Every other account: expense, revenue, appropriation, liability...
+    #[default]
+    Other,
+}
+
+/// The treasury meaning of a transfer, validated against its accounts' kinds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TransferKind {
+    /// A payment: debits a non-cash account, credits a cash account.
+    Expenditure,
+    /// Money received: debits a cash account, credits a non-cash account.
+    Receipt,
+    /// Cash moved between two cash accounts.
+    CashTransfer,
+    /// Any other entry; no rule on the accounts' kinds.
+    #[default]
+    Journal,
+}
+
+impl AccountKind {
+    /// Every kind, in code order.
+    pub const ALL: [Self; 2] = [Self::Cash, Self::Other];
+
+    /// The kind's stable one-byte code (used by encodings and the digest).
+    pub const fn code(self) -> u8 {
+        match self {
+            Self::Cash => 1,
+            Self::Other => 2,
+        }
+    }
+
+    /// The kind with this code, if any.
+    pub fn from_code(code: u8) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.code() == code)
+    }
+
+    /// The kind's lower-case name: `cash` or `other`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Cash => "cash",
+            Self::Other => "other",
+        }
+    }
+}
+
+impl TransferKind {
+    /// Every kind, in code order.
+    pub const ALL: [Self; 4] = [Self::Expenditure, Self::Receipt, Self::CashTransfer, Self::Journal];
+
+    /// The kind's stable one-byte code (used by encodings and the digest).
+    pub const fn code(self) -> u8 {
+        match self {
+            Self::Expenditure => 1,
+            Self::Receipt => 2,
+            Self::CashTransfer => 3,
+            Self::Journal => 4,
+        }
+    }
+
+    /// The kind with this code, if any.
+    pub fn from_code(code: u8) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.code() == code)
+    }
+
+    /// The kind's snake-case name, e.g. `cash_transfer`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Expenditure => "expenditure",
+            Self::Receipt => "receipt",
+            Self::CashTransfer => "cash_transfer",
+            Self::Journal => "journal",
+        }
+    }
+
+    /// The account kinds this transfer kind requires on its debit and credit
+    /// side; `None` where any kind is allowed.
+    pub const fn required_kinds(self) -> (Option<AccountKind>, Option<AccountKind>) {
+        match self {
+            Self::Expenditure => (Some(AccountKind::Other), Some(AccountKind::Cash)),
+            Self::Receipt => (Some(AccountKind::Cash), Some(AccountKind::Other)),
+            Self::CashTransfer => (Some(AccountKind::Cash), Some(AccountKind::Cash)),
+            Self::Journal => (None, None),
+        }
+    }
+}
+
+/// An account. Never deleted: only its balances and its `closed` flag change.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Account {
+    /// The account's id.
+    pub id: AccountId,
+    /// The ledger (currency) the account is kept in.
+    pub ledger: LedgerId,
+    /// Chart-of-accounts class; must not be `0`.
+    pub code: u16,
+    /// Cash or other.
+    pub kind: AccountKind,
+    /// Limit, history and closed flags.
+    pub flags: AccountFlags,
+    /// Amounts reserved against this account by pending transfers it is debited by.
+    pub debits_pending: u128,
+    /// Amounts debited by posted transfers.
+    pub debits_posted: u128,
+    /// Amounts reserved for this account by pending transfers it is credited by.
+    pub credits_pending: u128,
+    /// Amounts credited by posted transfers.
+    pub credits_posted: u128,
+    /// Free for the client: e.g. the local-government code.
+    pub user_data_128: u128,
+    /// Free for the client: e.g. the fund.
+    pub user_data_64: u64,
+    /// Free for the client: e.g. the budget line.
+    pub user_data_32: u32,
+    /// Set by the state machine at creation; must be `0` in a request.
+    pub timestamp: u64,
+}
+
+impl Account {
+    /// The account's four balances as they stand now, stamped with `timestamp`.
+    pub const fn balance_at(&self, timestamp: u64) -> AccountBalance {
+        AccountBalance {
+            account_id: self.id,
+            timestamp,
+            debits_pending: self.debits_pending,
+            debits_posted: self.debits_posted,
+            credits_pending: self.credits_pending,
+            credits_posted: self.credits_posted,
+        }
+    }
+}
+
+/// A transfer between two accounts of one ledger. Immutable once created: a
+/// mistake is corrected by another transfer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Transfer {
+    /// The transfer's id.
+    pub id: TransferId,
+    /// The account debited.
+    pub debit_account_id: AccountId,
+    /// The account credited.
+    pub credit_account_id: AccountId,
+    /// Amount in the ledger's minor unit. In a `post_pending` request,
+    /// [`Transfer::AMOUNT_MAX`] posts the whole pending amount.
+    pub amount: u128,
+    /// For `post_pending` / `void_pending`: the pending transfer; otherwise `0`.
+    pub pending_id: TransferId,
+    /// The ledger; must match both accounts'.
+    pub ledger: LedgerId,
+    /// The reason code; must not be `0`.
+    pub code: u16,
+    /// The treasury meaning, checked against the accounts' kinds.
+    pub kind: TransferKind,
+    /// Linked, two-phase, balancing and closing flags.
+    pub flags: TransferFlags,
+    /// For `pending` transfers: seconds until the reservation expires (`0`: never).
+    pub timeout: u32,
+    /// Free for the client: e.g. the payment request number.
+    pub user_data_128: u128,
+    /// Free for the client.
+    pub user_data_64: u64,
+    /// Free for the client.
+    pub user_data_32: u32,
+    /// Set by the state machine at creation; must be `0` in a request.
+    pub timestamp: u64,
+}
+
+impl Transfer {
+    /// In a `post_pending` request: post the pending transfer's whole amount.
+    /// In a `void_pending` request, `0` or this value stand for the pending amount.
+    pub const AMOUNT_MAX: u128 = u128::MAX;
+}
+
+/// Where a pending transfer stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PendingState {
+    /// Reserved, not yet posted, voided or expired.
+    Pending,
+    /// Posted (in full or in part) by a `post_pending` transfer.
+    Posted,
+    /// Voided by a `void_pending` transfer.
+    Voided,
+    /// Its timeout passed and an `expire_pending` operation released it.
+    Expired,
+}
+
+impl PendingState {
+    /// Every state, in code order.
+    pub const ALL: [Self; 4] = [Self::Pending, Self::Posted, Self::Voided, Self::Expired];
+
+    /// The state's stable one-byte code.
+    pub const fn code(self) -> u8 {
+        match self {
+            Self::Pending => 1,
+            Self::Posted => 2,
+            Self::Voided => 3,
+            Self::Expired => 4,
+        }
+    }
+
+    /// The state with this code, if any.
+    pub fn from_code(code: u8) -> Option<Self> {
+        Self::ALL.into_iter().find(|state| state.code() == code)
+    }
+}
+
+/// The status of one pending transfer, kept beside the immutable transfer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PendingStatus {
+    /// Where it stands.
+    pub state: PendingState,
+    /// When it expires, in ns (`0`: never). A store keeps pending transfers
+    /// with a non-zero `expires_at` in `Pending` state in an expiry index.
+    pub expires_at: u64,
+}
+
+/// Which side of a transfer an account is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// The account is the transfer's debit account.
+    Debit,
+    /// The account is the transfer's credit account.
+    Credit,
+}
+
+/// One entry of an account's history index: `transfer_id` touched
+/// `account_id` at `timestamp` on `side`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AccountTransfer {
+    /// The account.
+    pub account_id: AccountId,
+    /// The transfer's timestamp.
+    pub timestamp: u64,
+    /// The transfer.
+    pub transfer_id: TransferId,
+    /// Which side the account is on.
+    pub side: Side,
+}
+
+/// An account's four balances just after the event at `timestamp`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AccountBalance {
+    /// The account.
+    pub account_id: AccountId,
+    /// The event after which these balances held.
+    pub timestamp: u64,
+    /// See [`Account::debits_pending`].
+    pub debits_pending: u128,
+    /// See [`Account::debits_posted`].
+    pub debits_posted: u128,
+    /// See [`Account::credits_pending`].
+    pub credits_pending: u128,
+    /// See [`Account::credits_posted`].
+    pub credits_posted: u128,
+}

@@ -1,0 +1,348 @@
+//! Per-event result codes.
+//!
+//! Every event of a batch gets exactly one result. **The variants of each enum
+//! are declared in precedence order**: when an event breaks several rules, the
+//! one declared first is reported. The state machine checks them in this
+//! order, so the same batch gives the same results on every replica.
+
+use std::fmt;
+
+macro_rules! result_codes {
+    (
+        $(#[$meta:meta])*
+        $name:ident { $( $(#[$vmeta:meta])* $variant:ident = $text:literal, )* }
+    ) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum $name {
+            $( $(#[$vmeta])* $variant, )*
+        }
+
+        impl $name {
+            /// Every result, in precedence order.
+            pub const ALL: &'static [Self] = &[$( Self::$variant, )*];
+
+            /// The result's snake-case name, as shown to users and on the wire.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $( Self::$variant => $text, )*
+                }
+            }
+
+            /// The result with this snake-case name, if any.
+            pub fn from_name(name: &str) -> Option<Self> {
+                Self::ALL.iter().copied().find(|result| result.as_str() == name)
+            }
+
+            /// The result's stable numeric code: its position in [`Self::ALL`].
+            pub const fn code(self) -> u16 {
+                self as u16
+            }
+
+            /// The result with this numeric code, if any.
+            pub fn from_code(code: u16) -> Option<Self> {
+                Self::ALL.get(usize::from(code)).copied()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+result_codes! {
+    /// The result of one `create_ledgers` event.
+    CreateLedgerResult {
+        /// The ledger was created.
+        Created = "created",
+        /// `timestamp` must be `0`: the state machine sets it.
+        TimestampMustBeZero = "timestamp_must_be_zero",
+        /// `id` must not be `0`.
+        IdMustNotBeZero = "id_must_not_be_zero",
+        /// `id` must not be `u32::MAX`.
+        IdMustNotBeIntMax = "id_must_not_be_int_max",
+        /// A ledger with this id exists with another currency.
+        ExistsWithDifferentCurrency = "exists_with_different_currency",
+        /// A ledger with this id exists with another scale.
+        ExistsWithDifferentScale = "exists_with_different_scale",
+        /// A ledger with this id exists with another name.
+        ExistsWithDifferentName = "exists_with_different_name",
+        /// The same ledger exists already: a safe retry.
+        Exists = "exists",
+        /// `currency` must be 1 to 12 of `A-Z`, `0-9` and `_`.
+        CurrencyMustBeValid = "currency_must_be_valid",
+        /// `scale` must not exceed 18.
+        ScaleMustNotExceedMax = "scale_must_not_exceed_max",
+        /// `name` must not be empty.
+        NameMustNotBeEmpty = "name_must_not_be_empty",
+        /// `name` must not exceed 64 bytes.
+        NameTooLong = "name_too_long",
+    }
+}
+
+result_codes! {
+    /// The result of one `create_accounts` event.
+    CreateAccountResult {
+        /// The account was created.
+        Created = "created",
+        /// Another event of this linked chain failed, so this one was not applied.
+        LinkedEventFailed = "linked_event_failed",
+        /// The batch ended inside a linked chain (its last event has `linked`).
+        LinkedEventChainOpen = "linked_event_chain_open",
+        /// `timestamp` must be `0`: the state machine sets it.
+        TimestampMustBeZero = "timestamp_must_be_zero",
+        /// `flags` has a bit no flag is defined for.
+        ReservedFlag = "reserved_flag",
+        /// `id` must not be `0`.
+        IdMustNotBeZero = "id_must_not_be_zero",
+        /// `id` must not be `u128::MAX`.
+        IdMustNotBeIntMax = "id_must_not_be_int_max",
+        /// An account with this id exists with other flags (`closed` aside).
+        ExistsWithDifferentFlags = "exists_with_different_flags",
+        /// An account with this id exists with another `user_data_128`.
+        ExistsWithDifferentUserData128 = "exists_with_different_user_data_128",
+        /// An account with this id exists with another `user_data_64`.
+        ExistsWithDifferentUserData64 = "exists_with_different_user_data_64",
+        /// An account with this id exists with another `user_data_32`.
+        ExistsWithDifferentUserData32 = "exists_with_different_user_data_32",
+        /// An account with this id exists in another ledger.
+        ExistsWithDifferentLedger = "exists_with_different_ledger",
+        /// An account with this id exists with another code.
+        ExistsWithDifferentCode = "exists_with_different_code",
+        /// An account with this id exists with another kind.
+        ExistsWithDifferentKind = "exists_with_different_kind",
+        /// The same account exists already: a safe retry.
+        Exists = "exists",
+        /// `debits_must_not_exceed_credits` and `credits_must_not_exceed_debits`
+        /// cannot both be set.
+        FlagsAreMutuallyExclusive = "flags_are_mutually_exclusive",
+        /// `debits_pending` must be `0` in a request.
+        DebitsPendingMustBeZero = "debits_pending_must_be_zero",
+        /// `debits_posted` must be `0` in a request.
+        DebitsPostedMustBeZero = "debits_posted_must_be_zero",
+        /// `credits_pending` must be `0` in a request.
+        CreditsPendingMustBeZero = "credits_pending_must_be_zero",
+        /// `credits_posted` must be `0` in a request.
+        CreditsPostedMustBeZero = "credits_posted_must_be_zero",
+        /// `ledger` must not be `0`.
+        LedgerMustNotBeZero = "ledger_must_not_be_zero",
+        /// `code` must not be `0`.
+        CodeMustNotBeZero = "code_must_not_be_zero",
+        /// No ledger has the id in `ledger`.
+        LedgerNotFound = "ledger_not_found",
+    }
+}
+
+result_codes! {
+    /// The result of one `create_transfers` event.
+    CreateTransferResult {
+        /// The transfer was created (for a post or void: the pending transfer
+        /// was posted or voided).
+        Created = "created",
+        /// Another event of this linked chain failed, so this one was not applied.
+        LinkedEventFailed = "linked_event_failed",
+        /// The batch ended inside a linked chain (its last event has `linked`).
+        LinkedEventChainOpen = "linked_event_chain_open",
+        /// `timestamp` must be `0`: the state machine sets it.
+        TimestampMustBeZero = "timestamp_must_be_zero",
+        /// `flags` has a bit no flag is defined for.
+        ReservedFlag = "reserved_flag",
+        /// `id` must not be `0`.
+        IdMustNotBeZero = "id_must_not_be_zero",
+        /// `id` must not be `u128::MAX`.
+        IdMustNotBeIntMax = "id_must_not_be_int_max",
+        /// A transfer with this id exists with other flags.
+        ExistsWithDifferentFlags = "exists_with_different_flags",
+        /// A transfer with this id exists with another `pending_id`.
+        ExistsWithDifferentPendingId = "exists_with_different_pending_id",
+        /// A transfer with this id exists with another `timeout`.
+        ExistsWithDifferentTimeout = "exists_with_different_timeout",
+        /// A transfer with this id exists with another debit account.
+        ExistsWithDifferentDebitAccountId = "exists_with_different_debit_account_id",
+        /// A transfer with this id exists with another credit account.
+        ExistsWithDifferentCreditAccountId = "exists_with_different_credit_account_id",
+        /// A transfer with this id exists with another amount.
+        ExistsWithDifferentAmount = "exists_with_different_amount",
+        /// A transfer with this id exists with another `user_data_128`.
+        ExistsWithDifferentUserData128 = "exists_with_different_user_data_128",
+        /// A transfer with this id exists with another `user_data_64`.
+        ExistsWithDifferentUserData64 = "exists_with_different_user_data_64",
+        /// A transfer with this id exists with another `user_data_32`.
+        ExistsWithDifferentUserData32 = "exists_with_different_user_data_32",
+        /// A transfer with this id exists in another ledger.
+        ExistsWithDifferentLedger = "exists_with_different_ledger",
+        /// A transfer with this id exists with another code.
+        ExistsWithDifferentCode = "exists_with_different_code",
+        /// A transfer with this id exists with another kind.
+        ExistsWithDifferentKind = "exists_with_different_kind",
+        /// The same transfer exists already: a safe retry.
+        Exists = "exists",
+        /// An earlier event with this id failed for a reason that may since
+        /// have cleared; its outcome stands, so this retry fails too.
+        IdAlreadyFailed = "id_already_failed",
+        /// The flags combine two that exclude each other (`post_pending` with
+        /// `void_pending`, or either of them with `pending`, `balancing_*` or
+        /// `closing_*`).
+        FlagsAreMutuallyExclusive = "flags_are_mutually_exclusive",
+        /// `debit_account_id` must not be `0`.
+        DebitAccountIdMustNotBeZero = "debit_account_id_must_not_be_zero",
+        /// `debit_account_id` must not be `u128::MAX`.
+        DebitAccountIdMustNotBeIntMax = "debit_account_id_must_not_be_int_max",
+        /// `credit_account_id` must not be `0`.
+        CreditAccountIdMustNotBeZero = "credit_account_id_must_not_be_zero",
+        /// `credit_account_id` must not be `u128::MAX`.
+        CreditAccountIdMustNotBeIntMax = "credit_account_id_must_not_be_int_max",
+        /// The debit and credit accounts must differ.
+        AccountsMustBeDifferent = "accounts_must_be_different",
+        /// `pending_id` must be `0` unless posting or voiding.
+        PendingIdMustBeZero = "pending_id_must_be_zero",
+        /// Posting or voiding needs a `pending_id`.
+        PendingIdMustNotBeZero = "pending_id_must_not_be_zero",
+        /// `pending_id` must not be `u128::MAX`.
+        PendingIdMustNotBeIntMax = "pending_id_must_not_be_int_max",
+        /// `pending_id` must not be the event's own id.
+        PendingIdMustBeDifferent = "pending_id_must_be_different",
+        /// `timeout` is only for `pending` transfers.
+        TimeoutReservedForPendingTransfer = "timeout_reserved_for_pending_transfer",
+        /// `closing_debit` / `closing_credit` need `pending`.
+        ClosingTransferMustBePending = "closing_transfer_must_be_pending",
+        /// `amount` must not be `0` (except when posting or voiding).
+        AmountMustNotBeZero = "amount_must_not_be_zero",
+        /// `ledger` must not be `0`.
+        LedgerMustNotBeZero = "ledger_must_not_be_zero",
+        /// `code` must not be `0`.
+        CodeMustNotBeZero = "code_must_not_be_zero",
+        /// No account has the id in `debit_account_id`.
+        DebitAccountNotFound = "debit_account_not_found",
+        /// No account has the id in `credit_account_id`.
+        CreditAccountNotFound = "credit_account_not_found",
+        /// The two accounts are kept in different ledgers.
+        AccountsMustHaveTheSameLedger = "accounts_must_have_the_same_ledger",
+        /// The transfer's `ledger` differs from its accounts'.
+        TransferMustHaveTheSameLedgerAsAccounts = "transfer_must_have_the_same_ledger_as_accounts",
+        /// The debit account's kind is not the one the transfer kind requires
+        /// (an expenditure debits a non-cash account; a receipt and a cash
+        /// transfer debit a cash account).
+        DebitAccountHasWrongKind = "debit_account_has_wrong_kind",
+        /// The credit account's kind is not the one the transfer kind requires
+        /// (an expenditure and a cash transfer credit a cash account; a
+        /// receipt credits a non-cash account).
+        CreditAccountHasWrongKind = "credit_account_has_wrong_kind",
+        /// No transfer has the id in `pending_id`.
+        PendingTransferNotFound = "pending_transfer_not_found",
+        /// The transfer named by `pending_id` is not a pending transfer.
+        PendingTransferNotPending = "pending_transfer_not_pending",
+        /// `debit_account_id` is set and differs from the pending transfer's.
+        PendingTransferHasDifferentDebitAccountId = "pending_transfer_has_different_debit_account_id",
+        /// `credit_account_id` is set and differs from the pending transfer's.
+        PendingTransferHasDifferentCreditAccountId = "pending_transfer_has_different_credit_account_id",
+        /// `ledger` is set and differs from the pending transfer's.
+        PendingTransferHasDifferentLedger = "pending_transfer_has_different_ledger",
+        /// `code` is set and differs from the pending transfer's.
+        PendingTransferHasDifferentCode = "pending_transfer_has_different_code",
+        /// `kind` differs from the pending transfer's.
+        PendingTransferHasDifferentKind = "pending_transfer_has_different_kind",
+        /// A post's `amount` exceeds the pending amount.
+        ExceedsPendingTransferAmount = "exceeds_pending_transfer_amount",
+        /// A void's `amount` is neither `0`, `AMOUNT_MAX` nor the pending amount.
+        PendingTransferHasDifferentAmount = "pending_transfer_has_different_amount",
+        /// The pending transfer was posted already.
+        PendingTransferAlreadyPosted = "pending_transfer_already_posted",
+        /// The pending transfer was voided already.
+        PendingTransferAlreadyVoided = "pending_transfer_already_voided",
+        /// The pending transfer's timeout has passed: it can no longer be
+        /// posted or voided.
+        PendingTransferExpired = "pending_transfer_expired",
+        /// The debit account is closed.
+        DebitAccountAlreadyClosed = "debit_account_already_closed",
+        /// The credit account is closed.
+        CreditAccountAlreadyClosed = "credit_account_already_closed",
+        /// `debits_pending` of the debit account would overflow.
+        OverflowsDebitsPending = "overflows_debits_pending",
+        /// `credits_pending` of the credit account would overflow.
+        OverflowsCreditsPending = "overflows_credits_pending",
+        /// `debits_posted` of the debit account would overflow.
+        OverflowsDebitsPosted = "overflows_debits_posted",
+        /// `credits_posted` of the credit account would overflow.
+        OverflowsCreditsPosted = "overflows_credits_posted",
+        /// `debits_pending + debits_posted` of the debit account would overflow.
+        OverflowsDebits = "overflows_debits",
+        /// `credits_pending + credits_posted` of the credit account would overflow.
+        OverflowsCredits = "overflows_credits",
+        /// `timestamp + timeout` would overflow.
+        OverflowsTimeout = "overflows_timeout",
+        /// The debit account has `debits_must_not_exceed_credits` and this
+        /// transfer would take its debits (pending + posted) past its credits.
+        ExceedsCredits = "exceeds_credits",
+        /// The credit account has `credits_must_not_exceed_debits` and this
+        /// transfer would take its credits (pending + posted) past its debits.
+        ExceedsDebits = "exceeds_debits",
+    }
+}
+
+impl CreateTransferResult {
+    /// Whether this failure depends on state that may change (an account or
+    /// pending transfer that may be created later, a balance, a closed
+    /// account). Such a failure is recorded, and a retry of the same id gets
+    /// [`Self::IdAlreadyFailed`], so an id's outcome never changes.
+    pub const fn is_transient(self) -> bool {
+        matches!(
+            self,
+            Self::DebitAccountNotFound
+                | Self::CreditAccountNotFound
+                | Self::PendingTransferNotFound
+                | Self::DebitAccountAlreadyClosed
+                | Self::CreditAccountAlreadyClosed
+                | Self::OverflowsDebitsPending
+                | Self::OverflowsCreditsPending
+                | Self::OverflowsDebitsPosted
+                | Self::OverflowsCreditsPosted
+                | Self::OverflowsDebits
+                | Self::OverflowsCredits
+                | Self::ExceedsCredits
+                | Self::ExceedsDebits
+        )
+    }
+
+    /// Whether the event succeeded: `created`, or `exists` for a safe retry.
+    pub const fn is_success(self) -> bool {
+        matches!(self, Self::Created | Self::Exists)
+    }
+}
+
+impl CreateAccountResult {
+    /// Whether the event succeeded: `created`, or `exists` for a safe retry.
+    pub const fn is_success(self) -> bool {
+        matches!(self, Self::Created | Self::Exists)
+    }
+}
+
+impl CreateLedgerResult {
+    /// Whether the event succeeded: `created`, or `exists` for a safe retry.
+    pub const fn is_success(self) -> bool {
+        matches!(self, Self::Created | Self::Exists)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_and_names_round_trip() {
+        for result in CreateTransferResult::ALL {
+            assert_eq!(CreateTransferResult::from_code(result.code()), Some(*result));
+            assert_eq!(CreateTransferResult::from_name(result.as_str()), Some(*result));
+        }
+        for result in CreateAccountResult::ALL {
+            assert_eq!(CreateAccountResult::from_code(result.code()), Some(*result));
+        }
+        for result in CreateLedgerResult::ALL {
+            assert_eq!(CreateLedgerResult::from_code(result.code()), Some(*result));
+        }
+        assert_eq!(CreateTransferResult::from_code(u16::MAX), None);
+    }
+}

@@ -1,0 +1,168 @@
+//! The `Store` trait: the only way the state machine reaches its state.
+//!
+//! A store is read while a batch is prepared and changed only by
+//! [`Store::commit`], which applies one [`WriteSet`] atomically. The state
+//! machine never holds state of its own between batches, so a store that
+//! commits atomically and survives crashes (RocksDB, in `coffer-storage`)
+//! makes the ledger crash-safe.
+
+use crate::ids::{AccountId, LedgerId, TransferId};
+use crate::model::{Account, AccountBalance, AccountTransfer, Ledger, PendingStatus, Side, Transfer};
+use crate::results::CreateTransferResult;
+
+/// A failure of the store itself. Never a per-event outcome: the batch that
+/// met it changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// A record failed verification (checksum, length, unknown code).
+    #[error("corrupt record in {table} at key {key}: {reason}")]
+    Corruption {
+        /// The table (column family) holding the record.
+        table: String,
+        /// The record's key, printed.
+        key: String,
+        /// What failed.
+        reason: String,
+    },
+    /// Records disagree with each other (e.g. a pending status without its
+    /// transfer): the state breaks an invariant and must not be used.
+    #[error("inconsistent state: {detail}")]
+    Inconsistent {
+        /// What disagrees.
+        detail: String,
+    },
+    /// The storage backend failed (IO, RocksDB).
+    #[error("storage backend failed: {detail}")]
+    Backend {
+        /// The backend's error.
+        detail: String,
+    },
+}
+
+/// Which sides of an account's transfers a query wants.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Sides {
+    /// Transfers that debit the account.
+    Debits,
+    /// Transfers that credit the account.
+    Credits,
+    /// Both.
+    #[default]
+    Both,
+}
+
+impl Sides {
+    /// Whether `side` is wanted.
+    pub const fn includes(self, side: Side) -> bool {
+        matches!((self, side), (Self::Both, _) | (Self::Debits, Side::Debit) | (Self::Credits, Side::Credit))
+    }
+}
+
+/// A page of an account's history: transfers or balances in a time range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AccountFilter {
+    /// The account.
+    pub account_id: AccountId,
+    /// Earliest timestamp, inclusive (`0`: from the start).
+    pub timestamp_min: u64,
+    /// Latest timestamp, inclusive (`0`: to the end).
+    pub timestamp_max: u64,
+    /// Most rows to return: 1 to [`BATCH_EVENTS_MAX`](crate::BATCH_EVENTS_MAX).
+    pub limit: u32,
+    /// Which sides (transfers only; balance history ignores it).
+    pub sides: Sides,
+    /// Newest first instead of oldest first.
+    pub reversed: bool,
+}
+
+impl AccountFilter {
+    /// Everything of `account_id`, oldest first, at most `limit` rows.
+    pub const fn all(account_id: AccountId, limit: u32) -> Self {
+        Self { account_id, timestamp_min: 0, timestamp_max: 0, limit, sides: Sides::Both, reversed: false }
+    }
+
+    /// Whether `timestamp` lies in the filter's range.
+    pub const fn covers(&self, timestamp: u64) -> bool {
+        timestamp >= self.timestamp_min && (self.timestamp_max == 0 || timestamp <= self.timestamp_max)
+    }
+}
+
+/// Everything one batch changes, to be committed atomically by a store.
+///
+/// Records are final values (upserts); a store need not read anything to
+/// commit a write set. Within each list, keys are unique.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriteSet {
+    /// The last event timestamp the batch used; the next batch must start after it.
+    pub last_timestamp: u64,
+    /// Ledgers created.
+    pub ledgers: Vec<Ledger>,
+    /// Accounts created or changed, with their new values.
+    pub accounts: Vec<Account>,
+    /// Transfers created.
+    pub transfers: Vec<Transfer>,
+    /// Pending statuses created or changed. A store keeps `(expires_at, id)`
+    /// in its expiry index exactly while the state is `Pending` and
+    /// `expires_at != 0`.
+    pub pending: Vec<(TransferId, PendingStatus)>,
+    /// Transfer ids that failed transiently, with the failure (for `id_already_failed`).
+    pub failures: Vec<(TransferId, CreateTransferResult)>,
+    /// New entries of accounts' history indexes.
+    pub account_transfers: Vec<AccountTransfer>,
+    /// New balance-history entries (accounts with the `history` flag).
+    pub balances: Vec<AccountBalance>,
+}
+
+/// The ledger's state, as the state machine sees it.
+///
+/// Reads see only committed state. The `for_each_*` visitors go in ascending
+/// key order; `state_digest` and the trial balance depend on it.
+pub trait Store {
+    /// The timestamp of the last event applied (`0` before the first batch).
+    fn last_timestamp(&self) -> Result<u64, StoreError>;
+
+    /// The ledger with this id.
+    fn ledger(&self, id: LedgerId) -> Result<Option<Ledger>, StoreError>;
+
+    /// The account with this id.
+    fn account(&self, id: AccountId) -> Result<Option<Account>, StoreError>;
+
+    /// The transfer with this id.
+    fn transfer(&self, id: TransferId) -> Result<Option<Transfer>, StoreError>;
+
+    /// The status of the pending transfer with this id.
+    fn pending_status(&self, id: TransferId) -> Result<Option<PendingStatus>, StoreError>;
+
+    /// The recorded transient failure of this transfer id, if it failed.
+    fn transfer_failure(&self, id: TransferId) -> Result<Option<CreateTransferResult>, StoreError>;
+
+    /// Up to `limit` pending transfers with `expires_at <= up_to`, soonest
+    /// first (ties by id), as `(expires_at, id)`.
+    fn expiring(&self, up_to: u64, limit: usize) -> Result<Vec<(u64, TransferId)>, StoreError>;
+
+    /// The entries of an account's history index that match `filter`
+    /// (range, sides, order, limit).
+    fn account_transfers(&self, filter: &AccountFilter) -> Result<Vec<AccountTransfer>, StoreError>;
+
+    /// The balance-history entries of an account that match `filter`
+    /// (range, order, limit; sides ignored).
+    fn account_balances(&self, filter: &AccountFilter) -> Result<Vec<AccountBalance>, StoreError>;
+
+    /// Visits every ledger in ascending id order.
+    fn for_each_ledger(&self, visit: &mut dyn FnMut(&Ledger)) -> Result<(), StoreError>;
+
+    /// Visits every account in ascending id order.
+    fn for_each_account(&self, visit: &mut dyn FnMut(&Account)) -> Result<(), StoreError>;
+
+    /// Visits every transfer in ascending id order.
+    fn for_each_transfer(&self, visit: &mut dyn FnMut(&Transfer)) -> Result<(), StoreError>;
+
+    /// Visits every pending status in ascending transfer-id order.
+    fn for_each_pending(&self, visit: &mut dyn FnMut(TransferId, &PendingStatus)) -> Result<(), StoreError>;
+
+    /// Visits every recorded transient failure in ascending transfer-id order.
+    fn for_each_failure(&self, visit: &mut dyn FnMut(TransferId, CreateTransferResult)) -> Result<(), StoreError>;
+
+    /// Applies `write_set` atomically: all of it becomes visible, or none.
+    fn commit(&mut self, write_set: &WriteSet) -> Result<(), StoreError>;
+}
