@@ -70,7 +70,12 @@ pub fn parse_amount(field: &str, text: &str, scale: u8) -> Result<u128, AmountEr
         .normalize();
     let places = decimal.scale();
     if places > u32::from(scale) {
-        return Err(AmountError::TooManyDecimalPlaces { field: field.to_owned(), value: text.to_owned(), places, scale });
+        return Err(AmountError::TooManyDecimalPlaces {
+            field: field.to_owned(),
+            value: text.to_owned(),
+            places,
+            scale,
+        });
     }
     u128::try_from(decimal.mantissa())
         .ok()

@@ -387,7 +387,8 @@ fn create_account<S: Store + ?Sized>(
     if batch.ledger(a.ledger)?.is_none() {
         return Ok(R::LedgerNotFound);
     }
-    batch.put_account(Account { timestamp, ..*a });
+    let slot = batch.account_slot(a.id)?;
+    batch.put_account_at(slot, Account { timestamp, ..*a });
     Ok(R::Created)
 }
 
@@ -553,10 +554,12 @@ fn create_new_transfer<S: Store + ?Sized>(
     if t.code == 0 {
         return Ok(R::CodeMustNotBeZero);
     }
-    let Some(mut dr) = batch.account(t.debit_account_id)? else {
+    let dr_slot = batch.account_slot(t.debit_account_id)?;
+    let Some(mut dr) = batch.account_at(dr_slot) else {
         return Ok(R::DebitAccountNotFound);
     };
-    let Some(mut cr) = batch.account(t.credit_account_id)? else {
+    let cr_slot = batch.account_slot(t.credit_account_id)?;
+    let Some(mut cr) = batch.account_at(cr_slot) else {
         return Ok(R::CreditAccountNotFound);
     };
     if dr.ledger != cr.ledger {
@@ -644,8 +647,8 @@ fn create_new_transfer<S: Store + ?Sized>(
     batch.insert_transfer(Transfer { amount, timestamp, ..*t });
     batch.record_balance(&dr, timestamp);
     batch.record_balance(&cr, timestamp);
-    batch.put_account(dr);
-    batch.put_account(cr);
+    batch.put_account_at(dr_slot, dr);
+    batch.put_account_at(cr_slot, cr);
     Ok(R::Created)
 }
 
@@ -714,8 +717,8 @@ fn post_or_void_pending<S: Store + ?Sized>(
         }
         PendingState::Pending => {}
     }
-    let mut dr = batch.referenced_account(p.debit_account_id, p.id)?;
-    let mut cr = batch.referenced_account(p.credit_account_id, p.id)?;
+    let (dr_slot, mut dr) = batch.referenced_account(p.debit_account_id, p.id)?;
+    let (cr_slot, mut cr) = batch.referenced_account(p.credit_account_id, p.id)?;
     if post {
         // A closed account takes no more money, except from the closing
         // transfer itself being posted.
@@ -759,8 +762,8 @@ fn post_or_void_pending<S: Store + ?Sized>(
     });
     batch.record_balance(&dr, timestamp);
     batch.record_balance(&cr, timestamp);
-    batch.put_account(dr);
-    batch.put_account(cr);
+    batch.put_account_at(dr_slot, dr);
+    batch.put_account_at(cr_slot, cr);
     Ok(R::Created)
 }
 
@@ -812,15 +815,15 @@ pub fn prepare_expire_pending<S: Store + ?Sized>(
         let p = batch.transfer(id)?.ok_or_else(|| StoreError::Inconsistent {
             detail: format!("expiry index lists transfer {id}, which does not exist"),
         })?;
-        let mut dr = batch.referenced_account(p.debit_account_id, p.id)?;
-        let mut cr = batch.referenced_account(p.credit_account_id, p.id)?;
+        let (dr_slot, mut dr) = batch.referenced_account(p.debit_account_id, p.id)?;
+        let (cr_slot, mut cr) = batch.referenced_account(p.credit_account_id, p.id)?;
         release_pending(&mut dr, &mut cr, &p)?;
         reopen_closed_by(&mut dr, &mut cr, &p);
         batch.put_pending_status(id, PendingStatus { state: PendingState::Expired, expires_at });
         batch.record_balance(&dr, event_timestamp);
         batch.record_balance(&cr, event_timestamp);
-        batch.put_account(dr);
-        batch.put_account(cr);
+        batch.put_account_at(dr_slot, dr);
+        batch.put_account_at(cr_slot, cr);
     }
     let expired = u32::try_from(count).unwrap_or(u32::MAX);
     Ok(Prepared { results: ExpireResult { expired, more }, write_set: batch.into_write_set(last_timestamp) })

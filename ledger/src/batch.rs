@@ -22,7 +22,8 @@ struct Slot {
 
 /// What to restore when a linked chain fails.
 enum Undo {
-    Account(AccountId, Option<Account>),
+    /// The account slot at this index held this value.
+    Account(usize, Option<Account>),
     Pending(TransferId, Option<PendingStatus>),
 }
 
@@ -41,8 +42,12 @@ pub(crate) struct Batch<'s, S: Store + ?Sized> {
     recording: bool,
     undo: Vec<Undo>,
     ledgers: Vec<Ledger>,
-    accounts: FxHashMap<AccountId, Slot>,
-    accounts_dirty: Vec<AccountId>,
+    /// Every account the batch touched, densely, so the hot path indexes a
+    /// vector instead of hashing an id on each read and write.
+    accounts: Vec<Slot>,
+    account_index: FxHashMap<AccountId, usize>,
+    /// Slots changed by the batch, in first-change order.
+    accounts_dirty: Vec<usize>,
     transfers: Vec<Transfer>,
     transfer_index: FxHashMap<TransferId, usize>,
     pending: FxHashMap<TransferId, PendingStatus>,
@@ -56,8 +61,9 @@ pub(crate) struct Batch<'s, S: Store + ?Sized> {
 impl<'s, S: Store + ?Sized> Batch<'s, S> {
     /// An empty overlay over `store`, sized for `events` events.
     pub(crate) fn new(store: &'s S, events: usize) -> Self {
-        let mut accounts = FxHashMap::default();
-        accounts.reserve(events.min(4096) * 2);
+        let touched = events.min(4096) * 2;
+        let mut account_index = FxHashMap::default();
+        account_index.reserve(touched);
         let mut transfer_index = FxHashMap::default();
         transfer_index.reserve(events);
         Self {
@@ -65,8 +71,9 @@ impl<'s, S: Store + ?Sized> Batch<'s, S> {
             recording: false,
             undo: Vec::new(),
             ledgers: Vec::new(),
-            accounts,
-            accounts_dirty: Vec::with_capacity(events.min(4096) * 2),
+            accounts: Vec::with_capacity(touched),
+            account_index,
+            accounts_dirty: Vec::with_capacity(touched),
             transfers: Vec::with_capacity(events),
             transfer_index,
             pending: FxHashMap::default(),
@@ -89,35 +96,55 @@ impl<'s, S: Store + ?Sized> Batch<'s, S> {
         self.ledgers.push(ledger);
     }
 
-    pub(crate) fn account(&mut self, id: AccountId) -> Result<Option<Account>, StoreError> {
+    /// The slot of account `id`, loading it from the store on first touch.
+    pub(crate) fn account_slot(&mut self, id: AccountId) -> Result<usize, StoreError> {
         use std::collections::hash_map::Entry;
-        match self.accounts.entry(id) {
-            Entry::Occupied(slot) => Ok(slot.get().account),
+        match self.account_index.entry(id) {
+            Entry::Occupied(entry) => Ok(*entry.get()),
             Entry::Vacant(vacant) => {
                 let account = self.store.account(id)?;
-                vacant.insert(Slot { account, dirty: false });
-                Ok(account)
+                let slot = self.accounts.len();
+                self.accounts.push(Slot { account, dirty: false });
+                vacant.insert(slot);
+                Ok(slot)
             }
         }
     }
 
-    /// An account that committed records refer to, so it must exist.
-    pub(crate) fn referenced_account(&mut self, id: AccountId, by: TransferId) -> Result<Account, StoreError> {
-        self.account(id)?.ok_or_else(|| StoreError::Inconsistent {
-            detail: format!("account {id} referenced by transfer {by} does not exist"),
-        })
+    /// The account in `slot` (from [`Self::account_slot`]), if it exists.
+    pub(crate) fn account_at(&self, slot: usize) -> Option<Account> {
+        self.accounts.get(slot).and_then(|slot| slot.account)
     }
 
-    pub(crate) fn put_account(&mut self, account: Account) {
-        let slot = self.accounts.entry(account.id).or_insert(Slot { account: None, dirty: false });
+    /// Replaces the account in `slot` (from [`Self::account_slot`]).
+    pub(crate) fn put_account_at(&mut self, slot: usize, account: Account) {
+        let Some(entry) = self.accounts.get_mut(slot) else {
+            debug_assert!(false, "account slot {slot} was handed out by account_slot");
+            return;
+        };
+        debug_assert_eq!(entry.account.map_or(account.id, |a| a.id), account.id);
         if self.recording {
-            self.undo.push(Undo::Account(account.id, slot.account));
+            self.undo.push(Undo::Account(slot, entry.account));
         }
-        slot.account = Some(account);
-        if !slot.dirty {
-            slot.dirty = true;
-            self.accounts_dirty.push(account.id);
+        entry.account = Some(account);
+        if !entry.dirty {
+            entry.dirty = true;
+            self.accounts_dirty.push(slot);
         }
+    }
+
+    pub(crate) fn account(&mut self, id: AccountId) -> Result<Option<Account>, StoreError> {
+        let slot = self.account_slot(id)?;
+        Ok(self.account_at(slot))
+    }
+
+    /// An account that committed records refer to, so it must exist.
+    pub(crate) fn referenced_account(&mut self, id: AccountId, by: TransferId) -> Result<(usize, Account), StoreError> {
+        let slot = self.account_slot(id)?;
+        let account = self.account_at(slot).ok_or_else(|| StoreError::Inconsistent {
+            detail: format!("account {id} referenced by transfer {by} does not exist"),
+        })?;
+        Ok((slot, account))
     }
 
     pub(crate) fn transfer(&self, id: TransferId) -> Result<Option<Transfer>, StoreError> {
@@ -205,9 +232,9 @@ impl<'s, S: Store + ?Sized> Batch<'s, S> {
     pub(crate) fn rollback(&mut self, savepoint: &Savepoint) {
         while self.undo.len() > savepoint.undo {
             match self.undo.pop() {
-                Some(Undo::Account(id, previous)) => {
-                    if let Some(slot) = self.accounts.get_mut(&id) {
-                        slot.account = previous;
+                Some(Undo::Account(slot, previous)) => {
+                    if let Some(entry) = self.accounts.get_mut(slot) {
+                        entry.account = previous;
                     }
                 }
                 Some(Undo::Pending(id, previous)) => match previous {
@@ -230,8 +257,11 @@ impl<'s, S: Store + ?Sized> Batch<'s, S> {
 
     /// Everything the batch changed, as final values.
     pub(crate) fn into_write_set(mut self, last_timestamp: u64) -> WriteSet {
-        let accounts =
-            self.accounts_dirty.iter().filter_map(|id| self.accounts.get(id).and_then(|slot| slot.account)).collect();
+        let accounts = self
+            .accounts_dirty
+            .iter()
+            .filter_map(|slot| self.accounts.get(*slot).and_then(|entry| entry.account))
+            .collect();
         let pending =
             self.pending_dirty.iter().filter_map(|id| self.pending.remove(id).map(|status| (*id, status))).collect();
         WriteSet {

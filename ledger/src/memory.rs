@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use rustc_hash::FxHashMap;
 
 use crate::ids::{AccountId, LedgerId, TransferId};
-use crate::model::{Account, AccountBalance, AccountTransfer, Ledger, PendingState, PendingStatus, Transfer};
+use crate::model::{Account, AccountBalance, AccountTransfer, Ledger, PendingState, PendingStatus, Side, Transfer};
 use crate::results::CreateTransferResult;
 use crate::store::{AccountFilter, Store, StoreError, WriteSet};
 
@@ -20,18 +20,96 @@ pub struct MemoryStore {
     last_timestamp: u64,
     ledgers: BTreeMap<LedgerId, Ledger>,
     accounts: FxHashMap<AccountId, Account>,
-    transfers: FxHashMap<TransferId, Transfer>,
+    transfers: Chunked<Transfer>,
+    transfer_index: FxHashMap<TransferId, usize>,
     pending: FxHashMap<TransferId, PendingStatus>,
     expiry: BTreeSet<(u64, TransferId)>,
     failures: FxHashMap<TransferId, CreateTransferResult>,
-    account_transfers: FxHashMap<AccountId, Vec<AccountTransfer>>,
+    /// Every history-index entry, in commit order (append-only).
+    history: Chunked<HistoryEntry>,
+    /// Per account, the positions of its entries in `history`: 8 bytes per
+    /// entry in a vector that grows, instead of the whole entry.
+    account_transfers: FxHashMap<AccountId, Vec<usize>>,
     balances: FxHashMap<AccountId, Vec<AccountBalance>>,
+}
+
+/// An append-only vector kept in fixed-size chunks, so growing it never moves
+/// (copies) what it already holds, and clearing it keeps the chunks.
+#[derive(Clone, Debug)]
+struct Chunked<T> {
+    chunks: Vec<Vec<T>>,
+    /// Chunks in use; those after them are empty and kept for reuse.
+    used: usize,
+}
+
+impl<T> Default for Chunked<T> {
+    fn default() -> Self {
+        Self { chunks: Vec::new(), used: 0 }
+    }
+}
+
+impl<T> Chunked<T> {
+    const CHUNK_LEN: usize = 1 << 14;
+
+    fn len(&self) -> usize {
+        match self.used {
+            0 => 0,
+            used => (used - 1) * Self::CHUNK_LEN + self.chunks.get(used - 1).map_or(0, Vec::len),
+        }
+    }
+
+    fn push(&mut self, value: T) {
+        let full = self.used == 0 || self.chunks.get(self.used - 1).is_none_or(|last| last.len() == Self::CHUNK_LEN);
+        if full {
+            if self.used == self.chunks.len() {
+                self.chunks.push(Vec::with_capacity(Self::CHUNK_LEN));
+            }
+            self.used += 1;
+        }
+        if let Some(last) = self.chunks.get_mut(self.used - 1) {
+            last.push(value);
+        }
+    }
+
+    fn get(&self, index: usize) -> Option<&T> {
+        self.chunks.get(index / Self::CHUNK_LEN)?.get(index % Self::CHUNK_LEN)
+    }
+
+    fn clear(&mut self) {
+        self.chunks.iter_mut().for_each(Vec::clear);
+        self.used = 0;
+    }
+}
+
+/// One entry of an account's history index, without the account id (the
+/// per-account position lists say whose it is).
+#[derive(Clone, Copy, Debug)]
+struct HistoryEntry {
+    transfer_id: TransferId,
+    timestamp: u64,
+    side: Side,
 }
 
 impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Empties the store but keeps its allocations, so refilling it does not
+    /// ask the operating system for memory again.
+    pub fn clear(&mut self) {
+        self.last_timestamp = 0;
+        self.ledgers.clear();
+        self.accounts.clear();
+        self.transfers.clear();
+        self.transfer_index.clear();
+        self.pending.clear();
+        self.expiry.clear();
+        self.failures.clear();
+        self.history.clear();
+        self.account_transfers.values_mut().for_each(Vec::clear);
+        self.balances.values_mut().for_each(Vec::clear);
     }
 
     /// How many transfers the store holds.
@@ -87,7 +165,7 @@ impl Store for MemoryStore {
     }
 
     fn transfer(&self, id: TransferId) -> Result<Option<Transfer>, StoreError> {
-        Ok(self.transfers.get(&id).copied())
+        Ok(self.transfer_index.get(&id).and_then(|index| self.transfers.get(*index)).copied())
     }
 
     fn pending_status(&self, id: TransferId) -> Result<Option<PendingStatus>, StoreError> {
@@ -103,8 +181,21 @@ impl Store for MemoryStore {
     }
 
     fn account_transfers(&self, filter: &AccountFilter) -> Result<Vec<AccountTransfer>, StoreError> {
-        let rows = self.account_transfers.get(&filter.account_id).map(Vec::as_slice).unwrap_or_default();
-        Ok(page(rows, |row| row.timestamp, filter, |row| filter.sides.includes(row.side)))
+        let positions = self.account_transfers.get(&filter.account_id).map(Vec::as_slice).unwrap_or_default();
+        let entry = |position: &usize| self.history.get(*position).copied();
+        let timestamp = |position: &usize| entry(position).map_or(u64::MAX, |row| row.timestamp);
+        let keep = |position: &usize| entry(position).is_some_and(|row| filter.sides.includes(row.side));
+        let rows = page(positions, timestamp, filter, keep);
+        Ok(rows
+            .iter()
+            .filter_map(entry)
+            .map(|row| AccountTransfer {
+                account_id: filter.account_id,
+                timestamp: row.timestamp,
+                transfer_id: row.transfer_id,
+                side: row.side,
+            })
+            .collect())
     }
 
     fn account_balances(&self, filter: &AccountFilter) -> Result<Vec<AccountBalance>, StoreError> {
@@ -123,7 +214,11 @@ impl Store for MemoryStore {
     }
 
     fn for_each_transfer(&self, visit: &mut dyn FnMut(&Transfer)) -> Result<(), StoreError> {
-        sorted(&self.transfers).into_iter().for_each(|(_, transfer)| visit(transfer));
+        for (_, index) in sorted(&self.transfer_index) {
+            if let Some(transfer) = self.transfers.get(*index) {
+                visit(transfer);
+            }
+        }
         Ok(())
     }
 
@@ -145,9 +240,10 @@ impl Store for MemoryStore {
         for account in &write_set.accounts {
             self.accounts.insert(account.id, *account);
         }
-        self.transfers.reserve(write_set.transfers.len());
+        self.transfer_index.reserve(write_set.transfers.len());
         for transfer in &write_set.transfers {
-            self.transfers.insert(transfer.id, *transfer);
+            self.transfer_index.insert(transfer.id, self.transfers.len());
+            self.transfers.push(*transfer);
         }
         for (id, status) in &write_set.pending {
             if status.expires_at != 0 {
@@ -163,7 +259,9 @@ impl Store for MemoryStore {
             self.failures.insert(*id, *result);
         }
         for row in &write_set.account_transfers {
-            self.account_transfers.entry(row.account_id).or_default().push(*row);
+            let position = self.history.len();
+            self.history.push(HistoryEntry { transfer_id: row.transfer_id, timestamp: row.timestamp, side: row.side });
+            self.account_transfers.entry(row.account_id).or_default().push(position);
         }
         for row in &write_set.balances {
             self.balances.entry(row.account_id).or_default().push(*row);

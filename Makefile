@@ -1,0 +1,35 @@
+# Coffer: the two set-up commands are `make run` and `make test`.
+# Both install missing system packages first (scripts/install-deps.sh).
+#
+# Builds go to a target directory outside the clone when one exists, so CI
+# runs on the same machine reuse it (RocksDB's C++ build is the slow part).
+
+SHELL := /bin/bash
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/coffer-target
+export CARGO_TERM_COLOR ?= never
+CARGO ?= cargo
+
+.PHONY: run test deps check bench fmt
+
+## Runs Coffer's demo: a small treasury on the ledger state machine.
+run: deps
+	$(CARGO) run --quiet -p coffer-ledger --example treasury
+
+## Runs every check: formatting, clippy, and all tests.
+test: deps check
+	$(CARGO) test --workspace
+
+## Formatting and lints (part of `make test`).
+check:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## The criterion benchmarks (not part of `make test`).
+bench: deps
+	$(CARGO) bench -p coffer-benches
+
+fmt:
+	$(CARGO) fmt --all
+
+deps:
+	@scripts/install-deps.sh

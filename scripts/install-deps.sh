@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what building Coffer needs and a fresh Debian machine lacks:
+# libclang-dev (RocksDB's bindgen) and protobuf-compiler (prost / raft code
+# generation). Does nothing when both are present. Runs as root, or via sudo.
+set -euo pipefail
+
+missing=()
+dpkg -s libclang-dev >/dev/null 2>&1 || missing+=(libclang-dev)
+command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "install-deps: cargo not found; install the Rust toolchain (rustup) first" >&2
+    exit 1
+fi
+
+if [ ${#missing[@]} -eq 0 ]; then
+    exit 0
+fi
+
+echo "install-deps: installing ${missing[*]}"
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+    sudo="sudo"
+fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -q
+$sudo apt-get install -y -q "${missing[@]}"
