@@ -14,9 +14,10 @@
 //! event succeeds when its result is `created` or `exists` (a safe retry
 //! inside a chain does not break it). When one event of a chain fails:
 //! every change of the chain's earlier events is undone and their `created`
-//! becomes `linked_event_failed` (an `exists` stays, since that event existed
-//! before the chain), the failing event keeps its own result, and every later
-//! event of the chain gets `linked_event_failed`. A batch whose last event
+//! becomes `linked_event_failed` (an `exists` stays if its record existed
+//! before the chain, and becomes `linked_event_failed` if the record was
+//! created earlier in the same chain), the failing event keeps its own
+//! result, and every later event of the chain gets `linked_event_failed`. A batch whose last event
 //! has `linked` leaves its chain open: that event gets
 //! `linked_event_chain_open` and the chain fails.
 //!
@@ -182,7 +183,10 @@ struct ChainResults<R> {
 
 /// Runs `apply` over every event, enforcing linked-chain atomicity (see the
 /// module docs). `failed` is called once for each event that fails on its own
-/// account (not for `linked_event_failed`), after any rollback.
+/// account (not for `linked_event_failed`), after any rollback. `exists` tells
+/// whether an event's id exists in the batch's state (after a rollback: an
+/// `exists` that named a record created earlier in the failed chain no longer
+/// holds, and becomes `linked_event_failed` too).
 fn run_chains<'s, S, E, R>(
     batch: &mut Batch<'s, S>,
     events: &[E],
@@ -190,6 +194,7 @@ fn run_chains<'s, S, E, R>(
     is_linked: impl Fn(&E) -> bool,
     mut apply: impl FnMut(&mut Batch<'s, S>, u64, &E) -> Result<R, StoreError>,
     mut failed: impl FnMut(&mut Batch<'s, S>, &E, R),
+    exists: impl Fn(&mut Batch<'s, S>, &E) -> Result<bool, StoreError>,
     timestamp: u64,
 ) -> Result<Vec<R>, ApplyError>
 where
@@ -217,8 +222,8 @@ where
             if let Some((start, savepoint)) = &chain {
                 chain_failed = true;
                 batch.rollback(savepoint);
-                for earlier in results.iter_mut().skip(*start) {
-                    if *earlier == names.created {
+                for (earlier, event) in results.iter_mut().zip(events).skip(*start) {
+                    if *earlier == names.created || !exists(batch, event)? {
                         *earlier = names.linked_event_failed;
                     }
                 }
@@ -318,6 +323,7 @@ pub fn prepare_create_accounts<S: Store + ?Sized>(
         |a| a.flags.contains(AccountFlags::LINKED),
         create_account,
         |_, _, _| {},
+        |batch, a| Ok(batch.account(a.id)?.is_some()),
         timestamp,
     )?;
     Ok(Prepared { results, write_set: batch.into_write_set(last_timestamp) })
@@ -416,6 +422,7 @@ pub fn prepare_create_transfers<S: Store + ?Sized>(
                 batch.record_failure(t.id, result);
             }
         },
+        |batch, t| Ok(batch.transfer(t.id)?.is_some()),
         timestamp,
     )?;
     Ok(Prepared { results, write_set: batch.into_write_set(last_timestamp) })
@@ -440,7 +447,12 @@ fn create_transfer<S: Store + ?Sized>(
         return Ok(R::IdMustNotBeIntMax);
     }
     if let Some(existing) = batch.transfer(t.id)? {
-        return Ok(compare_existing_transfer(t, &existing));
+        let posts_all = t.flags.contains(TransferFlags::POST_PENDING) && t.amount == Transfer::AMOUNT_MAX;
+        let pending_amount = match posts_all {
+            true => batch.transfer(existing.pending_id)?.map(|pending| pending.amount),
+            false => None,
+        };
+        return Ok(compare_existing_transfer(t, &existing, pending_amount));
     }
     if batch.transfer_failed(t.id)? {
         return Ok(R::IdAlreadyFailed);
@@ -466,17 +478,20 @@ fn flags_are_mutually_exclusive(flags: TransferFlags) -> bool {
 
 /// The result for a retry of an existing transfer `e` by event `t`. For a
 /// post or void, fields the event leaves zero were inherited from the pending
-/// transfer and match anything; `AMOUNT_MAX` (and `0` for a void) means "the
-/// pending amount". For a balancing transfer, the stored amount may be
-/// smaller than the one asked for.
-fn compare_existing_transfer(t: &Transfer, e: &Transfer) -> CreateTransferResult {
+/// transfer and match anything. A post of `AMOUNT_MAX` asks for the whole
+/// `pending_amount` (the amount of `e`'s pending transfer), so it matches only
+/// a post of all of it; a void's amount was checked when it was created and
+/// `0` or `AMOUNT_MAX` stand for the pending amount. For a balancing transfer,
+/// the stored amount may be smaller than the one asked for.
+fn compare_existing_transfer(t: &Transfer, e: &Transfer, pending_amount: Option<u128>) -> CreateTransferResult {
     use CreateTransferResult as R;
     let inherits = t.flags.is_post_or_void();
     let differs_u128 = |asked: u128, stored: u128| asked != stored && !(inherits && asked == 0);
     let differs_u64 = |asked: u64, stored: u64| asked != stored && !(inherits && asked == 0);
     let differs_u32 = |asked: u32, stored: u32| asked != stored && !(inherits && asked == 0);
     let amount_differs = if t.flags.contains(TransferFlags::POST_PENDING) {
-        t.amount != Transfer::AMOUNT_MAX && t.amount != e.amount
+        let asked = if t.amount == Transfer::AMOUNT_MAX { pending_amount } else { Some(t.amount) };
+        asked != Some(e.amount)
     } else if t.flags.contains(TransferFlags::VOID_PENDING) {
         t.amount != Transfer::AMOUNT_MAX && t.amount != 0 && t.amount != e.amount
     } else if t.flags.intersects(TransferFlags::BALANCING_DEBIT | TransferFlags::BALANCING_CREDIT) {

@@ -208,6 +208,34 @@ pub fn encode_ledger(ledger: &Ledger, out: &mut Vec<u8>) {
     }
 }
 
+/// Decodes a ledger written by [`encode_ledger`].
+pub fn decode_ledger(bytes: &[u8]) -> Result<Ledger, DecodeError> {
+    const FIXED: usize = 4 + 1 + 8;
+    let record = "ledger";
+    let too_short = || DecodeError::Length { record, expected: FIXED + 2, actual: bytes.len() };
+    let (fixed, mut rest) = bytes.split_at_checked(FIXED).ok_or_else(too_short)?;
+    let mut r = Reader { bytes: fixed };
+    let id = LedgerId(r.u32());
+    let scale = r.u8();
+    let timestamp = r.u64();
+    let mut text = |field: &'static str| -> Result<String, DecodeError> {
+        let (&len, tail) = rest.split_first().ok_or_else(too_short)?;
+        let (value, tail) = tail.split_at_checked(usize::from(len)).ok_or_else(too_short)?;
+        rest = tail;
+        String::from_utf8(value.to_vec()).map_err(|_| DecodeError::InvalidField {
+            record,
+            field,
+            value: u64::from(len),
+        })
+    };
+    let currency = text("currency")?;
+    let name = text("name")?;
+    if !rest.is_empty() {
+        return Err(DecodeError::Length { record, expected: bytes.len() - rest.len(), actual: bytes.len() });
+    }
+    Ok(Ledger { id, currency, scale, name, timestamp })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,6 +288,17 @@ mod tests {
         encode_transfer(&transfer, &mut bytes);
         assert_eq!(bytes.len(), TRANSFER_SIZE);
         assert_eq!(decode_transfer(&bytes), Ok(transfer));
+    }
+
+    #[test]
+    fn ledger_round_trips_and_rejects_trailing_bytes() {
+        let ledger = Ledger { id: LedgerId(3), currency: "KRW".into(), scale: 0, name: "Won".into(), timestamp: 9 };
+        let mut bytes = Vec::new();
+        encode_ledger(&ledger, &mut bytes);
+        assert_eq!(decode_ledger(&bytes), Ok(ledger));
+        bytes.push(0);
+        assert!(decode_ledger(&bytes).is_err());
+        assert!(decode_ledger(&bytes[..5]).is_err());
     }
 
     #[test]

@@ -288,6 +288,8 @@ impl CreateTransferResult {
     /// pending transfer that may be created later, a balance, a closed
     /// account). Such a failure is recorded, and a retry of the same id gets
     /// [`Self::IdAlreadyFailed`], so an id's outcome never changes.
+    /// `overflows_timeout` is not among them: it depends only on the event's
+    /// own timestamp and timeout, and timestamps only grow, so it is final.
     pub const fn is_transient(self) -> bool {
         matches!(
             self,

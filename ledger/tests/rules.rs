@@ -1159,6 +1159,23 @@ fn partial_post_posts_part_of_the_reservation_and_releases_the_rest() {
 }
 
 #[test]
+fn retry_of_a_partial_post_asking_for_the_whole_amount_exists_with_different_amount() {
+    let mut books = books_with_pending_1();
+    assert_eq!(books.create_transfer(post(2, 1, 30)), TransferResult::Created);
+    assert_eq!(books.create_transfer(post(2, 1, Transfer::AMOUNT_MAX)), TransferResult::ExistsWithDifferentAmount);
+    assert_eq!(books.create_transfer(post(2, 1, 30)), TransferResult::Exists);
+    assert_eq!(books.create_transfer(post(3, 1, Transfer::AMOUNT_MAX)), TransferResult::PendingTransferAlreadyPosted);
+}
+
+#[test]
+fn retry_of_a_full_post_asking_for_the_whole_amount_again_exists() {
+    let mut books = books_with_pending_1();
+    assert_eq!(books.create_transfer(post(2, 1, Transfer::AMOUNT_MAX)), TransferResult::Created);
+    assert_eq!(books.create_transfer(post(2, 1, Transfer::AMOUNT_MAX)), TransferResult::Exists);
+    assert_eq!(books.create_transfer(post(2, 1, 100)), TransferResult::Exists);
+}
+
+#[test]
 fn void_matching_the_pending_transfers_fields_releases_the_whole_reservation() {
     let mut books = books_with_pending_1();
     let full_void = Transfer {
@@ -1443,6 +1460,22 @@ fn exists_keeps_its_result_and_its_transfer_when_its_chain_fails() {
     assert!(books.transfer(1).is_some());
     assert_eq!(books.transfer(3), None);
     assert_eq!(books.balances(CASH), balances(0, 110, 0, 0));
+}
+
+#[test]
+fn exists_of_a_transfer_created_earlier_in_the_same_failed_chain_becomes_linked_event_failed() {
+    let mut books = Books::new();
+    let results = books.create_transfers(&[
+        linked(journal(1, CASH, OTHER, 100)),
+        linked(journal(1, CASH, OTHER, 100)),
+        journal(2, CASH, MISSING, 30),
+    ]);
+    assert_eq!(
+        results,
+        [TransferResult::LinkedEventFailed, TransferResult::LinkedEventFailed, TransferResult::CreditAccountNotFound]
+    );
+    assert_eq!(books.transfer(1), None);
+    assert_eq!(books.balances(CASH), balances(0, 0, 0, 0));
 }
 
 #[test]
