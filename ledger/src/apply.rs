@@ -173,62 +173,104 @@ fn event_timestamp(timestamp: u64, index: usize) -> Option<u64> {
     timestamp.checked_add(u64::try_from(index).ok()?)
 }
 
-/// The results a chain runner needs to know by name.
-struct ChainResults<R> {
-    created: R,
-    linked_event_failed: R,
-    linked_event_chain_open: R,
-    is_success: fn(R) -> bool,
+/// An event that may be linked into a chain: accounts and transfers.
+trait ChainEvent: Sized {
+    type Result: Copy + Eq;
+    const CREATED: Self::Result;
+    const LINKED_EVENT_FAILED: Self::Result;
+    const LINKED_EVENT_CHAIN_OPEN: Self::Result;
+
+    fn is_linked(&self) -> bool;
+    fn is_success(result: Self::Result) -> bool;
+    /// Applies the event at `timestamp` to the batch.
+    fn apply<S: Store + ?Sized>(&self, batch: &mut Batch<'_, S>, timestamp: u64) -> Result<Self::Result, StoreError>;
+    /// Whether a record with the event's id exists in the batch's state.
+    fn exists<S: Store + ?Sized>(&self, batch: &mut Batch<'_, S>) -> Result<bool, StoreError>;
+    /// Called once for each event that fails on its own account, after any rollback.
+    fn failed<S: Store + ?Sized>(&self, _batch: &mut Batch<'_, S>, _result: Self::Result) {}
 }
 
-/// Runs `apply` over every event, enforcing linked-chain atomicity (see the
-/// module docs). `failed` is called once for each event that fails on its own
-/// account (not for `linked_event_failed`), after any rollback. `exists` tells
-/// whether an event's id exists in the batch's state (after a rollback: an
-/// `exists` that named a record created earlier in the failed chain no longer
-/// holds, and becomes `linked_event_failed` too).
-fn run_chains<'s, S, E, R>(
-    batch: &mut Batch<'s, S>,
+impl ChainEvent for Account {
+    type Result = CreateAccountResult;
+    const CREATED: Self::Result = CreateAccountResult::Created;
+    const LINKED_EVENT_FAILED: Self::Result = CreateAccountResult::LinkedEventFailed;
+    const LINKED_EVENT_CHAIN_OPEN: Self::Result = CreateAccountResult::LinkedEventChainOpen;
+
+    fn is_linked(&self) -> bool {
+        self.flags.contains(AccountFlags::LINKED)
+    }
+    fn is_success(result: Self::Result) -> bool {
+        result.is_success()
+    }
+    fn apply<S: Store + ?Sized>(&self, batch: &mut Batch<'_, S>, timestamp: u64) -> Result<Self::Result, StoreError> {
+        create_account(batch, timestamp, self)
+    }
+    fn exists<S: Store + ?Sized>(&self, batch: &mut Batch<'_, S>) -> Result<bool, StoreError> {
+        Ok(batch.account(self.id)?.is_some())
+    }
+}
+
+impl ChainEvent for Transfer {
+    type Result = CreateTransferResult;
+    const CREATED: Self::Result = CreateTransferResult::Created;
+    const LINKED_EVENT_FAILED: Self::Result = CreateTransferResult::LinkedEventFailed;
+    const LINKED_EVENT_CHAIN_OPEN: Self::Result = CreateTransferResult::LinkedEventChainOpen;
+
+    fn is_linked(&self) -> bool {
+        self.flags.contains(TransferFlags::LINKED)
+    }
+    fn is_success(result: Self::Result) -> bool {
+        result.is_success()
+    }
+    fn apply<S: Store + ?Sized>(&self, batch: &mut Batch<'_, S>, timestamp: u64) -> Result<Self::Result, StoreError> {
+        create_transfer(batch, timestamp, self)
+    }
+    fn exists<S: Store + ?Sized>(&self, batch: &mut Batch<'_, S>) -> Result<bool, StoreError> {
+        Ok(batch.transfer(self.id)?.is_some())
+    }
+    fn failed<S: Store + ?Sized>(&self, batch: &mut Batch<'_, S>, result: Self::Result) {
+        if result.is_transient() {
+            batch.record_failure(self.id, result);
+        }
+    }
+}
+
+/// Applies every event, enforcing linked-chain atomicity (see the module
+/// docs). After a rollback, an earlier `exists` whose record was created
+/// earlier in the failed chain no longer holds and becomes
+/// `linked_event_failed` too.
+fn run_chains<S: Store + ?Sized, E: ChainEvent>(
+    batch: &mut Batch<'_, S>,
     events: &[E],
-    names: ChainResults<R>,
-    is_linked: impl Fn(&E) -> bool,
-    mut apply: impl FnMut(&mut Batch<'s, S>, u64, &E) -> Result<R, StoreError>,
-    mut failed: impl FnMut(&mut Batch<'s, S>, &E, R),
-    exists: impl Fn(&mut Batch<'s, S>, &E) -> Result<bool, StoreError>,
     timestamp: u64,
-) -> Result<Vec<R>, ApplyError>
-where
-    S: Store + ?Sized,
-    R: Copy + Eq,
-{
+) -> Result<Vec<E::Result>, ApplyError> {
     let mut results = Vec::with_capacity(events.len());
     let mut chain: Option<(usize, Savepoint)> = None;
     let mut chain_failed = false;
     for (index, event) in events.iter().enumerate() {
-        let linked = is_linked(event);
+        let linked = event.is_linked();
         if chain.is_none() && linked {
             chain = Some((index, batch.begin_chain()));
         }
         let result = if chain_failed {
-            names.linked_event_failed
+            E::LINKED_EVENT_FAILED
         } else if linked && index + 1 == events.len() {
-            names.linked_event_chain_open
+            E::LINKED_EVENT_CHAIN_OPEN
         } else {
             // check_batch proved every event timestamp fits in u64.
-            let event_timestamp = timestamp + index as u64;
-            apply(batch, event_timestamp, event)?
+            event.apply(batch, timestamp + index as u64)?
         };
-        if !chain_failed && !(names.is_success)(result) {
+        if !chain_failed && !E::is_success(result) {
             if let Some((start, savepoint)) = &chain {
                 chain_failed = true;
                 batch.rollback(savepoint);
                 for (earlier, event) in results.iter_mut().zip(events).skip(*start) {
-                    if *earlier == names.created || !exists(batch, event)? {
-                        *earlier = names.linked_event_failed;
+                    if *earlier == E::CREATED || !event.exists(batch)? {
+                        *earlier = E::LINKED_EVENT_FAILED;
                     }
                 }
             }
-            failed(batch, event, result);
+            event.failed(batch, result);
         }
         results.push(result);
         if !linked && chain.is_some() {
@@ -311,21 +353,7 @@ pub fn prepare_create_accounts<S: Store + ?Sized>(
 ) -> Result<Prepared<Vec<CreateAccountResult>>, ApplyError> {
     let last_timestamp = check_batch(store, timestamp, events.len())?;
     let mut batch = Batch::new(store, events.len());
-    let results = run_chains(
-        &mut batch,
-        events,
-        ChainResults {
-            created: CreateAccountResult::Created,
-            linked_event_failed: CreateAccountResult::LinkedEventFailed,
-            linked_event_chain_open: CreateAccountResult::LinkedEventChainOpen,
-            is_success: CreateAccountResult::is_success,
-        },
-        |a| a.flags.contains(AccountFlags::LINKED),
-        create_account,
-        |_, _, _| {},
-        |batch, a| Ok(batch.account(a.id)?.is_some()),
-        timestamp,
-    )?;
+    let results = run_chains(&mut batch, events, timestamp)?;
     Ok(Prepared { results, write_set: batch.into_write_set(last_timestamp) })
 }
 
@@ -406,25 +434,7 @@ pub fn prepare_create_transfers<S: Store + ?Sized>(
 ) -> Result<Prepared<Vec<CreateTransferResult>>, ApplyError> {
     let last_timestamp = check_batch(store, timestamp, events.len())?;
     let mut batch = Batch::new(store, events.len());
-    let results = run_chains(
-        &mut batch,
-        events,
-        ChainResults {
-            created: CreateTransferResult::Created,
-            linked_event_failed: CreateTransferResult::LinkedEventFailed,
-            linked_event_chain_open: CreateTransferResult::LinkedEventChainOpen,
-            is_success: CreateTransferResult::is_success,
-        },
-        |t| t.flags.contains(TransferFlags::LINKED),
-        create_transfer,
-        |batch, t, result| {
-            if result.is_transient() {
-                batch.record_failure(t.id, result);
-            }
-        },
-        |batch, t| Ok(batch.transfer(t.id)?.is_some()),
-        timestamp,
-    )?;
+    let results = run_chains(&mut batch, events, timestamp)?;
     Ok(Prepared { results, write_set: batch.into_write_set(last_timestamp) })
 }
 
