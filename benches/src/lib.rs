@@ -6,8 +6,8 @@
 //! amount, so two runs with one seed apply the same batches.
 
 use coffer_ledger::{
-    Account, AccountId, AccountKind, Ledger, LedgerId, MemoryStore, StateMachine, Transfer, TransferId, TransferKind,
-    BATCH_EVENTS_MAX,
+    Account, AccountId, AccountKind, Ledger, LedgerId, MemoryStore, Operation, OperationResults, StateMachine,
+    Transfer, TransferId, TransferKind, BATCH_EVENTS_MAX,
 };
 
 /// The ledger every workload posts to: KRW, scale 0.
@@ -84,10 +84,23 @@ impl Workload {
     pub fn setup_in(&mut self, mut store: MemoryStore) -> StateMachine<MemoryStore> {
         store.clear();
         let mut ledger = StateMachine::new(store);
+        for (timestamp, operation) in self.setup_operations() {
+            let results = ledger.apply(timestamp, &operation).expect("timestamps increase");
+            let valid = match results {
+                OperationResults::Ledgers(results) => results.iter().all(|result| result.is_success()),
+                OperationResults::Accounts(results) => results.iter().all(|result| result.is_success()),
+                _ => false,
+            };
+            assert!(valid, "the workload's ledger and accounts are valid");
+        }
+        ledger
+    }
+
+    /// The operations that create the workload's ledger and accounts, with
+    /// the timestamps to apply them at, for any store.
+    pub fn setup_operations(&mut self) -> Vec<(u64, Operation)> {
         let krw = Ledger { id: LEDGER, currency: "KRW".into(), scale: 0, name: "Won".into(), timestamp: 0 };
-        let timestamp = self.timestamp(1);
-        let created = ledger.create_ledgers(timestamp, &[krw]).expect("a fresh store accepts the first batch");
-        assert!(created.iter().all(|result| result.is_success()), "the workload's ledger is valid");
+        let mut operations = vec![(self.timestamp(1), Operation::CreateLedgers(vec![krw]))];
         let hot = match self.distribution {
             Distribution::Uniform => 0,
             Distribution::Hot { hot } => hot,
@@ -102,11 +115,9 @@ impl Workload {
             })
             .collect();
         for chunk in accounts.chunks(BATCH_EVENTS_MAX) {
-            let timestamp = self.timestamp(chunk.len());
-            let results = ledger.create_accounts(timestamp, chunk).expect("timestamps increase");
-            assert!(results.iter().all(|result| result.is_success()), "the workload's accounts are valid");
+            operations.push((self.timestamp(chunk.len()), Operation::CreateAccounts(chunk.to_vec())));
         }
-        ledger
+        operations
     }
 
     /// The next batch of `events` new transfers, with the timestamp to apply it at.

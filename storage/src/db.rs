@@ -1,0 +1,421 @@
+//! The RocksDB instance of one node: its column families, key layout,
+//! options, and opening with the checks that keep a node off state it cannot
+//! verify.
+//!
+//! Keys are big-endian so that ranges scan in numeric order. Every value is
+//! framed with a crc32 (see [`crate::frame`]).
+
+use std::path::{Path, PathBuf};
+
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Options, WriteBatch,
+    WriteOptions, DB,
+};
+
+use crate::error::StorageError;
+use crate::frame::{corruption, frame, unframe};
+
+/// The Raft log: index (u64) → entry.
+pub const CF_RAFT_LOG: &str = "raft_log";
+/// Raft state: hard state, conf state, truncated state.
+pub const CF_RAFT_STATE: &str = "raft_state";
+/// Accounts: id (u128) → account.
+pub const CF_ACCOUNTS: &str = "accounts";
+/// Transfers: id (u128) → transfer.
+pub const CF_TRANSFERS: &str = "transfers";
+/// Pending statuses: transfer id (u128) → status.
+pub const CF_PENDING: &str = "pending";
+/// Expiry index: expires_at (u64) ++ transfer id (u128) → nothing.
+pub const CF_EXPIRY: &str = "expiry";
+/// Transient failures: transfer id (u128) → result code (u16).
+pub const CF_FAILURES: &str = "failures";
+/// History index: account id (u128) ++ timestamp (u64) → transfer id (u128) ++ side (u8).
+pub const CF_ACCOUNT_TRANSFERS: &str = "account_transfers";
+/// Balance history: account id (u128) ++ timestamp (u64) → four u128 balances.
+pub const CF_BALANCES: &str = "balances";
+/// Ledgers: id (u32) → ledger.
+pub const CF_LEDGERS: &str = "ledgers";
+/// Node metadata: format, applied index, last event timestamp, snapshot install marker.
+pub const CF_META: &str = "meta";
+
+/// Every column family, in a fixed order.
+pub const COLUMN_FAMILIES: [&str; 11] = [
+    CF_RAFT_LOG,
+    CF_RAFT_STATE,
+    CF_ACCOUNTS,
+    CF_TRANSFERS,
+    CF_PENDING,
+    CF_EXPIRY,
+    CF_FAILURES,
+    CF_ACCOUNT_TRANSFERS,
+    CF_BALANCES,
+    CF_LEDGERS,
+    CF_META,
+];
+
+/// The column families that hold the replicated state: what a snapshot
+/// carries and what installing one replaces (the Raft log and Raft state are
+/// each node's own).
+pub const STATE_COLUMN_FAMILIES: [&str; 9] = [
+    CF_ACCOUNTS,
+    CF_TRANSFERS,
+    CF_PENDING,
+    CF_EXPIRY,
+    CF_FAILURES,
+    CF_ACCOUNT_TRANSFERS,
+    CF_BALANCES,
+    CF_LEDGERS,
+    CF_META,
+];
+
+/// `meta` key: the store's format marker.
+pub const KEY_FORMAT: &[u8] = b"format";
+/// `meta` key: the applied index and its term.
+pub const KEY_APPLIED: &[u8] = b"applied";
+/// `meta` key: the last event timestamp the ledger used.
+pub const KEY_LAST_TIMESTAMP: &[u8] = b"last_timestamp";
+/// `raft_state` key: the hard state (term, vote, commit).
+pub const KEY_HARD_STATE: &[u8] = b"hard_state";
+/// `raft_state` key: the conf state (voters, learners).
+pub const KEY_CONF_STATE: &[u8] = b"conf_state";
+/// `raft_state` key: the last entry removed from the log (index, term).
+pub const KEY_TRUNCATED: &[u8] = b"truncated";
+/// `raft_state` key: present while a snapshot is being installed; holds the
+/// snapshot directory to finish installing from after a crash.
+pub const KEY_SNAPSHOT_INSTALL: &[u8] = b"snapshot_install";
+
+/// The format marker's magic bytes.
+const FORMAT_MAGIC: &[u8] = b"coffer-store";
+/// The store format this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// A visitor of verified `(key, payload)` pairs; returns whether to go on.
+pub type Visit<'a> = dyn FnMut(&[u8], &[u8]) -> Result<bool, StorageError> + 'a;
+
+/// Tunables of the RocksDB instance, with the defaults a node uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StorageConfig {
+    /// Bytes of RocksDB's block cache, shared by all column families.
+    pub block_cache_bytes: usize,
+    /// Accounts kept in the in-process account cache (write-through, so
+    /// never stale; bounded).
+    pub account_cache_entries: usize,
+    /// Bytes of one memtable per column family before it is flushed.
+    pub write_buffer_bytes: usize,
+    /// Background threads for flushes and compactions.
+    pub background_jobs: i32,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            block_cache_bytes: 256 << 20,
+            account_cache_entries: 1 << 16,
+            write_buffer_bytes: 64 << 20,
+            background_jobs: 2,
+        }
+    }
+}
+
+/// The node's RocksDB instance.
+pub struct Db {
+    db: DB,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+fn db_options(config: &StorageConfig) -> Options {
+    let mut options = Options::default();
+    options.set_max_background_jobs(config.background_jobs);
+    options.set_paranoid_checks(true);
+    options.set_bytes_per_sync(1 << 20);
+    options
+}
+
+fn cf_options(name: &str, config: &StorageConfig, cache: &Cache) -> Options {
+    let mut options = Options::default();
+    options.set_write_buffer_size(config.write_buffer_bytes);
+    // Hot, recent data stays fast to (de)compress; cold, bottom data small.
+    options.set_compression_type(DBCompressionType::Lz4);
+    options.set_bottommost_compression_type(DBCompressionType::Zstd);
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(cache);
+    table.set_cache_index_and_filter_blocks(true);
+    // Point lookups (does this id exist?) are the hot read: a bloom filter
+    // answers most misses without reading a block.
+    if matches!(name, CF_ACCOUNTS | CF_TRANSFERS | CF_PENDING | CF_FAILURES) {
+        table.set_bloom_filter(10.0, false);
+    }
+    options.set_block_based_table_factory(&table);
+    options
+}
+
+/// Whether `path` has no entries (or does not exist).
+fn is_empty_dir(path: &Path) -> Result<bool, StorageError> {
+    match std::fs::read_dir(path) {
+        Ok(mut entries) => Ok(entries.next().is_none()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(true),
+        Err(error) => Err(StorageError::io(path, error)),
+    }
+}
+
+impl Db {
+    /// Opens the store at `path`, creating a new one if the directory is
+    /// missing or empty. A directory that is not a Coffer store, holds
+    /// another format version, or lacks a column family is refused with an
+    /// error saying so; nothing in it is changed.
+    pub fn open(path: &Path, config: &StorageConfig) -> Result<Self, StorageError> {
+        let cache = Cache::new_lru_cache(config.block_cache_bytes);
+        let descriptors = || {
+            COLUMN_FAMILIES
+                .iter()
+                .map(|name| ColumnFamilyDescriptor::new(*name, cf_options(name, config, &cache)))
+                .collect::<Vec<_>>()
+        };
+        let mut options = db_options(config);
+        if is_empty_dir(path)? {
+            std::fs::create_dir_all(path).map_err(|error| StorageError::io(path, error))?;
+            options.create_if_missing(true);
+            options.create_missing_column_families(true);
+            let db = Self { db: DB::open_cf_descriptors(&options, path, descriptors())?, path: path.to_owned() };
+            db.write_format_marker()?;
+            return Ok(db);
+        }
+        if !path.join("CURRENT").is_file() {
+            return Err(StorageError::NotACofferStore {
+                path: path.to_owned(),
+                reason: "the directory is not empty and holds no RocksDB database (no CURRENT file)".into(),
+            });
+        }
+        let existing = DB::list_cf(&options, path).map_err(|error| StorageError::NotACofferStore {
+            path: path.to_owned(),
+            reason: format!("cannot list its column families: {error}"),
+        })?;
+        if let Some(name) = COLUMN_FAMILIES.iter().find(|name| !existing.iter().any(|e| e == *name)) {
+            return Err(StorageError::MissingColumnFamily { path: path.to_owned(), name });
+        }
+        if let Some(unknown) = existing.iter().find(|e| *e != "default" && !COLUMN_FAMILIES.contains(&e.as_str())) {
+            return Err(StorageError::NotACofferStore {
+                path: path.to_owned(),
+                reason: format!("unknown column family {unknown}"),
+            });
+        }
+        // Check the format marker read-only first: opening read-write makes
+        // RocksDB rewrite files (manifest, options, log, WAL), so a store it
+        // must refuse is never opened that way.
+        drop(Self::open_read_only(path)?);
+        let db = Self { db: DB::open_cf_descriptors(&options, path, descriptors())?, path: path.to_owned() };
+        db.check_format_marker()?;
+        Ok(db)
+    }
+
+    fn write_format_marker(&self) -> Result<(), StorageError> {
+        let mut payload = FORMAT_MAGIC.to_vec();
+        payload.extend_from_slice(&FORMAT_VERSION.to_be_bytes());
+        let mut batch = WriteBatch::default();
+        self.put(&mut batch, CF_META, KEY_FORMAT, &payload)?;
+        self.write(batch, true)
+    }
+
+    fn check_format_marker(&self) -> Result<(), StorageError> {
+        let not_coffer = |reason: String| StorageError::NotACofferStore { path: self.path.clone(), reason };
+        let payload = self
+            .get(CF_META, KEY_FORMAT)
+            .map_err(|error| not_coffer(format!("its format marker does not verify: {error}")))?
+            .ok_or_else(|| not_coffer("it has no format marker".into()))?;
+        let version = payload
+            .strip_prefix(FORMAT_MAGIC)
+            .and_then(|rest| <[u8; 4]>::try_from(rest).ok())
+            .map(u32::from_be_bytes)
+            .ok_or_else(|| not_coffer("its format marker is not Coffer's".into()))?;
+        if version != FORMAT_VERSION {
+            return Err(StorageError::FormatVersion {
+                path: self.path.clone(),
+                found: version,
+                expected: FORMAT_VERSION,
+            });
+        }
+        Ok(())
+    }
+
+    /// The store's directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The underlying RocksDB handle.
+    pub fn rocksdb(&self) -> &DB {
+        &self.db
+    }
+
+    /// The handle of column family `name` (one of [`COLUMN_FAMILIES`]).
+    pub fn cf(&self, name: &'static str) -> Result<&ColumnFamily, StorageError> {
+        self.db.cf_handle(name).ok_or(StorageError::MissingColumnFamily { path: self.path.clone(), name })
+    }
+
+    /// The verified payload under `key` in `cf`.
+    pub fn get(&self, cf: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        match self.db.get_pinned_cf(self.cf(cf)?, key)? {
+            None => Ok(None),
+            Some(value) => Ok(Some(unframe(cf, key, &value)?.to_vec())),
+        }
+    }
+
+    /// Like [`Self::get`], decoding the payload with `decode`; a payload that
+    /// does not decode is corruption.
+    pub fn get_decoded<T, E: std::fmt::Display>(
+        &self,
+        cf: &'static str,
+        key: &[u8],
+        decode: impl FnOnce(&[u8]) -> Result<T, E>,
+    ) -> Result<Option<T>, StorageError> {
+        match self.db.get_pinned_cf(self.cf(cf)?, key)? {
+            None => Ok(None),
+            Some(value) => {
+                let payload = unframe(cf, key, &value)?;
+                decode(payload).map(Some).map_err(|error| corruption(cf, key, error.to_string()))
+            }
+        }
+    }
+
+    /// Adds a framed put to `batch`.
+    pub fn put(
+        &self,
+        batch: &mut WriteBatch,
+        cf: &'static str,
+        key: &[u8],
+        payload: &[u8],
+    ) -> Result<(), StorageError> {
+        batch.put_cf(self.cf(cf)?, key, frame(key, payload));
+        Ok(())
+    }
+
+    /// Writes `batch` atomically; with `sync`, waits until it is on disk.
+    pub fn write(&self, batch: WriteBatch, sync: bool) -> Result<(), StorageError> {
+        let mut options = WriteOptions::default();
+        options.set_sync(sync);
+        self.db.write_opt(batch, &options)?;
+        Ok(())
+    }
+
+    /// Visits every verified `(key, payload)` of `cf` from `from` (inclusive)
+    /// up to `to` (exclusive, or the end), in key order, while `visit`
+    /// returns true.
+    pub fn scan(
+        &self,
+        cf: &'static str,
+        from: &[u8],
+        to: Option<&[u8]>,
+        visit: &mut Visit<'_>,
+    ) -> Result<(), StorageError> {
+        let mut options = rocksdb::ReadOptions::default();
+        if let Some(to) = to {
+            options.set_iterate_upper_bound(to.to_vec());
+        }
+        let mut iter = self.db.raw_iterator_cf_opt(self.cf(cf)?, options);
+        iter.seek(from);
+        while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
+            if !visit(key, unframe(cf, key, value)?)? {
+                return Ok(());
+            }
+            iter.next();
+        }
+        iter.status()?;
+        Ok(())
+    }
+
+    /// Visits every verified `(key, payload)` of `cf` with `from <= key <= to`
+    /// in descending key order, while `visit` returns true.
+    pub fn scan_reverse(
+        &self,
+        cf: &'static str,
+        from: &[u8],
+        to: &[u8],
+        visit: &mut Visit<'_>,
+    ) -> Result<(), StorageError> {
+        let mut options = rocksdb::ReadOptions::default();
+        options.set_iterate_lower_bound(from.to_vec());
+        let mut iter = self.db.raw_iterator_cf_opt(self.cf(cf)?, options);
+        iter.seek_for_prev(to);
+        while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
+            if !visit(key, unframe(cf, key, value)?)? {
+                return Ok(());
+            }
+            iter.prev();
+        }
+        iter.status()?;
+        Ok(())
+    }
+
+    /// The last key of `cf`, if any (not verified: keys carry no frame).
+    pub fn last_key(&self, cf: &'static str) -> Result<Option<Vec<u8>>, StorageError> {
+        let mut iter = self.db.raw_iterator_cf(self.cf(cf)?);
+        iter.seek_to_last();
+        let key = iter.key().map(<[u8]>::to_vec);
+        iter.status()?;
+        Ok(key)
+    }
+}
+
+/// Big-endian key encodings.
+pub mod keys {
+    /// A u64 key (log index, timestamp).
+    pub fn u64(value: u64) -> [u8; 8] {
+        value.to_be_bytes()
+    }
+
+    /// A u128 key (account or transfer id).
+    pub fn u128(value: u128) -> [u8; 16] {
+        value.to_be_bytes()
+    }
+
+    /// An id followed by a u64 (account history: account ++ timestamp; expiry: id-less).
+    pub fn u128_u64(id: u128, value: u64) -> [u8; 24] {
+        let mut key = [0; 24];
+        key[..16].copy_from_slice(&id.to_be_bytes());
+        key[16..].copy_from_slice(&value.to_be_bytes());
+        key
+    }
+
+    /// A u64 followed by an id (expiry index: expires_at ++ transfer id).
+    pub fn u64_u128(value: u64, id: u128) -> [u8; 24] {
+        let mut key = [0; 24];
+        key[..8].copy_from_slice(&value.to_be_bytes());
+        key[8..].copy_from_slice(&id.to_be_bytes());
+        key
+    }
+
+    /// Reads a big-endian u64 from `bytes[at..at + 8]`.
+    pub fn read_u64(bytes: &[u8], at: usize) -> Option<u64> {
+        Some(u64::from_be_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
+    }
+
+    /// Reads a big-endian u128 from `bytes[at..at + 16]`.
+    pub fn read_u128(bytes: &[u8], at: usize) -> Option<u128> {
+        Some(u128::from_be_bytes(bytes.get(at..at + 16)?.try_into().ok()?))
+    }
+}
+
+impl Db {
+    /// Opens a store read-only (a snapshot's checkpoint), checking its
+    /// format marker; nothing in the directory is changed.
+    pub fn open_read_only(path: &Path) -> Result<Self, StorageError> {
+        let options = Options::default();
+        let existing = DB::list_cf(&options, path).map_err(|error| StorageError::NotACofferStore {
+            path: path.to_owned(),
+            reason: format!("cannot list its column families: {error}"),
+        })?;
+        if let Some(name) = COLUMN_FAMILIES.iter().find(|name| !existing.iter().any(|e| e == *name)) {
+            return Err(StorageError::MissingColumnFamily { path: path.to_owned(), name });
+        }
+        let db = DB::open_cf_for_read_only(&options, path, COLUMN_FAMILIES, false)?;
+        let db = Self { db, path: path.to_owned() };
+        db.check_format_marker()?;
+        Ok(db)
+    }
+}

@@ -1,0 +1,413 @@
+//! `LedgerState`: the ledger's state in RocksDB, implementing the ledger's
+//! [`Store`], plus the applied index kept in the same writes.
+//!
+//! Applying a committed entry writes the ledger's write set, the applied
+//! index (and the conf state when it changed) in **one** `WriteBatch`, so
+//! after any crash the state and the applied index agree.
+//!
+//! Those writes go through RocksDB's WAL without waiting for a sync: the Raft
+//! log's synced appends share that WAL and sync everything before them, and
+//! whatever an unsynced apply loses in a machine crash is re-applied from the
+//! Raft log, which holds every committed entry. See ARCHITECTURE.md.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use coffer_ledger::codec::{
+    decode_account, decode_ledger, decode_pending_status, decode_transfer, encode_account, encode_ledger,
+    encode_pending_status, encode_transfer,
+};
+use coffer_ledger::{
+    Account, AccountBalance, AccountFilter, AccountId, AccountTransfer, CreateTransferResult, Ledger, LedgerId,
+    PendingStatus, Side, Store, StoreError, Transfer, TransferId, WriteSet,
+};
+use raft::prelude::ConfState;
+use rocksdb::WriteBatch;
+
+use crate::cache::AccountCache;
+use crate::db::Visit;
+use crate::db::{
+    keys, Db, CF_ACCOUNTS, CF_ACCOUNT_TRANSFERS, CF_BALANCES, CF_EXPIRY, CF_FAILURES, CF_LEDGERS, CF_META, CF_PENDING,
+    CF_RAFT_STATE, CF_TRANSFERS, KEY_APPLIED, KEY_CONF_STATE, KEY_LAST_TIMESTAMP,
+};
+use crate::error::StorageError;
+use crate::frame::corruption;
+use crate::log::encode_message;
+
+/// The last Raft entry applied to the state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AppliedState {
+    /// Its index.
+    pub index: u64,
+    /// Its term.
+    pub term: u64,
+}
+
+impl AppliedState {
+    fn encode(self) -> Vec<u8> {
+        [self.index.to_be_bytes(), self.term.to_be_bytes()].concat()
+    }
+
+    fn decode(payload: &[u8]) -> Result<Self, String> {
+        match (keys::read_u64(payload, 0), keys::read_u64(payload, 8), payload.len()) {
+            (Some(index), Some(term), 16) => Ok(Self { index, term }),
+            _ => Err(format!("applied state of {} bytes, expected 16", payload.len())),
+        }
+    }
+}
+
+fn decode_u64(payload: &[u8]) -> Result<u64, String> {
+    match (keys::read_u64(payload, 0), payload.len()) {
+        (Some(value), 8) => Ok(value),
+        _ => Err(format!("{} bytes, expected a u64", payload.len())),
+    }
+}
+
+fn side_code(side: Side) -> u8 {
+    match side {
+        Side::Debit => 0,
+        Side::Credit => 1,
+    }
+}
+
+/// The ledger's state of one node.
+#[derive(Debug)]
+pub struct LedgerState {
+    db: Arc<Db>,
+    cache: Mutex<AccountCache>,
+    applied: AppliedState,
+    last_timestamp: u64,
+}
+
+impl LedgerState {
+    /// Loads the applied index and last timestamp, verifying them.
+    pub fn open(db: Arc<Db>, account_cache_entries: usize) -> Result<Self, StorageError> {
+        let applied = db.get_decoded(CF_META, KEY_APPLIED, AppliedState::decode)?.unwrap_or_default();
+        let last_timestamp = db.get_decoded(CF_META, KEY_LAST_TIMESTAMP, decode_u64)?.unwrap_or_default();
+        Ok(Self { db, cache: Mutex::new(AccountCache::new(account_cache_entries)), applied, last_timestamp })
+    }
+
+    /// The store this state lives in.
+    pub fn db(&self) -> &Arc<Db> {
+        &self.db
+    }
+
+    /// The last entry applied.
+    pub fn applied(&self) -> AppliedState {
+        self.applied
+    }
+
+    /// Writes the results of applying the entry `applied`: its write set (if
+    /// the entry changed the ledger), the applied index, and the new conf
+    /// state (if the entry changed membership), in one atomic write.
+    pub fn apply(
+        &mut self,
+        write_set: Option<&WriteSet>,
+        applied: AppliedState,
+        conf_state: Option<&ConfState>,
+    ) -> Result<(), StorageError> {
+        if applied.index <= self.applied.index {
+            return Err(StorageError::Inconsistent {
+                detail: format!("entry {} applied again (applied index is {})", applied.index, self.applied.index),
+            });
+        }
+        let batch = self.write_batch(write_set, applied, conf_state)?;
+        self.db.write(batch, false)?;
+        self.applied = applied;
+        if let Some(write_set) = write_set {
+            self.committed(write_set);
+        }
+        Ok(())
+    }
+
+    /// The RocksDB batch [`Self::apply`] writes, without writing it (for
+    /// benchmarks comparing write options).
+    pub fn write_batch(
+        &self,
+        write_set: Option<&WriteSet>,
+        applied: AppliedState,
+        conf_state: Option<&ConfState>,
+    ) -> Result<WriteBatch, StorageError> {
+        let mut batch = WriteBatch::default();
+        if let Some(write_set) = write_set {
+            self.stage(&mut batch, write_set)?;
+        }
+        self.db.put(&mut batch, CF_META, KEY_APPLIED, &applied.encode())?;
+        if let Some(conf_state) = conf_state {
+            self.db.put(&mut batch, CF_RAFT_STATE, KEY_CONF_STATE, &encode_message(conf_state)?)?;
+        }
+        Ok(batch)
+    }
+
+    /// Adds every record of `write_set` to `batch`.
+    fn stage(&self, batch: &mut WriteBatch, write_set: &WriteSet) -> Result<(), StorageError> {
+        let db = &self.db;
+        let mut buffer = Vec::with_capacity(160);
+        db.put(batch, CF_META, KEY_LAST_TIMESTAMP, &write_set.last_timestamp.to_be_bytes())?;
+        for ledger in &write_set.ledgers {
+            buffer.clear();
+            encode_ledger(ledger, &mut buffer);
+            db.put(batch, CF_LEDGERS, &ledger.id.0.to_be_bytes(), &buffer)?;
+        }
+        for account in &write_set.accounts {
+            buffer.clear();
+            encode_account(account, &mut buffer);
+            db.put(batch, CF_ACCOUNTS, &keys::u128(account.id.0), &buffer)?;
+        }
+        for transfer in &write_set.transfers {
+            buffer.clear();
+            encode_transfer(transfer, &mut buffer);
+            db.put(batch, CF_TRANSFERS, &keys::u128(transfer.id.0), &buffer)?;
+        }
+        let expiry = db.cf(CF_EXPIRY)?;
+        for (id, status) in &write_set.pending {
+            buffer.clear();
+            encode_pending_status(status, &mut buffer);
+            db.put(batch, CF_PENDING, &keys::u128(id.0), &buffer)?;
+            if status.expires_at != 0 {
+                let key = keys::u64_u128(status.expires_at, id.0);
+                if status.state == coffer_ledger::PendingState::Pending {
+                    db.put(batch, CF_EXPIRY, &key, &[])?;
+                } else {
+                    batch.delete_cf(expiry, key);
+                }
+            }
+        }
+        for (id, result) in &write_set.failures {
+            db.put(batch, CF_FAILURES, &keys::u128(id.0), &result.code().to_be_bytes())?;
+        }
+        for row in &write_set.account_transfers {
+            let mut value = [0; 17];
+            value[..16].copy_from_slice(&row.transfer_id.0.to_be_bytes());
+            value[16] = side_code(row.side);
+            db.put(batch, CF_ACCOUNT_TRANSFERS, &keys::u128_u64(row.account_id.0, row.timestamp), &value)?;
+        }
+        for row in &write_set.balances {
+            let value: Vec<u8> = [row.debits_pending, row.debits_posted, row.credits_pending, row.credits_posted]
+                .iter()
+                .flat_map(|balance| balance.to_be_bytes())
+                .collect();
+            db.put(batch, CF_BALANCES, &keys::u128_u64(row.account_id.0, row.timestamp), &value)?;
+        }
+        Ok(())
+    }
+
+    /// Brings the in-memory copies up to date after `write_set` was written.
+    fn committed(&mut self, write_set: &WriteSet) {
+        self.last_timestamp = write_set.last_timestamp;
+        let cache = self.cache.get_mut().unwrap_or_else(PoisonError::into_inner);
+        write_set.accounts.iter().for_each(|account| cache.put(*account));
+    }
+
+    /// Reloads everything from disk and empties the cache (after the state
+    /// was replaced by a snapshot).
+    pub(crate) fn reload(&mut self) -> Result<(), StorageError> {
+        self.applied = self.db.get_decoded(CF_META, KEY_APPLIED, AppliedState::decode)?.unwrap_or_default();
+        self.last_timestamp = self.db.get_decoded(CF_META, KEY_LAST_TIMESTAMP, decode_u64)?.unwrap_or_default();
+        self.cache.get_mut().unwrap_or_else(PoisonError::into_inner).clear();
+        Ok(())
+    }
+
+    fn history_range(filter: &AccountFilter) -> ([u8; 24], [u8; 24]) {
+        let max = if filter.timestamp_max == 0 { u64::MAX } else { filter.timestamp_max };
+        (keys::u128_u64(filter.account_id.0, filter.timestamp_min), keys::u128_u64(filter.account_id.0, max))
+    }
+
+    /// Scans an account's rows in `cf` that `filter` selects, in its order,
+    /// keeping at most `filter.limit` rows that `decode` returns.
+    fn history<T>(
+        &self,
+        cf: &'static str,
+        filter: &AccountFilter,
+        mut decode: impl FnMut(u64, &[u8]) -> Result<Option<T>, String>,
+    ) -> Result<Vec<T>, StorageError> {
+        let (from, to) = Self::history_range(filter);
+        let limit = filter.limit as usize;
+        let mut rows = Vec::new();
+        let mut visit = |key: &[u8], payload: &[u8]| -> Result<bool, StorageError> {
+            if key > to.as_slice() {
+                return Ok(false);
+            }
+            let timestamp = keys::read_u64(key, 16)
+                .filter(|_| key.len() == 24)
+                .ok_or_else(|| corruption(cf, key, "key is not account ++ timestamp"))?;
+            if let Some(row) = decode(timestamp, payload).map_err(|reason| corruption(cf, key, reason))? {
+                rows.push(row);
+            }
+            Ok(rows.len() < limit)
+        };
+        if filter.reversed {
+            self.db.scan_reverse(cf, &from, &to, &mut visit)?;
+        } else {
+            self.db.scan(cf, &from, None, &mut visit)?;
+        }
+        Ok(rows)
+    }
+
+    fn visit_all(&self, cf: &'static str, visit: &mut Visit<'_>) -> Result<(), StoreError> {
+        self.db.scan(cf, &[], None, visit)?;
+        Ok(())
+    }
+}
+
+fn decode_at<T, E: std::fmt::Display>(
+    cf: &'static str,
+    key: &[u8],
+    payload: &[u8],
+    decode: impl FnOnce(&[u8]) -> Result<T, E>,
+) -> Result<T, StorageError> {
+    decode(payload).map_err(|error| corruption(cf, key, error.to_string()))
+}
+
+fn transfer_id_of(cf: &'static str, key: &[u8]) -> Result<TransferId, StorageError> {
+    keys::read_u128(key, 0)
+        .filter(|_| key.len() == 16)
+        .map(TransferId)
+        .ok_or_else(|| corruption(cf, key, "key is not a u128 id"))
+}
+
+fn decode_failure(payload: &[u8]) -> Result<CreateTransferResult, String> {
+    let code =
+        <[u8; 2]>::try_from(payload).map(u16::from_be_bytes).map_err(|_| "failure is not a u16 code".to_owned())?;
+    CreateTransferResult::from_code(code).ok_or_else(|| format!("unknown result code {code}"))
+}
+
+impl Store for LedgerState {
+    fn last_timestamp(&self) -> Result<u64, StoreError> {
+        Ok(self.last_timestamp)
+    }
+
+    fn ledger(&self, id: LedgerId) -> Result<Option<Ledger>, StoreError> {
+        Ok(self.db.get_decoded(CF_LEDGERS, &id.0.to_be_bytes(), decode_ledger)?)
+    }
+
+    fn account(&self, id: AccountId) -> Result<Option<Account>, StoreError> {
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(account) = cache.get(id) {
+            return Ok(Some(account));
+        }
+        let key = keys::u128(id.0);
+        let account = self.db.get_decoded(CF_ACCOUNTS, &key, decode_account)?;
+        if let Some(account) = account {
+            if account.id != id {
+                return Err(corruption(CF_ACCOUNTS, &key, format!("holds account {}", account.id)).into());
+            }
+            cache.put(account);
+        }
+        Ok(account)
+    }
+
+    fn transfer(&self, id: TransferId) -> Result<Option<Transfer>, StoreError> {
+        let key = keys::u128(id.0);
+        let transfer = self.db.get_decoded(CF_TRANSFERS, &key, decode_transfer)?;
+        if let Some(transfer) = transfer.filter(|transfer| transfer.id != id) {
+            return Err(corruption(CF_TRANSFERS, &key, format!("holds transfer {}", transfer.id)).into());
+        }
+        Ok(transfer)
+    }
+
+    fn pending_status(&self, id: TransferId) -> Result<Option<PendingStatus>, StoreError> {
+        Ok(self.db.get_decoded(CF_PENDING, &keys::u128(id.0), decode_pending_status)?)
+    }
+
+    fn transfer_failure(&self, id: TransferId) -> Result<Option<CreateTransferResult>, StoreError> {
+        Ok(self.db.get_decoded(CF_FAILURES, &keys::u128(id.0), decode_failure)?)
+    }
+
+    fn expiring(&self, up_to: u64, limit: usize) -> Result<Vec<(u64, TransferId)>, StoreError> {
+        let mut due = Vec::new();
+        let end = up_to.checked_add(1).map(|after| keys::u64_u128(after, 0));
+        self.db.scan(CF_EXPIRY, &[], end.as_ref().map(|key| key.as_slice()), &mut |key, _| {
+            let parsed = (keys::read_u64(key, 0), keys::read_u128(key, 8), key.len());
+            let (Some(expires_at), Some(id), 24) = parsed else {
+                return Err(corruption(CF_EXPIRY, key, "key is not expires_at ++ transfer id"));
+            };
+            due.push((expires_at, TransferId(id)));
+            Ok(due.len() < limit)
+        })?;
+        Ok(due)
+    }
+
+    fn account_transfers(&self, filter: &AccountFilter) -> Result<Vec<AccountTransfer>, StoreError> {
+        Ok(self.history(CF_ACCOUNT_TRANSFERS, filter, |timestamp, payload| {
+            let (Some(transfer_id), Some(&side), 17) = (keys::read_u128(payload, 0), payload.get(16), payload.len())
+            else {
+                return Err("history row is not transfer id ++ side".to_owned());
+            };
+            let side = match side {
+                0 => Side::Debit,
+                1 => Side::Credit,
+                other => return Err(format!("unknown side {other}")),
+            };
+            Ok(filter.sides.includes(side).then_some(AccountTransfer {
+                account_id: filter.account_id,
+                timestamp,
+                transfer_id: TransferId(transfer_id),
+                side,
+            }))
+        })?)
+    }
+
+    fn account_balances(&self, filter: &AccountFilter) -> Result<Vec<AccountBalance>, StoreError> {
+        Ok(self.history(CF_BALANCES, filter, |timestamp, payload| {
+            let balance = |at| keys::read_u128(payload, at);
+            let (Some(debits_pending), Some(debits_posted), Some(credits_pending), Some(credits_posted), 64) =
+                (balance(0), balance(16), balance(32), balance(48), payload.len())
+            else {
+                return Err("balance row is not four u128".to_owned());
+            };
+            Ok(Some(AccountBalance {
+                account_id: filter.account_id,
+                timestamp,
+                debits_pending,
+                debits_posted,
+                credits_pending,
+                credits_posted,
+            }))
+        })?)
+    }
+
+    fn for_each_ledger(&self, visit: &mut dyn FnMut(&Ledger)) -> Result<(), StoreError> {
+        self.visit_all(CF_LEDGERS, &mut |key, payload| {
+            visit(&decode_at(CF_LEDGERS, key, payload, decode_ledger)?);
+            Ok(true)
+        })
+    }
+
+    fn for_each_account(&self, visit: &mut dyn FnMut(&Account)) -> Result<(), StoreError> {
+        self.visit_all(CF_ACCOUNTS, &mut |key, payload| {
+            visit(&decode_at(CF_ACCOUNTS, key, payload, decode_account)?);
+            Ok(true)
+        })
+    }
+
+    fn for_each_transfer(&self, visit: &mut dyn FnMut(&Transfer)) -> Result<(), StoreError> {
+        self.visit_all(CF_TRANSFERS, &mut |key, payload| {
+            visit(&decode_at(CF_TRANSFERS, key, payload, decode_transfer)?);
+            Ok(true)
+        })
+    }
+
+    fn for_each_pending(&self, visit: &mut dyn FnMut(TransferId, &PendingStatus)) -> Result<(), StoreError> {
+        self.visit_all(CF_PENDING, &mut |key, payload| {
+            visit(transfer_id_of(CF_PENDING, key)?, &decode_at(CF_PENDING, key, payload, decode_pending_status)?);
+            Ok(true)
+        })
+    }
+
+    fn for_each_failure(&self, visit: &mut dyn FnMut(TransferId, CreateTransferResult)) -> Result<(), StoreError> {
+        self.visit_all(CF_FAILURES, &mut |key, payload| {
+            visit(transfer_id_of(CF_FAILURES, key)?, decode_at(CF_FAILURES, key, payload, decode_failure)?);
+            Ok(true)
+        })
+    }
+
+    /// Commits a write set without moving the applied index: for tools that
+    /// drive the ledger outside Raft (tests, offline imports).
+    fn commit(&mut self, write_set: &WriteSet) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        self.stage(&mut batch, write_set)?;
+        self.db.write(batch, false)?;
+        self.committed(write_set);
+        Ok(())
+    }
+}

@@ -1,0 +1,225 @@
+//! Crash test: a child process applies batches to a real store and reports
+//! each batch once it is durable; the parent SIGKILLs the child at random
+//! moments, reopens the store, and checks that every reported batch is
+//! there, that nothing partial is visible (the state equals a replay of
+//! exactly the applied batches), and that the applied index and the Raft log
+//! agree.
+//!
+//! `COFFER_CRASH_KILLS` sets the number of kills (200 by default, as in CI);
+//! `COFFER_CRASH_SEED` the seed of the kill schedule.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use coffer_ledger::{
+    prepare, state_digest, Account, AccountFlags, AccountId, AccountKind, Ledger, LedgerId, MemoryStore, Operation,
+    Store, Transfer, TransferFlags, TransferId, TransferKind,
+};
+use coffer_storage::{AppliedState, NodeStore, StorageConfig};
+use raft::prelude::{Entry, HardState};
+use raft::Storage as _;
+
+const CHILD_DIR_ENV: &str = "COFFER_CRASH_CHILD_DIR";
+const ACCOUNTS: u64 = 20;
+const TRANSFERS_PER_BATCH: u64 = 20;
+const SECOND_NS: u64 = 1_000_000_000;
+
+/// SplitMix64: the deterministic source of the workload and the kill schedule.
+struct Random(u64);
+
+impl Random {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, bound: u64) -> u64 {
+        self.next() % bound
+    }
+}
+
+/// The operation of Raft entry `index`: a fixed function of the index, so
+/// parent and child agree on every batch without talking.
+fn operation(index: u64) -> Operation {
+    let mut random = Random(index.wrapping_mul(7919));
+    match index {
+        1 => Operation::CreateLedgers(vec![Ledger {
+            id: LedgerId(1),
+            currency: "KRW".into(),
+            scale: 0,
+            name: "Won".into(),
+            timestamp: 0,
+        }]),
+        2 => Operation::CreateAccounts(
+            (1..=ACCOUNTS)
+                .map(|id| Account {
+                    id: AccountId(u128::from(id)),
+                    ledger: LedgerId(1),
+                    code: 1,
+                    kind: if id <= 4 { AccountKind::Cash } else { AccountKind::Other },
+                    flags: if id % 2 == 0 { AccountFlags::HISTORY } else { AccountFlags::NONE },
+                    ..Default::default()
+                })
+                .collect(),
+        ),
+        _ if index.is_multiple_of(5) => Operation::ExpirePending,
+        _ => Operation::CreateTransfers(
+            (0..TRANSFERS_PER_BATCH)
+                .map(|k| {
+                    let debit = 1 + random.below(ACCOUNTS);
+                    let credit = 1 + (debit + random.below(ACCOUNTS - 1)) % ACCOUNTS;
+                    let id = u128::from(index * 100 + k);
+                    match random.below(5) {
+                        0 => Transfer {
+                            flags: TransferFlags::PENDING,
+                            timeout: 1 + random.below(3) as u32,
+                            ..journal(id, debit, credit, 1 + random.below(1_000))
+                        },
+                        1 => Transfer {
+                            id: TransferId(id),
+                            pending_id: TransferId(u128::from((index - 1) * 100 + random.below(TRANSFERS_PER_BATCH))),
+                            amount: Transfer::AMOUNT_MAX,
+                            flags: TransferFlags::POST_PENDING,
+                            ..Default::default()
+                        },
+                        2 => Transfer {
+                            flags: TransferFlags::LINKED,
+                            ..journal(id, debit, credit, 1 + random.below(1_000))
+                        },
+                        _ => journal(id, debit, credit, 1 + random.below(1_000)),
+                    }
+                })
+                .collect(),
+        ),
+    }
+}
+
+fn journal(id: u128, debit: u64, credit: u64, amount: u64) -> Transfer {
+    Transfer {
+        id: TransferId(id),
+        debit_account_id: AccountId(u128::from(debit)),
+        credit_account_id: AccountId(u128::from(credit)),
+        amount: u128::from(amount),
+        ledger: LedgerId(1),
+        code: 1,
+        kind: TransferKind::Journal,
+        ..Default::default()
+    }
+}
+
+/// Entry `index`'s timestamp: one second apart, so pending transfers expire.
+fn timestamp(index: u64) -> u64 {
+    index * SECOND_NS
+}
+
+fn entry(index: u64) -> Entry {
+    Entry { index, term: 1, data: index.to_be_bytes().to_vec().into(), ..Default::default() }
+}
+
+/// The child: applies entries after the store's applied index, forever,
+/// printing each index once its log entry and its state are on disk.
+fn run_child(dir: &Path) {
+    let mut store = NodeStore::open(dir, &StorageConfig::default()).expect("the child opens the store");
+    let mut index = store.state.applied().index;
+    loop {
+        index += 1;
+        // The Ready loop's order: persist the entry (synced), then apply it.
+        let hard_state = HardState { term: 1, commit: index, ..Default::default() };
+        store.log.append(&[entry(index)], Some(&hard_state), true).expect("append");
+        let prepared = prepare(&store.state, timestamp(index), &operation(index)).expect("prepare");
+        let applied = AppliedState { index, term: 1 };
+        store.state.apply(Some(&prepared.write_set), applied, None).expect("apply");
+        store.state.db().rocksdb().flush_wal(true).expect("sync the WAL");
+        println!("{index}");
+    }
+}
+
+#[test]
+fn crash_child() {
+    // Runs only when the crash test starts this binary as its child.
+    if let Ok(dir) = std::env::var(CHILD_DIR_ENV) {
+        run_child(Path::new(&dir));
+    }
+}
+
+/// Starts the child, lets it run for a random while, SIGKILLs it, and
+/// returns the highest index it reported.
+fn run_and_kill(dir: &Path, random: &mut Random) -> u64 {
+    let mut child = Command::new(std::env::current_exe().expect("the test binary's path"))
+        .args(["--exact", "crash_child", "--nocapture", "--test-threads=1", "--quiet"])
+        .env(CHILD_DIR_ENV, dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn the child");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (reports, received) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(index) = line.trim().parse::<u64>() {
+                if reports.send(index).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    // Sometimes kill while the child is still opening (recovering), mostly
+    // once it is writing.
+    if random.below(10) != 0 {
+        let _ = received.recv_timeout(Duration::from_secs(30));
+    }
+    std::thread::sleep(Duration::from_micros(random.below(40_000)));
+    child.kill().expect("SIGKILL the child");
+    child.wait().expect("reap the child");
+    reader.join().expect("the reader thread ends with the pipe");
+    received.try_iter().max().unwrap_or(0)
+}
+
+#[test]
+fn every_reported_batch_survives_sigkill_and_nothing_partial_is_visible() {
+    let kills: u64 = std::env::var("COFFER_CRASH_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+    let seed: u64 = std::env::var("COFFER_CRASH_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0xC0FFEE);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut random = Random(seed);
+    let mut model = MemoryStore::new();
+    let mut model_index = 0;
+    let mut reported_max = 0;
+    for kill in 0..kills {
+        reported_max = reported_max.max(run_and_kill(dir.path(), &mut random));
+        let store = NodeStore::open(dir.path(), &StorageConfig::default())
+            .unwrap_or_else(|error| panic!("kill {kill} (seed {seed}): the store does not reopen: {error}"));
+        let applied = store.state.applied().index;
+        assert!(
+            applied >= reported_max,
+            "kill {kill} (seed {seed}): applied index {applied} lost reported batch {reported_max}"
+        );
+        let last = store.log.last_index();
+        assert!(last >= applied, "kill {kill}: applied index {applied} is past the log's last index {last}");
+        for index in model_index + 1..=applied {
+            let prepared = prepare(&model, timestamp(index), &operation(index)).expect("the model replays");
+            model.commit(&prepared.write_set).expect("the model commits");
+        }
+        model_index = applied;
+        assert_eq!(
+            state_digest(&store.state).expect("the store's digest"),
+            state_digest(&model).expect("the model's digest"),
+            "kill {kill} (seed {seed}): the state at applied index {applied} differs from a replay"
+        );
+        if applied > 0 {
+            let entries =
+                store.log.entries(1, last + 1, None, raft::GetEntriesContext::empty(false)).expect("the log reads");
+            assert!(
+                entries.iter().all(|e| e.data.as_ref() == e.index.to_be_bytes()),
+                "kill {kill}: a log entry is damaged"
+            );
+        }
+    }
+    assert!(model_index > 0, "the child never applied a batch");
+}
