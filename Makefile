@@ -26,7 +26,7 @@ check:
 
 ## The criterion benchmarks (not part of `make test`).
 bench: deps
-	$(CARGO) bench -p coffer-benches
+	$(CARGO) bench --workspace
 
 fmt:
 	$(CARGO) fmt --all

@@ -1,13 +1,12 @@
-//! Durable apply on RocksDB: 8,189-transfer batches (uniform over 10,000
-//! accounts) prepared against `LedgerState` and written with the applied
-//! index, and the synced Raft-log append that precedes each apply.
+//! Durable apply on one node's RocksDB store.
 //!
-//! - `storage_apply/apply_wal`: prepare + the write as Coffer does it
-//!   (through the WAL, unsynced);
-//! - `storage_apply/apply_no_wal`: prepare + the same write with the WAL
-//!   disabled, the alternative ARCHITECTURE.md weighs;
-//! - `storage_apply/log_append_synced`: one synced append of an entry the
-//!   size of an encoded batch.
+//! - `durable_apply/{uniform,hot}`: for each 8,189-transfer batch, what a
+//!   node does per Raft entry: one synced append of the entry (its encoded
+//!   size, about 1 MiB) to the Raft log, then prepare against `LedgerState`
+//!   and the state write with the applied index (through the WAL, unsynced).
+//! - `durable_apply_no_wal/uniform`: the same with the state write skipping
+//!   the WAL, the alternative ARCHITECTURE.md weighs.
+//! - `log_append/1mib`: one synced append of a 1 MiB entry.
 //!
 //! Run with `cargo bench -p coffer-benches --bench storage_apply`.
 
@@ -26,63 +25,86 @@ use raft::prelude::{Entry, HardState};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const ACCOUNTS: u32 = 10_000;
-/// Bytes of an encoded 8,189-transfer batch, about 129 bytes a transfer.
-const ENTRY_BYTES: usize = BATCH_EVENTS_MAX * 129;
+/// Bytes of an encoded 8,189-transfer entry: about 128 bytes a transfer, 1 MiB.
+const ENTRY_BYTES: usize = 1 << 20;
 
-/// A fresh store holding the workload's ledger and accounts.
+/// A fresh store holding the workload's ledger and accounts, and its applied index.
 fn setup(workload: &mut Workload) -> (tempfile::TempDir, NodeStore, u64) {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let mut store = NodeStore::open(dir.path(), &StorageConfig::default()).expect("open a store");
     let mut index = 0;
     for (timestamp, operation) in workload.setup_operations() {
         index += 1;
+        store.log.append(&[entry(index)], Some(&hard_state(index)), true).expect("setup appends");
         let prepared = coffer_ledger::prepare(&store.state, timestamp, &operation).expect("setup prepares");
         store.state.apply(Some(&prepared.write_set), AppliedState { index, term: 1 }, None).expect("setup applies");
     }
     (dir, store, index)
 }
 
+fn entry(index: u64) -> Entry {
+    Entry { index, term: 1, data: vec![index as u8; ENTRY_BYTES].into(), ..Default::default() }
+}
+
+fn hard_state(commit: u64) -> HardState {
+    HardState { term: 1, commit, ..Default::default() }
+}
+
+/// Applies `iterations` batches as a node does, timing everything but
+/// building the batch.
+fn durable_apply(iterations: u64, distribution: Distribution, state_wal: bool) -> Duration {
+    let mut workload = Workload::new(ACCOUNTS, distribution, 7);
+    let (_dir, mut store, mut index) = setup(&mut workload);
+    let mut elapsed = Duration::ZERO;
+    for _ in 0..iterations {
+        let (timestamp, batch) = workload.next_batch(BATCH_EVENTS_MAX);
+        index += 1;
+        let raft_entry = entry(index);
+        let applied = AppliedState { index, term: 1 };
+        let start = Instant::now();
+        store.log.append(&[raft_entry], Some(&hard_state(index)), true).expect("append");
+        let prepared = prepare_create_transfers(&store.state, timestamp, &batch).expect("prepare");
+        if state_wal {
+            store.state.apply(Some(&prepared.write_set), applied, None).expect("apply");
+        } else {
+            let write = store.state.write_batch(Some(&prepared.write_set), applied, None).expect("batch");
+            let mut options = coffer_storage::rocksdb::WriteOptions::default();
+            options.disable_wal(true);
+            store.state.db().rocksdb().write_opt(write, &options).expect("write");
+        }
+        elapsed += start.elapsed();
+    }
+    elapsed
+}
+
 fn apply(c: &mut Criterion) {
-    let mut group = c.benchmark_group("storage_apply");
+    let mut group = c.benchmark_group("durable_apply");
     group.throughput(Throughput::Elements(BATCH_EVENTS_MAX as u64));
     group.sample_size(20);
-    for (name, disable_wal) in [("apply_wal", false), ("apply_no_wal", true)] {
-        group.bench_function(name, |b| {
-            b.iter_custom(|iterations| {
-                let mut workload = Workload::new(ACCOUNTS, Distribution::Uniform, 7);
-                let (_dir, mut store, mut index) = setup(&mut workload);
-                let mut elapsed = Duration::ZERO;
-                for _ in 0..iterations {
-                    let (timestamp, batch) = workload.next_batch(BATCH_EVENTS_MAX);
-                    index += 1;
-                    let applied = AppliedState { index, term: 1 };
-                    let start = Instant::now();
-                    let prepared = prepare_create_transfers(&store.state, timestamp, &batch).expect("prepare");
-                    if disable_wal {
-                        let write = store.state.write_batch(Some(&prepared.write_set), applied, None).expect("batch");
-                        let mut options = coffer_storage::rocksdb::WriteOptions::default();
-                        options.disable_wal(true);
-                        store.state.db().rocksdb().write_opt(write, &options).expect("write");
-                    } else {
-                        store.state.apply(Some(&prepared.write_set), applied, None).expect("apply");
-                    }
-                    elapsed += start.elapsed();
-                }
-                elapsed
-            });
-        });
-    }
-    group.bench_function("log_append_synced", |b| {
+    group.bench_function("uniform", |b| b.iter_custom(|n| durable_apply(n, Distribution::Uniform, true)));
+    group.bench_function("hot", |b| b.iter_custom(|n| durable_apply(n, Distribution::Hot { hot: 10 }, true)));
+    group.finish();
+
+    let mut group = c.benchmark_group("durable_apply_no_wal");
+    group.throughput(Throughput::Elements(BATCH_EVENTS_MAX as u64));
+    group.sample_size(20);
+    group.bench_function("uniform", |b| b.iter_custom(|n| durable_apply(n, Distribution::Uniform, false)));
+    group.finish();
+}
+
+fn log_append(c: &mut Criterion) {
+    let mut group = c.benchmark_group("log_append");
+    group.throughput(Throughput::Bytes(ENTRY_BYTES as u64));
+    group.sample_size(20);
+    group.bench_function("1mib", |b| {
         b.iter_custom(|iterations| {
             let dir = tempfile::tempdir().expect("a temporary directory");
             let mut store = NodeStore::open(dir.path(), &StorageConfig::default()).expect("open a store");
             let mut elapsed = Duration::ZERO;
             for index in 1..=iterations {
-                let data = vec![index as u8; ENTRY_BYTES].into();
-                let entry = Entry { index, term: 1, data, ..Default::default() };
-                let hard_state = HardState { term: 1, ..Default::default() };
+                let raft_entry = entry(index);
                 let start = Instant::now();
-                store.log.append(&[entry], Some(&hard_state), true).expect("append");
+                store.log.append(&[raft_entry], Some(&hard_state(index)), true).expect("append");
                 elapsed += start.elapsed();
             }
             elapsed
@@ -91,5 +113,5 @@ fn apply(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, apply);
+criterion_group!(benches, apply, log_append);
 criterion_main!(benches);

@@ -319,14 +319,7 @@ impl Db {
         }
         let mut iter = self.db.raw_iterator_cf_opt(self.cf(cf)?, options);
         iter.seek(from);
-        while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
-            if !visit(key, unframe(cf, key, value)?)? {
-                return Ok(());
-            }
-            iter.next();
-        }
-        iter.status()?;
-        Ok(())
+        walk(cf, iter, true, visit)
     }
 
     /// Visits every verified `(key, payload)` of `cf` with `from <= key <= to`
@@ -342,14 +335,7 @@ impl Db {
         options.set_iterate_lower_bound(from.to_vec());
         let mut iter = self.db.raw_iterator_cf_opt(self.cf(cf)?, options);
         iter.seek_for_prev(to);
-        while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
-            if !visit(key, unframe(cf, key, value)?)? {
-                return Ok(());
-            }
-            iter.prev();
-        }
-        iter.status()?;
-        Ok(())
+        walk(cf, iter, false, visit)
     }
 
     /// The last key of `cf`, if any (not verified: keys carry no frame).
@@ -360,6 +346,28 @@ impl Db {
         iter.status()?;
         Ok(key)
     }
+}
+
+/// Visits verified `(key, payload)` pairs from the iterator's position,
+/// forward or backward, while `visit` returns true.
+fn walk(
+    cf: &'static str,
+    mut iter: rocksdb::DBRawIterator<'_>,
+    forward: bool,
+    visit: &mut Visit<'_>,
+) -> Result<(), StorageError> {
+    while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
+        if !visit(key, unframe(cf, key, value)?)? {
+            return Ok(());
+        }
+        if forward {
+            iter.next();
+        } else {
+            iter.prev();
+        }
+    }
+    iter.status()?;
+    Ok(())
 }
 
 /// Big-endian key encodings.
