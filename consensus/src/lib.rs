@@ -1,6 +1,38 @@
-//! `coffer-consensus` will own the Raft node around `raft::RawNode`: a sans-IO
-//! core stepped with messages, ticks and proposals, the Ready loop, group
-//! commit of proposals, the peer transport, linearizable reads (ReadIndex),
-//! membership changes and snapshots.
+//! `coffer-consensus`: the Raft node that replicates Coffer's ledger, on
+//! raft-rs.
 //!
-//! Nothing is built here yet: see issue 4 and `ARCHITECTURE.md`.
+//! - [`Replica`]: the sans-IO node core. It is stepped with messages, ticks
+//!   and proposals and returns messages to send and requests that finished;
+//!   it reaches the disk only through [`ReplicaStorage`], time only through
+//!   its arguments, randomness only through its seed. The tokio driver runs
+//!   it in production, the simulator in tests.
+//! - Group commit: proposals wait in a bounded queue and are packed into
+//!   entries ([`command`]); a full queue answers `Overloaded`.
+//! - Linearizable reads through ReadIndex; membership changes through
+//!   `ConfChangeV2`; leader transfer; log compaction with snapshots sent in
+//!   checksummed chunks beside the Raft message ([`storage`]).
+//! - [`start_node`]: the production node — the driver that owns a
+//!   [`Replica`] on [`DiskStorage`] and a real clock, answering a cloneable
+//!   [`NodeHandle`] — and the gRPC peer transport ([`transport`]).
+
+pub mod command;
+mod config;
+pub mod driver;
+mod error;
+mod replica;
+pub mod storage;
+pub mod transport;
+
+pub use config::ConsensusConfig;
+pub use driver::{
+    start_node, DriverThread, NodeConfig, NodeHandle, RequestError, StartError, REQUESTS_MAX_DEFAULT, ROUND_INPUTS_MAX,
+};
+pub use error::{ConsensusError, ProposalError, ReadError, StepError};
+pub use replica::{
+    is_snapshot, Applied, Completion, MembershipApplied, MembershipChange, NodeStatus, Outbox, Outcome, Output,
+    PeerProgress, ProposalId, ReadId, Replica,
+};
+pub use storage::{DiskStorage, IncomingSnapshot, ReplicaStorage, SnapshotDirs};
+pub use transport::{RaftService, RaftTransportService};
+/// raft-rs, whose message and state types this crate's API uses.
+pub use raft;

@@ -35,6 +35,10 @@ pub use log::{LogStore, Truncated};
 pub use rocksdb;
 pub use state::{AppliedState, LedgerState};
 
+/// The log index (and term) a bootstrapped cluster starts after; see
+/// [`NodeStore::bootstrap`].
+pub const BOOTSTRAP_INDEX: u64 = 1;
+
 /// A node's store, opened: its Raft log and its ledger state, which share
 /// one RocksDB instance.
 #[derive(Debug)]
@@ -71,6 +75,43 @@ impl NodeStore {
             });
         }
         Ok(store)
+    }
+
+    /// Makes a fresh store the first state of a new cluster whose voters are
+    /// `voters`: the log starts after [`BOOTSTRAP_INDEX`] (term 1), which
+    /// holds the initial membership, as if a snapshot of the empty ledger at
+    /// that index had been installed. Every founding node bootstraps the
+    /// same way; a node added later starts empty and is caught up by a
+    /// snapshot, so it learns the founding membership too. Refused on a
+    /// store that holds any Raft state.
+    pub fn bootstrap(&mut self, voters: &[u64]) -> Result<(), StorageError> {
+        if voters.is_empty() || voters.contains(&0) {
+            return Err(StorageError::Inconsistent {
+                detail: format!("bootstrap needs one or more non-zero voter ids, got {voters:?}"),
+            });
+        }
+        let fresh = self.log.last_index() == 0
+            && *self.log.hard_state() == raft::prelude::HardState::default()
+            && self.log.conf_state()? == raft::prelude::ConfState::default()
+            && self.state.applied() == AppliedState::default();
+        if !fresh {
+            return Err(StorageError::Inconsistent {
+                detail: "bootstrap of a store that already holds Raft state".into(),
+            });
+        }
+        let mut conf_state = raft::prelude::ConfState::default();
+        conf_state.set_voters(voters.to_vec());
+        let mut meta =
+            raft::prelude::SnapshotMetadata { index: BOOTSTRAP_INDEX, term: BOOTSTRAP_INDEX, ..Default::default() };
+        meta.set_conf_state(conf_state);
+        let mut batch = rocksdb::WriteBatch::default();
+        let hard_state = self.log.stage_snapshot(&mut batch, &meta)?;
+        let applied = AppliedState { index: BOOTSTRAP_INDEX, term: BOOTSTRAP_INDEX };
+        self.state.stage_applied(&mut batch, applied)?;
+        self.state.db().write(batch, true)?;
+        self.log.snapshot_installed(&meta, hard_state);
+        self.state.reload()?;
+        Ok(())
     }
 
     /// Makes an offline backup (a snapshot) of this store in `dir`.

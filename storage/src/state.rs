@@ -138,6 +138,11 @@ impl LedgerState {
         Ok(batch)
     }
 
+    /// Adds the applied index to `batch` (for a bootstrap, which applies no entry).
+    pub(crate) fn stage_applied(&self, batch: &mut WriteBatch, applied: AppliedState) -> Result<(), StorageError> {
+        self.db.put(batch, CF_META, KEY_APPLIED, &applied.encode())
+    }
+
     /// Adds every record of `write_set` to `batch`.
     fn stage(&self, batch: &mut WriteBatch, write_set: &WriteSet) -> Result<(), StorageError> {
         let db = &self.db;

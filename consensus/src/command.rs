@@ -1,0 +1,284 @@
+//! The payload of a normal Raft entry: one ledger [`Operation`], the
+//! leader's timestamp, and which proposals of which node it carries.
+//!
+//! Group commit packs several client proposals of the same kind into one
+//! operation; [`Part`]s record how many events each contributed, so the
+//! proposer can hand every client exactly its own results.
+//!
+//! Layout (big-endian, version 1):
+//!
+//! ```text
+//! version u8 = 1 | kind u8 | timestamp u64 | proposer u64 | term u64
+//! parts u32 | parts × (sequence u64, events u32)
+//! events u32 | events × record
+//! ```
+//!
+//! Records are `coffer_ledger::codec` encodings: accounts and transfers
+//! fixed-size, ledgers prefixed by their length as a `u16`. The storage
+//! layer frames each entry with a crc32, so this layout carries none.
+
+use coffer_ledger::codec::{
+    decode_account, decode_ledger, decode_transfer, encode_account, encode_ledger, encode_transfer, ACCOUNT_SIZE,
+    TRANSFER_SIZE,
+};
+use coffer_ledger::{Operation, BATCH_EVENTS_MAX};
+
+const VERSION: u8 = 1;
+const KIND_LEDGERS: u8 = 1;
+const KIND_ACCOUNTS: u8 = 2;
+const KIND_TRANSFERS: u8 = 3;
+const KIND_EXPIRE: u8 = 4;
+/// The most parts one entry may carry: one per event at most.
+const PARTS_MAX: usize = BATCH_EVENTS_MAX;
+
+/// The events one proposal contributed to an entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Part {
+    /// The proposer's sequence number of the proposal (its `ProposalId`).
+    pub sequence: u64,
+    /// How many consecutive events of the operation are this proposal's.
+    pub events: u32,
+}
+
+/// A decoded normal entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Command {
+    /// The leader's timestamp (ns); the state machine never goes below
+    /// `last_timestamp + 1` whatever this says.
+    pub timestamp: u64,
+    /// The node that proposed the entry (`0`: nobody waits for it).
+    pub proposer: u64,
+    /// The term the proposer led when it proposed: (term, sequence) names a
+    /// proposal uniquely across the proposer's restarts.
+    pub term: u64,
+    /// The proposals packed into the operation, in event order.
+    pub parts: Vec<Part>,
+    /// The operation to apply.
+    pub operation: Operation,
+}
+
+/// Why an entry's payload did not decode. A committed entry that does not
+/// decode is corruption: every replica would fail on it the same way.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("entry payload field {field}: {reason}")]
+pub struct CommandError {
+    /// The field that failed.
+    pub field: &'static str,
+    /// What was wrong.
+    pub reason: String,
+}
+
+fn error(field: &'static str, reason: impl Into<String>) -> CommandError {
+    CommandError { field, reason: reason.into() }
+}
+
+impl Command {
+    /// Encodes the command. Fails only for a ledger whose currency or name
+    /// is longer than a `u16` length allows (the API rejects those first).
+    pub fn encode(&self) -> Result<Vec<u8>, CommandError> {
+        let (kind, events) = match &self.operation {
+            Operation::CreateLedgers(events) => (KIND_LEDGERS, events.len()),
+            Operation::CreateAccounts(events) => (KIND_ACCOUNTS, events.len()),
+            Operation::CreateTransfers(events) => (KIND_TRANSFERS, events.len()),
+            Operation::ExpirePending => (KIND_EXPIRE, 0),
+        };
+        let mut out = Vec::with_capacity(34 + self.parts.len() * 12 + events * TRANSFER_SIZE);
+        out.push(VERSION);
+        out.push(kind);
+        out.extend_from_slice(&self.timestamp.to_be_bytes());
+        out.extend_from_slice(&self.proposer.to_be_bytes());
+        out.extend_from_slice(&self.term.to_be_bytes());
+        out.extend_from_slice(&count(self.parts.len(), "parts")?.to_be_bytes());
+        for part in &self.parts {
+            out.extend_from_slice(&part.sequence.to_be_bytes());
+            out.extend_from_slice(&part.events.to_be_bytes());
+        }
+        out.extend_from_slice(&count(events, "events")?.to_be_bytes());
+        match &self.operation {
+            Operation::CreateLedgers(ledgers) => {
+                let mut record = Vec::new();
+                for ledger in ledgers {
+                    if ledger.currency.len() > usize::from(u8::MAX) || ledger.name.len() > usize::from(u8::MAX) {
+                        return Err(error(
+                            "ledger",
+                            format!("ledger {} has a currency or name over 255 bytes", ledger.id.0),
+                        ));
+                    }
+                    record.clear();
+                    encode_ledger(ledger, &mut record);
+                    out.extend_from_slice(&count(record.len(), "ledger")?.to_be_bytes()[2..]);
+                    out.extend_from_slice(&record);
+                }
+            }
+            Operation::CreateAccounts(accounts) => {
+                accounts.iter().for_each(|account| encode_account(account, &mut out))
+            }
+            Operation::CreateTransfers(transfers) => {
+                transfers.iter().for_each(|transfer| encode_transfer(transfer, &mut out));
+            }
+            Operation::ExpirePending => {}
+        }
+        Ok(out)
+    }
+
+    /// Decodes a payload written by [`Command::encode`], checking every
+    /// length and count.
+    pub fn decode(bytes: &[u8]) -> Result<Self, CommandError> {
+        let mut reader = Reader { bytes };
+        let version = reader.u8("version")?;
+        if version != VERSION {
+            return Err(error("version", format!("{version}, this build reads {VERSION}")));
+        }
+        let kind = reader.u8("kind")?;
+        let timestamp = reader.u64("timestamp")?;
+        let proposer = reader.u64("proposer")?;
+        let term = reader.u64("term")?;
+        let parts_len = reader.u32("parts")? as usize;
+        if parts_len > PARTS_MAX {
+            return Err(error("parts", format!("{parts_len} parts, at most {PARTS_MAX}")));
+        }
+        let mut parts = Vec::with_capacity(parts_len);
+        for _ in 0..parts_len {
+            parts.push(Part { sequence: reader.u64("part.sequence")?, events: reader.u32("part.events")? });
+        }
+        let events = reader.u32("events")? as usize;
+        if events > BATCH_EVENTS_MAX {
+            return Err(error("events", format!("{events} events, at most {BATCH_EVENTS_MAX}")));
+        }
+        let operation = match kind {
+            KIND_LEDGERS => {
+                let mut ledgers = Vec::with_capacity(events);
+                for _ in 0..events {
+                    let len = usize::from(reader.u16("ledger.length")?);
+                    let record = reader.take(len, "ledger")?;
+                    ledgers.push(decode_ledger(record).map_err(|e| error("ledger", e.to_string()))?);
+                }
+                Operation::CreateLedgers(ledgers)
+            }
+            KIND_ACCOUNTS => Operation::CreateAccounts(
+                (0..events)
+                    .map(|_| {
+                        decode_account(reader.take(ACCOUNT_SIZE, "account")?)
+                            .map_err(|e| error("account", e.to_string()))
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+            KIND_TRANSFERS => Operation::CreateTransfers(
+                (0..events)
+                    .map(|_| {
+                        decode_transfer(reader.take(TRANSFER_SIZE, "transfer")?)
+                            .map_err(|e| error("transfer", e.to_string()))
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+            KIND_EXPIRE if events == 0 => Operation::ExpirePending,
+            KIND_EXPIRE => return Err(error("events", format!("an expiry carries no events, found {events}"))),
+            other => return Err(error("kind", format!("unknown operation kind {other}"))),
+        };
+        if !reader.bytes.is_empty() {
+            return Err(error("payload", format!("{} bytes after the last event", reader.bytes.len())));
+        }
+        let claimed: u64 = parts.iter().map(|part| u64::from(part.events)).sum();
+        if !parts.is_empty() && claimed != events as u64 {
+            return Err(error("parts", format!("parts claim {claimed} events, the entry has {events}")));
+        }
+        Ok(Self { timestamp, proposer, term, parts, operation })
+    }
+}
+
+fn count(value: usize, field: &'static str) -> Result<u32, CommandError> {
+    u32::try_from(value).map_err(|_| error(field, format!("{value} does not fit a u32")))
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, len: usize, field: &'static str) -> Result<&'a [u8], CommandError> {
+        let (head, rest) = self
+            .bytes
+            .split_at_checked(len)
+            .ok_or_else(|| error(field, format!("needs {len} bytes, {} left", self.bytes.len())))?;
+        self.bytes = rest;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], CommandError> {
+        let mut out = [0; N];
+        out.copy_from_slice(self.take(N, field)?);
+        Ok(out)
+    }
+
+    fn u8(&mut self, field: &'static str) -> Result<u8, CommandError> {
+        Ok(self.array::<1>(field)?[0])
+    }
+
+    fn u16(&mut self, field: &'static str) -> Result<u16, CommandError> {
+        Ok(u16::from_be_bytes(self.array(field)?))
+    }
+
+    fn u32(&mut self, field: &'static str) -> Result<u32, CommandError> {
+        Ok(u32::from_be_bytes(self.array(field)?))
+    }
+
+    fn u64(&mut self, field: &'static str) -> Result<u64, CommandError> {
+        Ok(u64::from_be_bytes(self.array(field)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use coffer_ledger::{Account, AccountId, Ledger, LedgerId, Transfer, TransferId};
+
+    fn command(operation: Operation) -> Command {
+        Command {
+            timestamp: 42,
+            proposer: 3,
+            term: 2,
+            parts: vec![Part { sequence: 7, events: 1 }, Part { sequence: 8, events: 1 }],
+            operation,
+        }
+    }
+
+    #[test]
+    fn every_operation_round_trips() {
+        let ledger = Ledger { id: LedgerId(1), currency: "KRW".into(), scale: 0, name: "Won".into(), timestamp: 0 };
+        let account = Account { id: AccountId(5), ledger: LedgerId(1), code: 1, ..Default::default() };
+        let transfer = Transfer { id: TransferId(9), amount: 10, ..Default::default() };
+        for operation in [
+            Operation::CreateLedgers(vec![ledger.clone(), ledger]),
+            Operation::CreateAccounts(vec![account, account]),
+            Operation::CreateTransfers(vec![transfer, transfer]),
+        ] {
+            let command = command(operation);
+            assert_eq!(Command::decode(&command.encode().unwrap()).unwrap(), command);
+        }
+        let expire = Command { parts: Vec::new(), ..command(Operation::ExpirePending) };
+        assert_eq!(Command::decode(&expire.encode().unwrap()).unwrap(), expire);
+    }
+
+    #[test]
+    fn truncated_or_padded_payloads_are_refused_naming_the_field() {
+        let transfer = Transfer { id: TransferId(9), amount: 10, ..Default::default() };
+        let bytes = command(Operation::CreateTransfers(vec![transfer, transfer])).encode().unwrap();
+        assert_eq!(Command::decode(&bytes[..bytes.len() - 1]).unwrap_err().field, "transfer");
+        let mut padded = bytes.clone();
+        padded.push(0);
+        assert_eq!(Command::decode(&padded).unwrap_err().field, "payload");
+        let mut other_version = bytes;
+        other_version[0] = 2;
+        assert_eq!(Command::decode(&other_version).unwrap_err().field, "version");
+    }
+
+    #[test]
+    fn parts_must_account_for_every_event() {
+        let transfer = Transfer { id: TransferId(9), amount: 10, ..Default::default() };
+        let mut command = command(Operation::CreateTransfers(vec![transfer]));
+        let bytes = command.encode().unwrap();
+        assert_eq!(Command::decode(&bytes).unwrap_err().field, "parts");
+        command.parts.pop();
+        assert!(Command::decode(&command.encode().unwrap()).is_ok());
+    }
+}

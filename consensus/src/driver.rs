@@ -1,0 +1,734 @@
+//! The production driver: runs a [`Replica`] on a real clock, a real disk
+//! ([`DiskStorage`]) and the gRPC [`transport`](crate::transport).
+//!
+//! One task owns the replica; nothing else touches it. It runs on a thread
+//! of its own (with a current-thread tokio runtime), because every round
+//! may block on an fsync and must not stall the async workers that serve
+//! gRPC and carry messages. The task waits for a tick (`tick_ms`), a
+//! request from a [`NodeHandle`] or a message from a peer; then it takes
+//! everything else already waiting (up to [`ROUND_INPUTS_MAX`] of each)
+//! and runs ONE [`Replica::advance`]: every proposal that arrived meanwhile
+//! is packed into the same entries and persisted with the same synced
+//! write (group commit). Outgoing messages go straight to the peers'
+//! queues during the round, so the followers' writes overlap the leader's.
+//! Finished requests are answered after the round.
+//!
+//! A [`ConsensusError`] from a round stops the node: it is logged, every
+//! waiting request fails with [`RequestError::Stopped`], the store is
+//! closed, and the handle reports the node stopped. The driver never panics
+//! on what the network, the disk or a caller hands it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use coffer_ledger::Operation;
+use coffer_storage::snapshot::{self, SnapshotManifest};
+use coffer_storage::{AppliedState, LedgerState, StorageConfig, StorageError};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::MissedTickBehavior;
+
+use crate::config::ConsensusConfig;
+use crate::error::{ConsensusError, ProposalError, ReadError};
+use crate::replica::{Applied, Completion, MembershipChange, NodeStatus, ProposalId, ReadId, Replica};
+use crate::storage::{DiskStorage, ReplicaStorage, SnapshotDirs};
+use crate::transport::{
+    check_address, Inbound, Peers, RaftService, RaftTransportService, Report, INBOUND_MESSAGES_MAX,
+    KEEPALIVE_INTERVAL_MS, STREAMS_PER_CONNECTION_MAX,
+};
+
+/// Inputs of each kind (requests, peer messages) taken into one round at
+/// most, so one busy source cannot delay a round without bound.
+pub const ROUND_INPUTS_MAX: usize = 1_024;
+/// The default bound of the queue from the handles to the driver.
+pub const REQUESTS_MAX_DEFAULT: usize = 4_096;
+
+/// Everything a node needs to start.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// The Raft node's settings (its id among them).
+    pub consensus: ConsensusConfig,
+    /// The RocksDB store's settings.
+    pub storage: StorageConfig,
+    /// The node's data directory (`db/` and `snapshots/` inside).
+    pub data_dir: PathBuf,
+    /// Where [`start_node`] serves the peer transport (port 0: any free
+    /// port, see [`NodeHandle::listen_addr`]). `None`: the caller mounts
+    /// [`NodeHandle::transport_service`] on a server of its own.
+    pub listen_addr: Option<SocketAddr>,
+    /// The other nodes' transport addresses (`"host:port"`) by node id.
+    /// Membership changes applied later add to them.
+    pub peers: BTreeMap<u64, String>,
+    /// On a fresh store, the voters of the cluster this node founds (every
+    /// founding node is given the same list). Ignored on a store that holds
+    /// Raft state; `None` for a node that will be added to a running cluster.
+    pub bootstrap_voters: Option<Vec<u64>>,
+    /// Requests waiting for the driver before new ones are refused as
+    /// overloaded (default [`REQUESTS_MAX_DEFAULT`]).
+    pub requests_max: usize,
+}
+
+impl NodeConfig {
+    /// The defaults for node `node_id` keeping its data in `data_dir`, with
+    /// no transport server, no peers and no bootstrap.
+    pub fn new(node_id: u64, data_dir: PathBuf) -> Self {
+        Self {
+            consensus: ConsensusConfig::new(node_id),
+            storage: StorageConfig::default(),
+            data_dir,
+            listen_addr: None,
+            peers: BTreeMap::new(),
+            bootstrap_voters: None,
+            requests_max: REQUESTS_MAX_DEFAULT,
+        }
+    }
+
+    fn check(&self) -> Result<(), StartError> {
+        let invalid = |field: &'static str, reason: String| Err(StartError::Invalid { field, reason });
+        if self.consensus.node_id == 0 {
+            return invalid("consensus.node_id", "0 is not a node id".into());
+        }
+        if self.consensus.tick_ms == 0 {
+            return invalid("consensus.tick_ms", "a tick must last at least 1 ms".into());
+        }
+        if self.requests_max == 0 {
+            return invalid("requests_max", "must be at least 1".into());
+        }
+        for (peer, address) in &self.peers {
+            if *peer == 0 {
+                return invalid("peers", "0 is not a node id".into());
+            }
+            check_address(address).map_err(|reason| StartError::Invalid { field: "peers", reason })?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a node did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error("invalid {field}: {reason}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The transport's address could not be bound.
+    #[error("binding the transport to {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The store could not be opened or bootstrapped.
+    #[error("opening the store: {0}")]
+    Storage(#[from] StorageError),
+    /// The Raft node could not be created on the store.
+    #[error("starting the Raft node: {0}")]
+    Consensus(#[from] ConsensusError),
+    /// The driver's thread or runtime could not be created.
+    #[error("starting the driver thread: {0}")]
+    Thread(std::io::Error),
+    /// The driver thread ended before the node was ready.
+    #[error("the driver thread ended while starting")]
+    DriverExited,
+}
+
+/// Why a request to a node failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// The node stopped (shut down, or a fatal error); see `reason`.
+    #[error("node {node} is stopped: {reason}")]
+    Stopped {
+        /// The node.
+        node: u64,
+        /// Why it stopped.
+        reason: String,
+    },
+    /// The queue to the node's driver is full: retry later.
+    #[error("node {node} is overloaded: {capacity} requests already waiting")]
+    Overloaded {
+        /// The node.
+        node: u64,
+        /// The queue's bound.
+        capacity: usize,
+    },
+    /// The proposal (or membership change, or leader transfer) failed.
+    #[error(transparent)]
+    Proposal(#[from] ProposalError),
+    /// The linearizable read failed.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// The request is invalid.
+    #[error("invalid {field}: {reason}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The node dropped the request without an answer: the read function
+    /// panicked (the node goes on).
+    #[error("node {node} abandoned the request: the read function panicked")]
+    Abandoned {
+        /// The node.
+        node: u64,
+    },
+    /// The backup could not be made.
+    #[error("backup to {dir}: {source}")]
+    Backup {
+        /// The backup directory.
+        dir: PathBuf,
+        /// The failure.
+        source: StorageError,
+    },
+}
+
+impl RequestError {
+    /// Whether sending the same request again (with the same ids, to this
+    /// node or to the leader it names) may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Overloaded { .. } => true,
+            Self::Proposal(error) => error.is_retryable(),
+            // Every read failure is transient: no leader, a slow
+            // confirmation, too many reads.
+            Self::Read(_) => true,
+            Self::Stopped { .. } | Self::Invalid { .. } | Self::Abandoned { .. } | Self::Backup { .. } => false,
+        }
+    }
+}
+
+/// A read run on the driver: given the applied index and the state, or why
+/// the read failed.
+type ReadJob = Box<dyn FnOnce(Result<(u64, &LedgerState), RequestError>) + Send>;
+type Reply<T> = oneshot::Sender<Result<T, RequestError>>;
+
+/// What a handle asks of the driver.
+enum Request {
+    Propose { operation: Operation, reply: Reply<Applied> },
+    ChangeMembership { change: MembershipChange, address: String, reply: Reply<Applied> },
+    Read { job: ReadJob },
+    ReadStale { job: ReadJob },
+    Status { reply: oneshot::Sender<NodeStatus> },
+    TransferLeader { target: u64, reply: Reply<()> },
+    SetPeerAddress { peer: u64, address: String },
+    Backup { dir: PathBuf, reply: Reply<SnapshotManifest> },
+    Shutdown { reply: oneshot::Sender<()> },
+}
+
+/// A cloneable handle to a running node: every call is a request to the
+/// node's driver and fails with [`RequestError::Overloaded`] when the
+/// driver's queue is full, and with [`RequestError::Stopped`] once the node
+/// stopped.
+#[derive(Clone, Debug)]
+pub struct NodeHandle {
+    id: u64,
+    capacity: usize,
+    requests: mpsc::Sender<Request>,
+    /// `None` while running; why the node stopped afterwards.
+    stopped: watch::Receiver<Option<String>>,
+    service: RaftService,
+    listen_addr: Option<SocketAddr>,
+}
+
+impl NodeHandle {
+    /// The node's id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Where [`start_node`] serves the transport, if it does.
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.listen_addr
+    }
+
+    /// Why the node stopped, or `None` while it runs.
+    pub fn stop_reason(&self) -> Option<String> {
+        self.stopped.borrow().clone()
+    }
+
+    /// Whether the node stopped.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.borrow().is_some() || self.requests.is_closed()
+    }
+
+    /// The peer transport's gRPC service, to add to a
+    /// `tonic::transport::Server` (when the node does not serve it itself).
+    pub fn transport_service(&self) -> RaftTransportService {
+        self.service.clone().into_server()
+    }
+
+    fn stopped_error(&self) -> RequestError {
+        let reason = self.stop_reason().unwrap_or_else(|| "its driver exited".into());
+        RequestError::Stopped { node: self.id, reason }
+    }
+
+    fn request(&self, request: Request) -> Result<(), RequestError> {
+        self.requests.try_send(request).map_err(|error| match error {
+            mpsc::error::TrySendError::Full(_) => RequestError::Overloaded { node: self.id, capacity: self.capacity },
+            mpsc::error::TrySendError::Closed(_) => self.stopped_error(),
+        })
+    }
+
+    async fn answer<T>(&self, receiver: oneshot::Receiver<T>) -> Result<T, RequestError> {
+        receiver.await.map_err(|_| if self.is_stopped() { self.stopped_error() } else { RequestError::Abandoned { node: self.id } })
+    }
+
+    /// Proposes a ledger operation and waits until it is applied here (this
+    /// node must be the leader: otherwise `NotLeader` names the leader).
+    pub async fn propose(&self, operation: Operation) -> Result<Applied, RequestError> {
+        let (reply, receiver) = oneshot::channel();
+        self.request(Request::Propose { operation, reply })?;
+        self.answer(receiver).await?
+    }
+
+    /// Runs `f` on the state once a linearizable read completes (ReadIndex:
+    /// the state reflects every write acknowledged before this call), and
+    /// returns the applied index it saw with `f`'s result. Works on
+    /// followers too. `f` runs on the driver: keep it short.
+    pub async fn read<F, R>(&self, f: F) -> Result<(u64, R), RequestError>
+    where
+        F: FnOnce(&LedgerState) -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let (reply, receiver) = oneshot::channel();
+        let job: ReadJob = Box::new(move |state| {
+            let _ = reply.send(state.map(|(index, state)| (index, f(state))));
+        });
+        self.request(Request::Read { job })?;
+        self.answer(receiver).await?
+    }
+
+    /// Runs `f` on this node's state as it is now (possibly stale: a
+    /// follower may lag), and returns the applied index with `f`'s result.
+    pub async fn read_stale<F, R>(&self, f: F) -> Result<(u64, R), RequestError>
+    where
+        F: FnOnce(&LedgerState) -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let (reply, receiver) = oneshot::channel();
+        let job: ReadJob = Box::new(move |state| {
+            let _ = reply.send(state.map(|(index, state)| (index, f(state))));
+        });
+        self.request(Request::ReadStale { job })?;
+        self.answer(receiver).await?
+    }
+
+    /// The node's Raft status.
+    pub async fn status(&self) -> Result<NodeStatus, RequestError> {
+        let (reply, receiver) = oneshot::channel();
+        self.request(Request::Status { reply })?;
+        self.answer(receiver).await
+    }
+
+    /// Asks the leader (this node) to hand leadership to `target`.
+    pub async fn transfer_leader(&self, target: u64) -> Result<(), RequestError> {
+        let (reply, receiver) = oneshot::channel();
+        self.request(Request::TransferLeader { target, reply })?;
+        self.answer(receiver).await?
+    }
+
+    /// Proposes a membership change at the leader (this node) and waits
+    /// until it is applied here. `address` (`"host:port"`, or empty for
+    /// none) travels in the change, so every node learns where the added
+    /// node is.
+    pub async fn change_membership(&self, change: MembershipChange, address: String) -> Result<Applied, RequestError> {
+        let (reply, receiver) = oneshot::channel();
+        self.request(Request::ChangeMembership { change, address, reply })?;
+        self.answer(receiver).await?
+    }
+
+    /// Sets where `peer` is reached (an operator's correction, or a test
+    /// whose nodes learn their ports only once started).
+    pub fn set_peer_address(&self, peer: u64, address: String) -> Result<(), RequestError> {
+        check_address(&address).map_err(|reason| RequestError::Invalid { field: "address", reason })?;
+        self.request(Request::SetPeerAddress { peer, address })
+    }
+
+    /// Makes a backup (a snapshot: RocksDB checkpoint plus checksummed
+    /// manifest) of the node's state in `dir`, which must not exist. It is
+    /// made on the driver, between rounds, so it is of one applied index.
+    pub async fn backup(&self, dir: PathBuf) -> Result<SnapshotManifest, RequestError> {
+        let (reply, receiver) = oneshot::channel();
+        self.request(Request::Backup { dir, reply })?;
+        self.answer(receiver).await?
+    }
+
+    /// Stops the node: waiting requests fail, the store is closed, and the
+    /// transport server (if the node serves one) stops. Returns once the
+    /// store is closed (at once if the node had already stopped).
+    pub async fn shutdown(&self) {
+        let (reply, receiver) = oneshot::channel();
+        if self.requests.send(Request::Shutdown { reply }).await.is_ok() {
+            let _ = receiver.await;
+        }
+    }
+}
+
+/// Nanoseconds since the UNIX epoch: the only clock the node reads.
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// Whether the driver goes on after an input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Stop,
+}
+
+/// The task that owns the replica.
+struct Driver {
+    replica: Replica<DiskStorage>,
+    peers: Peers,
+    requests: mpsc::Receiver<Request>,
+    inbound: mpsc::Receiver<Inbound>,
+    proposals: HashMap<ProposalId, Reply<Applied>>,
+    reads: HashMap<ReadId, ReadJob>,
+    stopped: watch::Sender<Option<String>>,
+    shutdown_replies: Vec<oneshot::Sender<()>>,
+}
+
+impl Driver {
+    fn id(&self) -> u64 {
+        self.replica.id()
+    }
+
+    async fn run(mut self) -> Result<(), ConsensusError> {
+        let tick = Duration::from_millis(self.replica.config().tick_ms.max(1));
+        let mut ticker = tokio::time::interval(tick);
+        // A driver that fell behind (a slow fsync) does not replay the ticks
+        // it missed in a burst, which could start an election at once.
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        let result = loop {
+            let flow = tokio::select! {
+                _ = ticker.tick() => {
+                    self.replica.tick();
+                    Flow::Continue
+                }
+                Some(inbound) = self.inbound.recv() => {
+                    self.on_inbound(inbound);
+                    Flow::Continue
+                }
+                request = self.requests.recv() => match request {
+                    Some(request) => self.on_request(request),
+                    // Every handle is gone: nobody can use the node.
+                    None => Flow::Stop,
+                },
+            };
+            if flow == Flow::Stop || self.take_waiting() == Flow::Stop {
+                break Ok(());
+            }
+            if let Err(error) = self.round() {
+                break Err(error);
+            }
+        };
+        self.stop(result)
+    }
+
+    /// Takes what else is waiting, up to the bound of each kind.
+    fn take_waiting(&mut self) -> Flow {
+        for _ in 0..ROUND_INPUTS_MAX {
+            let Ok(inbound) = self.inbound.try_recv() else { break };
+            self.on_inbound(inbound);
+        }
+        for _ in 0..ROUND_INPUTS_MAX {
+            let Ok(request) = self.requests.try_recv() else { break };
+            if self.on_request(request) == Flow::Stop {
+                return Flow::Stop;
+            }
+        }
+        Flow::Continue
+    }
+
+    /// One round: advance the replica once (group commit), tell Raft what
+    /// the transport reported, learn peer addresses, answer requests.
+    fn round(&mut self) -> Result<(), ConsensusError> {
+        let output = self.replica.advance(now_ns(), &mut self.peers)?;
+        for report in self.peers.take_reports() {
+            match report {
+                Report::Unreachable(peer) => self.replica.report_unreachable(peer),
+                Report::SnapshotFailed(peer) => self.replica.report_snapshot(peer, false),
+            }
+        }
+        for applied in &output.membership {
+            tracing::info!(node = self.id(), index = applied.index, voters = ?applied.conf_state.voters, learners = ?applied.conf_state.learners, "membership changed");
+            self.peers.apply_membership(applied);
+        }
+        if let Some(index) = output.snapshot_installed {
+            tracing::info!(node = self.id(), index, "snapshot installed");
+        }
+        for completion in output.completions {
+            self.complete(completion);
+        }
+        Ok(())
+    }
+
+    fn on_inbound(&mut self, inbound: Inbound) {
+        match inbound {
+            Inbound::Message(message) => {
+                if let Err(error) = self.replica.step(message) {
+                    tracing::warn!(node = self.id(), %error, "message refused");
+                }
+            }
+            Inbound::Unreachable(peer) => self.replica.report_unreachable(peer),
+            Inbound::SnapshotSent { peer, delivered } => self.replica.report_snapshot(peer, delivered),
+        }
+    }
+
+    fn on_request(&mut self, request: Request) -> Flow {
+        match request {
+            Request::Propose { operation, reply } => match self.replica.propose(operation) {
+                Ok(id) => {
+                    self.proposals.insert(id, reply);
+                }
+                Err(error) => {
+                    let _ = reply.send(Err(error.into()));
+                }
+            },
+            Request::ChangeMembership { change, address, reply } => {
+                let checked = if address.is_empty() { Ok(()) } else { check_address(&address) };
+                let result = checked
+                    .map_err(|reason| RequestError::Invalid { field: "address", reason })
+                    .and_then(|()| self.replica.propose_membership(change, address.into_bytes()).map_err(Into::into));
+                match result {
+                    Ok(id) => {
+                        self.proposals.insert(id, reply);
+                    }
+                    Err(error) => {
+                        let _ = reply.send(Err(error));
+                    }
+                }
+            }
+            Request::Read { job } => match self.replica.read() {
+                Ok(id) => {
+                    self.reads.insert(id, job);
+                }
+                Err(error) => self.run_read(job, Err(error.into())),
+            },
+            Request::ReadStale { job } => self.run_read(job, Ok(())),
+            Request::Status { reply } => {
+                let _ = reply.send(self.replica.status());
+            }
+            Request::TransferLeader { target, reply } => {
+                let _ = reply.send(self.replica.transfer_leader(target).map_err(Into::into));
+            }
+            Request::SetPeerAddress { peer, address } => self.peers.set_address(peer, address),
+            Request::Backup { dir, reply } => {
+                let result = snapshot::create(self.replica.storage().ledger(), &dir)
+                    .map_err(|source| RequestError::Backup { dir: dir.clone(), source });
+                if let Ok(manifest) = &result {
+                    tracing::info!(node = self.id(), dir = %dir.display(), index = manifest.applied.index, "backup made");
+                }
+                let _ = reply.send(result);
+            }
+            Request::Shutdown { reply } => {
+                self.shutdown_replies.push(reply);
+                return Flow::Stop;
+            }
+        }
+        Flow::Continue
+    }
+
+    fn complete(&mut self, completion: Completion) {
+        match completion {
+            Completion::Proposal { id, result } => {
+                if let Some(reply) = self.proposals.remove(&id) {
+                    // The caller may have given up waiting: nothing to do.
+                    let _ = reply.send(result.map_err(Into::into));
+                }
+            }
+            Completion::Read { id, result } => {
+                if let Some(job) = self.reads.remove(&id) {
+                    self.run_read(job, result.map(|_| ()).map_err(Into::into));
+                }
+            }
+        }
+    }
+
+    /// Runs a read job on the state as it is now. A panicking job is caught
+    /// (its caller gets `Abandoned`): a read must not take the node down.
+    fn run_read(&self, job: ReadJob, result: Result<(), RequestError>) {
+        let state = self.replica.storage().ledger();
+        let applied = self.replica.storage().applied().index;
+        let run = std::panic::AssertUnwindSafe(move || job(result.map(|()| (applied, state))));
+        if std::panic::catch_unwind(run).is_err() {
+            tracing::error!(node = self.id(), "a read function panicked; the node goes on");
+        }
+    }
+
+    /// Stops: records why, fails every waiting request, closes the store,
+    /// then answers the shutdown requests.
+    fn stop(self, result: Result<(), ConsensusError>) -> Result<(), ConsensusError> {
+        let id = self.id();
+        let reason = match &result {
+            Ok(()) => "shut down".to_owned(),
+            Err(error) => {
+                tracing::error!(node = id, %error, "node stopped by a fatal error");
+                format!("fatal error: {error}")
+            }
+        };
+        // First the reason, so every failed request below reports it.
+        self.stopped.send_replace(Some(reason.clone()));
+        let Self { replica, peers, mut requests, inbound, proposals, reads, stopped, mut shutdown_replies } = self;
+        requests.close();
+        let mut late = Vec::new();
+        while let Ok(request) = requests.try_recv() {
+            late.push(request);
+        }
+        let failed = || RequestError::Stopped { node: id, reason: reason.clone() };
+        for (_, reply) in proposals {
+            let _ = reply.send(Err(failed()));
+        }
+        for (_, job) in reads {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || job(Err(failed()))));
+        }
+        for request in late {
+            if let Request::Shutdown { reply } = request {
+                shutdown_replies.push(reply);
+            }
+            // Any other request is dropped: its caller sees the reason.
+        }
+        drop((peers, inbound, requests, replica));
+        tracing::info!(node = id, %reason, "node stopped");
+        for reply in shutdown_replies {
+            let _ = reply.send(());
+        }
+        drop(stopped);
+        result
+    }
+}
+
+/// Opens (and on a fresh store, bootstraps) the store and the replica.
+fn open_replica(config: &NodeConfig) -> Result<Replica<DiskStorage>, StartError> {
+    let mut storage = DiskStorage::open(&config.data_dir, &config.storage)?;
+    let fresh = storage.applied() == AppliedState::default() && storage.store().log.last_index() == 0;
+    if let (true, Some(voters)) = (fresh, &config.bootstrap_voters) {
+        storage.bootstrap(voters)?;
+        tracing::info!(node = config.consensus.node_id, ?voters, "cluster bootstrapped");
+    }
+    // A snapshot received before a restart was either installed (and its
+    // directory removed) or is useless now: Raft sends a new one.
+    let any_incoming = storage.snapshot_dirs().incoming(0, 0);
+    if let Some(incoming) = any_incoming.parent() {
+        match std::fs::remove_dir_all(incoming) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(StorageError::io(incoming, error).into()),
+        }
+    }
+    Ok(Replica::new(config.consensus.clone(), storage)?)
+}
+
+/// The driver thread: opens the node, says whether it could, then runs it.
+fn driver_thread(
+    config: NodeConfig,
+    runtime: tokio::runtime::Handle,
+    requests: mpsc::Receiver<Request>,
+    inbound: (mpsc::Sender<Inbound>, mpsc::Receiver<Inbound>),
+    stopped: watch::Sender<Option<String>>,
+    ready: oneshot::Sender<Result<SnapshotDirs, StartError>>,
+) -> Result<(), ConsensusError> {
+    let local = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
+        Ok(local) => local,
+        Err(error) => {
+            let _ = ready.send(Err(StartError::Thread(error)));
+            return Ok(());
+        }
+    };
+    let replica = match open_replica(&config) {
+        Ok(replica) => replica,
+        Err(error) => {
+            let _ = ready.send(Err(error));
+            return Ok(());
+        }
+    };
+    let dirs = replica.storage().snapshot_dirs().clone();
+    let (inbound_sender, inbound) = inbound;
+    let addresses = config.peers.into_iter().collect();
+    let peers = Peers::new(replica.id(), runtime, addresses, dirs.clone(), inbound_sender);
+    let driver = Driver {
+        replica,
+        peers,
+        requests,
+        inbound,
+        proposals: HashMap::new(),
+        reads: HashMap::new(),
+        stopped,
+        shutdown_replies: Vec::new(),
+    };
+    if ready.send(Ok(dirs)).is_err() {
+        // The caller of start_node went away: nobody will use the node.
+        return Ok(());
+    }
+    local.block_on(driver.run())
+}
+
+/// The running node's threads and tasks, for a supervisor.
+pub type DriverThread = std::thread::JoinHandle<Result<(), ConsensusError>>;
+
+/// Starts a node: opens its store in `config.data_dir` (bootstrapping a
+/// fresh one when `bootstrap_voters` says so), starts its driver thread and,
+/// when `config.listen_addr` is set, serves the peer transport there.
+/// Must be called inside a multi-threaded tokio runtime, which runs the
+/// transport. The driver thread ends with the node; its result is the
+/// fatal error that stopped the node, if one did.
+pub async fn start_node(config: NodeConfig) -> Result<(NodeHandle, DriverThread), StartError> {
+    config.check()?;
+    let node_id = config.consensus.node_id;
+    let (listener, listen_addr) = match config.listen_addr {
+        Some(addr) => {
+            let bind_error = |source| StartError::Bind { addr, source };
+            let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+            let local = listener.local_addr().map_err(bind_error)?;
+            (Some(listener), Some(local))
+        }
+        None => (None, None),
+    };
+    let runtime = tokio::runtime::Handle::current();
+    let capacity = config.requests_max;
+    let (request_sender, requests) = mpsc::channel(capacity);
+    let (inbound_sender, inbound) = mpsc::channel(INBOUND_MESSAGES_MAX);
+    let (stopped_sender, stopped) = watch::channel(None);
+    let (ready_sender, ready) = oneshot::channel();
+    let thread_inbound = (inbound_sender.clone(), inbound);
+    let thread_runtime = runtime.clone();
+    let thread = std::thread::Builder::new()
+        .name(format!("coffer-node-{node_id}"))
+        .spawn(move || driver_thread(config, thread_runtime, requests, thread_inbound, stopped_sender, ready_sender))
+        .map_err(StartError::Thread)?;
+    let dirs = ready.await.map_err(|_| StartError::DriverExited)??;
+    let service = RaftService::new(node_id, inbound_sender, dirs);
+    if let Some(listener) = listener {
+        runtime.spawn(serve(node_id, listener, service.clone(), stopped.clone()));
+    }
+    let handle =
+        NodeHandle { id: node_id, capacity, requests: request_sender, stopped, service, listen_addr };
+    Ok((handle, thread))
+}
+
+/// Serves the transport on `listener` until the node stops.
+async fn serve(node_id: u64, listener: TcpListener, service: RaftService, mut stopped: watch::Receiver<Option<String>>) {
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let shutdown = async move {
+        // Err: the driver is gone, which is a stop too.
+        let _ = stopped.wait_for(Option::is_some).await;
+    };
+    let served = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_millis(KEEPALIVE_INTERVAL_MS)))
+        .max_concurrent_streams(STREAMS_PER_CONNECTION_MAX)
+        .add_service(service.into_server())
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await;
+    if let Err(error) = served {
+        tracing::error!(node = node_id, %error, "the transport server failed");
+    }
+}

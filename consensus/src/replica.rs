@@ -1,0 +1,999 @@
+//! The sans-IO node core: one Raft replica of the ledger.
+//!
+//! [`Replica`] wraps raft-rs's `RawNode`. It is driven from outside:
+//! [`Replica::tick`] when a tick of time has passed, [`Replica::step`] with
+//! each message from a peer, [`Replica::propose`] / [`Replica::read`] for
+//! clients, and [`Replica::advance`] to run a round: pack queued proposals
+//! into entries (group commit), then process every `Ready`. Messages go out
+//! through an [`Outbox`]; the disk is reached only through
+//! [`ReplicaStorage`]; time enters only as the `now_ns` argument of
+//! `advance` and as ticks; the one random choice (the election timeout) is
+//! drawn from a source seeded by the configuration. So the same code runs
+//! under the tokio driver and under the deterministic simulator.
+
+use std::collections::{HashMap, VecDeque};
+
+use coffer_ledger::{prepare, ApplyError, Operation, OperationResults, Store};
+use coffer_storage::AppliedState;
+use protobuf::Message as _;
+use raft::prelude::{
+    ConfChange, ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType,
+    Message, MessageType,
+};
+use raft::{RawNode, StateRole};
+
+use crate::command::{Command, Part};
+use crate::config::ConsensusConfig;
+use crate::error::{ConsensusError, ProposalError, ReadError, StepError};
+use crate::storage::ReplicaStorage;
+
+/// A proposal's handle, unique on this node while it runs.
+pub type ProposalId = u64;
+/// A read's handle, unique on this node while it runs.
+pub type ReadId = u64;
+
+/// Most Ready rounds one `advance` processes (a single-node cluster can
+/// commit in the same round it persists, producing another Ready).
+const READY_ROUNDS_MAX: usize = 8;
+
+/// Where the core's outgoing Raft messages go. The production driver queues
+/// them per peer; the simulator delivers them through its network model.
+pub trait Outbox {
+    /// Sends `messages` (each names its destination in `to`).
+    fn send(&mut self, messages: Vec<Message>);
+}
+
+impl Outbox for Vec<Message> {
+    fn send(&mut self, messages: Vec<Message>) {
+        self.extend(messages);
+    }
+}
+
+/// A membership change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MembershipChange {
+    /// Add a node as a learner: it receives the log but does not vote.
+    AddLearner(u64),
+    /// Make a learner (or a new node) a voter.
+    PromoteVoter(u64),
+    /// Remove a node.
+    Remove(u64),
+}
+
+impl MembershipChange {
+    fn node(self) -> u64 {
+        match self {
+            Self::AddLearner(node) | Self::PromoteVoter(node) | Self::Remove(node) => node,
+        }
+    }
+
+    fn to_conf_change(self) -> ConfChangeV2 {
+        let (change_type, node_id) = match self {
+            Self::AddLearner(node) => (ConfChangeType::AddLearnerNode, node),
+            Self::PromoteVoter(node) => (ConfChangeType::AddNode, node),
+            Self::Remove(node) => (ConfChangeType::RemoveNode, node),
+        };
+        let mut single = ConfChangeSingle::default();
+        single.set_change_type(change_type);
+        single.node_id = node_id;
+        let mut change = ConfChangeV2::default();
+        change.set_transition(ConfChangeTransition::Auto);
+        change.set_changes(vec![single].into());
+        change
+    }
+}
+
+/// What an applied proposal produced.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// A ledger operation's results: exactly this proposal's events.
+    Operation(OperationResults),
+    /// A membership change: the membership after it.
+    Membership(ConfState),
+}
+
+/// A proposal that was applied.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Applied {
+    /// The log index of its entry.
+    pub index: u64,
+    /// What it produced.
+    pub outcome: Outcome,
+}
+
+/// A request that finished, one way or the other.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Completion {
+    /// A proposal: applied, or why not.
+    Proposal {
+        /// Its handle.
+        id: ProposalId,
+        /// Its outcome.
+        result: Result<Applied, ProposalError>,
+    },
+    /// A linearizable read: the state is now at or past the read index, so
+    /// reading the local store answers it.
+    Read {
+        /// Its handle.
+        id: ReadId,
+        /// The confirmed read index, or why none.
+        result: Result<u64, ReadError>,
+    },
+}
+
+/// A membership change that was applied on this node.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MembershipApplied {
+    /// The entry's index.
+    pub index: u64,
+    /// The change.
+    pub change: ConfChangeV2,
+    /// The proposer's context (the production driver puts the new node's
+    /// address there).
+    pub context: Vec<u8>,
+    /// The membership after it.
+    pub conf_state: ConfState,
+}
+
+/// What one [`Replica::advance`] produced besides messages.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Output {
+    /// Requests that finished.
+    pub completions: Vec<Completion>,
+    /// Membership changes applied, in order.
+    pub membership: Vec<MembershipApplied>,
+    /// A snapshot installed from the leader, by index.
+    pub snapshot_installed: Option<u64>,
+}
+
+/// A peer's replication progress, as the leader sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerProgress {
+    /// The peer.
+    pub id: u64,
+    /// The highest index known to match the leader's log.
+    pub matched: u64,
+    /// The next index the leader will send.
+    pub next_index: u64,
+    /// Whether the peer is a voter (else a learner).
+    pub voter: bool,
+}
+
+/// The node's state, for status pages and tests.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeStatus {
+    /// This node.
+    pub id: u64,
+    /// Leader, follower, candidate or pre-candidate.
+    pub role: StateRole,
+    /// The current term.
+    pub term: u64,
+    /// The leader this node knows of (`0`: none).
+    pub leader: u64,
+    /// The commit index.
+    pub commit: u64,
+    /// The applied index.
+    pub applied: u64,
+    /// The first index in the log.
+    pub first_index: u64,
+    /// The last index in the log.
+    pub last_index: u64,
+    /// Voters and learners.
+    pub conf_state: ConfState,
+    /// Every peer's progress (leader only; empty elsewhere).
+    pub progress: Vec<PeerProgress>,
+}
+
+/// A proposal waiting in the group-commit queue.
+#[derive(Debug)]
+struct Queued {
+    id: ProposalId,
+    operation: Operation,
+}
+
+/// A proposal appended to the log, waiting to be applied.
+#[derive(Clone, Copy, Debug)]
+struct Waiter {
+    /// The term it was proposed in: its entry carries it, which makes
+    /// (term, id) unique across restarts.
+    term: u64,
+}
+
+#[derive(Debug)]
+struct PendingRead {
+    id: ReadId,
+    attempts: u32,
+    issued_tick: u64,
+    index: Option<u64>,
+}
+
+/// SplitMix64: the node's seeded random source.
+#[derive(Clone, Debug)]
+struct Random(u64);
+
+impl Random {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+fn events(operation: &Operation) -> usize {
+    match operation {
+        Operation::CreateLedgers(events) => events.len(),
+        Operation::CreateAccounts(events) => events.len(),
+        Operation::CreateTransfers(events) => events.len(),
+        Operation::ExpirePending => 0,
+    }
+}
+
+/// Whether the operation's last event is `linked`: its chain is open at the
+/// end, so nothing may be packed after it (that would close the chain).
+fn ends_linked(operation: &Operation) -> bool {
+    use coffer_ledger::{AccountFlags, TransferFlags};
+    match operation {
+        Operation::CreateAccounts(events) => events.last().is_some_and(|e| e.flags.contains(AccountFlags::LINKED)),
+        Operation::CreateTransfers(events) => events.last().is_some_and(|e| e.flags.contains(TransferFlags::LINKED)),
+        Operation::CreateLedgers(_) | Operation::ExpirePending => false,
+    }
+}
+
+/// Appends `next`'s events to `into` if both are the same kind.
+fn merge(into: &mut Operation, next: Operation) -> Result<(), Operation> {
+    match (into, next) {
+        (Operation::CreateLedgers(into), Operation::CreateLedgers(next)) => into.extend(next),
+        (Operation::CreateAccounts(into), Operation::CreateAccounts(next)) => into.extend(next),
+        (Operation::CreateTransfers(into), Operation::CreateTransfers(next)) => into.extend(next),
+        (_, next) => return Err(next),
+    }
+    Ok(())
+}
+
+/// The results of events `start .. start + len` of `results`.
+fn slice_results(results: &OperationResults, start: usize, len: usize) -> OperationResults {
+    fn part<T: Clone>(all: &[T], start: usize, len: usize) -> Vec<T> {
+        all.get(start..start + len).map(<[T]>::to_vec).unwrap_or_default()
+    }
+    match results {
+        OperationResults::Ledgers(all) => OperationResults::Ledgers(part(all, start, len)),
+        OperationResults::Accounts(all) => OperationResults::Accounts(part(all, start, len)),
+        OperationResults::Transfers(all) => OperationResults::Transfers(part(all, start, len)),
+        OperationResults::Expired(expired) => OperationResults::Expired(*expired),
+    }
+}
+
+/// One Raft replica of the ledger. See the module docs.
+pub struct Replica<S: ReplicaStorage> {
+    raw: RawNode<S>,
+    config: ConsensusConfig,
+    random: Random,
+    queue: VecDeque<Queued>,
+    queued_events: usize,
+    waiters: HashMap<ProposalId, Waiter>,
+    conf_waiter: Option<(ProposalId, Waiter)>,
+    next_id: u64,
+    reads: HashMap<u64, PendingRead>,
+    ticks: u64,
+    last_stamp_ns: u64,
+    next_expiry_ns: u64,
+    output: Output,
+}
+
+impl<S: ReplicaStorage> std::fmt::Debug for Replica<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replica").field("id", &self.config.node_id).finish_non_exhaustive()
+    }
+}
+
+impl<S: ReplicaStorage> Replica<S> {
+    /// A replica over `storage`, which already holds its Raft state (a
+    /// bootstrapped store, a store of a running cluster, or an empty one for
+    /// a node about to be added). Raft resumes at the persisted applied
+    /// index, so nothing is applied twice.
+    pub fn new(config: ConsensusConfig, mut storage: S) -> Result<Self, ConsensusError> {
+        let applied = storage.applied().index;
+        // Committed entries are applied before the Ready's hard state (with
+        // the new commit index) is written, so a crash between the two can
+        // leave the applied index past the stored commit index. Everything
+        // applied was committed: raise the commit index to match.
+        if storage.initial_state()?.hard_state.commit < applied {
+            storage.set_commit(applied)?;
+        }
+        let raft_config = config.raft_config(applied)?;
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let raw = RawNode::new(&raft_config, storage, &logger)?;
+        let last_stamp_ns = raw.store().ledger().last_timestamp().map_err(store_error)?;
+        let mut replica = Self {
+            raw,
+            random: Random(config.seed),
+            config,
+            queue: VecDeque::new(),
+            queued_events: 0,
+            waiters: HashMap::new(),
+            conf_waiter: None,
+            next_id: 1,
+            reads: HashMap::new(),
+            ticks: 0,
+            last_stamp_ns,
+            next_expiry_ns: 0,
+            output: Output::default(),
+        };
+        replica.draw_election_timeout();
+        Ok(replica)
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> u64 {
+        self.config.node_id
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ConsensusConfig {
+        &self.config
+    }
+
+    /// The storage, for reads (ledger lookups, snapshots to send).
+    pub fn storage(&self) -> &S {
+        self.raw.store()
+    }
+
+    /// Whether this node is the leader.
+    pub fn is_leader(&self) -> bool {
+        self.raw.raft.state == StateRole::Leader
+    }
+
+    /// The leader this node knows of.
+    pub fn leader(&self) -> Option<u64> {
+        Some(self.raw.raft.leader_id).filter(|&id| id != 0)
+    }
+
+    /// The node's status.
+    pub fn status(&self) -> NodeStatus {
+        let raft = &self.raw.raft;
+        let mut progress: Vec<PeerProgress> = if self.is_leader() {
+            let conf = raft.prs().conf();
+            raft.prs()
+                .iter()
+                .map(|(&id, pr)| PeerProgress {
+                    id,
+                    matched: pr.matched,
+                    next_index: pr.next_idx,
+                    voter: !conf.learners().contains(&id),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        progress.sort_by_key(|peer| peer.id);
+        NodeStatus {
+            id: self.id(),
+            role: raft.state,
+            term: raft.term,
+            leader: raft.leader_id,
+            commit: raft.raft_log.committed,
+            applied: self.storage().applied().index,
+            first_index: self.storage().log_first_index(),
+            last_index: raft.raft_log.last_index(),
+            conf_state: raft.prs().conf().to_conf_state(),
+            progress,
+        }
+    }
+
+    /// One tick of time passed.
+    pub fn tick(&mut self) {
+        self.ticks += 1;
+        self.raw.tick();
+        self.draw_election_timeout();
+    }
+
+    /// Starts an election now (tests, and a node asked to take over).
+    pub fn campaign(&mut self) -> Result<(), ConsensusError> {
+        self.raw.campaign()?;
+        self.draw_election_timeout();
+        Ok(())
+    }
+
+    /// Steps a message from a peer.
+    pub fn step(&mut self, message: Message) -> Result<(), StepError> {
+        let refuse =
+            |message: &Message, reason: String| StepError { from: message.from, kind: message.get_msg_type(), reason };
+        if message.to != self.id() {
+            return Err(refuse(&message, format!("addressed to node {}, this is node {}", message.to, self.id())));
+        }
+        let kind = message.get_msg_type();
+        let from = message.from;
+        let result = self.raw.step(message);
+        self.draw_election_timeout();
+        result.map_err(|error| StepError { from, kind, reason: error.to_string() })
+    }
+
+    /// raft-rs draws the randomized election timeout from the thread's RNG
+    /// whenever it resets its election clock. Every time the clock is at
+    /// zero the core replaces that draw with one from its seeded source, so
+    /// a simulated run is reproducible (the value stays in raft's range).
+    fn draw_election_timeout(&mut self) {
+        if self.raw.raft.election_elapsed == 0 {
+            let min = self.config.election_ticks as u64;
+            let timeout = min + self.random.next() % min.max(1);
+            self.raw.raft.set_randomized_election_timeout(timeout as usize);
+        }
+    }
+
+    fn new_id(&mut self) -> ProposalId {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// Queues a ledger operation for the next round of group commit. Only
+    /// the leader accepts proposals; a follower answers with the leader it
+    /// knows of, for the caller to forward to.
+    pub fn propose(&mut self, operation: Operation) -> Result<ProposalId, ProposalError> {
+        if !self.is_leader() {
+            return Err(ProposalError::NotLeader { leader: self.leader() });
+        }
+        let count = events(&operation);
+        if matches!(operation, Operation::ExpirePending) {
+            return Err(ProposalError::Invalid {
+                field: "operation",
+                reason: "expiry is proposed by the leader itself".into(),
+            });
+        }
+        if count > self.config.entry_events_max {
+            return Err(ProposalError::TooLarge { events: count, max: self.config.entry_events_max });
+        }
+        if let Operation::CreateLedgers(ledgers) = &operation {
+            if let Some(ledger) = ledgers.iter().find(|l| l.currency.len() > 255 || l.name.len() > 255) {
+                return Err(ProposalError::Invalid {
+                    field: "ledger",
+                    reason: format!("ledger {} has a currency or name longer than 255 bytes", ledger.id.0),
+                });
+            }
+        }
+        if self.queue.len() >= self.config.queue_proposals_max {
+            return Err(ProposalError::Overloaded {
+                queued: self.queue.len(),
+                max: self.config.queue_proposals_max,
+                unit: "proposals",
+            });
+        }
+        if self.queued_events + count > self.config.queue_events_max {
+            return Err(ProposalError::Overloaded {
+                queued: self.queued_events,
+                max: self.config.queue_events_max,
+                unit: "events",
+            });
+        }
+        let id = self.new_id();
+        self.queued_events += count;
+        self.queue.push_back(Queued { id, operation });
+        Ok(id)
+    }
+
+    /// Proposes a membership change (joint consensus through
+    /// `ConfChangeV2`). Refused while another change is pending, and when
+    /// it could not be applied (removing the last voter, promoting or
+    /// removing a node that is not a member).
+    pub fn propose_membership(
+        &mut self,
+        change: MembershipChange,
+        context: Vec<u8>,
+    ) -> Result<ProposalId, ProposalError> {
+        if !self.is_leader() {
+            return Err(ProposalError::NotLeader { leader: self.leader() });
+        }
+        if self.raw.raft.has_pending_conf() || self.conf_waiter.is_some() {
+            return Err(ProposalError::ConfChangePending);
+        }
+        let node = change.node();
+        if node == 0 {
+            return Err(ProposalError::Invalid { field: "node_id", reason: "0 is not a node id".into() });
+        }
+        let conf = self.raw.raft.prs().conf().to_conf_state();
+        let member = conf.voters.contains(&node) || conf.learners.contains(&node);
+        match change {
+            MembershipChange::AddLearner(_) if member => {
+                return Err(ProposalError::Invalid {
+                    field: "node_id",
+                    reason: format!("node {node} is already a member"),
+                });
+            }
+            MembershipChange::Remove(_) if conf.voters == [node] => {
+                return Err(ProposalError::Invalid {
+                    field: "node_id",
+                    reason: format!("node {node} is the last voter"),
+                });
+            }
+            MembershipChange::Remove(_) | MembershipChange::PromoteVoter(_) if !member => {
+                return Err(ProposalError::Invalid {
+                    field: "node_id",
+                    reason: format!("node {node} is not a member"),
+                });
+            }
+            _ => {}
+        }
+        let last_before = self.raw.raft.raft_log.last_index();
+        self.raw.propose_conf_change(context, change.to_conf_change()).map_err(dropped)?;
+        if self.raw.raft.raft_log.last_index() == last_before {
+            return Err(ProposalError::Dropped { reason: "raft did not append the membership change" });
+        }
+        let id = self.new_id();
+        self.conf_waiter = Some((id, Waiter { term: self.raw.raft.term }));
+        Ok(id)
+    }
+
+    /// Hands leadership to `target` if it is a voter whose log matches the
+    /// leader's last index (so the transfer does not stall writes).
+    pub fn transfer_leader(&mut self, target: u64) -> Result<(), ProposalError> {
+        if !self.is_leader() {
+            return Err(ProposalError::NotLeader { leader: self.leader() });
+        }
+        if target == self.id() {
+            return Ok(());
+        }
+        let raft = &self.raw.raft;
+        let last_index = raft.raft_log.last_index();
+        if !raft.prs().conf().voters().contains(target) {
+            return Err(ProposalError::Invalid { field: "node_id", reason: format!("node {target} is not a voter") });
+        }
+        let matched = raft.prs().get(target).map_or(0, |pr| pr.matched);
+        if matched < last_index {
+            return Err(ProposalError::NotCaughtUp { target, matched, last_index });
+        }
+        self.raw.transfer_leader(target);
+        Ok(())
+    }
+
+    /// Starts a linearizable read: once it completes with index `i`, the
+    /// local state is at or past `i` and reading it reflects every write
+    /// acknowledged before the read began.
+    pub fn read(&mut self) -> Result<ReadId, ReadError> {
+        if self.reads.len() >= self.config.reads_max {
+            return Err(ReadError::Overloaded { queued: self.reads.len(), max: self.config.reads_max });
+        }
+        if self.leader().is_none() {
+            return Err(ReadError::NotLeader { leader: None });
+        }
+        let id = self.new_id();
+        self.issue_read(PendingRead { id, attempts: 0, issued_tick: 0, index: None });
+        Ok(id)
+    }
+
+    /// Sends a ReadIndex request with a context unique on this node (node
+    /// id ++ a fresh number), so answers to earlier tries are ignored.
+    fn issue_read(&mut self, mut read: PendingRead) {
+        let key = self.new_id();
+        read.attempts += 1;
+        read.issued_tick = self.ticks;
+        let mut context = Vec::with_capacity(16);
+        context.extend_from_slice(&self.id().to_be_bytes());
+        context.extend_from_slice(&key.to_be_bytes());
+        self.raw.read_index(context);
+        self.reads.insert(key, read);
+    }
+
+    /// The transport could not reach `peer`.
+    pub fn report_unreachable(&mut self, peer: u64) {
+        self.raw.report_unreachable(peer);
+    }
+
+    /// The transport finished (or failed) sending a snapshot to `peer`.
+    /// Always called after a snapshot message, or Raft never sends `peer`
+    /// anything again.
+    pub fn report_snapshot(&mut self, peer: u64, delivered: bool) {
+        let status = if delivered { raft::SnapshotStatus::Finish } else { raft::SnapshotStatus::Failure };
+        self.raw.report_snapshot(peer, status);
+    }
+
+    /// Runs one round at time `now_ns`: group commit of queued proposals,
+    /// a leader's expiry proposal when due, every Ready, read timeouts and
+    /// log compaction. Returns what finished. An error means the node must
+    /// stop: its storage failed or a committed entry is corrupt.
+    pub fn advance(&mut self, now_ns: u64, outbox: &mut impl Outbox) -> Result<Output, ConsensusError> {
+        if self.is_leader() {
+            self.propose_queued(now_ns);
+            self.propose_expiry(now_ns)?;
+        } else {
+            self.refuse_queued();
+        }
+        for _ in 0..READY_ROUNDS_MAX {
+            if !self.raw.has_ready() {
+                break;
+            }
+            self.handle_ready(outbox)?;
+        }
+        self.fail_stale_waiters();
+        self.complete_reads();
+        self.compact_log()?;
+        Ok(std::mem::take(&mut self.output))
+    }
+
+    fn stamp(&mut self, now_ns: u64, events: usize) -> u64 {
+        let timestamp = now_ns.max(self.last_stamp_ns + 1);
+        self.last_stamp_ns = timestamp + events.saturating_sub(1) as u64;
+        timestamp
+    }
+
+    /// Group commit: packs queued proposals of the same kind, in order, into
+    /// entries of at most `entry_events_max` events, and proposes up to
+    /// `entries_per_round_max` of them. One Ready then persists them all
+    /// with one synced write.
+    fn propose_queued(&mut self, now_ns: u64) {
+        let term = self.raw.raft.term;
+        for _ in 0..self.config.entries_per_round_max {
+            let Some(first) = self.queue.pop_front() else { break };
+            let mut count = events(&first.operation);
+            self.queued_events -= count;
+            let mut parts = vec![Part { sequence: first.id, events: count as u32 }];
+            let mut operation = first.operation;
+            while let Some(next) = self.queue.front() {
+                let next_count = events(&next.operation);
+                if ends_linked(&operation) || count + next_count > self.config.entry_events_max {
+                    break;
+                }
+                let Some(next) = self.queue.pop_front() else { break };
+                match merge(&mut operation, next.operation) {
+                    Ok(()) => {
+                        count += next_count;
+                        self.queued_events -= next_count;
+                        parts.push(Part { sequence: next.id, events: next_count as u32 });
+                    }
+                    Err(operation) => {
+                        self.queue.push_front(Queued { id: next.id, operation });
+                        break;
+                    }
+                }
+            }
+            let timestamp = self.stamp(now_ns, count);
+            let command = Command { timestamp, proposer: self.id(), term, parts, operation };
+            let result =
+                command.encode().map_err(|error| ProposalError::Invalid { field: error.field, reason: error.reason });
+            let result = result.and_then(|data| self.raw.propose(Vec::new(), data).map_err(dropped));
+            for part in &command.parts {
+                match &result {
+                    Ok(()) => {
+                        self.waiters.insert(part.sequence, Waiter { term });
+                    }
+                    Err(error) => self.complete_proposal(part.sequence, Err(error.clone())),
+                }
+            }
+        }
+    }
+
+    /// Proposes expiry of pending transfers when the interval has passed and
+    /// something is due: every replica then expires the same transfers at
+    /// the same index, whatever its own clock says.
+    fn propose_expiry(&mut self, now_ns: u64) -> Result<(), ConsensusError> {
+        if now_ns < self.next_expiry_ns {
+            return Ok(());
+        }
+        self.next_expiry_ns = now_ns.saturating_add(self.config.expiry_interval_ns);
+        let due = self.storage().ledger().expiring(now_ns, 1).map_err(store_error)?;
+        if due.is_empty() {
+            return Ok(());
+        }
+        let timestamp = self.stamp(now_ns, 1);
+        let command = Command {
+            timestamp,
+            proposer: 0,
+            term: self.raw.raft.term,
+            parts: Vec::new(),
+            operation: Operation::ExpirePending,
+        };
+        let data = command.encode().map_err(|source| ConsensusError::CorruptEntry { index: 0, source })?;
+        // A dropped expiry is proposed again next interval.
+        let _ = self.raw.propose(Vec::new(), data);
+        Ok(())
+    }
+
+    /// A node that is not the leader (any more) hands queued proposals back.
+    fn refuse_queued(&mut self) {
+        let leader = self.leader();
+        while let Some(queued) = self.queue.pop_front() {
+            self.complete_proposal(queued.id, Err(ProposalError::NotLeader { leader }));
+        }
+        self.queued_events = 0;
+    }
+
+    /// Proposals appended in a term this node no longer leads may still
+    /// commit, or may be overwritten: their proposers learn the outcome by
+    /// retrying with the same ids.
+    fn fail_stale_waiters(&mut self) {
+        let term = self.raw.raft.term;
+        let leading = self.is_leader();
+        let stale: Vec<ProposalId> =
+            self.waiters.iter().filter(|(_, waiter)| !leading || waiter.term != term).map(|(&id, _)| id).collect();
+        for id in stale {
+            self.waiters.remove(&id);
+            self.complete_proposal(id, Err(ProposalError::LeadershipLost));
+        }
+        if let Some((id, waiter)) = self.conf_waiter {
+            if !leading || waiter.term != term {
+                self.conf_waiter = None;
+                self.complete_proposal(id, Err(ProposalError::LeadershipLost));
+            }
+        }
+        if !leading {
+            self.refuse_queued();
+        }
+    }
+
+    fn complete_proposal(&mut self, id: ProposalId, result: Result<Applied, ProposalError>) {
+        self.output.completions.push(Completion::Proposal { id, result });
+    }
+
+    /// The Ready loop, in the order raft-rs documents.
+    fn handle_ready(&mut self, outbox: &mut impl Outbox) -> Result<(), ConsensusError> {
+        let mut ready = self.raw.ready();
+
+        // 1. A leader's messages go out before its own write: the leader
+        //    counts itself toward a commit only once its write is done, so
+        //    this is safe, and the followers' fsyncs overlap the leader's
+        //    (Raft thesis §10.2.1). raft-rs puts a follower's messages in
+        //    `persisted_messages` instead.
+        if !ready.messages().is_empty() {
+            outbox.send(ready.take_messages());
+        }
+
+        // 2. A snapshot from the leader replaces the state before anything
+        //    after it is applied or appended.
+        if !ready.snapshot().is_empty() {
+            let meta = ready.snapshot().get_metadata().clone();
+            self.raw.mut_store().install_snapshot(&meta)?;
+            self.output.snapshot_installed = Some(meta.index);
+        }
+
+        // 3. Committed entries can be applied before this Ready's entries are
+        //    persisted: raft-rs only hands out entries this node has already
+        //    persisted and a quorum holds.
+        self.apply_entries(ready.take_committed_entries())?;
+
+        // 4. Reads whose index the leader confirmed.
+        for state in ready.take_read_states() {
+            let key = state.request_ctx.get(8..16).and_then(|bytes| bytes.try_into().ok()).map(u64::from_be_bytes);
+            if let Some(read) = key.and_then(|key| self.reads.get_mut(&key)) {
+                read.index = Some(state.index);
+            }
+        }
+
+        // 5. New entries and the hard state in ONE write, synced when raft
+        //    says it must be (new entries, a vote or a term change) and not
+        //    for a commit index alone, which raft can learn again.
+        let entries = ready.take_entries();
+        let hard_state = ready.hs().cloned();
+        if !entries.is_empty() || hard_state.is_some() {
+            self.raw.mut_store().append(&entries, hard_state.as_ref(), ready.must_sync())?;
+        }
+
+        // 6. Only now the messages that promise what was just persisted (a
+        //    follower's append responses and votes).
+        if !ready.persisted_messages().is_empty() {
+            outbox.send(ready.take_persisted_messages());
+        }
+
+        // 7. The LightReady: what became true once the write was done — a
+        //    new commit index, messages, more committed entries.
+        let mut light = self.raw.advance_append(ready);
+        if let Some(commit) = light.commit_index() {
+            self.raw.mut_store().set_commit(commit)?;
+        }
+        if !light.messages().is_empty() {
+            outbox.send(light.take_messages());
+        }
+        self.apply_entries(light.take_committed_entries())?;
+
+        // 8. Tell raft how far the state machine got, so it can hand out the
+        //    next committed entries and release a pending conf change.
+        let applied = self.storage().applied().index;
+        self.raw.advance_apply_to(applied);
+        Ok(())
+    }
+
+    fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<(), ConsensusError> {
+        for entry in entries {
+            if entry.index <= self.storage().applied().index {
+                // Already in the state (it came with a snapshot).
+                continue;
+            }
+            let applied = AppliedState { index: entry.index, term: entry.term };
+            match entry.get_entry_type() {
+                EntryType::EntryNormal if entry.data.is_empty() => {
+                    // A new leader's empty entry.
+                    self.raw.mut_store().apply(None, applied, None)?;
+                }
+                EntryType::EntryNormal => self.apply_command(&entry, applied)?,
+                EntryType::EntryConfChange => {
+                    let change = ConfChange::parse_from_bytes(&entry.data)
+                        .map_err(|error| corrupt(entry.index, "conf_change", error))?;
+                    self.apply_conf_change(&entry, applied, conf_change_v2(&change))?;
+                }
+                EntryType::EntryConfChangeV2 => {
+                    let change = ConfChangeV2::parse_from_bytes(&entry.data)
+                        .map_err(|error| corrupt(entry.index, "conf_change_v2", error))?;
+                    self.apply_conf_change(&entry, applied, change)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies one ledger command: the state machine decides the results;
+    /// its changes and the applied index go in one write.
+    fn apply_command(&mut self, entry: &Entry, applied: AppliedState) -> Result<(), ConsensusError> {
+        let command = Command::decode(&entry.data)
+            .map_err(|source| ConsensusError::CorruptEntry { index: entry.index, source })?;
+        let store = self.raw.store().ledger();
+        let last_timestamp = store.last_timestamp().map_err(store_error)?;
+        // Timestamps strictly increase whatever a leader's clock said: the
+        // state decides, so every replica computes the same value.
+        let timestamp = command.timestamp.max(last_timestamp + 1);
+        let (results, write_set) = match prepare(store, timestamp, &command.operation) {
+            Ok(prepared) => (Ok(prepared.results), Some(prepared.write_set)),
+            Err(ApplyError::Store(source)) => {
+                return Err(ConsensusError::Apply { index: entry.index, source: ApplyError::Store(source) })
+            }
+            // Refused as a whole, identically on every replica: the entry
+            // changes nothing but the applied index.
+            Err(refused) => (Err(ProposalError::Rejected(refused)), None),
+        };
+        self.raw.mut_store().apply(write_set.as_ref(), applied, None)?;
+        if command.proposer != self.id() {
+            return Ok(());
+        }
+        let mut start = 0;
+        for part in &command.parts {
+            let len = part.events as usize;
+            let mine = self.waiters.get(&part.sequence).is_some_and(|waiter| waiter.term == command.term);
+            if mine {
+                self.waiters.remove(&part.sequence);
+                let result = match &results {
+                    Ok(all) => {
+                        Ok(Applied { index: entry.index, outcome: Outcome::Operation(slice_results(all, start, len)) })
+                    }
+                    Err(error) => Err(error.clone()),
+                };
+                self.complete_proposal(part.sequence, result);
+            }
+            start += len;
+        }
+        Ok(())
+    }
+
+    fn apply_conf_change(
+        &mut self,
+        entry: &Entry,
+        applied: AppliedState,
+        change: ConfChangeV2,
+    ) -> Result<(), ConsensusError> {
+        let conf_state = self.raw.apply_conf_change(&change)?;
+        self.raw.mut_store().apply(None, applied, Some(&conf_state))?;
+        if let Some((id, waiter)) = self.conf_waiter {
+            if waiter.term == entry.term {
+                self.conf_waiter = None;
+                self.complete_proposal(
+                    id,
+                    Ok(Applied { index: entry.index, outcome: Outcome::Membership(conf_state.clone()) }),
+                );
+            }
+        }
+        // A change that entered a joint configuration with auto-leave: the
+        // leader proposes the empty change that leaves it.
+        if conf_state.auto_leave && self.is_leader() {
+            let _ = self.raw.propose_conf_change(Vec::new(), ConfChangeV2::default());
+        }
+        self.output.membership.push(MembershipApplied {
+            index: entry.index,
+            change,
+            context: entry.context.to_vec(),
+            conf_state,
+        });
+        Ok(())
+    }
+
+    /// Completes reads whose index is applied; retries or fails reads that
+    /// waited too long (a leader change drops ReadIndex requests silently).
+    fn complete_reads(&mut self) {
+        let applied = self.storage().applied().index;
+        let ticks = self.ticks;
+        let timeout = self.config.read_timeout_ticks as u64;
+        let done: Vec<u64> = self
+            .reads
+            .iter()
+            .filter(|(_, read)| read.index.is_some_and(|index| index <= applied) || ticks >= read.issued_tick + timeout)
+            .map(|(&key, _)| key)
+            .collect();
+        let mut keys = done;
+        keys.sort_unstable();
+        for key in keys {
+            let Some(read) = self.reads.remove(&key) else { continue };
+            match read.index {
+                Some(index) if index <= applied => {
+                    self.output.completions.push(Completion::Read { id: read.id, result: Ok(index) });
+                }
+                _ if read.attempts < self.config.read_attempts_max && self.leader().is_some() => {
+                    self.issue_read(read);
+                }
+                _ => {
+                    let error = if self.leader().is_none() {
+                        ReadError::NotLeader { leader: None }
+                    } else {
+                        ReadError::Timeout { attempts: read.attempts }
+                    };
+                    self.output.completions.push(Completion::Read { id: read.id, result: Err(error) });
+                }
+            }
+        }
+    }
+
+    /// Compacts the log once `log_gc_threshold_entries` applied entries
+    /// accumulate. The leader keeps what every peer that is not far behind
+    /// still needs; a peer further behind gets a snapshot. A snapshot at or
+    /// past the compaction point is made first, so Raft can always send a
+    /// peer what the log no longer holds.
+    fn compact_log(&mut self) -> Result<(), ConsensusError> {
+        let applied = self.storage().applied().index;
+        if self.storage().snapshot_requested() && applied > self.storage().snapshot_index() {
+            self.raw.mut_store().make_snapshot()?;
+        }
+        let first = self.storage().log_first_index();
+        let threshold = self.config.log_gc_threshold_entries;
+        if applied < first + threshold {
+            return Ok(());
+        }
+        let mut target = (applied + 1).saturating_sub(self.config.log_gc_keep_entries);
+        if self.is_leader() {
+            let me = self.id();
+            for (&id, pr) in self.raw.raft.prs().iter() {
+                let close_enough = pr.matched + threshold >= applied;
+                if id != me && close_enough {
+                    target = target.min(pr.matched + 1);
+                }
+            }
+        }
+        if target <= first {
+            return Ok(());
+        }
+        if self.storage().snapshot_index() < target - 1 {
+            self.raw.mut_store().make_snapshot()?;
+        }
+        self.raw.mut_store().compact(target)?;
+        Ok(())
+    }
+}
+
+/// A v1 conf change as the one-change `ConfChangeV2` it stands for (Coffer
+/// proposes only v2; raft-rs may still hand a v1 entry to apply).
+fn conf_change_v2(change: &ConfChange) -> ConfChangeV2 {
+    let mut single = ConfChangeSingle::default();
+    single.set_change_type(change.get_change_type());
+    single.node_id = change.node_id;
+    let mut v2 = ConfChangeV2::default();
+    v2.set_changes(vec![single].into());
+    v2
+}
+
+fn dropped(error: raft::Error) -> ProposalError {
+    match error {
+        raft::Error::ProposalDropped => ProposalError::Dropped {
+            reason: "a leader transfer is under way or the uncommitted-bytes bound was reached",
+        },
+        _ => ProposalError::Dropped { reason: "raft refused the proposal" },
+    }
+}
+
+fn corrupt(index: u64, field: &'static str, error: impl std::fmt::Display) -> ConsensusError {
+    ConsensusError::CorruptEntry { index, source: crate::command::CommandError { field, reason: error.to_string() } }
+}
+
+fn store_error(error: coffer_ledger::StoreError) -> ConsensusError {
+    ConsensusError::Apply { index: 0, source: ApplyError::Store(error) }
+}
+
+/// Whether a message carries a snapshot (the transport streams its data
+/// beside it).
+pub fn is_snapshot(message: &Message) -> bool {
+    message.get_msg_type() == MessageType::MsgSnapshot
+}
