@@ -208,6 +208,21 @@ impl RequestError {
 /// the read failed.
 type ReadJob = Box<dyn FnOnce(Result<(u64, &LedgerState), RequestError>) + Send>;
 type Reply<T> = oneshot::Sender<Result<T, RequestError>>;
+type Answer<T> = oneshot::Receiver<Result<T, RequestError>>;
+
+/// `f` as a job for the driver, and where its answer arrives.
+fn read_job<F, R>(f: F) -> (ReadJob, Answer<(u64, R)>)
+where
+    F: FnOnce(&LedgerState) -> R + Send + 'static,
+    R: Send + 'static,
+{
+    let (reply, receiver) = oneshot::channel();
+    let job: ReadJob = Box::new(move |state| {
+        // The caller may have given up waiting: nothing to do.
+        let _ = reply.send(state.map(|(index, state)| (index, f(state))));
+    });
+    (job, receiver)
+}
 
 /// What a handle asks of the driver.
 enum Request {
@@ -277,7 +292,13 @@ impl NodeHandle {
     }
 
     async fn answer<T>(&self, receiver: oneshot::Receiver<T>) -> Result<T, RequestError> {
-        receiver.await.map_err(|_| if self.is_stopped() { self.stopped_error() } else { RequestError::Abandoned { node: self.id } })
+        receiver.await.map_err(|_| {
+            if self.is_stopped() {
+                self.stopped_error()
+            } else {
+                RequestError::Abandoned { node: self.id }
+            }
+        })
     }
 
     /// Proposes a ledger operation and waits until it is applied here (this
@@ -297,10 +318,7 @@ impl NodeHandle {
         F: FnOnce(&LedgerState) -> R + Send + 'static,
         R: Send + 'static,
     {
-        let (reply, receiver) = oneshot::channel();
-        let job: ReadJob = Box::new(move |state| {
-            let _ = reply.send(state.map(|(index, state)| (index, f(state))));
-        });
+        let (job, receiver) = read_job(f);
         self.request(Request::Read { job })?;
         self.answer(receiver).await?
     }
@@ -312,10 +330,7 @@ impl NodeHandle {
         F: FnOnce(&LedgerState) -> R + Send + 'static,
         R: Send + 'static,
     {
-        let (reply, receiver) = oneshot::channel();
-        let job: ReadJob = Box::new(move |state| {
-            let _ = reply.send(state.map(|(index, state)| (index, f(state))));
-        });
+        let (job, receiver) = read_job(f);
         self.request(Request::ReadStale { job })?;
         self.answer(receiver).await?
     }
@@ -353,7 +368,10 @@ impl NodeHandle {
 
     /// Makes a backup (a snapshot: RocksDB checkpoint plus checksummed
     /// manifest) of the node's state in `dir`, which must not exist. It is
-    /// made on the driver, between rounds, so it is of one applied index.
+    /// made on the driver, between rounds, so it is of one applied index and
+    /// never of a snapshot install half done; the node runs no round
+    /// meanwhile (the checkpoint is hard links, but every file is read once
+    /// for its checksum).
     pub async fn backup(&self, dir: PathBuf) -> Result<SnapshotManifest, RequestError> {
         let (reply, receiver) = oneshot::channel();
         self.request(Request::Backup { dir, reply })?;
@@ -672,7 +690,8 @@ fn driver_thread(
     local.block_on(driver.run())
 }
 
-/// The running node's threads and tasks, for a supervisor.
+/// A running node's driver thread: it ends when the node stops, with the
+/// fatal error that stopped it, if one did.
 pub type DriverThread = std::thread::JoinHandle<Result<(), ConsensusError>>;
 
 /// Starts a node: opens its store in `config.data_dir` (bootstrapping a
@@ -710,13 +729,17 @@ pub async fn start_node(config: NodeConfig) -> Result<(NodeHandle, DriverThread)
     if let Some(listener) = listener {
         runtime.spawn(serve(node_id, listener, service.clone(), stopped.clone()));
     }
-    let handle =
-        NodeHandle { id: node_id, capacity, requests: request_sender, stopped, service, listen_addr };
+    let handle = NodeHandle { id: node_id, capacity, requests: request_sender, stopped, service, listen_addr };
     Ok((handle, thread))
 }
 
 /// Serves the transport on `listener` until the node stops.
-async fn serve(node_id: u64, listener: TcpListener, service: RaftService, mut stopped: watch::Receiver<Option<String>>) {
+async fn serve(
+    node_id: u64,
+    listener: TcpListener,
+    service: RaftService,
+    mut stopped: watch::Receiver<Option<String>>,
+) {
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let shutdown = async move {
         // Err: the driver is gone, which is a stop too.

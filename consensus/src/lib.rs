@@ -28,11 +28,11 @@ pub use driver::{
     start_node, DriverThread, NodeConfig, NodeHandle, RequestError, StartError, REQUESTS_MAX_DEFAULT, ROUND_INPUTS_MAX,
 };
 pub use error::{ConsensusError, ProposalError, ReadError, StepError};
+/// raft-rs, whose message and state types this crate's API uses.
+pub use raft;
 pub use replica::{
     is_snapshot, Applied, Completion, MembershipApplied, MembershipChange, NodeStatus, Outbox, Outcome, Output,
     PeerProgress, ProposalId, ReadId, Replica,
 };
 pub use storage::{DiskStorage, IncomingSnapshot, ReplicaStorage, SnapshotDirs};
 pub use transport::{RaftService, RaftTransportService};
-/// raft-rs, whose message and state types this crate's API uses.
-pub use raft;

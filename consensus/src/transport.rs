@@ -93,8 +93,9 @@ const SNAPSHOT_CHUNKS_IN_FLIGHT: usize = 4;
 pub const SNAPSHOTS_SENDING_MAX: usize = 4;
 /// Snapshots this node receives at once.
 pub const SNAPSHOTS_RECEIVING_MAX: usize = 2;
-/// How long sending one snapshot may take before it is given up.
-pub const SNAPSHOT_SEND_TIMEOUT_MS: u64 = 10 * 60 * 1_000;
+/// How long sending (or receiving) one snapshot may take before it is
+/// given up.
+pub const SNAPSHOT_TIMEOUT_MS: u64 = 10 * 60 * 1_000;
 /// HTTP/2 streams one peer may open on one connection.
 pub const STREAMS_PER_CONNECTION_MAX: u32 = 64;
 /// The longest peer address (`"host:port"`) accepted.
@@ -478,10 +479,10 @@ struct SnapshotSend {
 impl SnapshotSend {
     async fn run(self, message: Message, permit: OwnedSemaphorePermit) {
         let index = message.get_snapshot().get_metadata().index;
-        let timeout = Duration::from_millis(SNAPSHOT_SEND_TIMEOUT_MS);
+        let timeout = Duration::from_millis(SNAPSHOT_TIMEOUT_MS);
         let result = match tokio::time::timeout(timeout, self.stream(message)).await {
             Ok(result) => result,
-            Err(_) => Err(LinkError::Timeout(SNAPSHOT_SEND_TIMEOUT_MS)),
+            Err(_) => Err(LinkError::Timeout(SNAPSHOT_TIMEOUT_MS)),
         };
         drop(permit);
         let delivered = match result {
@@ -501,7 +502,8 @@ impl SnapshotSend {
     }
 
     async fn stream(&self, message: Message) -> Result<(), LinkError> {
-        let header = proto::SnapshotHeader { from: self.from, message: message.write_to_bytes().map_err(LinkError::Encode)? };
+        let header =
+            proto::SnapshotHeader { from: self.from, message: message.write_to_bytes().map_err(LinkError::Encode)? };
         let channel = connect(&self.address).await?;
         let (chunks, stream) = mpsc::channel(SNAPSHOT_CHUNKS_IN_FLIGHT);
         let first = proto::SnapshotChunk { part: Some(Part::Header(header)) };
@@ -577,10 +579,15 @@ impl RaftService {
         let me = self.node_id;
         let header = match stream.message().await? {
             Some(proto::SnapshotChunk { part: Some(Part::Header(header)) }) => header,
-            _ => return Err(Status::invalid_argument(format!("node {me}: a snapshot stream must start with its header"))),
+            _ => {
+                return Err(Status::invalid_argument(format!(
+                    "node {me}: a snapshot stream must start with its header"
+                )))
+            }
         };
         let from = header.from;
-        let refuse = |reason: String| Status::invalid_argument(format!("node {me}: snapshot from node {from} {reason}"));
+        let refuse =
+            |reason: String| Status::invalid_argument(format!("node {me}: snapshot from node {from} {reason}"));
         let message = self.decode(from, &header.message).map_err(|reason| refuse(format!("message {reason}")))?;
         if !is_snapshot(&message) {
             return Err(refuse(format!("carries a {:?}, not a snapshot", message.get_msg_type())));
@@ -655,7 +662,15 @@ impl RaftTransport for RaftService {
             )));
         };
         let mut stream = request.into_inner();
-        if let Err(status) = self.receive_snapshot(&mut stream).await {
+        let timeout = Duration::from_millis(SNAPSHOT_TIMEOUT_MS);
+        let received = match tokio::time::timeout(timeout, self.receive_snapshot(&mut stream)).await {
+            Ok(received) => received,
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "node {}: snapshot not received within {SNAPSHOT_TIMEOUT_MS} ms",
+                self.node_id
+            ))),
+        };
+        if let Err(status) = received {
             tracing::warn!(node = self.node_id, %status, "snapshot refused");
             return Err(status);
         }

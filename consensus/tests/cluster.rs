@@ -3,6 +3,10 @@
 //! test controls (delivery, partitions, crashes). Snapshots travel through
 //! the same chunked, checksummed reader and writer the gRPC transport uses.
 
+// The harness's helpers are not `#[test]` functions, so clippy's test
+// allowance does not cover them; a failed unwrap there is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 

@@ -9,13 +9,21 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use coffer_consensus::raft::prelude::{Message, MessageType};
 use coffer_consensus::raft::StateRole;
-use coffer_consensus::{start_node, Applied, MembershipChange, NodeConfig, NodeHandle, Outcome, RequestError};
-use coffer_ledger::{
-    state_digest, Account, AccountId, AccountKind, CreateAccountResult, CreateLedgerResult, Ledger,
-    LedgerId, Operation, OperationResults, StateDigest, Store, Transfer, TransferId, TransferKind,
+use coffer_consensus::transport::proto::raft_transport_client::RaftTransportClient;
+use coffer_consensus::transport::proto::snapshot_chunk::Part;
+use coffer_consensus::transport::proto::{FileChunk, MessageBatch, SnapshotChunk, SnapshotHeader};
+use coffer_consensus::{
+    start_node, Applied, MembershipChange, NodeConfig, NodeHandle, Outcome, RequestError, StartError,
 };
+use coffer_ledger::{
+    state_digest, Account, AccountId, AccountKind, CreateAccountResult, CreateLedgerResult, Ledger, LedgerId,
+    Operation, OperationResults, StateDigest, Store, Transfer, TransferId, TransferKind,
+};
+use protobuf::Message as _;
 use tempfile::TempDir;
+use tonic::Code;
 
 const WAIT: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(20);
@@ -206,10 +214,7 @@ async fn three_nodes_over_grpc_replicate_and_a_late_learner_catches_up_by_snapsh
         Account { id: REVENUE, ledger: KRW, code: 401, ..Default::default() },
     ];
     let applied = propose(&nodes, Operation::CreateAccounts(accounts)).await;
-    assert_eq!(
-        applied.outcome,
-        Outcome::Operation(OperationResults::Accounts(vec![CreateAccountResult::Created; 2]))
-    );
+    assert_eq!(applied.outcome, Outcome::Operation(OperationResults::Accounts(vec![CreateAccountResult::Created; 2])));
     transfers_one_by_one(&nodes, 1..TRANSFERS / 2 + 1).await;
     let last_index = transfers_at_once(&nodes, TRANSFERS / 2 + 1..TRANSFERS + 1).await;
 
@@ -294,4 +299,71 @@ async fn three_nodes_over_grpc_replicate_and_a_late_learner_catches_up_by_snapsh
 
     shutdown(&nodes).await;
     server.abort();
+}
+
+/// A client of `node`'s transport, as a peer (or an impostor) would be.
+async fn transport_client(node: &NodeHandle) -> RaftTransportClient<tonic::transport::Channel> {
+    let address = format!("http://{}", node.listen_addr().expect("serves the transport"));
+    bounded("a transport connection", RaftTransportClient::connect(address)).await.expect("connects")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_sending_garbage_is_refused_by_name_and_the_node_goes_on() {
+    let dir = TempDir::new().expect("temp dir");
+    let mut config = config(1, &dir);
+    config.listen_addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    config.bootstrap_voters = Some(vec![1]);
+    let (node, _thread) = start_node(config).await.expect("node starts");
+    let nodes = [node.clone()];
+    leader(&nodes).await;
+
+    // Bytes that are no Raft message: the stream ends with an error naming
+    // the sender.
+    let batch = MessageBatch { from: 9, messages: vec![vec![0xFF; 7]] };
+    let mut client = transport_client(&node).await;
+    let refused = bounded("a refusal", client.send(tokio_stream::iter(vec![batch]))).await.expect_err("refused");
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(refused.message().contains("from node 9 does not decode"), "{}", refused.message());
+
+    // A snapshot message without its data may only come through SendSnapshot.
+    let mut snapshot = Message::default();
+    snapshot.set_msg_type(MessageType::MsgSnapshot);
+    snapshot.from = 9;
+    snapshot.to = 1;
+    snapshot.mut_snapshot().mut_metadata().index = 5;
+    snapshot.mut_snapshot().mut_metadata().term = 1;
+    let encoded = snapshot.write_to_bytes().expect("encodes");
+    let batch = MessageBatch { from: 9, messages: vec![encoded.clone()] };
+    let refused = bounded("a refusal", client.send(tokio_stream::iter(vec![batch]))).await.expect_err("refused");
+    assert!(refused.message().contains("only SendSnapshot"), "{}", refused.message());
+
+    // A snapshot chunk whose checksum does not match its bytes.
+    let header = SnapshotChunk { part: Some(Part::Header(SnapshotHeader { from: 9, message: encoded })) };
+    let chunk = FileChunk { file: "MANIFEST.coffer".into(), offset: 0, data: b"coffer".to_vec(), crc32: 1 };
+    let corrupt = vec![header, SnapshotChunk { part: Some(Part::Chunk(chunk)) }];
+    let refused = bounded("a refusal", client.send_snapshot(tokio_stream::iter(corrupt))).await.expect_err("refused");
+    assert!(refused.message().contains("from node 9"), "{}", refused.message());
+    assert!(refused.message().contains("crc32"), "{}", refused.message());
+
+    // The node goes on.
+    let krw = Ledger { id: KRW, currency: "KRW".into(), scale: 0, name: "Won".into(), timestamp: 0 };
+    let applied = propose(&nodes, Operation::CreateLedgers(vec![krw])).await;
+    assert_eq!(applied.outcome, Outcome::Operation(OperationResults::Ledgers(vec![CreateLedgerResult::Created])));
+    shutdown(&nodes).await;
+}
+
+#[tokio::test]
+async fn a_node_with_an_invalid_configuration_does_not_start() {
+    let dir = TempDir::new().expect("temp dir");
+    let mut no_ticks = config(1, &dir);
+    no_ticks.consensus.tick_ms = 0;
+    let mut bad_peer = config(1, &dir);
+    bad_peer.peers.insert(2, "node-2".into());
+    for (config, field) in [(no_ticks, "consensus.tick_ms"), (bad_peer, "peers")] {
+        match start_node(config).await {
+            Err(StartError::Invalid { field: refused, .. }) => assert_eq!(refused, field),
+            Err(error) => panic!("expected {field} to be refused, got {error}"),
+            Ok(_) => panic!("a node with an invalid {field} started"),
+        }
+    }
 }
