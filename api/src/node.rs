@@ -1,0 +1,115 @@
+//! What the services need of a consensus node: [`Node`], implemented by the
+//! production [`NodeHandle`] (each method delegates to the handle's method
+//! of the same name) and, in tests, by in-memory nodes.
+//!
+//! The services are generic over it so that they can be tested against a
+//! node whose answers a test chooses (a follower naming a leader, an
+//! overloaded queue, a write whose outcome is unknown) without a Raft
+//! cluster; the production server is `LedgerApi<NodeHandle>`.
+
+use std::future::Future;
+use std::path::PathBuf;
+
+use coffer_consensus::{Applied, MembershipChange, NodeHandle, NodeStatus, RequestError};
+use coffer_ledger::{Operation, Store};
+use coffer_storage::snapshot::SnapshotManifest;
+use coffer_storage::LedgerState;
+
+/// A running consensus node, as the API uses it. Cheap to clone.
+pub trait Node: Clone + Send + Sync + 'static {
+    /// The ledger state reads run on.
+    type State: Store;
+
+    /// The node's id.
+    fn id(&self) -> u64;
+
+    /// Whether the node stopped (it answers nothing any more).
+    fn is_stopped(&self) -> bool;
+
+    /// Proposes a ledger operation; answers once it is applied on this
+    /// node (the leader), with its per-event results.
+    fn propose(&self, operation: Operation) -> impl Future<Output = Result<Applied, RequestError>> + Send;
+
+    /// Runs `f` on the state after a linearizable read (ReadIndex), and
+    /// returns the applied index it saw with `f`'s result.
+    fn read<F, R>(&self, f: F) -> impl Future<Output = Result<(u64, R), RequestError>> + Send
+    where
+        F: FnOnce(&Self::State) -> R + Send + 'static,
+        R: Send + 'static;
+
+    /// Runs `f` on this node's state as it is now (possibly stale).
+    fn read_stale<F, R>(&self, f: F) -> impl Future<Output = Result<(u64, R), RequestError>> + Send
+    where
+        F: FnOnce(&Self::State) -> R + Send + 'static,
+        R: Send + 'static;
+
+    /// The node's Raft status.
+    fn status(&self) -> impl Future<Output = Result<NodeStatus, RequestError>> + Send;
+
+    /// Hands leadership (this node's) to `target`.
+    fn transfer_leader(&self, target: u64) -> impl Future<Output = Result<(), RequestError>> + Send;
+
+    /// Proposes a membership change at the leader (this node); `address` is
+    /// the added node's Raft transport address (empty for none).
+    fn change_membership(
+        &self,
+        change: MembershipChange,
+        address: String,
+    ) -> impl Future<Output = Result<Applied, RequestError>> + Send;
+
+    /// Makes a snapshot (a verified backup) of the node's state in `dir`,
+    /// which must not exist.
+    fn snapshot(&self, dir: PathBuf) -> impl Future<Output = Result<SnapshotManifest, RequestError>> + Send;
+}
+
+impl Node for NodeHandle {
+    type State = LedgerState;
+
+    fn id(&self) -> u64 {
+        NodeHandle::id(self)
+    }
+
+    fn is_stopped(&self) -> bool {
+        NodeHandle::is_stopped(self)
+    }
+
+    fn propose(&self, operation: Operation) -> impl Future<Output = Result<Applied, RequestError>> + Send {
+        NodeHandle::propose(self, operation)
+    }
+
+    fn read<F, R>(&self, f: F) -> impl Future<Output = Result<(u64, R), RequestError>> + Send
+    where
+        F: FnOnce(&LedgerState) -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        NodeHandle::read(self, f)
+    }
+
+    fn read_stale<F, R>(&self, f: F) -> impl Future<Output = Result<(u64, R), RequestError>> + Send
+    where
+        F: FnOnce(&LedgerState) -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        NodeHandle::read_stale(self, f)
+    }
+
+    fn status(&self) -> impl Future<Output = Result<NodeStatus, RequestError>> + Send {
+        NodeHandle::status(self)
+    }
+
+    fn transfer_leader(&self, target: u64) -> impl Future<Output = Result<(), RequestError>> + Send {
+        NodeHandle::transfer_leader(self, target)
+    }
+
+    fn change_membership(
+        &self,
+        change: MembershipChange,
+        address: String,
+    ) -> impl Future<Output = Result<Applied, RequestError>> + Send {
+        NodeHandle::change_membership(self, change, address)
+    }
+
+    fn snapshot(&self, dir: PathBuf) -> impl Future<Output = Result<SnapshotManifest, RequestError>> + Send {
+        NodeHandle::backup(self, dir)
+    }
+}

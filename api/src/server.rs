@@ -1,0 +1,881 @@
+//! The gRPC services of one node: `coffer.v1.LedgerService` and
+//! `coffer.v1.AdminService` over a consensus [`Node`], plus gRPC health
+//! checking and server reflection ([`ApiServer::serve`]).
+//!
+//! Thin on purpose: decode and check the request's shape ([`convert`]),
+//! hand it to the node, encode the answer; every failure becomes a status in
+//! [`status`](crate::status).
+//!
+//! - **Writes** (`Create*`) are proposed to the node. On a follower the node
+//!   answers "not the leader"; the follower then forwards the original
+//!   request to the leader's client address (once: a forwarded request is
+//!   marked and never forwarded again), or, with forwarding off or the
+//!   leader's address unknown, answers `UNAVAILABLE` with the leader hint.
+//! - **Amounts** are parsed at their ledger's scale. Ledgers are immutable,
+//!   so scales are cached once seen; a ledger this node does not know is
+//!   looked up again with a linearizable read (it may have been created at
+//!   the leader a moment ago) before an amount of it is parsed as a whole
+//!   number (the ledger then answers per event, e.g. `debit_account_not_found`).
+//! - **Reads** are linearizable (ReadIndex) unless the request sets `stale`;
+//!   every response says which node served it at which applied index.
+//! - **Deadlines**: the request's `grpc-timeout`, bounded by
+//!   [`ServerConfig::request_timeout_ms`], answers `DEADLINE_EXCEEDED`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use coffer_consensus::raft::StateRole;
+use coffer_consensus::{Applied, MembershipChange, NodeStatus, Outcome, ProposalError, RequestError};
+use coffer_ledger::{
+    get_account_balances, get_account_transfers, lookup_accounts, lookup_transfers, trial_balance, AccountId, LedgerId,
+    Operation, OperationResults, QueryError, Store, StoreError, TransferId, BATCH_EVENTS_MAX,
+};
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+
+use crate::convert::{self, Amounts, FieldError};
+use crate::node::Node;
+use crate::proto;
+use crate::proto::admin_service_client::AdminServiceClient;
+use crate::proto::admin_service_server::{AdminService, AdminServiceServer};
+use crate::proto::ledger_service_client::LedgerServiceClient;
+use crate::proto::ledger_service_server::{LedgerService, LedgerServiceServer};
+use crate::status;
+
+/// Bytes one event (a transfer, the largest) takes on the wire at most:
+/// five 128-bit decimal ids of up to 39 digits, an amount of up to 41
+/// characters, eight small integers and up to eight flags, with tags and
+/// lengths, come to about 310 bytes.
+pub const EVENT_WIRE_BYTES_MAX: usize = 512;
+/// The largest message a server or client decodes or encodes: a full batch
+/// of [`BATCH_EVENTS_MAX`] events (or of looked-up accounts or transfers)
+/// plus room for the envelope.
+pub const MESSAGE_BYTES_MAX: usize = BATCH_EVENTS_MAX * EVENT_WIRE_BYTES_MAX + (64 << 10);
+/// The default bound on how long any request may wait for the node.
+pub const REQUEST_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+/// The default bound on how long `Status` waits for each other node.
+pub const STATUS_PEER_TIMEOUT_MS_DEFAULT: u64 = 1_000;
+/// How long a follower waits to connect to the leader it forwards to.
+pub const CONNECT_TIMEOUT_MS: u64 = 1_000;
+/// Concurrent requests (HTTP/2 streams) on one client connection.
+pub const STREAMS_PER_CONNECTION_MAX: u32 = 256;
+/// Connections to other nodes kept open (for forwarding and `Status`).
+pub const PEER_CHANNELS_MAX: usize = 64;
+/// Ledger scales cached (ledgers are immutable, and few).
+pub const SCALES_CACHED_MAX: usize = 4_096;
+/// How often the health service checks whether the node stopped.
+pub const HEALTH_POLL_MS: u64 = 500;
+/// The most a server answers before a client's deadline, so that it, not
+/// the transport, reports `DEADLINE_EXCEEDED` (a tenth of short deadlines).
+const DEADLINE_MARGIN_MAX: Duration = Duration::from_millis(50);
+
+/// How one node's API server runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// The address book: every node's client address (`host:port`) by node
+    /// id, this node's included. It names the leader in `UNAVAILABLE`
+    /// answers and is where writes are forwarded and `Status` asks.
+    pub addresses: BTreeMap<u64, String>,
+    /// Whether a follower forwards writes to the leader (otherwise it
+    /// answers `UNAVAILABLE` with the leader's address). Default: `true`.
+    pub forward_writes: bool,
+    /// The longest any request waits for the node, whatever its deadline.
+    /// Default: [`REQUEST_TIMEOUT_MS_DEFAULT`].
+    pub request_timeout_ms: u64,
+    /// How long `Status` waits for each other node.
+    /// Default: [`STATUS_PEER_TIMEOUT_MS_DEFAULT`].
+    pub status_peer_timeout_ms: u64,
+}
+
+impl ServerConfig {
+    /// The defaults, with this address book.
+    pub fn new(addresses: BTreeMap<u64, String>) -> Self {
+        Self {
+            addresses,
+            forward_writes: true,
+            request_timeout_ms: REQUEST_TIMEOUT_MS_DEFAULT,
+            status_peer_timeout_ms: STATUS_PEER_TIMEOUT_MS_DEFAULT,
+        }
+    }
+
+    fn check(&self) -> Result<(), ServerError> {
+        let invalid = |field: String, reason: String| Err(ServerError::Config { field, reason });
+        for (node, address) in &self.addresses {
+            if *node == 0 {
+                return invalid("addresses".into(), "0 is not a node id".into());
+            }
+            if let Err(reason) = endpoint(address) {
+                return invalid(format!("addresses[{node}]"), reason);
+            }
+        }
+        if self.request_timeout_ms == 0 {
+            return invalid("request_timeout_ms".into(), "must be at least 1".into());
+        }
+        if self.status_peer_timeout_ms == 0 {
+            return invalid("status_peer_timeout_ms".into(), "must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// Why the API server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The configuration is invalid.
+    #[error("invalid {field}: {reason}")]
+    Config {
+        /// The field.
+        field: String,
+        /// Why.
+        reason: String,
+    },
+    /// The reflection service could not load the protocol's descriptors.
+    #[error("server reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// An endpoint for `address` (`host:port`), or why it is not one.
+fn endpoint(address: &str) -> Result<Endpoint, String> {
+    let port = address.rsplit_once(':').and_then(|(host, port)| (!host.is_empty()).then_some(port));
+    if port.and_then(|port| port.parse::<u16>().ok()).is_none() {
+        return Err(format!("{address:?} is not host:port"));
+    }
+    Endpoint::from_shared(format!("http://{address}"))
+        .map(|endpoint| endpoint.connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS)).tcp_nodelay(true))
+        .map_err(|error| format!("{address:?}: {error}"))
+}
+
+/// When a request must be answered by.
+#[derive(Clone, Copy, Debug)]
+struct Deadline {
+    at: Instant,
+    budget: Duration,
+}
+
+impl Deadline {
+    fn remaining(self) -> Duration {
+        self.at.saturating_duration_since(Instant::now())
+    }
+
+    /// Runs `future` until the deadline; `what` names it in the error.
+    async fn run<T>(self, what: &str, write: bool, future: impl Future<Output = T>) -> Result<T, Status> {
+        tokio::time::timeout_at(self.at, future).await.map_err(|_| status::deadline_exceeded(what, self.budget, write))
+    }
+}
+
+/// What proposing a write came to.
+enum Proposed {
+    /// Applied at the leader (this node).
+    Applied(proto::Served, OperationResults),
+    /// This node is a follower: forward the request to the leader at this address.
+    Forward(String),
+}
+
+/// State shared by both services of one node.
+struct Shared<N: Node> {
+    node: N,
+    config: ServerConfig,
+    channels: Mutex<HashMap<String, Channel>>,
+    scales: RwLock<HashMap<LedgerId, u8>>,
+}
+
+impl<N: Node> Shared<N> {
+    fn id(&self) -> u64 {
+        self.node.id()
+    }
+
+    fn address_of(&self, node: u64) -> Option<String> {
+        self.config.addresses.get(&node).cloned()
+    }
+
+    fn fail(&self, error: &RequestError) -> Status {
+        status::request_error(self.id(), error, |node| self.address_of(node))
+    }
+
+    fn deadline(&self, metadata: &MetadataMap) -> Deadline {
+        let bound = Duration::from_millis(self.config.request_timeout_ms);
+        let budget = match status::grpc_timeout(metadata) {
+            Some(timeout) => timeout.saturating_sub((timeout / 10).min(DEADLINE_MARGIN_MAX)).min(bound),
+            None => bound,
+        };
+        Deadline { at: Instant::now() + budget, budget }
+    }
+
+    /// A connection to another node (kept, bounded).
+    fn channel(&self, address: &str) -> Result<Channel, Status> {
+        let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(channel) = channels.get(address) {
+            return Ok(channel.clone());
+        }
+        let channel =
+            endpoint(address).map_err(|reason| status::internal(format!("address book: {reason}")))?.connect_lazy();
+        if channels.len() >= PEER_CHANNELS_MAX {
+            channels.clear();
+        }
+        channels.insert(address.to_owned(), channel.clone());
+        Ok(channel)
+    }
+
+    /// Runs `f` on the node's state: linearizable, or local when `stale`.
+    async fn read<F, R>(&self, stale: bool, deadline: Deadline, f: F) -> Result<(proto::Served, R), Status>
+    where
+        F: FnOnce(&N::State) -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let read = async {
+            if stale {
+                self.node.read_stale(f).await
+            } else {
+                self.node.read(f).await
+            }
+        };
+        let (index, value) = deadline.run("the read", false, read).await?.map_err(|error| self.fail(&error))?;
+        Ok((proto::Served { node_id: self.id(), applied_index: index, stale }, value))
+    }
+
+    /// The scales of `ledgers` that exist. Cached ones first; the rest from
+    /// a stale read, and whatever that misses from a linearizable one.
+    async fn scales(&self, ledgers: BTreeSet<LedgerId>, deadline: Deadline) -> Result<BTreeMap<LedgerId, u8>, Status> {
+        let mut scales = BTreeMap::new();
+        let mut missing = BTreeSet::new();
+        {
+            let cache = self.scales.read().unwrap_or_else(PoisonError::into_inner);
+            for ledger in ledgers {
+                match cache.get(&ledger) {
+                    Some(scale) => {
+                        scales.insert(ledger, *scale);
+                    }
+                    None => {
+                        missing.insert(ledger);
+                    }
+                }
+            }
+        }
+        for stale in [true, false] {
+            if missing.is_empty() {
+                break;
+            }
+            let wanted = missing.clone();
+            let (_, found) = self.read(stale, deadline, move |state| scales_of(state, wanted)).await?;
+            let found = found.map_err(|error| status::store_error(&error))?;
+            let mut cache = self.scales.write().unwrap_or_else(PoisonError::into_inner);
+            if cache.len() + found.len() > SCALES_CACHED_MAX {
+                cache.clear();
+            }
+            for (ledger, scale) in found {
+                cache.insert(ledger, scale);
+                scales.insert(ledger, scale);
+                missing.remove(&ledger);
+            }
+        }
+        Ok(scales)
+    }
+
+    /// Proposes `operation`. On a follower, says where to forward the
+    /// request instead, if it may be forwarded.
+    async fn propose(&self, operation: Operation, deadline: Deadline, forwarded: bool) -> Result<Proposed, Status> {
+        let proposed = deadline.run("the write", true, self.node.propose(operation)).await?;
+        match proposed {
+            Ok(Applied { index, outcome: Outcome::Operation(results) }) => {
+                Ok(Proposed::Applied(proto::Served { node_id: self.id(), applied_index: index, stale: false }, results))
+            }
+            Ok(Applied { outcome: Outcome::Membership(_), .. }) => {
+                Err(status::internal("the node answered a write with a membership change"))
+            }
+            Err(RequestError::Proposal(ProposalError::NotLeader { leader: Some(leader) }))
+                if self.config.forward_writes && !forwarded && leader != self.id() =>
+            {
+                match self.address_of(leader) {
+                    Some(address) => Ok(Proposed::Forward(address)),
+                    None => Err(status::not_leader(self.id(), Some(leader), None)),
+                }
+            }
+            Err(error) => Err(self.fail(&error)),
+        }
+    }
+
+    /// A client to the leader at `address`, for forwarding.
+    fn leader_client(&self, address: &str) -> Result<LedgerServiceClient<Channel>, Status> {
+        Ok(LedgerServiceClient::new(self.channel(address)?)
+            .max_decoding_message_size(MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(MESSAGE_BYTES_MAX))
+    }
+
+    /// The request to forward to the leader: the same message, marked, with
+    /// the time left.
+    fn forward_request<T>(&self, message: T, deadline: Deadline) -> Request<T> {
+        let mut request = Request::new(message);
+        request.set_timeout(deadline.remaining());
+        request.metadata_mut().insert(status::FORWARDED_METADATA_KEY, MetadataValue::from(self.id()));
+        request
+    }
+
+    /// The leader's answer to a forwarded request. A leader this node cannot
+    /// reach is reported as `UNAVAILABLE` naming it, so the client can try it.
+    fn forwarded<T>(&self, address: &str, answer: Result<Response<T>, Status>) -> Result<Response<T>, Status> {
+        answer.map(|response| Response::new(response.into_inner())).map_err(|mut error| {
+            if error.code() == tonic::Code::Unavailable && status::leader_hint(&error).is_none() {
+                if let Ok(value) = MetadataValue::try_from(address) {
+                    error.metadata_mut().insert(status::LEADER_METADATA_KEY, value);
+                }
+            }
+            error
+        })
+    }
+}
+
+fn is_forwarded(metadata: &MetadataMap) -> bool {
+    metadata.contains_key(status::FORWARDED_METADATA_KEY)
+}
+
+/// The scales of those of `ledgers` that exist.
+fn scales_of<S: Store + ?Sized>(state: &S, ledgers: BTreeSet<LedgerId>) -> Result<BTreeMap<LedgerId, u8>, StoreError> {
+    let mut scales = BTreeMap::new();
+    for ledger in ledgers {
+        if let Some(found) = state.ledger(ledger)? {
+            scales.insert(ledger, found.scale);
+        }
+    }
+    Ok(scales)
+}
+
+/// Whether an amount's text reads the same at every scale (so parsing it
+/// needs no ledger).
+fn scale_free(text: &str) -> bool {
+    text.is_empty() || text == "0" || text == convert::AMOUNT_MAX_TEXT
+}
+
+fn amounts_of(unit: proto::AmountUnit, scales: &BTreeMap<LedgerId, u8>) -> Amounts<'_> {
+    match unit {
+        proto::AmountUnit::Minor => Amounts::Minor,
+        proto::AmountUnit::Decimal => Amounts::Decimal(scales),
+    }
+}
+
+/// `LedgerService` over a node.
+#[derive(Clone)]
+pub struct LedgerApi<N: Node> {
+    shared: Arc<Shared<N>>,
+}
+
+/// `AdminService` over a node.
+#[derive(Clone)]
+pub struct AdminApi<N: Node> {
+    shared: Arc<Shared<N>>,
+}
+
+/// One node's API: both services, health checking and reflection.
+pub struct ApiServer<N: Node> {
+    shared: Arc<Shared<N>>,
+}
+
+impl<N: Node> ApiServer<N> {
+    /// The API of `node`, configured by `config`.
+    pub fn new(node: N, config: ServerConfig) -> Result<Self, ServerError> {
+        config.check()?;
+        let shared = Shared { node, config, channels: Mutex::new(HashMap::new()), scales: RwLock::new(HashMap::new()) };
+        Ok(Self { shared: Arc::new(shared) })
+    }
+
+    /// The ledger service, with the message-size limits set.
+    pub fn ledger_service(&self) -> LedgerServiceServer<LedgerApi<N>> {
+        LedgerServiceServer::new(LedgerApi { shared: self.shared.clone() })
+            .max_decoding_message_size(MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(MESSAGE_BYTES_MAX)
+    }
+
+    /// The admin service, with the message-size limits set.
+    pub fn admin_service(&self) -> AdminServiceServer<AdminApi<N>> {
+        AdminServiceServer::new(AdminApi { shared: self.shared.clone() })
+            .max_decoding_message_size(MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(MESSAGE_BYTES_MAX)
+    }
+
+    /// Serves both services, gRPC health checking (`grpc.health.v1`: serving
+    /// until the node stops) and server reflection (v1 and v1alpha) on
+    /// `listener` until `shutdown` completes.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), ServerError> {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<LedgerServiceServer<LedgerApi<N>>>().await;
+        health.set_serving::<AdminServiceServer<AdminApi<N>>>().await;
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection().build_v1()?;
+        let reflection_v1alpha = reflection().build_v1alpha()?;
+        let watcher = tokio::spawn(watch_node(self.shared.node.clone(), health));
+        let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let served = tonic::transport::Server::builder()
+            .max_concurrent_streams(STREAMS_PER_CONNECTION_MAX)
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(self.ledger_service())
+            .add_service(self.admin_service())
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await;
+        watcher.abort();
+        Ok(served?)
+    }
+}
+
+/// Reports the services `NOT_SERVING` once the node stops.
+async fn watch_node<N: Node>(node: N, health: tonic_health::server::HealthReporter) {
+    let mut poll = tokio::time::interval(Duration::from_millis(HEALTH_POLL_MS));
+    while !node.is_stopped() {
+        poll.tick().await;
+    }
+    tracing::warn!(node = node.id(), "the node stopped; its API reports not serving");
+    health.set_not_serving::<LedgerServiceServer<LedgerApi<N>>>().await;
+    health.set_not_serving::<AdminServiceServer<AdminApi<N>>>().await;
+    health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+}
+
+#[tonic::async_trait]
+impl<N: Node> LedgerService for LedgerApi<N> {
+    async fn create_ledgers(
+        &self,
+        request: Request<proto::CreateLedgersRequest>,
+    ) -> Result<Response<proto::CreateLedgersResponse>, Status> {
+        let shared = &self.shared;
+        let (deadline, forwarded) = (shared.deadline(request.metadata()), is_forwarded(request.metadata()));
+        let message = request.into_inner();
+        convert::check_batch("ledgers", message.ledgers.len())?;
+        let ledgers = message
+            .ledgers
+            .iter()
+            .enumerate()
+            .map(|(i, ledger)| convert::ledger_from_wire(i, ledger))
+            .collect::<Result<Vec<_>, _>>()?;
+        let address = match shared.propose(Operation::CreateLedgers(ledgers), deadline, forwarded).await? {
+            Proposed::Applied(served, OperationResults::Ledgers(results)) => {
+                let results = convert::results_to_wire(&results);
+                return Ok(Response::new(proto::CreateLedgersResponse { served: Some(served), results }));
+            }
+            Proposed::Applied(..) => {
+                return Err(status::internal("the node answered CreateLedgers with other results"))
+            }
+            Proposed::Forward(address) => address,
+        };
+        let answer = shared.leader_client(&address)?.create_ledgers(shared.forward_request(message, deadline)).await;
+        shared.forwarded(&address, answer)
+    }
+
+    async fn create_accounts(
+        &self,
+        request: Request<proto::CreateAccountsRequest>,
+    ) -> Result<Response<proto::CreateAccountsResponse>, Status> {
+        let shared = &self.shared;
+        let (deadline, forwarded) = (shared.deadline(request.metadata()), is_forwarded(request.metadata()));
+        let message = request.into_inner();
+        convert::check_batch("accounts", message.accounts.len())?;
+        let unit = convert::amount_unit("amount_unit", message.amount_unit)?;
+        let ledgers = message
+            .accounts
+            .iter()
+            .filter(|a| {
+                [&a.debits_pending, &a.debits_posted, &a.credits_pending, &a.credits_posted]
+                    .iter()
+                    .any(|text| !scale_free(text))
+            })
+            .map(|account| LedgerId(account.ledger))
+            .collect::<BTreeSet<_>>();
+        let scales = match unit {
+            proto::AmountUnit::Decimal => shared.scales(ledgers, deadline).await?,
+            proto::AmountUnit::Minor => BTreeMap::new(),
+        };
+        let amounts = amounts_of(unit, &scales);
+        let accounts = message
+            .accounts
+            .iter()
+            .enumerate()
+            .map(|(i, account)| convert::account_from_wire("accounts", i, account, amounts))
+            .collect::<Result<Vec<_>, _>>()?;
+        let address = match shared.propose(Operation::CreateAccounts(accounts), deadline, forwarded).await? {
+            Proposed::Applied(served, OperationResults::Accounts(results)) => {
+                let results = convert::results_to_wire(&results);
+                return Ok(Response::new(proto::CreateAccountsResponse { served: Some(served), results }));
+            }
+            Proposed::Applied(..) => {
+                return Err(status::internal("the node answered CreateAccounts with other results"))
+            }
+            Proposed::Forward(address) => address,
+        };
+        let answer = shared.leader_client(&address)?.create_accounts(shared.forward_request(message, deadline)).await;
+        shared.forwarded(&address, answer)
+    }
+
+    async fn create_transfers(
+        &self,
+        request: Request<proto::CreateTransfersRequest>,
+    ) -> Result<Response<proto::CreateTransfersResponse>, Status> {
+        let shared = &self.shared;
+        let (deadline, forwarded) = (shared.deadline(request.metadata()), is_forwarded(request.metadata()));
+        let message = request.into_inner();
+        convert::check_batch("transfers", message.transfers.len())?;
+        let unit = convert::amount_unit("amount_unit", message.amount_unit)?;
+        let ledgers = message
+            .transfers
+            .iter()
+            .filter(|transfer| !scale_free(&transfer.amount))
+            .map(|transfer| LedgerId(transfer.ledger))
+            .collect::<BTreeSet<_>>();
+        let scales = match unit {
+            proto::AmountUnit::Decimal => shared.scales(ledgers, deadline).await?,
+            proto::AmountUnit::Minor => BTreeMap::new(),
+        };
+        let amounts = amounts_of(unit, &scales);
+        let transfers = message
+            .transfers
+            .iter()
+            .enumerate()
+            .map(|(i, transfer)| convert::transfer_from_wire("transfers", i, transfer, amounts))
+            .collect::<Result<Vec<_>, _>>()?;
+        let address = match shared.propose(Operation::CreateTransfers(transfers), deadline, forwarded).await? {
+            Proposed::Applied(served, OperationResults::Transfers(results)) => {
+                let results = convert::results_to_wire(&results);
+                return Ok(Response::new(proto::CreateTransfersResponse { served: Some(served), results }));
+            }
+            Proposed::Applied(..) => {
+                return Err(status::internal("the node answered CreateTransfers with other results"))
+            }
+            Proposed::Forward(address) => address,
+        };
+        let answer = shared.leader_client(&address)?.create_transfers(shared.forward_request(message, deadline)).await;
+        shared.forwarded(&address, answer)
+    }
+
+    async fn lookup_accounts(
+        &self,
+        request: Request<proto::LookupAccountsRequest>,
+    ) -> Result<Response<proto::LookupAccountsResponse>, Status> {
+        let deadline = self.shared.deadline(request.metadata());
+        let message = request.into_inner();
+        convert::check_batch("ids", message.ids.len())?;
+        let unit = convert::amount_unit("amount_unit", message.amount_unit)?;
+        let ids = parse_ids(&message.ids, AccountId)?;
+        let (served, found) = self
+            .shared
+            .read(message.stale, deadline, move |state| {
+                let accounts = lookup_accounts(state, &ids)?.into_iter().flatten().collect::<Vec<_>>();
+                let scales = scales_of(state, accounts.iter().map(|account| account.ledger).collect())?;
+                Ok::<_, QueryError>((accounts, scales))
+            })
+            .await?;
+        let (accounts, scales) = found.map_err(|error| status::query_error(&error))?;
+        let amounts = amounts_of(unit, &scales);
+        let accounts = accounts.iter().map(|account| convert::account_to_wire(account, amounts)).collect();
+        Ok(Response::new(proto::LookupAccountsResponse { served: Some(served), accounts }))
+    }
+
+    async fn lookup_transfers(
+        &self,
+        request: Request<proto::LookupTransfersRequest>,
+    ) -> Result<Response<proto::LookupTransfersResponse>, Status> {
+        let deadline = self.shared.deadline(request.metadata());
+        let message = request.into_inner();
+        convert::check_batch("ids", message.ids.len())?;
+        let unit = convert::amount_unit("amount_unit", message.amount_unit)?;
+        let ids = parse_ids(&message.ids, TransferId)?;
+        let (served, found) = self
+            .shared
+            .read(message.stale, deadline, move |state| {
+                let transfers = lookup_transfers(state, &ids)?.into_iter().flatten().collect::<Vec<_>>();
+                let scales = scales_of(state, transfers.iter().map(|transfer| transfer.ledger).collect())?;
+                Ok::<_, QueryError>((transfers, scales))
+            })
+            .await?;
+        let (transfers, scales) = found.map_err(|error| status::query_error(&error))?;
+        let amounts = amounts_of(unit, &scales);
+        let transfers = transfers.iter().map(|transfer| convert::transfer_to_wire(transfer, amounts)).collect();
+        Ok(Response::new(proto::LookupTransfersResponse { served: Some(served), transfers }))
+    }
+
+    async fn get_account_transfers(
+        &self,
+        request: Request<proto::GetAccountTransfersRequest>,
+    ) -> Result<Response<proto::GetAccountTransfersResponse>, Status> {
+        let deadline = self.shared.deadline(request.metadata());
+        let message = request.into_inner();
+        let filter = convert::filter_from_wire("filter", message.filter.as_ref())?;
+        let unit = convert::amount_unit("amount_unit", message.amount_unit)?;
+        let (served, found) = self
+            .shared
+            .read(message.stale, deadline, move |state| {
+                let transfers = get_account_transfers(state, &filter)?;
+                let scales = scales_of(state, transfers.iter().map(|transfer| transfer.ledger).collect())?;
+                Ok::<_, QueryError>((transfers, scales))
+            })
+            .await?;
+        let (transfers, scales) = found.map_err(|error| status::query_error(&error))?;
+        let amounts = amounts_of(unit, &scales);
+        let transfers = transfers.iter().map(|transfer| convert::transfer_to_wire(transfer, amounts)).collect();
+        Ok(Response::new(proto::GetAccountTransfersResponse { served: Some(served), transfers }))
+    }
+
+    async fn get_account_balances(
+        &self,
+        request: Request<proto::GetAccountBalancesRequest>,
+    ) -> Result<Response<proto::GetAccountBalancesResponse>, Status> {
+        let deadline = self.shared.deadline(request.metadata());
+        let message = request.into_inner();
+        let filter = convert::filter_from_wire("filter", message.filter.as_ref())?;
+        let unit = convert::amount_unit("amount_unit", message.amount_unit)?;
+        let (served, found) = self
+            .shared
+            .read(message.stale, deadline, move |state| {
+                let balances = get_account_balances(state, &filter)?;
+                // The query found the account, so it exists.
+                let ledger = state.account(filter.account_id)?.map(|account| account.ledger).unwrap_or_default();
+                let scales = scales_of(state, BTreeSet::from([ledger]))?;
+                Ok::<_, QueryError>((balances, ledger, scales))
+            })
+            .await?;
+        let (balances, ledger, scales) = found.map_err(|error| status::query_error(&error))?;
+        let amounts = amounts_of(unit, &scales);
+        let balances = balances.iter().map(|balance| convert::balance_to_wire(balance, ledger, amounts)).collect();
+        Ok(Response::new(proto::GetAccountBalancesResponse { served: Some(served), balances }))
+    }
+
+    async fn query_transfers(
+        &self,
+        _request: Request<proto::QueryTransfersRequest>,
+    ) -> Result<Response<proto::QueryTransfersResponse>, Status> {
+        // A scan of every transfer would run on the node's driver thread and
+        // stall replication; this query waits for an index in the store.
+        Err(Status::unimplemented(
+            "QueryTransfers is not served yet: it needs a store index of transfers by ledger, code, kind, user data \
+             and time; GetAccountTransfers lists one account's transfers by time",
+        ))
+    }
+
+    async fn trial_balance(
+        &self,
+        request: Request<proto::TrialBalanceRequest>,
+    ) -> Result<Response<proto::TrialBalanceResponse>, Status> {
+        let deadline = self.shared.deadline(request.metadata());
+        let message = request.into_inner();
+        let unit = convert::amount_unit("amount_unit", message.amount_unit)?;
+        let ledger = LedgerId(message.ledger);
+        let (served, found) = self
+            .shared
+            .read(message.stale, deadline, move |state| {
+                let trial = trial_balance(state, ledger)?;
+                Ok::<_, QueryError>((trial, scales_of(state, BTreeSet::from([ledger]))?))
+            })
+            .await?;
+        let (trial, scales) = found.map_err(|error| status::query_error(&error))?;
+        let mut response = convert::trial_balance_to_wire(&trial, amounts_of(unit, &scales));
+        response.served = Some(served);
+        Ok(Response::new(response))
+    }
+}
+
+/// Parses lookup ids (`ids[i]`): each must be usable.
+fn parse_ids<T>(ids: &[String], make: fn(u128) -> T) -> Result<Vec<T>, FieldError> {
+    ids.iter().enumerate().map(|(i, id)| convert::parse_valid_id(&format!("ids[{i}]"), id).map(make)).collect()
+}
+
+impl<N: Node> AdminApi<N> {
+    fn node_status_to_wire(&self, status: &NodeStatus) -> proto::NodeStatus {
+        let role = match status.role {
+            StateRole::Follower => proto::Role::Follower,
+            StateRole::Candidate => proto::Role::Candidate,
+            StateRole::Leader => proto::Role::Leader,
+            StateRole::PreCandidate => proto::Role::PreCandidate,
+        };
+        proto::NodeStatus {
+            node_id: status.id,
+            address: self.shared.address_of(status.id).unwrap_or_default(),
+            role: role as i32,
+            term: status.term,
+            leader_id: status.leader,
+            commit_index: status.commit,
+            applied_index: status.applied,
+            first_index: status.first_index,
+            last_index: status.last_index,
+            voters: status.conf_state.voters.clone(),
+            learners: status.conf_state.learners.clone(),
+            lag: 0,
+            progress: status
+                .progress
+                .iter()
+                .map(|peer| proto::PeerProgress {
+                    node_id: peer.id,
+                    matched: peer.matched,
+                    next_index: peer.next_index,
+                    voter: peer.voter,
+                })
+                .collect(),
+            error: String::new(),
+        }
+    }
+
+    /// Asks every other node of the address book for its own status.
+    async fn peer_statuses(&self) -> Vec<proto::NodeStatus> {
+        let timeout = Duration::from_millis(self.shared.config.status_peer_timeout_ms);
+        let mut asks = tokio::task::JoinSet::new();
+        for (&node_id, address) in &self.shared.config.addresses {
+            if node_id == self.shared.id() {
+                continue;
+            }
+            let (address, channel) = (address.clone(), self.shared.channel(address));
+            asks.spawn(async move {
+                let unanswered = |error: String| proto::NodeStatus {
+                    node_id,
+                    address: address.clone(),
+                    error,
+                    ..Default::default()
+                };
+                let channel = match channel {
+                    Ok(channel) => channel,
+                    Err(error) => return unanswered(error.message().to_owned()),
+                };
+                let mut request = Request::new(proto::StatusRequest { local: true });
+                request.set_timeout(timeout);
+                let asked = tokio::time::timeout(timeout, AdminServiceClient::new(channel).status(request)).await;
+                match asked {
+                    Err(_) => unanswered(format!("no answer within {} ms", timeout.as_millis())),
+                    Ok(Err(status)) => unanswered(format!("{:?}: {}", status.code(), status.message())),
+                    Ok(Ok(response)) => match response.into_inner().nodes.into_iter().next() {
+                        Some(status) => proto::NodeStatus { address: address.clone(), ..status },
+                        None => unanswered("answered with no status".into()),
+                    },
+                }
+            });
+        }
+        let mut statuses = Vec::new();
+        while let Some(asked) = asks.join_next().await {
+            if let Ok(status) = asked {
+                statuses.push(status);
+            }
+        }
+        statuses.sort_by_key(|status| status.node_id);
+        statuses
+    }
+
+    async fn membership(
+        &self,
+        change: MembershipChange,
+        address: String,
+        metadata: &MetadataMap,
+    ) -> Result<Response<proto::MembershipResponse>, Status> {
+        let shared = &self.shared;
+        let deadline = shared.deadline(metadata);
+        let applied =
+            deadline.run("the membership change", true, shared.node.change_membership(change, address)).await?;
+        match applied.map_err(|error| shared.fail(&error))? {
+            Applied { index, outcome: Outcome::Membership(conf_state) } => {
+                Ok(Response::new(proto::MembershipResponse {
+                    served: Some(proto::Served { node_id: shared.id(), applied_index: index, stale: false }),
+                    voters: conf_state.voters,
+                    learners: conf_state.learners,
+                }))
+            }
+            Applied { .. } => Err(status::internal("the node answered a membership change with ledger results")),
+        }
+    }
+}
+
+fn node_id(field: &str, id: u64) -> Result<u64, FieldError> {
+    if id == 0 {
+        return Err(FieldError::new(field, "0 is not a node id"));
+    }
+    Ok(id)
+}
+
+#[tonic::async_trait]
+impl<N: Node> AdminService for AdminApi<N> {
+    async fn status(&self, request: Request<proto::StatusRequest>) -> Result<Response<proto::StatusResponse>, Status> {
+        let shared = &self.shared;
+        let deadline = shared.deadline(request.metadata());
+        let own =
+            deadline.run("the status", false, shared.node.status()).await?.map_err(|error| shared.fail(&error))?;
+        let mut nodes = vec![self.node_status_to_wire(&own)];
+        if !request.into_inner().local {
+            nodes.extend(self.peer_statuses().await);
+        }
+        let answered = nodes.iter().filter(|node| node.error.is_empty());
+        let commit_max = answered.map(|node| node.commit_index).max().unwrap_or_default();
+        for node in nodes.iter_mut().filter(|node| node.error.is_empty()) {
+            node.lag = commit_max.saturating_sub(node.applied_index);
+        }
+        Ok(Response::new(proto::StatusResponse { node_id: shared.id(), nodes }))
+    }
+
+    async fn add_node(
+        &self,
+        request: Request<proto::AddNodeRequest>,
+    ) -> Result<Response<proto::MembershipResponse>, Status> {
+        let (metadata, message) = (request.metadata().clone(), request.into_inner());
+        let node = node_id("node_id", message.node_id)?;
+        endpoint(&message.raft_address).map_err(|reason| FieldError::new("raft_address", reason))?;
+        self.membership(MembershipChange::AddLearner(node), message.raft_address, &metadata).await
+    }
+
+    async fn promote_node(
+        &self,
+        request: Request<proto::PromoteNodeRequest>,
+    ) -> Result<Response<proto::MembershipResponse>, Status> {
+        let (metadata, message) = (request.metadata().clone(), request.into_inner());
+        let node = node_id("node_id", message.node_id)?;
+        self.membership(MembershipChange::PromoteVoter(node), String::new(), &metadata).await
+    }
+
+    async fn remove_node(
+        &self,
+        request: Request<proto::RemoveNodeRequest>,
+    ) -> Result<Response<proto::MembershipResponse>, Status> {
+        let (metadata, message) = (request.metadata().clone(), request.into_inner());
+        let node = node_id("node_id", message.node_id)?;
+        self.membership(MembershipChange::Remove(node), String::new(), &metadata).await
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<proto::TransferLeaderRequest>,
+    ) -> Result<Response<proto::TransferLeaderResponse>, Status> {
+        let shared = &self.shared;
+        let deadline = shared.deadline(request.metadata());
+        let target = node_id("node_id", request.into_inner().node_id)?;
+        let transferred = deadline.run("the leader transfer", false, shared.node.transfer_leader(target)).await?;
+        transferred.map_err(|error| shared.fail(&error))?;
+        Ok(Response::new(proto::TransferLeaderResponse { node_id: shared.id() }))
+    }
+
+    async fn snapshot(
+        &self,
+        request: Request<proto::SnapshotRequest>,
+    ) -> Result<Response<proto::SnapshotResponse>, Status> {
+        let shared = &self.shared;
+        let deadline = shared.deadline(request.metadata());
+        let dir = PathBuf::from(request.into_inner().dir);
+        if !dir.is_absolute() {
+            return Err(FieldError::new("dir", format!("{:?} is not an absolute path", dir.display())).into());
+        }
+        let made = deadline.run("the snapshot", false, shared.node.snapshot(dir)).await?;
+        let manifest = made.map_err(|error| shared.fail(&error))?;
+        Ok(Response::new(proto::SnapshotResponse {
+            node_id: shared.id(),
+            applied_index: manifest.applied.index,
+            applied_term: manifest.applied.term,
+            files: u64::try_from(manifest.files.len()).unwrap_or(u64::MAX),
+            bytes: manifest.files.iter().map(|file| file.size).sum(),
+        }))
+    }
+}
