@@ -173,9 +173,9 @@ impl Deadline {
 }
 
 /// What proposing a write came to.
-enum Proposed {
-    /// Applied at the leader (this node).
-    Applied(proto::Served, OperationResults),
+enum Proposed<R> {
+    /// Applied at the leader (this node): the response to send.
+    Applied(R),
     /// This node is a follower: forward the request to the leader at this address.
     Forward(String),
 }
@@ -280,13 +280,39 @@ impl<N: Node> Shared<N> {
         Ok(scales)
     }
 
-    /// Proposes `operation`. On a follower, says where to forward the
-    /// request instead, if it may be forwarded.
-    async fn propose(&self, operation: Operation, deadline: Deadline, forwarded: bool) -> Result<Proposed, Status> {
+    /// The scales an amount `unit` needs: the ledgers' own for decimal
+    /// amounts, none for integer minor units.
+    async fn scales_for(
+        &self,
+        unit: proto::AmountUnit,
+        ledgers: BTreeSet<LedgerId>,
+        deadline: Deadline,
+    ) -> Result<BTreeMap<LedgerId, u8>, Status> {
+        match unit {
+            proto::AmountUnit::Decimal => self.scales(ledgers, deadline).await,
+            proto::AmountUnit::Minor => Ok(BTreeMap::new()),
+        }
+    }
+
+    /// Proposes `operation` and turns its results into the `rpc`'s response
+    /// with `answer` (which returns `None` for results of another kind). On
+    /// a follower, says where to forward the request instead, if it may be
+    /// forwarded.
+    async fn propose<R>(
+        &self,
+        operation: Operation,
+        deadline: Deadline,
+        forwarded: bool,
+        rpc: &'static str,
+        answer: impl FnOnce(proto::Served, OperationResults) -> Option<R>,
+    ) -> Result<Proposed<R>, Status> {
         let proposed = deadline.run("the write", true, self.node.propose(operation)).await?;
         match proposed {
             Ok(Applied { index, outcome: Outcome::Operation(results) }) => {
-                Ok(Proposed::Applied(proto::Served { node_id: self.id(), applied_index: index, stale: false }, results))
+                let served = proto::Served { node_id: self.id(), applied_index: index, stale: false };
+                answer(served, results)
+                    .map(Proposed::Applied)
+                    .ok_or_else(|| status::internal(format!("the node answered {rpc} with other results")))
             }
             Ok(Applied { outcome: Outcome::Membership(_), .. }) => {
                 Err(status::internal("the node answered a write with a membership change"))
@@ -462,14 +488,17 @@ impl<N: Node> LedgerService for LedgerApi<N> {
             .enumerate()
             .map(|(i, ledger)| convert::ledger_from_wire(i, ledger))
             .collect::<Result<Vec<_>, _>>()?;
-        let address = match shared.propose(Operation::CreateLedgers(ledgers), deadline, forwarded).await? {
-            Proposed::Applied(served, OperationResults::Ledgers(results)) => {
-                let results = convert::results_to_wire(&results);
-                return Ok(Response::new(proto::CreateLedgersResponse { served: Some(served), results }));
+        let answer = |served, results| match results {
+            OperationResults::Ledgers(results) => {
+                Some(proto::CreateLedgersResponse { served: Some(served), results: convert::results_to_wire(&results) })
             }
-            Proposed::Applied(..) => {
-                return Err(status::internal("the node answered CreateLedgers with other results"))
-            }
+            _ => None,
+        };
+        let address = match shared
+            .propose(Operation::CreateLedgers(ledgers), deadline, forwarded, "CreateLedgers", answer)
+            .await?
+        {
+            Proposed::Applied(response) => return Ok(Response::new(response)),
             Proposed::Forward(address) => address,
         };
         let answer = shared.leader_client(&address)?.create_ledgers(shared.forward_request(message, deadline)).await;
@@ -495,10 +524,7 @@ impl<N: Node> LedgerService for LedgerApi<N> {
             })
             .map(|account| LedgerId(account.ledger))
             .collect::<BTreeSet<_>>();
-        let scales = match unit {
-            proto::AmountUnit::Decimal => shared.scales(ledgers, deadline).await?,
-            proto::AmountUnit::Minor => BTreeMap::new(),
-        };
+        let scales = shared.scales_for(unit, ledgers, deadline).await?;
         let amounts = amounts_of(unit, &scales);
         let accounts = message
             .accounts
@@ -506,14 +532,18 @@ impl<N: Node> LedgerService for LedgerApi<N> {
             .enumerate()
             .map(|(i, account)| convert::account_from_wire("accounts", i, account, amounts))
             .collect::<Result<Vec<_>, _>>()?;
-        let address = match shared.propose(Operation::CreateAccounts(accounts), deadline, forwarded).await? {
-            Proposed::Applied(served, OperationResults::Accounts(results)) => {
-                let results = convert::results_to_wire(&results);
-                return Ok(Response::new(proto::CreateAccountsResponse { served: Some(served), results }));
-            }
-            Proposed::Applied(..) => {
-                return Err(status::internal("the node answered CreateAccounts with other results"))
-            }
+        let answer = |served, results| match results {
+            OperationResults::Accounts(results) => Some(proto::CreateAccountsResponse {
+                served: Some(served),
+                results: convert::results_to_wire(&results),
+            }),
+            _ => None,
+        };
+        let address = match shared
+            .propose(Operation::CreateAccounts(accounts), deadline, forwarded, "CreateAccounts", answer)
+            .await?
+        {
+            Proposed::Applied(response) => return Ok(Response::new(response)),
             Proposed::Forward(address) => address,
         };
         let answer = shared.leader_client(&address)?.create_accounts(shared.forward_request(message, deadline)).await;
@@ -535,10 +565,7 @@ impl<N: Node> LedgerService for LedgerApi<N> {
             .filter(|transfer| !scale_free(&transfer.amount))
             .map(|transfer| LedgerId(transfer.ledger))
             .collect::<BTreeSet<_>>();
-        let scales = match unit {
-            proto::AmountUnit::Decimal => shared.scales(ledgers, deadline).await?,
-            proto::AmountUnit::Minor => BTreeMap::new(),
-        };
+        let scales = shared.scales_for(unit, ledgers, deadline).await?;
         let amounts = amounts_of(unit, &scales);
         let transfers = message
             .transfers
@@ -546,14 +573,18 @@ impl<N: Node> LedgerService for LedgerApi<N> {
             .enumerate()
             .map(|(i, transfer)| convert::transfer_from_wire("transfers", i, transfer, amounts))
             .collect::<Result<Vec<_>, _>>()?;
-        let address = match shared.propose(Operation::CreateTransfers(transfers), deadline, forwarded).await? {
-            Proposed::Applied(served, OperationResults::Transfers(results)) => {
-                let results = convert::results_to_wire(&results);
-                return Ok(Response::new(proto::CreateTransfersResponse { served: Some(served), results }));
-            }
-            Proposed::Applied(..) => {
-                return Err(status::internal("the node answered CreateTransfers with other results"))
-            }
+        let answer = |served, results| match results {
+            OperationResults::Transfers(results) => Some(proto::CreateTransfersResponse {
+                served: Some(served),
+                results: convert::results_to_wire(&results),
+            }),
+            _ => None,
+        };
+        let address = match shared
+            .propose(Operation::CreateTransfers(transfers), deadline, forwarded, "CreateTransfers", answer)
+            .await?
+        {
+            Proposed::Applied(response) => return Ok(Response::new(response)),
             Proposed::Forward(address) => address,
         };
         let answer = shared.leader_client(&address)?.create_transfers(shared.forward_request(message, deadline)).await;
