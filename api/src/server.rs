@@ -695,6 +695,16 @@ impl<N: Node> LedgerService for LedgerApi<N> {
         ))
     }
 
+    type SubscribeChangesStream =
+        std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<proto::Change, Status>> + Send + 'static>>;
+
+    async fn subscribe_changes(
+        &self,
+        _request: Request<proto::SubscribeChangesRequest>,
+    ) -> Result<Response<Self::SubscribeChangesStream>, Status> {
+        Err(Status::unimplemented("SubscribeChanges is being built"))
+    }
+
     async fn trial_balance(
         &self,
         request: Request<proto::TrialBalanceRequest>,
