@@ -9,11 +9,21 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/coffer-target
 export CARGO_TERM_COLOR ?= never
 CARGO ?= cargo
 
-.PHONY: run test deps check bench fmt
+.PHONY: run demo test deps check bench fmt
 
-## Runs Coffer's demo: a small treasury on the ledger state machine.
+## Runs a local three-node cluster with a sample treasury (`coffer dev`:
+## data, configs and logs in data/dev; Ctrl-C stops it). Built, then run:
+## `cargo run` cannot take --workspace, and --examples brings in the
+## dev-dependencies, so the build has the one feature set `make test` has
+## (another set rebuilds RocksDB's C++; see ARCHITECTURE.md).
 run: deps
-	$(CARGO) run --quiet -p coffer-ledger --example treasury
+	$(CARGO) build --workspace --bins --examples
+	$(CARGO_TARGET_DIR)/debug/coffer dev
+
+## Runs the ledger demo: a small treasury on the state machine alone.
+demo: deps
+	$(CARGO) build --workspace --examples
+	$(CARGO_TARGET_DIR)/debug/examples/treasury
 
 ## Runs every check: formatting, clippy, and all tests.
 test: deps check

@@ -12,6 +12,12 @@
 //! It speaks ledger types: amounts travel in minor units
 //! (`AMOUNT_UNIT_MINOR`), so the client needs no ledger scale.
 //!
+//! [`Client::subscribe_changes`] follows the change log as a [`ChangeFeed`]:
+//! when its node fails (`UNAVAILABLE`, `RESOURCE_EXHAUSTED`, a read past its
+//! deadline, a stream that ends), it resumes at the next address after the
+//! last cursor it delivered, so the caller sees every change exactly once,
+//! in order.
+//!
 //! ```no_run
 //! # async fn run() -> Result<(), coffer_api::client::ClientError> {
 //! use coffer_api::client::{Client, ClientConfig};
@@ -28,13 +34,17 @@
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use coffer_ledger::{
-    Account, AccountBalance, AccountFilter, AccountId, CreateAccountResult, CreateLedgerResult, CreateTransferResult,
-    Ledger, LedgerId, Transfer, TransferId, TrialBalance,
+    Account, AccountBalance, AccountFilter, AccountId, ChangedRecord, CreateAccountResult, CreateLedgerResult,
+    CreateTransferResult, Ledger, LedgerId, Transfer, TransferId, TransferQuery, TrialBalance,
 };
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Response, Status};
@@ -164,6 +174,67 @@ impl<T> Reply<T> {
     fn new(served: Option<proto::Served>, value: T) -> Self {
         let served = served.unwrap_or_default();
         Self { value, node_id: served.node_id, applied_index: served.applied_index, stale: served.stale }
+    }
+}
+
+/// The transfers a [`TransferQuery`] found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TransferQueryPage {
+    /// The matching transfers, in the query's order.
+    pub transfers: Vec<Transfer>,
+    /// `0` when the whole range was examined; otherwise continue the query
+    /// with `timestamp_min` (oldest first) or `timestamp_max` (newest first)
+    /// set to this value.
+    pub next_timestamp: u64,
+}
+
+/// One change a [`ChangeFeed`] delivered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FeedChange {
+    /// The change's cursor (its event timestamp, the same on every node):
+    /// a feed subscribed `after` it delivers the changes that follow it.
+    pub cursor: u64,
+    /// What changed, with the record: the ledger or the account as created
+    /// (zero balances), the transfer created, or the pending transfer that
+    /// expired. Amounts are in minor units.
+    pub record: ChangedRecord,
+    /// The node that served the change.
+    pub node_id: u64,
+    /// That node's applied index when it read the change.
+    pub applied_index: u64,
+}
+
+/// Changes a [`ChangeFeed`] holds for its caller before it stops reading.
+const FEED_BUFFER_CHANGES: usize = 64;
+
+/// A feed of the ledger's changes, from [`Client::subscribe_changes`]: a
+/// `Stream` of [`FeedChange`]s in cursor order, each delivered once. It ends
+/// after an error it cannot resume from (delivered as its last item).
+/// Dropping it stops the feed.
+#[derive(Debug)]
+pub struct ChangeFeed {
+    receiver: mpsc::Receiver<Result<FeedChange, ClientError>>,
+    task: JoinHandle<()>,
+}
+
+impl ChangeFeed {
+    /// The next change; `None` once the feed ended.
+    pub async fn next(&mut self) -> Option<Result<FeedChange, ClientError>> {
+        self.receiver.recv().await
+    }
+}
+
+impl tokio_stream::Stream for ChangeFeed {
+    type Item = Result<FeedChange, ClientError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().receiver.poll_recv(cx)
+    }
+}
+
+impl Drop for ChangeFeed {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
@@ -552,6 +623,41 @@ impl Client {
         Ok(Reply::new(response.served, trial))
     }
 
+    /// The transfers matching `query`: one page, found by a bounded scan of
+    /// the change log (see [`TransferQuery`]); continue from
+    /// `next_timestamp` while it is not `0`.
+    pub async fn query_transfers(&self, query: &TransferQuery) -> Result<Reply<TransferQueryPage>, ClientError> {
+        let message = proto::QueryTransfersRequest {
+            stale: self.inner.config.stale_reads,
+            ..convert::transfer_query_to_wire(query, proto::AmountUnit::Minor)
+        };
+        let response = self
+            .ledger_call(message, |mut client, request| async move { client.query_transfers(request).await })
+            .await?;
+        let page = TransferQueryPage {
+            transfers: decode_transfers(&response.transfers)?,
+            next_timestamp: response.next_timestamp,
+        };
+        Ok(Reply::new(response.served, page))
+    }
+
+    /// Follows the change log from just after the cursor `after` (`0`: from
+    /// the first change), only the changes of `ledger` (`LedgerId(0)`: every
+    /// ledger). The feed is served by one node at a time; when that node
+    /// fails it resumes at the next configured address after the last
+    /// cursor delivered, so every change arrives exactly once, in order. It
+    /// gives up (delivering the error) on a failure a retry cannot fix, or
+    /// after `attempts_max` tries in a row that delivered nothing.
+    ///
+    /// Needs a Tokio runtime (the feed runs as a task of it).
+    pub fn subscribe_changes(&self, after: u64, ledger: LedgerId) -> Result<ChangeFeed, ClientError> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|error| ClientError::Config { field: "runtime", reason: error.to_string() })?;
+        let (sender, receiver) = mpsc::channel(FEED_BUFFER_CHANGES);
+        let task = runtime.spawn(follow_changes(self.clone(), after, ledger, sender));
+        Ok(ChangeFeed { receiver, task })
+    }
+
     async fn admin_call<Req, Resp, F, Fut>(&self, target: Target<'_>, message: Req, rpc: F) -> Result<Resp, ClientError>
     where
         Req: Clone,
@@ -628,6 +734,130 @@ impl Client {
             files: response.files,
             bytes: response.bytes,
         })
+    }
+}
+
+/// Whether a feed may resume at another node after `code`. Resuming is
+/// always safe (a feed only reads, from the last cursor delivered), so it
+/// resumes after anything but an answer that says the request itself is
+/// wrong: a node that dies mid-stream surfaces as `UNKNOWN` (a broken
+/// HTTP/2 stream) or `UNAVAILABLE`, a slow one as `DEADLINE_EXCEEDED`.
+fn feed_resumes_after(code: Code) -> bool {
+    status::is_retryable(code)
+        || !matches!(
+            code,
+            Code::InvalidArgument
+                | Code::FailedPrecondition
+                | Code::OutOfRange
+                | Code::NotFound
+                | Code::Unimplemented
+                | Code::Unauthenticated
+                | Code::PermissionDenied
+        )
+}
+
+/// Runs a [`ChangeFeed`]: streams from one node, resumes at the next after a
+/// failure, delivers each change after the last cursor delivered.
+async fn follow_changes(
+    client: Client,
+    mut cursor: u64,
+    ledger: LedgerId,
+    sender: mpsc::Sender<Result<FeedChange, ClientError>>,
+) {
+    let config = &client.inner.config;
+    let (backoff_min, backoff_max) =
+        (Duration::from_millis(config.backoff_min_ms), Duration::from_millis(config.backoff_max_ms));
+    let mut backoff = backoff_min;
+    let mut address = client.preferred();
+    let mut failures = 0;
+    loop {
+        let (status, delivered) = match stream_changes(&client, &address, &mut cursor, ledger, &sender).await {
+            Ok(FeedEnd::CallerGone) => return,
+            Ok(FeedEnd::Failed { status, delivered }) => (status, delivered),
+            Err(error) => {
+                let _ = sender.send(Err(error)).await;
+                return;
+            }
+        };
+        if delivered {
+            failures = 0;
+            backoff = backoff_min;
+        }
+        failures += 1;
+        if !feed_resumes_after(status.code()) || failures >= config.attempts_max {
+            let error = ClientError::Status { address, status, attempts: failures };
+            let _ = sender.send(Err(error)).await;
+            return;
+        }
+        tracing::debug!(%address, cursor, code = ?status.code(), "change feed interrupted; resuming at the next node");
+        address = client.next_address(&address);
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(backoff_max);
+    }
+}
+
+/// How one node's stream of a feed ended.
+enum FeedEnd {
+    /// The caller dropped the feed.
+    CallerGone,
+    /// The node failed or ended the stream; `delivered`: whether it
+    /// delivered a change first.
+    Failed { status: Status, delivered: bool },
+}
+
+/// Streams the changes after `cursor` from the node at `address` to
+/// `sender`, moving `cursor` past each change delivered. A change at or
+/// before the cursor (which a correct node never sends) is not delivered
+/// again.
+async fn stream_changes(
+    client: &Client,
+    address: &str,
+    cursor: &mut u64,
+    ledger: LedgerId,
+    sender: &mpsc::Sender<Result<FeedChange, ClientError>>,
+) -> Result<FeedEnd, ClientError> {
+    let timeout = Duration::from_millis(client.inner.config.deadline_ms);
+    let message = proto::SubscribeChangesRequest {
+        after: *cursor,
+        ledger: ledger.0,
+        amount_unit: proto::AmountUnit::Minor as i32,
+    };
+    let opened =
+        tokio::time::timeout(timeout, ledger_client(client.channel(address)?).subscribe_changes(message)).await;
+    let mut stream = match opened {
+        Err(_) => {
+            let status = Status::deadline_exceeded(format!("no answer within {} ms", timeout.as_millis()));
+            return Ok(FeedEnd::Failed { status, delivered: false });
+        }
+        Ok(Err(status)) => return Ok(FeedEnd::Failed { status, delivered: false }),
+        Ok(Ok(response)) => response.into_inner(),
+    };
+    let mut delivered = false;
+    loop {
+        let wire = match stream.message().await {
+            Ok(Some(wire)) => wire,
+            Ok(None) => {
+                let status = Status::unavailable(format!("{address} ended the change feed"));
+                return Ok(FeedEnd::Failed { status, delivered });
+            }
+            Err(status) => return Ok(FeedEnd::Failed { status, delivered }),
+        };
+        let change = convert::change_from_wire(&wire, Amounts::Minor).map_err(ClientError::Decode)?;
+        if change.timestamp <= *cursor {
+            continue;
+        }
+        let served = wire.served.unwrap_or_default();
+        let change = FeedChange {
+            cursor: change.timestamp,
+            record: change.record,
+            node_id: served.node_id,
+            applied_index: served.applied_index,
+        };
+        *cursor = change.cursor;
+        delivered = true;
+        if sender.send(Ok(change)).await.is_err() {
+            return Ok(FeedEnd::CallerGone);
+        }
     }
 }
 

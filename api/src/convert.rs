@@ -17,9 +17,9 @@ use std::collections::BTreeMap;
 
 use coffer_ledger::amount::{format_amount, parse_amount, AmountError};
 use coffer_ledger::{
-    Account, AccountBalance, AccountFilter, AccountFlags, AccountId, AccountKind, BalanceTotals, CreateAccountResult,
-    CreateLedgerResult, CreateTransferResult, Ledger, LedgerId, Sides, Transfer, TransferFlags, TransferId,
-    TransferKind, TrialBalance, BATCH_EVENTS_MAX,
+    Account, AccountBalance, AccountFilter, AccountFlags, AccountId, AccountKind, BalanceTotals, ChangedRecord,
+    CreateAccountResult, CreateLedgerResult, CreateTransferResult, Ledger, LedgerId, ResolvedChange, Sides, Transfer,
+    TransferFlags, TransferId, TransferKind, TransferQuery, TrialBalance, BATCH_EVENTS_MAX,
 };
 
 use crate::proto;
@@ -472,11 +472,7 @@ pub fn filter_from_wire(field: &str, wire: Option<&proto::AccountFilter>) -> Res
         Ok(proto::Sides::Credits) => Sides::Credits,
         Err(_) => return Err(FieldError::new(format!("{field}.sides"), format!("{} is not a side", wire.sides))),
     };
-    let reversed = match proto::Order::try_from(wire.order) {
-        Ok(proto::Order::Ascending) => false,
-        Ok(proto::Order::Descending) => true,
-        Err(_) => return Err(FieldError::new(format!("{field}.order"), format!("{} is not an order", wire.order))),
-    };
+    let reversed = reversed_from_wire(&format!("{field}.order"), wire.order)?;
     if wire.limit == 0 || wire.limit as usize > BATCH_EVENTS_MAX {
         let reason = format!("{} is not between 1 and {BATCH_EVENTS_MAX}", wire.limit);
         return Err(FieldError::new(format!("{field}.limit"), reason));
@@ -502,7 +498,7 @@ pub fn filter_to_wire(filter: &AccountFilter) -> proto::AccountFilter {
         Sides::Debits => proto::Sides::Debits,
         Sides::Credits => proto::Sides::Credits,
     };
-    let order = if filter.reversed { proto::Order::Descending } else { proto::Order::Ascending };
+    let order = order_to_wire(filter.reversed);
     proto::AccountFilter {
         account_id: filter.account_id.0.to_string(),
         timestamp_min: filter.timestamp_min,
@@ -511,6 +507,133 @@ pub fn filter_to_wire(filter: &AccountFilter) -> proto::AccountFilter {
         sides: sides as i32,
         order: order as i32,
     }
+}
+
+/// Which order a request asked for (`true`: newest first).
+fn reversed_from_wire(field: &str, value: i32) -> Result<bool, FieldError> {
+    match proto::Order::try_from(value) {
+        Ok(proto::Order::Ascending) => Ok(false),
+        Ok(proto::Order::Descending) => Ok(true),
+        Err(_) => Err(FieldError::new(field, format!("{value} is not an order"))),
+    }
+}
+
+fn order_to_wire(reversed: bool) -> proto::Order {
+    if reversed {
+        proto::Order::Descending
+    } else {
+        proto::Order::Ascending
+    }
+}
+
+/// A transfer query from the wire: a limit of 1 to [`BATCH_EVENTS_MAX`], a
+/// code that fits 16 bits, a known kind (unspecified: any), a decimal
+/// `user_data_128`, a known order, a time range that is not reversed.
+/// `scan_limit` is taken as sent (the ledger lowers it to its bound).
+pub fn transfer_query_from_wire(wire: &proto::QueryTransfersRequest) -> Result<TransferQuery, FieldError> {
+    if wire.limit == 0 || wire.limit as usize > BATCH_EVENTS_MAX {
+        return Err(FieldError::new("limit", format!("{} is not between 1 and {BATCH_EVENTS_MAX}", wire.limit)));
+    }
+    if wire.timestamp_max != 0 && wire.timestamp_min > wire.timestamp_max {
+        let reason = format!("{} is after timestamp_max {}", wire.timestamp_min, wire.timestamp_max);
+        return Err(FieldError::new("timestamp_min", reason));
+    }
+    let kind = match proto::TransferKind::try_from(wire.kind) {
+        Ok(proto::TransferKind::Unspecified) => None,
+        _ => Some(transfer_kind_from_wire("kind", wire.kind)?),
+    };
+    Ok(TransferQuery {
+        ledger: LedgerId(wire.ledger),
+        code: parse_code("code", wire.code)?,
+        kind,
+        user_data_128: parse_u128("user_data_128", &wire.user_data_128)?,
+        user_data_64: wire.user_data_64,
+        user_data_32: wire.user_data_32,
+        timestamp_min: wire.timestamp_min,
+        timestamp_max: wire.timestamp_max,
+        limit: wire.limit,
+        reversed: reversed_from_wire("order", wire.order)?,
+        scan_limit: wire.scan_limit,
+    })
+}
+
+/// A transfer query for the wire (read linearizably, amounts in `unit`).
+pub fn transfer_query_to_wire(query: &TransferQuery, unit: proto::AmountUnit) -> proto::QueryTransfersRequest {
+    proto::QueryTransfersRequest {
+        ledger: query.ledger.0,
+        code: u32::from(query.code),
+        kind: query.kind.map_or(proto::TransferKind::Unspecified, transfer_kind_to_wire) as i32,
+        user_data_128: if query.user_data_128 == 0 { String::new() } else { query.user_data_128.to_string() },
+        user_data_64: query.user_data_64,
+        user_data_32: query.user_data_32,
+        timestamp_min: query.timestamp_min,
+        timestamp_max: query.timestamp_max,
+        limit: query.limit,
+        order: order_to_wire(query.reversed) as i32,
+        stale: false,
+        amount_unit: unit as i32,
+        scan_limit: query.scan_limit,
+    }
+}
+
+/// A change of the log for a feed, its amounts written with `amounts`.
+pub fn change_to_wire(change: &ResolvedChange, amounts: Amounts<'_>, served: proto::Served) -> proto::Change {
+    let mut wire = proto::Change {
+        cursor: change.timestamp,
+        ledger_id: change.record.ledger().0,
+        served: Some(served),
+        ..Default::default()
+    };
+    let kind = match &change.record {
+        ChangedRecord::LedgerCreated(ledger) => {
+            wire.ledger = Some(ledger_to_wire(ledger));
+            proto::ChangeKind::LedgerCreated
+        }
+        ChangedRecord::AccountCreated(account) => {
+            wire.account = Some(account_to_wire(account, amounts));
+            proto::ChangeKind::AccountCreated
+        }
+        ChangedRecord::TransferCreated(transfer) => {
+            wire.transfer = Some(transfer_to_wire(transfer, amounts));
+            proto::ChangeKind::TransferCreated
+        }
+        ChangedRecord::PendingExpired(transfer) => {
+            wire.transfer = Some(transfer_to_wire(transfer, amounts));
+            proto::ChangeKind::PendingExpired
+        }
+    };
+    wire.kind = kind as i32;
+    wire
+}
+
+/// A change of a feed from the wire, its amounts read with `amounts`: the
+/// record its kind names must be there.
+pub fn change_from_wire(wire: &proto::Change, amounts: Amounts<'_>) -> Result<ResolvedChange, FieldError> {
+    let missing = |field: &str| FieldError::new(field, format!("missing in a change of kind {}", wire.kind));
+    let transfer = || {
+        let transfer = wire.transfer.as_ref().ok_or_else(|| missing("transfer"))?;
+        transfer_from_wire("change", 0, transfer, amounts)
+    };
+    let record = match proto::ChangeKind::try_from(wire.kind) {
+        Ok(proto::ChangeKind::LedgerCreated) => {
+            let ledger = wire.ledger.as_ref().ok_or_else(|| missing("ledger"))?;
+            ChangedRecord::LedgerCreated(ledger_from_wire(0, ledger)?)
+        }
+        Ok(proto::ChangeKind::AccountCreated) => {
+            let account = wire.account.as_ref().ok_or_else(|| missing("account"))?;
+            ChangedRecord::AccountCreated(account_from_wire("change", 0, account, amounts)?)
+        }
+        Ok(proto::ChangeKind::TransferCreated) => ChangedRecord::TransferCreated(transfer()?),
+        Ok(proto::ChangeKind::PendingExpired) => ChangedRecord::PendingExpired(transfer()?),
+        Ok(proto::ChangeKind::Unspecified) | Err(_) => {
+            return Err(FieldError::new("kind", format!("{} is not a change kind", wire.kind)))
+        }
+    };
+    if record.ledger().0 != wire.ledger_id {
+        let reason = format!("{} is not the ledger of the change's record ({})", wire.ledger_id, record.ledger());
+        return Err(FieldError::new("ledger_id", reason));
+    }
+    Ok(ResolvedChange { timestamp: wire.cursor, record })
 }
 
 /// Result names for the wire, one per event.
@@ -805,6 +928,71 @@ mod tests {
         for (wire, field) in cases {
             assert_eq!(filter_from_wire("filter", Some(&wire)).unwrap_err().field, field);
         }
+    }
+
+    #[test]
+    fn transfer_queries_round_trip_and_refusals_name_the_field() {
+        let query = TransferQuery {
+            ledger: LedgerId(2),
+            code: 7,
+            kind: Some(TransferKind::Receipt),
+            user_data_128: u128::MAX,
+            user_data_64: 5,
+            user_data_32: 6,
+            timestamp_min: 10,
+            timestamp_max: 20,
+            limit: 30,
+            reversed: true,
+            scan_limit: 40,
+        };
+        let wire = transfer_query_to_wire(&query, proto::AmountUnit::Minor);
+        assert_eq!(transfer_query_from_wire(&wire), Ok(query));
+        let any = TransferQuery::all(1);
+        assert_eq!(transfer_query_from_wire(&transfer_query_to_wire(&any, proto::AmountUnit::Minor)), Ok(any));
+        let cases = [
+            (proto::QueryTransfersRequest { limit: 0, ..wire.clone() }, "limit"),
+            (proto::QueryTransfersRequest { limit: 8_190, ..wire.clone() }, "limit"),
+            (proto::QueryTransfersRequest { kind: 42, ..wire.clone() }, "kind"),
+            (proto::QueryTransfersRequest { code: 65_536, ..wire.clone() }, "code"),
+            (proto::QueryTransfersRequest { user_data_128: "1x".into(), ..wire.clone() }, "user_data_128"),
+            (proto::QueryTransfersRequest { order: 3, ..wire.clone() }, "order"),
+            (proto::QueryTransfersRequest { timestamp_min: 21, ..wire.clone() }, "timestamp_min"),
+        ];
+        for (wire, field) in cases {
+            assert_eq!(transfer_query_from_wire(&wire).unwrap_err().field, field);
+        }
+    }
+
+    #[test]
+    fn changes_round_trip_with_their_records() {
+        let scales = scales();
+        let served = proto::Served { node_id: 3, applied_index: 9, stale: true };
+        let ledger = Ledger { id: LedgerId(2), currency: "USD".into(), scale: 2, name: "Dollar".into(), timestamp: 1 };
+        let records = [
+            ChangedRecord::LedgerCreated(ledger),
+            ChangedRecord::AccountCreated(account()),
+            ChangedRecord::TransferCreated(transfer()),
+            ChangedRecord::PendingExpired(transfer()),
+        ];
+        for (timestamp, record) in (1..).zip(records) {
+            let change = ResolvedChange { timestamp, record };
+            let wire = change_to_wire(&change, Amounts::Decimal(&scales), served);
+            assert_eq!((wire.cursor, wire.ledger_id, wire.served), (timestamp, 2, Some(served)));
+            assert_eq!(change_from_wire(&wire, Amounts::Decimal(&scales)), Ok(change.clone()));
+            let minor = change_to_wire(&change, Amounts::Minor, served);
+            assert_eq!(change_from_wire(&minor, Amounts::Minor), Ok(change));
+        }
+        let wire = change_to_wire(
+            &ResolvedChange { timestamp: 1, record: ChangedRecord::TransferCreated(transfer()) },
+            Amounts::Minor,
+            served,
+        );
+        let no_record = proto::Change { transfer: None, ..wire.clone() };
+        assert_eq!(change_from_wire(&no_record, Amounts::Minor).unwrap_err().field, "transfer");
+        let unknown = proto::Change { kind: 9, ..wire.clone() };
+        assert_eq!(change_from_wire(&unknown, Amounts::Minor).unwrap_err().field, "kind");
+        let other_ledger = proto::Change { ledger_id: 5, ..wire };
+        assert_eq!(change_from_wire(&other_ledger, Amounts::Minor).unwrap_err().field, "ledger_id");
     }
 
     #[test]

@@ -14,12 +14,15 @@
 //!   checking and reflection.
 //! - [`client`]: the Rust client: leader following, retries with the same
 //!   request, per-call deadlines, ledger types in and out.
+//! - [`metrics`]: per-RPC request counts and latencies (a tower layer on the
+//!   server) and the Prometheus exporter of every Coffer metric.
 //!
 //! The crate is thin: it decodes, checks the shape, hands the request to
 //! consensus and encodes the answer. The rules live in `coffer-ledger`.
 
 pub mod client;
 pub mod convert;
+pub mod metrics;
 pub mod node;
 pub mod server;
 pub mod status;

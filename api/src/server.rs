@@ -18,6 +18,16 @@
 //!   number (the ledger then answers per event, e.g. `debit_account_not_found`).
 //! - **Reads** are linearizable (ReadIndex) unless the request sets `stale`;
 //!   every response says which node served it at which applied index.
+//!   `QueryTransfers` scans the change log in reads of at most
+//!   [`QUERY_READ_SCAN_CHANGES`] changes, so the node's driver is never held
+//!   for a whole scan.
+//! - **Change feeds** (`SubscribeChanges`) read pages of
+//!   [`FEED_PAGE_CHANGES`] changes from this node's state and send them
+//!   through a channel of [`FEED_CHANNEL_CHANGES`], so a slow client slows
+//!   its feed's reads and nothing buffers without bound; a feed that caught
+//!   up waits for the node's last timestamp, which one task polls every
+//!   [`FEED_POLL_MS`] while any feed is open. At most
+//!   [`ServerConfig::feed_streams_max`] feeds run at once.
 //! - **Deadlines**: the request's `grpc-timeout`, bounded by
 //!   [`ServerConfig::request_timeout_ms`], answers `DEADLINE_EXCEEDED`.
 
@@ -30,10 +40,12 @@ use std::time::Duration;
 use coffer_consensus::raft::StateRole;
 use coffer_consensus::{Applied, MembershipChange, NodeStatus, Outcome, ProposalError, RequestError};
 use coffer_ledger::{
-    get_account_balances, get_account_transfers, lookup_accounts, lookup_transfers, trial_balance, AccountId, LedgerId,
-    Operation, OperationResults, QueryError, Store, StoreError, TransferId, BATCH_EVENTS_MAX,
+    get_account_balances, get_account_transfers, lookup_accounts, lookup_transfers, query_transfers, read_changes,
+    trial_balance, AccountId, ChangePage, LedgerId, Operation, OperationResults, QueryError, Store, StoreError,
+    TransferId, TransferPage, TransferQuery, BATCH_EVENTS_MAX,
 };
 use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
@@ -71,6 +83,24 @@ pub const PEER_CHANNELS_MAX: usize = 64;
 pub const SCALES_CACHED_MAX: usize = 4_096;
 /// How often the health service checks whether the node stopped.
 pub const HEALTH_POLL_MS: u64 = 500;
+/// Changes one `QueryTransfers` examines per read on the node's driver (a
+/// read runs on the driver thread, between Raft rounds): about 8 ms of log
+/// entries and transfer lookups at a microsecond each.
+pub const QUERY_READ_SCAN_CHANGES: u32 = 8_192;
+/// Changes a change feed reads from the node at once: one `read_stale` of
+/// about a millisecond on the driver, and at most 1,024 resolved changes
+/// (about 200 bytes each) held by the feed while it sends them.
+pub const FEED_PAGE_CHANGES: u32 = 1_024;
+/// Encoded changes waiting to be sent on one feed (at most about 600 bytes
+/// each). With a page in hand, a feed holds under 250 KiB, and
+/// [`FEED_STREAMS_MAX`] feeds under 64 MiB.
+pub const FEED_CHANNEL_CHANGES: usize = 64;
+/// How often the node's last timestamp is polled while a feed waits for new
+/// changes (one read for all the server's feeds).
+pub const FEED_POLL_MS: u64 = 25;
+/// The default bound on change feeds one server runs at once
+/// ([`ServerConfig::feed_streams_max`]).
+pub const FEED_STREAMS_MAX: usize = 256;
 /// The most a server answers before a client's deadline, so that it, not
 /// the transport, reports `DEADLINE_EXCEEDED` (a tenth of short deadlines).
 const DEADLINE_MARGIN_MAX: Duration = Duration::from_millis(50);
@@ -91,6 +121,9 @@ pub struct ServerConfig {
     /// How long `Status` waits for each other node.
     /// Default: [`STATUS_PEER_TIMEOUT_MS_DEFAULT`].
     pub status_peer_timeout_ms: u64,
+    /// Change feeds served at once; one more is refused with
+    /// `RESOURCE_EXHAUSTED`. Default: [`FEED_STREAMS_MAX`].
+    pub feed_streams_max: usize,
 }
 
 impl ServerConfig {
@@ -101,6 +134,7 @@ impl ServerConfig {
             forward_writes: true,
             request_timeout_ms: REQUEST_TIMEOUT_MS_DEFAULT,
             status_peer_timeout_ms: STATUS_PEER_TIMEOUT_MS_DEFAULT,
+            feed_streams_max: FEED_STREAMS_MAX,
         }
     }
 
@@ -119,6 +153,9 @@ impl ServerConfig {
         }
         if self.status_peer_timeout_ms == 0 {
             return invalid("status_peer_timeout_ms".into(), "must be at least 1".into());
+        }
+        if self.feed_streams_max == 0 || self.feed_streams_max > Semaphore::MAX_PERMITS {
+            return invalid("feed_streams_max".into(), format!("must be between 1 and {}", Semaphore::MAX_PERMITS));
         }
         Ok(())
     }
@@ -186,6 +223,32 @@ struct Shared<N: Node> {
     config: ServerConfig,
     channels: Mutex<HashMap<String, Channel>>,
     scales: RwLock<HashMap<LedgerId, u8>>,
+    feeds: Feeds,
+}
+
+/// What the change feeds of one server share.
+struct Feeds {
+    /// One permit per running feed: at most [`ServerConfig::feed_streams_max`].
+    streams: Arc<Semaphore>,
+    /// The node's last event timestamp as last polled. `u64::MAX` once the
+    /// node stopped, which wakes every waiting feed to find that out.
+    tail: watch::Sender<u64>,
+    /// Whether a task polls `tail` (it does while any feed holds a receiver).
+    polling: Mutex<bool>,
+    /// Set when the server shuts down: every feed ends, so that the
+    /// shutdown, which waits for open streams, finishes.
+    closing: watch::Sender<bool>,
+}
+
+impl Feeds {
+    fn new(streams_max: usize) -> Self {
+        Self {
+            streams: Arc::new(Semaphore::new(streams_max)),
+            tail: watch::Sender::new(0),
+            polling: Mutex::new(false),
+            closing: watch::Sender::new(false),
+        }
+    }
 }
 
 impl<N: Node> Shared<N> {
@@ -359,6 +422,199 @@ impl<N: Node> Shared<N> {
     }
 }
 
+impl<N: Node> Shared<N> {
+    /// Runs `query` as reads of at most [`QUERY_READ_SCAN_CHANGES`] changes.
+    /// The first read is linearizable unless `stale`; the next ones read this
+    /// node's state, which only moves forward, below the last timestamp the
+    /// first read saw, where no change can be added any more. So the answer
+    /// is the one a single read of the first state would give, and `served`
+    /// names that read.
+    async fn query_transfers(
+        &self,
+        query: TransferQuery,
+        stale: bool,
+        deadline: Deadline,
+    ) -> Result<(proto::Served, TransferPage), Status> {
+        let mut page = TransferPage::default();
+        let mut part_query = query;
+        let mut scan_left = query.scan_bound();
+        let mut first: Option<proto::Served> = None;
+        loop {
+            // `limit` is at least 1 and above the matches found so far.
+            part_query.limit = query.limit.saturating_sub(u32::try_from(page.transfers.len()).unwrap_or(u32::MAX));
+            part_query.scan_limit = scan_left.min(QUERY_READ_SCAN_CHANGES);
+            let (served, found) = self
+                .read(stale || first.is_some(), deadline, move |state| {
+                    let part = query_transfers(state, &part_query)?;
+                    Ok::<_, QueryError>((part, state.last_timestamp()?))
+                })
+                .await?;
+            let (part, last_timestamp) = found.map_err(|error| status::query_error(&error))?;
+            if first.is_none() {
+                first = Some(served);
+                // An open or later end is pinned to what the first read saw.
+                let open_end = part_query.timestamp_max == 0 || part_query.timestamp_max > last_timestamp;
+                if !part_query.reversed && open_end && last_timestamp > 0 {
+                    part_query.timestamp_max = last_timestamp;
+                }
+            }
+            page.transfers.extend(part.transfers);
+            page.changes_scanned = page.changes_scanned.saturating_add(part.changes_scanned);
+            scan_left = scan_left.saturating_sub(part.changes_scanned);
+            page.next_timestamp = part.next_timestamp;
+            if page.next_timestamp == 0 || page.transfers.len() >= query.limit as usize || scan_left == 0 {
+                break;
+            }
+            if part_query.reversed {
+                part_query.timestamp_max = page.next_timestamp;
+            } else {
+                part_query.timestamp_min = page.next_timestamp;
+            }
+        }
+        let served = first.ok_or_else(|| status::internal("a transfer query made no read"))?;
+        Ok((served, page))
+    }
+
+    /// A receiver of the node's last event timestamp, polled by one task
+    /// while any feed holds a receiver.
+    fn watch_tail(self: &Arc<Self>) -> watch::Receiver<u64> {
+        let mut polling = self.feeds.polling.lock().unwrap_or_else(PoisonError::into_inner);
+        let receiver = self.feeds.tail.subscribe();
+        if !*polling {
+            *polling = true;
+            tokio::spawn(poll_tail(self.clone()));
+        }
+        receiver
+    }
+
+    /// `shutdown`, then every feed is told to end.
+    async fn close_feeds_after(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
+        shutdown.await;
+        self.feeds.closing.send_replace(true);
+    }
+}
+
+/// Polls the node's last event timestamp every [`FEED_POLL_MS`] into the
+/// feeds' `tail`, until no feed listens (decided under the same lock that
+/// starts a poller, so a feed that subscribes is always served) or the node
+/// stops (then `tail` becomes `u64::MAX`, waking every feed to find out).
+async fn poll_tail<N: Node>(shared: Arc<Shared<N>>) {
+    let mut poll = tokio::time::interval(Duration::from_millis(FEED_POLL_MS));
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        poll.tick().await;
+        {
+            let mut polling = shared.feeds.polling.lock().unwrap_or_else(PoisonError::into_inner);
+            if shared.node.is_stopped() {
+                shared.feeds.tail.send_replace(u64::MAX);
+            }
+            if shared.feeds.tail.receiver_count() == 0 || shared.node.is_stopped() {
+                *polling = false;
+                return;
+            }
+        }
+        // A failed poll (an overloaded driver) is tried again next tick.
+        if let Ok((_, Ok(last_timestamp))) = shared.node.read_stale(|state| state.last_timestamp()).await {
+            shared.feeds.tail.send_if_modified(|tail| {
+                let newer = last_timestamp > *tail;
+                if newer {
+                    *tail = last_timestamp;
+                }
+                newer
+            });
+        }
+    }
+}
+
+/// A page of changes read for a feed, with what encoding it needs.
+struct FeedPage {
+    page: ChangePage,
+    /// The node's last event timestamp when the page was read.
+    last_timestamp: u64,
+    scales: BTreeMap<LedgerId, u8>,
+    served: proto::Served,
+}
+
+/// One client's change feed: reads pages after its cursor from this node's
+/// state and sends them, until the client goes away, the node stops or the
+/// server shuts down.
+struct Feed<N: Node> {
+    shared: Arc<Shared<N>>,
+    /// The last change examined: the next page starts after it.
+    cursor: u64,
+    ledger: LedgerId,
+    unit: proto::AmountUnit,
+    sender: mpsc::Sender<Result<proto::Change, Status>>,
+    tail: watch::Receiver<u64>,
+    closing: watch::Receiver<bool>,
+}
+
+impl<N: Node> Feed<N> {
+    /// Runs the feed, holding one of the server's feed permits.
+    async fn run(mut self, _permit: OwnedSemaphorePermit) {
+        let Err(status) = self.serve().await else {
+            return;
+        };
+        // The client may have stopped reading: the last word waits no longer
+        // than a request may.
+        let timeout = Duration::from_millis(self.shared.config.request_timeout_ms);
+        let _ = tokio::time::timeout(timeout, self.sender.send(Err(status))).await;
+    }
+
+    /// Sends every change after the cursor and then each new one. `Ok` once
+    /// the client went away; the status that ends the feed otherwise.
+    async fn serve(&mut self) -> Result<(), Status> {
+        loop {
+            let FeedPage { page, last_timestamp, scales, served } = self.read_page().await?;
+            let amounts = amounts_of(self.unit, &scales);
+            for change in &page.changes {
+                let wire = convert::change_to_wire(change, amounts, served);
+                tokio::select! {
+                    sent = self.sender.send(Ok(wire)) => {
+                        if sent.is_err() {
+                            return Ok(());
+                        }
+                    }
+                    _ = self.closing.wait_for(|closing| *closing) => return Err(status::feed_closed(self.shared.id())),
+                }
+            }
+            self.cursor = page.cursor;
+            if page.caught_up {
+                tokio::select! {
+                    waited = self.tail.wait_for(|tail| *tail > last_timestamp) => {
+                        if waited.is_err() {
+                            return Err(status::feed_closed(self.shared.id()));
+                        }
+                    }
+                    () = self.sender.closed() => return Ok(()),
+                    _ = self.closing.wait_for(|closing| *closing) => return Err(status::feed_closed(self.shared.id())),
+                }
+            }
+        }
+    }
+
+    /// The next page after the cursor, from this node's state as it is now
+    /// (one consistent state per page), with the scales of its ledgers.
+    async fn read_page(&self) -> Result<FeedPage, Status> {
+        let (cursor, ledger) = (self.cursor, self.ledger);
+        let decimal = self.unit == proto::AmountUnit::Decimal;
+        let read = self.shared.node.read_stale(move |state| {
+            let page = read_changes(state, cursor, ledger, FEED_PAGE_CHANGES)?;
+            let scales = match decimal {
+                true => scales_of(state, page.changes.iter().map(|change| change.record.ledger()).collect())?,
+                false => BTreeMap::new(),
+            };
+            Ok::<_, QueryError>((page, state.last_timestamp()?, scales))
+        });
+        let deadline = self.shared.deadline(&MetadataMap::new());
+        let (index, found) =
+            deadline.run("the feed's read", false, read).await?.map_err(|error| self.shared.fail(&error))?;
+        let (page, last_timestamp, scales) = found.map_err(|error| status::query_error(&error))?;
+        let served = proto::Served { node_id: self.shared.id(), applied_index: index, stale: true };
+        Ok(FeedPage { page, last_timestamp, scales, served })
+    }
+}
+
 fn is_forwarded(metadata: &MetadataMap) -> bool {
     metadata.contains_key(status::FORWARDED_METADATA_KEY)
 }
@@ -408,7 +664,13 @@ impl<N: Node> ApiServer<N> {
     /// The API of `node`, configured by `config`.
     pub fn new(node: N, config: ServerConfig) -> Result<Self, ServerError> {
         config.check()?;
-        let shared = Shared { node, config, channels: Mutex::new(HashMap::new()), scales: RwLock::new(HashMap::new()) };
+        let shared = Shared {
+            feeds: Feeds::new(config.feed_streams_max),
+            node,
+            config,
+            channels: Mutex::new(HashMap::new()),
+            scales: RwLock::new(HashMap::new()),
+        };
         Ok(Self { shared: Arc::new(shared) })
     }
 
@@ -447,13 +709,14 @@ impl<N: Node> ApiServer<N> {
         let watcher = tokio::spawn(watch_node(self.shared.node.clone(), health));
         let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let served = tonic::transport::Server::builder()
+            .layer(crate::metrics::RpcMetricsLayer::new())
             .max_concurrent_streams(STREAMS_PER_CONNECTION_MAX)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(self.ledger_service())
             .add_service(self.admin_service())
-            .serve_with_incoming_shutdown(incoming, shutdown)
+            .serve_with_incoming_shutdown(incoming, self.shared.clone().close_feeds_after(shutdown))
             .await;
         watcher.abort();
         Ok(served?)
@@ -685,14 +948,23 @@ impl<N: Node> LedgerService for LedgerApi<N> {
 
     async fn query_transfers(
         &self,
-        _request: Request<proto::QueryTransfersRequest>,
+        request: Request<proto::QueryTransfersRequest>,
     ) -> Result<Response<proto::QueryTransfersResponse>, Status> {
-        // A scan of every transfer would run on the node's driver thread and
-        // stall replication; this query waits for an index in the store.
-        Err(Status::unimplemented(
-            "QueryTransfers is not served yet: it needs a store index of transfers by ledger, code, kind, user data \
-             and time; GetAccountTransfers lists one account's transfers by time",
-        ))
+        let shared = &self.shared;
+        let deadline = shared.deadline(request.metadata());
+        let message = request.into_inner();
+        let query = convert::transfer_query_from_wire(&message)?;
+        let unit = convert::amount_unit("amount_unit", message.amount_unit)?;
+        let (served, page) = shared.query_transfers(query, message.stale, deadline).await?;
+        let ledgers = page.transfers.iter().map(|transfer| transfer.ledger).collect();
+        let scales = shared.scales_for(unit, ledgers, deadline).await?;
+        let amounts = amounts_of(unit, &scales);
+        let transfers = page.transfers.iter().map(|transfer| convert::transfer_to_wire(transfer, amounts)).collect();
+        Ok(Response::new(proto::QueryTransfersResponse {
+            served: Some(served),
+            transfers,
+            next_timestamp: page.next_timestamp,
+        }))
     }
 
     type SubscribeChangesStream =
@@ -700,9 +972,30 @@ impl<N: Node> LedgerService for LedgerApi<N> {
 
     async fn subscribe_changes(
         &self,
-        _request: Request<proto::SubscribeChangesRequest>,
+        request: Request<proto::SubscribeChangesRequest>,
     ) -> Result<Response<Self::SubscribeChangesStream>, Status> {
-        Err(Status::unimplemented("SubscribeChanges is being built"))
+        let shared = &self.shared;
+        let message = request.into_inner();
+        let unit = convert::amount_unit("amount_unit", message.amount_unit)?;
+        let permit = shared
+            .feeds
+            .streams
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| status::feeds_exhausted(shared.id(), shared.config.feed_streams_max))?;
+        let (sender, receiver) = mpsc::channel(FEED_CHANNEL_CHANGES);
+        let feed = Feed {
+            shared: shared.clone(),
+            cursor: message.after,
+            ledger: LedgerId(message.ledger),
+            unit,
+            sender,
+            tail: shared.watch_tail(),
+            closing: shared.feeds.closing.subscribe(),
+        };
+        tokio::spawn(feed.run(permit));
+        let stream: Self::SubscribeChangesStream = Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver));
+        Ok(Response::new(stream))
     }
 
     async fn trial_balance(

@@ -5,7 +5,8 @@
 //! | a request field is invalid ([`FieldError`], a refused batch) | `INVALID_ARGUMENT` | no |
 //! | this node is not the leader / no leader is known | `UNAVAILABLE` (leader's address in the message and in `coffer-leader`) | at the leader |
 //! | leadership lost after the write was appended (outcome unknown), raft dropped the proposal, a read not confirmed in time, the node stopped | `UNAVAILABLE` | yes, with the same ids |
-//! | a queue is full (driver, proposals, reads) | `RESOURCE_EXHAUSTED` | after a backoff |
+//! | a queue is full (driver, proposals, reads), or the server serves its most change feeds | `RESOURCE_EXHAUSTED` | after a backoff |
+//! | a change feed ends because its server shuts down | `UNAVAILABLE` | from the last cursor, at another node |
 //! | the request's deadline passed | `DEADLINE_EXCEEDED` | a write's outcome is unknown: retry with the same ids |
 //! | a membership change is already pending | `ABORTED` | after it is applied |
 //! | the request cannot succeed in the cluster's present state (a leader-transfer target not caught up, an account without history, a snapshot directory that exists); later: fenced by a newer region epoch | `FAILED_PRECONDITION` | no |
@@ -98,6 +99,20 @@ pub fn request_error(node: u64, error: &RequestError, address_of: impl Fn(u64) -
         RequestError::Backup { source: StorageError::Snapshot { .. }, .. } => Status::failed_precondition(message),
         RequestError::Backup { .. } => Status::internal(message),
     }
+}
+
+/// `RESOURCE_EXHAUSTED`: the server already serves its most change feeds.
+pub fn feeds_exhausted(node: u64, max: usize) -> Status {
+    Status::resource_exhausted(format!(
+        "node {node} serves its most change feeds ({max}); retry after a backoff, or subscribe at another node"
+    ))
+}
+
+/// `UNAVAILABLE`: a change feed ends because its server shuts down.
+pub fn feed_closed(node: u64) -> Status {
+    Status::unavailable(format!(
+        "node {node} is shutting down its API; resume the feed from the last cursor at another node"
+    ))
 }
 
 /// The status of a read the ledger refused.

@@ -1,17 +1,17 @@
 //! The services and the client over real gRPC on loopback, against
 //! in-memory nodes whose answers each test scripts: a leader and a
 //! follower sharing one ledger, overloaded queues, writes whose outcome is
-//! unknown, writes that never finish.
+//! unknown, writes that never finish; transfer queries and change feeds.
 
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use coffer_api::client::{Client, ClientConfig, ClientError, Role};
+use coffer_api::client::{ChangeFeed, Client, ClientConfig, ClientError, FeedChange, Role};
 use coffer_api::node::Node;
 use coffer_api::proto;
 use coffer_api::proto::ledger_service_client::LedgerServiceClient;
@@ -21,8 +21,9 @@ use coffer_consensus::raft::prelude::ConfState;
 use coffer_consensus::raft::StateRole;
 use coffer_consensus::{Applied, MembershipChange, NodeStatus, Outcome, ProposalError, RequestError};
 use coffer_ledger::{
-    Account, AccountFilter, AccountFlags, AccountId, AccountKind, CreateAccountResult, CreateLedgerResult,
-    CreateTransferResult, Ledger, LedgerId, MemoryStore, Operation, StateMachine, Transfer, TransferId, TransferKind,
+    Account, AccountFilter, AccountFlags, AccountId, AccountKind, ChangedRecord, CreateAccountResult,
+    CreateLedgerResult, CreateTransferResult, Ledger, LedgerId, MemoryStore, Operation, StateMachine, Transfer,
+    TransferId, TransferKind, TransferQuery,
 };
 use coffer_storage::snapshot::SnapshotManifest;
 use coffer_storage::AppliedState;
@@ -52,6 +53,8 @@ struct Cluster {
     script: Mutex<VecDeque<Script>>,
     /// Every operation proposed at the leader, in order.
     proposed: Mutex<Vec<Operation>>,
+    /// Every node stopped: reads fail with `Stopped`.
+    stopped: AtomicBool,
 }
 
 #[derive(Clone)]
@@ -75,6 +78,9 @@ impl FakeNode {
     }
 
     fn read_now<R>(&self, f: impl FnOnce(&MemoryStore) -> R) -> Result<(u64, R), RequestError> {
+        if self.is_stopped() {
+            return Err(RequestError::Stopped { node: self.id, reason: "stopped by the test".into() });
+        }
         let machine = self.cluster.machine.lock().unwrap();
         Ok((self.cluster.applied.load(Ordering::SeqCst), f(machine.store())))
     }
@@ -92,7 +98,7 @@ impl Node for FakeNode {
     }
 
     fn is_stopped(&self) -> bool {
-        false
+        self.cluster.stopped.load(Ordering::SeqCst)
     }
 
     async fn propose(&self, operation: Operation) -> Result<Applied, RequestError> {
@@ -172,11 +178,17 @@ impl Node for FakeNode {
 struct TestCluster {
     cluster: Arc<Cluster>,
     addresses: BTreeMap<u64, String>,
-    _stops: Vec<oneshot::Sender<()>>,
+    /// Shuts a node's API server down (gracefully) when sent to or dropped.
+    stops: BTreeMap<u64, oneshot::Sender<()>>,
 }
 
 impl TestCluster {
     async fn start(forward_writes: bool) -> Self {
+        Self::start_with(|config| ServerConfig { forward_writes, ..config }).await
+    }
+
+    /// Both servers configured by `configure` from the defaults.
+    async fn start_with(configure: impl Fn(ServerConfig) -> ServerConfig) -> Self {
         let cluster = Arc::new(Cluster::default());
         cluster.leader.store(1, Ordering::SeqCst);
         let mut listeners = Vec::new();
@@ -186,18 +198,24 @@ impl TestCluster {
             addresses.insert(id, listener.local_addr().unwrap().to_string());
             listeners.push((id, listener));
         }
-        let mut stops = Vec::new();
+        let mut stops = BTreeMap::new();
         for (id, listener) in listeners {
             let node = FakeNode { id, cluster: cluster.clone() };
-            let config = ServerConfig { forward_writes, ..ServerConfig::new(addresses.clone()) };
-            let server = ApiServer::new(node, config).unwrap();
+            let server = ApiServer::new(node, configure(ServerConfig::new(addresses.clone()))).unwrap();
             let (stop, stopped) = oneshot::channel::<()>();
             tokio::spawn(server.serve(listener, async move {
                 let _ = stopped.await;
             }));
-            stops.push(stop);
+            stops.insert(id, stop);
         }
-        Self { cluster, addresses, _stops: stops }
+        Self { cluster, addresses, stops }
+    }
+
+    /// Shuts node `node`'s API server down.
+    fn stop(&mut self, node: u64) {
+        if let Some(stop) = self.stops.remove(&node) {
+            let _ = stop.send(());
+        }
     }
 
     fn address(&self, node: u64) -> String {
@@ -427,8 +445,9 @@ async fn malformed_requests_are_refused_naming_the_field() {
     let refused = raw.get_account_transfers(no_limit).await.unwrap_err();
     assert!(refused.message().starts_with("filter.limit: 0 is not between 1 and 8189"), "{}", refused.message());
 
-    let unimplemented = raw.query_transfers(proto::QueryTransfersRequest::default()).await.unwrap_err();
-    assert_eq!(unimplemented.code(), Code::Unimplemented);
+    let no_limit = raw.query_transfers(proto::QueryTransfersRequest::default()).await.unwrap_err();
+    assert_eq!(no_limit.code(), Code::InvalidArgument);
+    assert!(no_limit.message().starts_with("limit: 0 is not between 1 and 8189"), "{}", no_limit.message());
 
     let trial = raw.trial_balance(proto::TrialBalanceRequest { ledger: 77, ..Default::default() }).await.unwrap_err();
     assert_eq!(trial.code(), Code::NotFound);
@@ -580,4 +599,306 @@ async fn a_client_error_says_what_failed() {
     assert_eq!(error.code(), Some(Code::NotFound));
     assert!(Client::new(ClientConfig::new(vec![])).is_err());
     assert!(Client::new(ClientConfig::new(vec!["no-port".into()])).is_err());
+}
+
+// Transfer queries.
+
+/// Transfers 100..=139: even ids in ledger 1 (cash 10, revenue 11), odd ids
+/// in ledger 2 (cash 20, revenue 21); `user_data_64` is the id modulo 3.
+async fn forty_receipts(client: &Client) -> Vec<Transfer> {
+    let transfers: Vec<Transfer> = (100..140u128)
+        .map(|id| {
+            let (cash, revenue, ledger) = if id % 2 == 0 { (10, 11, 1) } else { (20, 21, 2) };
+            Transfer { user_data_64: (id % 3) as u64, ..receipt(id, cash, revenue, 1_234, ledger) }
+        })
+        .collect();
+    let created = client.create_transfers(&transfers).await.unwrap();
+    assert!(created.value.iter().all(|result| *result == CreateTransferResult::Created));
+    transfers
+}
+
+fn ids_of(transfers: &[Transfer]) -> Vec<u128> {
+    transfers.iter().map(|transfer| transfer.id.0).collect()
+}
+
+/// Every page of `query`, continued from each page's `next_timestamp`.
+async fn query_every_page(client: &Client, mut query: TransferQuery) -> (Vec<u128>, usize) {
+    let (mut found, mut pages) = (Vec::new(), 0);
+    loop {
+        let page = client.query_transfers(&query).await.unwrap().value;
+        pages += 1;
+        found.extend(ids_of(&page.transfers));
+        if page.next_timestamp == 0 {
+            return (found, pages);
+        }
+        if query.reversed {
+            query.timestamp_max = page.next_timestamp;
+        } else {
+            query.timestamp_min = page.next_timestamp;
+        }
+        assert!(pages < 500, "every page moves the query on");
+    }
+}
+
+#[tokio::test]
+async fn transfers_are_queried_by_their_fields_and_continued_from_next_timestamp() {
+    let cluster = TestCluster::start(true).await;
+    let client = cluster.client(&[2]);
+    seed(&client).await;
+    forty_receipts(&client).await;
+
+    let ledger_2 = TransferQuery { ledger: LedgerId(2), ..TransferQuery::all(100) };
+    let reply = client.query_transfers(&ledger_2).await.unwrap();
+    let odd: Vec<u128> = (100..140).filter(|id| id % 2 == 1).collect();
+    assert_eq!(ids_of(&reply.value.transfers), odd);
+    assert_eq!(reply.value.next_timestamp, 0, "the whole range was examined");
+    assert_eq!(reply.node_id, 2, "any node serves a read");
+    assert_eq!(reply.value.transfers[0].amount, 1_234);
+
+    let filtered = TransferQuery { user_data_64: 2, code: 1, kind: Some(TransferKind::Receipt), ..ledger_2 };
+    let expected: Vec<u128> = odd.iter().copied().filter(|id| id % 3 == 2).collect();
+    assert_eq!(ids_of(&client.query_transfers(&filtered).await.unwrap().value.transfers), expected);
+    let none = TransferQuery { kind: Some(TransferKind::Journal), ..ledger_2 };
+    assert!(client.query_transfers(&none).await.unwrap().value.transfers.is_empty());
+
+    for limit in [1, 3, 7] {
+        let (found, pages) = query_every_page(&client, TransferQuery { limit, ..ledger_2 }).await;
+        assert_eq!(found, odd, "limit {limit}: every match once, in order");
+        assert!(pages >= odd.len() / limit as usize);
+        let (found, _) = query_every_page(&client, TransferQuery { limit, reversed: true, ..ledger_2 }).await;
+        assert_eq!(found, odd.iter().rev().copied().collect::<Vec<_>>(), "limit {limit}, newest first");
+    }
+    let (found, pages) = query_every_page(&client, TransferQuery { scan_limit: 5, ..ledger_2 }).await;
+    assert_eq!(found, odd, "a scan bound of 5 changes still finds each match once");
+    assert_eq!(pages, 10, "46 changes, 5 at a time");
+
+    // Decimal amounts at the ledger's scale on the wire.
+    let mut raw = cluster.raw(1).await;
+    let request = proto::QueryTransfersRequest { ledger: 2, limit: 1, ..Default::default() };
+    let response = raw.query_transfers(request).await.unwrap().into_inner();
+    assert_eq!(response.transfers[0].amount, "12.34");
+    assert_eq!(response.served.map(|served| (served.node_id, served.stale)), Some((1, false)));
+    assert_ne!(response.next_timestamp, 0, "more matches are left");
+}
+
+#[tokio::test]
+async fn a_query_scanning_more_changes_than_one_node_read_finds_every_match_once() {
+    let cluster = TestCluster::start(true).await;
+    let client = cluster.client(&[1]);
+    seed(&client).await;
+    let batch = |ids: std::ops::Range<u128>| -> Vec<Transfer> {
+        ids.map(|id| if id % 2 == 0 { receipt(id, 10, 11, 1, 1) } else { receipt(id, 20, 21, 1, 2) }).collect()
+    };
+    for ids in [1_000..9_189, 9_189..10_000] {
+        let created = client.create_transfers(&batch(ids)).await.unwrap();
+        assert!(created.value.iter().all(|result| *result == CreateTransferResult::Created));
+    }
+    // 6 + 9,000 changes: more than one read of the node examines.
+    let all = TransferQuery::all(8_189);
+    let first = client.query_transfers(&all).await.unwrap().value;
+    assert_eq!(first.transfers.len(), 8_189);
+    assert_eq!(ids_of(&first.transfers), (1_000..9_189).collect::<Vec<_>>());
+    assert_ne!(first.next_timestamp, 0);
+    let (found, pages) = query_every_page(&client, TransferQuery { ledger: LedgerId(1), ..all }).await;
+    assert_eq!(found, (1_000..10_000).filter(|id| id % 2 == 0).collect::<Vec<_>>());
+    assert_eq!(pages, 1, "4,500 matches in 9,006 changes: one answer");
+}
+
+#[tokio::test]
+async fn bad_query_fields_are_refused_naming_the_field() {
+    let cluster = TestCluster::start(true).await;
+    let mut raw = cluster.raw(1).await;
+    let good = proto::QueryTransfersRequest { limit: 10, ..Default::default() };
+    assert!(raw.query_transfers(good.clone()).await.is_ok());
+    let cases = [
+        (proto::QueryTransfersRequest { limit: 8_190, ..good.clone() }, "limit: 8190 is not between 1 and 8189"),
+        (proto::QueryTransfersRequest { kind: 42, ..good.clone() }, "kind: 42 is not a transfer kind"),
+        (
+            proto::QueryTransfersRequest { user_data_128: "12x".into(), ..good.clone() },
+            "user_data_128: \"12x\" is not a decimal 128-bit number",
+        ),
+        (
+            proto::QueryTransfersRequest { timestamp_min: 9, timestamp_max: 8, ..good.clone() },
+            "timestamp_min: 9 is after timestamp_max 8",
+        ),
+        (proto::QueryTransfersRequest { code: 70_000, ..good.clone() }, "code: 70000 is more than 65535"),
+        (proto::QueryTransfersRequest { order: 5, ..good.clone() }, "order: 5 is not an order"),
+        (proto::QueryTransfersRequest { amount_unit: 9, ..good.clone() }, "amount_unit: 9 is not an amount unit"),
+    ];
+    for (request, message) in cases {
+        let refused = raw.query_transfers(request).await.unwrap_err();
+        assert_eq!((refused.code(), refused.message()), (Code::InvalidArgument, message));
+    }
+}
+
+// Change feeds.
+
+/// The next `count` changes of `feed`, each within a bound.
+async fn next_changes(feed: &mut ChangeFeed, count: usize) -> Vec<FeedChange> {
+    let mut changes = Vec::new();
+    while changes.len() < count {
+        let next = tokio::time::timeout(Duration::from_secs(10), feed.next()).await;
+        changes.push(next.expect("a change within 10 s").expect("the feed goes on").unwrap());
+    }
+    changes
+}
+
+/// Asserts that `feed` delivers nothing more for a while.
+async fn assert_quiet(feed: &mut ChangeFeed) {
+    let next = tokio::time::timeout(Duration::from_millis(200), feed.next()).await;
+    assert!(next.is_err(), "unexpected: {next:?}");
+}
+
+/// What a change is, without who served it.
+fn what(change: &FeedChange) -> (u64, ChangedRecord) {
+    (change.cursor, change.record.clone())
+}
+
+fn created_transfer_id(change: &FeedChange) -> Option<u128> {
+    match &change.record {
+        ChangedRecord::TransferCreated(transfer) => Some(transfer.id.0),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn a_feed_delivers_every_change_once_in_order_then_each_new_one_and_resumes_from_a_cursor() {
+    let cluster = TestCluster::start(true).await;
+    let client = cluster.client(&[1]);
+    seed(&client).await;
+    client.create_transfers(&[receipt(100, 10, 11, 5, 1), receipt(101, 20, 21, 7, 2)]).await.unwrap();
+    let refused = client.create_transfers(&[receipt(102, 10, 99, 5, 1)]).await.unwrap();
+    assert_eq!(refused.value, [CreateTransferResult::CreditAccountNotFound]);
+
+    let mut feed = client.subscribe_changes(0, LedgerId(0)).unwrap();
+    let backlog = next_changes(&mut feed, 8).await;
+    let ledger_ids: Vec<u32> = backlog.iter().map(|change| change.record.ledger().0).collect();
+    assert_eq!(ledger_ids, [1, 2, 1, 1, 2, 2, 1, 2]);
+    assert!(matches!(&backlog[0].record, ChangedRecord::LedgerCreated(ledger) if ledger.id == LedgerId(1)));
+    let ChangedRecord::AccountCreated(cash) = &backlog[2].record else { panic!("{backlog:?}") };
+    assert_eq!((cash.id, cash.debits_posted), (AccountId(10), 0), "the account as created");
+    assert_eq!(backlog.iter().filter_map(created_transfer_id).collect::<Vec<_>>(), [100, 101]);
+    let ChangedRecord::TransferCreated(transfer) = &backlog[7].record else { panic!("{backlog:?}") };
+    assert_eq!(transfer.amount, 7, "minor units");
+    assert!(backlog.windows(2).all(|pair| pair[0].cursor < pair[1].cursor), "in commit order");
+    assert!(backlog.iter().all(|change| change.node_id == 1 && change.applied_index > 0));
+    assert_quiet(&mut feed).await;
+
+    // Caught up, the feed delivers each change as it is applied.
+    client.create_transfers(&[receipt(103, 10, 11, 1, 1)]).await.unwrap();
+    let new = next_changes(&mut feed, 1).await;
+    assert_eq!(created_transfer_id(&new[0]), Some(103));
+    assert!(new[0].cursor > backlog[7].cursor);
+    assert_quiet(&mut feed).await;
+
+    // A feed after a cursor starts just after it, on any node.
+    let mut resumed = cluster.client(&[2]).subscribe_changes(backlog[5].cursor, LedgerId(0)).unwrap();
+    let after = next_changes(&mut resumed, 3).await;
+    let expected: Vec<_> = backlog[6..].iter().chain(&new).map(what).collect();
+    assert_eq!(after.iter().map(what).collect::<Vec<_>>(), expected);
+    assert!(after.iter().all(|change| change.node_id == 2));
+    assert_quiet(&mut resumed).await;
+}
+
+#[tokio::test]
+async fn a_feed_filters_by_ledger_and_writes_amounts_in_the_unit_asked_for() {
+    let cluster = TestCluster::start(true).await;
+    let client = cluster.client(&[1]);
+    seed(&client).await;
+    client.create_transfers(&[receipt(1, 10, 11, 5, 1), receipt(2, 20, 21, 1_234, 2)]).await.unwrap();
+
+    let mut raw = cluster.raw(2).await;
+    let request =
+        proto::SubscribeChangesRequest { after: 0, ledger: 2, amount_unit: proto::AmountUnit::Decimal as i32 };
+    let mut stream = raw.subscribe_changes(request).await.unwrap().into_inner();
+    let mut changes = Vec::new();
+    for _ in 0..4 {
+        let next = tokio::time::timeout(Duration::from_secs(10), stream.message()).await.unwrap();
+        changes.push(next.unwrap().unwrap());
+    }
+    let kinds: Vec<i32> = changes.iter().map(|change| change.kind).collect();
+    use proto::ChangeKind as K;
+    let expected = [K::LedgerCreated, K::AccountCreated, K::AccountCreated, K::TransferCreated].map(|kind| kind as i32);
+    assert_eq!(kinds, expected);
+    assert!(changes.iter().all(|change| change.ledger_id == 2));
+    assert_eq!(changes[1].account.as_ref().map(|account| account.id.as_str()), Some("20"));
+    assert_eq!(changes[1].account.as_ref().map(|account| account.debits_posted.as_str()), Some("0.00"));
+    assert_eq!(changes[3].transfer.as_ref().map(|transfer| transfer.amount.as_str()), Some("12.34"));
+    let served = changes[3].served.unwrap();
+    assert_eq!((served.node_id, served.stale), (2, true));
+
+    let mut feed = client.subscribe_changes(0, LedgerId(1)).unwrap();
+    let ledger_1 = next_changes(&mut feed, 4).await;
+    assert!(ledger_1.iter().all(|change| change.record.ledger() == LedgerId(1)));
+    assert_eq!(created_transfer_id(&ledger_1[3]), Some(1));
+    assert_quiet(&mut feed).await;
+}
+
+#[tokio::test]
+async fn feeds_over_the_servers_bound_are_refused_until_one_ends() {
+    let cluster = TestCluster::start_with(|config| ServerConfig { feed_streams_max: 2, ..config }).await;
+    let mut raw = cluster.raw(1).await;
+    let request = proto::SubscribeChangesRequest::default();
+    let first = raw.subscribe_changes(request).await.unwrap().into_inner();
+    let _second = raw.subscribe_changes(request).await.unwrap().into_inner();
+    let refused = raw.subscribe_changes(request).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{}", refused.message());
+    assert!(refused.message().contains("most change feeds (2)"), "{}", refused.message());
+    let refused = raw.subscribe_changes(proto::SubscribeChangesRequest { amount_unit: 7, ..request }).await;
+    assert_eq!(refused.unwrap_err().code(), Code::InvalidArgument, "a bad request is refused first");
+
+    // A client that goes away frees its feed's place.
+    drop(first);
+    for attempt in 0.. {
+        match raw.subscribe_changes(request).await {
+            Ok(_) => break,
+            Err(status) if status.code() == Code::ResourceExhausted && attempt < 200 => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(status) => panic!("the place was not freed: {status:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_feed_resumes_at_another_node_without_losing_or_repeating_a_change() {
+    let mut cluster = TestCluster::start(true).await;
+    let client = cluster.client(&[1, 2]);
+    seed(&client).await;
+    let mut feed = client.subscribe_changes(0, LedgerId(0)).unwrap();
+    let before = next_changes(&mut feed, 6).await;
+    assert!(before.iter().all(|change| change.node_id == 1));
+    let mut raw = cluster.raw(1).await.subscribe_changes(proto::SubscribeChangesRequest::default()).await.unwrap();
+    let raw = raw.get_mut();
+    for _ in 0..6 {
+        raw.message().await.unwrap().unwrap();
+    }
+
+    // Node 2 leads, node 1's API shuts down: its feeds end with UNAVAILABLE.
+    cluster.cluster.leader.store(2, Ordering::SeqCst);
+    cluster.stop(1);
+    let ended = tokio::time::timeout(Duration::from_secs(10), raw.message()).await.unwrap();
+    assert_eq!(ended.unwrap_err().code(), Code::Unavailable);
+
+    client.create_transfers(&[receipt(300, 10, 11, 1, 1), receipt(301, 20, 21, 2, 2)]).await.unwrap();
+    let after = next_changes(&mut feed, 2).await;
+    assert_eq!(after.iter().filter_map(created_transfer_id).collect::<Vec<_>>(), [300, 301]);
+    assert!(after.iter().all(|change| change.node_id == 2), "resumed at node 2");
+    assert!(after[0].cursor > before[5].cursor);
+    assert_quiet(&mut feed).await;
+}
+
+#[tokio::test]
+async fn a_feed_ends_with_unavailable_when_its_node_stops() {
+    let cluster = TestCluster::start(true).await;
+    seed(&cluster.client(&[1])).await;
+    let mut raw = cluster.raw(2).await;
+    let mut stream = raw.subscribe_changes(proto::SubscribeChangesRequest::default()).await.unwrap().into_inner();
+    for _ in 0..6 {
+        stream.message().await.unwrap().unwrap();
+    }
+    cluster.cluster.stopped.store(true, Ordering::SeqCst);
+    let ended = tokio::time::timeout(Duration::from_secs(10), stream.message()).await.unwrap().unwrap_err();
+    assert_eq!(ended.code(), Code::Unavailable);
+    assert!(ended.message().contains("try another node"), "{}", ended.message());
 }

@@ -93,7 +93,16 @@ impl ConsensusConfig {
             // A node rejoining after a partition does not disrupt the
             // leader by bumping the term.
             pre_vote: true,
-            batch_append: true,
+            // Off: raft-rs 0.7 merges new entries into a MsgAppend already
+            // queued for the same peer, checking that they follow that
+            // message's last entry but not, when it has none, its `index`.
+            // A leader that queued an empty append at index i and then, in
+            // the same round, learns the peer needs entry i again (a reject)
+            // sends {index: i, entries: [i, ..]}: the peer acknowledges one
+            // entry more than it holds, and the leader can commit an entry
+            // only it has. Found by the simulator (`coffer-chaos sim --seed
+            // 7` with this on). The transport still batches messages per peer.
+            batch_append: false,
             max_uncommitted_size: self.max_uncommitted_bytes,
             max_committed_size_per_ready: self.max_committed_bytes_per_ready,
             read_only_option: raft::ReadOnlyOption::Safe,

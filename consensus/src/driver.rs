@@ -21,7 +21,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use coffer_ledger::Operation;
 use coffer_storage::snapshot::{self, SnapshotManifest};
@@ -32,7 +32,8 @@ use tokio::time::MissedTickBehavior;
 
 use crate::config::ConsensusConfig;
 use crate::error::{ConsensusError, ProposalError, ReadError};
-use crate::replica::{Applied, Completion, MembershipChange, NodeStatus, ProposalId, ReadId, Replica};
+use crate::metrics::DriverMetrics;
+use crate::replica::{events, Applied, Completion, MembershipChange, NodeStatus, ProposalId, ReadId, Replica};
 use crate::storage::{DiskStorage, ReplicaStorage, SnapshotDirs};
 use crate::transport::{
     check_address, Inbound, Peers, RaftService, RaftTransportService, Report, INBOUND_MESSAGES_MAX,
@@ -44,6 +45,8 @@ use crate::transport::{
 pub const ROUND_INPUTS_MAX: usize = 1_024;
 /// The default bound of the queue from the handles to the driver.
 pub const REQUESTS_MAX_DEFAULT: usize = 4_096;
+/// How often the driver samples RocksDB's size properties into metrics.
+pub const STORAGE_METRICS_INTERVAL_MS: u64 = 10_000;
 
 /// Everything a node needs to start.
 #[derive(Clone, Debug)]
@@ -409,10 +412,16 @@ struct Driver {
     peers: Peers,
     requests: mpsc::Receiver<Request>,
     inbound: mpsc::Receiver<Inbound>,
-    proposals: HashMap<ProposalId, Reply<Applied>>,
+    /// Waiting proposals, with when each was proposed (commit latency).
+    proposals: HashMap<ProposalId, (Reply<Applied>, Instant)>,
     reads: HashMap<ReadId, ReadJob>,
     stopped: watch::Sender<Option<String>>,
     shutdown_replies: Vec<oneshot::Sender<()>>,
+    metrics: DriverMetrics,
+    /// The leader this node last knew, to notice changes.
+    leader: Option<u64>,
+    /// When RocksDB's properties were last sampled.
+    storage_sampled_at: Option<Instant>,
 }
 
 impl Driver {
@@ -430,6 +439,7 @@ impl Driver {
             let flow = tokio::select! {
                 _ = ticker.tick() => {
                     self.replica.tick();
+                    self.observe_tick();
                     Flow::Continue
                 }
                 Some(inbound) = self.inbound.recv() => {
@@ -470,24 +480,77 @@ impl Driver {
     /// One round: advance the replica once (group commit), tell Raft what
     /// the transport reported, learn peer addresses, answer requests.
     fn round(&mut self) -> Result<(), ConsensusError> {
+        let started = Instant::now();
+        let snapshot_before = self.replica.storage().snapshot_index();
         let output = self.replica.advance(now_ns(), &mut self.peers)?;
         for report in self.peers.take_reports() {
             match report {
                 Report::Unreachable(peer) => self.replica.report_unreachable(peer),
-                Report::SnapshotFailed(peer) => self.replica.report_snapshot(peer, false),
+                Report::SnapshotFailed(peer) => {
+                    self.metrics.snapshots_failed.increment(1);
+                    self.replica.report_snapshot(peer, false);
+                }
             }
         }
         for applied in &output.membership {
             tracing::info!(node = self.id(), index = applied.index, voters = ?applied.conf_state.voters, learners = ?applied.conf_state.learners, "membership changed");
+            self.metrics.membership_changes.increment(1);
             self.peers.apply_membership(applied);
         }
         if let Some(index) = output.snapshot_installed {
             tracing::info!(node = self.id(), index, "snapshot installed");
+            self.metrics.snapshots_installed.increment(1);
         }
         for completion in output.completions {
             self.complete(completion);
         }
+        self.observe_round(started, snapshot_before, output.snapshot_installed.is_some());
         Ok(())
+    }
+
+    /// Records what one round did: its duration, the applied index, the
+    /// queues, a snapshot made, a change of leader.
+    fn observe_round(&mut self, started: Instant, snapshot_before: u64, installed: bool) {
+        self.metrics.round_duration.record(started.elapsed());
+        self.metrics.applied_index.set(self.replica.storage().applied().index as f64);
+        let (proposals, events) = self.replica.queued();
+        self.metrics.queue_proposals.set(proposals as f64);
+        self.metrics.queue_events.set(events as f64);
+        self.metrics.requests_waiting.set(self.requests.len() as f64);
+        let snapshot_index = self.replica.storage().snapshot_index();
+        // Installing a snapshot makes one too (what the node can send on).
+        if snapshot_index != snapshot_before && !installed {
+            tracing::info!(node = self.id(), index = snapshot_index, "snapshot made");
+            self.metrics.snapshots_made.increment(1);
+        }
+        let leader = self.replica.leader();
+        if leader != self.leader {
+            self.leader = leader;
+            let term = self.replica.status().term;
+            self.metrics.term.set(term as f64);
+            self.metrics.leader_id.set(leader.unwrap_or(0) as f64);
+            self.metrics.is_leader.set(if self.replica.is_leader() { 1.0 } else { 0.0 });
+            match leader {
+                Some(leader) => {
+                    tracing::info!(node = self.id(), leader, term, "leader changed");
+                    self.metrics.leader_changes.increment(1);
+                }
+                None => tracing::info!(node = self.id(), term, "no leader"),
+            }
+        }
+    }
+
+    /// On each tick: the term and commit index, and RocksDB's properties
+    /// when they are due.
+    fn observe_tick(&mut self) {
+        let status = self.replica.status();
+        self.metrics.term.set(status.term as f64);
+        self.metrics.commit_index.set(status.commit as f64);
+        let interval = Duration::from_millis(STORAGE_METRICS_INTERVAL_MS);
+        if self.storage_sampled_at.is_none_or(|sampled| sampled.elapsed() >= interval) {
+            self.storage_sampled_at = Some(Instant::now());
+            coffer_storage::metrics::record_rocksdb_metrics(self.replica.storage().ledger().db(), self.id());
+        }
     }
 
     fn on_inbound(&mut self, inbound: Inbound) {
@@ -498,20 +561,27 @@ impl Driver {
                 }
             }
             Inbound::Unreachable(peer) => self.replica.report_unreachable(peer),
-            Inbound::SnapshotSent { peer, delivered } => self.replica.report_snapshot(peer, delivered),
+            Inbound::SnapshotSent { peer, delivered } => {
+                let sent = if delivered { &self.metrics.snapshots_delivered } else { &self.metrics.snapshots_failed };
+                sent.increment(1);
+                self.replica.report_snapshot(peer, delivered);
+            }
         }
     }
 
     fn on_request(&mut self, request: Request) -> Flow {
         match request {
-            Request::Propose { operation, reply } => match self.replica.propose(operation) {
-                Ok(id) => {
-                    self.proposals.insert(id, reply);
+            Request::Propose { operation, reply } => {
+                self.metrics.proposal_events.record(events(&operation) as f64);
+                match self.replica.propose(operation) {
+                    Ok(id) => {
+                        self.proposals.insert(id, (reply, Instant::now()));
+                    }
+                    Err(error) => {
+                        let _ = reply.send(Err(error.into()));
+                    }
                 }
-                Err(error) => {
-                    let _ = reply.send(Err(error.into()));
-                }
-            },
+            }
             Request::ChangeMembership { change, address, reply } => {
                 let checked = if address.is_empty() { Ok(()) } else { check_address(&address) };
                 let result = checked
@@ -519,7 +589,7 @@ impl Driver {
                     .and_then(|()| self.replica.propose_membership(change, address.into_bytes()).map_err(Into::into));
                 match result {
                     Ok(id) => {
-                        self.proposals.insert(id, reply);
+                        self.proposals.insert(id, (reply, Instant::now()));
                     }
                     Err(error) => {
                         let _ = reply.send(Err(error));
@@ -559,7 +629,10 @@ impl Driver {
     fn complete(&mut self, completion: Completion) {
         match completion {
             Completion::Proposal { id, result } => {
-                if let Some(reply) = self.proposals.remove(&id) {
+                if let Some((reply, proposed_at)) = self.proposals.remove(&id) {
+                    if result.is_ok() {
+                        self.metrics.commit_latency.record(proposed_at.elapsed());
+                    }
                     // The caller may have given up waiting: nothing to do.
                     let _ = reply.send(result.map_err(Into::into));
                 }
@@ -596,14 +669,14 @@ impl Driver {
         };
         // First the reason, so every failed request below reports it.
         self.stopped.send_replace(Some(reason.clone()));
-        let Self { replica, peers, mut requests, inbound, proposals, reads, stopped, mut shutdown_replies } = self;
+        let Self { replica, peers, mut requests, inbound, proposals, reads, stopped, mut shutdown_replies, .. } = self;
         requests.close();
         let mut late = Vec::new();
         while let Ok(request) = requests.try_recv() {
             late.push(request);
         }
         let failed = || RequestError::Stopped { node: id, reason: reason.clone() };
-        for (_, reply) in proposals {
+        for (_, (reply, _)) in proposals {
             let _ = reply.send(Err(failed()));
         }
         for (_, job) in reads {
@@ -628,6 +701,7 @@ impl Driver {
 /// Opens (and on a fresh store, bootstraps) the store and the replica.
 fn open_replica(config: &NodeConfig) -> Result<Replica<DiskStorage>, StartError> {
     let mut storage = DiskStorage::open(&config.data_dir, &config.storage)?;
+    storage.label_metrics(config.consensus.node_id);
     let fresh = storage.applied() == AppliedState::default() && storage.store().log.last_index() == 0;
     if let (true, Some(voters)) = (fresh, &config.bootstrap_voters) {
         storage.bootstrap(voters)?;
@@ -682,6 +756,9 @@ fn driver_thread(
         reads: HashMap::new(),
         stopped,
         shutdown_replies: Vec::new(),
+        metrics: DriverMetrics::new(config.consensus.node_id),
+        leader: None,
+        storage_sampled_at: None,
     };
     if ready.send(Ok(dirs)).is_err() {
         // The caller of start_node went away: nobody will use the node.

@@ -14,11 +14,14 @@
 //! - [`start_node`]: the production node — the driver that owns a
 //!   [`Replica`] on [`DiskStorage`] and a real clock, answering a cloneable
 //!   [`NodeHandle`] — and the gRPC peer transport ([`transport`]).
+//! - [`metrics`]: what the node reports (applied index, term, leader
+//!   changes, commit and apply latency, queue depths, snapshots).
 
 pub mod command;
 mod config;
 pub mod driver;
 mod error;
+pub mod metrics;
 mod replica;
 pub mod storage;
 pub mod transport;

@@ -25,6 +25,7 @@ use raft::{RawNode, StateRole};
 use crate::command::{Command, Part};
 use crate::config::ConsensusConfig;
 use crate::error::{ConsensusError, ProposalError, ReadError, StepError};
+use crate::metrics::ReplicaMetrics;
 use crate::storage::ReplicaStorage;
 
 /// A proposal's handle, unique on this node while it runs.
@@ -221,7 +222,8 @@ impl Random {
     }
 }
 
-fn events(operation: &Operation) -> usize {
+/// The events of `operation`.
+pub(crate) fn events(operation: &Operation) -> usize {
     match operation {
         Operation::CreateLedgers(events) => events.len(),
         Operation::CreateAccounts(events) => events.len(),
@@ -280,6 +282,7 @@ pub struct Replica<S: ReplicaStorage> {
     last_stamp_ns: u64,
     next_expiry_ns: u64,
     output: Output,
+    metrics: ReplicaMetrics,
 }
 
 impl<S: ReplicaStorage> std::fmt::Debug for Replica<S> {
@@ -306,6 +309,7 @@ impl<S: ReplicaStorage> Replica<S> {
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let raw = RawNode::new(&raft_config, storage, &logger)?;
         let last_stamp_ns = raw.store().ledger().last_timestamp().map_err(store_error)?;
+        let metrics = ReplicaMetrics::new(config.node_id);
         let mut replica = Self {
             raw,
             random: Random(config.seed),
@@ -320,6 +324,7 @@ impl<S: ReplicaStorage> Replica<S> {
             last_stamp_ns,
             next_expiry_ns: 0,
             output: Output::default(),
+            metrics,
         };
         replica.draw_election_timeout();
         Ok(replica)
@@ -348,6 +353,11 @@ impl<S: ReplicaStorage> Replica<S> {
     /// The leader this node knows of.
     pub fn leader(&self) -> Option<u64> {
         Some(self.raw.raft.leader_id).filter(|&id| id != 0)
+    }
+
+    /// Proposals and events waiting in the group-commit queue.
+    pub fn queued(&self) -> (usize, usize) {
+        (self.queue.len(), self.queued_events)
     }
 
     /// The node's status.
@@ -825,6 +835,7 @@ impl<S: ReplicaStorage> Replica<S> {
     fn apply_command(&mut self, entry: &Entry, applied: AppliedState) -> Result<(), ConsensusError> {
         let command = Command::decode(&entry.data)
             .map_err(|source| ConsensusError::CorruptEntry { index: entry.index, source })?;
+        self.metrics.entry_events.record(events(&command.operation) as f64);
         let store = self.raw.store().ledger();
         let last_timestamp = store.last_timestamp().map_err(store_error)?;
         // Timestamps strictly increase whatever a leader's clock said: the
@@ -883,6 +894,16 @@ impl<S: ReplicaStorage> Replica<S> {
         // leader proposes the empty change that leaves it.
         if conf_state.auto_leave && self.is_leader() {
             let _ = self.raw.propose_conf_change(Vec::new(), ConfChangeV2::default());
+        }
+        // raft-rs 0.7 keeps a leader that applied its own removal leading,
+        // without a progress of its own, and panics (an unwrap in
+        // `maybe_commit`) at its next commit. It steps down instead; the
+        // remaining voters elect a leader. Found by the simulator.
+        let voter = conf_state.voters.iter().chain(&conf_state.voters_outgoing).any(|&id| id == self.id());
+        if self.is_leader() && !voter {
+            let term = self.raw.raft.term;
+            self.raw.raft.become_follower(term, raft::INVALID_ID);
+            self.draw_election_timeout();
         }
         self.output.membership.push(MembershipApplied {
             index: entry.index,

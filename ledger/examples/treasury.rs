@@ -8,7 +8,7 @@
 //! over-budget road expenditure that is rejected whole; then it prints the
 //! results, the balances and both trial balances.
 //!
-//! Run it with `make run` (or `cargo run -p coffer-ledger --example treasury`).
+//! Run it with `make demo`.
 
 use coffer_ledger::amount::format_amount;
 use coffer_ledger::{

@@ -422,7 +422,7 @@ fn create_account<S: Store + ?Sized>(
         return Ok(R::LedgerNotFound);
     }
     let slot = batch.account_slot(a.id)?;
-    batch.put_account_at(slot, Account { timestamp, ..*a });
+    batch.insert_account_at(slot, Account { timestamp, ..*a });
     Ok(R::Created)
 }
 
@@ -845,6 +845,7 @@ pub fn prepare_expire_pending<S: Store + ?Sized>(
         release_pending(&mut dr, &mut cr, &p)?;
         reopen_closed_by(&mut dr, &mut cr, &p);
         batch.put_pending_status(id, PendingStatus { state: PendingState::Expired, expires_at });
+        batch.record_expiry(id, event_timestamp);
         batch.record_balance(&dr, event_timestamp);
         batch.record_balance(&cr, event_timestamp);
         batch.put_account_at(dr_slot, dr);

@@ -8,9 +8,12 @@
 use rustc_hash::FxHashMap;
 
 use crate::ids::{AccountId, LedgerId, TransferId};
-use crate::model::{Account, AccountBalance, AccountTransfer, Ledger, PendingStatus, Side, Transfer};
+use crate::model::{
+    Account, AccountBalance, AccountTransfer, Change, ChangeKind, Ledger, PendingStatus, Side, Transfer,
+};
 use crate::results::CreateTransferResult;
 use crate::store::{Store, StoreError, WriteSet};
+use crate::AccountFlags;
 
 /// An account as the batch sees it: `None` if it does not exist (yet).
 #[derive(Clone, Copy)]
@@ -33,6 +36,7 @@ pub(crate) struct Savepoint {
     transfers: usize,
     account_transfers: usize,
     balances: usize,
+    changes: usize,
 }
 
 /// The overlay of one batch over a store.
@@ -56,6 +60,8 @@ pub(crate) struct Batch<'s, S: Store + ?Sized> {
     failure_index: FxHashMap<TransferId, CreateTransferResult>,
     account_transfers: Vec<AccountTransfer>,
     balances: Vec<AccountBalance>,
+    /// The change log's new entries, in timestamp order.
+    changes: Vec<Change>,
 }
 
 impl<'s, S: Store + ?Sized> Batch<'s, S> {
@@ -82,6 +88,8 @@ impl<'s, S: Store + ?Sized> Batch<'s, S> {
             failure_index: FxHashMap::default(),
             account_transfers: Vec::with_capacity(events * 2),
             balances: Vec::new(),
+            // At most one change per event: one allocation per batch.
+            changes: Vec::with_capacity(events),
         }
     }
 
@@ -92,8 +100,31 @@ impl<'s, S: Store + ?Sized> Batch<'s, S> {
         }
     }
 
+    /// Adds a created ledger and its change.
     pub(crate) fn insert_ledger(&mut self, ledger: Ledger) {
+        self.record_change(ledger.timestamp, ChangeKind::LedgerCreated(ledger.id));
         self.ledgers.push(ledger);
+    }
+
+    /// Puts a created account in `slot` (from [`Self::account_slot`], which
+    /// found none) and records its change.
+    pub(crate) fn insert_account_at(&mut self, slot: usize, account: Account) {
+        debug_assert!(self.account_at(slot).is_none(), "account {} is created once", account.id);
+        let closed = account.flags.contains(AccountFlags::CLOSED);
+        self.record_change(account.timestamp, ChangeKind::AccountCreated { id: account.id, closed });
+        self.put_account_at(slot, account);
+    }
+
+    /// Records that the pending transfer `id` expired at `timestamp`.
+    pub(crate) fn record_expiry(&mut self, id: TransferId, timestamp: u64) {
+        self.record_change(timestamp, ChangeKind::PendingExpired(id));
+    }
+
+    /// Appends to the change log. Each event makes at most one change, and
+    /// events run in timestamp order, so the log stays ordered.
+    fn record_change(&mut self, timestamp: u64, kind: ChangeKind) {
+        debug_assert!(self.changes.last().is_none_or(|last| last.timestamp < timestamp), "changes in order");
+        self.changes.push(Change { timestamp, kind });
     }
 
     /// The slot of account `id`, loading it from the store on first touch.
@@ -154,8 +185,9 @@ impl<'s, S: Store + ?Sized> Batch<'s, S> {
         }
     }
 
-    /// Adds a transfer and its two history-index entries.
+    /// Adds a transfer, its two history-index entries and its change.
     pub(crate) fn insert_transfer(&mut self, transfer: Transfer) {
+        self.record_change(transfer.timestamp, ChangeKind::TransferCreated(transfer.id));
         self.transfer_index.insert(transfer.id, self.transfers.len());
         self.transfers.push(transfer);
         self.account_transfers.push(AccountTransfer {
@@ -206,7 +238,7 @@ impl<'s, S: Store + ?Sized> Batch<'s, S> {
 
     /// Appends a balance-history entry if the account keeps history.
     pub(crate) fn record_balance(&mut self, account: &Account, timestamp: u64) {
-        if account.flags.contains(crate::AccountFlags::HISTORY) {
+        if account.flags.contains(AccountFlags::HISTORY) {
             self.balances.push(account.balance_at(timestamp));
         }
     }
@@ -219,6 +251,7 @@ impl<'s, S: Store + ?Sized> Batch<'s, S> {
             transfers: self.transfers.len(),
             account_transfers: self.account_transfers.len(),
             balances: self.balances.len(),
+            changes: self.changes.len(),
         }
     }
 
@@ -253,6 +286,7 @@ impl<'s, S: Store + ?Sized> Batch<'s, S> {
         }
         self.account_transfers.truncate(savepoint.account_transfers);
         self.balances.truncate(savepoint.balances);
+        self.changes.truncate(savepoint.changes);
     }
 
     /// Everything the batch changed, as final values.
@@ -273,6 +307,7 @@ impl<'s, S: Store + ?Sized> Batch<'s, S> {
             failures: self.failures,
             account_transfers: self.account_transfers,
             balances: self.balances,
+            changes: self.changes,
         }
     }
 }

@@ -7,7 +7,9 @@
 
 use crate::flags::{AccountFlags, TransferFlags};
 use crate::ids::{AccountId, LedgerId, TransferId};
-use crate::model::{Account, AccountKind, Ledger, PendingState, PendingStatus, Transfer, TransferKind};
+use crate::model::{
+    Account, AccountKind, Change, ChangeKind, Ledger, PendingState, PendingStatus, Transfer, TransferKind,
+};
 
 /// Bytes of an encoded [`Account`].
 pub const ACCOUNT_SIZE: usize = 125;
@@ -15,6 +17,9 @@ pub const ACCOUNT_SIZE: usize = 125;
 pub const TRANSFER_SIZE: usize = 129;
 /// Bytes of an encoded [`PendingStatus`].
 pub const PENDING_STATUS_SIZE: usize = 9;
+/// Bytes of the longest encoded [`Change`] (an account creation); a ledger
+/// creation takes 5, a transfer creation or expiry 17.
+pub const CHANGE_SIZE_MAX: usize = 18;
 
 /// Why bytes did not decode to a record.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -193,6 +198,51 @@ pub fn decode_pending_status(bytes: &[u8]) -> Result<PendingStatus, DecodeError>
     Ok(PendingStatus { state, expires_at: r.u64() })
 }
 
+/// Appends the encoding of `change` to `out`, without its timestamp (a store
+/// keys the record by it): the kind's code, then the id it names (a ledger
+/// id as 4 bytes, an account or transfer id as 16), then for an account
+/// creation whether the account was created closed (1) or not (0). Each kind
+/// carries only what it needs: this record is written once per event.
+pub fn encode_change(change: &Change, out: &mut Vec<u8>) {
+    out.push(change.kind.code());
+    match change.kind {
+        ChangeKind::LedgerCreated(id) => out.extend_from_slice(&id.0.to_be_bytes()),
+        ChangeKind::AccountCreated { id, closed } => {
+            out.extend_from_slice(&id.0.to_be_bytes());
+            out.push(u8::from(closed));
+        }
+        ChangeKind::TransferCreated(id) | ChangeKind::PendingExpired(id) => {
+            out.extend_from_slice(&id.0.to_be_bytes());
+        }
+    }
+}
+
+/// Decodes the change at `timestamp` written by [`encode_change`].
+pub fn decode_change(timestamp: u64, bytes: &[u8]) -> Result<Change, DecodeError> {
+    let record = "change";
+    let Some((&code, rest)) = bytes.split_first() else {
+        return Err(DecodeError::Length { record, expected: 1, actual: 0 });
+    };
+    let length = |expected: usize| reader(record, bytes, expected).map(|_| Reader { bytes: rest });
+    let kind = match code {
+        1 => ChangeKind::LedgerCreated(LedgerId(length(5)?.u32())),
+        2 => {
+            let mut r = length(18)?;
+            let id = AccountId(r.u128());
+            let closed = match r.u8() {
+                0 => false,
+                1 => true,
+                other => return Err(DecodeError::InvalidField { record, field: "closed", value: other.into() }),
+            };
+            ChangeKind::AccountCreated { id, closed }
+        }
+        3 => ChangeKind::TransferCreated(TransferId(length(17)?.u128())),
+        4 => ChangeKind::PendingExpired(TransferId(length(17)?.u128())),
+        other => return Err(DecodeError::InvalidField { record, field: "kind", value: other.into() }),
+    };
+    Ok(Change { timestamp, kind })
+}
+
 /// Appends the encoding of `ledger` to `out`: fixed fields, then the
 /// currency and the name, each prefixed by its length as one byte (both are
 /// at most 64 bytes once validated).
@@ -307,6 +357,44 @@ mod tests {
         let mut bytes = Vec::new();
         encode_pending_status(&status, &mut bytes);
         assert_eq!(decode_pending_status(&bytes), Ok(status));
+    }
+
+    #[test]
+    fn changes_round_trip_at_their_own_sizes() {
+        let kinds = [
+            (ChangeKind::LedgerCreated(LedgerId(u32::MAX - 1)), 5),
+            (ChangeKind::AccountCreated { id: AccountId(u128::MAX - 1), closed: true }, CHANGE_SIZE_MAX),
+            (ChangeKind::AccountCreated { id: AccountId(3), closed: false }, CHANGE_SIZE_MAX),
+            (ChangeKind::TransferCreated(TransferId(4)), 17),
+            (ChangeKind::PendingExpired(TransferId(5)), 17),
+        ];
+        for (kind, size) in kinds {
+            let change = Change { timestamp: 77, kind };
+            let mut bytes = Vec::new();
+            encode_change(&change, &mut bytes);
+            assert_eq!(bytes.len(), size, "{kind:?}");
+            assert_eq!(decode_change(77, &bytes), Ok(change));
+            assert!(decode_change(77, &bytes[..size - 1]).is_err(), "{kind:?} cut short");
+        }
+    }
+
+    #[test]
+    fn a_change_of_unknown_kind_or_closed_flag_is_refused() {
+        assert_eq!(
+            decode_change(1, &[9, 0, 0, 0, 1]),
+            Err(DecodeError::InvalidField { record: "change", field: "kind", value: 9 })
+        );
+        let mut bytes = Vec::new();
+        encode_change(
+            &Change { timestamp: 1, kind: ChangeKind::AccountCreated { id: AccountId(1), closed: true } },
+            &mut bytes,
+        );
+        bytes[17] = 2;
+        assert_eq!(
+            decode_change(1, &bytes),
+            Err(DecodeError::InvalidField { record: "change", field: "closed", value: 2 })
+        );
+        assert_eq!(decode_change(1, &[]), Err(DecodeError::Length { record: "change", expected: 1, actual: 0 }));
     }
 
     #[test]

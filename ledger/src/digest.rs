@@ -3,23 +3,30 @@
 //!
 //! The digest is defined as SHA-256 of, in this order:
 //!
-//! 1. the ASCII tag `coffer-state-v1`;
+//! 1. the ASCII tag `coffer-state-v2`;
 //! 2. the last event timestamp, as 8 big-endian bytes;
-//! 3. five sections — ledgers, accounts, transfers, pending statuses,
-//!    transient failures — each the section's one-byte tag (`L`, `A`, `T`,
-//!    `P`, `F`), then every record in ascending id order in its
-//!    [`codec`](crate::codec) encoding (a pending status and a failure are
-//!    preceded by their transfer id, 16 bytes, and a failure is its result's
-//!    `u16` code), then the section's record count as 8 big-endian bytes.
+//! 3. six sections — ledgers, accounts, transfers, pending statuses,
+//!    transient failures, the change log — each the section's one-byte tag
+//!    (`L`, `A`, `T`, `P`, `F`, `C`), then every record in ascending id order
+//!    (changes: ascending timestamp) in its [`codec`](crate::codec) encoding
+//!    (a pending status and a failure are preceded by their transfer id, 16
+//!    bytes, a failure is its result's `u16` code, and a change is preceded
+//!    by its timestamp, 8 bytes), then the section's record count as 8
+//!    big-endian bytes.
 //!
 //! History indexes and balance history are derived from the transfers and
-//! are left out. Two stores that applied the same batches have equal digests;
-//! any difference in a record changes it.
+//! are left out. The change log is in: it is what change feeds read, and
+//! their cursors must mean the same on every replica. Two stores that
+//! applied the same batches have equal digests; any difference in a record
+//! changes it.
 
 use sha2::{Digest, Sha256};
 
-use crate::codec::{encode_account, encode_ledger, encode_pending_status, encode_transfer};
-use crate::store::{Store, StoreError};
+use crate::codec::{encode_account, encode_change, encode_ledger, encode_pending_status, encode_transfer};
+use crate::store::{ChangeFilter, Store, StoreError};
+
+/// Changes read from the store at once while the change log is hashed.
+const DIGEST_PAGE_CHANGES: u32 = 4_096;
 
 /// A state digest: 32 bytes of SHA-256.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -59,7 +66,7 @@ impl<'h> Section<'h> {
 /// The digest of everything in `store` (see the module docs for its definition).
 pub fn state_digest<S: Store + ?Sized>(store: &S) -> Result<StateDigest, StoreError> {
     let mut hasher = Sha256::new();
-    hasher.update(b"coffer-state-v1");
+    hasher.update(b"coffer-state-v2");
     hasher.update(store.last_timestamp()?.to_be_bytes());
 
     let mut section = Section::begin(&mut hasher, b'L');
@@ -90,6 +97,23 @@ pub fn state_digest<S: Store + ?Sized>(store: &S) -> Result<StateDigest, StoreEr
             out.extend_from_slice(&result.code().to_be_bytes());
         });
     })?;
+    section.end();
+
+    let mut section = Section::begin(&mut hasher, b'C');
+    let mut range = ChangeFilter::all(DIGEST_PAGE_CHANGES);
+    loop {
+        let page = store.changes(&range)?;
+        for change in &page {
+            section.record(|out| {
+                out.extend_from_slice(&change.timestamp.to_be_bytes());
+                encode_change(change, out);
+            });
+        }
+        match page.last().and_then(|last| last.timestamp.checked_add(1)) {
+            Some(next) if page.len() == DIGEST_PAGE_CHANGES as usize => range.timestamp_min = next,
+            _ => break,
+        }
+    }
     section.end();
 
     Ok(StateDigest(hasher.finalize().into()))

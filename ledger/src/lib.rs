@@ -3,7 +3,10 @@
 //! It owns the data model ([`Ledger`], [`Account`], [`Transfer`]), the rules
 //! (validation and result codes, balances, two-phase transfers, linked
 //! chains, limits, closing, history) and the reads (lookups, history pages,
-//! balances as of a timestamp, trial balance, [`state_digest`]).
+//! balances as of a timestamp, trial balance, [`state_digest`]) and the
+//! change log: every change (ledger, account or transfer created, pending
+//! transfer expired) keyed by its event timestamp, which change feeds and
+//! [`query_transfers`] read.
 //!
 //! It does no IO, reads no clock and draws no random number. State is reached
 //! only through the [`Store`] trait; [`MemoryStore`] is the in-memory one.
@@ -62,16 +65,17 @@ pub use flags::{AccountFlags, TransferFlags};
 pub use ids::{AccountId, LedgerId, TransferId};
 pub use memory::MemoryStore;
 pub use model::{
-    Account, AccountBalance, AccountKind, AccountTransfer, Ledger, PendingState, PendingStatus, Side, Transfer,
-    TransferKind, BATCH_EVENTS_MAX, EXPIRE_EVENTS_MAX, LEDGER_CURRENCY_LEN_MAX, LEDGER_NAME_LEN_MAX, LEDGER_SCALE_MAX,
-    NS_PER_S,
+    Account, AccountBalance, AccountKind, AccountTransfer, Change, ChangeKind, ChangedRecord, Ledger, PendingState,
+    PendingStatus, ResolvedChange, Side, Transfer, TransferKind, BATCH_EVENTS_MAX, EXPIRE_EVENTS_MAX,
+    LEDGER_CURRENCY_LEN_MAX, LEDGER_NAME_LEN_MAX, LEDGER_SCALE_MAX, NS_PER_S,
 };
 pub use query::{
-    balance_as_of, get_account_balances, get_account_transfers, lookup_accounts, lookup_transfers, trial_balance,
-    BalanceTotals, QueryError, TrialBalance,
+    balance_as_of, get_account_balances, get_account_transfers, lookup_accounts, lookup_transfers, query_transfers,
+    read_changes, resolve_change, trial_balance, BalanceTotals, ChangePage, QueryError, TransferPage, TransferQuery,
+    TrialBalance, QUERY_SCAN_CHANGES_MAX,
 };
 pub use results::{CreateAccountResult, CreateLedgerResult, CreateTransferResult};
-pub use store::{AccountFilter, Sides, Store, StoreError, WriteSet};
+pub use store::{AccountFilter, ChangeFilter, Sides, Store, StoreError, WriteSet};
 
 /// A state machine that owns its store: prepares each batch and commits it.
 ///

@@ -10,9 +10,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use rustc_hash::FxHashMap;
 
 use crate::ids::{AccountId, LedgerId, TransferId};
-use crate::model::{Account, AccountBalance, AccountTransfer, Ledger, PendingState, PendingStatus, Side, Transfer};
+use crate::model::{
+    Account, AccountBalance, AccountTransfer, Change, Ledger, PendingState, PendingStatus, Side, Transfer,
+};
 use crate::results::CreateTransferResult;
-use crate::store::{AccountFilter, Store, StoreError, WriteSet};
+use crate::store::{AccountFilter, ChangeFilter, Store, StoreError, WriteSet};
 
 /// An in-memory [`Store`]. Commits are atomic because they cannot fail midway.
 #[derive(Clone, Debug, Default)]
@@ -31,6 +33,8 @@ pub struct MemoryStore {
     /// entry in a vector that grows, instead of the whole entry.
     account_transfers: FxHashMap<AccountId, Vec<usize>>,
     balances: FxHashMap<AccountId, Vec<AccountBalance>>,
+    /// The change log, in timestamp order (append-only).
+    changes: Chunked<Change>,
 }
 
 /// An append-only vector kept in fixed-size chunks, so growing it never moves
@@ -79,6 +83,21 @@ impl<T> Chunked<T> {
         self.chunks.iter_mut().for_each(Vec::clear);
         self.used = 0;
     }
+
+    /// The index of the first element for which `before` is false, given
+    /// that it is true for a prefix and false after (a binary search).
+    fn partition_point(&self, before: impl Fn(&T) -> bool) -> usize {
+        let (mut low, mut high) = (0, self.len());
+        while low < high {
+            let middle = low + (high - low) / 2;
+            if self.get(middle).is_some_and(&before) {
+                low = middle + 1;
+            } else {
+                high = middle;
+            }
+        }
+        low
+    }
 }
 
 /// One entry of an account's history index, without the account id (the
@@ -110,6 +129,7 @@ impl MemoryStore {
         self.history.clear();
         self.account_transfers.values_mut().for_each(Vec::clear);
         self.balances.values_mut().for_each(Vec::clear);
+        self.changes.clear();
     }
 
     /// How many transfers the store holds.
@@ -203,6 +223,18 @@ impl Store for MemoryStore {
         Ok(page(rows, |row| row.timestamp, filter, |_| true))
     }
 
+    fn changes(&self, filter: &ChangeFilter) -> Result<Vec<Change>, StoreError> {
+        let start = self.changes.partition_point(|change| change.timestamp < filter.timestamp_min);
+        let end = self.changes.partition_point(|change| change.timestamp <= filter.timestamp_max).max(start);
+        let limit = filter.limit as usize;
+        let at = |index: usize| self.changes.get(index).copied();
+        Ok(if filter.reversed {
+            (start..end).rev().take(limit).filter_map(at).collect()
+        } else {
+            (start..end).take(limit).filter_map(at).collect()
+        })
+    }
+
     fn for_each_ledger(&self, visit: &mut dyn FnMut(&Ledger)) -> Result<(), StoreError> {
         self.ledgers.values().for_each(visit);
         Ok(())
@@ -265,6 +297,9 @@ impl Store for MemoryStore {
         }
         for row in &write_set.balances {
             self.balances.entry(row.account_id).or_default().push(*row);
+        }
+        for change in &write_set.changes {
+            self.changes.push(*change);
         }
         Ok(())
     }

@@ -297,3 +297,99 @@ pub struct AccountBalance {
     /// See [`Account::credits_posted`].
     pub credits_posted: u128,
 }
+
+/// What one change to the ledger was, and which record it concerns.
+///
+/// A change is an event that changed the ledger: failed events and retries
+/// that answer `exists` change nothing and record none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ChangeKind {
+    /// A ledger was created.
+    LedgerCreated(LedgerId),
+    /// An account was created. `closed` says whether it was created with the
+    /// `closed` flag: that flag is the only field besides the balances that
+    /// changes over an account's life, so the account as created is the
+    /// account as it is now with zero balances and this flag.
+    AccountCreated {
+        /// The account.
+        id: AccountId,
+        /// Whether it was created closed.
+        closed: bool,
+    },
+    /// A transfer was created (posts and voids of pending transfers included).
+    TransferCreated(TransferId),
+    /// A pending transfer's timeout passed and an `expire_pending` operation
+    /// released its reservation.
+    PendingExpired(TransferId),
+}
+
+impl ChangeKind {
+    /// The kind's stable one-byte code (used by encodings and the digest).
+    pub const fn code(self) -> u8 {
+        match self {
+            Self::LedgerCreated(_) => 1,
+            Self::AccountCreated { .. } => 2,
+            Self::TransferCreated(_) => 3,
+            Self::PendingExpired(_) => 4,
+        }
+    }
+
+    /// The kind's snake-case name, e.g. `transfer_created`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::LedgerCreated(_) => "ledger_created",
+            Self::AccountCreated { .. } => "account_created",
+            Self::TransferCreated(_) => "transfer_created",
+            Self::PendingExpired(_) => "pending_expired",
+        }
+    }
+}
+
+/// One entry of the change log: the event at `timestamp` changed the ledger.
+///
+/// The timestamp is the change's cursor: unique, strictly increasing in
+/// commit order, and the same on every replica (event `i` of a batch is
+/// stamped `timestamp + i`), so a reader that resumes after the last cursor
+/// it processed sees every later change exactly once, on any replica. The
+/// record is small on purpose (a kind and an id): the record it names is
+/// read from the store when the change is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Change {
+    /// The event's timestamp: the change's cursor.
+    pub timestamp: u64,
+    /// What changed.
+    pub kind: ChangeKind,
+}
+
+/// A change with the record it concerns, as a change feed delivers it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ChangedRecord {
+    /// The ledger created.
+    LedgerCreated(Ledger),
+    /// The account as created: zero balances, its flags at creation.
+    AccountCreated(Account),
+    /// The transfer created.
+    TransferCreated(Transfer),
+    /// The pending transfer that expired.
+    PendingExpired(Transfer),
+}
+
+impl ChangedRecord {
+    /// The ledger the change belongs to.
+    pub fn ledger(&self) -> LedgerId {
+        match self {
+            Self::LedgerCreated(ledger) => ledger.id,
+            Self::AccountCreated(account) => account.ledger,
+            Self::TransferCreated(transfer) | Self::PendingExpired(transfer) => transfer.ledger,
+        }
+    }
+}
+
+/// A change of the log with the record it concerns.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ResolvedChange {
+    /// The change's timestamp: its cursor.
+    pub timestamp: u64,
+    /// What changed, with the record.
+    pub record: ChangedRecord,
+}

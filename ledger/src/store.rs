@@ -7,7 +7,7 @@
 //! makes the ledger crash-safe.
 
 use crate::ids::{AccountId, LedgerId, TransferId};
-use crate::model::{Account, AccountBalance, AccountTransfer, Ledger, PendingStatus, Side, Transfer};
+use crate::model::{Account, AccountBalance, AccountTransfer, Change, Ledger, PendingStatus, Side, Transfer};
 use crate::results::CreateTransferResult;
 
 /// A failure of the store itself. Never a per-event outcome: the batch that
@@ -87,6 +87,38 @@ impl AccountFilter {
     }
 }
 
+/// A range of the change log: the changes with `timestamp_min <= timestamp
+/// <= timestamp_max` (both inclusive; unlike in [`AccountFilter`], a
+/// `timestamp_max` of `0` is not "to the end"), at most `limit` of them,
+/// oldest or newest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ChangeFilter {
+    /// Earliest timestamp, inclusive.
+    pub timestamp_min: u64,
+    /// Latest timestamp, inclusive.
+    pub timestamp_max: u64,
+    /// Most changes to return.
+    pub limit: u32,
+    /// Newest first instead of oldest first.
+    pub reversed: bool,
+}
+
+impl ChangeFilter {
+    /// The whole log, oldest first, at most `limit` changes.
+    pub const fn all(limit: u32) -> Self {
+        Self { timestamp_min: 0, timestamp_max: u64::MAX, limit, reversed: false }
+    }
+
+    /// The changes after `cursor`, oldest first, at most `limit` of them.
+    pub const fn after(cursor: u64, limit: u32) -> Self {
+        match cursor.checked_add(1) {
+            Some(timestamp_min) => Self { timestamp_min, ..Self::all(limit) },
+            // Nothing comes after the last timestamp there is.
+            None => Self { timestamp_min: u64::MAX, timestamp_max: 0, ..Self::all(limit) },
+        }
+    }
+}
+
 /// Everything one batch changes, to be committed atomically by a store.
 ///
 /// Records are final values (upserts); a store need not read anything to
@@ -111,6 +143,9 @@ pub struct WriteSet {
     pub account_transfers: Vec<AccountTransfer>,
     /// New balance-history entries (accounts with the `history` flag).
     pub balances: Vec<AccountBalance>,
+    /// New entries of the change log, in timestamp order: one per ledger,
+    /// account and transfer created and per pending transfer expired.
+    pub changes: Vec<Change>,
 }
 
 /// The ledger's state, as the state machine sees it.
@@ -147,6 +182,11 @@ pub trait Store {
     /// The balance-history entries of an account that match `filter`
     /// (range, order, limit; sides ignored).
     fn account_balances(&self, filter: &AccountFilter) -> Result<Vec<AccountBalance>, StoreError>;
+
+    /// The entries of the change log that `filter` selects (range, order,
+    /// limit). The log holds one entry per change, keyed by its unique
+    /// timestamp; it only grows.
+    fn changes(&self, filter: &ChangeFilter) -> Result<Vec<Change>, StoreError>;
 
     /// Visits every ledger in ascending id order.
     fn for_each_ledger(&self, visit: &mut dyn FnMut(&Ledger)) -> Result<(), StoreError>;

@@ -4,8 +4,8 @@
 //! field docs of `model.rs` and `flags.rs`).
 //!
 //! After every batch the per-event results, every record of the state
-//! (ledgers, accounts, transfers, pending statuses, recorded failures) and the
-//! double-entry invariants must agree. At the end of a case the history
+//! (ledgers, accounts, transfers, pending statuses, recorded failures, the
+//! change log) and the double-entry invariants must agree. At the end of a case the history
 //! indexes and balance histories are compared, and the batches are replayed
 //! into a fresh store to check that the state digest is deterministic.
 //!
@@ -21,10 +21,11 @@ use std::fmt::Debug;
 
 use coffer_ledger::{
     balance_as_of, get_account_balances, get_account_transfers, trial_balance, Account, AccountBalance, AccountFilter,
-    AccountFlags, AccountId, AccountKind, BalanceTotals, CreateAccountResult, CreateLedgerResult, CreateTransferResult,
-    ExpireResult, Ledger, LedgerId, MemoryStore, Operation, OperationResults, PendingState, PendingStatus, QueryError,
-    Sides, StateDigest, StateMachine, Store, Transfer, TransferFlags, TransferId, TransferKind, BATCH_EVENTS_MAX,
-    LEDGER_CURRENCY_LEN_MAX, LEDGER_NAME_LEN_MAX, LEDGER_SCALE_MAX, NS_PER_S,
+    AccountFlags, AccountId, AccountKind, BalanceTotals, Change, ChangeFilter, ChangeKind, CreateAccountResult,
+    CreateLedgerResult, CreateTransferResult, ExpireResult, Ledger, LedgerId, MemoryStore, Operation, OperationResults,
+    PendingState, PendingStatus, QueryError, Sides, StateDigest, StateMachine, Store, Transfer, TransferFlags,
+    TransferId, TransferKind, BATCH_EVENTS_MAX, LEDGER_CURRENCY_LEN_MAX, LEDGER_NAME_LEN_MAX, LEDGER_SCALE_MAX,
+    NS_PER_S,
 };
 use proptest::bool::weighted;
 use proptest::collection::vec;
@@ -143,6 +144,8 @@ struct Model {
     failures: BTreeMap<TransferId, CreateTransferResult>,
     /// Balances after every change, for accounts with the `history` flag.
     history: BTreeMap<AccountId, Vec<AccountBalance>>,
+    /// One entry per event that changed the ledger, in order.
+    changes: Vec<Change>,
 }
 
 impl Model {
@@ -278,6 +281,7 @@ impl Model {
             return result;
         }
         self.ledgers.insert(l.id, Ledger { timestamp, ..l.clone() });
+        self.changes.push(Change { timestamp, kind: ChangeKind::LedgerCreated(l.id) });
         R::Created
     }
 
@@ -321,6 +325,8 @@ impl Model {
             return result;
         }
         self.accounts.insert(a.id, Account { timestamp, ..*a });
+        let closed = a.flags.contains(AccountFlags::CLOSED);
+        self.changes.push(Change { timestamp, kind: ChangeKind::AccountCreated { id: a.id, closed } });
         R::Created
     }
 
@@ -457,6 +463,7 @@ impl Model {
             cr.flags = cr.flags.with(AccountFlags::CLOSED);
         }
         self.transfers.insert(t.id, Transfer { amount, timestamp, ..*t });
+        self.changes.push(Change { timestamp, kind: ChangeKind::TransferCreated(t.id) });
         self.put_account(dr, timestamp);
         self.put_account(cr, timestamp);
         R::Created
@@ -549,6 +556,7 @@ impl Model {
                 timestamp,
             },
         );
+        self.changes.push(Change { timestamp, kind: ChangeKind::TransferCreated(t.id) });
         let (posted, state) = if post { (Some(amount), PendingState::Posted) } else { (None, PendingState::Voided) };
         self.settle(&p, posted, state, timestamp);
         R::Created
@@ -567,6 +575,7 @@ impl Model {
         for ((_, id), at) in due.iter().zip(timestamp..) {
             let p = self.transfers[id];
             self.settle(&p, None, PendingState::Expired, at);
+            self.changes.push(Change { timestamp: at, kind: ChangeKind::PendingExpired(*id) });
         }
         due.len()
     }
@@ -1646,6 +1655,7 @@ fn check_state(store: &MemoryStore, model: &Model) -> Result<(), TestCaseError> 
     check_records("pending status", &records.pending, &pending)?;
     let failures: Vec<_> = model.failures.iter().map(|(id, result)| (*id, *result)).collect();
     check_records("failure", &records.failures, &failures)?;
+    check_records("change", &store.changes(&ChangeFilter::all(u32::MAX)).unwrap(), &model.changes)?;
     prop_assert_eq!(store.transfer_count(), model.transfers.len());
     prop_assert_eq!(store.account_count(), model.accounts.len());
     check_invariants(store, &records.accounts, model)

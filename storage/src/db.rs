@@ -35,11 +35,13 @@ pub const CF_ACCOUNT_TRANSFERS: &str = "account_transfers";
 pub const CF_BALANCES: &str = "balances";
 /// Ledgers: id (u32) → ledger.
 pub const CF_LEDGERS: &str = "ledgers";
+/// The change log: event timestamp (u64) → change (kind ++ id; 5 to 18 bytes).
+pub const CF_CHANGES: &str = "changes";
 /// Node metadata: format, applied index, last event timestamp, snapshot install marker.
 pub const CF_META: &str = "meta";
 
 /// Every column family, in a fixed order.
-pub const COLUMN_FAMILIES: [&str; 11] = [
+pub const COLUMN_FAMILIES: [&str; 12] = [
     CF_RAFT_LOG,
     CF_RAFT_STATE,
     CF_ACCOUNTS,
@@ -50,13 +52,14 @@ pub const COLUMN_FAMILIES: [&str; 11] = [
     CF_ACCOUNT_TRANSFERS,
     CF_BALANCES,
     CF_LEDGERS,
+    CF_CHANGES,
     CF_META,
 ];
 
 /// The column families that hold the replicated state: what a snapshot
 /// carries and what installing one replaces (the Raft log and Raft state are
 /// each node's own).
-pub const STATE_COLUMN_FAMILIES: [&str; 9] = [
+pub const STATE_COLUMN_FAMILIES: [&str; 10] = [
     CF_ACCOUNTS,
     CF_TRANSFERS,
     CF_PENDING,
@@ -65,6 +68,7 @@ pub const STATE_COLUMN_FAMILIES: [&str; 9] = [
     CF_ACCOUNT_TRANSFERS,
     CF_BALANCES,
     CF_LEDGERS,
+    CF_CHANGES,
     CF_META,
 ];
 
@@ -86,8 +90,9 @@ pub const KEY_SNAPSHOT_INSTALL: &[u8] = b"snapshot_install";
 
 /// The format marker's magic bytes.
 const FORMAT_MAGIC: &[u8] = b"coffer-store";
-/// The store format this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The store format this build reads and writes. Version 2 added the
+/// `changes` column family (the change log).
+pub const FORMAT_VERSION: u32 = 2;
 
 /// A visitor of verified `(key, payload)` pairs; returns whether to go on.
 pub type Visit<'a> = dyn FnMut(&[u8], &[u8]) -> Result<bool, StorageError> + 'a;

@@ -10,6 +10,9 @@
 //! - [`snapshot`]: checkpoints with a checksummed manifest, read out and
 //!   received in chunks, installed atomically; the same code makes offline
 //!   backups and restores.
+//! - [`verify`]: offline verification of a stopped node's store (every
+//!   record's frame and RocksDB's block checksums); [`metrics`]: RocksDB's
+//!   size properties as gauges.
 //!
 //! Every value is framed with a crc32 checked on every read ([`frame`]); a
 //! mismatch is a [`StorageError::Corruption`] naming the column family and
@@ -21,8 +24,10 @@ pub mod db;
 mod error;
 pub mod frame;
 mod log;
+pub mod metrics;
 pub mod snapshot;
 mod state;
+pub mod verify;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -13,12 +13,12 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use coffer_ledger::codec::{
-    decode_account, decode_ledger, decode_pending_status, decode_transfer, encode_account, encode_ledger,
-    encode_pending_status, encode_transfer,
+    decode_account, decode_change, decode_ledger, decode_pending_status, decode_transfer, encode_account,
+    encode_change, encode_ledger, encode_pending_status, encode_transfer,
 };
 use coffer_ledger::{
-    Account, AccountBalance, AccountFilter, AccountId, AccountTransfer, CreateTransferResult, Ledger, LedgerId,
-    PendingStatus, Side, Store, StoreError, Transfer, TransferId, WriteSet,
+    Account, AccountBalance, AccountFilter, AccountId, AccountTransfer, Change, ChangeFilter, CreateTransferResult,
+    Ledger, LedgerId, PendingStatus, Side, Store, StoreError, Transfer, TransferId, WriteSet,
 };
 use raft::prelude::ConfState;
 use rocksdb::WriteBatch;
@@ -26,8 +26,8 @@ use rocksdb::WriteBatch;
 use crate::cache::AccountCache;
 use crate::db::Visit;
 use crate::db::{
-    keys, Db, CF_ACCOUNTS, CF_ACCOUNT_TRANSFERS, CF_BALANCES, CF_EXPIRY, CF_FAILURES, CF_LEDGERS, CF_META, CF_PENDING,
-    CF_RAFT_STATE, CF_TRANSFERS, KEY_APPLIED, KEY_CONF_STATE, KEY_LAST_TIMESTAMP,
+    keys, Db, CF_ACCOUNTS, CF_ACCOUNT_TRANSFERS, CF_BALANCES, CF_CHANGES, CF_EXPIRY, CF_FAILURES, CF_LEDGERS, CF_META,
+    CF_PENDING, CF_RAFT_STATE, CF_TRANSFERS, KEY_APPLIED, KEY_CONF_STATE, KEY_LAST_TIMESTAMP,
 };
 use crate::error::StorageError;
 use crate::frame::corruption;
@@ -61,6 +61,10 @@ fn decode_u64(payload: &[u8]) -> Result<u64, String> {
         _ => Err(format!("{} bytes, expected a u64", payload.len())),
     }
 }
+
+/// Changes [`Store::changes`] reserves room for before it reads (the rest
+/// grow as found), so a large limit on a short range costs nothing.
+const CHANGES_PREALLOCATED_MAX: usize = 1_024;
 
 fn side_code(side: Side) -> u8 {
     match side {
@@ -192,6 +196,11 @@ impl LedgerState {
                 .flat_map(|balance| balance.to_be_bytes())
                 .collect();
             db.put(batch, CF_BALANCES, &keys::u128_u64(row.account_id.0, row.timestamp), &value)?;
+        }
+        for change in &write_set.changes {
+            buffer.clear();
+            encode_change(change, &mut buffer);
+            db.put(batch, CF_CHANGES, &keys::u64(change.timestamp), &buffer)?;
         }
         Ok(())
     }
@@ -369,6 +378,31 @@ impl Store for LedgerState {
                 credits_posted,
             }))
         })?)
+    }
+
+    fn changes(&self, filter: &ChangeFilter) -> Result<Vec<Change>, StoreError> {
+        let limit = filter.limit as usize;
+        let mut changes = Vec::with_capacity(limit.min(CHANGES_PREALLOCATED_MAX));
+        if limit == 0 || filter.timestamp_min > filter.timestamp_max {
+            return Ok(changes);
+        }
+        let (from, to) = (keys::u64(filter.timestamp_min), keys::u64(filter.timestamp_max));
+        // The scan stops at the range's end without reading past it, so a
+        // record outside the range is never read (nor its frame checked).
+        let past_to = filter.timestamp_max.checked_add(1).map(keys::u64);
+        let mut visit = |key: &[u8], payload: &[u8]| -> Result<bool, StorageError> {
+            let timestamp = keys::read_u64(key, 0)
+                .filter(|_| key.len() == 8)
+                .ok_or_else(|| corruption(CF_CHANGES, key, "key is not a u64 timestamp"))?;
+            changes.push(decode_at(CF_CHANGES, key, payload, |payload| decode_change(timestamp, payload))?);
+            Ok(changes.len() < limit)
+        };
+        if filter.reversed {
+            self.db.scan_reverse(CF_CHANGES, &from, &to, &mut visit)?;
+        } else {
+            self.db.scan(CF_CHANGES, &from, past_to.as_ref().map(|key| key.as_slice()), &mut visit)?;
+        }
+        Ok(changes)
     }
 
     fn for_each_ledger(&self, visit: &mut dyn FnMut(&Ledger)) -> Result<(), StoreError> {

@@ -11,15 +11,15 @@ use std::path::{Path, PathBuf};
 
 use coffer_ledger::{
     balance_as_of, get_account_balances, get_account_transfers, lookup_accounts, lookup_transfers,
-    prepare_create_accounts, prepare_create_ledgers, prepare_create_transfers, prepare_expire_pending, state_digest,
-    trial_balance, Account, AccountFilter, AccountFlags, AccountId, AccountKind, ApplyError, CreateAccountResult,
-    CreateLedgerResult, CreateTransferResult, ExpireResult, Ledger, LedgerId, MemoryStore, Operation, OperationResults,
-    PendingState, QueryError, Sides, Store, StoreError, Transfer, TransferFlags, TransferId, TransferKind, WriteSet,
-    BATCH_EVENTS_MAX, NS_PER_S,
+    prepare_create_accounts, prepare_create_ledgers, prepare_create_transfers, prepare_expire_pending, query_transfers,
+    read_changes, state_digest, trial_balance, Account, AccountFilter, AccountFlags, AccountId, AccountKind,
+    ApplyError, Change, ChangeFilter, ChangeKind, CreateAccountResult, CreateLedgerResult, CreateTransferResult,
+    ExpireResult, Ledger, LedgerId, MemoryStore, Operation, OperationResults, PendingState, QueryError, Sides, Store,
+    StoreError, Transfer, TransferFlags, TransferId, TransferKind, TransferQuery, WriteSet, BATCH_EVENTS_MAX, NS_PER_S,
 };
 use coffer_storage::db::{
-    keys, CF_ACCOUNTS, CF_BALANCES, CF_META, CF_RAFT_LOG, CF_RAFT_STATE, CF_TRANSFERS, KEY_APPLIED, KEY_FORMAT,
-    KEY_HARD_STATE, KEY_SNAPSHOT_INSTALL, STATE_COLUMN_FAMILIES,
+    keys, CF_ACCOUNTS, CF_BALANCES, CF_CHANGES, CF_META, CF_RAFT_LOG, CF_RAFT_STATE, CF_TRANSFERS, KEY_APPLIED,
+    KEY_FORMAT, KEY_HARD_STATE, KEY_SNAPSHOT_INSTALL, STATE_COLUMN_FAMILIES,
 };
 use coffer_storage::snapshot::{self, SnapshotManifest, SnapshotReader, SnapshotWriter, CHECKPOINT_DIR, MANIFEST_FILE};
 use coffer_storage::{AppliedState, Db, NodeStore, StorageConfig, StorageError, Truncated, FORMAT_VERSION};
@@ -250,9 +250,37 @@ fn filters(account_id: AccountId) -> Vec<AccountFilter> {
     filters
 }
 
+/// Every range shape the change log is read with.
+fn change_filters() -> Vec<ChangeFilter> {
+    let ranges = [(0, u64::MAX), (T0 + 10, T0 + 105), (T0 + 101, T0 + 101), (T0 + 300, T0 + 2 * NS_PER_S), (9, 8)];
+    let mut filters = Vec::new();
+    for (timestamp_min, timestamp_max) in ranges {
+        for reversed in [false, true] {
+            for limit in [0, 1, 3, u32::MAX] {
+                filters.push(ChangeFilter { timestamp_min, timestamp_max, limit, reversed });
+            }
+        }
+    }
+    filters
+}
+
 /// Asserts that two stores hold the same state and answer every read alike,
 /// history and balances (which the digest leaves out) included.
 fn assert_same_reads<A: Store, B: Store>(a: &A, b: &B, context: &str) {
+    for filter in change_filters() {
+        assert_eq!(a.changes(&filter), b.changes(&filter), "{context}: changes of {filter:?}");
+    }
+    for after in [0, T0 + 10, T0 + 200] {
+        assert_eq!(read_changes(a, after, KRW, 5), read_changes(b, after, KRW, 5), "{context}: changes after {after}");
+    }
+    let queries = [
+        TransferQuery::all(3),
+        TransferQuery { kind: Some(TransferKind::Expenditure), reversed: true, ..TransferQuery::all(10) },
+        TransferQuery { scan_limit: 4, timestamp_min: T0 + 100, ..TransferQuery::all(10) },
+    ];
+    for query in queries {
+        assert_eq!(query_transfers(a, &query), query_transfers(b, &query), "{context}: {query:?}");
+    }
     assert_eq!(state_digest(a), state_digest(b), "{context}: digest");
     assert_eq!(a.last_timestamp(), b.last_timestamp(), "{context}: last timestamp");
     let accounts = [CASH, REVENUE, EXPENSE, RESERVE, UNKNOWN];
@@ -484,14 +512,15 @@ fn a_store_of_another_format_version_is_refused_naming_both_versions_and_left_un
     let dir = TempDir::new().unwrap();
     {
         let node = open(dir.path());
+        // Version 1: a store from before the change log.
         let mut marker = b"coffer-store".to_vec();
-        marker.extend_from_slice(&2u32.to_be_bytes());
+        marker.extend_from_slice(&1u32.to_be_bytes());
         put_framed(node.state.db(), CF_META, KEY_FORMAT, &marker);
     }
     let before = dir_contents(dir.path());
     match try_open(dir.path()) {
         Err(StorageError::FormatVersion { path, found, expected }) => {
-            assert_eq!((path.as_path(), found, expected), (dir.path(), 2, FORMAT_VERSION));
+            assert_eq!((path.as_path(), found, expected), (dir.path(), 1, FORMAT_VERSION));
         }
         other => panic!("expected FormatVersion, got {other:?}"),
     }
@@ -504,11 +533,12 @@ fn a_read_only_open_refuses_another_format_version_too() {
     {
         let node = open(dir.path());
         let mut marker = b"coffer-store".to_vec();
-        marker.extend_from_slice(&2u32.to_be_bytes());
+        marker.extend_from_slice(&(FORMAT_VERSION + 1).to_be_bytes());
         put_framed(node.state.db(), CF_META, KEY_FORMAT, &marker);
     }
     let result = Db::open_read_only(dir.path());
-    assert!(matches!(result, Err(StorageError::FormatVersion { found: 2, .. })), "{result:?}");
+    let newer = FORMAT_VERSION + 1;
+    assert!(matches!(result, Err(StorageError::FormatVersion { found, .. }) if found == newer), "{result:?}");
 }
 
 // Records corrupted on disk.
@@ -685,6 +715,66 @@ fn applying_an_entry_at_or_below_the_applied_index_is_refused_and_changes_nothin
     assert!(node.state.transfer(TransferId(12)).unwrap().is_some());
 }
 
+#[test]
+fn the_change_log_is_written_with_each_entry_and_survives_a_reopen() {
+    let dir = TempDir::new().unwrap();
+    let node = treasury_node(dir.path());
+    let changes = node.state.changes(&ChangeFilter::all(u32::MAX)).unwrap();
+    let kinds: Vec<ChangeKind> = changes.iter().map(|change| change.kind).collect();
+    let created = |id| ChangeKind::TransferCreated(TransferId(id));
+    let account_created = |id| ChangeKind::AccountCreated { id, closed: false };
+    assert_eq!(
+        kinds,
+        [
+            ChangeKind::LedgerCreated(KRW),
+            account_created(CASH),
+            account_created(REVENUE),
+            account_created(EXPENSE),
+            account_created(RESERVE),
+            created(1),
+            created(2),
+            created(3),
+            created(4),
+            created(5),
+            created(6),
+            created(7),
+            created(8),
+            created(9),
+            ChangeKind::PendingExpired(TransferId(6)),
+            created(11),
+        ],
+        "one change per event that changed the ledger; the failed and the retried ones add none"
+    );
+    assert_eq!(changes[0], Change { timestamp: T0, kind: ChangeKind::LedgerCreated(KRW) });
+    assert_eq!(changes[14].timestamp, T0 + 2 * NS_PER_S, "the expiry at its event timestamp");
+    assert_eq!(changes, treasury_memory().changes(&ChangeFilter::all(u32::MAX)).unwrap());
+    drop(node);
+    let reopened = open(dir.path());
+    assert_eq!(reopened.state.changes(&ChangeFilter::all(u32::MAX)).unwrap(), changes);
+    let newest = ChangeFilter { reversed: true, ..ChangeFilter::all(2) };
+    assert_eq!(reopened.state.changes(&newest).unwrap(), [changes[15], changes[14]]);
+}
+
+#[test]
+fn a_corrupt_change_is_reported_naming_its_column_family_and_key() {
+    let dir = TempDir::new().unwrap();
+    let node = treasury_node(dir.path());
+    let key = keys::u64(T0 + 100);
+    flip_stored_bit(node.state.db(), CF_CHANGES, &key);
+    let is_wanted = |error: &StoreError| matches!(error, StoreError::Corruption { table, key: found, .. } if table == CF_CHANGES && *found == hex(&key));
+    let error = node.state.changes(&ChangeFilter::all(100)).unwrap_err();
+    assert!(is_wanted(&error), "{error:?}");
+    let reversed = ChangeFilter { reversed: true, ..ChangeFilter::all(100) };
+    assert!(is_wanted(&node.state.changes(&reversed).unwrap_err()));
+    assert!(is_wanted(&state_digest(&node.state).unwrap_err()));
+    match query_transfers(&node.state, &TransferQuery::all(100)) {
+        Err(QueryError::Store(error)) => assert!(is_wanted(&error), "{error:?}"),
+        other => panic!("expected the corruption, got {other:?}"),
+    }
+    let before = ChangeFilter { timestamp_max: T0 + 99, ..ChangeFilter::all(100) };
+    assert_eq!(node.state.changes(&before).unwrap().len(), 5, "the changes before it still read");
+}
+
 // Snapshots.
 
 #[test]
@@ -702,6 +792,9 @@ fn a_snapshot_sent_in_chunks_installs_the_same_state_and_resets_the_log() {
     assert_eq!(installed, created);
     assert_eq!(target.state.applied(), TREASURY_APPLIED);
     assert_same_reads(&target.state, &source.state, "after install");
+    let all = ChangeFilter::all(u32::MAX);
+    assert_eq!(target.state.changes(&all).unwrap(), source.state.changes(&all).unwrap(), "the change log came along");
+    assert_eq!(target.state.changes(&all).unwrap().len(), 16);
     assert_eq!(target.state.ledger(LedgerId(9)), Ok(None), "the target's own state is gone");
     assert_log_reset_to_treasury_snapshot(&target);
 

@@ -1,4 +1,366 @@
-//! `coffer-tests` will own the end-to-end tests that start real `coffer`
-//! processes on loopback and drive them through the public API.
+//! `coffer-tests`: end-to-end tests that start real `coffer` processes on
+//! loopback and drive them through the public API (the Rust client, raw
+//! gRPC and the `coffer` command line).
 //!
-//! Nothing is built here yet: see issue 5 and `ARCHITECTURE.md`.
+//! This library is the harness the tests in `tests/tests/` share:
+//! [`Cluster`] starts `coffer node` processes with their own data
+//! directories and ports, and can kill (`SIGKILL`), terminate (`SIGTERM`),
+//! pause (`SIGSTOP`), resume and restart any of them; [`coffer`] runs other
+//! subcommands (`verify`). Every process is killed when its [`Cluster`] is
+//! dropped, and a failing test prints the tail of every node's log.
+//!
+//! The binary is `$COFFER_BIN` or, by default, the `coffer` executable
+//! next to the test's own `deps/` directory (the one `cargo test
+//! --workspace` builds).
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use coffer_api::client::{Client, ClientConfig, NodeReport, Role};
+
+/// How long a cluster may take to elect a leader.
+pub const LEADER_WAIT: Duration = Duration::from_secs(30);
+/// How long a node may take to stop after `SIGTERM` before it is killed.
+pub const STOP_WAIT: Duration = Duration::from_secs(15);
+/// Lines of each node's log printed when a test fails.
+const LOG_TAIL_LINES: usize = 30;
+
+/// One multi-process cluster at a time: the machine these tests run on has
+/// two cores, and several clusters electing leaders at once would turn
+/// election timeouts into test flakes.
+static CLUSTER_SLOT: Mutex<()> = Mutex::new(());
+
+/// The `coffer` executable under test.
+pub fn coffer_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("COFFER_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("the test knows its own path");
+    let target_profile = exe.parent().and_then(Path::parent).expect("tests run from <target>/<profile>/deps");
+    let binary = target_profile.join("coffer");
+    assert!(
+        binary.exists(),
+        "{} is missing: build it with `cargo build --workspace --bins` (make test does)",
+        binary.display()
+    );
+    binary
+}
+
+/// Runs `coffer <args>` to completion and returns its output.
+pub fn coffer(args: &[&str]) -> Output {
+    Command::new(coffer_binary()).args(args).output().expect("the coffer binary runs")
+}
+
+/// Free loopback ports, all held until every one is chosen (so no two are
+/// the same), then released for the nodes to bind.
+fn free_ports(count: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> =
+        (0..count).map(|_| TcpListener::bind("127.0.0.1:0").expect("a free loopback port")).collect();
+    listeners.iter().map(|listener| listener.local_addr().expect("a bound address").port()).collect()
+}
+
+/// Where one node listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeAddresses {
+    /// The node's id.
+    pub id: u64,
+    /// Its client API (`host:port`).
+    pub api: String,
+    /// Its Raft transport.
+    pub raft: String,
+    /// Its Prometheus metrics endpoint.
+    pub metrics: String,
+}
+
+impl NodeAddresses {
+    fn allocate(id: u64) -> Self {
+        let ports = free_ports(3);
+        let at = |port: u16| format!("127.0.0.1:{port}");
+        Self { id, api: at(ports[0]), raft: at(ports[1]), metrics: at(ports[2]) }
+    }
+}
+
+/// One `coffer node` process (running or not).
+#[derive(Debug)]
+pub struct NodeProcess {
+    /// Where it listens.
+    pub addresses: NodeAddresses,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    /// Its log file (stdout and stderr, appended across restarts).
+    pub log: PathBuf,
+    /// The other nodes it knows of when it starts.
+    peers: Vec<NodeAddresses>,
+    /// The founding voters, for a founding node.
+    bootstrap: Option<Vec<u64>>,
+    child: Option<Child>,
+}
+
+impl NodeProcess {
+    /// The command line that starts it.
+    fn command(&self) -> Command {
+        let id = self.addresses.id.to_string();
+        let data_dir = self.data_dir.display().to_string();
+        let mut command = Command::new(coffer_binary());
+        command.args(["node", "--node-id", &id, "--data-dir", &data_dir]);
+        command.args(["--api-listen", &self.addresses.api]);
+        command.args(["--raft-listen", &self.addresses.raft]);
+        command.args(["--metrics-listen", &self.addresses.metrics]);
+        for peer in &self.peers {
+            command.args(["--peer", &format!("{}={},{}", peer.id, peer.api, peer.raft)]);
+        }
+        if let Some(voters) = &self.bootstrap {
+            let voters: Vec<String> = voters.iter().map(u64::to_string).collect();
+            command.args(["--bootstrap", &voters.join(",")]);
+        }
+        command.env("COFFER_LOG", "info");
+        command
+    }
+
+    /// Starts the process (it must not be running).
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "node {} is already running", self.addresses.id);
+        let log = OpenOptions::new().create(true).append(true).open(&self.log).expect("the node's log file opens");
+        let log_err = log.try_clone().expect("the log file handle clones");
+        let child = self
+            .command()
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log_err))
+            .spawn()
+            .expect("coffer node starts");
+        self.child = Some(child);
+    }
+
+    /// Whether the process is running (started and not yet reaped).
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(child) => child.try_wait().map(|status| status.is_none()).unwrap_or(false),
+            None => false,
+        }
+    }
+
+    /// Sends `signal` (a name: `KILL`, `TERM`, `STOP`, `CONT`) through the
+    /// `kill` command: the workspace forbids `unsafe`, which `kill(2)` needs.
+    fn signal(&self, signal: &str) {
+        let id = self.addresses.id;
+        let child = self.child.as_ref().unwrap_or_else(|| panic!("node {id} is not running"));
+        let sent = Command::new("kill").args([format!("-{signal}"), child.id().to_string()]).status();
+        assert!(sent.is_ok_and(|status| status.success()), "SIG{signal} to node {id} failed");
+    }
+
+    /// `kill -9`: the process dies at once, wherever it was.
+    pub fn kill(&mut self) {
+        if self.is_running() {
+            self.signal("KILL");
+        }
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
+    }
+
+    /// `SIGTERM`, then waits for a clean exit; returns its status (a node
+    /// that does not stop within [`STOP_WAIT`] is killed and the test fails).
+    pub fn terminate(&mut self) -> ExitStatus {
+        let id = self.addresses.id;
+        self.signal("TERM");
+        let mut child = self.child.take().expect("signalled, so running");
+        let started = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().expect("the child can be waited for") {
+                return status;
+            }
+            if started.elapsed() > STOP_WAIT {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("node {id} did not stop within {STOP_WAIT:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `SIGSTOP`: the process freezes (a stalled machine).
+    pub fn pause(&mut self) {
+        self.signal("STOP");
+    }
+
+    /// `SIGCONT`: a paused process goes on.
+    pub fn resume(&mut self) {
+        self.signal("CONT");
+    }
+
+    /// The last lines of its log.
+    pub fn log_tail(&self) -> Vec<String> {
+        let Ok(file) = File::open(&self.log) else {
+            return Vec::new();
+        };
+        let lines: Vec<String> = BufReader::new(file).lines().map_while(Result::ok).collect();
+        lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].to_vec()
+    }
+
+    /// A client of this node alone (its reads are served here).
+    pub fn client(&self) -> Client {
+        client_of(vec![self.addresses.api.clone()])
+    }
+}
+
+/// A client of these addresses with test-friendly bounds.
+pub fn client_of(addresses: Vec<String>) -> Client {
+    let mut config = ClientConfig::new(addresses);
+    config.deadline_ms = 20_000;
+    config.attempts_max = 200;
+    Client::new(config).expect("a valid client configuration")
+}
+
+/// A client of one node that gives up quickly (for polling).
+pub fn quick_client(address: &str) -> Client {
+    let mut config = ClientConfig::new(vec![address.to_owned()]);
+    config.deadline_ms = 2_000;
+    config.attempts_max = 2;
+    Client::new(config).expect("a valid client configuration")
+}
+
+/// A cluster of `coffer node` processes on loopback, in a temporary
+/// directory. Dropping it kills every node.
+pub struct Cluster {
+    /// The nodes by id.
+    pub nodes: BTreeMap<u64, NodeProcess>,
+    dir: tempfile::TempDir,
+    _slot: MutexGuard<'static, ()>,
+}
+
+impl Cluster {
+    /// Starts `size` founding nodes (ids 1..=size) and waits for a leader.
+    pub async fn start(size: u64) -> Self {
+        let slot = CLUSTER_SLOT.lock().unwrap_or_else(PoisonError::into_inner);
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let founders: Vec<NodeAddresses> = (1..=size).map(NodeAddresses::allocate).collect();
+        let voters: Vec<u64> = (1..=size).collect();
+        let mut nodes = BTreeMap::new();
+        for addresses in &founders {
+            let peers = founders.iter().filter(|peer| peer.id != addresses.id).cloned().collect();
+            let node = Self::process(dir.path(), addresses.clone(), peers, Some(voters.clone()));
+            nodes.insert(addresses.id, node);
+        }
+        let mut cluster = Self { nodes, dir, _slot: slot };
+        for node in cluster.nodes.values_mut() {
+            node.start();
+        }
+        cluster.wait_for_leader(&[]).await;
+        cluster
+    }
+
+    fn process(
+        dir: &Path,
+        addresses: NodeAddresses,
+        peers: Vec<NodeAddresses>,
+        bootstrap: Option<Vec<u64>>,
+    ) -> NodeProcess {
+        let data_dir = dir.join(format!("node-{}", addresses.id));
+        let log = dir.join(format!("node-{}.log", addresses.id));
+        NodeProcess { addresses, data_dir, log, peers, bootstrap, child: None }
+    }
+
+    /// Starts a new node `id` that knows every current node and founds
+    /// nothing (it joins once a leader adds it).
+    pub fn spawn_joining(&mut self, id: u64) -> NodeAddresses {
+        let addresses = NodeAddresses::allocate(id);
+        let peers = self.nodes.values().map(|node| node.addresses.clone()).collect();
+        let mut node = Self::process(self.dir.path(), addresses.clone(), peers, None);
+        node.start();
+        self.nodes.insert(id, node);
+        addresses
+    }
+
+    /// The node `id`.
+    pub fn node(&mut self, id: u64) -> &mut NodeProcess {
+        self.nodes.get_mut(&id).unwrap_or_else(|| panic!("no node {id} in the cluster"))
+    }
+
+    /// Every node's API address.
+    pub fn api_addresses(&self) -> Vec<String> {
+        self.nodes.values().map(|node| node.addresses.api.clone()).collect()
+    }
+
+    /// A leader-following client of every node.
+    pub fn client(&self) -> Client {
+        client_of(self.api_addresses())
+    }
+
+    /// Waits until a node other than those in `excluded` reports itself
+    /// leader; its id.
+    pub async fn wait_for_leader(&self, excluded: &[u64]) -> u64 {
+        let candidates: Vec<(u64, String)> = self
+            .nodes
+            .values()
+            .filter(|node| !excluded.contains(&node.addresses.id))
+            .map(|node| (node.addresses.id, node.addresses.api.clone()))
+            .collect();
+        let started = Instant::now();
+        while started.elapsed() < LEADER_WAIT {
+            for (id, address) in &candidates {
+                if let Ok(reports) = quick_client(address).status().await {
+                    if reports.first().is_some_and(|own| own.node_id == *id && own.role == Some(Role::Leader)) {
+                        return *id;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("no leader among {candidates:?} within {LEADER_WAIT:?}");
+    }
+
+    /// The status every node reports of itself (`None`: it did not answer).
+    pub async fn own_reports(&self) -> BTreeMap<u64, Option<NodeReport>> {
+        let mut reports = BTreeMap::new();
+        for node in self.nodes.values() {
+            let own =
+                quick_client(&node.addresses.api).status().await.ok().and_then(|reports| reports.into_iter().next());
+            reports.insert(node.addresses.id, own);
+        }
+        reports
+    }
+
+    /// Waits until node `id` has applied at least `index`.
+    pub async fn wait_applied(&self, id: u64, index: u64, within: Duration) {
+        let node = self.nodes.get(&id).unwrap_or_else(|| panic!("no node {id}"));
+        let client = quick_client(&node.addresses.api);
+        let started = Instant::now();
+        let mut seen = 0;
+        while started.elapsed() < within {
+            if let Ok(reports) = client.status().await {
+                seen = reports.first().map(|own| own.applied_index).unwrap_or_default();
+                if seen >= index {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("node {id} applied only up to {seen}, not {index}, within {within:?}");
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let failing = std::thread::panicking();
+        for node in self.nodes.values_mut() {
+            if node.is_running() {
+                // A paused node must be resumed to die of anything but SIGKILL;
+                // SIGKILL works either way.
+                node.kill();
+            }
+            if failing {
+                eprintln!("---- node {} log ({}) ----", node.addresses.id, node.log.display());
+                for line in node.log_tail() {
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
+}

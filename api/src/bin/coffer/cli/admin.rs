@@ -1,0 +1,139 @@
+//! The `AdminService` commands, through the Rust client (which follows the
+//! leader): status, membership, leader transfer, snapshots.
+
+use coffer_api::client::{Client, ClientConfig, ClientError, Membership, NodeReport, Role};
+use serde::Serialize;
+
+use super::conn::endpoint;
+use super::view::{nodes_table, NodeView};
+use super::{CliError, ClientOptions, LeaderTransferArgs, MemberCommand, Out, SnapshotArgs};
+
+fn client(options: &ClientOptions) -> Result<Client, CliError> {
+    let config = ClientConfig { deadline_ms: options.timeout_ms, ..ClientConfig::new(options.addresses.clone()) };
+    Client::new(config).map_err(|error| CliError::usage("--addresses", error.to_string()))
+}
+
+fn failed(rpc: &'static str) -> impl FnOnce(ClientError) -> CliError {
+    move |error| CliError::Client { rpc, error }
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Follower => "follower",
+        Role::Candidate => "candidate",
+        Role::Leader => "leader",
+        Role::PreCandidate => "pre_candidate",
+    }
+}
+
+fn node_view(node: &NodeReport) -> NodeView {
+    NodeView {
+        node_id: node.node_id,
+        address: node.address.clone(),
+        role: node.role.map(|role| role_name(role).to_owned()),
+        term: node.term,
+        leader_id: node.leader_id,
+        commit_index: node.commit_index,
+        applied_index: node.applied_index,
+        lag: node.lag,
+        voters: node.voters.clone(),
+        learners: node.learners.clone(),
+        error: node.error.clone(),
+    }
+}
+
+/// `coffer status`
+pub async fn status(options: &ClientOptions, out: Out) -> Result<(), CliError> {
+    let nodes = client(options)?.status().await.map_err(failed("Status"))?;
+    let nodes = nodes.iter().map(node_view).collect::<Vec<_>>();
+    out.emit(&nodes, |nodes| nodes_table(nodes).render())
+}
+
+/// The membership after a change.
+#[derive(Debug, Clone, Serialize)]
+struct MembershipView {
+    index: u64,
+    voters: Vec<u64>,
+    learners: Vec<u64>,
+}
+
+impl MembershipView {
+    fn text(&self) -> String {
+        let list = |ids: &[u64]| match ids {
+            [] => "none".to_owned(),
+            ids => ids.iter().map(u64::to_string).collect::<Vec<_>>().join(", "),
+        };
+        format!("voters: {}; learners: {} (log index {})\n", list(&self.voters), list(&self.learners), self.index)
+    }
+}
+
+/// `coffer member add|promote|remove`
+pub async fn member(options: &ClientOptions, out: Out, command: MemberCommand) -> Result<(), CliError> {
+    let client = client(options)?;
+    let (rpc, membership) = match command {
+        MemberCommand::Add(args) => ("AddNode", client.add_node(args.id, &args.raft_address).await),
+        MemberCommand::Promote(args) => ("PromoteNode", client.promote_node(args.id).await),
+        MemberCommand::Remove(args) => ("RemoveNode", client.remove_node(args.id).await),
+    };
+    let Membership { index, mut voters, mut learners } = membership.map_err(failed(rpc))?;
+    voters.sort_unstable();
+    learners.sort_unstable();
+    out.emit(&MembershipView { index, voters, learners }, MembershipView::text)
+}
+
+/// A leader transfer asked for.
+#[derive(Debug, Clone, Serialize)]
+struct LeaderTransferView {
+    to: u64,
+}
+
+/// `coffer leader transfer`
+pub async fn transfer_leader(options: &ClientOptions, out: Out, args: LeaderTransferArgs) -> Result<(), CliError> {
+    client(options)?.transfer_leader(args.to).await.map_err(failed("TransferLeader"))?;
+    out.emit(&LeaderTransferView { to: args.to }, |view| {
+        format!("the leader is handing leadership to node {}; `coffer status` shows the outcome\n", view.to)
+    })
+}
+
+/// A snapshot made.
+#[derive(Debug, Clone, Serialize)]
+struct SnapshotView {
+    node_id: u64,
+    address: String,
+    dir: String,
+    applied_index: u64,
+    applied_term: u64,
+    files: u64,
+    bytes: u64,
+}
+
+/// `coffer snapshot`
+pub async fn snapshot(options: &ClientOptions, out: Out, args: SnapshotArgs) -> Result<(), CliError> {
+    if !args.dir.is_absolute() {
+        return Err(CliError::usage(
+            "--dir",
+            format!("{} is not an absolute path (on the node's machine)", args.dir.display()),
+        ));
+    }
+    let address = match args.node.or_else(|| options.addresses.first().cloned()) {
+        Some(address) => address,
+        None => return Err(CliError::usage("--node", "no node address given")),
+    };
+    endpoint(&address).map_err(|reason| CliError::usage("--node", reason))?;
+    let info = client(options)?.snapshot(&address, &args.dir).await.map_err(failed("Snapshot"))?;
+    let view = SnapshotView {
+        node_id: info.node_id,
+        address,
+        dir: args.dir.display().to_string(),
+        applied_index: info.applied_index,
+        applied_term: info.applied_term,
+        files: info.files,
+        bytes: info.bytes,
+    };
+    out.emit(&view, |view| {
+        format!(
+            "node {} ({}) made a snapshot of applied index {} (term {}) in {}: {} files, {} bytes\n",
+            view.node_id, view.address, view.applied_index, view.applied_term, view.dir, view.files, view.bytes
+        )
+    })
+}

@@ -1,0 +1,517 @@
+//! `coffer dev`: a local three-node cluster for trying Coffer — three child
+//! processes of this executable (`coffer node --config <dir>/nodeN.toml`,
+//! configs written here, logs in `<dir>/nodeN.log`), a sample treasury
+//! created idempotently (fixed ids: running it again on the same data
+//! answers `exists`), endpoints and ready-to-paste commands printed. SIGINT
+//! or SIGTERM stops the three nodes (SIGTERM, then waits); a node that dies
+//! on its own is named and the others are stopped.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use coffer_api::client::{Client, ClientConfig, ClientError, Role};
+use coffer_ledger::{Account, AccountFlags, AccountId, AccountKind, Ledger, LedgerId};
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::time::Instant;
+
+/// Nodes in the dev cluster.
+pub const DEV_NODES: u16 = 3;
+/// Node `i`'s API port is `base + i`, its Raft port `base + 100 + i`, its
+/// metrics port `base + 200 + i`.
+const RAFT_PORT_OFFSET: u16 = 100;
+const METRICS_PORT_OFFSET: u16 = 200;
+/// The default base port: APIs on 7101-7103, Raft on 7201-7203, metrics
+/// on 7301-7303 (the client commands' default addresses).
+const BASE_PORT_DEFAULT: u16 = 7100;
+/// The highest base port: node 3's metrics port must fit.
+const BASE_PORT_MAX: u16 = u16::MAX - METRICS_PORT_OFFSET - DEV_NODES;
+/// How long the cluster may take to elect a leader.
+const LEADER_WAIT_MS: u64 = 30_000;
+/// How often the children and the cluster are polled.
+const POLL_MS: u64 = 200;
+/// How long a node may take to stop after SIGTERM before it is killed.
+const STOP_TIMEOUT_MS: u64 = 15_000;
+/// The deadline of each call the sample treasury makes.
+const CALL_DEADLINE_MS: u64 = 10_000;
+
+/// The sample treasury's ledger.
+const KRW: LedgerId = LedgerId(1);
+/// The sample funds: `(number, name)`. Fund `f`'s accounts are `f001` (cash),
+/// `f401` (revenue), `f501` (personnel expense), `f502` (operations expense).
+const FUNDS: [(u128, &str); 3] = [(1, "General fund"), (2, "Welfare fund"), (3, "Public works fund")];
+
+/// `coffer dev`'s arguments.
+#[derive(Clone, Debug, clap::Args)]
+pub struct DevArgs {
+    /// Where the nodes' configs, data and logs go.
+    #[arg(long, value_name = "DIR", default_value = "data/dev")]
+    pub data_dir: PathBuf,
+    /// Node i listens on base+i (API), base+100+i (Raft), base+200+i (metrics).
+    #[arg(long, default_value_t = BASE_PORT_DEFAULT, value_parser = clap::value_parser!(u16).range(1..=i64::from(BASE_PORT_MAX)))]
+    pub base_port: u16,
+    /// Do not create the sample treasury.
+    #[arg(long)]
+    pub no_sample: bool,
+}
+
+/// Why `coffer dev` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DevError {
+    /// A file or directory could not be written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A node could not be started.
+    #[error("starting node {node}: {source}")]
+    Spawn {
+        /// The node.
+        node: u16,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A node exited on its own.
+    #[error("node {node} exited unexpectedly ({status}); its log {log} ends: {last_line}")]
+    NodeDied {
+        /// The node.
+        node: u16,
+        /// How it exited.
+        status: ExitStatus,
+        /// Its log file.
+        log: PathBuf,
+        /// The last line of its log.
+        last_line: String,
+    },
+    /// No leader was elected in time.
+    #[error("no leader within {LEADER_WAIT_MS} ms (last answer: {last}); see the logs in {dir}")]
+    NoLeader {
+        /// The last status answer or failure.
+        last: String,
+        /// The data directory.
+        dir: PathBuf,
+    },
+    /// The sample treasury could not be created.
+    #[error("creating the sample treasury: {0}")]
+    Sample(String),
+    /// Nodes did not stop cleanly.
+    #[error("stopping the cluster: {0}")]
+    Stop(String),
+    /// Signal handlers could not be installed.
+    #[error("installing signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+impl DevError {
+    fn io(path: &Path, source: std::io::Error) -> Self {
+        Self::Io { path: path.to_owned(), source }
+    }
+}
+
+/// One node of the dev cluster.
+struct DevNode {
+    id: u16,
+    api: String,
+    raft: String,
+    metrics: String,
+    config: PathBuf,
+    log: PathBuf,
+}
+
+impl DevNode {
+    fn new(dir: &Path, base_port: u16, id: u16) -> Self {
+        let address = |port: u16| format!("127.0.0.1:{port}");
+        Self {
+            id,
+            api: address(base_port + id),
+            raft: address(base_port + RAFT_PORT_OFFSET + id),
+            metrics: address(base_port + METRICS_PORT_OFFSET + id),
+            config: dir.join(format!("node{id}.toml")),
+            log: dir.join(format!("node{id}.log")),
+        }
+    }
+
+    /// The node's configuration file.
+    fn config_text(&self, dir: &Path, nodes: &[DevNode]) -> String {
+        let quote = |text: &str| toml::Value::String(text.to_owned()).to_string();
+        let data_dir = dir.join(format!("node{}", self.id));
+        let voters = nodes.iter().map(|node| node.id.to_string()).collect::<Vec<_>>().join(", ");
+        let mut text = format!(
+            "# Written by `coffer dev`; rewritten on each run.\n\
+             node_id = {}\ndata_dir = {}\napi_listen = {}\nraft_listen = {}\nmetrics_listen = {}\nbootstrap = [{voters}]\n",
+            self.id,
+            quote(&data_dir.to_string_lossy()),
+            quote(&self.api),
+            quote(&self.raft),
+            quote(&self.metrics),
+        );
+        for peer in nodes.iter().filter(|peer| peer.id != self.id) {
+            text.push_str(&format!(
+                "\n[[peers]]\nid = {}\napi = {}\nraft = {}\n",
+                peer.id,
+                quote(&peer.api),
+                quote(&peer.raft)
+            ));
+        }
+        text
+    }
+}
+
+/// A running child process.
+struct Running {
+    node: u16,
+    log: PathBuf,
+    child: Child,
+}
+
+/// Runs the dev cluster until a signal or a failure.
+pub async fn run(args: &DevArgs, log_level: Option<&str>) -> Result<(), DevError> {
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(DevError::Signals)?;
+    let mut terminate = signal(SignalKind::terminate()).map_err(DevError::Signals)?;
+    std::fs::create_dir_all(&args.data_dir).map_err(|error| DevError::io(&args.data_dir, error))?;
+    let dir = std::path::absolute(&args.data_dir).map_err(|error| DevError::io(&args.data_dir, error))?;
+    let nodes: Vec<DevNode> = (1..=DEV_NODES).map(|id| DevNode::new(&dir, args.base_port, id)).collect();
+    for node in &nodes {
+        std::fs::write(&node.config, node.config_text(&dir, &nodes))
+            .map_err(|error| DevError::io(&node.config, error))?;
+    }
+    let exe = std::env::current_exe().map_err(|error| DevError::io(Path::new("current executable"), error))?;
+    println!("Starting {DEV_NODES} Coffer nodes (data, configs and logs in {})", args.data_dir.display());
+    let mut running = Vec::new();
+    for node in &nodes {
+        match spawn(&exe, node, log_level) {
+            Ok(child) => running.push(child),
+            Err(error) => {
+                if let Err(failure) = stop_all(&mut running) {
+                    eprintln!("coffer dev: {failure}");
+                }
+                return Err(error);
+            }
+        }
+    }
+    let outcome = tokio::select! {
+        _ = interrupt.recv() => Ok(()),
+        _ = terminate.recv() => Ok(()),
+        started = start(args, &exe, &nodes, &mut running) => match started {
+            Ok(()) => supervise(&mut running, &mut interrupt, &mut terminate).await,
+            Err(error) => Err(error),
+        },
+    };
+    println!("Stopping the cluster...");
+    let stopped = stop_all(&mut running);
+    outcome?;
+    stopped.map_err(DevError::Stop)?;
+    println!("Stopped: all {DEV_NODES} nodes shut down cleanly.");
+    Ok(())
+}
+
+/// Starts node `node` as a child process, its output appended to its log.
+fn spawn(exe: &Path, node: &DevNode, log_level: Option<&str>) -> Result<Running, DevError> {
+    let log =
+        File::options().create(true).append(true).open(&node.log).map_err(|error| DevError::io(&node.log, error))?;
+    let log_err = log.try_clone().map_err(|error| DevError::io(&node.log, error))?;
+    let mut command = Command::new(exe);
+    command.arg("node").arg("--config").arg(&node.config);
+    if let Some(level) = log_level {
+        command.arg("--log-level").arg(level);
+    }
+    // A process group of its own: a terminal's Ctrl-C reaches only this
+    // process, which stops the nodes in order.
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(log_err))
+        .spawn()
+        .map_err(|source| DevError::Spawn { node: node.id, source })?;
+    Ok(Running { node: node.id, log: node.log.clone(), child })
+}
+
+/// Waits for a leader, creates the sample treasury, prints the endpoints.
+async fn start(args: &DevArgs, exe: &Path, nodes: &[DevNode], running: &mut [Running]) -> Result<(), DevError> {
+    let addresses: Vec<String> = nodes.iter().map(|node| node.api.clone()).collect();
+    let mut config = ClientConfig::new(addresses.clone());
+    config.deadline_ms = CALL_DEADLINE_MS;
+    let client = Client::new(config).map_err(|error| DevError::Sample(error.to_string()))?;
+    let (leader, term) = wait_for_leader(&client, running, &args.data_dir).await?;
+    print_endpoints(nodes, leader, term, &args.data_dir);
+    if args.no_sample {
+        println!("\nNo sample treasury (--no-sample).");
+    } else {
+        let results = create_sample(&client).await.map_err(|error| DevError::Sample(error.to_string()))?;
+        print_sample(&results);
+        // The client's default addresses are the default ports' nodes.
+        let joined = addresses.join(",");
+        print_commands(exe, (args.base_port != BASE_PORT_DEFAULT).then_some(joined.as_str()));
+    }
+    println!("\nCtrl-C stops the cluster.");
+    Ok(())
+}
+
+/// Polls the cluster's status until one node leads (and the children live).
+async fn wait_for_leader(client: &Client, running: &mut [Running], dir: &Path) -> Result<(u64, u64), DevError> {
+    let deadline = Instant::now() + Duration::from_millis(LEADER_WAIT_MS);
+    let mut last = String::from("none");
+    while Instant::now() < deadline {
+        check_children(running)?;
+        match client.status().await {
+            Ok(nodes) => {
+                if let Some(leader) = nodes.iter().find(|node| node.role == Some(Role::Leader)) {
+                    return Ok((leader.node_id, leader.term));
+                }
+                last =
+                    format!("{} nodes answered, none leads", nodes.iter().filter(|node| node.error.is_none()).count());
+            }
+            Err(error) => last = error.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
+    }
+    Err(DevError::NoLeader { last, dir: dir.to_owned() })
+}
+
+/// Fails naming the first child that exited.
+fn check_children(running: &mut [Running]) -> Result<(), DevError> {
+    for run in running.iter_mut() {
+        let exited = run.child.try_wait().map_err(|error| DevError::io(&run.log, error))?;
+        if let Some(status) = exited {
+            return Err(DevError::NodeDied {
+                node: run.node,
+                status,
+                log: run.log.clone(),
+                last_line: last_line(&run.log),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The last non-empty line of `log` (for saying why a node died).
+fn last_line(log: &Path) -> String {
+    std::fs::read_to_string(log)
+        .ok()
+        .and_then(|text| text.lines().rev().find(|line| !line.trim().is_empty()).map(str::to_owned))
+        .unwrap_or_else(|| "(empty)".into())
+}
+
+/// Watches the children until a signal or a death.
+async fn supervise(running: &mut [Running], interrupt: &mut Signal, terminate: &mut Signal) -> Result<(), DevError> {
+    let mut poll = tokio::time::interval(Duration::from_millis(POLL_MS));
+    loop {
+        tokio::select! {
+            _ = interrupt.recv() => return Ok(()),
+            _ = terminate.recv() => return Ok(()),
+            _ = poll.tick() => check_children(running)?,
+        }
+    }
+}
+
+/// Sends SIGTERM to every child still running, waits for each (SIGKILL
+/// after [`STOP_TIMEOUT_MS`]), and says which did not stop cleanly.
+fn stop_all(running: &mut [Running]) -> Result<(), String> {
+    for run in running.iter_mut() {
+        if matches!(run.child.try_wait(), Ok(None)) {
+            // `kill` the utility: sending a signal from Rust needs unsafe code.
+            let sent = Command::new("kill").args(["-s", "TERM", &run.child.id().to_string()]).status();
+            if !sent.is_ok_and(|status| status.success()) {
+                eprintln!("node {}: SIGTERM could not be sent; killing it", run.node);
+                let _ = run.child.kill();
+            }
+        }
+    }
+    let deadline = std::time::Instant::now() + Duration::from_millis(STOP_TIMEOUT_MS);
+    let mut failures = Vec::new();
+    for run in running.iter_mut() {
+        let status = loop {
+            match run.child.try_wait() {
+                Ok(Some(status)) => break Ok(status),
+                Ok(None) if std::time::Instant::now() >= deadline => {
+                    let _ = run.child.kill();
+                    break Err(format!("node {} did not stop within {STOP_TIMEOUT_MS} ms and was killed", run.node));
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(POLL_MS / 4)),
+                Err(error) => break Err(format!("node {}: {error}", run.node)),
+            }
+        };
+        match status {
+            Ok(status) if status.success() => println!("  node {} stopped", run.node),
+            Ok(status) => failures.push(format!("node {} exited with {status} (see {})", run.node, run.log.display())),
+            Err(failure) => failures.push(failure),
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures.join("; "))
+    }
+}
+
+/// One account of the sample treasury.
+struct SampleAccount {
+    account: Account,
+    name: String,
+}
+
+/// The sample treasury's accounts: per fund, a cash account that must not
+/// go below zero (cash is debited by receipts, credited by payments) with
+/// balance history, a revenue account and two expense accounts.
+fn sample_accounts() -> Vec<SampleAccount> {
+    let mut accounts = Vec::new();
+    for (fund, fund_name) in FUNDS {
+        let base = fund * 1_000;
+        let cash_flags = AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS | AccountFlags::HISTORY;
+        let rows = [
+            (1, 101, AccountKind::Cash, cash_flags, "cash"),
+            (401, 401, AccountKind::Other, AccountFlags::NONE, "revenue"),
+            (501, 501, AccountKind::Other, AccountFlags::NONE, "personnel expense"),
+            (502, 502, AccountKind::Other, AccountFlags::NONE, "operations expense"),
+        ];
+        for (offset, code, kind, flags, what) in rows {
+            let account = Account {
+                id: AccountId(base + offset),
+                ledger: KRW,
+                code,
+                kind,
+                flags,
+                user_data_64: fund as u64,
+                ..Default::default()
+            };
+            accounts.push(SampleAccount { account, name: format!("{fund_name} {what}") });
+        }
+    }
+    accounts
+}
+
+/// What creating the sample answered: the ledger's result, then each account's.
+struct SampleResults {
+    ledger: String,
+    accounts: Vec<(SampleAccount, String)>,
+}
+
+/// Creates the ledger and the accounts; `exists` (a re-run) is success.
+async fn create_sample(client: &Client) -> Result<SampleResults, SampleError> {
+    let krw = Ledger { id: KRW, currency: "KRW".into(), scale: 0, name: "Korean won".into(), timestamp: 0 };
+    let ledger = client.create_ledgers(&[krw]).await?.value;
+    let ledger = match ledger.as_slice() {
+        [result] if result.is_success() => result.to_string(),
+        other => return Err(SampleError::Refused(format!("ledger 1: {other:?}"))),
+    };
+    let accounts = sample_accounts();
+    let events: Vec<Account> = accounts.iter().map(|sample| sample.account).collect();
+    let results = client.create_accounts(&events).await?.value;
+    if let Some((sample, result)) = accounts.iter().zip(&results).find(|(_, result)| !result.is_success()) {
+        return Err(SampleError::Refused(format!("account {}: {result}", sample.account.id.0)));
+    }
+    let accounts = accounts.into_iter().zip(results.iter().map(ToString::to_string)).collect();
+    Ok(SampleResults { ledger, accounts })
+}
+
+/// Why the sample treasury was not created.
+#[derive(Debug, thiserror::Error)]
+enum SampleError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("refused: {0}")]
+    Refused(String),
+}
+
+fn print_endpoints(nodes: &[DevNode], leader: u64, term: u64, dir: &Path) {
+    println!("\n  {:<5} {:<16} {:<16} {:<32} log", "node", "api", "raft", "metrics");
+    for node in nodes {
+        let metrics = format!("http://{}/metrics", node.metrics);
+        let log = node.log.strip_prefix(std::env::current_dir().unwrap_or_default()).unwrap_or(&node.log);
+        println!("  {:<5} {:<16} {:<16} {:<32} {}", node.id, node.api, node.raft, metrics, log.display());
+    }
+    println!("\nLeader: node {leader} (term {term}). Data: {}", dir.display());
+}
+
+fn print_sample(results: &SampleResults) {
+    println!("\nSample treasury: ledger 1 KRW (scale 0, \"Korean won\"): {}", results.ledger);
+    println!("  {:<8} {:<37} {:<6} {:<5} {:<42} result", "account", "name", "kind", "code", "flags");
+    for (sample, result) in &results.accounts {
+        let account = &sample.account;
+        let flags = account.flags.to_string();
+        let (id, name, kind, code) = (account.id.0, &sample.name, account.kind.as_str(), account.code);
+        println!("  {id:<8} {name:<37} {kind:<6} {code:<5} {flags:<42} {result}");
+    }
+}
+
+/// Prints ready-to-paste client commands: a receipt into the General
+/// fund's cash, a payment from it, its balance and the trial balance.
+fn print_commands(exe: &Path, addresses: Option<&str>) {
+    let coffer = exe.display();
+    let at = addresses.map(|addresses| format!(" --addresses {addresses}")).unwrap_or_default();
+    println!("\nTry it: a receipt of 1,500,000 won into the General fund's cash, then a payment from it:");
+    println!("  {coffer} transfer create --id 10001 --debit 1001 --credit 1401 --amount 1500000 --ledger 1 --code 1 --kind receipt{at}");
+    println!("  {coffer} transfer create --id 10002 --debit 1501 --credit 1001 --amount 250000 --ledger 1 --code 1 --kind expenditure{at}");
+    println!("  {coffer} balance 1001{at}");
+    println!("  {coffer} trial-balance --ledger 1{at}");
+    println!("  {coffer} status{at}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::NodeFileConfig;
+
+    #[test]
+    fn every_dev_config_resolves_to_a_founding_node_on_its_ports() {
+        let dir = Path::new("/tmp/coffer-dev");
+        let nodes: Vec<DevNode> = (1..=DEV_NODES).map(|id| DevNode::new(dir, 7100, id)).collect();
+        for node in &nodes {
+            let text = node.config_text(dir, &nodes);
+            let resolved = NodeFileConfig::parse(&node.config, &text).unwrap().resolve().unwrap();
+            assert_eq!(resolved.node.consensus.node_id, u64::from(node.id));
+            assert_eq!(resolved.node.bootstrap_voters, Some(vec![1, 2, 3]));
+            assert_eq!(resolved.api_listen.port(), 7100 + node.id);
+            assert_eq!(resolved.node.listen_addr.map(|addr| addr.port()), Some(7200 + node.id));
+            assert_eq!(resolved.metrics_listen.map(|addr| addr.port()), Some(7300 + node.id));
+            assert_eq!(resolved.server.addresses.len(), 3);
+            assert_eq!(resolved.node.data_dir, dir.join(format!("node{}", node.id)));
+        }
+    }
+
+    #[test]
+    fn the_sample_accounts_are_valid_and_their_ids_unique() {
+        let accounts = sample_accounts();
+        let ids: std::collections::BTreeSet<_> = accounts.iter().map(|sample| sample.account.id).collect();
+        assert_eq!(ids.len(), accounts.len());
+        let mut ledger = coffer_ledger::StateMachine::new(coffer_ledger::MemoryStore::new());
+        let krw = Ledger { id: KRW, currency: "KRW".into(), scale: 0, name: "Korean won".into(), timestamp: 0 };
+        ledger.create_ledgers(1, &[krw]).unwrap();
+        let events: Vec<Account> = accounts.iter().map(|sample| sample.account).collect();
+        let results = ledger.create_accounts(10, &events).unwrap();
+        assert!(results.iter().all(|result| result.to_string() == "created"), "{results:?}");
+        let again = ledger.create_accounts(100, &events).unwrap();
+        assert!(again.iter().all(|result| result.to_string() == "exists"), "{again:?}");
+
+        // The printed commands: a receipt into cash, a payment from it; a
+        // payment from a fund with no cash is refused.
+        let transfer = |id, debit, credit, amount, kind| coffer_ledger::Transfer {
+            id: coffer_ledger::TransferId(id),
+            debit_account_id: AccountId(debit),
+            credit_account_id: AccountId(credit),
+            amount,
+            ledger: KRW,
+            code: 1,
+            kind,
+            ..Default::default()
+        };
+        use coffer_ledger::TransferKind::{Expenditure, Receipt};
+        let results = ledger
+            .create_transfers(
+                200,
+                &[
+                    transfer(10001, 1001, 1401, 1_500_000, Receipt),
+                    transfer(10002, 1501, 1001, 250_000, Expenditure),
+                    transfer(10003, 2501, 2001, 1, Expenditure),
+                ],
+            )
+            .unwrap();
+        let names: Vec<String> = results.iter().map(ToString::to_string).collect();
+        assert_eq!(names, ["created", "created", "exceeds_debits"]);
+    }
+}

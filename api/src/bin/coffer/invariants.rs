@@ -1,0 +1,404 @@
+//! The ledger's invariants, recomputed over any [`Store`] (`coffer verify`
+//! runs them on a stopped node's RocksDB state):
+//!
+//! - per ledger, Σ debits = Σ credits, posted and pending (the trial
+//!   balance);
+//! - every account's ledger exists; no account breaks its limit flag; its
+//!   sums fit in `u128`;
+//! - every account's posted balances are the sums of the posted transfers
+//!   (and posts of pending ones) on its side, and its pending balances the
+//!   sums of the pending transfers still open;
+//! - every transfer's accounts exist, in the transfer's ledger; a pending
+//!   transfer has a pending status and every pending status its pending
+//!   transfer; the expiry index holds exactly the open pending transfers
+//!   that expire.
+//!
+//! Problems are reported as lines naming the ledger, account or transfer;
+//! at most [`PROBLEMS_MAX`] of them are kept.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use coffer_ledger::{
+    trial_balance, Account, AccountFlags, AccountId, BalanceTotals, Ledger, LedgerId, PendingState, QueryError, Store,
+    StoreError, Transfer, TransferFlags, TransferId,
+};
+
+/// Problems reported at most; the rest are counted.
+pub const PROBLEMS_MAX: usize = 64;
+
+/// One ledger's totals.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LedgerSummary {
+    /// The ledger.
+    pub ledger: Ledger,
+    /// Its trial balance's totals.
+    pub totals: BalanceTotals,
+}
+
+/// What the check found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InvariantReport {
+    /// Every ledger, by id.
+    pub ledgers: Vec<LedgerSummary>,
+    /// Accounts.
+    pub accounts: u64,
+    /// Transfers.
+    pub transfers: u64,
+    /// Pending statuses.
+    pub pending: u64,
+    /// Of which still open (`pending`).
+    pub pending_open: u64,
+    /// The problems found (at most [`PROBLEMS_MAX`]).
+    pub problems: Vec<String>,
+    /// Problems found beyond those.
+    pub problems_more: u64,
+}
+
+impl InvariantReport {
+    fn problem(&mut self, problem: String) {
+        if self.problems.len() < PROBLEMS_MAX {
+            self.problems.push(problem);
+        } else {
+            self.problems_more += 1;
+        }
+    }
+}
+
+/// Balances recomputed from transfers: (debits, credits) per account.
+type Sums = BTreeMap<AccountId, (u128, u128)>;
+
+/// Adds `amount` to the debit side of `debit` and the credit side of
+/// `credit`; `false` on overflow.
+fn add(sums: &mut Sums, debit: AccountId, credit: AccountId, amount: u128) -> bool {
+    let debit_side = sums.entry(debit).or_default();
+    let Some(debits) = debit_side.0.checked_add(amount) else { return false };
+    debit_side.0 = debits;
+    let credit_side = sums.entry(credit).or_default();
+    let Some(credits) = credit_side.1.checked_add(amount) else { return false };
+    credit_side.1 = credits;
+    true
+}
+
+/// Checks every invariant of `store`. An error means the store itself
+/// failed (a corrupt record, a backend error), not that an invariant broke.
+pub fn check_invariants<S: Store + ?Sized>(store: &S) -> Result<InvariantReport, StoreError> {
+    let mut report = InvariantReport::default();
+    let mut ledgers = Vec::new();
+    store.for_each_ledger(&mut |ledger| ledgers.push(ledger.clone()))?;
+    for ledger in ledgers {
+        let totals = match trial_balance(store, ledger.id) {
+            Ok(trial) => trial.total,
+            Err(QueryError::Store(error)) => return Err(error),
+            Err(error) => {
+                report.problem(format!("ledger {} ({}): {error}", ledger.id.0, ledger.currency));
+                BalanceTotals::default()
+            }
+        };
+        check_totals(&mut report, &ledger, &totals);
+        report.ledgers.push(LedgerSummary { ledger, totals });
+    }
+    let (posted, pending) = transfer_sums(store, &mut report)?;
+    check_accounts(store, &mut report, &posted, &pending)?;
+    check_expiry_index(store, &mut report)?;
+    Ok(report)
+}
+
+fn check_totals(report: &mut InvariantReport, ledger: &Ledger, totals: &BalanceTotals) {
+    let name = format!("ledger {} ({})", ledger.id.0, ledger.currency);
+    if totals.debits_posted != totals.credits_posted {
+        let (debits, credits) = (totals.debits_posted, totals.credits_posted);
+        report.problem(format!("{name}: Σ debits_posted {debits} ≠ Σ credits_posted {credits}"));
+    }
+    if totals.debits_pending != totals.credits_pending {
+        let (debits, credits) = (totals.debits_pending, totals.credits_pending);
+        report.problem(format!("{name}: Σ debits_pending {debits} ≠ Σ credits_pending {credits}"));
+    }
+}
+
+/// Walks every transfer (checking its accounts and its pending status) and
+/// every pending status (checking its transfer); returns the posted and
+/// the open pending sums per account.
+fn transfer_sums<S: Store + ?Sized>(store: &S, report: &mut InvariantReport) -> Result<(Sums, Sums), StoreError> {
+    let mut posted = Sums::new();
+    let mut failure = None;
+    store.for_each_transfer(&mut |transfer| {
+        report.transfers += 1;
+        if failure.is_none() {
+            failure = check_transfer(store, transfer, &mut posted, report).err();
+        }
+    })?;
+    if let Some(error) = failure {
+        return Err(error);
+    }
+    let mut pending = Sums::new();
+    store.for_each_pending(&mut |id, status| {
+        report.pending += 1;
+        if failure.is_some() {
+            return;
+        }
+        match store.transfer(id) {
+            Err(error) => failure = Some(error),
+            Ok(None) => report.problem(format!("pending status of transfer {}: no such transfer", id.0)),
+            Ok(Some(transfer)) if !transfer.flags.contains(TransferFlags::PENDING) => {
+                report.problem(format!("pending status of transfer {}: the transfer is not pending", id.0));
+            }
+            Ok(Some(transfer)) if status.state == PendingState::Pending => {
+                report.pending_open += 1;
+                if !add(&mut pending, transfer.debit_account_id, transfer.credit_account_id, transfer.amount) {
+                    report.problem(format!("open pending transfers up to {}: sums overflow u128", id.0));
+                }
+            }
+            Ok(Some(_)) => {}
+        }
+    })?;
+    match failure {
+        Some(error) => Err(error),
+        None => Ok((posted, pending)),
+    }
+}
+
+/// Checks one transfer and adds what it posted.
+fn check_transfer<S: Store + ?Sized>(
+    store: &S,
+    transfer: &Transfer,
+    posted: &mut Sums,
+    report: &mut InvariantReport,
+) -> Result<(), StoreError> {
+    let name = format!("transfer {}", transfer.id.0);
+    for (side, id) in [("debit", transfer.debit_account_id), ("credit", transfer.credit_account_id)] {
+        match store.account(id)? {
+            None => report.problem(format!("{name}: {side} account {} does not exist", id.0)),
+            Some(account) if account.ledger != transfer.ledger => report.problem(format!(
+                "{name}: {side} account {} is in ledger {}, the transfer in ledger {}",
+                id.0, account.ledger.0, transfer.ledger.0
+            )),
+            Some(_) => {}
+        }
+    }
+    let flags = transfer.flags;
+    if flags.contains(TransferFlags::PENDING) {
+        if store.pending_status(transfer.id)?.is_none() {
+            report.problem(format!("{name}: pending, but it has no pending status"));
+        }
+    } else if !flags.contains(TransferFlags::VOID_PENDING)
+        && !add(posted, transfer.debit_account_id, transfer.credit_account_id, transfer.amount)
+    {
+        report.problem(format!("{name}: posted sums overflow u128"));
+    }
+    Ok(())
+}
+
+/// Checks every account: its ledger, its limit flag, and its balances
+/// against the sums recomputed from the transfers.
+fn check_accounts<S: Store + ?Sized>(
+    store: &S,
+    report: &mut InvariantReport,
+    posted: &Sums,
+    pending: &Sums,
+) -> Result<(), StoreError> {
+    let ledgers: BTreeSet<LedgerId> = report.ledgers.iter().map(|summary| summary.ledger.id).collect();
+    store.for_each_account(&mut |account| {
+        report.accounts += 1;
+        check_account(account, &ledgers, posted, pending, report);
+    })?;
+    Ok(())
+}
+
+fn check_account(
+    account: &Account,
+    ledgers: &BTreeSet<LedgerId>,
+    posted: &Sums,
+    pending: &Sums,
+    report: &mut InvariantReport,
+) {
+    let name = format!("account {}", account.id.0);
+    if !ledgers.contains(&account.ledger) {
+        report.problem(format!("{name}: ledger {} does not exist", account.ledger.0));
+    }
+    let debits = account.debits_pending.checked_add(account.debits_posted);
+    let credits = account.credits_pending.checked_add(account.credits_posted);
+    let (Some(debits), Some(credits)) = (debits, credits) else {
+        report.problem(format!("{name}: pending + posted overflows u128"));
+        return;
+    };
+    let flags = account.flags;
+    if flags.contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS) && debits > account.credits_posted {
+        let limit = account.credits_posted;
+        report.problem(format!(
+            "{name}: debits_must_not_exceed_credits, but debits {debits} exceed credits_posted {limit}"
+        ));
+    }
+    if flags.contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS) && credits > account.debits_posted {
+        let limit = account.debits_posted;
+        report.problem(format!(
+            "{name}: credits_must_not_exceed_debits, but credits {credits} exceed debits_posted {limit}"
+        ));
+    }
+    let (debits_posted, credits_posted) = posted.get(&account.id).copied().unwrap_or_default();
+    if (account.debits_posted, account.credits_posted) != (debits_posted, credits_posted) {
+        report.problem(format!(
+            "{name}: posted balances {}/{} (debits/credits), but its posted transfers sum to {debits_posted}/{credits_posted}",
+            account.debits_posted, account.credits_posted
+        ));
+    }
+    let (debits_pending, credits_pending) = pending.get(&account.id).copied().unwrap_or_default();
+    if (account.debits_pending, account.credits_pending) != (debits_pending, credits_pending) {
+        report.problem(format!(
+            "{name}: pending balances {}/{} (debits/credits), but its open pending transfers sum to {debits_pending}/{credits_pending}",
+            account.debits_pending, account.credits_pending
+        ));
+    }
+}
+
+/// The expiry index holds exactly the open pending transfers that expire,
+/// at their expiry time.
+fn check_expiry_index<S: Store + ?Sized>(store: &S, report: &mut InvariantReport) -> Result<(), StoreError> {
+    let mut expiring = BTreeSet::new();
+    store.for_each_pending(&mut |id, status| {
+        if status.state == PendingState::Pending && status.expires_at != 0 {
+            expiring.insert((status.expires_at, id));
+        }
+    })?;
+    let indexed: BTreeSet<(u64, TransferId)> = store.expiring(u64::MAX, expiring.len() + 1)?.into_iter().collect();
+    if let Some((at, id)) = indexed.difference(&expiring).next() {
+        report
+            .problem(format!("expiry index: transfer {} at {at} is not an open pending transfer expiring then", id.0));
+    }
+    if let Some((at, id)) = expiring.difference(&indexed).next() {
+        report.problem(format!("expiry index: open pending transfer {} expiring at {at} is missing", id.0));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use coffer_ledger::{AccountKind, MemoryStore, StateMachine, TransferKind, WriteSet, NS_PER_S};
+
+    use super::*;
+
+    const KRW: LedgerId = LedgerId(1);
+    const CASH: AccountId = AccountId(1);
+    const REVENUE: AccountId = AccountId(2);
+    const EXPENSE: AccountId = AccountId(3);
+
+    fn transfer(id: u128, debit: AccountId, credit: AccountId, amount: u128, kind: TransferKind) -> Transfer {
+        Transfer {
+            id: TransferId(id),
+            debit_account_id: debit,
+            credit_account_id: credit,
+            amount,
+            ledger: KRW,
+            code: 1,
+            kind,
+            ..Default::default()
+        }
+    }
+
+    fn pending(id: u128, amount: u128, timeout: u32) -> Transfer {
+        Transfer {
+            flags: TransferFlags::PENDING,
+            timeout,
+            ..transfer(id, EXPENSE, CASH, amount, TransferKind::Expenditure)
+        }
+    }
+
+    fn settle(id: u128, pending_id: u128, amount: u128, flag: TransferFlags) -> Transfer {
+        Transfer {
+            id: TransferId(id),
+            pending_id: TransferId(pending_id),
+            amount,
+            kind: TransferKind::Expenditure,
+            flags: flag,
+            ..Default::default()
+        }
+    }
+
+    /// Receipts, a payment, pending payments posted in part, voided,
+    /// expired and left open.
+    fn treasury() -> StateMachine<MemoryStore> {
+        use TransferKind::{Expenditure, Receipt};
+        let mut ledger = StateMachine::new(MemoryStore::new());
+        let krw = Ledger { id: KRW, currency: "KRW".into(), scale: 0, name: "Won".into(), timestamp: 0 };
+        ledger.create_ledgers(NS_PER_S, &[krw]).unwrap();
+        let account = |id, kind, code, flags| Account { id, ledger: KRW, code, kind, flags, ..Default::default() };
+        let accounts = [
+            account(CASH, AccountKind::Cash, 101, AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS | AccountFlags::HISTORY),
+            account(REVENUE, AccountKind::Other, 401, AccountFlags::NONE),
+            account(EXPENSE, AccountKind::Other, 501, AccountFlags::NONE),
+        ];
+        ledger.create_accounts(2 * NS_PER_S, &accounts).unwrap();
+        let first = [
+            transfer(1, CASH, REVENUE, 1_000_000, Receipt),
+            transfer(2, EXPENSE, CASH, 200_000, Expenditure),
+            pending(3, 50_000, 0),
+            pending(4, 30_000, 0),
+            pending(5, 20_000, 1),
+            pending(6, 10_000, 0),
+        ];
+        ledger.create_transfers(3 * NS_PER_S, &first).unwrap();
+        let second = [settle(7, 3, 25_000, TransferFlags::POST_PENDING), settle(8, 4, 0, TransferFlags::VOID_PENDING)];
+        ledger.create_transfers(4 * NS_PER_S, &second).unwrap();
+        ledger.expire_pending(10 * NS_PER_S).unwrap();
+        ledger
+    }
+
+    #[test]
+    fn a_treasury_with_posts_voids_and_expiries_keeps_every_invariant() {
+        let ledger = treasury();
+        let report = check_invariants(ledger.store()).unwrap();
+        assert_eq!(report.problems, Vec::<String>::new());
+        assert_eq!((report.accounts, report.transfers, report.pending, report.pending_open), (3, 8, 4, 1));
+        let totals = report.ledgers[0].totals;
+        assert!(totals.is_balanced());
+        assert_eq!((totals.debits_posted, totals.debits_pending), (1_225_000, 10_000));
+    }
+
+    #[test]
+    fn a_balance_no_transfer_explains_is_named_with_the_imbalance_it_makes() {
+        let mut store = treasury().into_store();
+        let mut cash = store.account(CASH).unwrap().unwrap();
+        cash.credits_posted += 7;
+        let last_timestamp = store.last_timestamp().unwrap();
+        store.commit(&WriteSet { last_timestamp, accounts: vec![cash], ..Default::default() }).unwrap();
+        let problems = check_invariants(&store).unwrap().problems;
+        assert_eq!(
+            problems,
+            [
+                "ledger 1 (KRW): Σ debits_posted 1225000 ≠ Σ credits_posted 1225007",
+                "account 1: posted balances 1000000/225007 (debits/credits), but its posted transfers sum to 1000000/225000",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_limit_breached_and_a_pending_transfer_without_status_are_named() {
+        let mut store = treasury().into_store();
+        let mut cash = store.account(CASH).unwrap().unwrap();
+        let mut revenue = store.account(REVENUE).unwrap().unwrap();
+        // A payment of more than the cash holds, as if no check had run.
+        cash.credits_posted += 2_000_000;
+        revenue.debits_posted += 2_000_000;
+        let mut orphan = pending(99, 5, 0);
+        orphan.timestamp = store.last_timestamp().unwrap() + 1;
+        let write_set = WriteSet {
+            last_timestamp: orphan.timestamp,
+            accounts: vec![cash, revenue],
+            transfers: vec![orphan],
+            ..Default::default()
+        };
+        store.commit(&write_set).unwrap();
+        let problems = check_invariants(&store).unwrap().problems;
+        assert!(problems.contains(&"transfer 99: pending, but it has no pending status".to_owned()), "{problems:?}");
+        let breach = "account 1: credits_must_not_exceed_debits, but credits 2235000 exceed debits_posted 1000000";
+        assert!(problems.contains(&breach.to_owned()), "{problems:?}");
+    }
+
+    #[test]
+    fn problems_beyond_the_bound_are_counted() {
+        let mut report = InvariantReport::default();
+        for i in 0..PROBLEMS_MAX + 3 {
+            report.problem(format!("problem {i}"));
+        }
+        assert_eq!((report.problems.len(), report.problems_more), (PROBLEMS_MAX, 3));
+    }
+}
