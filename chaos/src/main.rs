@@ -1,0 +1,122 @@
+//! `coffer-chaos`: runs Coffer's deterministic cluster simulator.
+//!
+//! ```text
+//! coffer-chaos sim --seed 7 --log        # replay one seed, with its event log
+//! coffer-chaos sim --seeds 500 --from 0  # run many, print a summary
+//! ```
+//!
+//! A seed with a violation prints the command that replays it, and the
+//! process exits with status 1.
+
+use std::io::Write as _;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Args, Parser, Subcommand};
+use coffer_chaos::summary::{replay_command, Summary};
+use coffer_chaos::{run, Options};
+
+/// Steps of the fault phase by default (10 ms each: 15 s of faults).
+const STEPS_DEFAULT: u64 = 1_500;
+
+#[derive(Parser)]
+#[command(name = "coffer-chaos", version, about = "Coffer under faults: the deterministic cluster simulator")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the deterministic simulator: one seed with its event log, or
+    /// many with a summary.
+    Sim(SimArgs),
+}
+
+#[derive(Args)]
+#[command(group = clap::ArgGroup::new("which").required(true).args(["seed", "seeds"]))]
+struct SimArgs {
+    /// Replays this seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Runs this many seeds and prints a summary.
+    #[arg(long)]
+    seeds: Option<u64>,
+    /// The first seed of `--seeds`.
+    #[arg(long, default_value_t = 0, requires = "seeds")]
+    from: u64,
+    /// Founding voters, 3 or 5 (by default each seed draws one).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(3..=5))]
+    nodes: Option<u64>,
+    /// Steps (10 ms ticks) of the fault phase.
+    #[arg(long, default_value_t = STEPS_DEFAULT)]
+    steps: u64,
+    /// Prints the readable event log of `--seed`.
+    #[arg(long, requires = "seed")]
+    log: bool,
+}
+
+fn main() -> ExitCode {
+    let Command::Sim(args) = Cli::parse().command;
+    if args.nodes == Some(4) {
+        eprintln!("--nodes must be 3 or 5");
+        return ExitCode::from(2);
+    }
+    let options = |seed| Options { seed, nodes: args.nodes.map(|n| n as usize), steps: args.steps };
+    match (args.seed, args.seeds) {
+        (Some(seed), _) => replay(&options(seed), args.log),
+        (None, Some(count)) => many(args.from, count, options),
+        (None, None) => ExitCode::from(2),
+    }
+}
+
+/// Runs one seed; with `log`, streams its event log to stdout.
+fn replay(options: &Options, log: bool) -> ExitCode {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut open = true;
+    let mut print = |line: &str| {
+        // A closed pipe (`| head`) ends the log, not the run.
+        open = open && writeln!(out, "{line}").is_ok();
+    };
+    let started = Instant::now();
+    let report = run(options, if log { Some(&mut print) } else { None });
+    let mut summary = Summary::default();
+    summary.add(&report);
+    let mut out = stdout.lock();
+    let _ = writeln!(out, "seed {}: {}", report.seed, report.profile);
+    let _ = writeln!(out, "{summary}");
+    let _ = writeln!(out, "event log hash: {:016x}; wall time {:.2?}", report.hash, started.elapsed());
+    if report.violations.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        let _ = writeln!(out, "FAILED; replay with: {}", replay_command(report.seed, options));
+        ExitCode::FAILURE
+    }
+}
+
+/// Runs seeds `from .. from + count` and prints the summary.
+fn many(from: u64, count: u64, options: impl Fn(u64) -> Options) -> ExitCode {
+    let started = Instant::now();
+    let mut summary = Summary::default();
+    for seed in from..from.saturating_add(count) {
+        let options = options(seed);
+        let report = run(&options, None);
+        if !report.violations.is_empty() {
+            println!(
+                "seed {seed} FAILED ({} violations); replay with: {}",
+                report.violations.len(),
+                replay_command(seed, &options)
+            );
+        }
+        summary.add(&report);
+    }
+    println!("{summary}");
+    println!("wall time:    {:.2?}", started.elapsed());
+    if summary.failing_seeds.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        println!("failing seeds: {:?}", summary.failing_seeds);
+        ExitCode::FAILURE
+    }
+}
