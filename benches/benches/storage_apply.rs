@@ -8,7 +8,8 @@
 //!   the WAL, the alternative ARCHITECTURE.md weighs.
 //! - `log_append/1mib`: one synced append of a 1 MiB entry.
 //!
-//! Run with `cargo bench -p coffer-benches --bench storage_apply`.
+//! Run with `cargo bench --workspace --bench storage_apply` (`--workspace` keeps
+//! the one RocksDB build; see ARCHITECTURE.md).
 
 // criterion_group! generates an undocumented function.
 #![allow(missing_docs)]
@@ -50,45 +51,68 @@ fn hard_state(commit: u64) -> HardState {
     HardState { term: 1, commit, ..Default::default() }
 }
 
-/// Applies `iterations` batches as a node does, timing everything but
-/// building the batch.
-fn durable_apply(iterations: u64, distribution: Distribution, state_wal: bool) -> Duration {
-    let mut workload = Workload::new(ACCOUNTS, distribution, 7);
-    let (_dir, mut store, mut index) = setup(&mut workload);
-    let mut elapsed = Duration::ZERO;
-    for _ in 0..iterations {
-        let (timestamp, batch) = workload.next_batch(BATCH_EVENTS_MAX);
-        index += 1;
-        let raft_entry = entry(index);
-        let applied = AppliedState { index, term: 1 };
-        let start = Instant::now();
-        store.log.append(&[raft_entry], Some(&hard_state(index)), true).expect("append");
-        let prepared = prepare_create_transfers(&store.state, timestamp, &batch).expect("prepare");
-        if state_wal {
-            store.state.apply(Some(&prepared.write_set), applied, None).expect("apply");
-        } else {
-            let write = store.state.write_batch(Some(&prepared.write_set), applied, None).expect("batch");
-            let mut options = coffer_storage::rocksdb::WriteOptions::default();
-            options.disable_wal(true);
-            store.state.db().rocksdb().write_opt(write, &options).expect("write");
-        }
-        elapsed += start.elapsed();
+/// One benchmark's store and workload, kept across criterion's samples so
+/// that every sample measures a store in its steady state (memtables full,
+/// data flushed to SST files, compactions running) instead of a fresh one.
+struct Durable {
+    workload: Workload,
+    _dir: tempfile::TempDir,
+    store: NodeStore,
+    index: u64,
+    state_wal: bool,
+}
+
+impl Durable {
+    fn new(distribution: Distribution, state_wal: bool) -> Self {
+        let mut workload = Workload::new(ACCOUNTS, distribution, 7);
+        let (dir, store, index) = setup(&mut workload);
+        Self { workload, _dir: dir, store, index, state_wal }
     }
-    elapsed
+
+    /// Applies `iterations` batches as a node does, timing everything but
+    /// building the batch.
+    fn run(&mut self, iterations: u64) -> Duration {
+        let mut elapsed = Duration::ZERO;
+        for _ in 0..iterations {
+            let (timestamp, batch) = self.workload.next_batch(BATCH_EVENTS_MAX);
+            self.index += 1;
+            let raft_entry = entry(self.index);
+            let applied = AppliedState { index: self.index, term: 1 };
+            let store = &mut self.store;
+            let start = Instant::now();
+            store.log.append(&[raft_entry], Some(&hard_state(self.index)), true).expect("append");
+            let prepared = prepare_create_transfers(&store.state, timestamp, &batch).expect("prepare");
+            if self.state_wal {
+                store.state.apply(Some(&prepared.write_set), applied, None).expect("apply");
+            } else {
+                let write = store.state.write_batch(Some(&prepared.write_set), applied, None).expect("batch");
+                let mut options = coffer_storage::rocksdb::WriteOptions::default();
+                options.disable_wal(true);
+                store.state.db().rocksdb().write_opt(write, &options).expect("write");
+            }
+            elapsed += start.elapsed();
+        }
+        elapsed
+    }
 }
 
 fn apply(c: &mut Criterion) {
     let mut group = c.benchmark_group("durable_apply");
     group.throughput(Throughput::Elements(BATCH_EVENTS_MAX as u64));
     group.sample_size(20);
-    group.bench_function("uniform", |b| b.iter_custom(|n| durable_apply(n, Distribution::Uniform, true)));
-    group.bench_function("hot", |b| b.iter_custom(|n| durable_apply(n, Distribution::Hot { hot: 10 }, true)));
+    let mut uniform = Durable::new(Distribution::Uniform, true);
+    group.bench_function("uniform", |b| b.iter_custom(|n| uniform.run(n)));
+    drop(uniform);
+    let mut hot = Durable::new(Distribution::Hot { hot: 10 }, true);
+    group.bench_function("hot", |b| b.iter_custom(|n| hot.run(n)));
+    drop(hot);
     group.finish();
 
     let mut group = c.benchmark_group("durable_apply_no_wal");
     group.throughput(Throughput::Elements(BATCH_EVENTS_MAX as u64));
     group.sample_size(20);
-    group.bench_function("uniform", |b| b.iter_custom(|n| durable_apply(n, Distribution::Uniform, false)));
+    let mut uniform = Durable::new(Distribution::Uniform, false);
+    group.bench_function("uniform", |b| b.iter_custom(|n| uniform.run(n)));
     group.finish();
 }
 

@@ -147,7 +147,18 @@ impl LedgerState {
         self.db.put(batch, CF_META, KEY_APPLIED, &applied.encode())
     }
 
-    /// Adds every record of `write_set` to `batch`.
+    /// Adds every record of `write_set` to `batch`, each column family's
+    /// records in key order.
+    ///
+    /// The order is for speed: RocksDB inserts a batch's records into the
+    /// memtable (a skip list) one after another, and each insert starts its
+    /// search from where the previous one landed. Keys in ascending order
+    /// land next to each other, so an insert walks a few links instead of
+    /// searching the whole list from the top; unsorted, the memtable
+    /// inserts were two thirds of a durable batch's time (see
+    /// ARCHITECTURE.md). Transfers and changes usually come sorted already
+    /// (ids a client allocates in order, timestamps always), and sorting a
+    /// sorted slice is one pass.
     fn stage(&self, batch: &mut WriteBatch, write_set: &WriteSet) -> Result<(), StorageError> {
         let db = &self.db;
         let mut buffer = Vec::with_capacity(160);
@@ -157,18 +168,24 @@ impl LedgerState {
             encode_ledger(ledger, &mut buffer);
             db.put(batch, CF_LEDGERS, &ledger.id.0.to_be_bytes(), &buffer)?;
         }
-        for account in &write_set.accounts {
+        let mut accounts: Vec<&Account> = write_set.accounts.iter().collect();
+        accounts.sort_unstable_by_key(|account| account.id);
+        for account in accounts {
             buffer.clear();
             encode_account(account, &mut buffer);
             db.put(batch, CF_ACCOUNTS, &keys::u128(account.id.0), &buffer)?;
         }
-        for transfer in &write_set.transfers {
+        let mut transfers: Vec<&Transfer> = write_set.transfers.iter().collect();
+        transfers.sort_unstable_by_key(|transfer| transfer.id);
+        for transfer in transfers {
             buffer.clear();
             encode_transfer(transfer, &mut buffer);
             db.put(batch, CF_TRANSFERS, &keys::u128(transfer.id.0), &buffer)?;
         }
         let expiry = db.cf(CF_EXPIRY)?;
-        for (id, status) in &write_set.pending {
+        let mut pending: Vec<&(TransferId, PendingStatus)> = write_set.pending.iter().collect();
+        pending.sort_unstable_by_key(|(id, _)| *id);
+        for (id, status) in pending {
             buffer.clear();
             encode_pending_status(status, &mut buffer);
             db.put(batch, CF_PENDING, &keys::u128(id.0), &buffer)?;
@@ -184,13 +201,17 @@ impl LedgerState {
         for (id, result) in &write_set.failures {
             db.put(batch, CF_FAILURES, &keys::u128(id.0), &result.code().to_be_bytes())?;
         }
-        for row in &write_set.account_transfers {
+        let mut rows: Vec<&AccountTransfer> = write_set.account_transfers.iter().collect();
+        rows.sort_unstable_by_key(|row| (row.account_id, row.timestamp));
+        for row in rows {
             let mut value = [0; 17];
             value[..16].copy_from_slice(&row.transfer_id.0.to_be_bytes());
             value[16] = side_code(row.side);
             db.put(batch, CF_ACCOUNT_TRANSFERS, &keys::u128_u64(row.account_id.0, row.timestamp), &value)?;
         }
-        for row in &write_set.balances {
+        let mut balances: Vec<&AccountBalance> = write_set.balances.iter().collect();
+        balances.sort_unstable_by_key(|row| (row.account_id, row.timestamp));
+        for row in balances {
             let value: Vec<u8> = [row.debits_pending, row.debits_posted, row.credits_pending, row.credits_posted]
                 .iter()
                 .flat_map(|balance| balance.to_be_bytes())
