@@ -88,6 +88,10 @@ pub const KEY_TRUNCATED: &[u8] = b"truncated";
 /// snapshot directory to finish installing from after a crash.
 pub const KEY_SNAPSHOT_INSTALL: &[u8] = b"snapshot_install";
 
+/// Block cache of a read-only open (tools such as `coffer verify`, which
+/// read each block once).
+const READ_ONLY_CACHE_BYTES: usize = 8 << 20;
+
 /// The format marker's magic bytes.
 const FORMAT_MAGIC: &[u8] = b"coffer-store";
 /// The store format this build reads and writes. Version 2 added the
@@ -153,11 +157,28 @@ fn cf_options(name: &str, config: &StorageConfig, cache: &Cache) -> Options {
     table.set_cache_index_and_filter_blocks(true);
     // Point lookups (does this id exist?) are the hot read: a bloom filter
     // answers most misses without reading a block.
-    if matches!(name, CF_ACCOUNTS | CF_TRANSFERS | CF_PENDING | CF_FAILURES) {
+    if has_bloom_filter(name) {
         table.set_bloom_filter(10.0, false);
+        // The same for the memtable: every new transfer id is looked up
+        // (and nearly always missed) in `transfers` and `failures` before it
+        // is written; without this filter each miss searches the memtable's
+        // skip list.
+        options.set_memtable_prefix_bloom_ratio(0.05);
+        options.set_memtable_whole_key_filtering(true);
     }
     options.set_block_based_table_factory(&table);
     options
+}
+
+/// Every column family with the options a node opens it with.
+fn descriptors(config: &StorageConfig, cache: &Cache) -> Vec<ColumnFamilyDescriptor> {
+    COLUMN_FAMILIES.iter().map(|name| ColumnFamilyDescriptor::new(*name, cf_options(name, config, cache))).collect()
+}
+
+/// Whether column family `name` has bloom filters (in its table files and
+/// its memtable): the point-lookup families.
+pub fn has_bloom_filter(name: &str) -> bool {
+    matches!(name, CF_ACCOUNTS | CF_TRANSFERS | CF_PENDING | CF_FAILURES)
 }
 
 /// Whether `path` has no entries (or does not exist).
@@ -176,12 +197,7 @@ impl Db {
     /// error saying so; nothing in it is changed.
     pub fn open(path: &Path, config: &StorageConfig) -> Result<Self, StorageError> {
         let cache = Cache::new_lru_cache(config.block_cache_bytes);
-        let descriptors = || {
-            COLUMN_FAMILIES
-                .iter()
-                .map(|name| ColumnFamilyDescriptor::new(*name, cf_options(name, config, &cache)))
-                .collect::<Vec<_>>()
-        };
+        let descriptors = || descriptors(config, &cache);
         let mut options = db_options(config);
         if is_empty_dir(path)? {
             std::fs::create_dir_all(path).map_err(|error| StorageError::io(path, error))?;
@@ -426,7 +442,11 @@ impl Db {
         if let Some(name) = COLUMN_FAMILIES.iter().find(|name| !existing.iter().any(|e| e == *name)) {
             return Err(StorageError::MissingColumnFamily { path: path.to_owned(), name });
         }
-        let db = DB::open_cf_for_read_only(&options, path, COLUMN_FAMILIES, false)?;
+        // The node's column-family options, so that the table files' filter
+        // blocks are read (and their checksums checked) as the node reads them.
+        let cache = Cache::new_lru_cache(READ_ONLY_CACHE_BYTES);
+        let config = StorageConfig::default();
+        let db = DB::open_cf_descriptors_read_only(&options, path, descriptors(&config, &cache), false)?;
         let db = Self { db, path: path.to_owned() };
         db.check_format_marker()?;
         Ok(db)

@@ -1071,3 +1071,37 @@ fn an_interrupted_install_whose_snapshot_is_gone_stops_the_node_from_opening() {
         other => panic!("expected a snapshot error, got {other:?}"),
     }
 }
+
+#[test]
+fn a_corrupt_block_of_records_a_range_deletion_removed_fails_verification() {
+    // A log whose first entries were compacted away (a range deletion) but
+    // are still in a table file: a scan honouring the deletion skips their
+    // blocks, while the node's next compaction reads them.
+    let dir = TempDir::new().unwrap();
+    let mut node = open(dir.path());
+    let entry =
+        |index: u64| Entry { index, term: TERM, data: vec![index as u8; 16 << 10].into(), ..Default::default() };
+    let entries: Vec<Entry> = (1..=64).map(entry).collect();
+    let hard_state = HardState { term: TERM, vote: 1, commit: 64, ..Default::default() };
+    node.log.append(&entries, Some(&hard_state), true).unwrap();
+    let db = node.state.db().clone();
+    db.rocksdb().flush_cf(db.cf(CF_RAFT_LOG).unwrap()).unwrap();
+    let files = db.rocksdb().live_files().unwrap();
+    let table = files.iter().find(|file| file.column_family_name == CF_RAFT_LOG).expect("a log table file");
+    let path = dir.path().join(table.name.trim_start_matches('/'));
+    node.log.compact(60).unwrap();
+    db.rocksdb().flush_cf(db.cf(CF_RAFT_LOG).unwrap()).unwrap();
+    drop(db);
+    drop(node);
+
+    // An eighth into the file: inside entry 8's value, long deleted.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.len() / 8;
+    bytes[at..at + 8].iter_mut().for_each(|byte| *byte ^= 0x5A);
+    std::fs::write(&path, bytes).unwrap();
+
+    let damaged = coffer_storage::verify::open_stopped(dir.path()).unwrap();
+    let report = coffer_storage::verify::verify_records(&damaged).unwrap();
+    let corruption = report.first_corruption.expect("the damaged block is found");
+    assert_eq!(corruption.cf, CF_RAFT_LOG, "{corruption}");
+}
