@@ -1,9 +1,12 @@
 //! `coffer-benches` owns Coffer's measurements: the criterion
-//! micro-benchmarks (`benches/`) and, later, the year-end-peak load
-//! generator. This library holds the workloads they share.
+//! micro-benchmarks (`benches/`) and the year-end-peak load generator
+//! ([`loadgen`], run as `coffer bench` through the `coffer-bench`
+//! executable). This library holds the workloads they share.
 //!
 //! Workloads are deterministic: a seeded SplitMix64 decides every id and
 //! amount, so two runs with one seed apply the same batches.
+
+pub mod loadgen;
 
 use coffer_ledger::{
     Account, AccountId, AccountKind, Ledger, LedgerId, MemoryStore, Operation, OperationResults, StateMachine,

@@ -4,12 +4,14 @@
 //!   node, gRPC API, Prometheus metrics) until SIGINT/SIGTERM;
 //! - `coffer dev`: a local three-node cluster with a sample treasury;
 //! - `coffer verify --data-dir DIR`: check a stopped node's store offline;
+//! - `coffer bench`: the load generator (the `coffer-bench` executable);
 //! - the client commands (`coffer status`, `coffer transfer create`, ...),
 //!   which talk to a running cluster.
 //!
 //! Exit status: 0 on success, 1 on a failure (printed as one line naming
 //! the file, field or node), 2 on a usage error (a bad flag or setting).
 
+mod bench;
 mod cli;
 mod config;
 mod dev;
@@ -49,6 +51,9 @@ enum Command {
     Dev(dev::DevArgs),
     /// Check a stopped node's store offline: checksums, invariants, digest.
     Verify(verify::VerifyArgs),
+    /// Replay a year-end payment peak against a cluster, validate it and
+    /// report throughput and latency (`coffer bench --help`).
+    Bench(bench::BenchArgs),
     #[command(flatten)]
     Client(cli::ClientCommand),
 }
@@ -70,6 +75,10 @@ impl Failure {
 }
 
 fn main() -> ExitCode {
+    if let Some(args) = bench::direct_args() {
+        eprintln!("coffer: {}", bench::exec(&args));
+        return ExitCode::from(EXIT_FAILURE);
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
@@ -118,6 +127,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             }
             Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILURE) })
         }
+        Command::Bench(args) => Err(Failure::failed(bench::exec(&args.args))),
         Command::Client(command) => {
             telemetry::init_logging(log_level, None, "warn").map_err(Failure::usage)?;
             runtime()?.block_on(cli::run(command, &cli.client)).map_err(Failure::failed)?;
