@@ -33,7 +33,7 @@ use std::collections::BTreeMap;
 
 use coffer_ledger::{
     state_digest, AccountFlags, AccountId, CreateTransferResult, LedgerId, MemoryStore, PendingState, StateDigest,
-    Store, StoreError, Transfer, TransferId,
+    Store, StoreError, Transfer, TransferFlags, TransferId,
 };
 
 use crate::workload::{transfer_name, TransferRole};
@@ -241,7 +241,13 @@ impl History {
 
     /// Checks one replica's state (`store` at `applied`) against the
     /// history and the ledger's invariants.
-    pub fn check_replica(&mut self, step: u64, node: u64, applied: u64, store: &MemoryStore) -> Vec<Violation> {
+    pub fn check_replica<S: Store + ?Sized>(
+        &mut self,
+        step: u64,
+        node: u64,
+        applied: u64,
+        store: &S,
+    ) -> Vec<Violation> {
         self.replica_checks += 1;
         let mut violations = Vec::new();
         if let Err(error) = self.check_acknowledged(step, node, applied, store, &mut violations) {
@@ -253,12 +259,12 @@ impl History {
         violations
     }
 
-    fn check_acknowledged(
+    fn check_acknowledged<S: Store + ?Sized>(
         &self,
         step: u64,
         node: u64,
         applied: u64,
-        store: &MemoryStore,
+        store: &S,
         violations: &mut Vec<Violation>,
     ) -> Result<(), StoreError> {
         for (id, acked) in self.acked.iter().filter(|(_, acked)| acked.index <= applied) {
@@ -270,7 +276,14 @@ impl History {
     /// Checks, on `node` whose applied index moved from `from` to `to`, the
     /// acknowledgements of the entries in between: run every step, it sees
     /// a lost transfer as soon as a replica applies past it.
-    pub fn check_applied(&self, step: u64, node: u64, from: u64, to: u64, store: &MemoryStore) -> Vec<Violation> {
+    pub fn check_applied<S: Store + ?Sized>(
+        &self,
+        step: u64,
+        node: u64,
+        from: u64,
+        to: u64,
+        store: &S,
+    ) -> Vec<Violation> {
         let mut violations = Vec::new();
         for ids in self.by_index.range(from + 1..=to).map(|(_, ids)| ids) {
             for id in ids {
@@ -285,7 +298,7 @@ impl History {
 
     /// Compares `node`'s digest at `applied` with the first one seen at that
     /// index.
-    pub fn check_digest(&mut self, step: u64, node: u64, applied: u64, store: &MemoryStore) -> Vec<Violation> {
+    pub fn check_digest<S: Store + ?Sized>(&mut self, step: u64, node: u64, applied: u64, store: &S) -> Vec<Violation> {
         let digest = match state_digest(store) {
             Ok(digest) => digest,
             Err(error) => {
@@ -316,11 +329,11 @@ impl History {
 }
 
 /// Checks one acknowledged transfer on `node`'s state at `applied`.
-fn check_one(
+fn check_one<S: Store + ?Sized>(
     step: u64,
     node: u64,
     applied: u64,
-    store: &MemoryStore,
+    store: &S,
     id: TransferId,
     acked: &Acked,
     violations: &mut Vec<Violation>,
@@ -336,7 +349,14 @@ fn check_one(
             "node {node} at applied index {applied} holds transfer {name} acknowledged as {} at index {}",
             acked.result, acked.index
         )),
-        (true, Some(_)) => {
+        (true, Some(stored)) => {
+            if let Some(field) = stored_field_differing(&acked.transfer, &stored) {
+                lost(format!(
+                    "node {node} at applied index {applied} holds transfer {name} with another {field} than the one \
+                     acknowledged at index {}: sent {:?}, stored {stored:?}",
+                    acked.index, acked.transfer
+                ));
+            }
             let expected = match TransferRole::of(&acked.transfer) {
                 TransferRole::Post => Some(PendingState::Posted),
                 TransferRole::Void => Some(PendingState::Voided),
@@ -359,6 +379,43 @@ fn check_one(
     Ok(())
 }
 
+/// The first field in which `stored`, the transfer a replica holds under
+/// `sent`'s id, is not what the client sent (`None`: it is). A post or void
+/// inherits the fields it left zero from its pending transfer, a post of
+/// `AMOUNT_MAX` (and a void) stores the amount it resolved, and a balancing
+/// transfer may store less than it asked for; the timestamp is the
+/// cluster's.
+pub fn stored_field_differing(sent: &Transfer, stored: &Transfer) -> Option<&'static str> {
+    let inherits = sent.flags.is_post_or_void();
+    let same_u128 = |asked: u128, held: u128| asked == held || (inherits && asked == 0);
+    let amount_matches = match TransferRole::of(sent) {
+        TransferRole::Post => sent.amount == Transfer::AMOUNT_MAX || sent.amount == stored.amount,
+        TransferRole::Void => matches!(sent.amount, 0 | Transfer::AMOUNT_MAX) || sent.amount == stored.amount,
+        TransferRole::Single | TransferRole::Pending
+            if sent.flags.intersects(TransferFlags::BALANCING_DEBIT | TransferFlags::BALANCING_CREDIT) =>
+        {
+            stored.amount <= sent.amount
+        }
+        TransferRole::Single | TransferRole::Pending => sent.amount == stored.amount,
+    };
+    let checks = [
+        ("id", sent.id == stored.id),
+        ("flags", sent.flags == stored.flags),
+        ("pending_id", sent.pending_id == stored.pending_id),
+        ("timeout", sent.timeout == stored.timeout),
+        ("debit_account_id", same_u128(sent.debit_account_id.0, stored.debit_account_id.0)),
+        ("credit_account_id", same_u128(sent.credit_account_id.0, stored.credit_account_id.0)),
+        ("amount", amount_matches),
+        ("ledger", same_u128(u128::from(sent.ledger.0), u128::from(stored.ledger.0))),
+        ("code", same_u128(u128::from(sent.code), u128::from(stored.code))),
+        ("kind", sent.kind == stored.kind),
+        ("user_data_128", same_u128(sent.user_data_128, stored.user_data_128)),
+        ("user_data_64", same_u128(u128::from(sent.user_data_64), u128::from(stored.user_data_64))),
+        ("user_data_32", same_u128(u128::from(sent.user_data_32), u128::from(stored.user_data_32))),
+    ];
+    checks.into_iter().find(|(_, same)| !same).map(|(field, _)| field)
+}
+
 /// The four balances of an account, recomputed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Balances {
@@ -370,10 +427,10 @@ struct Balances {
 
 /// Recomputes every account's balances from the transfers `store` holds and
 /// checks them, conservation per ledger and the limits.
-fn check_balances(
+fn check_balances<S: Store + ?Sized>(
     step: u64,
     node: u64,
-    store: &MemoryStore,
+    store: &S,
     violations: &mut Vec<Violation>,
 ) -> Result<(), StoreError> {
     let mut pending_states = BTreeMap::new();

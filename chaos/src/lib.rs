@@ -12,7 +12,9 @@
 //! everything, so a seed replays its run exactly: `coffer-chaos sim --seed S`
 //! (the `coffer-chaos` binary; [`summary`] totals many seeds).
 //!
-//! The real-process nemesis (issue 7, item 6) is not built yet.
+//! The real-process nemesis is in `coffer-tests` (`tests/src/nemesis/`): it
+//! drives real `coffer node` processes and holds their stores to the same
+//! [`checker`], with the same [`workload`].
 
 pub mod checker;
 mod crc;

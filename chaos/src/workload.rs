@@ -46,6 +46,16 @@ impl Bank {
     /// first of each unlimited (the fund), the next three limited, the
     /// last two unlimited (one of them keeps balance history).
     pub fn new() -> Self {
+        Self::sized(ACCOUNTS_PER_LEDGER)
+    }
+
+    /// Two ledgers (KRW, USD) of `accounts_per_ledger` accounts each (at
+    /// least 2): the first of each unlimited (the fund), the first half of
+    /// the others limited, the rest unlimited (the last keeps balance
+    /// history). `sized(6)` is [`Bank::new`].
+    pub fn sized(accounts_per_ledger: u128) -> Self {
+        assert!(accounts_per_ledger >= 2, "a transfer needs two accounts of one ledger");
+        assert!(accounts_per_ledger < 100, "account ids are ledger × 100 + k");
         let ledger = |id: u32, currency: &str, scale: u8| Ledger {
             id: LedgerId(id),
             currency: currency.into(),
@@ -56,11 +66,11 @@ impl Bank {
         let ledgers = vec![ledger(1, "KRW", 0), ledger(2, "USD", 2)];
         let mut accounts = Vec::new();
         for ledger in &ledgers {
-            for k in 0..ACCOUNTS_PER_LEDGER {
+            for k in 0..accounts_per_ledger {
                 accounts.push(BankAccount {
                     id: AccountId(u128::from(ledger.id.0) * 100 + k + 1),
                     ledger: ledger.id,
-                    limited: (1..=3).contains(&k),
+                    limited: (1..=accounts_per_ledger / 2).contains(&k),
                 });
             }
         }
@@ -78,7 +88,8 @@ impl Bank {
                 if account.limited {
                     flags = flags.with(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS);
                 }
-                if n % ACCOUNTS_PER_LEDGER as usize == ACCOUNTS_PER_LEDGER as usize - 1 {
+                let last_of_ledger = self.accounts.get(n + 1).is_none_or(|next| next.ledger != account.ledger);
+                if last_of_ledger {
                     flags = flags.with(AccountFlags::HISTORY);
                 }
                 Account { id: account.id, ledger: account.ledger, code: 100, flags, ..Default::default() }

@@ -9,6 +9,11 @@
 //! subcommands (`verify`). Every process is killed when its [`Cluster`] is
 //! dropped, and a failing test prints the tail of every node's log.
 //!
+//! [`nemesis`] is the real-process nemesis: a bank workload against a
+//! cluster whose Raft links run through fault-injecting proxies, while
+//! nodes are killed, paused, partitioned and have their files corrupted;
+//! the history is then checked with `coffer-chaos`'s checkers.
+//!
 //! The binary is `$COFFER_BIN` or, by default, the `coffer` executable
 //! next to the test's own `deps/` directory (the one `cargo test
 //! --workspace` builds).
@@ -23,6 +28,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use coffer_api::client::{Client, ClientConfig, NodeReport, Role};
+
+pub mod nemesis;
 
 /// How long a cluster may take to elect a leader.
 pub const LEADER_WAIT: Duration = Duration::from_secs(30);
@@ -79,7 +86,8 @@ pub struct NodeAddresses {
 }
 
 impl NodeAddresses {
-    fn allocate(id: u64) -> Self {
+    /// Free loopback addresses for node `id`.
+    pub fn allocate(id: u64) -> Self {
         let ports = free_ports(3);
         let at = |port: u16| format!("127.0.0.1:{port}");
         Self { id, api: at(ports[0]), raft: at(ports[1]), metrics: at(ports[2]) }
@@ -99,6 +107,8 @@ pub struct NodeProcess {
     peers: Vec<NodeAddresses>,
     /// The founding voters, for a founding node.
     bootstrap: Option<Vec<u64>>,
+    /// Its configuration file (`--config`), if it has one.
+    config: Option<PathBuf>,
     child: Option<Child>,
 }
 
@@ -108,7 +118,11 @@ impl NodeProcess {
         let id = self.addresses.id.to_string();
         let data_dir = self.data_dir.display().to_string();
         let mut command = Command::new(coffer_binary());
-        command.args(["node", "--node-id", &id, "--data-dir", &data_dir]);
+        command.arg("node");
+        if let Some(config) = &self.config {
+            command.arg("--config").arg(config);
+        }
+        command.args(["--node-id", &id, "--data-dir", &data_dir]);
         command.args(["--api-listen", &self.addresses.api]);
         command.args(["--raft-listen", &self.addresses.raft]);
         command.args(["--metrics-listen", &self.addresses.metrics]);
@@ -144,6 +158,14 @@ impl NodeProcess {
             Some(child) => child.try_wait().map(|status| status.is_none()).unwrap_or(false),
             None => false,
         }
+    }
+
+    /// How the process ended, if it was started and has exited by itself
+    /// (it is then forgotten, so [`NodeProcess::start`] may run it again).
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().ok().flatten()?;
+        self.child = None;
+        Some(status)
     }
 
     /// Sends `signal` (a name: `KILL`, `TERM`, `STOP`, `CONT`) through the
@@ -226,6 +248,19 @@ pub fn quick_client(address: &str) -> Client {
     Client::new(config).expect("a valid client configuration")
 }
 
+/// How to start a cluster, beyond the defaults [`Cluster::start`] uses.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterOptions {
+    /// The Raft address node `from` is given for node `to`, by
+    /// `(from, to)`; a missing pair is `to`'s own Raft address. The
+    /// nemesis points these at fault-injecting proxies.
+    pub raft_routes: BTreeMap<(u64, u64), String>,
+    /// TOML every node reads as its configuration file (`--config`), for
+    /// settings that have no flag; the harness's flags still take
+    /// precedence. `None`: no file.
+    pub config_toml: Option<String>,
+}
+
 /// A cluster of `coffer node` processes on loopback, in a temporary
 /// directory. Dropping it kills every node.
 pub struct Cluster {
@@ -238,14 +273,38 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `size` founding nodes (ids 1..=size) and waits for a leader.
     pub async fn start(size: u64) -> Self {
+        Self::start_with(Self::founders(size), ClusterOptions::default()).await
+    }
+
+    /// Free addresses for `size` founding nodes (ids 1..=size), for
+    /// [`Cluster::start_with`].
+    pub fn founders(size: u64) -> Vec<NodeAddresses> {
+        (1..=size).map(NodeAddresses::allocate).collect()
+    }
+
+    /// Starts `founders` as the founding voters, with `options`, and waits
+    /// for a leader.
+    pub async fn start_with(founders: Vec<NodeAddresses>, options: ClusterOptions) -> Self {
         let slot = CLUSTER_SLOT.lock().unwrap_or_else(PoisonError::into_inner);
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let founders: Vec<NodeAddresses> = (1..=size).map(NodeAddresses::allocate).collect();
-        let voters: Vec<u64> = (1..=size).collect();
+        let voters: Vec<u64> = founders.iter().map(|founder| founder.id).collect();
+        let config = options.config_toml.as_ref().map(|toml| {
+            let path = dir.path().join("node.toml");
+            std::fs::write(&path, toml).expect("the nodes' configuration file is written");
+            path
+        });
         let mut nodes = BTreeMap::new();
         for addresses in &founders {
-            let peers = founders.iter().filter(|peer| peer.id != addresses.id).cloned().collect();
-            let node = Self::process(dir.path(), addresses.clone(), peers, Some(voters.clone()));
+            let peers = founders
+                .iter()
+                .filter(|peer| peer.id != addresses.id)
+                .map(|peer| match options.raft_routes.get(&(addresses.id, peer.id)) {
+                    Some(route) => NodeAddresses { raft: route.clone(), ..peer.clone() },
+                    None => peer.clone(),
+                })
+                .collect();
+            let mut node = Self::process(dir.path(), addresses.clone(), peers, Some(voters.clone()));
+            node.config.clone_from(&config);
             nodes.insert(addresses.id, node);
         }
         let mut cluster = Self { nodes, dir, _slot: slot };
@@ -264,7 +323,7 @@ impl Cluster {
     ) -> NodeProcess {
         let data_dir = dir.join(format!("node-{}", addresses.id));
         let log = dir.join(format!("node-{}.log", addresses.id));
-        NodeProcess { addresses, data_dir, log, peers, bootstrap, child: None }
+        NodeProcess { addresses, data_dir, log, peers, bootstrap, config: None, child: None }
     }
 
     /// Starts a new node `id` that knows every current node and founds
