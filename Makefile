@@ -9,7 +9,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/coffer-target
 export CARGO_TERM_COLOR ?= never
 CARGO ?= cargo
 
-.PHONY: run demo test deps check bench fmt
+.PHONY: run demo test deps check bench loadgen fmt nemesis
 
 ## Runs a local three-node cluster with a sample treasury (`coffer dev`:
 ## data, configs and logs in data/dev; Ctrl-C stops it). Built, then run:
@@ -34,9 +34,27 @@ check:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+## The real-process nemesis, long: `make nemesis FAULTS=300 [SEED=S]`.
+## The same test `make test` runs with its default of 24 faults; the run
+## prints its seed, and SEED replays its fault schedule. `--workspace`
+## keeps the one feature set (see `run`).
+FAULTS ?= 300
+SEED ?=
+nemesis: deps
+	$(CARGO) build --workspace --bins --examples
+	COFFER_NEMESIS_FAULTS=$(FAULTS) COFFER_NEMESIS_SEED=$(SEED) \
+		$(CARGO) test --workspace -- --nocapture nemesis_
+
 ## The criterion benchmarks (not part of `make test`).
 bench: deps
 	$(CARGO) bench --workspace
+
+## The load generator (`coffer bench`, release build) against a fresh local
+## cluster; options in ARGS, e.g. make loadgen ARGS="--distribution hot".
+## Reports go to data/bench/.
+loadgen: deps
+	$(CARGO) build --release --workspace --bins --examples
+	$(CARGO_TARGET_DIR)/release/coffer bench $(ARGS)
 
 fmt:
 	$(CARGO) fmt --all
