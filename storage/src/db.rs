@@ -111,6 +111,11 @@ pub struct StorageConfig {
     pub account_cache_entries: usize,
     /// Bytes of one memtable per column family before it is flushed.
     pub write_buffer_bytes: usize,
+    /// Bytes of all memtables together: past it, RocksDB flushes the
+    /// largest, so a node's memory stays bounded however many column
+    /// families are being written (without it, twelve families could each
+    /// hold two full memtables).
+    pub memtable_total_bytes: usize,
     /// Background threads for flushes and compactions.
     pub background_jobs: i32,
 }
@@ -121,6 +126,7 @@ impl Default for StorageConfig {
             block_cache_bytes: 256 << 20,
             account_cache_entries: 1 << 16,
             write_buffer_bytes: 64 << 20,
+            memtable_total_bytes: 256 << 20,
             background_jobs: 2,
         }
     }
@@ -143,14 +149,27 @@ fn db_options(config: &StorageConfig) -> Options {
     options.set_max_background_jobs(config.background_jobs);
     options.set_paranoid_checks(true);
     options.set_bytes_per_sync(1 << 20);
+    options.set_db_write_buffer_size(config.memtable_total_bytes);
     options
 }
 
 fn cf_options(name: &str, config: &StorageConfig, cache: &Cache) -> Options {
     let mut options = Options::default();
     options.set_write_buffer_size(config.write_buffer_bytes);
-    // Hot, recent data stays fast to (de)compress; cold, bottom data small.
+    // Flushes and the first compaction write uncompressed (they rewrite
+    // every byte soon, and compressing there cost a node a tenth of its CPU
+    // under the load generator); the middle levels LZ4, fast to
+    // (de)compress; the bottommost, cold and most of the bytes, Zstandard.
     options.set_compression_type(DBCompressionType::Lz4);
+    options.set_compression_per_level(&[
+        DBCompressionType::None,
+        DBCompressionType::None,
+        DBCompressionType::Lz4,
+        DBCompressionType::Lz4,
+        DBCompressionType::Lz4,
+        DBCompressionType::Lz4,
+        DBCompressionType::Lz4,
+    ]);
     options.set_bottommost_compression_type(DBCompressionType::Zstd);
     let mut table = BlockBasedOptions::default();
     table.set_block_cache(cache);

@@ -135,6 +135,8 @@ pub struct StorageSection {
     pub account_cache_entries: Option<usize>,
     /// Bytes of one memtable per column family. Default: 64 MiB.
     pub write_buffer_bytes: Option<usize>,
+    /// Bytes of all memtables together. Default: 256 MiB.
+    pub memtable_total_bytes: Option<usize>,
     /// RocksDB background threads. Default: 2.
     pub background_jobs: Option<i32>,
 }
@@ -433,6 +435,7 @@ impl NodeFileConfig {
         set(&mut config.block_cache_bytes, storage.block_cache_bytes);
         set(&mut config.account_cache_entries, storage.account_cache_entries);
         set(&mut config.write_buffer_bytes, storage.write_buffer_bytes);
+        set(&mut config.memtable_total_bytes, storage.memtable_total_bytes);
         set(&mut config.background_jobs, storage.background_jobs);
     }
 }
