@@ -120,3 +120,51 @@ fn an_interrupted_run_stops_its_cluster() {
     assert!(all_gone(&all), "processes {all:?} outlived the interrupted run");
     assert!(!out.path().join("coffer-bench-uniform.json").exists(), "an interrupted run writes no report");
 }
+
+#[test]
+fn a_run_whose_cluster_dies_stops_at_once_saying_why() {
+    let _slot = CLUSTER_SLOT.lock().unwrap_or_else(PoisonError::into_inner);
+    let out = tempfile::tempdir().unwrap();
+    let mut bench = Command::new(coffer_binary())
+        .args(["bench", "--duration", "60s", "--batch-size", "500", "--accounts", "1000", "--out-dir"])
+        .arg(out.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(bench.stdout.take().unwrap()).lines();
+    let sending = lines.by_ref().map_while(Result::ok).any(|line| line.contains("sending"));
+    assert!(sending, "coffer bench never started sending");
+    let dev = procfs::children(bench.id());
+    assert_eq!(dev.len(), 1, "one coffer dev child: {dev:?}");
+    let nodes = procfs::children(dev[0]);
+    assert_eq!(nodes.len(), 3, "three nodes under coffer dev: {nodes:?}");
+
+    // A node dies: `coffer dev` stops the other two and exits, and the
+    // generator must notice within seconds, not retry against nobody.
+    let killed = Instant::now();
+    let sent = Command::new("kill").args(["-s", "KILL", &nodes[0].to_string()]).status().unwrap();
+    assert!(sent.success());
+    let status = loop {
+        if let Some(status) = bench.try_wait().unwrap() {
+            break status;
+        }
+        assert!(killed.elapsed() < Duration::from_secs(20), "coffer bench kept going without its cluster");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status.code(), Some(1));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut bench.stderr.take().unwrap(), &mut stderr).unwrap();
+    // Whichever comes first says why: the watcher seeing `coffer dev` gone,
+    // or a batch whose node vanished mid-call.
+    let why = stderr.contains("coffer dev") || stderr.contains("batch");
+    assert!(why && (stderr.contains("exited") || stderr.contains("failed")), "{stderr}");
+    let mut all = nodes.clone();
+    all.push(dev[0]);
+    assert!(all_gone(&all), "processes {all:?} outlived the run");
+    // A failed run keeps the cluster's data for a look; the test removes it.
+    let kept = stderr.split("are kept in ").nth(1).and_then(|rest| rest.split(')').next());
+    if let Some(dir) = kept.map(str::trim).filter(|dir| dir.starts_with(&*std::env::temp_dir().to_string_lossy())) {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

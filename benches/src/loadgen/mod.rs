@@ -106,6 +106,19 @@ pub async fn run(config: &BenchConfig) -> Result<Report, BenchError> {
     }
 }
 
+/// How often the load phase checks that a local cluster still runs.
+const WATCH_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Returns once `local`'s `coffer dev` has exited, with why.
+async fn watch(local: &mut LocalCluster) -> BenchError {
+    loop {
+        if let Err(exited) = local.check_alive() {
+            return exited;
+        }
+        tokio::time::sleep(WATCH_INTERVAL).await;
+    }
+}
+
 async fn run_on(config: &BenchConfig, cluster: &mut Cluster, started: Instant) -> Result<Report, BenchError> {
     let addresses = cluster.addresses();
     let clients = (0..config.clients).map(|_| client(&addresses)).collect::<Result<Vec<_>, _>>()?;
@@ -146,7 +159,19 @@ async fn run_on(config: &BenchConfig, cluster: &mut Cluster, started: Instant) -
     );
     let load_started = Instant::now();
     let shared = Shared::new(plan, generator, expected, pids.clone());
-    runner::run(&shared, &clients).await?;
+    match cluster {
+        // A local cluster is watched while the load runs: if `coffer dev`
+        // exits (a node died, the disk filled), the run stops at once with
+        // the reason, instead of retrying every batch against nobody. The
+        // load's tasks are aborted with the dropped future.
+        Cluster::Local(local) => {
+            tokio::select! {
+                result = runner::run(&shared, &clients) => result?,
+                exited = watch(local) => return Err(exited),
+            }
+        }
+        Cluster::Existing { .. } => runner::run(&shared, &clients).await?,
+    }
     let load_time = load_started.elapsed();
     let after: Vec<_> = pids.iter().map(|pid| pid.and_then(procfs::usage)).collect();
     let (expected, recorder, load) = shared.finish();
