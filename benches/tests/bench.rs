@@ -83,26 +83,32 @@ fn a_small_run_on_a_fresh_cluster_validates_and_writes_its_reports() {
     assert!(chart.contains("transfers committed / s") && chart.contains("p99 batch latency (ms)"));
 }
 
-#[test]
-fn an_interrupted_run_stops_its_cluster() {
-    let _slot = CLUSTER_SLOT.lock().unwrap_or_else(PoisonError::into_inner);
-    let out = tempfile::tempdir().unwrap();
+/// Starts a 60-second `coffer bench` on a fresh local cluster, waits until
+/// it sends, and returns it with its `coffer dev` child and the three nodes
+/// below that (`coffer bench` became `coffer-bench` in place: same pid).
+fn start_sending(out: &Path, stderr: Stdio) -> (std::process::Child, Vec<u32>, Vec<u32>) {
     let mut bench = Command::new(coffer_binary())
         .args(["bench", "--duration", "60s", "--batch-size", "500", "--accounts", "1000", "--out-dir"])
-        .arg(out.path())
+        .arg(out)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
-        .unwrap();
-    // `coffer bench` became `coffer-bench` in place: same pid. Wait until
-    // it sends, then find its `coffer dev` child and the nodes below it.
-    let mut lines = BufReader::new(bench.stdout.take().unwrap()).lines();
+        .expect("coffer bench starts");
+    let mut lines = BufReader::new(bench.stdout.take().expect("its output is piped")).lines();
     let sending = lines.by_ref().map_while(Result::ok).any(|line| line.contains("sending"));
     assert!(sending, "coffer bench never started sending");
     let dev = procfs::children(bench.id());
     assert_eq!(dev.len(), 1, "one coffer dev child: {dev:?}");
     let nodes = procfs::children(dev[0]);
     assert_eq!(nodes.len(), 3, "three nodes under coffer dev: {nodes:?}");
+    (bench, dev, nodes)
+}
+
+#[test]
+fn an_interrupted_run_stops_its_cluster() {
+    let _slot = CLUSTER_SLOT.lock().unwrap_or_else(PoisonError::into_inner);
+    let out = tempfile::tempdir().unwrap();
+    let (mut bench, dev, nodes) = start_sending(out.path(), Stdio::null());
 
     let sent = Command::new("kill").args(["-s", "INT", &bench.id().to_string()]).status().unwrap();
     assert!(sent.success());
@@ -125,20 +131,7 @@ fn an_interrupted_run_stops_its_cluster() {
 fn a_run_whose_cluster_dies_stops_at_once_saying_why() {
     let _slot = CLUSTER_SLOT.lock().unwrap_or_else(PoisonError::into_inner);
     let out = tempfile::tempdir().unwrap();
-    let mut bench = Command::new(coffer_binary())
-        .args(["bench", "--duration", "60s", "--batch-size", "500", "--accounts", "1000", "--out-dir"])
-        .arg(out.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(bench.stdout.take().unwrap()).lines();
-    let sending = lines.by_ref().map_while(Result::ok).any(|line| line.contains("sending"));
-    assert!(sending, "coffer bench never started sending");
-    let dev = procfs::children(bench.id());
-    assert_eq!(dev.len(), 1, "one coffer dev child: {dev:?}");
-    let nodes = procfs::children(dev[0]);
-    assert_eq!(nodes.len(), 3, "three nodes under coffer dev: {nodes:?}");
+    let (mut bench, dev, nodes) = start_sending(out.path(), Stdio::piped());
 
     // A node dies: `coffer dev` stops the other two and exits, and the
     // generator must notice within seconds, not retry against nobody.
