@@ -19,9 +19,16 @@ fn checksum(key: &[u8], payload: &[u8]) -> u32 {
 /// Frames `payload` for storage under `key`.
 pub fn frame(key: &[u8], payload: &[u8]) -> Vec<u8> {
     let mut value = Vec::with_capacity(FRAME_OVERHEAD + payload.len());
+    frame_into(&mut value, key, payload);
+    value
+}
+
+/// Frames `payload` for storage under `key` into `value` (cleared first),
+/// reusing its allocation.
+pub fn frame_into(value: &mut Vec<u8>, key: &[u8], payload: &[u8]) {
+    value.clear();
     value.extend_from_slice(&checksum(key, payload).to_be_bytes());
     value.extend_from_slice(payload);
-    value
 }
 
 /// Checks the frame of `value` stored under `key` in `cf`; returns the payload.

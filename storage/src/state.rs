@@ -66,6 +66,13 @@ fn decode_u64(payload: &[u8]) -> Result<u64, String> {
 /// grow as found), so a large limit on a short range costs nothing.
 const CHANGES_PREALLOCATED_MAX: usize = 1_024;
 
+/// `items` in ascending order of `key` (see [`LedgerState::stage`] for why).
+fn sorted<T, K: Ord>(items: &[T], key: impl Fn(&T) -> K) -> Vec<&T> {
+    let mut sorted: Vec<&T> = items.iter().collect();
+    sorted.sort_unstable_by_key(|item| key(item));
+    sorted
+}
+
 fn side_code(side: Side) -> u8 {
     match side {
         Side::Debit => 0,
@@ -163,65 +170,63 @@ impl LedgerState {
         let db = &self.db;
         let mut buffer = Vec::with_capacity(160);
         db.put(batch, CF_META, KEY_LAST_TIMESTAMP, &write_set.last_timestamp.to_be_bytes())?;
+        let mut ledgers = db.puts(CF_LEDGERS)?;
         for ledger in &write_set.ledgers {
             buffer.clear();
             encode_ledger(ledger, &mut buffer);
-            db.put(batch, CF_LEDGERS, &ledger.id.0.to_be_bytes(), &buffer)?;
+            ledgers.put(batch, &ledger.id.0.to_be_bytes(), &buffer);
         }
-        let mut accounts: Vec<&Account> = write_set.accounts.iter().collect();
-        accounts.sort_unstable_by_key(|account| account.id);
-        for account in accounts {
+        let mut accounts = db.puts(CF_ACCOUNTS)?;
+        for account in sorted(&write_set.accounts, |account| account.id) {
             buffer.clear();
             encode_account(account, &mut buffer);
-            db.put(batch, CF_ACCOUNTS, &keys::u128(account.id.0), &buffer)?;
+            accounts.put(batch, &keys::u128(account.id.0), &buffer);
         }
-        let mut transfers: Vec<&Transfer> = write_set.transfers.iter().collect();
-        transfers.sort_unstable_by_key(|transfer| transfer.id);
-        for transfer in transfers {
+        let mut transfers = db.puts(CF_TRANSFERS)?;
+        for transfer in sorted(&write_set.transfers, |transfer| transfer.id) {
             buffer.clear();
             encode_transfer(transfer, &mut buffer);
-            db.put(batch, CF_TRANSFERS, &keys::u128(transfer.id.0), &buffer)?;
+            transfers.put(batch, &keys::u128(transfer.id.0), &buffer);
         }
-        let expiry = db.cf(CF_EXPIRY)?;
-        let mut pending: Vec<&(TransferId, PendingStatus)> = write_set.pending.iter().collect();
-        pending.sort_unstable_by_key(|(id, _)| *id);
-        for (id, status) in pending {
+        let (mut pending, mut expiry) = (db.puts(CF_PENDING)?, db.puts(CF_EXPIRY)?);
+        for (id, status) in sorted(&write_set.pending, |(id, _)| *id) {
             buffer.clear();
             encode_pending_status(status, &mut buffer);
-            db.put(batch, CF_PENDING, &keys::u128(id.0), &buffer)?;
+            pending.put(batch, &keys::u128(id.0), &buffer);
             if status.expires_at != 0 {
                 let key = keys::u64_u128(status.expires_at, id.0);
                 if status.state == coffer_ledger::PendingState::Pending {
-                    db.put(batch, CF_EXPIRY, &key, &[])?;
+                    expiry.put(batch, &key, &[]);
                 } else {
-                    batch.delete_cf(expiry, key);
+                    expiry.delete(batch, &key);
                 }
             }
         }
+        let mut failures = db.puts(CF_FAILURES)?;
         for (id, result) in &write_set.failures {
-            db.put(batch, CF_FAILURES, &keys::u128(id.0), &result.code().to_be_bytes())?;
+            failures.put(batch, &keys::u128(id.0), &result.code().to_be_bytes());
         }
-        let mut rows: Vec<&AccountTransfer> = write_set.account_transfers.iter().collect();
-        rows.sort_unstable_by_key(|row| (row.account_id, row.timestamp));
-        for row in rows {
+        let mut history = db.puts(CF_ACCOUNT_TRANSFERS)?;
+        for row in sorted(&write_set.account_transfers, |row| (row.account_id, row.timestamp)) {
             let mut value = [0; 17];
             value[..16].copy_from_slice(&row.transfer_id.0.to_be_bytes());
             value[16] = side_code(row.side);
-            db.put(batch, CF_ACCOUNT_TRANSFERS, &keys::u128_u64(row.account_id.0, row.timestamp), &value)?;
+            history.put(batch, &keys::u128_u64(row.account_id.0, row.timestamp), &value);
         }
-        let mut balances: Vec<&AccountBalance> = write_set.balances.iter().collect();
-        balances.sort_unstable_by_key(|row| (row.account_id, row.timestamp));
-        for row in balances {
-            let value: Vec<u8> = [row.debits_pending, row.debits_posted, row.credits_pending, row.credits_posted]
-                .iter()
-                .flat_map(|balance| balance.to_be_bytes())
-                .collect();
-            db.put(batch, CF_BALANCES, &keys::u128_u64(row.account_id.0, row.timestamp), &value)?;
+        let mut balances = db.puts(CF_BALANCES)?;
+        for row in sorted(&write_set.balances, |row| (row.account_id, row.timestamp)) {
+            let mut value = [0; 64];
+            let sums = [row.debits_pending, row.debits_posted, row.credits_pending, row.credits_posted];
+            for (chunk, sum) in value.chunks_exact_mut(16).zip(sums) {
+                chunk.copy_from_slice(&sum.to_be_bytes());
+            }
+            balances.put(batch, &keys::u128_u64(row.account_id.0, row.timestamp), &value);
         }
+        let mut changes = db.puts(CF_CHANGES)?;
         for change in &write_set.changes {
             buffer.clear();
             encode_change(change, &mut buffer);
-            db.put(batch, CF_CHANGES, &keys::u64(change.timestamp), &buffer)?;
+            changes.put(batch, &keys::u64(change.timestamp), &buffer);
         }
         Ok(())
     }
