@@ -130,18 +130,11 @@ impl Table {
         Self::Changes,
     ];
 
-    /// The tables a snapshot carries: the ledger state and its meta records.
-    const STATE: [Self; 9] = [
-        Self::Meta,
-        Self::Ledgers,
-        Self::Accounts,
-        Self::Transfers,
-        Self::Pending,
-        Self::Failures,
-        Self::AccountTransfers,
-        Self::Balances,
-        Self::Changes,
-    ];
+    /// Whether a snapshot carries this table: the ledger state and its
+    /// meta records, not the node's own Raft log and state.
+    const fn in_snapshot(self) -> bool {
+        !matches!(self, Self::RaftLog | Self::RaftState)
+    }
 
     /// The real store's column family name.
     pub const fn name(self) -> &'static str {
@@ -205,7 +198,7 @@ impl Tables {
     /// A copy of the state tables only (what a snapshot carries).
     fn state_only(&self) -> Self {
         let mut copy = Self::default();
-        for table in Table::STATE {
+        for table in Table::ALL.into_iter().filter(|table| table.in_snapshot()) {
             *copy.table_mut(table) = self.table(table).clone();
         }
         copy
@@ -844,7 +837,7 @@ impl ReplicaStorage for SimStorage {
             });
         }
         let mut batch = Batch::default();
-        for table in Table::STATE {
+        for table in Table::ALL.into_iter().filter(|table| table.in_snapshot()) {
             batch.clear(table);
             for (key, value) in snapshot.records.table(table) {
                 batch.put_framed(table, key, value);
@@ -954,7 +947,7 @@ fn decode_state(records: &Tables) -> Result<(MemoryStore, AppliedState), Storage
             Err(corruption(table, key, "the record's id is not its key"))
         }
     };
-    for table in Table::STATE {
+    for table in Table::ALL.into_iter().filter(|table| table.in_snapshot()) {
         for (key, value) in records.table(table) {
             let payload = unframe(table, key, value)?;
             match table {
