@@ -377,8 +377,8 @@ impl<N: Node> Shared<N> {
                     .map(Proposed::Applied)
                     .ok_or_else(|| status::internal(format!("the node answered {rpc} with other results")))
             }
-            Ok(Applied { outcome: Outcome::Membership(_), .. }) => {
-                Err(status::internal("the node answered a write with a membership change"))
+            Ok(Applied { outcome: Outcome::Membership(_) | Outcome::Region(_), .. }) => {
+                Err(status::internal("the node answered a write with a membership or region change"))
             }
             Err(RequestError::Proposal(ProposalError::NotLeader { leader: Some(leader) }))
                 if self.config.forward_writes && !forwarded && leader != self.id() =>

@@ -88,6 +88,10 @@ pub fn request_error(node: u64, error: &RequestError, address_of: impl Fn(u64) -
             ProposalError::Rejected(ApplyError::BatchTooLarge { .. }) => Status::invalid_argument(message),
             ProposalError::Rejected(ApplyError::Store(error)) => store_error(error),
             ProposalError::Rejected(_) => Status::internal(message),
+            ProposalError::NotWritable { standby: false, .. } => Status::unavailable(message),
+            ProposalError::NotWritable { standby: true, .. } | ProposalError::RegionRefused { .. } => {
+                Status::failed_precondition(message)
+            }
         },
         RequestError::Read(error) => match error {
             ReadError::NotLeader { leader } => not_leader_status(*leader),

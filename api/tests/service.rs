@@ -170,7 +170,7 @@ impl Node for FakeNode {
 
     async fn snapshot(&self, _dir: PathBuf) -> Result<SnapshotManifest, RequestError> {
         let index = self.cluster.applied.load(Ordering::SeqCst);
-        Ok(SnapshotManifest { applied: AppliedState { index, term: 1 }, conf_state: Self::conf_state(), files: vec![] })
+        Ok(SnapshotManifest { applied: AppliedState::at(index, 1), conf_state: Self::conf_state(), files: vec![] })
     }
 }
 

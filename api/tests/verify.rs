@@ -93,7 +93,7 @@ fn make_store(data_dir: &Path) -> String {
         node.log.append(&[entry], Some(&hard_state), true).unwrap();
         let timestamp = (1_000 + i as u64) * NS_PER_S;
         let prepared = prepare(&node.state, timestamp, operation).unwrap();
-        node.state.apply(Some(&prepared.write_set), AppliedState { index, term: TERM }, None).unwrap();
+        node.state.apply(Some(&prepared.write_set), AppliedState::at(index, TERM), None).unwrap();
     }
     state_digest(&node.state).unwrap().to_string()
 }

@@ -38,7 +38,7 @@ fn setup(workload: &mut Workload) -> (tempfile::TempDir, NodeStore, u64) {
         index += 1;
         store.log.append(&[entry(index)], Some(&hard_state(index)), true).expect("setup appends");
         let prepared = coffer_ledger::prepare(&store.state, timestamp, &operation).expect("setup prepares");
-        store.state.apply(Some(&prepared.write_set), AppliedState { index, term: 1 }, None).expect("setup applies");
+        store.state.apply(Some(&prepared.write_set), AppliedState::at(index, 1), None).expect("setup applies");
     }
     (dir, store, index)
 }
@@ -77,7 +77,7 @@ impl Durable {
             let (timestamp, batch) = self.workload.next_batch(BATCH_EVENTS_MAX);
             self.index += 1;
             let raft_entry = entry(self.index);
-            let applied = AppliedState { index: self.index, term: 1 };
+            let applied = AppliedState::at(self.index, 1);
             let store = &mut self.store;
             let start = Instant::now();
             store.log.append(&[raft_entry], Some(&hard_state(self.index)), true).expect("append");

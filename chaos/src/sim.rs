@@ -1031,7 +1031,7 @@ impl<'l> Simulation<'l> {
         let seq = request.seq;
         let results = match &applied.outcome {
             Outcome::Operation(results) => results,
-            Outcome::Membership(_) => return,
+            Outcome::Membership(_) | Outcome::Region(_) => return,
         };
         match (operation, results) {
             (Operation::CreateTransfers(transfers), OperationResults::Transfers(results)) => {

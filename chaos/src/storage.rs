@@ -561,8 +561,8 @@ impl SimStorage {
         meta.set_conf_state(conf_state);
         let mut batch = Batch::default();
         self.stage_raft_reset(&mut batch, &meta)?;
-        let applied = AppliedState { index: 1, term: 1 };
-        batch.put(Table::Meta, KEY_APPLIED, &encode_pair(applied.index, applied.term));
+        let applied = AppliedState::at(1, 1);
+        batch.put(Table::Meta, KEY_APPLIED, &applied.encode());
         self.write(batch, true);
         self.applied = applied;
         self.make_snapshot()?;
@@ -757,7 +757,7 @@ impl ReplicaStorage for SimStorage {
             stage_write_set(&mut batch, write_set);
             self.ledger.commit(write_set).map_err(|error| inconsistent(error.to_string()))?;
         }
-        batch.put(Table::Meta, KEY_APPLIED, &encode_pair(applied.index, applied.term));
+        batch.put(Table::Meta, KEY_APPLIED, &applied.encode());
         if let Some(conf_state) = conf_state {
             batch.put(Table::RaftState, KEY_CONF_STATE, &encode_message(conf_state)?);
             self.conf_state = conf_state.clone();
@@ -953,8 +953,7 @@ fn decode_state(records: &Tables) -> Result<(MemoryStore, AppliedState), Storage
             match table {
                 Table::Meta => match key.as_slice() {
                     KEY_APPLIED => {
-                        let (index, term) = decode_pair(table, key, payload)?;
-                        applied = AppliedState { index, term };
+                        applied = AppliedState::decode(payload).map_err(|error| corruption(table, key, error))?;
                     }
                     KEY_LAST_TIMESTAMP => {
                         write_set.last_timestamp = u64::from_be_bytes(fixed_key(table, payload)?);
@@ -1077,7 +1076,7 @@ mod tests {
         for (offset, operation) in operations.iter().enumerate() {
             let index = first + offset as u64;
             let prepared = coffer_ledger::prepare(storage.ledger(), index * 10, operation).unwrap();
-            storage.apply(Some(&prepared.write_set), AppliedState { index, term: 1 }, None).unwrap();
+            storage.apply(Some(&prepared.write_set), AppliedState::at(index, 1), None).unwrap();
         }
     }
 
@@ -1109,7 +1108,7 @@ mod tests {
         drop(storage);
         disk.borrow_mut().crash(0);
         let reopened = SimStorage::open(disk).unwrap();
-        assert_eq!(reopened.applied(), AppliedState { index: 4, term: 1 });
+        assert_eq!(reopened.applied(), AppliedState::at(4, 1));
         assert_eq!(state_digest(reopened.ledger()).unwrap(), digest, "the rebuilt state equals the applied one");
     }
 
@@ -1118,7 +1117,7 @@ mod tests {
         let mut storage = bootstrapped();
         storage.append(&entries(2..=5), Some(&hard_state(1, 5)), true).unwrap();
         apply_bank(&mut storage, 2);
-        storage.apply(None, AppliedState { index: 5, term: 1 }, None).unwrap();
+        storage.apply(None, AppliedState::at(5, 1), None).unwrap();
         let disk = storage.disk().clone();
         drop(storage);
         assert_eq!(disk.borrow_mut().crash(3), 1);
@@ -1186,7 +1185,7 @@ mod tests {
     fn applying_an_index_twice_is_refused() {
         let mut storage = bootstrapped();
         storage.append(&[entry(2, 1)], Some(&hard_state(1, 2)), true).unwrap();
-        storage.apply(None, AppliedState { index: 2, term: 1 }, None).unwrap();
-        assert!(storage.apply(None, AppliedState { index: 2, term: 1 }, None).is_err());
+        storage.apply(None, AppliedState::at(2, 1), None).unwrap();
+        assert!(storage.apply(None, AppliedState::at(2, 1), None).is_err());
     }
 }

@@ -48,9 +48,20 @@ pub struct ConsensusConfig {
     /// Entries kept below the compaction point for followers that lag a
     /// little (a follower further behind gets a snapshot).
     pub log_gc_keep_entries: u64,
+    /// Entries past a standby region's shipping cursor this node keeps in
+    /// its log for it; a standby further behind must be re-seeded.
+    pub dr_log_retain_entries_max: u64,
+    /// Whether this node's region starts as the disaster-recovery standby
+    /// (until a region entry sets the role): it then refuses client writes
+    /// and applies only what it ships from the primary region.
+    pub standby: bool,
     /// Seed of the node's random source (the randomized election timeout).
     pub seed: u64,
 }
+
+/// The default of [`ConsensusConfig::dr_log_retain_entries_max`]: with
+/// entries of up to 8,189 transfers, about 0.5 billion transfers.
+pub const DR_LOG_RETAIN_ENTRIES_MAX_DEFAULT: u64 = 65_536;
 
 impl ConsensusConfig {
     /// The defaults for node `node_id`.
@@ -74,6 +85,8 @@ impl ConsensusConfig {
             reads_max: 65_536,
             log_gc_threshold_entries: 4_096,
             log_gc_keep_entries: 1_024,
+            dr_log_retain_entries_max: DR_LOG_RETAIN_ENTRIES_MAX_DEFAULT,
+            standby: false,
             seed: node_id,
         }
     }

@@ -33,12 +33,17 @@ use tokio::time::MissedTickBehavior;
 use crate::config::ConsensusConfig;
 use crate::error::{ConsensusError, ProposalError, ReadError};
 use crate::metrics::DriverMetrics;
-use crate::replica::{events, Applied, Completion, MembershipChange, NodeStatus, ProposalId, ReadId, Replica};
+use crate::region::RegionOp;
+use crate::replica::{
+    events, Applied, Completion, EntriesError, MembershipChange, NodeStatus, ProposalId, ReadId, Replica,
+};
 use crate::storage::{DiskStorage, ReplicaStorage, SnapshotDirs};
 use crate::transport::{
     check_address, Inbound, Peers, RaftService, RaftTransportService, Report, INBOUND_MESSAGES_MAX,
     KEEPALIVE_INTERVAL_MS, STREAMS_PER_CONNECTION_MAX,
 };
+use coffer_storage::RegionState;
+use raft::prelude::Entry;
 
 /// Inputs of each kind (requests, peer messages) taken into one round at
 /// most, so one busy source cannot delay a round without bound.
@@ -237,7 +242,25 @@ enum Request {
     TransferLeader { target: u64, reply: Reply<()> },
     SetPeerAddress { peer: u64, address: String },
     Backup { dir: PathBuf, reply: Reply<SnapshotManifest> },
+    ProposeRegion { op: RegionOp, reply: Reply<Applied> },
+    Entries { from: u64, max_bytes: u64, reply: oneshot::Sender<Result<Vec<Entry>, EntriesError>> },
+    RetainLog { from: u64 },
     Shutdown { reply: oneshot::Sender<()> },
+}
+
+/// What a node is, as of its last round.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NodeView {
+    /// The applied index.
+    pub applied: u64,
+    /// The leader this node knows of.
+    pub leader: Option<u64>,
+    /// Whether this node leads.
+    pub is_leader: bool,
+    /// The current term.
+    pub term: u64,
+    /// The region's state, its role resolved.
+    pub region: RegionState,
 }
 
 /// A cloneable handle to a running node: every call is a request to the
@@ -253,6 +276,7 @@ pub struct NodeHandle {
     stopped: watch::Receiver<Option<String>>,
     service: RaftService,
     listen_addr: Option<SocketAddr>,
+    view: watch::Receiver<NodeView>,
 }
 
 impl NodeHandle {
@@ -381,6 +405,46 @@ impl NodeHandle {
         self.answer(receiver).await?
     }
 
+    /// Proposes a region entry (see [`crate::region`]) at the leader (this
+    /// node) and waits until it is applied here: the region's state after
+    /// it, or why the region refused it.
+    pub async fn propose_region(&self, op: RegionOp) -> Result<Applied, RequestError> {
+        let (reply, receiver) = oneshot::channel();
+        self.request(Request::ProposeRegion { op, reply })?;
+        self.answer(receiver).await?
+    }
+
+    /// Applied entries of this node's log from `from`, up to about
+    /// `max_bytes`, for shipping to a standby region (read on the driver,
+    /// between rounds).
+    pub async fn applied_entries(
+        &self,
+        from: u64,
+        max_bytes: u64,
+    ) -> Result<Result<Vec<Entry>, EntriesError>, RequestError> {
+        let (reply, receiver) = oneshot::channel();
+        self.request(Request::Entries { from, max_bytes, reply })?;
+        self.answer(receiver).await
+    }
+
+    /// Keeps this node's log from `from` on for a standby region (`0`: stop
+    /// keeping), within `dr_log_retain_entries_max`.
+    pub fn retain_log_from(&self, from: u64) -> Result<(), RequestError> {
+        self.request(Request::RetainLog { from })
+    }
+
+    /// What the node is now, updated after every round: applied index,
+    /// leader, region. Cheap: no request to the driver.
+    pub fn view(&self) -> NodeView {
+        *self.view.borrow()
+    }
+
+    /// A receiver that sees every new [`NodeView`] (to wait for an index to
+    /// be applied, or for a change of leader or role).
+    pub fn watch_view(&self) -> watch::Receiver<NodeView> {
+        self.view.clone()
+    }
+
     /// Stops the node: waiting requests fail, the store is closed, and the
     /// transport server (if the node serves one) stops. Returns once the
     /// store is closed (at once if the node had already stopped).
@@ -422,6 +486,8 @@ struct Driver {
     leader: Option<u64>,
     /// When RocksDB's properties were last sampled.
     storage_sampled_at: Option<Instant>,
+    /// Where the node's [`NodeView`] is published.
+    view: watch::Sender<NodeView>,
 }
 
 impl Driver {
@@ -504,8 +570,26 @@ impl Driver {
         for completion in output.completions {
             self.complete(completion);
         }
+        self.publish_view();
         self.observe_round(started, snapshot_before, output.snapshot_installed.is_some());
         Ok(())
+    }
+
+    /// Publishes what the node is now, if it changed.
+    fn publish_view(&self) {
+        let replica = &self.replica;
+        let view = NodeView {
+            applied: replica.storage().applied().index,
+            leader: replica.leader(),
+            is_leader: replica.is_leader(),
+            term: replica.term(),
+            region: replica.region(),
+        };
+        self.view.send_if_modified(|current| {
+            let changed = *current != view;
+            *current = view;
+            changed
+        });
     }
 
     /// Records what one round did: its duration, the applied index, the
@@ -618,6 +702,18 @@ impl Driver {
                 }
                 let _ = reply.send(result);
             }
+            Request::ProposeRegion { op, reply } => match self.replica.propose_region(op) {
+                Ok(id) => {
+                    self.proposals.insert(id, (reply, Instant::now()));
+                }
+                Err(error) => {
+                    let _ = reply.send(Err(error.into()));
+                }
+            },
+            Request::Entries { from, max_bytes, reply } => {
+                let _ = reply.send(self.replica.applied_entries(from, max_bytes));
+            }
+            Request::RetainLog { from } => self.replica.retain_log_from(from),
             Request::Shutdown { reply } => {
                 self.shutdown_replies.push(reply);
                 return Flow::Stop;
@@ -727,6 +823,7 @@ fn driver_thread(
     requests: mpsc::Receiver<Request>,
     inbound: (mpsc::Sender<Inbound>, mpsc::Receiver<Inbound>),
     stopped: watch::Sender<Option<String>>,
+    view: watch::Sender<NodeView>,
     ready: oneshot::Sender<Result<SnapshotDirs, StartError>>,
 ) -> Result<(), ConsensusError> {
     let local = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
@@ -759,7 +856,9 @@ fn driver_thread(
         metrics: DriverMetrics::new(config.consensus.node_id),
         leader: None,
         storage_sampled_at: None,
+        view,
     };
+    driver.publish_view();
     if ready.send(Ok(dirs)).is_err() {
         // The caller of start_node went away: nobody will use the node.
         return Ok(());
@@ -794,19 +893,22 @@ pub async fn start_node(config: NodeConfig) -> Result<(NodeHandle, DriverThread)
     let (request_sender, requests) = mpsc::channel(capacity);
     let (inbound_sender, inbound) = mpsc::channel(INBOUND_MESSAGES_MAX);
     let (stopped_sender, stopped) = watch::channel(None);
+    let (view_sender, view) = watch::channel(NodeView::default());
     let (ready_sender, ready) = oneshot::channel();
     let thread_inbound = (inbound_sender.clone(), inbound);
     let thread_runtime = runtime.clone();
     let thread = std::thread::Builder::new()
         .name(format!("coffer-node-{node_id}"))
-        .spawn(move || driver_thread(config, thread_runtime, requests, thread_inbound, stopped_sender, ready_sender))
+        .spawn(move || {
+            driver_thread(config, thread_runtime, requests, thread_inbound, stopped_sender, view_sender, ready_sender)
+        })
         .map_err(StartError::Thread)?;
     let dirs = ready.await.map_err(|_| StartError::DriverExited)??;
     let service = RaftService::new(node_id, inbound_sender, dirs);
     if let Some(listener) = listener {
         runtime.spawn(serve(node_id, listener, service.clone(), stopped.clone()));
     }
-    let handle = NodeHandle { id: node_id, capacity, requests: request_sender, stopped, service, listen_addr };
+    let handle = NodeHandle { id: node_id, capacity, requests: request_sender, stopped, service, listen_addr, view };
     Ok((handle, thread))
 }
 

@@ -73,12 +73,34 @@ pub enum ProposalError {
     /// The state machine refused the whole batch (the same on every replica).
     #[error("batch rejected: {0}")]
     Rejected(ApplyError),
+    /// The region does not accept writes: it is a standby, or a primary
+    /// that froze its writes for a switchover. Nothing was written.
+    #[error("{}", if *standby {
+        format!("this region is a standby (epoch {epoch}): writes go to the primary region")
+    } else {
+        format!("this region's writes are frozen for a switchover (epoch {epoch}): retry shortly, possibly at the other region")
+    })]
+    NotWritable {
+        /// A standby (otherwise a frozen primary).
+        standby: bool,
+        /// The region's epoch.
+        epoch: u64,
+    },
+    /// The region refused a region operation (the same on every replica).
+    #[error("region operation {op} refused: {reason}")]
+    RegionRefused {
+        /// The operation.
+        op: &'static str,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl ProposalError {
     /// Whether sending the same request again (with the same ids) may succeed.
     pub fn is_retryable(&self) -> bool {
         matches!(self, Self::NotLeader { .. } | Self::Overloaded { .. } | Self::Dropped { .. } | Self::LeadershipLost)
+            || matches!(self, Self::NotWritable { standby: false, .. })
     }
 }
 

@@ -22,20 +22,23 @@ mod config;
 pub mod driver;
 mod error;
 pub mod metrics;
+pub mod region;
 mod replica;
 pub mod storage;
 pub mod transport;
 
-pub use config::ConsensusConfig;
+pub use coffer_storage::{RegionRole, RegionState};
+pub use config::{ConsensusConfig, DR_LOG_RETAIN_ENTRIES_MAX_DEFAULT};
 pub use driver::{
-    start_node, DriverThread, NodeConfig, NodeHandle, RequestError, StartError, REQUESTS_MAX_DEFAULT, ROUND_INPUTS_MAX,
+    start_node, DriverThread, NodeConfig, NodeHandle, NodeView, RequestError, StartError, REQUESTS_MAX_DEFAULT,
+    ROUND_INPUTS_MAX,
 };
 pub use error::{ConsensusError, ProposalError, ReadError, StepError};
 /// raft-rs, whose message and state types this crate's API uses.
 pub use raft;
 pub use replica::{
-    is_snapshot, Applied, Completion, MembershipApplied, MembershipChange, NodeStatus, Outbox, Outcome, Output,
-    PeerProgress, ProposalId, ReadId, Replica,
+    is_snapshot, Applied, Completion, EntriesError, MembershipApplied, MembershipChange, NodeStatus, Outbox, Outcome,
+    Output, PeerProgress, ProposalId, ReadId, Replica,
 };
 pub use storage::{DiskStorage, IncomingSnapshot, ReplicaStorage, SnapshotDirs};
 pub use transport::{RaftService, RaftTransportService};

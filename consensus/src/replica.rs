@@ -14,7 +14,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use coffer_ledger::{prepare, ApplyError, Operation, OperationResults, Store};
-use coffer_storage::AppliedState;
+use coffer_storage::{AppliedState, RegionRole, RegionState};
 use protobuf::Message as _;
 use raft::prelude::{
     ConfChange, ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType,
@@ -26,6 +26,7 @@ use crate::command::{Command, Part};
 use crate::config::ConsensusConfig;
 use crate::error::{ConsensusError, ProposalError, ReadError, StepError};
 use crate::metrics::ReplicaMetrics;
+use crate::region::{is_region_entry, next_region, RegionCommand, RegionOp};
 use crate::storage::ReplicaStorage;
 
 /// A proposal's handle, unique on this node while it runs.
@@ -91,6 +92,8 @@ pub enum Outcome {
     Operation(OperationResults),
     /// A membership change: the membership after it.
     Membership(ConfState),
+    /// A region entry: the region's state after it.
+    Region(RegionState),
 }
 
 /// A proposal that was applied.
@@ -183,6 +186,20 @@ pub struct NodeStatus {
     pub conf_state: ConfState,
     /// Every peer's progress (leader only; empty elsewhere).
     pub progress: Vec<PeerProgress>,
+}
+
+/// Why [`Replica::applied_entries`] could not read the entries asked for.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EntriesError {
+    /// The log was compacted past the first entry asked for.
+    #[error("the log was compacted: it starts at index {first}")]
+    Compacted {
+        /// The log's first index now.
+        first: u64,
+    },
+    /// The log could not be read.
+    #[error("reading the log: {0}")]
+    Storage(String),
 }
 
 /// A proposal waiting in the group-commit queue.
@@ -281,6 +298,9 @@ pub struct Replica<S: ReplicaStorage> {
     ticks: u64,
     last_stamp_ns: u64,
     next_expiry_ns: u64,
+    /// The first log index a standby region still needs from this node
+    /// (`0`: none); compaction keeps it, within a bound.
+    log_retain_from: u64,
     output: Output,
     metrics: ReplicaMetrics,
 }
@@ -323,6 +343,7 @@ impl<S: ReplicaStorage> Replica<S> {
             ticks: 0,
             last_stamp_ns,
             next_expiry_ns: 0,
+            log_retain_from: 0,
             output: Output::default(),
             metrics,
         };
@@ -360,7 +381,12 @@ impl<S: ReplicaStorage> Replica<S> {
         (self.queue.len(), self.queued_events)
     }
 
-    /// The node's status.
+    /// The current term.
+    pub fn term(&self) -> u64 {
+        self.raw.raft.term
+    }
+
+    /// The node's state, for status pages and tests.
     pub fn status(&self) -> NodeStatus {
         let raft = &self.raw.raft;
         let mut progress: Vec<PeerProgress> = if self.is_leader() {
@@ -438,13 +464,85 @@ impl<S: ReplicaStorage> Replica<S> {
         id
     }
 
+    /// The region's disaster-recovery state as of the applied index, its
+    /// role resolved (the configuration's until a region entry set one).
+    pub fn region(&self) -> RegionState {
+        let mut region = self.storage().applied().region;
+        if region.role == RegionRole::Configured {
+            region.role = if self.config.standby { RegionRole::Standby } else { RegionRole::Primary };
+        }
+        region
+    }
+
+    /// Whether the region accepts ledger writes: it is the primary and not
+    /// frozen. Checked when a write is proposed and again when it is
+    /// applied, so a write that was queued before a freeze or a demotion
+    /// changes nothing (the same on every replica).
+    fn writable(&self) -> Result<(), ProposalError> {
+        let region = self.region();
+        if region.role == RegionRole::Primary && !region.frozen {
+            return Ok(());
+        }
+        Err(ProposalError::NotWritable { standby: region.role == RegionRole::Standby, epoch: region.epoch })
+    }
+
+    /// Committed (and applied) entries of this node's log from `from`, up
+    /// to `max_bytes` (at least one entry when there is one), for shipping
+    /// to a standby region. `Err(first)`: the log starts at `first` now,
+    /// past `from` (compacted).
+    pub fn applied_entries(&self, from: u64, max_bytes: u64) -> Result<Vec<Entry>, EntriesError> {
+        let applied = self.storage().applied().index;
+        let first = self.storage().log_first_index();
+        if from < first {
+            return Err(EntriesError::Compacted { first });
+        }
+        if from > applied {
+            return Ok(Vec::new());
+        }
+        let context = raft::GetEntriesContext::empty(false);
+        match raft::Storage::entries(self.storage(), from, applied + 1, max_bytes, context) {
+            Ok(entries) => Ok(entries),
+            Err(raft::Error::Store(raft::StorageError::Compacted)) => Err(EntriesError::Compacted { first }),
+            Err(error) => Err(EntriesError::Storage(error.to_string())),
+        }
+    }
+
+    /// Keeps log entries from `index` on (a standby region still needs
+    /// them), unless the log grows more than `dr_log_retain_entries_max`
+    /// past it; `0` keeps nothing extra.
+    pub fn retain_log_from(&mut self, index: u64) {
+        self.log_retain_from = index;
+    }
+
+    /// Proposes a region entry (shipping, freeze, promotion, demotion) at the
+    /// leader; it completes once applied here, with the region's state after
+    /// it, or with why the region refused it.
+    pub fn propose_region(&mut self, op: RegionOp) -> Result<ProposalId, ProposalError> {
+        if !self.is_leader() {
+            return Err(ProposalError::NotLeader { leader: self.leader() });
+        }
+        // Checked here too, so a wrong operation fails at once; the entry is
+        // checked again when applied, against the state it then meets.
+        if !matches!(op, RegionOp::Ship { .. }) {
+            next_region(self.region(), &op, self.raw.raft.raft_log.last_index() + 1)
+                .map_err(|reason| ProposalError::RegionRefused { op: op.name(), reason })?;
+        }
+        let id = self.new_id();
+        let term = self.raw.raft.term;
+        let data = RegionCommand { proposer: self.id(), term, sequence: id, op }.encode();
+        self.raw.propose(Vec::new(), data).map_err(dropped)?;
+        self.waiters.insert(id, Waiter { term });
+        Ok(id)
+    }
+
     /// Queues a ledger operation for the next round of group commit. Only
-    /// the leader accepts proposals; a follower answers with the leader it
-    /// knows of, for the caller to forward to.
+    /// the leader of a writable region accepts proposals; a follower
+    /// answers with the leader it knows of, for the caller to forward to.
     pub fn propose(&mut self, operation: Operation) -> Result<ProposalId, ProposalError> {
         if !self.is_leader() {
             return Err(ProposalError::NotLeader { leader: self.leader() });
         }
+        self.writable()?;
         let count = events(&operation);
         if matches!(operation, Operation::ExpirePending) {
             return Err(ProposalError::Invalid {
@@ -677,7 +775,8 @@ impl<S: ReplicaStorage> Replica<S> {
     /// something is due: every replica then expires the same transfers at
     /// the same index, whatever its own clock says.
     fn propose_expiry(&mut self, now_ns: u64) -> Result<(), ConsensusError> {
-        if now_ns < self.next_expiry_ns {
+        // A standby expires what its primary expired, by shipping.
+        if now_ns < self.next_expiry_ns || self.writable().is_err() {
             return Ok(());
         }
         self.next_expiry_ns = now_ns.saturating_add(self.config.expiry_interval_ns);
@@ -808,12 +907,14 @@ impl<S: ReplicaStorage> Replica<S> {
                 // Already in the state (it came with a snapshot).
                 continue;
             }
-            let applied = AppliedState { index: entry.index, term: entry.term };
+            let region = self.storage().applied().region;
+            let applied = AppliedState { index: entry.index, term: entry.term, region };
             match entry.get_entry_type() {
                 EntryType::EntryNormal if entry.data.is_empty() => {
                     // A new leader's empty entry.
                     self.raw.mut_store().apply(None, applied, None)?;
                 }
+                EntryType::EntryNormal if is_region_entry(&entry.data) => self.apply_region(&entry, applied)?,
                 EntryType::EntryNormal => self.apply_command(&entry, applied)?,
                 EntryType::EntryConfChange => {
                     let change = ConfChange::parse_from_bytes(&entry.data)
@@ -836,19 +937,14 @@ impl<S: ReplicaStorage> Replica<S> {
         let command = Command::decode(&entry.data)
             .map_err(|source| ConsensusError::CorruptEntry { index: entry.index, source })?;
         self.metrics.entry_events.record(events(&command.operation) as f64);
-        let store = self.raw.store().ledger();
-        let last_timestamp = store.last_timestamp().map_err(store_error)?;
-        // Timestamps strictly increase whatever a leader's clock said: the
-        // state decides, so every replica computes the same value.
-        let timestamp = command.timestamp.max(last_timestamp + 1);
-        let (results, write_set) = match prepare(store, timestamp, &command.operation) {
-            Ok(prepared) => (Ok(prepared.results), Some(prepared.write_set)),
-            Err(ApplyError::Store(source)) => {
-                return Err(ConsensusError::Apply { index: entry.index, source: ApplyError::Store(source) })
-            }
-            // Refused as a whole, identically on every replica: the entry
-            // changes nothing but the applied index.
-            Err(refused) => (Err(ProposalError::Rejected(refused)), None),
+        let (results, write_set) = match self.writable() {
+            Ok(()) => match self.prepare_command(entry.index, &command)? {
+                Ok((results, write_set)) => (Ok(results), Some(write_set)),
+                Err(refused) => (Err(refused), None),
+            },
+            // Queued before the region froze or was demoted: refused by every
+            // replica alike; the entry changes nothing but the applied index.
+            Err(not_writable) => (Err(not_writable), None),
         };
         self.raw.mut_store().apply(write_set.as_ref(), applied, None)?;
         if command.proposer != self.id() {
@@ -871,6 +967,99 @@ impl<S: ReplicaStorage> Replica<S> {
             start += len;
         }
         Ok(())
+    }
+
+    /// Runs the state machine on a ledger command at the timestamp the
+    /// state decides: its results and write set, or why the whole batch was
+    /// refused. An error is a store failure: the node must stop.
+    #[allow(clippy::type_complexity)]
+    fn prepare_command(
+        &self,
+        index: u64,
+        command: &Command,
+    ) -> Result<Result<(OperationResults, coffer_ledger::WriteSet), ProposalError>, ConsensusError> {
+        let store = self.raw.store().ledger();
+        let last_timestamp = store.last_timestamp().map_err(store_error)?;
+        // Timestamps strictly increase whatever a leader's clock said: the
+        // state decides, so every replica computes the same value.
+        let timestamp = command.timestamp.max(last_timestamp + 1);
+        match prepare(store, timestamp, &command.operation) {
+            Ok(prepared) => Ok(Ok((prepared.results, prepared.write_set))),
+            Err(ApplyError::Store(source)) => Err(ConsensusError::Apply { index, source: ApplyError::Store(source) }),
+            // Refused as a whole, identically on every replica.
+            Err(refused) => Ok(Err(ProposalError::Rejected(refused))),
+        }
+    }
+
+    /// Applies a region entry: the region's next state (or the refusal,
+    /// which changes nothing but the applied index) and, for a shipped
+    /// entry, its ledger effects, all in one write.
+    fn apply_region(&mut self, entry: &Entry, mut applied: AppliedState) -> Result<(), ConsensusError> {
+        let command = RegionCommand::decode(&entry.data)
+            .map_err(|source| ConsensusError::CorruptEntry { index: entry.index, source })?;
+        let region = self.region();
+        let mut write_set = None;
+        let result = match next_region(region, &command.op, entry.index) {
+            Ok(mut next) => {
+                if let RegionOp::Ship { data, index, .. } = &command.op {
+                    write_set = self.shipped_effects(entry.index, *index, data, &mut next)?;
+                }
+                applied.region = next;
+                Ok(next)
+            }
+            Err(reason) => Err(ProposalError::RegionRefused { op: command.op.name(), reason }),
+        };
+        if let Err(error) = &result {
+            tracing::debug!(node = self.id(), index = entry.index, %error, "region entry refused");
+        }
+        self.raw.mut_store().apply(write_set.as_ref(), applied, None)?;
+        if command.proposer == self.id()
+            && self.waiters.get(&command.sequence).is_some_and(|waiter| waiter.term == command.term)
+        {
+            self.waiters.remove(&command.sequence);
+            let result = result.map(|next| Applied { index: entry.index, outcome: Outcome::Region(next) });
+            self.complete_proposal(command.sequence, result);
+        }
+        Ok(())
+    }
+
+    /// The ledger effects of the primary's entry `source_index` (payload
+    /// `data`), shipped in this region's entry `index`: exactly what the
+    /// primary applied. A ledger command is applied unless the primary had
+    /// frozen its writes by then (it refused it too); the primary's own
+    /// freeze, unfreeze and demotion are noted in `next.source_frozen`; the
+    /// rest (empty entries, membership changes, entries a primary refused
+    /// such as a late shipped entry) change nothing.
+    fn shipped_effects(
+        &self,
+        index: u64,
+        source_index: u64,
+        data: &[u8],
+        next: &mut RegionState,
+    ) -> Result<Option<coffer_ledger::WriteSet>, ConsensusError> {
+        if data.is_empty() {
+            return Ok(None);
+        }
+        let corrupt_shipped = |source: crate::command::CommandError| ConsensusError::CorruptEntry {
+            index,
+            source: crate::command::CommandError {
+                field: source.field,
+                reason: format!("shipped entry {source_index}: {}", source.reason),
+            },
+        };
+        if is_region_entry(data) {
+            match RegionCommand::decode(data).map_err(corrupt_shipped)?.op {
+                RegionOp::Freeze | RegionOp::Demote { .. } => next.source_frozen = true,
+                RegionOp::Unfreeze => next.source_frozen = false,
+                RegionOp::Ship { .. } | RegionOp::Promote { .. } => {}
+            }
+            return Ok(None);
+        }
+        if next.source_frozen {
+            return Ok(None);
+        }
+        let command = Command::decode(data).map_err(corrupt_shipped)?;
+        Ok(self.prepare_command(index, &command)?.ok().map(|(_, write_set)| write_set))
     }
 
     fn apply_conf_change(
@@ -965,6 +1154,10 @@ impl<S: ReplicaStorage> Replica<S> {
             return Ok(());
         }
         let mut target = (applied + 1).saturating_sub(self.config.log_gc_keep_entries);
+        let retain = self.log_retain_from;
+        if retain != 0 && applied.saturating_sub(retain) <= self.config.dr_log_retain_entries_max {
+            target = target.min(retain);
+        }
         if self.is_leader() {
             let me = self.id();
             for (&id, pr) in self.raw.raft.prs().iter() {

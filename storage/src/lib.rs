@@ -38,7 +38,7 @@ pub use log::{LogStore, Truncated};
 /// The `rocksdb` crate this store is built on, for tools and benchmarks
 /// that need its types (write options, raw iterators).
 pub use rocksdb;
-pub use state::{AppliedState, LedgerState};
+pub use state::{AppliedState, LedgerState, RegionRole, RegionState};
 
 /// The log index (and term) a bootstrapped cluster starts after; see
 /// [`NodeStore::bootstrap`].
@@ -111,7 +111,7 @@ impl NodeStore {
         meta.set_conf_state(conf_state);
         let mut batch = rocksdb::WriteBatch::default();
         let hard_state = self.log.stage_snapshot(&mut batch, &meta)?;
-        let applied = AppliedState { index: BOOTSTRAP_INDEX, term: BOOTSTRAP_INDEX };
+        let applied = AppliedState::at(BOOTSTRAP_INDEX, BOOTSTRAP_INDEX);
         self.state.stage_applied(&mut batch, applied)?;
         self.state.db().write(batch, true)?;
         self.log.snapshot_installed(&meta, hard_state);

@@ -157,7 +157,7 @@ impl SnapshotManifest {
                 _ => return Err(bad(format!("manifest line {line:?} is malformed"))),
             }
         }
-        Ok(Self { applied: AppliedState { index, term }, conf_state, files })
+        Ok(Self { applied: AppliedState::at(index, term), conf_state, files })
     }
 
     /// Reads and verifies the manifest of the snapshot in `dir`.
@@ -232,15 +232,7 @@ fn sync_file(path: &Path) -> Result<(), StorageError> {
 
 /// Reads the applied state and conf state a store holds.
 fn read_applied(db: &Db) -> Result<(AppliedState, ConfState), StorageError> {
-    let applied = db
-        .get_decoded(CF_META, KEY_APPLIED, |payload| match payload.len() {
-            16 => Ok(AppliedState {
-                index: crate::db::keys::read_u64(payload, 0).unwrap_or_default(),
-                term: crate::db::keys::read_u64(payload, 8).unwrap_or_default(),
-            }),
-            len => Err(format!("applied state of {len} bytes, expected 16")),
-        })?
-        .unwrap_or_default();
+    let applied = db.get_decoded(CF_META, KEY_APPLIED, AppliedState::decode)?.unwrap_or_default();
     let conf_state = db.get_decoded(CF_RAFT_STATE, KEY_CONF_STATE, decode_message::<ConfState>)?.unwrap_or_default();
     Ok((applied, conf_state))
 }
@@ -401,7 +393,8 @@ pub fn install(log: &mut LogStore, state: &mut LedgerState, dir: &Path) -> Resul
     manifest.verify_files(dir)?;
     let source = Db::open_read_only(&dir.join(CHECKPOINT_DIR))?;
     let (applied, conf_state) = read_applied(&source)?;
-    if applied != manifest.applied || conf_state != manifest.conf_state {
+    let same_entry = (applied.index, applied.term) == (manifest.applied.index, manifest.applied.term);
+    if !same_entry || conf_state != manifest.conf_state {
         return Err(snapshot_error(
             dir,
             format!("checkpoint holds applied {applied:?}, the manifest says {:?}", manifest.applied),

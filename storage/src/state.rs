@@ -33,24 +33,129 @@ use crate::error::StorageError;
 use crate::frame::corruption;
 use crate::log::encode_message;
 
-/// The last Raft entry applied to the state.
+/// The last Raft entry applied to the state, and the region's disaster
+/// recovery state as of that entry (written in the same write, so a crash
+/// never separates them).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct AppliedState {
     /// Its index.
     pub index: u64,
     /// Its term.
     pub term: u64,
+    /// The region's role, epoch and shipping cursor after it.
+    pub region: RegionState,
 }
 
-impl AppliedState {
-    fn encode(self) -> Vec<u8> {
-        [self.index.to_be_bytes(), self.term.to_be_bytes()].concat()
+/// A region's role, as its Raft entries last set it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum RegionRole {
+    /// No region entry applied yet: the node's configuration says.
+    #[default]
+    Configured,
+    /// The region that accepts writes.
+    Primary,
+    /// The region that follows the primary by shipping.
+    Standby,
+}
+
+impl RegionRole {
+    fn code(self) -> u8 {
+        match self {
+            Self::Configured => 0,
+            Self::Primary => 1,
+            Self::Standby => 2,
+        }
     }
 
-    fn decode(payload: &[u8]) -> Result<Self, String> {
-        match (keys::read_u64(payload, 0), keys::read_u64(payload, 8), payload.len()) {
-            (Some(index), Some(term), 16) => Ok(Self { index, term }),
-            _ => Err(format!("applied state of {} bytes, expected 16", payload.len())),
+    fn from_code(code: u8) -> Option<Self> {
+        match code {
+            0 => Some(Self::Configured),
+            1 => Some(Self::Primary),
+            2 => Some(Self::Standby),
+            _ => None,
+        }
+    }
+}
+
+/// The disaster-recovery state of a region: changed only by applying Raft
+/// entries, so every node of the region holds the same one at the same
+/// index, and it survives crashes and travels in snapshots.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RegionState {
+    /// Rises by one at every switchover or failover; `0` until the first.
+    pub epoch: u64,
+    /// The role ([`RegionRole::Configured`] until a region entry sets one).
+    pub role: RegionRole,
+    /// A primary that froze its writes for a switchover.
+    pub frozen: bool,
+    /// A standby: the last index of the primary's log it has applied.
+    pub cursor: u64,
+    /// A standby: the primary froze its writes (or was demoted), and every
+    /// entry the primary committed before that is applied here.
+    pub source_frozen: bool,
+    /// A primary: the index of the entry that promoted it (`0`: primary from
+    /// the start). Its log before that is a standby's, which it does not ship.
+    pub primary_since: u64,
+}
+
+/// The encoded size of an [`AppliedState`] with its region (a store of
+/// format version 2 written before regions holds 16 bytes: no region entry).
+const APPLIED_ENCODED_LEN: usize = 42;
+
+impl AppliedState {
+    /// The state of entry `index` of `term`, with no region entry applied.
+    pub const fn at(index: u64, term: u64) -> Self {
+        let region = RegionState {
+            epoch: 0,
+            role: RegionRole::Configured,
+            frozen: false,
+            cursor: 0,
+            source_frozen: false,
+            primary_since: 0,
+        };
+        Self { index, term, region }
+    }
+
+    /// The stored form: index, term, epoch, role, flags, cursor, primary_since.
+    pub fn encode(self) -> Vec<u8> {
+        let region = self.region;
+        let flags = u8::from(region.frozen) | (u8::from(region.source_frozen) << 1);
+        let mut out = Vec::with_capacity(APPLIED_ENCODED_LEN);
+        out.extend_from_slice(&self.index.to_be_bytes());
+        out.extend_from_slice(&self.term.to_be_bytes());
+        out.extend_from_slice(&region.epoch.to_be_bytes());
+        out.push(region.role.code());
+        out.push(flags);
+        out.extend_from_slice(&region.cursor.to_be_bytes());
+        out.extend_from_slice(&region.primary_since.to_be_bytes());
+        out
+    }
+
+    /// Reads [`Self::encode`]'s form (or the 16-byte form without a region).
+    pub fn decode(payload: &[u8]) -> Result<Self, String> {
+        let (Some(index), Some(term)) = (keys::read_u64(payload, 0), keys::read_u64(payload, 8)) else {
+            return Err(format!("applied state of {} bytes, expected {APPLIED_ENCODED_LEN}", payload.len()));
+        };
+        match payload.len() {
+            16 => Ok(Self::at(index, term)),
+            APPLIED_ENCODED_LEN => {
+                let role = RegionRole::from_code(payload[24])
+                    .ok_or_else(|| format!("applied state: region role {} is not one of 0, 1, 2", payload[24]))?;
+                let flags = payload[25];
+                if flags & !0b11 != 0 {
+                    return Err(format!("applied state: region flags {flags:#04x} has unknown bits"));
+                }
+                let region = RegionState {
+                    epoch: keys::read_u64(payload, 16).unwrap_or_default(),
+                    role,
+                    frozen: flags & 1 != 0,
+                    cursor: keys::read_u64(payload, 26).unwrap_or_default(),
+                    source_frozen: flags & 2 != 0,
+                    primary_since: keys::read_u64(payload, 34).unwrap_or_default(),
+                };
+                Ok(Self { index, term, region })
+            }
+            len => Err(format!("applied state of {len} bytes, expected {APPLIED_ENCODED_LEN}")),
         }
     }
 }

@@ -133,7 +133,7 @@ fn run_child(dir: &Path) {
         let hard_state = HardState { term: 1, commit: index, ..Default::default() };
         store.log.append(&[entry(index)], Some(&hard_state), true).expect("append");
         let prepared = prepare(&store.state, timestamp(index), &operation(index)).expect("prepare");
-        let applied = AppliedState { index, term: 1 };
+        let applied = AppliedState::at(index, 1);
         store.state.apply(Some(&prepared.write_set), applied, None).expect("apply");
         store.state.db().rocksdb().flush_wal(true).expect("sync the WAL");
         println!("{index}");

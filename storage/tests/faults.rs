@@ -40,7 +40,7 @@ const EXPENSE: AccountId = AccountId(3);
 const RESERVE: AccountId = AccountId(4);
 const UNKNOWN: AccountId = AccountId(99);
 /// Where the treasury node stands: its last entry changed the membership.
-const TREASURY_APPLIED: AppliedState = AppliedState { index: 7, term: TERM };
+const TREASURY_APPLIED: AppliedState = AppliedState::at(7, TERM);
 
 fn open(dir: &Path) -> NodeStore {
     NodeStore::open(dir, &StorageConfig::default()).unwrap()
@@ -190,7 +190,7 @@ fn apply_entry(
 ) -> (OperationResults, WriteSet) {
     append_to_log(node, index);
     let (results, write_set) = prepare_on(&node.state, timestamp, operation);
-    node.state.apply(Some(&write_set), AppliedState { index, term: TERM }, None).unwrap();
+    node.state.apply(Some(&write_set), AppliedState::at(index, TERM), None).unwrap();
     (results, write_set)
 }
 
@@ -228,9 +228,9 @@ fn other_node(dir: &Path) -> NodeStore {
     node.log.append(&log, Some(&HardState { term: 1, vote: 9, commit: 2, ..Default::default() }), true).unwrap();
     let usd = Ledger { id: LedgerId(9), currency: "USD".into(), scale: 2, name: "Dollar".into(), timestamp: 0 };
     let prepared = prepare_create_ledgers(&node.state, 5, &[usd]).unwrap();
-    node.state.apply(Some(&prepared.write_set), AppliedState { index: 1, term: 1 }, None).unwrap();
+    node.state.apply(Some(&prepared.write_set), AppliedState::at(1, 1), None).unwrap();
     let alone = ConfState { voters: vec![9], ..Default::default() };
-    node.state.apply(None, AppliedState { index: 2, term: 1 }, Some(&alone)).unwrap();
+    node.state.apply(None, AppliedState::at(2, 1), Some(&alone)).unwrap();
     node
 }
 
@@ -666,7 +666,7 @@ fn the_ledger_state_answers_every_read_as_the_in_memory_store_after_each_batch()
         assert_eq!(results, want, "entry {index}");
         assert_eq!(memory_results, want, "entry {index}");
         assert_eq!(write_set, memory_write_set, "entry {index}: both stores were read alike");
-        assert_eq!(node.state.applied(), AppliedState { index, term: TERM });
+        assert_eq!(node.state.applied(), AppliedState::at(index, TERM));
         assert_same_reads(&node.state, &memory, &format!("after entry {index}"));
     }
     let state_of = |id| node.state.pending_status(TransferId(id)).unwrap().map(|status| status.state);
@@ -699,7 +699,7 @@ fn applying_an_entry_at_or_below_the_applied_index_is_refused_and_changes_nothin
     let payment = transfer(12, EXPENSE, CASH, 1_000, TransferKind::Expenditure);
     let (_, write_set) = prepare_on(&node.state, T0 + 4 * NS_PER_S, &Operation::CreateTransfers(vec![payment]));
     for index in [TREASURY_APPLIED.index, TREASURY_APPLIED.index - 1, 1] {
-        let result = node.state.apply(Some(&write_set), AppliedState { index, term: TERM }, None);
+        let result = node.state.apply(Some(&write_set), AppliedState::at(index, TERM), None);
         assert!(matches!(result, Err(StorageError::Inconsistent { .. })), "apply at {index}: {result:?}");
     }
     assert_eq!(node.state.applied(), TREASURY_APPLIED);
@@ -709,7 +709,7 @@ fn applying_an_entry_at_or_below_the_applied_index_is_refused_and_changes_nothin
 
     let mut node = open(dir.path());
     assert_eq!((node.state.applied(), state_digest(&node.state)), (TREASURY_APPLIED, Ok(before)));
-    let next = AppliedState { index: TREASURY_APPLIED.index + 1, term: TERM };
+    let next = AppliedState::at(TREASURY_APPLIED.index + 1, TERM);
     append_to_log(&mut node, next.index);
     node.state.apply(Some(&write_set), next, None).unwrap();
     assert!(node.state.transfer(TransferId(12)).unwrap().is_some());
@@ -806,7 +806,7 @@ fn a_snapshot_sent_in_chunks_installs_the_same_state_and_resets_the_log() {
     assert_same_reads(&target.state, &source.state, "after the next entry");
     drop(target);
     let target = open(&dirs.path().join("target"));
-    assert_eq!(target.state.applied(), AppliedState { index: next, term: TERM });
+    assert_eq!(target.state.applied(), AppliedState::at(next, TERM));
     assert_same_reads(&target.state, &source.state, "after reopening the target");
 }
 

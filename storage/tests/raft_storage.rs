@@ -401,8 +401,8 @@ fn initial_state_returns_the_persisted_hard_state_and_conf_state() {
     {
         let mut store = log_3_to_5(dir.path());
         store.log.append(&[], Some(&hard_state(5, 1, 4)), true).unwrap();
-        store.state.apply(None, AppliedState { index: 3, term: 3 }, Some(&conf_state(&[1], &[]))).unwrap();
-        store.state.apply(None, AppliedState { index: 4, term: 4 }, Some(&voters)).unwrap();
+        store.state.apply(None, AppliedState::at(3, 3), Some(&conf_state(&[1], &[]))).unwrap();
+        store.state.apply(None, AppliedState::at(4, 4), Some(&voters)).unwrap();
         let state = store.log.initial_state().unwrap();
         assert_eq!((state.hard_state, state.conf_state), (hard_state(5, 1, 4), voters.clone()));
     }
@@ -424,7 +424,7 @@ fn the_log_and_raft_state_survive_closing_and_reopening() {
         store.log.compact(4).unwrap();
         let rewritten = Entry { index: 6, term: 3, data: b"rewritten".to_vec().into(), ..Default::default() };
         store.log.append(&[rewritten], Some(&hard_state(3, 2, 5)), true).unwrap();
-        store.state.apply(None, AppliedState { index: 5, term: 2 }, Some(&voters)).unwrap();
+        store.state.apply(None, AppliedState::at(5, 2), Some(&voters)).unwrap();
         whole_log(&store)
     };
     assert_eq!(kept.iter().map(|e| e.index).collect::<Vec<_>>(), [4, 5, 6]);
@@ -439,7 +439,7 @@ fn the_log_and_raft_state_survive_closing_and_reopening() {
     assert_eq!(store.log.term(7), Err(unavailable()));
     let state = store.log.initial_state().unwrap();
     assert_eq!((state.hard_state, state.conf_state), (hard_state(3, 2, 5), voters));
-    assert_eq!(store.state.applied(), AppliedState { index: 5, term: 2 });
+    assert_eq!(store.state.applied(), AppliedState::at(5, 2));
 }
 
 #[test]

@@ -1,0 +1,333 @@
+//! Region entries: the Raft entries that carry disaster recovery.
+//!
+//! A region's role (primary or standby), its epoch and a standby's shipping
+//! cursor are state ([`RegionState`], stored with the applied index), and
+//! only these entries change it, so every node of a region agrees on them at
+//! every index. The kinds:
+//!
+//! - [`RegionOp::Ship`]: one committed entry of the primary's log, shipped to
+//!   a standby, which applies its ledger effects exactly as the primary did
+//!   and advances its cursor to the entry's index.
+//! - [`RegionOp::Freeze`] / [`RegionOp::Unfreeze`]: a primary stops (or
+//!   resumes) accepting writes, for a switchover.
+//! - [`RegionOp::Promote`]: a standby becomes the primary of a higher epoch.
+//! - [`RegionOp::Demote`]: a primary becomes a standby of a higher epoch,
+//!   following the new primary's log after `cursor`.
+//!
+//! Layout (big-endian), told apart from a ledger [`Command`](crate::command)
+//! by its kind byte:
+//!
+//! ```text
+//! version u8 = 1 | kind u8 = 5 | proposer u64 | term u64 | sequence u64 | op u8 | op fields
+//! Ship:    source_epoch u64 | index u64 | data_len u32 | data
+//! Freeze, Unfreeze: nothing
+//! Promote: epoch u64
+//! Demote:  epoch u64 | cursor u64
+//! ```
+
+use coffer_storage::{RegionRole, RegionState};
+
+use crate::command::CommandError;
+
+/// The version byte every entry payload starts with.
+const VERSION: u8 = 1;
+/// The kind byte of a region entry (ledger commands use 1 to 4).
+pub const KIND_REGION: u8 = 5;
+const OP_SHIP: u8 = 1;
+const OP_FREEZE: u8 = 2;
+const OP_UNFREEZE: u8 = 3;
+const OP_PROMOTE: u8 = 4;
+const OP_DEMOTE: u8 = 5;
+
+/// What a region entry does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RegionOp {
+    /// An entry of the primary's log, for a standby to apply.
+    Ship {
+        /// The epoch of the primary that shipped it.
+        source_epoch: u64,
+        /// Its index in the primary's log.
+        index: u64,
+        /// Its payload (empty for an entry without ledger effects: a new
+        /// leader's empty entry or a membership change).
+        data: Vec<u8>,
+    },
+    /// The primary stops accepting writes.
+    Freeze,
+    /// The primary accepts writes again.
+    Unfreeze,
+    /// The standby becomes the primary of `epoch`.
+    Promote {
+        /// The new epoch: above the region's.
+        epoch: u64,
+    },
+    /// The primary becomes a standby of `epoch`, whose primary's log it
+    /// follows after `cursor`.
+    Demote {
+        /// The new epoch: above the region's.
+        epoch: u64,
+        /// The last index of the new primary's log whose state this region
+        /// already holds.
+        cursor: u64,
+    },
+}
+
+impl RegionOp {
+    /// A short name, for logs and errors.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Ship { .. } => "ship",
+            Self::Freeze => "freeze",
+            Self::Unfreeze => "unfreeze",
+            Self::Promote { .. } => "promote",
+            Self::Demote { .. } => "demote",
+        }
+    }
+}
+
+/// A decoded region entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegionCommand {
+    /// The node that proposed it (`0`: nobody waits for it).
+    pub proposer: u64,
+    /// The term the proposer led when it proposed.
+    pub term: u64,
+    /// The proposer's sequence number of the proposal.
+    pub sequence: u64,
+    /// What it does.
+    pub op: RegionOp,
+}
+
+/// Whether an entry payload is a region entry (not a ledger command).
+pub fn is_region_entry(data: &[u8]) -> bool {
+    data.get(1) == Some(&KIND_REGION)
+}
+
+fn error(field: &'static str, reason: impl Into<String>) -> CommandError {
+    CommandError { field, reason: reason.into() }
+}
+
+impl RegionCommand {
+    /// Encodes the entry.
+    pub fn encode(&self) -> Vec<u8> {
+        let data_len = match &self.op {
+            RegionOp::Ship { data, .. } => data.len(),
+            _ => 0,
+        };
+        let mut out = Vec::with_capacity(48 + data_len);
+        out.push(VERSION);
+        out.push(KIND_REGION);
+        out.extend_from_slice(&self.proposer.to_be_bytes());
+        out.extend_from_slice(&self.term.to_be_bytes());
+        out.extend_from_slice(&self.sequence.to_be_bytes());
+        match &self.op {
+            RegionOp::Ship { source_epoch, index, data } => {
+                out.push(OP_SHIP);
+                out.extend_from_slice(&source_epoch.to_be_bytes());
+                out.extend_from_slice(&index.to_be_bytes());
+                // A Raft entry is far below 4 GiB (the transport's message bound).
+                out.extend_from_slice(&u32::try_from(data.len()).unwrap_or(u32::MAX).to_be_bytes());
+                out.extend_from_slice(data);
+            }
+            RegionOp::Freeze => out.push(OP_FREEZE),
+            RegionOp::Unfreeze => out.push(OP_UNFREEZE),
+            RegionOp::Promote { epoch } => {
+                out.push(OP_PROMOTE);
+                out.extend_from_slice(&epoch.to_be_bytes());
+            }
+            RegionOp::Demote { epoch, cursor } => {
+                out.push(OP_DEMOTE);
+                out.extend_from_slice(&epoch.to_be_bytes());
+                out.extend_from_slice(&cursor.to_be_bytes());
+            }
+        }
+        out
+    }
+
+    /// Decodes [`Self::encode`]'s form, checking every length.
+    pub fn decode(bytes: &[u8]) -> Result<Self, CommandError> {
+        let mut at = 0usize;
+        let mut take = |field: &'static str, len: usize| -> Result<&[u8], CommandError> {
+            let slice = bytes
+                .get(at..at + len)
+                .ok_or_else(|| error(field, format!("payload ends at byte {} of {}", bytes.len(), at + len)))?;
+            at += len;
+            Ok(slice)
+        };
+        let u64_of = |slice: &[u8]| u64::from_be_bytes(slice.try_into().unwrap_or([0; 8]));
+        let version = take("version", 1)?[0];
+        if version != VERSION {
+            return Err(error("version", format!("{version}, this build reads {VERSION}")));
+        }
+        let kind = take("kind", 1)?[0];
+        if kind != KIND_REGION {
+            return Err(error("kind", format!("{kind} is not a region entry ({KIND_REGION})")));
+        }
+        let proposer = u64_of(take("proposer", 8)?);
+        let term = u64_of(take("term", 8)?);
+        let sequence = u64_of(take("sequence", 8)?);
+        let op = match take("op", 1)?[0] {
+            OP_SHIP => {
+                let source_epoch = u64_of(take("source_epoch", 8)?);
+                let index = u64_of(take("index", 8)?);
+                let len = u32::from_be_bytes(take("data_len", 4)?.try_into().unwrap_or([0; 4])) as usize;
+                let data = take("data", len)?.to_vec();
+                RegionOp::Ship { source_epoch, index, data }
+            }
+            OP_FREEZE => RegionOp::Freeze,
+            OP_UNFREEZE => RegionOp::Unfreeze,
+            OP_PROMOTE => RegionOp::Promote { epoch: u64_of(take("epoch", 8)?) },
+            OP_DEMOTE => {
+                let epoch = u64_of(take("epoch", 8)?);
+                RegionOp::Demote { epoch, cursor: u64_of(take("cursor", 8)?) }
+            }
+            other => return Err(error("op", format!("{other} is not a region operation"))),
+        };
+        if at != bytes.len() {
+            return Err(error("op", format!("{} bytes after the entry", bytes.len() - at)));
+        }
+        Ok(Self { proposer, term, sequence, op })
+    }
+}
+
+/// The region state `op`, in the entry at `index`, leads to from `region`
+/// (whose role is resolved: never [`RegionRole::Configured`]), or why the
+/// region refuses it. Pure: every node of a region decides the same. `Ship`
+/// is checked here; its ledger effects are the caller's.
+pub fn next_region(region: RegionState, op: &RegionOp, index: u64) -> Result<RegionState, String> {
+    let mut next = region;
+    match op {
+        RegionOp::Ship { source_epoch, index: shipped, .. } => {
+            if region.role != RegionRole::Standby {
+                return Err(format!("only a standby applies shipped entries; this region is {:?}", region.role));
+            }
+            if *source_epoch < region.epoch {
+                return Err(format!(
+                    "shipped from a primary of epoch {source_epoch}, below this region's epoch {}",
+                    region.epoch
+                ));
+            }
+            if *source_epoch > region.epoch {
+                if region.cursor != 0 {
+                    return Err(format!(
+                        "shipped from a primary of epoch {source_epoch}, but this region follows epoch {} from \
+                         index {}: it must be demoted or re-seeded to follow the new primary",
+                        region.epoch, region.cursor
+                    ));
+                }
+                next.epoch = *source_epoch;
+            }
+            if *shipped != region.cursor + 1 {
+                return Err(format!("shipped entry {shipped} does not follow the cursor {}", region.cursor));
+            }
+            next.cursor = *shipped;
+        }
+        RegionOp::Freeze => {
+            if region.role != RegionRole::Primary {
+                return Err(format!("only the primary freezes its writes; this region is {:?}", region.role));
+            }
+            next.frozen = true;
+        }
+        RegionOp::Unfreeze => {
+            if region.role != RegionRole::Primary {
+                return Err(format!("only the primary unfreezes its writes; this region is {:?}", region.role));
+            }
+            next.frozen = false;
+        }
+        RegionOp::Promote { epoch } => {
+            if region.role != RegionRole::Standby {
+                return Err(format!("only a standby is promoted; this region is {:?}", region.role));
+            }
+            if *epoch <= region.epoch {
+                return Err(format!("epoch {epoch} is not above the region's epoch {}", region.epoch));
+            }
+            next = RegionState {
+                epoch: *epoch,
+                role: RegionRole::Primary,
+                frozen: false,
+                source_frozen: false,
+                primary_since: index,
+                ..region
+            };
+        }
+        RegionOp::Demote { epoch, cursor } => {
+            if region.role != RegionRole::Primary {
+                return Err(format!("only a primary is demoted; this region is {:?}", region.role));
+            }
+            if *epoch <= region.epoch {
+                return Err(format!("epoch {epoch} is not above the region's epoch {}", region.epoch));
+            }
+            next = RegionState {
+                epoch: *epoch,
+                role: RegionRole::Standby,
+                frozen: false,
+                cursor: *cursor,
+                source_frozen: false,
+                primary_since: 0,
+            };
+        }
+    }
+    Ok(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn standby(epoch: u64, cursor: u64) -> RegionState {
+        RegionState { epoch, role: RegionRole::Standby, cursor, ..RegionState::default() }
+    }
+
+    #[test]
+    fn every_op_round_trips_and_truncations_are_refused() {
+        let ops = [
+            RegionOp::Ship { source_epoch: 3, index: 9, data: vec![1, 2, 3] },
+            RegionOp::Freeze,
+            RegionOp::Unfreeze,
+            RegionOp::Promote { epoch: 4 },
+            RegionOp::Demote { epoch: 5, cursor: 77 },
+        ];
+        for op in ops {
+            let command = RegionCommand { proposer: 2, term: 7, sequence: 11, op };
+            let bytes = command.encode();
+            assert!(is_region_entry(&bytes));
+            assert_eq!(RegionCommand::decode(&bytes).unwrap(), command);
+            for cut in 0..bytes.len() {
+                assert!(RegionCommand::decode(&bytes[..cut]).is_err(), "{cut} bytes of {:?}", command.op);
+            }
+            let mut longer = bytes.clone();
+            longer.push(0);
+            assert!(RegionCommand::decode(&longer).unwrap_err().to_string().contains("after the entry"));
+        }
+    }
+
+    #[test]
+    fn shipping_advances_the_cursor_one_entry_at_a_time() {
+        let ship = |index| RegionOp::Ship { source_epoch: 1, index, data: vec![] };
+        let next = next_region(standby(1, 4), &ship(5), 1).unwrap();
+        assert_eq!(next.cursor, 5);
+        assert!(next_region(next, &ship(5), 2).unwrap_err().contains("does not follow the cursor 5"));
+        assert!(next_region(next, &ship(7), 2).is_err());
+        let primary = RegionState { role: RegionRole::Primary, ..next };
+        assert!(next_region(primary, &ship(6), 2).unwrap_err().contains("only a standby"));
+    }
+
+    #[test]
+    fn epochs_only_rise_and_a_following_standby_does_not_jump_epochs() {
+        let stale = RegionOp::Ship { source_epoch: 1, index: 1, data: vec![] };
+        assert!(next_region(standby(2, 0), &stale, 1).unwrap_err().contains("below this region's epoch 2"));
+        let newer = RegionOp::Ship { source_epoch: 3, index: 1, data: vec![] };
+        assert_eq!(next_region(standby(2, 0), &newer, 1).unwrap().epoch, 3);
+        let newer = RegionOp::Ship { source_epoch: 3, index: 9, data: vec![] };
+        assert!(next_region(standby(2, 8), &newer, 1).unwrap_err().contains("demoted or re-seeded"));
+        assert!(next_region(standby(2, 8), &RegionOp::Promote { epoch: 2 }, 20).is_err());
+        let promoted = next_region(standby(2, 8), &RegionOp::Promote { epoch: 3 }, 20).unwrap();
+        assert_eq!(
+            (promoted.role, promoted.epoch, promoted.cursor, promoted.primary_since),
+            (RegionRole::Primary, 3, 8, 20)
+        );
+        let demoted = next_region(promoted, &RegionOp::Demote { epoch: 4, cursor: 12 }, 21).unwrap();
+        assert_eq!(demoted, standby(4, 12));
+        assert!(next_region(demoted, &RegionOp::Freeze, 22).is_err());
+    }
+}
