@@ -224,6 +224,9 @@ struct Shared<N: Node> {
     channels: Mutex<HashMap<String, Channel>>,
     scales: RwLock<HashMap<LedgerId, u8>>,
     feeds: Feeds,
+    /// Disaster recovery, when the node is one of two regions: it admits
+    /// writes (lease, lag) and says when one may be acknowledged (sync).
+    dr: Option<Arc<coffer_dr::Dr>>,
 }
 
 /// What the change feeds of one server share.
@@ -369,7 +372,15 @@ impl<N: Node> Shared<N> {
         rpc: &'static str,
         answer: impl FnOnce(proto::Served, OperationResults) -> Option<R>,
     ) -> Result<Proposed<R>, Status> {
+        if let Some(dr) = &self.dr {
+            dr.admit().map_err(|refusal| Status::unavailable(refusal.to_string()))?;
+        }
         let proposed = deadline.run("the write", true, self.node.propose(operation)).await?;
+        if let (Some(dr), Ok(Applied { index, .. })) = (&self.dr, &proposed) {
+            dr.acknowledge(*index, deadline.remaining())
+                .await
+                .map_err(|refusal| Status::unavailable(refusal.to_string()))?;
+        }
         match proposed {
             Ok(Applied { index, outcome: Outcome::Operation(results) }) => {
                 let served = proto::Served { node_id: self.id(), applied_index: index, stale: false };
@@ -670,8 +681,18 @@ impl<N: Node> ApiServer<N> {
             config,
             channels: Mutex::new(HashMap::new()),
             scales: RwLock::new(HashMap::new()),
+            dr: None,
         };
         Ok(Self { shared: Arc::new(shared) })
+    }
+
+    /// Adds disaster recovery: writes go through `dr`'s gate, and the server
+    /// serves `coffer.dr.v1.DrService` too. Call before serving.
+    pub fn with_dr(mut self, dr: Arc<coffer_dr::Dr>) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.dr = Some(dr);
+        }
+        self
     }
 
     /// The ledger service, with the message-size limits set.
@@ -716,6 +737,7 @@ impl<N: Node> ApiServer<N> {
             .add_service(reflection_v1alpha)
             .add_service(self.ledger_service())
             .add_service(self.admin_service())
+            .add_optional_service(self.shared.dr.clone().map(|dr| coffer_dr::DrApi::new(dr).into_server()))
             .serve_with_incoming_shutdown(incoming, self.shared.clone().close_feeds_after(shutdown))
             .await;
         watcher.abort();

@@ -409,9 +409,20 @@ impl NodeHandle {
     /// node) and waits until it is applied here: the region's state after
     /// it, or why the region refused it.
     pub async fn propose_region(&self, op: RegionOp) -> Result<Applied, RequestError> {
+        self.queue_region(op)?.await
+    }
+
+    /// Like [`Self::propose_region`], but the request is queued to the
+    /// driver before this returns, so proposals queued one after another
+    /// keep their order; the future answers it.
+    pub fn queue_region(
+        &self,
+        op: RegionOp,
+    ) -> Result<impl std::future::Future<Output = Result<Applied, RequestError>> + Send + 'static, RequestError> {
         let (reply, receiver) = oneshot::channel();
         self.request(Request::ProposeRegion { op, reply })?;
-        self.answer(receiver).await?
+        let handle = self.clone();
+        Ok(async move { handle.answer(receiver).await? })
     }
 
     /// Applied entries of this node's log from `from`, up to about

@@ -13,6 +13,9 @@
 //! - [`RegionOp::Promote`]: a standby becomes the primary of a higher epoch.
 //! - [`RegionOp::Demote`]: a primary becomes a standby of a higher epoch,
 //!   following the new primary's log after `cursor`.
+//! - [`RegionOp::Lease`]: a primary starts (or stops) needing a write lease
+//!   from its standby; a promoted primary needs none until a standby
+//!   follows it again.
 //!
 //! Layout (big-endian), told apart from a ledger [`Command`](crate::command)
 //! by its kind byte:
@@ -23,9 +26,10 @@
 //! Freeze, Unfreeze: nothing
 //! Promote: epoch u64
 //! Demote:  epoch u64 | cursor u64
+//! Lease:   required u8
 //! ```
 
-use coffer_storage::{RegionRole, RegionState};
+use coffer_storage::{RegionRole, RegionState, BOOTSTRAP_INDEX};
 
 use crate::command::CommandError;
 
@@ -38,6 +42,7 @@ const OP_FREEZE: u8 = 2;
 const OP_UNFREEZE: u8 = 3;
 const OP_PROMOTE: u8 = 4;
 const OP_DEMOTE: u8 = 5;
+const OP_LEASE: u8 = 6;
 
 /// What a region entry does.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,6 +75,11 @@ pub enum RegionOp {
         /// already holds.
         cursor: u64,
     },
+    /// The primary needs (or stops needing) a write lease from a standby.
+    Lease {
+        /// Whether writes need a lease from now on.
+        required: bool,
+    },
 }
 
 impl RegionOp {
@@ -81,6 +91,7 @@ impl RegionOp {
             Self::Unfreeze => "unfreeze",
             Self::Promote { .. } => "promote",
             Self::Demote { .. } => "demote",
+            Self::Lease { .. } => "lease",
         }
     }
 }
@@ -140,6 +151,10 @@ impl RegionCommand {
                 out.extend_from_slice(&epoch.to_be_bytes());
                 out.extend_from_slice(&cursor.to_be_bytes());
             }
+            RegionOp::Lease { required } => {
+                out.push(OP_LEASE);
+                out.push(u8::from(*required));
+            }
         }
         out
     }
@@ -181,6 +196,11 @@ impl RegionCommand {
                 let epoch = u64_of(take("epoch", 8)?);
                 RegionOp::Demote { epoch, cursor: u64_of(take("cursor", 8)?) }
             }
+            OP_LEASE => match take("required", 1)?[0] {
+                0 => RegionOp::Lease { required: false },
+                1 => RegionOp::Lease { required: true },
+                other => return Err(error("required", format!("{other} is not 0 or 1"))),
+            },
             other => return Err(error("op", format!("{other} is not a region operation"))),
         };
         if at != bytes.len() {
@@ -217,8 +237,11 @@ pub fn next_region(region: RegionState, op: &RegionOp, index: u64) -> Result<Reg
                 }
                 next.epoch = *source_epoch;
             }
-            if *shipped != region.cursor + 1 {
-                return Err(format!("shipped entry {shipped} does not follow the cursor {}", region.cursor));
+            // A standby that never shipped holds what every new cluster
+            // starts with: the empty ledger at the bootstrap index.
+            let base = region.cursor.max(BOOTSTRAP_INDEX);
+            if *shipped != base + 1 {
+                return Err(format!("shipped entry {shipped} does not follow the cursor {base}"));
             }
             next.cursor = *shipped;
         }
@@ -246,6 +269,7 @@ pub fn next_region(region: RegionState, op: &RegionOp, index: u64) -> Result<Reg
                 role: RegionRole::Primary,
                 frozen: false,
                 source_frozen: false,
+                lease_waived: true,
                 primary_since: index,
                 ..region
             };
@@ -263,8 +287,16 @@ pub fn next_region(region: RegionState, op: &RegionOp, index: u64) -> Result<Reg
                 frozen: false,
                 cursor: *cursor,
                 source_frozen: false,
+                lease_waived: false,
                 primary_since: 0,
+                base_timestamp: 0,
             };
+        }
+        RegionOp::Lease { required } => {
+            if region.role != RegionRole::Primary {
+                return Err(format!("only a primary holds write leases; this region is {:?}", region.role));
+            }
+            next.lease_waived = !required;
         }
     }
     Ok(next)
@@ -286,6 +318,8 @@ mod tests {
             RegionOp::Unfreeze,
             RegionOp::Promote { epoch: 4 },
             RegionOp::Demote { epoch: 5, cursor: 77 },
+            RegionOp::Lease { required: true },
+            RegionOp::Lease { required: false },
         ];
         for op in ops {
             let command = RegionCommand { proposer: 2, term: 7, sequence: 11, op };

@@ -1001,8 +1001,14 @@ impl<S: ReplicaStorage> Replica<S> {
         let mut write_set = None;
         let result = match next_region(region, &command.op, entry.index) {
             Ok(mut next) => {
-                if let RegionOp::Ship { data, index, .. } = &command.op {
-                    write_set = self.shipped_effects(entry.index, *index, data, &mut next)?;
+                match &command.op {
+                    RegionOp::Ship { data, index, .. } => {
+                        write_set = self.shipped_effects(entry.index, *index, data, &mut next)?;
+                    }
+                    RegionOp::Promote { .. } => {
+                        next.base_timestamp = self.storage().ledger().last_timestamp().map_err(store_error)?;
+                    }
+                    _ => {}
                 }
                 applied.region = next;
                 Ok(next)
@@ -1051,7 +1057,7 @@ impl<S: ReplicaStorage> Replica<S> {
             match RegionCommand::decode(data).map_err(corrupt_shipped)?.op {
                 RegionOp::Freeze | RegionOp::Demote { .. } => next.source_frozen = true,
                 RegionOp::Unfreeze => next.source_frozen = false,
-                RegionOp::Ship { .. } | RegionOp::Promote { .. } => {}
+                RegionOp::Ship { .. } | RegionOp::Promote { .. } | RegionOp::Lease { .. } => {}
             }
             return Ok(None);
         }

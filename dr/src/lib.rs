@@ -1,5 +1,405 @@
-//! `coffer-dr` will own disaster recovery: shipping committed entries from the
-//! primary region to one remote replica set, lag tracking, region epochs and
-//! write-lease fencing, switchover, failover, failback and drills.
+//! `coffer-dr`: disaster recovery between two regions.
 //!
-//! Nothing is built here yet: see issue 8 and `ARCHITECTURE.md`.
+//! Each region is its own Raft group. The standby region's leader pulls the
+//! primary's committed entries over a gRPC stream ([`proto`]'s `Ship`),
+//! checks each one's crc, and proposes it into its own group as a region
+//! entry (`coffer_consensus::region`); the same state machine applies it,
+//! so at equal primary index both regions hold the same ledger. Every
+//! acknowledgement the standby sends grants the primary a write lease; the
+//! primary admits writes only while it holds one ([`Dr::admit`]), and the
+//! standby promotes itself only once every lease it granted has expired,
+//! plus a clock-skew margin: a primary cut off from the standby stops
+//! writing before the standby starts. In `sync` mode the primary answers a
+//! write only once the standby has committed it ([`Dr::acknowledge`]).
+//!
+//! The region's role, epoch and shipping cursor are Raft state: see
+//! `coffer_consensus::region`. The operations (status, freeze, promote,
+//! demote, digest) are [`DrApi`]'s RPCs; the `coffer dr` commands compose
+//! them into switchover, failover, failback and drills.
+
+mod config;
+mod primary;
+mod service;
+mod standby;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use coffer_consensus::{NodeHandle, RegionRole, RegionState};
+use tokio::sync::watch;
+
+pub use config::{DrConfig, Fencing, Mode, CLOCK_SKEW_MS_DEFAULT, HEARTBEAT_MS_DEFAULT, LEASE_MS_DEFAULT};
+pub use service::DrApi;
+
+/// The generated gRPC code of `coffer.dr.v1`.
+#[allow(missing_docs, clippy::all)]
+pub mod proto {
+    tonic::include_proto!("coffer.dr.v1");
+}
+
+/// The most bytes of entries one shipped message carries.
+pub const SHIP_BATCH_BYTES: u64 = 4 << 20;
+/// The most bytes of a shipped message the standby accepts.
+pub const SHIP_MESSAGE_BYTES_MAX: usize = 64 << 20;
+
+/// Why the primary refuses or cannot yet answer a write.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The primary holds no valid write lease from the standby region.
+    #[error(
+        "region {region} holds no write lease from the standby region {peer} ({detail}): writes wait until the \
+         standby acknowledges shipping again; retry"
+    )]
+    NoLease {
+        /// This region.
+        region: String,
+        /// The standby region.
+        peer: String,
+        /// When the last lease lapsed, or that none was granted.
+        detail: String,
+    },
+    /// The standby region lags more than `max_lag_entries`.
+    #[error(
+        "the standby region {peer} lags {lag} entries, more than the bound of {max}: writes wait until it catches \
+         up; retry"
+    )]
+    Lagging {
+        /// The standby region.
+        peer: String,
+        /// Its lag.
+        lag: u64,
+        /// The bound.
+        max: u64,
+    },
+    /// Sync mode: the entry committed here but the standby region did not
+    /// confirm it in time (or the lease lapsed before the answer).
+    #[error(
+        "entry {index} committed in region {region} but the standby region {peer} has not confirmed it: the \
+         write's outcome is unknown; retry with the same ids"
+    )]
+    NotConfirmed {
+        /// This region.
+        region: String,
+        /// The standby region.
+        peer: String,
+        /// The entry.
+        index: u64,
+    },
+}
+
+/// The primary side's shipping figures (on the node serving the stream).
+#[derive(Debug, Default)]
+struct PrimarySide {
+    /// The epoch these figures belong to (another epoch is another log).
+    epoch: u64,
+    /// Until when the standby's last acknowledgement lets this node write.
+    lease_until: Option<Instant>,
+    /// Everything up to here is committed in the standby region.
+    durable: u64,
+    /// Shipping streams open now.
+    streams: usize,
+    shipped_bytes: u64,
+    /// When this node applied each index not yet durable in the standby
+    /// (sampled), for the lag in seconds.
+    applied_at: VecDeque<(u64, Instant)>,
+}
+
+/// The standby side's state (on every node; the leader ships).
+#[derive(Debug, Default)]
+struct StandbySide {
+    /// When this node last granted a lease.
+    last_grant: Option<Instant>,
+    /// Since when this node leads its region (and may have to honour leases
+    /// its predecessor granted).
+    leader_since: Option<Instant>,
+    /// The primary's applied index as last heard, and when.
+    source_applied: u64,
+    source_heard: Option<Instant>,
+    /// A shipping session is running; `paused` asks it to end (promotion).
+    shipping: bool,
+    paused: bool,
+    last_error: String,
+    /// When the cursor last reached the primary's applied index.
+    caught_up_at: Option<Instant>,
+}
+
+/// One node's disaster-recovery runtime: the write gate, the shipping
+/// figures of both sides, and the standby's shipping task.
+#[derive(Debug)]
+pub struct Dr {
+    config: DrConfig,
+    node: NodeHandle,
+    /// This region's nodes' client addresses by id (to name the leader).
+    addresses: BTreeMap<u64, String>,
+    primary: Mutex<PrimarySide>,
+    standby: Mutex<StandbySide>,
+    /// The standby region's durable index, for sync-mode waits.
+    durable: watch::Sender<u64>,
+    started: Instant,
+    /// A drill cut the link: no shipping to or from this node.
+    isolated: std::sync::atomic::AtomicBool,
+}
+
+fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Dr {
+    /// Starts disaster recovery on `node`: the standby's shipping task (it
+    /// ships only while this node leads a standby region) and the metrics.
+    /// `addresses` is this region's client address book. Call inside a
+    /// tokio runtime.
+    pub fn start(config: DrConfig, node: NodeHandle, addresses: BTreeMap<u64, String>) -> Arc<Self> {
+        let (durable, _) = watch::channel(0);
+        let dr = Arc::new(Self {
+            config,
+            node,
+            addresses,
+            primary: Mutex::new(PrimarySide::default()),
+            standby: Mutex::new(StandbySide::default()),
+            durable,
+            started: Instant::now(),
+            isolated: std::sync::atomic::AtomicBool::new(false),
+        });
+        tokio::spawn(standby::follow(dr.clone()));
+        tokio::spawn(record_metrics(dr.clone()));
+        dr
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &DrConfig {
+        &self.config
+    }
+
+    /// The node.
+    pub fn node(&self) -> &NodeHandle {
+        &self.node
+    }
+
+    /// Whether a drill cut this node off the other region.
+    pub fn is_isolated(&self) -> bool {
+        self.isolated.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn region(&self) -> RegionState {
+        self.node.view().region
+    }
+
+    /// Whether the primary may take a write now: on the leader of the
+    /// primary region, it must hold a write lease (lease fencing) and the
+    /// standby must be within `max_lag_entries`. Anywhere else the node
+    /// itself answers (a follower forwards, a standby refuses).
+    pub fn admit(&self) -> Result<(), Refusal> {
+        let view = self.node.view();
+        if !view.is_leader || view.region.role != RegionRole::Primary {
+            return Ok(());
+        }
+        let primary = self.primary_side(view.region.epoch);
+        if self.lease_required(view.region) {
+            let now = Instant::now();
+            match primary.lease_until {
+                Some(until) if until > now => {}
+                Some(until) => {
+                    return Err(self.no_lease(format!("it lapsed {} ms ago", (now - until).as_millis())));
+                }
+                None => return Err(self.no_lease("none granted to this node yet".into())),
+            }
+        }
+        let lag = view.applied.saturating_sub(primary.durable);
+        if self.config.max_lag_entries != 0 && lag > self.config.max_lag_entries {
+            return Err(Refusal::Lagging {
+                peer: self.config.peer_region.clone(),
+                lag,
+                max: self.config.max_lag_entries,
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether the primary's writes need a lease now.
+    fn lease_required(&self, region: RegionState) -> bool {
+        self.config.fencing == Fencing::Lease && !region.lease_waived
+    }
+
+    /// The primary side's figures, reset when the epoch changed: a new epoch
+    /// is a new primary log, and a new standby relationship.
+    fn primary_side(&self, epoch: u64) -> MutexGuard<'_, PrimarySide> {
+        let mut primary = locked(&self.primary);
+        if primary.epoch != epoch {
+            let streams = primary.streams;
+            *primary = PrimarySide { epoch, streams, ..PrimarySide::default() };
+            self.durable.send_replace(0);
+        }
+        primary
+    }
+
+    fn no_lease(&self, detail: String) -> Refusal {
+        Refusal::NoLease { region: self.config.region.clone(), peer: self.config.peer_region.clone(), detail }
+    }
+
+    /// Whether the write applied at `index` may be acknowledged: in sync
+    /// mode once the standby has committed it (waiting up to `within`); in
+    /// async mode at once, but only while the lease still holds (an entry
+    /// that committed after the lease lapsed is not acknowledged: the
+    /// standby may already have taken over).
+    pub async fn acknowledge(&self, index: u64, within: Duration) -> Result<(), Refusal> {
+        let region = self.region();
+        if region.role != RegionRole::Primary {
+            return Ok(());
+        }
+        let not_confirmed = || Refusal::NotConfirmed {
+            region: self.config.region.clone(),
+            peer: self.config.peer_region.clone(),
+            index,
+        };
+        if self.config.mode == Mode::Sync && !region.lease_waived {
+            let mut durable = self.durable.subscribe();
+            let waited = tokio::time::timeout(within, durable.wait_for(|durable| *durable >= index)).await;
+            return match waited {
+                Ok(Ok(_)) => Ok(()),
+                _ => Err(not_confirmed()),
+            };
+        }
+        if self.lease_required(region) {
+            let primary = self.primary_side(region.epoch);
+            let durable = primary.durable >= index;
+            let leased = primary.lease_until.is_some_and(|until| until > Instant::now());
+            if !durable && !leased {
+                return Err(not_confirmed());
+            }
+        }
+        Ok(())
+    }
+
+    /// How long until this (standby) node may promote its region without
+    /// force: every lease it or an earlier leader granted has expired, plus
+    /// the skew margin. Zero when the primary froze its writes (it gave them
+    /// up in its own log, which this region applied) or without lease
+    /// fencing.
+    pub fn promote_wait(&self) -> Duration {
+        if self.config.fencing == Fencing::None || self.region().source_frozen {
+            return Duration::ZERO;
+        }
+        let standby = locked(&self.standby);
+        let lease = Duration::from_millis(self.config.lease_ms + self.config.clock_skew_ms);
+        let mut wait = Duration::ZERO;
+        if let Some(granted) = standby.last_grant {
+            wait = wait.max((granted + lease).saturating_duration_since(Instant::now()));
+        }
+        // An earlier leader of this region may have granted a lease until it
+        // stepped down, which it does within an election timeout.
+        let since = standby.leader_since.unwrap_or(self.started).max(self.started);
+        let inherited = lease + Duration::from_millis(self.config.election_timeout_ms);
+        wait.max((since + inherited).saturating_duration_since(Instant::now()))
+    }
+
+    /// The standby leader's shipping session is asked to stop and waited
+    /// for (up to `within`), before a promotion reads the state it promotes.
+    async fn pause_shipping(&self, within: Duration) -> bool {
+        locked(&self.standby).paused = true;
+        let deadline = Instant::now() + within;
+        while locked(&self.standby).shipping {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
+    }
+
+    fn resume_shipping(&self) {
+        locked(&self.standby).paused = false;
+    }
+
+    /// The primary side's lag behind this node: entries not yet committed
+    /// in the standby region, and for how long the oldest of them has been
+    /// applied here.
+    fn primary_lag(&self) -> (u64, Duration) {
+        let view = self.node.view();
+        let applied = view.applied;
+        let mut primary = self.primary_side(view.region.epoch);
+        let durable = primary.durable;
+        while primary.applied_at.front().is_some_and(|(index, _)| *index <= durable) {
+            primary.applied_at.pop_front();
+        }
+        let since = primary.applied_at.front().map_or(Duration::ZERO, |(_, at)| at.elapsed());
+        (applied.saturating_sub(durable), since)
+    }
+}
+
+/// Publishes the DR gauges once a second.
+async fn record_metrics(dr: Arc<Dr>) {
+    let node = dr.node.id().to_string();
+    let gauge = |name: &'static str| metrics::gauge!(name, "node" => node.clone());
+    let (lag_entries, lag_seconds, lease, epoch, role) = (
+        gauge("coffer_dr_lag_entries"),
+        gauge("coffer_dr_lag_seconds"),
+        gauge("coffer_dr_lease_remaining_seconds"),
+        gauge("coffer_dr_epoch"),
+        gauge("coffer_dr_role"),
+    );
+    let shipped = metrics::gauge!("coffer_dr_shipped_bytes", "node" => node.clone());
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    while !dr.node.is_stopped() {
+        tick.tick().await;
+        let view = dr.node.view();
+        epoch.set(view.region.epoch as f64);
+        role.set(match view.region.role {
+            RegionRole::Primary => 1.0,
+            RegionRole::Standby => 2.0,
+            RegionRole::Configured => 0.0,
+        });
+        let (entries, seconds) = match view.region.role {
+            RegionRole::Standby => {
+                let standby = locked(&dr.standby);
+                let entries = standby.source_applied.saturating_sub(view.region.cursor);
+                let seconds =
+                    if entries == 0 { 0.0 } else { standby.caught_up_at.map_or(0.0, |at| at.elapsed().as_secs_f64()) };
+                (entries, seconds)
+            }
+            _ => {
+                let (entries, since) = dr.primary_lag();
+                (entries, since.as_secs_f64())
+            }
+        };
+        lag_entries.set(entries as f64);
+        lag_seconds.set(seconds);
+        let primary = locked(&dr.primary);
+        let remaining =
+            primary.lease_until.map_or(0.0, |until| until.saturating_duration_since(Instant::now()).as_secs_f64());
+        lease.set(remaining);
+        shipped.set(primary.shipped_bytes as f64);
+    }
+}
+
+/// The crc32 of a shipped entry: its index (big-endian) then its payload.
+pub fn entry_crc(index: u64, data: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&index.to_be_bytes());
+    hasher.update(data);
+    hasher.finalize()
+}
+
+/// A region's state as the wire carries it.
+pub fn region_info(region_name: &str, region: RegionState) -> proto::RegionInfo {
+    proto::RegionInfo {
+        region: region_name.to_owned(),
+        role: role_name(region.role).to_owned(),
+        epoch: region.epoch,
+        frozen: region.frozen,
+        cursor: region.cursor,
+        source_frozen: region.source_frozen,
+        primary_since: region.primary_since,
+        base_timestamp: region.base_timestamp,
+    }
+}
+
+/// `"primary"`, `"standby"` (or `"configured"` before the role is resolved).
+pub fn role_name(role: RegionRole) -> &'static str {
+    match role {
+        RegionRole::Primary => "primary",
+        RegionRole::Standby => "standby",
+        RegionRole::Configured => "configured",
+    }
+}

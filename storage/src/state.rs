@@ -96,11 +96,18 @@ pub struct RegionState {
     /// A primary: the index of the entry that promoted it (`0`: primary from
     /// the start). Its log before that is a standby's, which it does not ship.
     pub primary_since: u64,
+    /// A primary that writes without a lease from a standby: set when it is
+    /// promoted (no standby follows it yet), cleared once one does.
+    pub lease_waived: bool,
+    /// A promoted primary: the ledger's last timestamp when it was promoted.
+    /// The former primary holds the same state if its last timestamp is
+    /// this one (it applied nothing the promoted region did not).
+    pub base_timestamp: u64,
 }
 
 /// The encoded size of an [`AppliedState`] with its region (a store of
 /// format version 2 written before regions holds 16 bytes: no region entry).
-const APPLIED_ENCODED_LEN: usize = 42;
+const APPLIED_ENCODED_LEN: usize = 50;
 
 impl AppliedState {
     /// The state of entry `index` of `term`, with no region entry applied.
@@ -111,15 +118,19 @@ impl AppliedState {
             frozen: false,
             cursor: 0,
             source_frozen: false,
+            lease_waived: false,
             primary_since: 0,
+            base_timestamp: 0,
         };
         Self { index, term, region }
     }
 
-    /// The stored form: index, term, epoch, role, flags, cursor, primary_since.
+    /// The stored form: index, term, epoch, role, flags, cursor,
+    /// primary_since, base_timestamp.
     pub fn encode(self) -> Vec<u8> {
         let region = self.region;
-        let flags = u8::from(region.frozen) | (u8::from(region.source_frozen) << 1);
+        let flags =
+            u8::from(region.frozen) | (u8::from(region.source_frozen) << 1) | (u8::from(region.lease_waived) << 2);
         let mut out = Vec::with_capacity(APPLIED_ENCODED_LEN);
         out.extend_from_slice(&self.index.to_be_bytes());
         out.extend_from_slice(&self.term.to_be_bytes());
@@ -128,6 +139,7 @@ impl AppliedState {
         out.push(flags);
         out.extend_from_slice(&region.cursor.to_be_bytes());
         out.extend_from_slice(&region.primary_since.to_be_bytes());
+        out.extend_from_slice(&region.base_timestamp.to_be_bytes());
         out
     }
 
@@ -142,7 +154,7 @@ impl AppliedState {
                 let role = RegionRole::from_code(payload[24])
                     .ok_or_else(|| format!("applied state: region role {} is not one of 0, 1, 2", payload[24]))?;
                 let flags = payload[25];
-                if flags & !0b11 != 0 {
+                if flags & !0b111 != 0 {
                     return Err(format!("applied state: region flags {flags:#04x} has unknown bits"));
                 }
                 let region = RegionState {
@@ -151,7 +163,9 @@ impl AppliedState {
                     frozen: flags & 1 != 0,
                     cursor: keys::read_u64(payload, 26).unwrap_or_default(),
                     source_frozen: flags & 2 != 0,
+                    lease_waived: flags & 4 != 0,
                     primary_since: keys::read_u64(payload, 34).unwrap_or_default(),
+                    base_timestamp: keys::read_u64(payload, 42).unwrap_or_default(),
                 };
                 Ok(Self { index, term, region })
             }
@@ -579,5 +593,35 @@ impl Store for LedgerState {
         self.db.write(batch, false)?;
         self.committed(write_set);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_applied_state_round_trips_with_its_region_and_reads_the_form_without_one() {
+        let region = RegionState {
+            epoch: 3,
+            role: RegionRole::Standby,
+            frozen: true,
+            cursor: 99,
+            source_frozen: true,
+            lease_waived: true,
+            primary_since: 7,
+            base_timestamp: 1_234,
+        };
+        let applied = AppliedState { index: 12, term: 4, region };
+        assert_eq!(AppliedState::decode(&applied.encode()), Ok(applied));
+        let legacy = [12u64.to_be_bytes(), 4u64.to_be_bytes()].concat();
+        assert_eq!(AppliedState::decode(&legacy), Ok(AppliedState::at(12, 4)));
+        let mut bad_role = applied.encode();
+        bad_role[24] = 9;
+        assert!(AppliedState::decode(&bad_role).unwrap_err().contains("region role 9"));
+        let mut bad_flags = applied.encode();
+        bad_flags[25] = 0x80;
+        assert!(AppliedState::decode(&bad_flags).unwrap_err().contains("unknown bits"));
+        assert!(AppliedState::decode(&applied.encode()[..30]).unwrap_err().contains("30 bytes"));
     }
 }

@@ -60,6 +60,37 @@ pub struct NodeFileConfig {
     /// API server settings.
     #[serde(default)]
     pub api: ApiSection,
+    /// Disaster recovery: absent for a cluster without a second region.
+    pub dr: Option<DrSection>,
+}
+
+/// `[dr]`: this node's region and the other one. Unset values take
+/// `DrConfig::new`'s defaults.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrSection {
+    /// This region's name.
+    pub region: String,
+    /// The other region's name.
+    pub peer_region: String,
+    /// The other region's nodes' client addresses.
+    pub peer_addresses: Vec<String>,
+    /// The role this region starts with: "primary" or "standby" (later
+    /// switchovers and failovers change it, in the region's state).
+    pub role: String,
+    /// "async" (default) or "sync".
+    pub mode: Option<String>,
+    /// The primary refuses writes while the standby lags more entries (0:
+    /// no bound, the default).
+    pub max_lag_entries: Option<u64>,
+    /// The write lease the standby grants. Default: 4,000.
+    pub lease_ms: Option<u64>,
+    /// The margin for clock rates. Default: 500.
+    pub clock_skew_ms: Option<u64>,
+    /// The primary's heartbeat on the shipping stream. Default: 250.
+    pub heartbeat_ms: Option<u64>,
+    /// "lease" (default) or "none" (availability over safety).
+    pub fencing: Option<String>,
 }
 
 /// Another node of the cluster.
@@ -263,6 +294,33 @@ pub enum ConfigError {
     },
 }
 
+/// The `[dr]` section as the DR runtime's settings; sets the node's
+/// starting role.
+fn resolve_dr(section: &DrSection, node: &mut NodeConfig) -> Result<coffer_dr::DrConfig, ConfigError> {
+    use coffer_dr::{DrConfig, Fencing, Mode};
+    let mut dr = DrConfig::new(section.region.clone(), section.peer_region.clone(), section.peer_addresses.clone());
+    node.consensus.standby = match section.role.as_str() {
+        "primary" => false,
+        "standby" => true,
+        other => return Err(invalid("dr.role", format!("{other:?} is not a role: primary or standby"))),
+    };
+    if let Some(mode) = &section.mode {
+        dr.mode = Mode::parse(mode).map_err(|reason| invalid("dr.mode", reason))?;
+    }
+    if let Some(fencing) = &section.fencing {
+        dr.fencing = Fencing::parse(fencing).map_err(|reason| invalid("dr.fencing", reason))?;
+    }
+    dr.max_lag_entries = section.max_lag_entries.unwrap_or(dr.max_lag_entries);
+    dr.lease_ms = section.lease_ms.unwrap_or(dr.lease_ms);
+    dr.clock_skew_ms = section.clock_skew_ms.unwrap_or(dr.clock_skew_ms);
+    dr.heartbeat_ms = section.heartbeat_ms.unwrap_or(dr.heartbeat_ms);
+    // raft-rs draws election timeouts up to twice the configured one.
+    let election = node.consensus.tick_ms.saturating_mul(node.consensus.election_ticks as u64);
+    dr.election_timeout_ms = election.saturating_mul(2);
+    dr.check().map_err(|(field, reason)| invalid(field, reason))?;
+    Ok(dr)
+}
+
 fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { field: field.into(), reason: reason.into() }
 }
@@ -280,6 +338,8 @@ pub struct ResolvedConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// The log filter of the file, if it sets one.
     pub log_level: Option<String>,
+    /// Disaster recovery, when the node is one of two regions.
+    pub dr: Option<coffer_dr::DrConfig>,
 }
 
 impl NodeFileConfig {
@@ -394,12 +454,17 @@ impl NodeFileConfig {
                 return Err(invalid(field, "must be at least 1"));
             }
         }
+        let dr = match &self.dr {
+            Some(section) => Some(resolve_dr(section, &mut node)?),
+            None => None,
+        };
         Ok(ResolvedConfig {
             node,
             server,
             api_listen,
             metrics_listen: self.metrics_listen,
             log_level: self.log_level.clone(),
+            dr,
         })
     }
 

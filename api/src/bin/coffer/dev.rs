@@ -1,5 +1,7 @@
-//! `coffer dev`: a local three-node cluster for trying Coffer — three child
-//! processes of this executable (`coffer node --config <dir>/nodeN.toml`,
+//! `coffer dev`: a local three-node cluster for trying Coffer (with `--dr`,
+//! two: the primary region "seoul", nodes 1-3, and the standby region
+//! "busan", nodes 11-13, shipping from it) — child processes of this
+//! executable (`coffer node --config <dir>/nodeN.toml`,
 //! configs written here, logs in `<dir>/nodeN.log`), a sample treasury
 //! created idempotently (fixed ids: running it again on the same data
 //! answers `exists`), endpoints and ready-to-paste commands printed. SIGINT
@@ -25,8 +27,14 @@ const METRICS_PORT_OFFSET: u16 = 200;
 /// The default base port: APIs on 7101-7103, Raft on 7201-7203, metrics
 /// on 7301-7303 (the client commands' default addresses).
 const BASE_PORT_DEFAULT: u16 = 7100;
-/// The highest base port: node 3's metrics port must fit.
-const BASE_PORT_MAX: u16 = u16::MAX - METRICS_PORT_OFFSET - DEV_NODES;
+/// With `--dr`, the standby region's node ids (and port offsets) are the
+/// primary's plus this.
+const STANDBY_ID_OFFSET: u16 = 10;
+/// The highest base port: the last node's metrics port must fit.
+const BASE_PORT_MAX: u16 = u16::MAX - METRICS_PORT_OFFSET - STANDBY_ID_OFFSET - DEV_NODES;
+/// The dev regions' names.
+const PRIMARY_REGION: &str = "seoul";
+const STANDBY_REGION: &str = "busan";
 /// How long the cluster may take to elect a leader.
 const LEADER_WAIT_MS: u64 = 30_000;
 /// How often the children and the cluster are polled.
@@ -54,6 +62,14 @@ pub struct DevArgs {
     /// Do not create the sample treasury.
     #[arg(long)]
     pub no_sample: bool,
+    /// Start two regions: the primary (nodes 1-3) and a disaster-recovery
+    /// standby (nodes 11-13) that ships from it.
+    #[arg(long)]
+    pub dr: bool,
+    /// With --dr: async (the primary answers after its own commit) or sync
+    /// (after the standby committed too).
+    #[arg(long, default_value = "async", value_parser = ["async", "sync"])]
+    pub dr_mode: String,
 }
 
 /// Why `coffer dev` failed.
@@ -120,6 +136,8 @@ struct DevNode {
     metrics: String,
     config: PathBuf,
     log: PathBuf,
+    /// With `--dr`: `[dr]`'s region, peer region, peer addresses, role, mode.
+    dr: Option<(String, String, Vec<String>, String, String)>,
 }
 
 impl DevNode {
@@ -132,7 +150,26 @@ impl DevNode {
             metrics: address(base_port + METRICS_PORT_OFFSET + id),
             config: dir.join(format!("node{id}.toml")),
             log: dir.join(format!("node{id}.log")),
+            dr: None,
         }
+    }
+
+    /// The nodes of both regions: the primary's, then the standby's.
+    fn regions(dir: &Path, base_port: u16, mode: &str) -> (Vec<Self>, Vec<Self>) {
+        let mut primary: Vec<Self> = (1..=DEV_NODES).map(|id| Self::new(dir, base_port, id)).collect();
+        let mut standby: Vec<Self> =
+            (1..=DEV_NODES).map(|id| Self::new(dir, base_port, STANDBY_ID_OFFSET + id)).collect();
+        let apis = |nodes: &[Self]| nodes.iter().map(|node| node.api.clone()).collect::<Vec<_>>();
+        let (primary_apis, standby_apis) = (apis(&primary), apis(&standby));
+        for node in &mut primary {
+            let names = (PRIMARY_REGION.into(), STANDBY_REGION.into());
+            node.dr = Some((names.0, names.1, standby_apis.clone(), "primary".into(), mode.into()));
+        }
+        for node in &mut standby {
+            let names = (STANDBY_REGION.into(), PRIMARY_REGION.into());
+            node.dr = Some((names.0, names.1, primary_apis.clone(), "standby".into(), mode.into()));
+        }
+        (primary, standby)
     }
 
     /// The node's configuration file.
@@ -157,6 +194,23 @@ impl DevNode {
                 quote(&peer.raft)
             ));
         }
+        if let Some((region, peer_region, peer_addresses, role, mode)) = &self.dr {
+            let list = peer_addresses.iter().map(|address| quote(address)).collect::<Vec<_>>().join(", ");
+            text.push_str(&format!(
+                "
+[dr]
+region = {}
+peer_region = {}
+peer_addresses = [{list}]
+role = {}
+mode = {}
+",
+                quote(region),
+                quote(peer_region),
+                quote(role),
+                quote(mode)
+            ));
+        }
         text
     }
 }
@@ -174,15 +228,22 @@ pub async fn run(args: &DevArgs, log_level: Option<&str>) -> Result<(), DevError
     let mut terminate = signal(SignalKind::terminate()).map_err(DevError::Signals)?;
     std::fs::create_dir_all(&args.data_dir).map_err(|error| DevError::io(&args.data_dir, error))?;
     let dir = std::path::absolute(&args.data_dir).map_err(|error| DevError::io(&args.data_dir, error))?;
-    let nodes: Vec<DevNode> = (1..=DEV_NODES).map(|id| DevNode::new(&dir, args.base_port, id)).collect();
-    for node in &nodes {
-        std::fs::write(&node.config, node.config_text(&dir, &nodes))
-            .map_err(|error| DevError::io(&node.config, error))?;
+    let (nodes, standby) = if args.dr {
+        DevNode::regions(&dir, args.base_port, &args.dr_mode)
+    } else {
+        ((1..=DEV_NODES).map(|id| DevNode::new(&dir, args.base_port, id)).collect(), Vec::new())
+    };
+    for region in [&nodes, &standby] {
+        for node in region {
+            std::fs::write(&node.config, node.config_text(&dir, region))
+                .map_err(|error| DevError::io(&node.config, error))?;
+        }
     }
     let exe = std::env::current_exe().map_err(|error| DevError::io(Path::new("current executable"), error))?;
-    println!("Starting {DEV_NODES} Coffer nodes (data, configs and logs in {})", args.data_dir.display());
+    let count = nodes.len() + standby.len();
+    println!("Starting {count} Coffer nodes (data, configs and logs in {})", args.data_dir.display());
     let mut running = Vec::new();
-    for node in &nodes {
+    for node in nodes.iter().chain(&standby) {
         match spawn(&exe, node, log_level) {
             Ok(child) => running.push(child),
             Err(error) => {
@@ -196,7 +257,7 @@ pub async fn run(args: &DevArgs, log_level: Option<&str>) -> Result<(), DevError
     let outcome = tokio::select! {
         _ = interrupt.recv() => Ok(()),
         _ = terminate.recv() => Ok(()),
-        started = start(args, &exe, &nodes, &mut running) => match started {
+        started = start(args, &exe, &nodes, &standby, &mut running) => match started {
             Ok(()) => supervise(&mut running, &mut interrupt, &mut terminate).await,
             Err(error) => Err(error),
         },
@@ -205,7 +266,7 @@ pub async fn run(args: &DevArgs, log_level: Option<&str>) -> Result<(), DevError
     let stopped = stop_all(&mut running);
     outcome?;
     stopped.map_err(DevError::Stop)?;
-    println!("Stopped: all {DEV_NODES} nodes shut down cleanly.");
+    println!("Stopped: all {count} nodes shut down cleanly.");
     Ok(())
 }
 
@@ -232,13 +293,37 @@ fn spawn(exe: &Path, node: &DevNode, log_level: Option<&str>) -> Result<Running,
 }
 
 /// Waits for a leader, creates the sample treasury, prints the endpoints.
-async fn start(args: &DevArgs, exe: &Path, nodes: &[DevNode], running: &mut [Running]) -> Result<(), DevError> {
+async fn start(
+    args: &DevArgs,
+    exe: &Path,
+    nodes: &[DevNode],
+    standby: &[DevNode],
+    running: &mut [Running],
+) -> Result<(), DevError> {
     let addresses: Vec<String> = nodes.iter().map(|node| node.api.clone()).collect();
     let mut config = ClientConfig::new(addresses.clone());
     config.deadline_ms = CALL_DEADLINE_MS;
     let client = Client::new(config).map_err(|error| DevError::Sample(error.to_string()))?;
     let (leader, term) = wait_for_leader(&client, running, &args.data_dir).await?;
+    if !standby.is_empty() {
+        println!(
+            "
+Region {PRIMARY_REGION} (primary, {} mode):",
+            args.dr_mode
+        );
+    }
     print_endpoints(nodes, leader, term, &args.data_dir);
+    if !standby.is_empty() {
+        let standby_addresses: Vec<String> = standby.iter().map(|node| node.api.clone()).collect();
+        let config = ClientConfig { deadline_ms: CALL_DEADLINE_MS, ..ClientConfig::new(standby_addresses) };
+        let standby_client = Client::new(config).map_err(|error| DevError::Sample(error.to_string()))?;
+        let (leader, term) = wait_for_leader(&standby_client, running, &args.data_dir).await?;
+        println!(
+            "
+Region {STANDBY_REGION} (disaster-recovery standby, ships from {PRIMARY_REGION}):"
+        );
+        print_endpoints(standby, leader, term, &args.data_dir);
+    }
     if args.no_sample {
         println!("\nNo sample treasury (--no-sample).");
     } else {
@@ -247,6 +332,15 @@ async fn start(args: &DevArgs, exe: &Path, nodes: &[DevNode], running: &mut [Run
         // The client's default addresses are the default ports' nodes.
         let joined = addresses.join(",");
         print_commands(exe, (args.base_port != BASE_PORT_DEFAULT).then_some(joined.as_str()));
+    }
+    if !standby.is_empty() {
+        let coffer = exe.display();
+        let at = (args.base_port != BASE_PORT_DEFAULT).then(|| format!(" --addresses {}", addresses.join(",")));
+        let at = at.unwrap_or_default();
+        println!("\nDisaster recovery: the write lease and shipping start within a second or two.");
+        println!("  {coffer} dr status{at}");
+        println!("  {coffer} dr drill --scenario switchover --load 200{at}");
+        println!("  {coffer} dr drill --scenario failover --failback --load 200{at}");
     }
     println!("\nCtrl-C stops the cluster.");
     Ok(())

@@ -15,6 +15,7 @@ mod bench;
 mod cli;
 mod config;
 mod dev;
+mod dr;
 mod invariants;
 mod node;
 mod telemetry;
@@ -54,6 +55,10 @@ enum Command {
     /// Replay a year-end payment peak against a cluster, validate it and
     /// report throughput and latency (`coffer bench --help`).
     Bench(bench::BenchArgs),
+    /// Disaster recovery across the two regions: status, switchover,
+    /// failover, failback, drills.
+    #[command(subcommand)]
+    Dr(dr::DrCommand),
     #[command(flatten)]
     Client(cli::ClientCommand),
 }
@@ -128,6 +133,11 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILURE) })
         }
         Command::Bench(args) => Err(Failure::failed(bench::exec(&args.args))),
+        Command::Dr(command) => {
+            telemetry::init_logging(log_level, None, "warn").map_err(Failure::usage)?;
+            runtime()?.block_on(dr::run(command, &cli.client)).map_err(Failure::failed)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Client(command) => {
             telemetry::init_logging(log_level, None, "warn").map_err(Failure::usage)?;
             runtime()?.block_on(cli::run(command, &cli.client)).map_err(Failure::failed)?;

@@ -96,8 +96,15 @@ pub async fn run(config: ResolvedConfig) -> Result<(), NodeError> {
     let bootstrap = config.node.bootstrap_voters.clone();
     let data_dir = config.node.data_dir.clone();
     let (node, driver) = start_node(config.node).await.map_err(|source| NodeError::Start { node: node_id, source })?;
+    let addresses = config.server.addresses.clone();
     let server = match ApiServer::new(node.clone(), config.server) {
-        Ok(server) => server,
+        Ok(server) => match config.dr {
+            Some(dr) => {
+                tracing::info!(node = node_id, region = %dr.region, peer_region = %dr.peer_region, mode = dr.mode.name(), fencing = dr.fencing.name(), "disaster recovery on");
+                server.with_dr(coffer_dr::Dr::start(dr, node.clone(), addresses))
+            }
+            None => server,
+        },
         Err(source) => {
             stop_node(&node, driver).await?;
             return Err(NodeError::Api { node: node_id, reason: source.to_string() });

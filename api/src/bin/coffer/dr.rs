@@ -1,0 +1,1302 @@
+//! `coffer dr`: disaster-recovery operations across the two regions.
+//!
+//! Each command finds both regions from the addresses of either (every
+//! node's DR status names the other region's addresses) and composes the
+//! region operations of `coffer.dr.v1.DrService` at each region's leader:
+//!
+//! - `status`: both regions' role, epoch, lag, lease and shipping.
+//! - `switchover`: freeze the primary, wait until the standby applied its
+//!   last index, compare state digests, promote the standby, demote the old
+//!   primary to follow it, and require the write lease again. RPO 0.
+//! - `failover`: promote the standby at its cursor once every lease it
+//!   granted lapsed (or at once with `--force`); report the index gap and,
+//!   if the old primary answers, the transfers it committed past that point.
+//! - `failback`: the old primary rejoins as the new primary's standby (it
+//!   must hold exactly the state the new primary was promoted with), catches
+//!   up, and a switchover moves the primary role back.
+//! - `drill`: a switchover, or a failover (with a link cut) and optionally
+//!   a failback, under a light write load, with a timeline, the measured
+//!   RPO and RTO, a digest comparison and PASS or FAIL.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use coffer_api::client::{Client, ClientConfig};
+use coffer_dr::proto::dr_service_client::DrServiceClient;
+use coffer_dr::proto::{
+    DemoteRequest, DigestRequest, DigestResponse, DrStatusRequest, DrStatusResponse, FreezeRequest, IsolateRequest,
+    LeaseRequest, PromoteRequest, RegionResponse, UnfreezeRequest,
+};
+use coffer_ledger::{
+    Account, AccountId, AccountKind, CreateTransferResult, Ledger, LedgerId, Transfer, TransferId, TransferKind,
+    TransferQuery,
+};
+use serde::Serialize;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+use crate::cli::ClientOptions;
+
+/// How long one DR call may take.
+const CALL_TIMEOUT_MS: u64 = 10_000;
+/// How long to wait for a connection.
+const CONNECT_TIMEOUT_MS: u64 = 1_000;
+/// How often progress is polled.
+const POLL_MS: u64 = 50;
+/// Transfers an error message names at most.
+const LISTED_MAX: usize = 10;
+/// The goal for a switchover's write pause.
+const SWITCHOVER_PAUSE_GOAL_MS: u64 = 5_000;
+/// The drill's ledger and accounts (created idempotently).
+const DRILL_LEDGER: LedgerId = LedgerId(4_000_000_001);
+const DRILL_DEBIT: AccountId = AccountId(4_000_000_001_001);
+const DRILL_CREDIT: AccountId = AccountId(4_000_000_001_002);
+
+/// `coffer dr ...`
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum DrCommand {
+    /// Both regions' role, epoch, lag, write lease and shipping.
+    Status,
+    /// Planned move of the primary role to the standby region (RPO 0).
+    Switchover(SwitchoverArgs),
+    /// Promote the standby region after the primary region was lost.
+    Failover(FailoverArgs),
+    /// The old primary rejoins as standby, then takes the primary role back.
+    Failback(FailbackArgs),
+    /// Run a switchover or a failover (and failback) drill and judge it.
+    Drill(DrillArgs),
+}
+
+/// `coffer dr switchover`
+#[derive(Debug, Clone, clap::Args)]
+pub struct SwitchoverArgs {
+    /// Refuse when the standby lags more entries than this.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_lag: u64,
+    /// How long the standby may take to catch up once writes are frozen (ms).
+    #[arg(long, default_value_t = 30_000)]
+    pub catch_up_timeout_ms: u64,
+}
+
+/// `coffer dr failover`
+#[derive(Debug, Clone, clap::Args)]
+pub struct FailoverArgs {
+    /// Promote at once, even while the primary may hold a write lease or is
+    /// reachable: the operator vouches it is down or fenced.
+    #[arg(long)]
+    pub force: bool,
+    /// When the old primary answers and holds a lease, wait for it to lapse
+    /// (its link to this region is cut) instead of refusing.
+    #[arg(long)]
+    pub wait_lease: bool,
+}
+
+/// `coffer dr failback`
+#[derive(Debug, Clone, clap::Args)]
+pub struct FailbackArgs {
+    /// Only rejoin the old primary as standby; keep the primary role where it is.
+    #[arg(long)]
+    pub no_switchover: bool,
+    /// How long the old primary may take to catch up (ms).
+    #[arg(long, default_value_t = 60_000)]
+    pub catch_up_timeout_ms: u64,
+}
+
+/// Which drill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scenario {
+    /// A planned switchover.
+    Switchover,
+    /// The primary region cut off, then a failover.
+    Failover,
+}
+
+/// `coffer dr drill`
+#[derive(Debug, Clone, clap::Args)]
+pub struct DrillArgs {
+    /// The scenario.
+    #[arg(long, value_enum, default_value_t = Scenario::Switchover)]
+    pub scenario: Scenario,
+    /// After a failover, fail back to the original region.
+    #[arg(long)]
+    pub failback: bool,
+    /// Write transfers during the drill (batches of 10), per second.
+    #[arg(long, default_value_t = 0)]
+    pub load: u32,
+    /// Run the load this long before the operation (ms).
+    #[arg(long, default_value_t = 2_000)]
+    pub warmup_ms: u64,
+}
+
+/// Why a DR command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DrError {
+    /// A node could not be reached or refused.
+    #[error("{0}")]
+    Failed(String),
+    /// The drill ran but failed its checks (the report says why).
+    #[error("drill FAILED: {0}")]
+    Verdict(String),
+}
+
+fn failed(message: impl Into<String>) -> DrError {
+    DrError::Failed(message.into())
+}
+
+/// A node's DR status, as answered.
+#[derive(Debug, Clone)]
+struct NodeStatus {
+    address: String,
+    status: DrStatusResponse,
+}
+
+impl NodeStatus {
+    fn region(&self) -> coffer_dr::proto::RegionInfo {
+        self.status.region.clone().unwrap_or_default()
+    }
+}
+
+/// One region as its nodes answered.
+#[derive(Debug, Clone)]
+struct Region {
+    name: String,
+    addresses: Vec<String>,
+    leader: Option<NodeStatus>,
+    errors: Vec<String>,
+    peer_addresses: Vec<String>,
+}
+
+impl Region {
+    fn leader(&self) -> Result<&NodeStatus, DrError> {
+        self.leader.as_ref().ok_or_else(|| {
+            failed(format!(
+                "region {} ({}) has no reachable leader: {}",
+                self.name,
+                self.addresses.join(","),
+                self.errors.join("; ")
+            ))
+        })
+    }
+
+    fn role(&self) -> String {
+        self.leader.as_ref().map(|leader| leader.region().role).unwrap_or_else(|| "unreachable".into())
+    }
+
+    fn epoch(&self) -> u64 {
+        self.leader.as_ref().map_or(0, |leader| leader.region().epoch)
+    }
+}
+
+async fn connect(address: &str) -> Result<DrServiceClient<Channel>, String> {
+    let endpoint = Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|error| format!("{address}: {error}"))?
+        .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
+        .timeout(Duration::from_millis(CALL_TIMEOUT_MS));
+    let channel = endpoint.connect().await.map_err(|error| format!("{address}: {error}"))?;
+    Ok(DrServiceClient::new(channel))
+}
+
+fn rpc_error(what: &str, address: &str, status: &Status) -> DrError {
+    failed(format!("{what} at {address}: {:?}: {}", status.code(), status.message()))
+}
+
+async fn node_status(address: String) -> Result<NodeStatus, String> {
+    let mut client = connect(&address).await?;
+    let status = client
+        .status(DrStatusRequest {})
+        .await
+        .map_err(|status| format!("{address}: {:?}: {}", status.code(), status.message()))?
+        .into_inner();
+    Ok(NodeStatus { address, status })
+}
+
+/// Asks every address; the region's leader is the node that says it leads.
+async fn region(addresses: &[String]) -> Region {
+    let mut tasks = tokio::task::JoinSet::new();
+    for address in addresses {
+        tasks.spawn(node_status(address.clone()));
+    }
+    let mut region = Region {
+        name: String::new(),
+        addresses: addresses.to_vec(),
+        leader: None,
+        errors: Vec::new(),
+        peer_addresses: Vec::new(),
+    };
+    while let Some(answer) = tasks.join_next().await {
+        match answer {
+            Ok(Ok(node)) => {
+                region.name = node.region().region;
+                if region.peer_addresses.is_empty() {
+                    region.peer_addresses = node.status.peer_addresses.clone();
+                }
+                if node.status.is_leader {
+                    region.leader = Some(node);
+                }
+            }
+            Ok(Err(error)) => region.errors.push(error),
+            Err(error) => region.errors.push(error.to_string()),
+        }
+    }
+    if region.name.is_empty() {
+        region.name = "(unreachable)".into();
+    }
+    region
+}
+
+/// The region at `addresses` and the other one its nodes name.
+async fn both(addresses: &[String]) -> Result<(Region, Region), DrError> {
+    let first = region(addresses).await;
+    if first.peer_addresses.is_empty() {
+        return Err(failed(format!(
+            "no node at {} answered with a DR status ({}): is disaster recovery configured?",
+            addresses.join(","),
+            first.errors.join("; ")
+        )));
+    }
+    let second = region(&first.peer_addresses).await;
+    Ok((first, second))
+}
+
+/// (primary, other): the primary of the highest epoch.
+fn primary_first(a: Region, b: Region) -> Result<(Region, Region), DrError> {
+    let primary = |region: &Region| region.role() == "primary";
+    match (primary(&a), primary(&b)) {
+        (true, true) if b.epoch() > a.epoch() => Ok((b, a)),
+        (true, _) => Ok((a, b)),
+        (false, true) => Ok((b, a)),
+        (false, false) => {
+            Err(failed(format!("no primary: region {} is {}, region {} is {}", a.name, a.role(), b.name, b.role())))
+        }
+    }
+}
+
+/// A leader's client.
+async fn leader_client(region: &Region) -> Result<(String, DrServiceClient<Channel>), DrError> {
+    let address = region.leader()?.address.clone();
+    let client = connect(&address).await.map_err(failed)?;
+    Ok((address, client))
+}
+
+/// Polls the leader of the region at `addresses` until `done` holds.
+async fn wait_for(
+    addresses: &[String],
+    timeout: Duration,
+    what: &str,
+    mut done: impl FnMut(&NodeStatus) -> bool,
+) -> Result<NodeStatus, DrError> {
+    let deadline = Instant::now() + timeout;
+    let mut last = String::from("no answer");
+    loop {
+        let region = region(addresses).await;
+        if let Some(leader) = region.leader {
+            if done(&leader) {
+                return Ok(leader);
+            }
+            let info = leader.region();
+            last = format!(
+                "leader {} at applied {}, cursor {}, lag {}",
+                leader.status.node_id, leader.status.applied_index, info.cursor, leader.status.lag_entries
+            );
+        }
+        if Instant::now() >= deadline {
+            return Err(failed(format!("timed out after {} ms waiting for {what} ({last})", timeout.as_millis())));
+        }
+        tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
+    }
+}
+
+/// A timeline of what an operation did, in ms from its start.
+#[derive(Debug, Clone, Serialize)]
+struct Timeline {
+    #[serde(skip)]
+    started: Instant,
+    events: Vec<Event>,
+    #[serde(skip)]
+    echo: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Event {
+    at_ms: u64,
+    event: String,
+}
+
+impl Timeline {
+    fn new(echo: bool) -> Self {
+        Self { started: Instant::now(), events: Vec::new(), echo }
+    }
+
+    fn at(&mut self, event: impl Into<String>) -> u64 {
+        let at_ms = self.started.elapsed().as_millis() as u64;
+        let event = event.into();
+        if self.echo {
+            eprintln!("  {at_ms:>7} ms  {event}");
+        }
+        self.events.push(Event { at_ms, event });
+        at_ms
+    }
+}
+
+/// What a switchover did.
+#[derive(Debug, Clone, Serialize)]
+struct SwitchoverReport {
+    from_region: String,
+    to_region: String,
+    epoch: u64,
+    frozen_index: u64,
+    promoted_index: u64,
+    digest: String,
+    /// From the freeze to the promotion: writes were refused meanwhile.
+    write_pause_ms: u64,
+    timeline: Vec<Event>,
+}
+
+async fn digest_at(region: &Region) -> Result<DigestResponse, DrError> {
+    let (address, mut client) = leader_client(region).await?;
+    Ok(client.digest(DigestRequest {}).await.map_err(|status| rpc_error("Digest", &address, &status))?.into_inner())
+}
+
+async fn switchover(
+    addresses: &[String],
+    args: &SwitchoverArgs,
+    timeline: &mut Timeline,
+) -> Result<SwitchoverReport, DrError> {
+    let (a, b) = both(addresses).await?;
+    let (primary, standby) = primary_first(a, b)?;
+    let standby_leader = standby.leader()?.clone();
+    let standby_info = standby_leader.region();
+    if standby_info.role != "standby" {
+        return Err(failed(format!("region {} is {}, not a standby", standby.name, standby_info.role)));
+    }
+    let primary_leader = primary.leader()?.clone();
+    if standby_info.epoch != primary_leader.region().epoch {
+        return Err(failed(format!(
+            "region {} follows epoch {}, the primary {} is at epoch {}: run `coffer dr failback` first",
+            standby.name,
+            standby_info.epoch,
+            primary.name,
+            primary_leader.region().epoch
+        )));
+    }
+    let lag = primary_leader.status.applied_index.saturating_sub(standby_info.cursor);
+    if lag > args.max_lag {
+        return Err(failed(format!(
+            "region {} lags {lag} entries behind {}, more than --max-lag {}: refused (nothing changed)",
+            standby.name, primary.name, args.max_lag
+        )));
+    }
+    timeline.at(format!("switchover {} -> {}: standby lag {lag} entries", primary.name, standby.name));
+    let (primary_address, mut primary_client) = leader_client(&primary).await?;
+    let frozen = primary_client
+        .freeze(FreezeRequest {})
+        .await
+        .map_err(|status| rpc_error("Freeze", &primary_address, &status))?
+        .into_inner();
+    let frozen_at = timeline.at(format!("writes frozen in {} at index {}", primary.name, frozen.index));
+    let unfreeze = |reason: DrError| async {
+        let _ = primary_client.clone().unfreeze(UnfreezeRequest {}).await;
+        reason
+    };
+    // Everything the frozen primary applied must reach the standby.
+    let target = match region(&primary.addresses).await.leader {
+        Some(leader) => leader.status.applied_index.max(frozen.index),
+        None => frozen.index,
+    };
+    let caught_up = wait_for(
+        &standby.addresses,
+        Duration::from_millis(args.catch_up_timeout_ms),
+        "the standby to catch up",
+        |leader| leader.region().cursor >= target && leader.region().source_frozen,
+    )
+    .await;
+    if let Err(error) = caught_up {
+        return Err(unfreeze(failed(format!("{error}; writes unfrozen, nothing else changed"))).await);
+    }
+    timeline.at(format!("{} applied the primary's index {target}", standby.name));
+    let refreshed_primary = region(&primary.addresses).await;
+    let refreshed_standby = region(&standby.addresses).await;
+    let (primary_digest, standby_digest) =
+        match (digest_at(&refreshed_primary).await, digest_at(&refreshed_standby).await) {
+            (Ok(p), Ok(s)) => (p, s),
+            (Err(error), _) | (_, Err(error)) => return Err(unfreeze(error).await),
+        };
+    if primary_digest.digest != standby_digest.digest {
+        return Err(unfreeze(failed(format!(
+            "state digests differ: {} {} at index {}, {} {} at cursor {}; writes unfrozen, nothing else changed",
+            primary.name,
+            primary_digest.digest,
+            primary_digest.applied_index,
+            standby.name,
+            standby_digest.digest,
+            standby_digest.region.clone().unwrap_or_default().cursor
+        )))
+        .await);
+    }
+    timeline.at(format!("digests equal: {}", primary_digest.digest));
+    let (standby_address, mut standby_client) = leader_client(&refreshed_standby).await?;
+    let promoted = match standby_client.promote(PromoteRequest { force: false }).await {
+        Ok(promoted) => promoted.into_inner(),
+        Err(status) => return Err(unfreeze(rpc_error("Promote", &standby_address, &status)).await),
+    };
+    let epoch = promoted.region.clone().unwrap_or_default().epoch;
+    let promoted_at =
+        timeline.at(format!("{} promoted: primary of epoch {epoch} at index {}", standby.name, promoted.index));
+    let (primary_address, mut primary_client) = leader_client(&refreshed_primary).await?;
+    primary_client
+        .demote(DemoteRequest { epoch, cursor: promoted.index, base_timestamp: promoted.last_timestamp })
+        .await
+        .map_err(|status| rpc_error("Demote", &primary_address, &status))?;
+    timeline.at(format!("{} demoted: standby of epoch {epoch}, following from index {}", primary.name, promoted.index));
+    attach(
+        &standby.addresses,
+        &primary.name,
+        promoted.index,
+        timeline,
+        Duration::from_millis(args.catch_up_timeout_ms),
+    )
+    .await?;
+    Ok(SwitchoverReport {
+        from_region: primary.name,
+        to_region: standby.name,
+        epoch,
+        frozen_index: frozen.index,
+        promoted_index: promoted.index,
+        digest: primary_digest.digest,
+        write_pause_ms: promoted_at.saturating_sub(frozen_at),
+        timeline: Vec::new(),
+    })
+}
+
+/// Waits until the new standby ships from the primary at `addresses`, then
+/// has the primary require its write lease again.
+async fn attach(
+    primary_addresses: &[String],
+    standby_name: &str,
+    from: u64,
+    timeline: &mut Timeline,
+    timeout: Duration,
+) -> Result<(), DrError> {
+    wait_for(primary_addresses, timeout, "the new standby to ship", |leader| {
+        leader.status.standby_connected && leader.status.standby_durable_index >= from
+    })
+    .await?;
+    timeline.at(format!("{standby_name} ships from the new primary"));
+    let primary = region(primary_addresses).await;
+    let (address, mut client) = leader_client(&primary).await?;
+    let leased = client.lease(LeaseRequest { required: true }).await;
+    match leased {
+        Ok(_) => {
+            timeline.at("the primary writes under the standby's lease again");
+            Ok(())
+        }
+        Err(status) => Err(rpc_error("Lease", &address, &status)),
+    }
+}
+
+/// A transfer the old primary committed that the new primary does not hold.
+#[derive(Debug, Clone, Serialize)]
+struct LostTransfer {
+    id: String,
+    debit_account_id: String,
+    credit_account_id: String,
+    amount: String,
+    ledger: u32,
+    timestamp: u64,
+}
+
+/// What a failover did.
+#[derive(Debug, Clone, Serialize)]
+struct FailoverReport {
+    promoted_region: String,
+    lost_region: String,
+    epoch: u64,
+    promoted_index: u64,
+    /// The last index of the old primary's log the new primary applied.
+    cursor: u64,
+    /// The old primary's applied index as last heard by the standby.
+    primary_last_heard_index: u64,
+    index_gap: u64,
+    base_timestamp: u64,
+    digest: String,
+    old_primary_reachable: bool,
+    /// The transfers the old primary committed past the cursor (only when it
+    /// answered).
+    divergent_transfers: Option<Vec<LostTransfer>>,
+    timeline: Vec<Event>,
+}
+
+/// The transfers the region at `addresses` holds after `timestamp`.
+async fn transfers_after(addresses: &[String], timestamp: u64) -> Result<Vec<Transfer>, DrError> {
+    let config = ClientConfig { deadline_ms: CALL_TIMEOUT_MS, ..ClientConfig::new(addresses.to_vec()) };
+    let client = Client::new(config).map_err(|error| failed(error.to_string()))?.with_stale_reads(true);
+    let mut found = Vec::new();
+    let mut query = TransferQuery { timestamp_min: timestamp + 1, ..TransferQuery::all(8_189) };
+    loop {
+        let page = client.query_transfers(&query).await.map_err(|error| failed(format!("QueryTransfers: {error}")))?;
+        found.extend(page.value.transfers);
+        if page.value.next_timestamp == 0 {
+            return Ok(found);
+        }
+        query.timestamp_min = page.value.next_timestamp;
+    }
+}
+
+fn lost_view(transfer: &Transfer) -> LostTransfer {
+    LostTransfer {
+        id: transfer.id.0.to_string(),
+        debit_account_id: transfer.debit_account_id.0.to_string(),
+        credit_account_id: transfer.credit_account_id.0.to_string(),
+        amount: transfer.amount.to_string(),
+        ledger: transfer.ledger.0,
+        timestamp: transfer.timestamp,
+    }
+}
+
+async fn failover(
+    addresses: &[String],
+    args: &FailoverArgs,
+    timeline: &mut Timeline,
+) -> Result<FailoverReport, DrError> {
+    let (a, b) = both(addresses).await?;
+    let (standby, old) = if a.role() == "standby" {
+        (a, b)
+    } else if b.role() == "standby" {
+        (b, a)
+    } else {
+        return Err(failed(format!(
+            "no standby region to promote: {} is {}, {} is {}",
+            a.name,
+            a.role(),
+            b.name,
+            b.role()
+        )));
+    };
+    if let Some(leader) = &old.leader {
+        let leased = leader.status.lease_remaining_ms > 0;
+        if leader.region().role == "primary" && leased && !args.force && !args.wait_lease {
+            return Err(failed(format!(
+                "region {} answers and holds a valid write lease ({} ms left): it is not lost. Use `coffer dr \
+                 switchover` for a planned move, or --force if it must be fenced anyway",
+                old.name, leader.status.lease_remaining_ms
+            )));
+        }
+    }
+    timeline.at(format!(
+        "failover to {}: {} is {}",
+        standby.name,
+        old.name,
+        if old.leader.is_some() { "reachable" } else { "unreachable" }
+    ));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let promoted: RegionResponse = loop {
+        let current = region(&standby.addresses).await;
+        let (address, mut client) = leader_client(&current).await?;
+        let wait = current.leader()?.status.promote_wait_ms;
+        match client.promote(PromoteRequest { force: args.force }).await {
+            Ok(promoted) => break promoted.into_inner(),
+            Err(status) if status.code() == Code::FailedPrecondition && status.message().contains("write lease") => {
+                if Instant::now() >= deadline {
+                    return Err(rpc_error("Promote", &address, &status));
+                }
+                timeline.at(format!("waiting {wait} ms for the old primary's write lease to lapse"));
+                tokio::time::sleep(Duration::from_millis(wait.clamp(POLL_MS, 5_000))).await;
+            }
+            Err(status) if status.code() == Code::Unavailable && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
+            }
+            Err(status) => return Err(rpc_error("Promote", &address, &status)),
+        }
+    };
+    let info = promoted.region.clone().unwrap_or_default();
+    timeline.at(format!("{} promoted: primary of epoch {} at index {}", standby.name, info.epoch, promoted.index));
+    let heard = standby.leader.as_ref().map_or(0, |leader| leader.status.source_applied_index);
+    let cursor = info.cursor;
+    let reachable = region(&old.addresses).await.leader.is_some();
+    let divergent = if reachable {
+        let transfers = transfers_after(&old.addresses, promoted.last_timestamp).await?;
+        timeline.at(format!("{} answers: it committed {} transfers past the cursor", old.name, transfers.len()));
+        Some(transfers.iter().map(lost_view).collect())
+    } else {
+        None
+    };
+    Ok(FailoverReport {
+        promoted_region: standby.name,
+        lost_region: old.name,
+        epoch: info.epoch,
+        promoted_index: promoted.index,
+        cursor,
+        primary_last_heard_index: heard,
+        index_gap: heard.saturating_sub(cursor),
+        base_timestamp: promoted.last_timestamp,
+        digest: promoted.digest,
+        old_primary_reachable: reachable,
+        divergent_transfers: divergent,
+        timeline: Vec::new(),
+    })
+}
+
+/// What a failback did.
+#[derive(Debug, Clone, Serialize)]
+struct FailbackReport {
+    rejoined_region: String,
+    primary_region: String,
+    epoch: u64,
+    switchover: Option<SwitchoverReport>,
+    timeline: Vec<Event>,
+}
+
+async fn failback(
+    addresses: &[String],
+    args: &FailbackArgs,
+    timeline: &mut Timeline,
+) -> Result<FailbackReport, DrError> {
+    let (a, b) = both(addresses).await?;
+    let (primary, old) = primary_first(a, b)?;
+    let primary_leader = primary.leader()?.clone();
+    let info = primary_leader.region();
+    let old_leader = old.leader()?.clone();
+    let old_info = old_leader.region();
+    if old_info.role == "standby" && old_info.epoch == info.epoch {
+        timeline.at(format!("{} already follows {} at epoch {}", old.name, primary.name, info.epoch));
+    } else {
+        let (address, mut client) = leader_client(&old).await?;
+        let demoted = client
+            .demote(DemoteRequest {
+                epoch: info.epoch,
+                cursor: info.primary_since,
+                base_timestamp: info.base_timestamp,
+            })
+            .await;
+        if let Err(status) = demoted {
+            if status.code() == Code::FailedPrecondition && status.message().contains("diverged") {
+                let transfers = transfers_after(&old.addresses, info.base_timestamp).await.unwrap_or_default();
+                let mut list: Vec<String> = transfers
+                    .iter()
+                    .take(LISTED_MAX)
+                    .map(|t| {
+                        format!("{} ({} -> {}, {})", t.id.0, t.debit_account_id.0, t.credit_account_id.0, t.amount)
+                    })
+                    .collect();
+                if transfers.len() > LISTED_MAX {
+                    list.push(format!(
+                        "and {} more: `coffer dr failover --json` lists them all",
+                        transfers.len() - LISTED_MAX
+                    ));
+                }
+                return Err(failed(format!(
+                    "{} diverged from {}: it committed {} transfers the new primary does not hold ({}); it stays \
+                     frozen. Reconcile them, then re-seed it: stop its nodes, move their data directories away and \
+                     start them again as standby nodes of a fresh region",
+                    old.name,
+                    primary.name,
+                    transfers.len(),
+                    list.join(", ")
+                )));
+            }
+            return Err(rpc_error("Demote", &address, &status));
+        }
+        timeline.at(format!(
+            "{} demoted: standby of epoch {}, following from index {}",
+            old.name, info.epoch, info.primary_since
+        ));
+    }
+    let timeout = Duration::from_millis(args.catch_up_timeout_ms);
+    attach(&primary.addresses, &old.name, info.primary_since, timeline, timeout).await?;
+    let caught = wait_for(&old.addresses, timeout, "the old primary to catch up", |leader| {
+        leader.status.lag_entries == 0 && leader.status.source_heard_ms_ago < 2_000
+    })
+    .await?;
+    timeline.at(format!("{} caught up at cursor {}", old.name, caught.region().cursor));
+    let switched = if args.no_switchover {
+        None
+    } else {
+        let switch = SwitchoverArgs { max_lag: 10_000, catch_up_timeout_ms: args.catch_up_timeout_ms };
+        Some(switchover(&primary.addresses, &switch, timeline).await?)
+    };
+    let (from, to) = match &switched {
+        Some(report) => (report.from_region.clone(), report.to_region.clone()),
+        None => (old.name.clone(), primary.name.clone()),
+    };
+    Ok(FailbackReport {
+        rejoined_region: from,
+        primary_region: to,
+        epoch: switched.as_ref().map_or(info.epoch, |report| report.epoch),
+        switchover: switched,
+        timeline: Vec::new(),
+    })
+}
+
+/// One row of `coffer dr status`.
+#[derive(Debug, Clone, Serialize)]
+struct StatusRow {
+    region: String,
+    node_id: u64,
+    address: String,
+    leader: bool,
+    role: String,
+    epoch: u64,
+    frozen: bool,
+    applied_index: u64,
+    cursor: u64,
+    mode: String,
+    fencing: String,
+    lag_entries: u64,
+    lag_ms: u64,
+    lease_remaining_ms: i64,
+    standby_connected: bool,
+    shipping: bool,
+    shipped_bytes: u64,
+    promote_wait_ms: u64,
+    error: String,
+}
+
+async fn status(addresses: &[String]) -> Result<Vec<StatusRow>, DrError> {
+    let (a, _) = both(addresses).await?;
+    let mut rows = Vec::new();
+    for addresses in [a.addresses.clone(), a.peer_addresses.clone()] {
+        for address in addresses {
+            match node_status(address.clone()).await {
+                Ok(node) => {
+                    let info = node.region();
+                    let s = &node.status;
+                    rows.push(StatusRow {
+                        region: info.region,
+                        node_id: s.node_id,
+                        address,
+                        leader: s.is_leader,
+                        role: info.role,
+                        epoch: info.epoch,
+                        frozen: info.frozen,
+                        applied_index: s.applied_index,
+                        cursor: info.cursor,
+                        mode: s.mode.clone(),
+                        fencing: s.fencing.clone(),
+                        lag_entries: s.lag_entries,
+                        lag_ms: s.lag_ms,
+                        lease_remaining_ms: s.lease_remaining_ms,
+                        standby_connected: s.standby_connected,
+                        shipping: s.shipping,
+                        shipped_bytes: s.shipped_bytes,
+                        promote_wait_ms: s.promote_wait_ms,
+                        error: s.last_error.clone(),
+                    });
+                }
+                Err(error) => rows.push(StatusRow {
+                    region: String::new(),
+                    node_id: 0,
+                    address,
+                    leader: false,
+                    role: "unreachable".into(),
+                    epoch: 0,
+                    frozen: false,
+                    applied_index: 0,
+                    cursor: 0,
+                    mode: String::new(),
+                    fencing: String::new(),
+                    lag_entries: 0,
+                    lag_ms: 0,
+                    lease_remaining_ms: 0,
+                    standby_connected: false,
+                    shipping: false,
+                    shipped_bytes: 0,
+                    promote_wait_ms: 0,
+                    error,
+                }),
+            }
+        }
+    }
+    Ok(rows)
+}
+
+fn status_table(rows: &[StatusRow]) -> String {
+    let mut out = format!(
+        "{:<8} {:<5} {:<16} {:<8} {:<8} {:>5} {:>9} {:>9} {:>9} {:>8} {:>9}  {}\n",
+        "region",
+        "node",
+        "address",
+        "leader",
+        "role",
+        "epoch",
+        "applied",
+        "cursor",
+        "lag",
+        "lag_ms",
+        "lease_ms",
+        "notes"
+    );
+    for row in rows {
+        let mut notes = Vec::new();
+        if row.frozen {
+            notes.push("frozen".to_owned());
+        }
+        if row.leader && row.role == "primary" {
+            notes.push(format!("{} {}", row.mode, row.fencing));
+            notes.push(if row.standby_connected { "standby connected".into() } else { "no standby connected".into() });
+        }
+        if row.leader && row.role == "standby" {
+            notes.push(if row.shipping { "shipping".into() } else { "not shipping".into() });
+            if row.promote_wait_ms > 0 {
+                notes.push(format!("promotable in {} ms", row.promote_wait_ms));
+            }
+        }
+        if !row.error.is_empty() {
+            notes.push(row.error.clone());
+        }
+        let lease = if row.leader && row.role == "primary" { row.lease_remaining_ms.to_string() } else { "-".into() };
+        out.push_str(&format!(
+            "{:<8} {:<5} {:<16} {:<8} {:<8} {:>5} {:>9} {:>9} {:>9} {:>8} {:>9}  {}\n",
+            row.region,
+            row.node_id,
+            row.address,
+            if row.leader { "yes" } else { "" },
+            row.role,
+            row.epoch,
+            row.applied_index,
+            row.cursor,
+            row.lag_entries,
+            row.lag_ms,
+            lease,
+            notes.join("; ")
+        ));
+    }
+    out
+}
+
+/// The drill's write load: batches of 10 transfers to whichever region
+/// takes them, every acknowledged id recorded.
+struct Load {
+    acknowledged: Mutex<Vec<(TransferId, String, u64)>>,
+    /// Successful batches' times (ms since the drill started), for the
+    /// longest write gap.
+    successes: Mutex<Vec<u64>>,
+    refusals: Mutex<u64>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Load {
+    fn longest_gap(&self, from_ms: u64, to_ms: u64) -> u64 {
+        let times = self.successes.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let mut last = from_ms;
+        let mut gap = 0;
+        for at in times.into_iter().filter(|at| *at >= from_ms && *at <= to_ms) {
+            gap = gap.max(at - last);
+            last = at;
+        }
+        gap.max(to_ms.saturating_sub(last))
+    }
+}
+
+async fn drill_setup(client: &Client) -> Result<(), DrError> {
+    let ledger = Ledger { id: DRILL_LEDGER, currency: "DRILL".into(), scale: 0, name: "DR drill".into(), timestamp: 0 };
+    client.create_ledgers(&[ledger]).await.map_err(|error| failed(format!("drill ledger: {error}")))?;
+    let account = |id, code| Account { id, ledger: DRILL_LEDGER, code, kind: AccountKind::Other, ..Account::default() };
+    client
+        .create_accounts(&[account(DRILL_DEBIT, 1), account(DRILL_CREDIT, 2)])
+        .await
+        .map_err(|error| failed(format!("drill accounts: {error}")))?;
+    Ok(())
+}
+
+async fn run_load(
+    load: Arc<Load>,
+    regions: [Vec<String>; 2],
+    rate: u32,
+    started: Instant,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let clients: Vec<Client> = regions
+        .iter()
+        .filter_map(|addresses| {
+            let config = ClientConfig { deadline_ms: 2_000, attempts_max: 2, ..ClientConfig::new(addresses.clone()) };
+            Client::new(config).ok()
+        })
+        .collect();
+    let interval = Duration::from_micros(10_000_000 / u64::from(rate.max(1)));
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Ids unique to this run: the wall clock (ns) above a sequence number.
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| u128::from(since.as_nanos() as u64));
+    let mut sequence = 0u128;
+    let mut preferred = 0usize;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let batch: Vec<Transfer> = (0..10)
+            .map(|_| {
+                sequence += 1;
+                Transfer {
+                    id: TransferId((0xD1 << 120) | (run << 32) | sequence),
+                    debit_account_id: DRILL_DEBIT,
+                    credit_account_id: DRILL_CREDIT,
+                    amount: 1,
+                    ledger: DRILL_LEDGER,
+                    code: 1,
+                    kind: TransferKind::Journal,
+                    ..Transfer::default()
+                }
+            })
+            .collect();
+        let mut done = false;
+        for attempt in 0..clients.len() {
+            let which = (preferred + attempt) % clients.len();
+            match clients[which].create_transfers(&batch).await {
+                Ok(reply) => {
+                    let at = started.elapsed().as_millis() as u64;
+                    let mut acknowledged = load.acknowledged.lock().unwrap_or_else(PoisonError::into_inner);
+                    for (transfer, result) in batch.iter().zip(&reply.value) {
+                        if matches!(result, CreateTransferResult::Created | CreateTransferResult::Exists) {
+                            acknowledged.push((transfer.id, regions[which].join(","), at));
+                        }
+                    }
+                    load.successes.lock().unwrap_or_else(PoisonError::into_inner).push(at);
+                    preferred = which;
+                    done = true;
+                    break;
+                }
+                // Refused (a standby, a frozen or unleased primary) or
+                // unreachable: the other region may take it.
+                Err(_) => continue,
+            }
+        }
+        if !done {
+            *load.refusals.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+        }
+    }
+}
+
+/// What a drill measured.
+#[derive(Debug, Clone, Serialize)]
+struct DrillReport {
+    scenario: Scenario,
+    failback: bool,
+    verdict: String,
+    reasons: Vec<String>,
+    /// Acknowledged transfers the final primary does not hold.
+    rpo_lost_acknowledged: usize,
+    /// ... of which the failover report listed (old primary reachable).
+    rpo_lost_listed: usize,
+    rpo_index_gap: u64,
+    /// The longest time no write was acknowledged, from the operation's start
+    /// to its end (write-unavailable time).
+    rto_ms: u64,
+    acknowledged: usize,
+    refused_batches: u64,
+    digests_equal: bool,
+    primary_digest: String,
+    standby_digest: String,
+    at_index: u64,
+    switchover: Option<SwitchoverReport>,
+    failover: Option<FailoverReport>,
+    failback_report: Option<FailbackReport>,
+    timeline: Vec<Event>,
+}
+
+async fn isolate(addresses: &[String], isolated: bool) -> Result<(), DrError> {
+    for address in addresses {
+        let mut client = connect(address).await.map_err(failed)?;
+        client.isolate(IsolateRequest { isolated }).await.map_err(|status| rpc_error("Isolate", address, &status))?;
+    }
+    Ok(())
+}
+
+async fn drill(addresses: &[String], args: &DrillArgs, timeline: &mut Timeline) -> Result<DrillReport, DrError> {
+    let (a, b) = both(addresses).await?;
+    let (primary, standby) = primary_first(a, b)?;
+    primary.leader()?;
+    standby.leader()?;
+    let regions = [primary.addresses.clone(), standby.addresses.clone()];
+    timeline.at(format!(
+        "drill {:?}{}: primary {} (epoch {}), standby {}",
+        args.scenario,
+        if args.failback { " + failback" } else { "" },
+        primary.name,
+        primary.epoch(),
+        standby.name
+    ));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let load = Arc::new(Load {
+        acknowledged: Mutex::new(Vec::new()),
+        successes: Mutex::new(Vec::new()),
+        refusals: Mutex::new(0),
+        stop,
+    });
+    let mut load_task = None;
+    if args.load > 0 {
+        let client =
+            Client::new(ClientConfig::new(primary.addresses.clone())).map_err(|error| failed(error.to_string()))?;
+        drill_setup(&client).await?;
+        load_task = Some(tokio::spawn(run_load(load.clone(), regions.clone(), args.load, timeline.started, stopped)));
+        timeline.at(format!("load: {} transfers/s in batches of 10", args.load));
+        tokio::time::sleep(Duration::from_millis(args.warmup_ms)).await;
+    }
+    let operation_from = timeline.at("operation starts");
+    let mut report = DrillReport {
+        scenario: args.scenario,
+        failback: args.failback,
+        verdict: String::new(),
+        reasons: Vec::new(),
+        rpo_lost_acknowledged: 0,
+        rpo_lost_listed: 0,
+        rpo_index_gap: 0,
+        rto_ms: 0,
+        acknowledged: 0,
+        refused_batches: 0,
+        digests_equal: false,
+        primary_digest: String::new(),
+        standby_digest: String::new(),
+        at_index: 0,
+        switchover: None,
+        failover: None,
+        failback_report: None,
+        timeline: Vec::new(),
+    };
+    let mut listed: BTreeSet<u128> = BTreeSet::new();
+    match args.scenario {
+        Scenario::Switchover => {
+            let switch = SwitchoverArgs { max_lag: 10_000, catch_up_timeout_ms: 30_000 };
+            let switched = switchover(&primary.addresses, &switch, timeline).await?;
+            if switched.write_pause_ms > SWITCHOVER_PAUSE_GOAL_MS {
+                report.reasons.push(format!(
+                    "write pause {} ms over the {SWITCHOVER_PAUSE_GOAL_MS} ms goal",
+                    switched.write_pause_ms
+                ));
+            }
+            report.switchover = Some(switched);
+        }
+        Scenario::Failover => {
+            isolate(&primary.addresses, true).await?;
+            timeline.at(format!("link cut: {} no longer ships to {}", primary.name, standby.name));
+            let args = FailoverArgs { force: false, wait_lease: true };
+            let failed_over = failover(&standby.addresses, &args, timeline).await?;
+            report.rpo_index_gap = failed_over.index_gap;
+            if let Some(divergent) = &failed_over.divergent_transfers {
+                listed.extend(divergent.iter().filter_map(|lost| lost.id.parse::<u128>().ok()));
+            }
+            report.failover = Some(failed_over);
+            isolate(&primary.addresses, false).await?;
+            timeline.at("link restored");
+        }
+    }
+    let operation_to = timeline.at("operation done");
+    if args.load > 0 {
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+    }
+    if args.failback {
+        let back = FailbackArgs { no_switchover: false, catch_up_timeout_ms: 60_000 };
+        match failback(&standby.addresses, &back, timeline).await {
+            Ok(done) => report.failback_report = Some(done),
+            Err(error) => report.reasons.push(format!("failback: {error}")),
+        }
+        if args.load > 0 {
+            tokio::time::sleep(Duration::from_millis(1_000)).await;
+        }
+    }
+    let _ = load.stop.send(true);
+    if let Some(task) = load_task {
+        let _ = task.await;
+    }
+    timeline.at("load stopped");
+    // Judge: every acknowledged transfer in the final primary, and equal
+    // digests once the standby caught up.
+    let (a, b) = both(addresses).await?;
+    let (final_primary, final_standby) = primary_first(a, b)?;
+    let acknowledged = load.acknowledged.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    report.acknowledged = acknowledged.len();
+    report.refused_batches = *load.refusals.lock().unwrap_or_else(PoisonError::into_inner);
+    if !acknowledged.is_empty() {
+        let client = Client::new(ClientConfig::new(final_primary.addresses.clone()))
+            .map_err(|error| failed(error.to_string()))?;
+        let mut lost = Vec::new();
+        for chunk in acknowledged.chunks(8_000) {
+            let ids: Vec<TransferId> = chunk.iter().map(|(id, _, _)| *id).collect();
+            let found =
+                client.lookup_transfers(&ids).await.map_err(|error| failed(format!("LookupTransfers: {error}")))?;
+            lost.extend(ids.iter().zip(&found.value).filter(|(_, found)| found.is_none()).map(|(id, _)| id.0));
+        }
+        report.rpo_lost_acknowledged = lost.len();
+        report.rpo_lost_listed = lost.iter().filter(|id| listed.contains(id)).count();
+        report.rto_ms = load.longest_gap(operation_from, operation_to);
+        let sync = final_primary.leader.as_ref().is_some_and(|leader| leader.status.mode == "sync");
+        if args.scenario == Scenario::Switchover && !lost.is_empty() {
+            report.reasons.push(format!("{} acknowledged transfers lost in a switchover", lost.len()));
+        }
+        if args.scenario == Scenario::Failover && sync && !lost.is_empty() {
+            report.reasons.push(format!("{} acknowledged transfers lost in sync mode", lost.len()));
+        }
+        if report.rpo_lost_listed != lost.len() {
+            report.reasons.push(format!(
+                "{} acknowledged transfers lost and not listed by the failover report",
+                lost.len() - report.rpo_lost_listed
+            ));
+        }
+    }
+    if final_standby.role() == "standby" && final_standby.epoch() == final_primary.epoch() {
+        let target = final_primary.leader()?.status.applied_index;
+        let caught = wait_for(&final_standby.addresses, Duration::from_secs(30), "the standby to catch up", |leader| {
+            leader.region().cursor >= target
+        })
+        .await;
+        match caught {
+            Ok(_) => {
+                let primary_digest = digest_at(&region(&final_primary.addresses).await).await?;
+                let standby_digest = digest_at(&region(&final_standby.addresses).await).await?;
+                report.at_index = standby_digest.region.clone().unwrap_or_default().cursor;
+                report.digests_equal =
+                    primary_digest.digest == standby_digest.digest && primary_digest.applied_index == report.at_index;
+                report.primary_digest = primary_digest.digest;
+                report.standby_digest = standby_digest.digest;
+                if !report.digests_equal {
+                    report.reasons.push("the regions' digests differ at equal index".into());
+                }
+            }
+            Err(error) => report.reasons.push(error.to_string()),
+        }
+    } else {
+        report.reasons.push(format!(
+            "no standby follows the primary {} at the end ({} is {} at epoch {})",
+            final_primary.name,
+            final_standby.name,
+            final_standby.role(),
+            final_standby.epoch()
+        ));
+    }
+    report.verdict = if report.reasons.is_empty() { "PASS".into() } else { "FAIL".into() };
+    timeline.at(format!("verdict {}", report.verdict));
+    Ok(report)
+}
+
+fn drill_text(report: &DrillReport) -> String {
+    let mut out = String::new();
+    out.push_str(&format!("DR drill: {:?}{}\n", report.scenario, if report.failback { " + failback" } else { "" }));
+    out.push_str("timeline:\n");
+    for event in &report.timeline {
+        out.push_str(&format!("  {:>7} ms  {}\n", event.at_ms, event.event));
+    }
+    out.push_str(&format!(
+        "RPO: {} acknowledged transfers lost ({} of them listed for reconciliation), index gap {}\n",
+        report.rpo_lost_acknowledged, report.rpo_lost_listed, report.rpo_index_gap
+    ));
+    out.push_str(&format!(
+        "RTO: {} ms without an acknowledged write ({} acknowledged, {} batches refused)\n",
+        report.rto_ms, report.acknowledged, report.refused_batches
+    ));
+    if let Some(switched) = &report.switchover {
+        out.push_str(&format!("switchover write pause: {} ms\n", switched.write_pause_ms));
+    }
+    out.push_str(&format!(
+        "digests at index {}: primary {} standby {} ({})\n",
+        report.at_index,
+        report.primary_digest,
+        report.standby_digest,
+        if report.digests_equal { "equal" } else { "DIFFERENT" }
+    ));
+    for reason in &report.reasons {
+        out.push_str(&format!("  - {reason}\n"));
+    }
+    out.push_str(&format!("{}\n", report.verdict));
+    out
+}
+
+fn print<T: Serialize>(json: bool, value: &T, text: impl FnOnce(&T) -> String) -> Result<(), DrError> {
+    if json {
+        let text = serde_json::to_string_pretty(value).map_err(|error| failed(error.to_string()))?;
+        println!("{text}");
+    } else {
+        print!("{}", text(value));
+    }
+    Ok(())
+}
+
+fn timeline_text(events: &[Event]) -> String {
+    events.iter().map(|event| format!("  {:>7} ms  {}\n", event.at_ms, event.event)).collect()
+}
+
+/// Runs a `coffer dr` command.
+pub async fn run(command: DrCommand, options: &ClientOptions) -> Result<(), DrError> {
+    let addresses = &options.addresses;
+    let mut timeline = Timeline::new(!options.json);
+    match command {
+        DrCommand::Status => {
+            let rows = status(addresses).await?;
+            print(options.json, &rows, |rows| status_table(rows))
+        }
+        DrCommand::Switchover(args) => {
+            let mut report = switchover(addresses, &args, &mut timeline).await?;
+            report.timeline = timeline.events.clone();
+            print(options.json, &report, |report| {
+                format!(
+                    "switchover done: {} is the primary of epoch {} (write pause {} ms, digest {})\n",
+                    report.to_region, report.epoch, report.write_pause_ms, report.digest
+                )
+            })
+        }
+        DrCommand::Failover(args) => {
+            let mut report = failover(addresses, &args, &mut timeline).await?;
+            report.timeline = timeline.events.clone();
+            print(options.json, &report, |report| {
+                let mut text = format!(
+                    "failover done: {} is the primary of epoch {} at index {}; it applied the old primary's log to \
+                     index {} (last heard at {}: index gap {})\n",
+                    report.promoted_region,
+                    report.epoch,
+                    report.promoted_index,
+                    report.cursor,
+                    report.primary_last_heard_index,
+                    report.index_gap
+                );
+                match &report.divergent_transfers {
+                    None => text.push_str(&format!(
+                        "{} does not answer: list what it committed past the cursor once it does (`coffer dr \
+                         failback` does)\n",
+                        report.lost_region
+                    )),
+                    Some(list) => {
+                        text.push_str(&format!(
+                            "{} committed {} transfers past the cursor:\n",
+                            report.lost_region,
+                            list.len()
+                        ));
+                        for lost in list {
+                            text.push_str(&format!(
+                                "  {} {} -> {} amount {} ledger {}\n",
+                                lost.id, lost.debit_account_id, lost.credit_account_id, lost.amount, lost.ledger
+                            ));
+                        }
+                    }
+                }
+                text
+            })
+        }
+        DrCommand::Failback(args) => {
+            let mut report = failback(addresses, &args, &mut timeline).await?;
+            report.timeline = timeline.events.clone();
+            print(options.json, &report, |report| {
+                format!(
+                    "failback done: {} is the primary of epoch {}, {} its standby\n{}",
+                    report.primary_region,
+                    report.epoch,
+                    report.rejoined_region,
+                    timeline_text(&report.timeline)
+                )
+            })
+        }
+        DrCommand::Drill(args) => {
+            timeline.echo = false;
+            let mut report = drill(addresses, &args, &mut timeline).await?;
+            report.timeline = timeline.events.clone();
+            print(options.json, &report, drill_text)?;
+            if report.verdict == "PASS" {
+                Ok(())
+            } else {
+                Err(DrError::Verdict(report.reasons.join("; ")))
+            }
+        }
+    }
+}

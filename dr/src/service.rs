@@ -1,0 +1,324 @@
+//! `DrService`: the shipping stream (primary side) and the region
+//! operations, on every node of both regions.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use coffer_consensus::region::RegionOp;
+use coffer_consensus::{Applied, Outcome, ProposalError, RegionRole, RequestError};
+use coffer_ledger::{state_digest, Store};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::proto::dr_service_server::{DrService, DrServiceServer};
+use crate::proto::{
+    DemoteRequest, DigestRequest, DigestResponse, DrStatusRequest, DrStatusResponse, FreezeRequest, IsolateRequest,
+    IsolateResponse, LeaseRequest, PromoteRequest, RegionResponse, ShipDown, ShipUp, UnfreezeRequest,
+};
+use crate::{locked, region_info, role_name, Dr, Fencing, SHIP_MESSAGE_BYTES_MAX};
+
+/// How long a promotion waits for the shipping session to stop.
+const PAUSE_TIMEOUT_MS: u64 = 5_000;
+/// How long a region operation may take before its caller is told so.
+const OPERATION_TIMEOUT_MS: u64 = 10_000;
+
+/// `DrService` over one node's [`Dr`].
+#[derive(Clone, Debug)]
+pub struct DrApi {
+    dr: Arc<Dr>,
+}
+
+impl DrApi {
+    /// The service of `dr`.
+    pub fn new(dr: Arc<Dr>) -> Self {
+        Self { dr }
+    }
+
+    /// The gRPC server, with the message-size limits set.
+    pub fn into_server(self) -> DrServiceServer<Self> {
+        DrServiceServer::new(self)
+            .max_decoding_message_size(SHIP_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(SHIP_MESSAGE_BYTES_MAX)
+    }
+
+    /// `UNAVAILABLE` naming the leader, unless this node leads its region.
+    fn require_leader(&self) -> Result<(), Status> {
+        let view = self.dr.node.view();
+        if view.is_leader {
+            return Ok(());
+        }
+        let address = view.leader.and_then(|leader| self.dr.addresses.get(&leader)).cloned();
+        let mut status = Status::unavailable(format!(
+            "node {} does not lead region {}{}",
+            self.dr.node.id(),
+            self.dr.config.region,
+            address.as_ref().map(|address| format!("; its leader is at {address}")).unwrap_or_default()
+        ));
+        if let Some(value) = address.and_then(|address| address.parse().ok()) {
+            status.metadata_mut().insert("coffer-leader", value);
+        }
+        Err(status)
+    }
+
+    /// Proposes a region entry and answers with the region after it.
+    async fn region_op(&self, op: RegionOp) -> Result<(u64, coffer_consensus::RegionState), Status> {
+        self.require_leader()?;
+        let name = op.name();
+        let proposed =
+            tokio::time::timeout(Duration::from_millis(OPERATION_TIMEOUT_MS), self.dr.node.propose_region(op))
+                .await
+                .map_err(|_| {
+                    Status::deadline_exceeded(format!("region operation {name} not applied in time; check status"))
+                })?;
+        match proposed {
+            Ok(Applied { index, outcome: Outcome::Region(region) }) => {
+                tracing::info!(
+                    node = self.dr.node.id(),
+                    index,
+                    op = name,
+                    epoch = region.epoch,
+                    role = role_name(region.role),
+                    "region changed"
+                );
+                Ok((index, region))
+            }
+            Ok(_) => Err(Status::internal("the node answered a region operation with another outcome")),
+            Err(error) => Err(request_status(&error)),
+        }
+    }
+
+    fn answer(&self, index: u64, region: coffer_consensus::RegionState) -> RegionResponse {
+        RegionResponse {
+            node_id: self.dr.node.id(),
+            index,
+            region: Some(region_info(&self.dr.config.region, region)),
+            digest: String::new(),
+            last_timestamp: 0,
+        }
+    }
+
+    /// The state digest and last timestamp at this node's applied index.
+    async fn digest(&self) -> Result<(u64, String, u64), Status> {
+        let read = self.dr.node.read_stale(|state| {
+            let digest = state_digest(state)?;
+            Ok::<_, coffer_ledger::StoreError>((digest.to_string(), state.last_timestamp()?))
+        });
+        let (index, found) = read.await.map_err(|error| request_status(&error))?;
+        let (digest, last_timestamp) = found.map_err(|error| Status::data_loss(error.to_string()))?;
+        Ok((index, digest, last_timestamp))
+    }
+}
+
+/// The gRPC status of a failed request to the node.
+fn request_status(error: &RequestError) -> Status {
+    let message = error.to_string();
+    match error {
+        RequestError::Proposal(ProposalError::RegionRefused { .. } | ProposalError::NotWritable { .. }) => {
+            Status::failed_precondition(message)
+        }
+        RequestError::Proposal(ProposalError::NotLeader { .. }) => Status::unavailable(message),
+        error if error.is_retryable() => Status::unavailable(message),
+        RequestError::Invalid { .. } => Status::invalid_argument(message),
+        _ => Status::internal(message),
+    }
+}
+
+type ShipStream = Pin<Box<dyn Stream<Item = Result<ShipDown, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl DrService for DrApi {
+    type ShipStream = ShipStream;
+
+    async fn ship(&self, request: Request<Streaming<ShipUp>>) -> Result<Response<ShipStream>, Status> {
+        let mut acks = request.into_inner();
+        let hello = acks
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("the shipping stream ended before its first message"))?;
+        let next = crate::primary::check_hello(&self.dr, &hello)?;
+        let (sender, receiver) = mpsc::channel(4);
+        tokio::spawn(crate::primary::ship(self.dr.clone(), next, acks, sender));
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+
+    async fn status(&self, _: Request<DrStatusRequest>) -> Result<Response<DrStatusResponse>, Status> {
+        let dr = &self.dr;
+        let view = dr.node.view();
+        let region = view.region;
+        let mut response = DrStatusResponse {
+            node_id: dr.node.id(),
+            region: Some(region_info(&dr.config.region, region)),
+            applied_index: view.applied,
+            leader_id: view.leader.unwrap_or(0),
+            is_leader: view.is_leader,
+            mode: dr.config.mode.name().to_owned(),
+            max_lag_entries: dr.config.max_lag_entries,
+            peer_addresses: dr.config.peer_addresses.clone(),
+            fencing: if region.lease_waived && dr.config.fencing == Fencing::Lease {
+                "lease (waived: no standby follows this primary yet)".to_owned()
+            } else {
+                dr.config.fencing.name().to_owned()
+            },
+            isolated: dr.is_isolated(),
+            ..DrStatusResponse::default()
+        };
+        match region.role {
+            RegionRole::Standby => {
+                let standby = locked(&dr.standby);
+                response.source_applied_index = standby.source_applied;
+                response.source_heard_ms_ago =
+                    standby.source_heard.map_or(u64::MAX, |heard| heard.elapsed().as_millis() as u64);
+                response.lag_entries = standby.source_applied.saturating_sub(region.cursor);
+                response.lag_ms = if response.lag_entries == 0 {
+                    0
+                } else {
+                    standby.caught_up_at.map_or(0, |at| at.elapsed().as_millis() as u64)
+                };
+                response.shipping = standby.shipping;
+                response.last_error = standby.last_error.clone();
+                drop(standby);
+                response.promote_wait_ms = dr.promote_wait().as_millis() as u64;
+            }
+            // Only the primary's leader ships and holds the lease.
+            _ if view.is_leader => {
+                let (lag, since) = dr.primary_lag();
+                let primary = dr.primary_side(region.epoch);
+                response.standby_durable_index = primary.durable;
+                response.lag_entries = lag;
+                response.lag_ms = since.as_millis() as u64;
+                response.shipped_bytes = primary.shipped_bytes;
+                response.standby_connected = primary.streams > 0;
+                response.lease_remaining_ms = primary.lease_until.map_or(-1, |until| {
+                    let now = Instant::now();
+                    if until >= now {
+                        (until - now).as_millis() as i64
+                    } else {
+                        -((now - until).as_millis() as i64)
+                    }
+                });
+            }
+            _ => {}
+        }
+        Ok(Response::new(response))
+    }
+
+    async fn freeze(&self, _: Request<FreezeRequest>) -> Result<Response<RegionResponse>, Status> {
+        let (index, region) = self.region_op(RegionOp::Freeze).await?;
+        Ok(Response::new(self.answer(index, region)))
+    }
+
+    async fn unfreeze(&self, _: Request<UnfreezeRequest>) -> Result<Response<RegionResponse>, Status> {
+        let (index, region) = self.region_op(RegionOp::Unfreeze).await?;
+        Ok(Response::new(self.answer(index, region)))
+    }
+
+    async fn promote(&self, request: Request<PromoteRequest>) -> Result<Response<RegionResponse>, Status> {
+        let force = request.into_inner().force;
+        self.require_leader()?;
+        let dr = &self.dr;
+        let region = dr.node.view().region;
+        if region.role != RegionRole::Standby {
+            return Err(Status::failed_precondition(format!(
+                "region {} is the {} at epoch {}: only a standby is promoted",
+                dr.config.region,
+                role_name(region.role),
+                region.epoch
+            )));
+        }
+        let wait = dr.promote_wait();
+        if !force && !wait.is_zero() {
+            return Err(Status::failed_precondition(format!(
+                "the primary region {} may still hold a write lease for {} ms (granted by this region, plus the \
+                 clock-skew margin): promote after it lapses, or with force once the primary region is known down \
+                 or cut off",
+                dr.config.peer_region,
+                wait.as_millis()
+            )));
+        }
+        if !dr.pause_shipping(Duration::from_millis(PAUSE_TIMEOUT_MS)).await {
+            dr.resume_shipping();
+            return Err(Status::unavailable("the shipping session did not stop in time; retry"));
+        }
+        // Nothing changes the state now: shipping stopped and a standby
+        // takes no writes. The digest is of the state the promotion keeps.
+        let digest = self.digest().await;
+        let promoted = match digest {
+            Ok(digest) => {
+                self.region_op(RegionOp::Promote { epoch: region.epoch + 1 }).await.map(|done| (digest, done))
+            }
+            Err(status) => Err(status),
+        };
+        dr.resume_shipping();
+        let ((_, digest, last_timestamp), (index, region)) = promoted?;
+        tracing::warn!(node = dr.node.id(), index, epoch = region.epoch, force, %digest, "region promoted to primary");
+        Ok(Response::new(RegionResponse { digest, last_timestamp, ..self.answer(index, region) }))
+    }
+
+    async fn demote(&self, request: Request<DemoteRequest>) -> Result<Response<RegionResponse>, Status> {
+        let request = request.into_inner();
+        self.require_leader()?;
+        let dr = &self.dr;
+        let region = dr.node.view().region;
+        if region.role != RegionRole::Primary {
+            return Err(Status::failed_precondition(format!(
+                "region {} is a {}: only a primary is demoted",
+                dr.config.region,
+                role_name(region.role)
+            )));
+        }
+        if request.epoch <= region.epoch {
+            return Err(Status::invalid_argument(format!(
+                "epoch: {} is not above region {}'s epoch {}",
+                request.epoch, dr.config.region, region.epoch
+            )));
+        }
+        if !region.frozen {
+            self.region_op(RegionOp::Freeze).await?;
+        }
+        // Frozen: nothing changes the ledger any more.
+        let (_, found) = dr.node.read(|state| state.last_timestamp()).await.map_err(|error| request_status(&error))?;
+        let last_timestamp = found.map_err(|error| Status::data_loss(error.to_string()))?;
+        if last_timestamp != request.base_timestamp {
+            return Err(Status::failed_precondition(format!(
+                "region {} applied writes the new primary does not hold (its last timestamp {last_timestamp} is not \
+                 the new primary's base {}): it diverged and must be re-seeded; it stays frozen",
+                dr.config.region, request.base_timestamp
+            )));
+        }
+        let (index, region) = self.region_op(RegionOp::Demote { epoch: request.epoch, cursor: request.cursor }).await?;
+        Ok(Response::new(self.answer(index, region)))
+    }
+
+    async fn isolate(&self, request: Request<IsolateRequest>) -> Result<Response<IsolateResponse>, Status> {
+        let isolated = request.into_inner().isolated;
+        self.dr.isolated.store(isolated, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(
+            node = self.dr.node.id(),
+            isolated,
+            "drill: link to the other region {}",
+            if isolated { "cut" } else { "restored" }
+        );
+        Ok(Response::new(IsolateResponse { node_id: self.dr.node.id(), isolated }))
+    }
+
+    async fn lease(&self, request: Request<LeaseRequest>) -> Result<Response<RegionResponse>, Status> {
+        let required = request.into_inner().required;
+        let (index, region) = self.region_op(RegionOp::Lease { required }).await?;
+        Ok(Response::new(self.answer(index, region)))
+    }
+
+    async fn digest(&self, _: Request<DigestRequest>) -> Result<Response<DigestResponse>, Status> {
+        let (index, digest, last_timestamp) = DrApi::digest(self).await?;
+        let region = self.dr.node.view().region;
+        Ok(Response::new(DigestResponse {
+            node_id: self.dr.node.id(),
+            applied_index: index,
+            region: Some(region_info(&self.dr.config.region, region)),
+            digest,
+            last_timestamp,
+        }))
+    }
+}
