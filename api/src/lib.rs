@@ -16,6 +16,8 @@
 //!   request, per-call deadlines, ledger types in and out.
 //! - [`metrics`]: per-RPC request counts and latencies (a tower layer on the
 //!   server) and the Prometheus exporter of every Coffer metric.
+//! - [`region_headers`]: with disaster recovery, every response names the
+//!   answering region, its role and its epoch.
 //!
 //! The crate is thin: it decodes, checks the shape, hands the request to
 //! consensus and encodes the answer. The rules live in `coffer-ledger`.
@@ -24,6 +26,7 @@ pub mod client;
 pub mod convert;
 pub mod metrics;
 pub mod node;
+pub mod region_headers;
 pub mod server;
 pub mod status;
 

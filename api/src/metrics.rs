@@ -41,8 +41,9 @@ pub const LATENCY_BUCKETS_SECONDS: [f64; 15] =
 /// Buckets of every `*_events` histogram: 1 event to a full batch (8,189).
 pub const EVENTS_BUCKETS: [f64; 8] = [1.0, 8.0, 64.0, 256.0, 1024.0, 2048.0, 4096.0, 8189.0];
 /// The gRPC services a node serves; requests to others are labelled `other`.
-const KNOWN_SERVICES: [&str; 5] = [
+const KNOWN_SERVICES: [&str; 6] = [
     "coffer.v1.LedgerService",
+    "coffer.dr.v1.DrService",
     "coffer.v1.AdminService",
     "grpc.health.v1.Health",
     "grpc.reflection.v1.ServerReflection",

@@ -731,6 +731,7 @@ impl<N: Node> ApiServer<N> {
         let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let served = tonic::transport::Server::builder()
             .layer(crate::metrics::RpcMetricsLayer::new())
+            .layer(crate::region_headers::RegionHeadersLayer::new(self.shared.dr.clone()))
             .max_concurrent_streams(STREAMS_PER_CONNECTION_MAX)
             .add_service(health_service)
             .add_service(reflection_v1)

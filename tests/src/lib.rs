@@ -267,7 +267,8 @@ pub struct Cluster {
     /// The nodes by id.
     pub nodes: BTreeMap<u64, NodeProcess>,
     dir: tempfile::TempDir,
-    _slot: MutexGuard<'static, ()>,
+    /// The slot, held by the first cluster of a pair of regions.
+    _slot: Option<MutexGuard<'static, ()>>,
 }
 
 impl Cluster {
@@ -286,6 +287,38 @@ impl Cluster {
     /// for a leader.
     pub async fn start_with(founders: Vec<NodeAddresses>, options: ClusterOptions) -> Self {
         let slot = CLUSTER_SLOT.lock().unwrap_or_else(PoisonError::into_inner);
+        Self::launch(founders, options, Some(slot)).await
+    }
+
+    /// Two regions of `size` nodes each on loopback: the primary (ids
+    /// 1..=size, region "seoul") and the disaster-recovery standby (ids
+    /// 11.., region "busan"), each naming the other in its `[dr]` section,
+    /// which also gets `dr_settings` (TOML lines such as `mode = "sync"`).
+    /// Waits for a leader in each.
+    pub async fn start_regions(size: u64, dr_settings: &str) -> (Self, Self) {
+        let slot = CLUSTER_SLOT.lock().unwrap_or_else(PoisonError::into_inner);
+        let primary: Vec<NodeAddresses> = (1..=size).map(NodeAddresses::allocate).collect();
+        let standby: Vec<NodeAddresses> = (11..11 + size).map(NodeAddresses::allocate).collect();
+        let section = |region: &str, peer: &str, peers: &[NodeAddresses], role: &str| {
+            let addresses: Vec<String> = peers.iter().map(|node| format!("{:?}", node.api)).collect();
+            let toml = format!(
+                "[dr]\nregion = {region:?}\npeer_region = {peer:?}\npeer_addresses = [{}]\nrole = {role:?}\n{dr_settings}\n",
+                addresses.join(", ")
+            );
+            ClusterOptions { config_toml: Some(toml), ..ClusterOptions::default() }
+        };
+        let primary_options = section("seoul", "busan", &standby, "primary");
+        let standby_options = section("busan", "seoul", &primary, "standby");
+        let primary = Self::launch(primary, primary_options, Some(slot)).await;
+        let standby = Self::launch(standby, standby_options, None).await;
+        (primary, standby)
+    }
+
+    async fn launch(
+        founders: Vec<NodeAddresses>,
+        options: ClusterOptions,
+        slot: Option<MutexGuard<'static, ()>>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let voters: Vec<u64> = founders.iter().map(|founder| founder.id).collect();
         let config = options.config_toml.as_ref().map(|toml| {

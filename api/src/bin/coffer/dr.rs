@@ -66,6 +66,9 @@ pub enum DrCommand {
     Failback(FailbackArgs),
     /// Run a switchover or a failover (and failback) drill and judge it.
     Drill(DrillArgs),
+    /// The transfers the old primary committed that the new primary does not
+    /// hold (after a failover), for reconciliation.
+    Reconcile,
 }
 
 /// `coffer dr switchover`
@@ -638,6 +641,32 @@ async fn failover(
     })
 }
 
+/// What `reconcile` found.
+#[derive(Debug, Clone, Serialize)]
+struct ReconcileReport {
+    primary_region: String,
+    old_region: String,
+    base_timestamp: u64,
+    transfers: Vec<LostTransfer>,
+}
+
+async fn reconcile(addresses: &[String]) -> Result<ReconcileReport, DrError> {
+    let (a, b) = both(addresses).await?;
+    let (primary, old) = primary_first(a, b)?;
+    let info = primary.leader()?.region();
+    if info.primary_since == 0 {
+        return Err(failed(format!("region {} was never promoted: nothing to reconcile", primary.name)));
+    }
+    old.leader()?;
+    let transfers = transfers_after(&old.addresses, info.base_timestamp).await?;
+    Ok(ReconcileReport {
+        primary_region: primary.name,
+        old_region: old.name,
+        base_timestamp: info.base_timestamp,
+        transfers: transfers.iter().map(lost_view).collect(),
+    })
+}
+
 /// What a failback did.
 #[derive(Debug, Clone, Serialize)]
 struct FailbackReport {
@@ -1028,10 +1057,9 @@ async fn drill(addresses: &[String], args: &DrillArgs, timeline: &mut Timeline) 
         stop,
     });
     let mut load_task = None;
+    let setup = Client::new(ClientConfig::new(primary.addresses.clone())).map_err(|error| failed(error.to_string()))?;
+    drill_setup(&setup).await?;
     if args.load > 0 {
-        let client =
-            Client::new(ClientConfig::new(primary.addresses.clone())).map_err(|error| failed(error.to_string()))?;
-        drill_setup(&client).await?;
         load_task = Some(tokio::spawn(run_load(load.clone(), regions.clone(), args.load, timeline.started, stopped)));
         timeline.at(format!("load: {} transfers/s in batches of 10", args.load));
         tokio::time::sleep(Duration::from_millis(args.warmup_ms)).await;
@@ -1084,7 +1112,36 @@ async fn drill(addresses: &[String], args: &DrillArgs, timeline: &mut Timeline) 
             timeline.at("link restored");
         }
     }
-    let operation_to = timeline.at("operation done");
+    let mut operation_to = timeline.at("operation done");
+    if args.load == 0 {
+        // No load to measure the write-unavailable time: probe until the
+        // new primary takes a write.
+        let probe = Arc::new(Load {
+            acknowledged: Mutex::new(Vec::new()),
+            successes: Mutex::new(Vec::new()),
+            refusals: Mutex::new(0),
+            stop: tokio::sync::watch::channel(false).0,
+        });
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(run_load(probe.clone(), regions.clone(), 50, timeline.started, stopped));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while probe.successes.lock().unwrap_or_else(PoisonError::into_inner).is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let _ = stop.send(true);
+        let _ = task.await;
+        let first = probe.successes.lock().unwrap_or_else(PoisonError::into_inner).first().copied();
+        match first {
+            Some(at) => {
+                timeline.at("a probe write was acknowledged");
+                report.rto_ms = at.saturating_sub(operation_from);
+                operation_to = operation_to.max(at);
+            }
+            None => report.reasons.push("no write was acknowledged within 30 s of the operation".into()),
+        }
+        let probed = probe.acknowledged.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        load.acknowledged.lock().unwrap_or_else(PoisonError::into_inner).extend(probed);
+    }
     if args.load > 0 {
         tokio::time::sleep(Duration::from_millis(1_000)).await;
     }
@@ -1122,7 +1179,9 @@ async fn drill(addresses: &[String], args: &DrillArgs, timeline: &mut Timeline) 
         }
         report.rpo_lost_acknowledged = lost.len();
         report.rpo_lost_listed = lost.iter().filter(|id| listed.contains(id)).count();
-        report.rto_ms = load.longest_gap(operation_from, operation_to);
+        if args.load > 0 {
+            report.rto_ms = load.longest_gap(operation_from, operation_to);
+        }
         let sync = final_primary.leader.as_ref().is_some_and(|leader| leader.status.mode == "sync");
         if args.scenario == Scenario::Switchover && !lost.is_empty() {
             report.reasons.push(format!("{} acknowledged transfers lost in a switchover", lost.len()));
@@ -1270,6 +1329,25 @@ pub async fn run(command: DrCommand, options: &ClientOptions) -> Result<(), DrEr
                             ));
                         }
                     }
+                }
+                text
+            })
+        }
+        DrCommand::Reconcile => {
+            let report = reconcile(addresses).await?;
+            print(options.json, &report, |report| {
+                let mut text = format!(
+                    "{} committed {} transfers past the state {} was promoted with (timestamp {}):\n",
+                    report.old_region,
+                    report.transfers.len(),
+                    report.primary_region,
+                    report.base_timestamp
+                );
+                for lost in &report.transfers {
+                    text.push_str(&format!(
+                        "  {} {} -> {} amount {} ledger {}\n",
+                        lost.id, lost.debit_account_id, lost.credit_account_id, lost.amount, lost.ledger
+                    ));
                 }
                 text
             })

@@ -1,0 +1,359 @@
+//! Disaster recovery end to end: two regions of three real `coffer node`
+//! processes each on loopback (the primary "seoul", nodes 1-3, and the
+//! standby "busan", nodes 11-13), driven by the `coffer dr` commands, the
+//! Rust client and raw gRPC.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use coffer_api::client::{Client, ClientConfig};
+use coffer_api::convert::{transfer_to_wire, Amounts};
+use coffer_api::proto;
+use coffer_api::proto::ledger_service_client::LedgerServiceClient;
+use coffer_dr::proto::dr_service_client::DrServiceClient;
+use coffer_dr::proto::{IsolateRequest, PromoteRequest};
+use coffer_ledger::{
+    Account, AccountId, AccountKind, CreateTransferResult, Ledger, LedgerId, Transfer, TransferId, TransferKind,
+};
+use coffer_tests::{coffer, Cluster};
+use serde_json::Value;
+use tonic::Code;
+
+const LEDGER: LedgerId = LedgerId(7);
+const DEBIT: u128 = 70_001;
+const CREDIT: u128 = 70_002;
+/// The lease the tests' regions grant (short, to keep the tests short).
+const LEASE_MS: u64 = 2_000;
+
+fn settings(mode: &str) -> String {
+    format!("mode = {mode:?}\nlease_ms = {LEASE_MS}\nclock_skew_ms = 200\nheartbeat_ms = 100")
+}
+
+fn addresses(cluster: &Cluster) -> String {
+    cluster.api_addresses().join(",")
+}
+
+/// Runs `coffer --json --addresses <at> dr <args>`; the JSON it printed, or
+/// its error output.
+fn dr(at: &str, args: &[&str]) -> Result<Value, String> {
+    let mut all = vec!["--json", "--addresses", at, "dr"];
+    all.extend_from_slice(args);
+    let output = coffer(&all);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    match (output.status.success(), serde_json::from_str::<Value>(&stdout)) {
+        (true, Ok(value)) => Ok(value),
+        (false, _) => Err(format!("{stderr}{stdout}")),
+        (true, Err(error)) => Err(format!("not JSON ({error}): {stdout}")),
+    }
+}
+
+fn client(cluster: &Cluster) -> Client {
+    let config = ClientConfig { deadline_ms: 5_000, ..ClientConfig::new(cluster.api_addresses()) };
+    Client::new(config).unwrap()
+}
+
+async fn setup(client: &Client) {
+    let ledger = Ledger { id: LEDGER, currency: "KRW".into(), scale: 0, name: "DR test".into(), timestamp: 0 };
+    client.create_ledgers(&[ledger]).await.unwrap();
+    let account =
+        |id, code| Account { id: AccountId(id), ledger: LEDGER, code, kind: AccountKind::Other, ..Default::default() };
+    client.create_accounts(&[account(DEBIT, 1), account(CREDIT, 2)]).await.unwrap();
+}
+
+fn batch(first: u128, len: u128) -> Vec<Transfer> {
+    (first..first + len)
+        .map(|id| Transfer {
+            id: TransferId(id),
+            debit_account_id: AccountId(DEBIT),
+            credit_account_id: AccountId(CREDIT),
+            amount: 1,
+            ledger: LEDGER,
+            code: 1,
+            kind: TransferKind::Journal,
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// Writes batches of 10 to `client` until `stop`, recording every
+/// acknowledged id. Ids start at `first`.
+fn writer(
+    client: Client,
+    first: u128,
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<u128>>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut next = first;
+        while !stop.load(Ordering::Relaxed) {
+            let transfers = batch(next, 10);
+            next += 10;
+            if let Ok(reply) = client.create_transfers(&transfers).await {
+                let mut acked = acked.lock().unwrap();
+                for (transfer, result) in transfers.iter().zip(&reply.value) {
+                    if matches!(result, CreateTransferResult::Created | CreateTransferResult::Exists) {
+                        acked.push(transfer.id.0);
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+}
+
+/// The ids of `ids` the region of `client` does not hold.
+async fn missing(client: &Client, ids: &[u128]) -> Vec<u128> {
+    let mut missing = Vec::new();
+    for chunk in ids.chunks(4_000) {
+        let wanted: Vec<TransferId> = chunk.iter().map(|id| TransferId(*id)).collect();
+        let found = client.lookup_transfers(&wanted).await.unwrap();
+        missing.extend(chunk.iter().zip(&found.value).filter(|(_, found)| found.is_none()).map(|(id, _)| *id));
+    }
+    missing
+}
+
+async fn isolate(cluster: &Cluster, isolated: bool) {
+    for address in cluster.api_addresses() {
+        let mut client = DrServiceClient::connect(format!("http://{address}")).await.unwrap();
+        client.isolate(IsolateRequest { isolated }).await.unwrap();
+    }
+}
+
+/// Waits until `coffer dr status` shows the standby connected to the
+/// primary and caught up.
+async fn wait_shipping(at: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(Value::Array(rows)) = dr(at, &["status"]) {
+            let primary = rows.iter().find(|row| row["leader"] == true && row["role"] == "primary");
+            if primary
+                .is_some_and(|row| row["standby_connected"] == true && row["lease_remaining_ms"].as_i64() > Some(0))
+            {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "the standby never connected: {:?}", dr(at, &["status"]));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switchover_drills_under_load_lose_nothing_and_a_failover_fails_back() {
+    let (seoul, busan) = Cluster::start_regions(3, &settings("async")).await;
+    let at = addresses(&seoul);
+    wait_shipping(&at).await;
+
+    // A planned switchover under load, and back: a round trip.
+    for (from, to) in [("seoul", "busan"), ("busan", "seoul")] {
+        let report = dr(&at, &["drill", "--scenario", "switchover", "--load", "200", "--warmup-ms", "1500"])
+            .unwrap_or_else(|error| panic!("switchover {from} -> {to}: {error}"));
+        assert_eq!(report["verdict"], "PASS", "{report:#}");
+        assert_eq!(report["rpo_lost_acknowledged"], 0);
+        assert!(report["acknowledged"].as_u64().unwrap() > 100, "{report:#}");
+        assert_eq!(report["digests_equal"], true);
+        let switched = &report["switchover"];
+        assert_eq!((switched["from_region"].as_str(), switched["to_region"].as_str()), (Some(from), Some(to)));
+        assert!(switched["write_pause_ms"].as_u64().unwrap() <= 5_000, "{report:#}");
+    }
+
+    // A failover (the link cut, the old primary's lease lapsing) and the
+    // failback: no load, so the old primary did not diverge.
+    let report = dr(&at, &["drill", "--scenario", "failover", "--failback"]).unwrap();
+    assert_eq!(report["verdict"], "PASS", "{report:#}");
+    assert!(report["rto_ms"].as_u64().unwrap() < 30_000);
+    assert_eq!(report["failback_report"]["primary_region"], "seoul");
+    let status = dr(&at, &["status"]).unwrap();
+    let epochs: BTreeSet<u64> = status.as_array().unwrap().iter().map(|row| row["epoch"].as_u64().unwrap()).collect();
+    assert_eq!(epochs, BTreeSet::from([4]), "two switchovers, a failover and a failback: {status:#}");
+    drop(busan);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_mode_primary_region_killed_then_failover_serves_writes_and_loses_no_acknowledged_transfer() {
+    let (mut seoul, busan) = Cluster::start_regions(3, &settings("sync")).await;
+    wait_shipping(&addresses(&seoul)).await;
+    let primary = client(&seoul);
+    setup(&primary).await;
+    let (stop, acked) = (Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new(Vec::new())));
+    let writing = writer(primary, 1_000_000, stop.clone(), acked.clone());
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    for id in [1, 2, 3] {
+        seoul.node(id).kill();
+    }
+    stop.store(true, Ordering::Relaxed);
+    writing.await.unwrap();
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() > 100, "only {} transfers acknowledged", acked.len());
+
+    let started = Instant::now();
+    let report = dr(&addresses(&busan), &["failover"]).unwrap();
+    assert_eq!(report["promoted_region"], "busan");
+    assert_eq!(report["old_primary_reachable"], false);
+    let standby = client(&busan);
+    let accepted = loop {
+        match standby.create_transfers(&batch(9_000_000, 1)).await {
+            Ok(reply) => break reply,
+            Err(error) => {
+                assert!(started.elapsed() < Duration::from_secs(30), "busan takes no write: {error}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert_eq!(accepted.value, [CreateTransferResult::Created]);
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert_eq!(missing(&standby, &acked).await, Vec::<u128>::new(), "sync mode lost acknowledged transfers");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_failover_lists_every_acknowledged_transfer_it_lost_and_the_old_primary_stops_writing() {
+    let (seoul, busan) = Cluster::start_regions(3, &settings("async")).await;
+    wait_shipping(&addresses(&seoul)).await;
+    let primary = client(&seoul);
+    setup(&primary).await;
+    let (stop, acked) = (Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new(Vec::new())));
+    let writing = writer(primary.clone(), 2_000_000, stop.clone(), acked.clone());
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    // The link between the regions fails: seoul keeps writing on its lease.
+    isolate(&seoul, true).await;
+    let cut = Instant::now();
+    let report = dr(&addresses(&busan), &["failover", "--wait-lease"]).unwrap();
+    assert!(cut.elapsed() >= Duration::from_millis(LEASE_MS), "promoted before the lease could lapse");
+    stop.store(true, Ordering::Relaxed);
+    writing.await.unwrap();
+
+    // Nothing written to seoul after its lease lapsed.
+    let refused = primary.create_transfers(&batch(3_000_000, 1)).await.unwrap_err().to_string();
+    assert!(refused.contains("no write lease"), "{refused}");
+
+    let acked = acked.lock().unwrap().clone();
+    let lost = missing(&client(&busan), &acked).await;
+    assert!(!lost.is_empty(), "the test meant seoul to acknowledge writes busan never received");
+    let listed: BTreeSet<u128> = report["divergent_transfers"]
+        .as_array()
+        .expect("seoul answered, so the report lists what it committed")
+        .iter()
+        .map(|lost| lost["id"].as_str().unwrap().parse().unwrap())
+        .collect();
+    let unlisted: Vec<&u128> = lost.iter().filter(|id| !listed.contains(id)).collect();
+    assert!(unlisted.is_empty(), "lost and not listed: {unlisted:?}");
+    // `reconcile` lists the same, later.
+    let again = dr(&addresses(&busan), &["reconcile"]).unwrap();
+    assert_eq!(again["transfers"].as_array().unwrap().len(), listed.len());
+    // A diverged old primary cannot rejoin as is: failback refuses, naming it.
+    let refused = dr(&addresses(&busan), &["failback"]).unwrap_err();
+    assert!(refused.contains("seoul diverged from busan"), "{refused}");
+    isolate(&seoul, false).await;
+}
+
+/// One write through raw gRPC: whether it was acknowledged, and the epoch
+/// and role the answer carried.
+async fn write_raw(address: &str, id: u128) -> (bool, Option<String>, Option<String>) {
+    let Ok(mut client) = LedgerServiceClient::connect(format!("http://{address}")).await else {
+        return (false, None, None);
+    };
+    let transfers = batch(id, 1).iter().map(|transfer| transfer_to_wire(transfer, Amounts::Minor)).collect();
+    let request = proto::CreateTransfersRequest { transfers, amount_unit: proto::AmountUnit::Minor as i32 };
+    let header = |metadata: &tonic::metadata::MetadataMap, name| {
+        metadata.get(name).and_then(|value| value.to_str().ok()).map(str::to_owned)
+    };
+    match client.create_transfers(request).await {
+        Ok(response) => {
+            let ok = response.get_ref().results == ["created"];
+            (ok, header(response.metadata(), "coffer-epoch"), header(response.metadata(), "coffer-role"))
+        }
+        Err(status) => (false, header(status.metadata(), "coffer-epoch"), header(status.metadata(), "coffer-role")),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_brain_a_forced_failover_leaves_each_epoch_one_writer_and_the_old_primary_stops_at_its_lease() {
+    let (seoul, busan) = Cluster::start_regions(3, &settings("async")).await;
+    wait_shipping(&addresses(&seoul)).await;
+    setup(&client(&seoul)).await;
+    isolate(&seoul, true).await;
+    let cut = Instant::now();
+    let report = dr(&addresses(&busan), &["failover", "--force"]).unwrap();
+    assert_eq!(report["epoch"], 1);
+    // Clients keep writing to both sides.
+    let mut acknowledged = Vec::new();
+    let mut id = 4_000_000;
+    while cut.elapsed() < Duration::from_millis(LEASE_MS + 1_500) {
+        for (region, cluster) in [("seoul", &seoul), ("busan", &busan)] {
+            for address in cluster.api_addresses() {
+                id += 1;
+                let (ok, epoch, role) = write_raw(&address, id).await;
+                if ok {
+                    acknowledged.push((region, cut.elapsed(), epoch, role));
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let seoul_acks: Vec<_> = acknowledged.iter().filter(|(region, ..)| *region == "seoul").collect();
+    let busan_acks: Vec<_> = acknowledged.iter().filter(|(region, ..)| *region == "busan").collect();
+    assert!(!busan_acks.is_empty(), "the promoted region took no write");
+    let lease = Duration::from_millis(LEASE_MS + 100);
+    for (_, at, epoch, role) in &seoul_acks {
+        assert!(*at <= lease, "seoul acknowledged a write {at:?} after the cut, past its lease");
+        assert_eq!((epoch.as_deref(), role.as_deref()), (Some("0"), Some("primary")));
+    }
+    for (_, _, epoch, role) in &busan_acks {
+        assert_eq!((epoch.as_deref(), role.as_deref()), (Some("1"), Some("primary")));
+    }
+    isolate(&seoul, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_operations_are_refused_with_errors_that_say_why_and_change_nothing() {
+    let (seoul, busan) = Cluster::start_regions(3, &settings("async")).await;
+    let at = addresses(&seoul);
+    wait_shipping(&at).await;
+    setup(&client(&seoul)).await;
+
+    // Writes to the standby region.
+    let refused = client(&busan).create_transfers(&batch(5_000_000, 1)).await.unwrap_err().to_string();
+    assert!(refused.contains("standby"), "{refused}");
+
+    // A failover while the primary answers and holds its lease.
+    let refused = dr(&addresses(&busan), &["failover"]).unwrap_err();
+    assert!(refused.contains("holds a valid write lease"), "{refused}");
+
+    // A promotion sent to the primary region.
+    let leader = seoul.api_addresses();
+    let mut refusals = Vec::new();
+    for address in &leader {
+        let mut client = DrServiceClient::connect(format!("http://{address}")).await.unwrap();
+        refusals.push(client.promote(PromoteRequest { force: true }).await.unwrap_err());
+    }
+    assert!(
+        refusals
+            .iter()
+            .any(|status| status.code() == Code::FailedPrecondition && status.message().contains("only a standby")),
+        "{refusals:?}"
+    );
+
+    // A switchover while the standby lags beyond the bound: cut the link,
+    // write while the lease holds, ask with a bound of 0.
+    isolate(&seoul, true).await;
+    let primary = client(&seoul);
+    for first in (5_100_000..5_100_050).step_by(10) {
+        primary.create_transfers(&batch(first, 10)).await.unwrap();
+    }
+    let refused = dr(&at, &["switchover", "--max-lag", "0"]).unwrap_err();
+    assert!(refused.contains("more than --max-lag 0"), "{refused}");
+    isolate(&seoul, false).await;
+
+    // Nothing changed: seoul is still the primary of epoch 0, and catches
+    // busan up once the link is back.
+    wait_shipping(&at).await;
+    let status = dr(&at, &["status"]).unwrap();
+    for row in status.as_array().unwrap() {
+        let expected = if row["region"] == "seoul" { "primary" } else { "standby" };
+        assert_eq!((row["role"].as_str(), row["epoch"].as_u64()), (Some(expected), Some(0)), "{row:#}");
+    }
+}
