@@ -11,14 +11,15 @@ CARGO ?= cargo
 
 .PHONY: run demo test deps check bench loadgen fmt nemesis
 
-## Runs a local three-node cluster with a sample treasury (`coffer dev`:
-## data, configs and logs in data/dev; Ctrl-C stops it). Built, then run:
+## Runs two local regions of three nodes each, the primary with a sample
+## treasury and its disaster-recovery standby (`coffer dev --dr`: data,
+## configs and logs in data/dev; Ctrl-C stops them). Built, then run:
 ## `cargo run` cannot take --workspace, and --examples brings in the
 ## dev-dependencies, so the build has the one feature set `make test` has
 ## (another set rebuilds RocksDB's C++; see ARCHITECTURE.md).
 run: deps
 	$(CARGO) build --workspace --bins --examples
-	$(CARGO_TARGET_DIR)/debug/coffer dev
+	$(CARGO_TARGET_DIR)/debug/coffer dev --dr
 
 ## Runs the ledger demo: a small treasury on the state machine alone.
 demo: deps

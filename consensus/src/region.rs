@@ -348,14 +348,18 @@ mod tests {
 
     #[test]
     fn epochs_only_rise_and_a_following_standby_does_not_jump_epochs() {
-        let stale = RegionOp::Ship { source_epoch: 1, index: 1, data: vec![] };
+        // A standby that never shipped starts after the bootstrap index (1).
+        let stale = RegionOp::Ship { source_epoch: 1, index: 2, data: vec![] };
         assert!(next_region(standby(2, 0), &stale, 1).unwrap_err().contains("below this region's epoch 2"));
-        let newer = RegionOp::Ship { source_epoch: 3, index: 1, data: vec![] };
+        let newer = RegionOp::Ship { source_epoch: 3, index: 2, data: vec![] };
         assert_eq!(next_region(standby(2, 0), &newer, 1).unwrap().epoch, 3);
+        let first = RegionOp::Ship { source_epoch: 3, index: 1, data: vec![] };
+        assert!(next_region(standby(3, 0), &first, 1).unwrap_err().contains("does not follow the cursor 1"));
         let newer = RegionOp::Ship { source_epoch: 3, index: 9, data: vec![] };
         assert!(next_region(standby(2, 8), &newer, 1).unwrap_err().contains("demoted or re-seeded"));
         assert!(next_region(standby(2, 8), &RegionOp::Promote { epoch: 2 }, 20).is_err());
         let promoted = next_region(standby(2, 8), &RegionOp::Promote { epoch: 3 }, 20).unwrap();
+        assert!(promoted.lease_waived, "a promoted primary has no standby yet");
         assert_eq!(
             (promoted.role, promoted.epoch, promoted.cursor, promoted.primary_since),
             (RegionRole::Primary, 3, 8, 20)
