@@ -19,10 +19,12 @@
 
 mod config;
 mod primary;
+pub mod reseed;
 mod service;
 mod standby;
 
 use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -139,6 +141,10 @@ pub struct Dr {
     started: Instant,
     /// A drill cut the link: no shipping to or from this node.
     isolated: std::sync::atomic::AtomicBool,
+    /// The node's data directory (checkpoints and re-seeds go there).
+    data_dir: PathBuf,
+    /// Asks the process to restart (to install a prepared re-seed).
+    restart: Arc<tokio::sync::Notify>,
 }
 
 fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -150,7 +156,15 @@ impl Dr {
     /// ships only while this node leads a standby region) and the metrics.
     /// `addresses` is this region's client address book. Call inside a
     /// tokio runtime.
-    pub fn start(config: DrConfig, node: NodeHandle, addresses: BTreeMap<u64, String>) -> Arc<Self> {
+    /// `data_dir` is the node's; `restart` is notified when the node must
+    /// restart to install a re-seed (see [`reseed`]).
+    pub fn start(
+        config: DrConfig,
+        node: NodeHandle,
+        addresses: BTreeMap<u64, String>,
+        data_dir: PathBuf,
+        restart: Arc<tokio::sync::Notify>,
+    ) -> Arc<Self> {
         let (durable, _) = watch::channel(0);
         let dr = Arc::new(Self {
             config,
@@ -161,6 +175,8 @@ impl Dr {
             durable,
             started: Instant::now(),
             isolated: std::sync::atomic::AtomicBool::new(false),
+            data_dir,
+            restart,
         });
         tokio::spawn(standby::follow(dr.clone()));
         tokio::spawn(record_metrics(dr.clone()));

@@ -15,8 +15,9 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::proto::dr_service_server::{DrService, DrServiceServer};
 use crate::proto::{
-    DemoteRequest, DigestRequest, DigestResponse, DrStatusRequest, DrStatusResponse, FreezeRequest, IsolateRequest,
-    IsolateResponse, LeaseRequest, PromoteRequest, RegionResponse, ShipDown, ShipUp, UnfreezeRequest,
+    CheckpointChunk, CheckpointRequest, CheckpointResponse, DemoteRequest, DigestRequest, DigestResponse,
+    DrStatusRequest, DrStatusResponse, FetchCheckpointRequest, FreezeRequest, IsolateRequest, IsolateResponse,
+    LeaseRequest, PromoteRequest, RegionResponse, ReseedRequest, ReseedResponse, ShipDown, ShipUp, UnfreezeRequest,
 };
 use crate::{locked, region_info, role_name, Dr, Fencing, SHIP_MESSAGE_BYTES_MAX};
 
@@ -127,10 +128,134 @@ fn request_status(error: &RequestError) -> Status {
 }
 
 type ShipStream = Pin<Box<dyn Stream<Item = Result<ShipDown, Status>> + Send>>;
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<CheckpointChunk, Status>> + Send>>;
+
+/// Whether `name` is a checkpoint name this node could have made.
+fn checkpoint_name_ok(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 32 && name.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'-')
+}
 
 #[tonic::async_trait]
 impl DrService for DrApi {
     type ShipStream = ShipStream;
+    type FetchCheckpointStream = ChunkStream;
+
+    async fn checkpoint(&self, _: Request<CheckpointRequest>) -> Result<Response<CheckpointResponse>, Status> {
+        let dr = &self.dr;
+        let region = dr.node.view().region;
+        if region.role != RegionRole::Primary {
+            return Err(Status::failed_precondition(format!(
+                "region {} is a {}: re-seed from a checkpoint of the primary",
+                dr.config.region,
+                role_name(region.role)
+            )));
+        }
+        let root = dr.data_dir.join(crate::reseed::CHECKPOINTS_DIR);
+        std::fs::create_dir_all(&root).map_err(|error| Status::internal(format!("{}: {error}", root.display())))?;
+        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        let name = format!("cp-{stamp}");
+        let manifest = dr.node.backup(root.join(&name)).await.map_err(|error| request_status(&error))?;
+        let index = manifest.applied.index;
+        // The re-seeded region ships from here on.
+        let _ = dr.node.retain_log_from(index + 1);
+        // Keep the newest few.
+        if let Ok(entries) = std::fs::read_dir(&root) {
+            let mut names: Vec<String> =
+                entries.filter_map(|entry| entry.ok()?.file_name().into_string().ok()).collect();
+            names.sort();
+            let excess = names.len().saturating_sub(crate::reseed::CHECKPOINTS_KEPT);
+            for old in names.into_iter().take(excess) {
+                let _ = std::fs::remove_dir_all(root.join(old));
+            }
+        }
+        tracing::info!(node = dr.node.id(), index, %name, "checkpoint made for a re-seed");
+        Ok(Response::new(CheckpointResponse {
+            node_id: dr.node.id(),
+            name,
+            index,
+            region: Some(region_info(&dr.config.region, dr.node.view().region)),
+        }))
+    }
+
+    async fn fetch_checkpoint(
+        &self,
+        request: Request<FetchCheckpointRequest>,
+    ) -> Result<Response<ChunkStream>, Status> {
+        let name = request.into_inner().name;
+        if !checkpoint_name_ok(&name) {
+            return Err(Status::invalid_argument(format!("name: {name:?} is not a checkpoint name")));
+        }
+        let dir = self.dr.data_dir.join(crate::reseed::CHECKPOINTS_DIR).join(&name);
+        let mut reader = coffer_storage::snapshot::SnapshotReader::open(&dir, crate::reseed::CHUNK_BYTES)
+            .map_err(|error| Status::not_found(format!("checkpoint {name}: {error}")))?;
+        let (sender, receiver) = mpsc::channel(4);
+        tokio::task::spawn_blocking(move || loop {
+            let next = match reader.next_chunk() {
+                Ok(Some(chunk)) => {
+                    Ok(CheckpointChunk { file: chunk.file, offset: chunk.offset, data: chunk.data, crc32: chunk.crc32 })
+                }
+                Ok(None) => return,
+                Err(error) => Err(Status::internal(error.to_string())),
+            };
+            let failed = next.is_err();
+            if sender.blocking_send(next).is_err() || failed {
+                return;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+
+    async fn reseed(&self, request: Request<ReseedRequest>) -> Result<Response<ReseedResponse>, Status> {
+        let request = request.into_inner();
+        let dr = &self.dr;
+        let region = dr.node.view().region;
+        if region.role == RegionRole::Primary && !region.frozen {
+            return Err(Status::failed_precondition(format!(
+                "region {} is a primary taking writes: freeze it (or demote it) before re-seeding",
+                dr.config.region
+            )));
+        }
+        if request.epoch <= region.epoch {
+            return Err(Status::invalid_argument(format!(
+                "epoch: {} is not above region {}'s epoch {}: re-seed from the primary of a newer epoch",
+                request.epoch, dr.config.region, region.epoch
+            )));
+        }
+        if request.restart {
+            crate::reseed::mark_ready(&dr.data_dir)
+                .map_err(|error| Status::failed_precondition(format!("nothing prepared to install: {error}")))?;
+            tracing::warn!(node = dr.node.id(), "re-seed prepared: restarting to install it");
+            dr.restart.notify_one();
+            return Ok(Response::new(ReseedResponse { node_id: dr.node.id(), detail: "restarting".into() }));
+        }
+        if !checkpoint_name_ok(&request.name) {
+            return Err(Status::invalid_argument(format!("name: {:?} is not a checkpoint name", request.name)));
+        }
+        let status = dr.node.status().await.map_err(|error| request_status(&error))?;
+        if request.term <= status.term {
+            return Err(Status::invalid_argument(format!(
+                "term: {} is not above node {}'s term {}",
+                request.term,
+                dr.node.id(),
+                status.term
+            )));
+        }
+        let download = crate::reseed::download_dir(&dr.data_dir);
+        let _ = std::fs::remove_dir_all(&download);
+        crate::reseed::download(&request.source_address, &request.name, &download)
+            .await
+            .map_err(|reason| Status::unavailable(format!("downloading the checkpoint: {reason}")))?;
+        let (data_dir, conf_state) = (dr.data_dir.clone(), status.conf_state);
+        let (index, term, epoch) = (request.index, request.term, request.epoch);
+        tokio::task::spawn_blocking(move || {
+            crate::reseed::prepare(&data_dir, &download, index, term, epoch, &conf_state)
+        })
+        .await
+        .map_err(|error| Status::internal(error.to_string()))?
+        .map_err(|error| Status::failed_precondition(format!("preparing the checkpoint: {error}")))?;
+        tracing::warn!(node = dr.node.id(), index, term, epoch, "re-seed prepared");
+        Ok(Response::new(ReseedResponse { node_id: dr.node.id(), detail: format!("prepared at index {index}") }))
+    }
 
     async fn ship(&self, request: Request<Streaming<ShipUp>>) -> Result<Response<ShipStream>, Status> {
         let mut acks = request.into_inner();
@@ -163,6 +288,7 @@ impl DrService for DrApi {
                 dr.config.fencing.name().to_owned()
             },
             isolated: dr.is_isolated(),
+            term: view.term,
             ..DrStatusResponse::default()
         };
         match region.role {

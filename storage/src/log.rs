@@ -225,7 +225,11 @@ impl LogStore {
         self.db.put(batch, CF_RAFT_STATE, KEY_TRUNCATED, &truncated.encode())?;
         self.db.put(batch, CF_RAFT_STATE, KEY_CONF_STATE, &encode_message(meta.get_conf_state())?)?;
         let mut hard_state = self.hard_state.clone();
-        hard_state.term = hard_state.term.max(meta.term);
+        if meta.term > hard_state.term {
+            // A vote is for one term: a later term starts without one.
+            hard_state.term = meta.term;
+            hard_state.vote = 0;
+        }
         hard_state.commit = hard_state.commit.max(meta.index);
         self.db.put(batch, CF_RAFT_STATE, KEY_HARD_STATE, &encode_message(&hard_state)?)?;
         Ok(hard_state)

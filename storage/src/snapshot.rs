@@ -261,6 +261,38 @@ pub fn create(state: &LedgerState, dir: &Path) -> Result<SnapshotManifest, Stora
     Ok(manifest)
 }
 
+/// Makes, in `target` (which must not exist), a snapshot of the ledger in
+/// the snapshot at `source` as the entry `applied` of another Raft group
+/// whose membership is `conf_state`: disaster recovery re-seeds a region
+/// from a snapshot of the other region's primary this way. The source is
+/// verified first (every file against its manifest); its checkpoint is then
+/// opened and changed (`source` is consumed: it is the caller's copy).
+/// Installing `target` with [`install`] replaces a node's state with the
+/// source's ledger, and its Raft log with an empty one after `applied`.
+pub fn prepare_reseed(
+    source: &Path,
+    target: &Path,
+    applied: AppliedState,
+    conf_state: &ConfState,
+    config: &crate::StorageConfig,
+) -> Result<SnapshotManifest, StorageError> {
+    let manifest = SnapshotManifest::read(source)?;
+    manifest.verify_files(source)?;
+    if manifest.applied.index != applied.index {
+        return Err(snapshot_error(
+            source,
+            format!("holds index {}, the re-seed is for index {}", manifest.applied.index, applied.index),
+        ));
+    }
+    let store = crate::NodeStore::open(&source.join(CHECKPOINT_DIR), config)?;
+    let db = store.state.db();
+    let mut batch = WriteBatch::default();
+    db.put(&mut batch, CF_META, KEY_APPLIED, &applied.encode())?;
+    db.put(&mut batch, CF_RAFT_STATE, KEY_CONF_STATE, &encode_message(conf_state)?)?;
+    db.write(batch, true)?;
+    create(&store.state, target)
+}
+
 /// One chunk of a snapshot in transit.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SnapshotChunk {

@@ -248,6 +248,24 @@ async fn async_failover_lists_every_acknowledged_transfer_it_lost_and_the_old_pr
     let refused = dr(&addresses(&busan), &["failback"]).unwrap_err();
     assert!(refused.contains("seoul diverged from busan"), "{refused}");
     isolate(&seoul, false).await;
+
+    // Re-seeded from a checkpoint of busan, seoul rejoins, catches up and
+    // takes the primary role back; what it alone held is gone, what busan
+    // took is there.
+    let busan_client = client(&busan);
+    busan_client.create_transfers(&batch(6_000_000, 10)).await.unwrap();
+    let back = dr(&addresses(&busan), &["failback", "--reseed"]).unwrap();
+    assert_eq!(back["primary_region"], "seoul", "{back:#}");
+    assert_eq!(back["epoch"], 2);
+    let seoul_client = client(&seoul);
+    let survived: Vec<u128> =
+        acked.iter().copied().filter(|id| !lost.contains(id)).chain(6_000_000..6_000_010).collect();
+    assert_eq!(missing(&seoul_client, &survived).await, Vec::<u128>::new());
+    assert_eq!(missing(&seoul_client, &lost).await.len(), lost.len(), "seoul kept transfers it alone had");
+    // And it is a full member again: a switchover drill round trip passes.
+    let report =
+        dr(&addresses(&seoul), &["drill", "--scenario", "switchover", "--load", "100", "--warmup-ms", "500"]).unwrap();
+    assert_eq!(report["verdict"], "PASS", "{report:#}");
 }
 
 /// One write through raw gRPC: whether it was acknowledged, and the epoch

@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 use coffer_api::client::{Client, ClientConfig};
 use coffer_dr::proto::dr_service_client::DrServiceClient;
 use coffer_dr::proto::{
-    DemoteRequest, DigestRequest, DigestResponse, DrStatusRequest, DrStatusResponse, FreezeRequest, IsolateRequest,
-    LeaseRequest, PromoteRequest, RegionResponse, UnfreezeRequest,
+    CheckpointRequest, DemoteRequest, DigestRequest, DigestResponse, DrStatusRequest, DrStatusResponse, FreezeRequest,
+    IsolateRequest, LeaseRequest, PromoteRequest, RegionResponse, ReseedRequest, UnfreezeRequest,
 };
 use coffer_ledger::{
     Account, AccountId, AccountKind, CreateTransferResult, Ledger, LedgerId, Transfer, TransferId, TransferKind,
@@ -104,6 +104,11 @@ pub struct FailbackArgs {
     /// How long the old primary may take to catch up (ms).
     #[arg(long, default_value_t = 60_000)]
     pub catch_up_timeout_ms: u64,
+    /// If the old primary diverged (it committed writes the new primary does
+    /// not hold: list them first with `coffer dr reconcile`), discard its
+    /// state and re-seed it from a checkpoint of the new primary.
+    #[arg(long)]
+    pub reseed: bool,
 }
 
 /// Which drill.
@@ -615,9 +620,14 @@ async fn failover(
     };
     let info = promoted.region.clone().unwrap_or_default();
     timeline.at(format!("{} promoted: primary of epoch {} at index {}", standby.name, info.epoch, promoted.index));
-    let heard = standby.leader.as_ref().map_or(0, |leader| leader.status.source_applied_index);
+    let mut heard = standby.leader.as_ref().map_or(0, |leader| leader.status.source_applied_index);
     let cursor = info.cursor;
-    let reachable = region(&old.addresses).await.leader.is_some();
+    let old_now = region(&old.addresses).await;
+    let reachable = old_now.leader.is_some();
+    if let Some(leader) = &old_now.leader {
+        // The old primary answers: its own applied index is the real end.
+        heard = heard.max(leader.status.applied_index);
+    }
     let divergent = if reachable {
         let transfers = transfers_after(&old.addresses, promoted.last_timestamp).await?;
         timeline.at(format!("{} answers: it committed {} transfers past the cursor", old.name, transfers.len()));
@@ -688,6 +698,7 @@ async fn failback(
     let info = primary_leader.region();
     let old_leader = old.leader()?.clone();
     let old_info = old_leader.region();
+    let mut from = info.primary_since;
     if old_info.role == "standby" && old_info.epoch == info.epoch {
         timeline.at(format!("{} already follows {} at epoch {}", old.name, primary.name, info.epoch));
     } else {
@@ -700,7 +711,18 @@ async fn failback(
             })
             .await;
         if let Err(status) = demoted {
-            if status.code() == Code::FailedPrecondition && status.message().contains("diverged") {
+            let diverged = status.code() == Code::FailedPrecondition && status.message().contains("diverged");
+            if diverged && args.reseed {
+                timeline.at(format!("{} diverged from {}: re-seeding it", old.name, primary.name));
+                from = reseed_region(
+                    &primary,
+                    &old,
+                    info.epoch,
+                    timeline,
+                    Duration::from_millis(args.catch_up_timeout_ms),
+                )
+                .await?;
+            } else if diverged {
                 let transfers = transfers_after(&old.addresses, info.base_timestamp).await.unwrap_or_default();
                 let mut list: Vec<String> = transfers
                     .iter()
@@ -717,23 +739,24 @@ async fn failback(
                 }
                 return Err(failed(format!(
                     "{} diverged from {}: it committed {} transfers the new primary does not hold ({}); it stays \
-                     frozen. Reconcile them, then re-seed it: stop its nodes, move their data directories away and \
-                     start them again as standby nodes of a fresh region",
+                     frozen. Reconcile them, then re-seed it from the new primary with `coffer dr failback --reseed`",
                     old.name,
                     primary.name,
                     transfers.len(),
                     list.join(", ")
                 )));
+            } else {
+                return Err(rpc_error("Demote", &address, &status));
             }
-            return Err(rpc_error("Demote", &address, &status));
+        } else {
+            timeline.at(format!(
+                "{} demoted: standby of epoch {}, following from index {}",
+                old.name, info.epoch, info.primary_since
+            ));
         }
-        timeline.at(format!(
-            "{} demoted: standby of epoch {}, following from index {}",
-            old.name, info.epoch, info.primary_since
-        ));
     }
     let timeout = Duration::from_millis(args.catch_up_timeout_ms);
-    attach(&primary.addresses, &old.name, info.primary_since, timeline, timeout).await?;
+    attach(&primary.addresses, &old.name, from, timeline, timeout).await?;
     let caught = wait_for(&old.addresses, timeout, "the old primary to catch up", |leader| {
         leader.status.lag_entries == 0 && leader.status.source_heard_ms_ago < 2_000
     })
@@ -756,6 +779,60 @@ async fn failback(
         switchover: switched,
         timeline: Vec::new(),
     })
+}
+
+/// Re-seeds every node of `old` from a checkpoint of `primary`'s leader
+/// (see `coffer_dr::reseed`): every node downloads and prepares it first
+/// (nothing changes if one fails), then all restart onto it, in a term above
+/// every term the region used. Returns the checkpoint's index, where the
+/// region's shipping resumes.
+async fn reseed_region(
+    primary: &Region,
+    old: &Region,
+    epoch: u64,
+    timeline: &mut Timeline,
+    timeout: Duration,
+) -> Result<u64, DrError> {
+    let (source, mut client) = leader_client(primary).await?;
+    let checkpoint = client
+        .checkpoint(CheckpointRequest {})
+        .await
+        .map_err(|status| rpc_error("Checkpoint", &source, &status))?
+        .into_inner();
+    timeline.at(format!("checkpoint {} of {} at index {}", checkpoint.name, primary.name, checkpoint.index));
+    let mut term = 0;
+    for address in &old.addresses {
+        let node =
+            node_status(address.clone()).await.map_err(|error| failed(format!("re-seed needs every node: {error}")))?;
+        term = term.max(node.status.term);
+    }
+    let request = ReseedRequest {
+        source_address: source.clone(),
+        name: checkpoint.name.clone(),
+        index: checkpoint.index,
+        epoch,
+        term: term + 1,
+        restart: false,
+    };
+    for address in &old.addresses {
+        let mut client = connect(address).await.map_err(failed)?;
+        client.reseed(request.clone()).await.map_err(|status| rpc_error("Reseed (prepare)", address, &status))?;
+    }
+    timeline.at(format!("every node of {} downloaded and prepared it", old.name));
+    for address in &old.addresses {
+        let mut client = connect(address).await.map_err(failed)?;
+        let restart = ReseedRequest { restart: true, ..request.clone() };
+        client.reseed(restart).await.map_err(|status| rpc_error("Reseed (install)", address, &status))?;
+    }
+    timeline.at(format!("{} restarting onto it (term {})", old.name, term + 1));
+    let index = checkpoint.index;
+    wait_for(&old.addresses, timeout, "the re-seeded region to elect a leader", |leader| {
+        let info = leader.region();
+        info.role == "standby" && info.epoch == epoch && info.cursor >= index
+    })
+    .await?;
+    timeline.at(format!("{} is a standby of epoch {epoch} at cursor {index}", old.name));
+    Ok(index)
 }
 
 /// One row of `coffer dr status`.
@@ -906,8 +983,16 @@ struct Load {
 }
 
 impl Load {
-    fn longest_gap(&self, from_ms: u64, to_ms: u64) -> u64 {
-        let times = self.successes.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    /// The longest time between `from_ms` and `to_ms` in which no write that
+    /// survived (is not in `lost`) was acknowledged: a write the old primary
+    /// acknowledged and the new one lost does not count as available.
+    fn longest_gap(&self, from_ms: u64, to_ms: u64, lost: &BTreeSet<u128>) -> u64 {
+        let acknowledged = self.acknowledged.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut times: Vec<u64> =
+            acknowledged.iter().filter(|(id, _, _)| !lost.contains(&id.0)).map(|(_, _, at)| *at).collect();
+        drop(acknowledged);
+        times.sort_unstable();
+        times.dedup();
         let mut last = from_ms;
         let mut gap = 0;
         for at in times.into_iter().filter(|at| *at >= from_ms && *at <= to_ms) {
@@ -1146,7 +1231,9 @@ async fn drill(addresses: &[String], args: &DrillArgs, timeline: &mut Timeline) 
         tokio::time::sleep(Duration::from_millis(1_000)).await;
     }
     if args.failback {
-        let back = FailbackArgs { no_switchover: false, catch_up_timeout_ms: 60_000 };
+        // The drill's own transfers are what the old primary may hold alone:
+        // they are listed above; the region is re-seeded if it diverged.
+        let back = FailbackArgs { no_switchover: false, catch_up_timeout_ms: 60_000, reseed: true };
         match failback(&standby.addresses, &back, timeline).await {
             Ok(done) => report.failback_report = Some(done),
             Err(error) => report.reasons.push(format!("failback: {error}")),
@@ -1180,7 +1267,8 @@ async fn drill(addresses: &[String], args: &DrillArgs, timeline: &mut Timeline) 
         report.rpo_lost_acknowledged = lost.len();
         report.rpo_lost_listed = lost.iter().filter(|id| listed.contains(id)).count();
         if args.load > 0 {
-            report.rto_ms = load.longest_gap(operation_from, operation_to);
+            let lost: BTreeSet<u128> = lost.iter().copied().collect();
+            report.rto_ms = load.longest_gap(operation_from, operation_to, &lost);
         }
         let sync = final_primary.leader.as_ref().is_some_and(|leader| leader.status.mode == "sync");
         if args.scenario == Scenario::Switchover && !lost.is_empty() {

@@ -65,6 +65,9 @@ pub enum NodeError {
         /// Why.
         reason: String,
     },
+    /// The process could not restart itself (to install a re-seed).
+    #[error("restarting: {0}")]
+    Restart(std::io::Error),
     /// Signal handlers could not be installed.
     #[error("installing signal handlers: {0}")]
     Signals(std::io::Error),
@@ -78,6 +81,8 @@ enum Ending {
     NodeStopped(String),
     /// The API server ended unexpectedly: why, if it failed.
     ApiEnded(Option<String>),
+    /// A re-seed was prepared: stop and start again.
+    Restart,
 }
 
 /// Runs the node until a signal or a failure.
@@ -95,13 +100,22 @@ pub async fn run(config: ResolvedConfig) -> Result<(), NodeError> {
     let raft_listen = config.node.listen_addr;
     let bootstrap = config.node.bootstrap_voters.clone();
     let data_dir = config.node.data_dir.clone();
+    // A re-seed prepared before a restart is installed before the node opens.
+    match coffer_dr::reseed::install_pending(&data_dir, &config.node.storage) {
+        Ok(Some(index)) => tracing::warn!(node = node_id, index, "re-seed installed: the region restarts from it"),
+        Ok(None) => {}
+        Err(error) => {
+            return Err(NodeError::Start { node: node_id, source: StartError::Storage(error) });
+        }
+    }
+    let restart = std::sync::Arc::new(tokio::sync::Notify::new());
     let (node, driver) = start_node(config.node).await.map_err(|source| NodeError::Start { node: node_id, source })?;
     let addresses = config.server.addresses.clone();
     let server = match ApiServer::new(node.clone(), config.server) {
         Ok(server) => match config.dr {
             Some(dr) => {
                 tracing::info!(node = node_id, region = %dr.region, peer_region = %dr.peer_region, mode = dr.mode.name(), fencing = dr.fencing.name(), "disaster recovery on");
-                server.with_dr(coffer_dr::Dr::start(dr, node.clone(), addresses))
+                server.with_dr(coffer_dr::Dr::start(dr, node.clone(), addresses, data_dir.clone(), restart.clone()))
             }
             None => server,
         },
@@ -127,14 +141,20 @@ pub async fn run(config: ResolvedConfig) -> Result<(), NodeError> {
         _ = interrupt.recv() => Ending::Signal("SIGINT"),
         _ = terminate.recv() => Ending::Signal("SIGTERM"),
         reason = node_stopped(&node) => Ending::NodeStopped(reason),
+        () = restart.notified() => Ending::Restart,
         ended = &mut serving => Ending::ApiEnded(match ended {
             Ok(served) => served.err().map(|error| error.to_string()),
             Err(error) => Some(format!("its task failed: {error}")),
         }),
     };
+    let restarting = matches!(ending, Ending::Restart);
     let failure = match ending {
         Ending::Signal(name) => {
             tracing::info!(node = node_id, signal = name, "shutting down");
+            None
+        }
+        Ending::Restart => {
+            tracing::warn!(node = node_id, "restarting to install a re-seed");
             None
         }
         Ending::NodeStopped(reason) => Some(NodeError::Stopped { node: node_id, reason }),
@@ -150,6 +170,13 @@ pub async fn run(config: ResolvedConfig) -> Result<(), NodeError> {
         }
     }
     stop_node(&node, driver).await?;
+    if restarting && failure.is_none() {
+        // The same process (pid, arguments, environment, log) runs again,
+        // and installs the prepared re-seed before its node opens.
+        let mut again = std::process::Command::new(std::env::current_exe().map_err(NodeError::Restart)?);
+        again.args(std::env::args_os().skip(1));
+        return Err(NodeError::Restart(std::os::unix::process::CommandExt::exec(&mut again)));
+    }
     match failure {
         None => {
             tracing::info!(node = node_id, "stopped");
