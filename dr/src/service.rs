@@ -215,10 +215,16 @@ impl DrService for DrApi {
                 dr.config.region
             )));
         }
-        if request.epoch <= region.epoch {
+        // A standby follows a primary of its epoch or a newer one; an old
+        // primary only one of a newer epoch.
+        let newer = request.epoch > region.epoch;
+        if !newer && (region.role == RegionRole::Primary || request.epoch < region.epoch) {
             return Err(Status::invalid_argument(format!(
-                "epoch: {} is not above region {}'s epoch {}: re-seed from the primary of a newer epoch",
-                request.epoch, dr.config.region, region.epoch
+                "epoch: {} is not a primary's epoch region {} ({}, epoch {}) may follow",
+                request.epoch,
+                dr.config.region,
+                role_name(region.role),
+                region.epoch
             )));
         }
         if request.restart {

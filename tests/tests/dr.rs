@@ -375,3 +375,50 @@ async fn wrong_operations_are_refused_with_errors_that_say_why_and_change_nothin
         assert_eq!((row["role"].as_str(), row["epoch"].as_u64()), (Some(expected), Some(0)), "{row:#}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_the_primary_compacted_past_is_reseeded_from_a_checkpoint_and_follows_again() {
+    // A primary that compacts its log early and keeps little for the standby.
+    let settings = format!(
+        "{}\nlog_retain_entries_max = 4\n\n[raft]\nlog_gc_threshold_entries = 8\nlog_gc_keep_entries = 2\n",
+        settings("async")
+    );
+    let (seoul, busan) = Cluster::start_regions(3, &settings).await;
+    let at = addresses(&seoul);
+    wait_shipping(&at).await;
+    let primary = client(&seoul);
+    setup(&primary).await;
+    // The link fails; seoul writes (on its lease) and compacts past busan.
+    isolate(&seoul, true).await;
+    let cut = Instant::now();
+    let mut first = 7_000_000;
+    while cut.elapsed() < Duration::from_millis(LEASE_MS / 2) {
+        primary.create_transfers(&batch(first, 10)).await.unwrap();
+        first += 10;
+    }
+    isolate(&seoul, false).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = dr(&at, &["status"]).unwrap();
+        let said = status
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|row| row["error"].as_str().is_some_and(|error| error.contains("re-seeded")));
+        if said {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the standby never said it needs a re-seed: {status:#}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let events = dr(&at, &["reseed"]).unwrap();
+    assert!(
+        events.as_array().unwrap().iter().any(|event| event["event"].as_str().unwrap().contains("ships from")),
+        "{events:#}"
+    );
+    // It holds everything seoul acknowledged, and a drill round trip passes.
+    let written: Vec<u128> = (7_000_000..first).collect();
+    assert_eq!(missing(&client(&busan), &written).await, Vec::<u128>::new());
+    let report = dr(&at, &["drill", "--scenario", "switchover", "--load", "100", "--warmup-ms", "500"]).unwrap();
+    assert_eq!(report["verdict"], "PASS", "{report:#}");
+}

@@ -91,6 +91,9 @@ pub struct DrSection {
     pub heartbeat_ms: Option<u64>,
     /// "lease" (default) or "none" (availability over safety).
     pub fencing: Option<String>,
+    /// Log entries a primary keeps past the standby's cursor for it (then
+    /// the standby must be re-seeded). Default: 65,536.
+    pub log_retain_entries_max: Option<u64>,
 }
 
 /// Another node of the cluster.
@@ -314,6 +317,9 @@ fn resolve_dr(section: &DrSection, node: &mut NodeConfig) -> Result<coffer_dr::D
     dr.lease_ms = section.lease_ms.unwrap_or(dr.lease_ms);
     dr.clock_skew_ms = section.clock_skew_ms.unwrap_or(dr.clock_skew_ms);
     dr.heartbeat_ms = section.heartbeat_ms.unwrap_or(dr.heartbeat_ms);
+    if let Some(entries) = section.log_retain_entries_max {
+        node.consensus.dr_log_retain_entries_max = entries;
+    }
     // raft-rs draws election timeouts up to twice the configured one.
     let election = node.consensus.tick_ms.saturating_mul(node.consensus.election_ticks as u64);
     dr.election_timeout_ms = election.saturating_mul(2);

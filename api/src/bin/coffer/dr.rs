@@ -69,6 +69,17 @@ pub enum DrCommand {
     /// The transfers the old primary committed that the new primary does not
     /// hold (after a failover), for reconciliation.
     Reconcile,
+    /// Rebuild the standby region from a checkpoint of the primary (when it
+    /// fell behind what the primary's log still holds).
+    Reseed(ReseedArgs),
+}
+
+/// `coffer dr reseed`
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReseedArgs {
+    /// How long the re-seeded region may take to restart and catch up (ms).
+    #[arg(long, default_value_t = 60_000)]
+    pub catch_up_timeout_ms: u64,
 }
 
 /// `coffer dr switchover`
@@ -1438,6 +1449,30 @@ pub async fn run(command: DrCommand, options: &ClientOptions) -> Result<(), DrEr
                     ));
                 }
                 text
+            })
+        }
+        DrCommand::Reseed(args) => {
+            let (a, b) = both(addresses).await?;
+            let (primary, standby) = primary_first(a, b)?;
+            let epoch = primary.epoch();
+            if standby.role() == "primary" {
+                return Err(failed(format!(
+                    "region {} is a primary (epoch {}): use `coffer dr failback --reseed` for an old primary",
+                    standby.name,
+                    standby.epoch()
+                )));
+            }
+            let timeout = Duration::from_millis(args.catch_up_timeout_ms);
+            let index = reseed_region(&primary, &standby, epoch, &mut timeline, timeout).await?;
+            attach(&primary.addresses, &standby.name, index, &mut timeline, timeout).await?;
+            let events = timeline.events.clone();
+            print(options.json, &events, |events| {
+                format!(
+                    "re-seed done: {} follows {} from index {index}\n{}",
+                    standby.name,
+                    primary.name,
+                    timeline_text(events)
+                )
             })
         }
         DrCommand::Failback(args) => {
