@@ -328,7 +328,8 @@ async fn split_brain_a_forced_failover_leaves_each_epoch_one_writer_and_the_old_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_operations_are_refused_with_errors_that_say_why_and_change_nothing() {
-    let (seoul, busan) = Cluster::start_regions(3, &settings("async")).await;
+    let settings = format!("{}\nmax_lag_entries = 8", settings("async"));
+    let (seoul, busan) = Cluster::start_regions(3, &settings).await;
     let at = addresses(&seoul);
     wait_shipping(&at).await;
     setup(&client(&seoul)).await;
@@ -364,6 +365,19 @@ async fn wrong_operations_are_refused_with_errors_that_say_why_and_change_nothin
     }
     let refused = dr(&at, &["switchover", "--max-lag", "0"]).unwrap_err();
     assert!(refused.contains("more than --max-lag 0"), "{refused}");
+    // Writes stop once the standby lags more than max_lag_entries (8); one
+    // try each, so the refusal is not retried until the lease lapses too.
+    let once = ClientConfig { attempts_max: 1, deadline_ms: 1_000, ..ClientConfig::new(seoul.api_addresses()) };
+    let once = Client::new(once).unwrap();
+    let mut refused = None;
+    for first in (5_200_000..5_200_200).step_by(10) {
+        if let Err(error) = once.create_transfers(&batch(first, 10)).await {
+            refused = Some(error.to_string());
+            break;
+        }
+    }
+    let refused = refused.expect("the primary kept writing past the lag bound");
+    assert!(refused.contains("more than the bound of 8"), "{refused}");
     isolate(&seoul, false).await;
 
     // Nothing changed: seoul is still the primary of epoch 0, and catches
