@@ -58,7 +58,8 @@ pub struct LocalCluster {
 
 impl LocalCluster {
     /// Starts `coffer dev` from `coffer` on free ports in a new temporary directory.
-    pub fn start(coffer: &Path) -> Result<Self, BenchError> {
+    /// `node_toml` is added to every node's configuration (`coffer dev --node-toml`).
+    pub fn start(coffer: &Path, node_toml: Option<&Path>) -> Result<Self, BenchError> {
         if !coffer.is_file() {
             return Err(BenchError::CofferMissing { path: coffer.to_owned() });
         }
@@ -71,8 +72,12 @@ impl LocalCluster {
         let output_err = output.try_clone().map_err(|error| BenchError::io(&log, error))?;
         let base = free_base_port()?;
         let data_dir = dir.path().join("cluster");
-        let dev = Command::new(coffer)
-            .arg("dev")
+        let mut dev = Command::new(coffer);
+        dev.arg("dev");
+        if let Some(toml) = node_toml {
+            dev.arg("--node-toml").arg(toml);
+        }
+        let dev = dev
             .arg("--data-dir")
             .arg(&data_dir)
             .arg("--base-port")

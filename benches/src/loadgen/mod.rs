@@ -80,8 +80,8 @@ impl Cluster {
 pub async fn run(config: &BenchConfig) -> Result<Report, BenchError> {
     let started = Instant::now();
     let mut cluster = match &config.target {
-        Target::Local { coffer } => {
-            let local = LocalCluster::start(coffer)?;
+        Target::Local { coffer, node_toml } => {
+            let local = LocalCluster::start(coffer, node_toml.as_deref())?;
             let dir = local.dir().map(|dir| dir.display().to_string()).unwrap_or_default();
             println!("coffer bench: starting a local 3-node cluster in {dir} ({})", coffer.display());
             Cluster::Local(local)

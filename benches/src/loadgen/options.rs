@@ -69,6 +69,10 @@ pub struct BenchArgs {
     /// `coffer` next to this executable].
     #[arg(long, value_name = "PATH", conflicts_with = "addresses")]
     pub coffer: Option<PathBuf>,
+    /// For the local cluster: TOML added to every node's configuration (its
+    /// `[storage]`, `[raft]`, `[batch]` sections; see api/coffer.example.toml).
+    #[arg(long, value_name = "FILE", conflicts_with = "addresses")]
+    pub node_toml: Option<PathBuf>,
     /// Accounts per ledger: a tenth of them (at least 2, and at least
     /// --hot-accounts) cash accounts, the rest other accounts.
     #[arg(long, default_value_t = ACCOUNTS_DEFAULT, value_parser = clap::value_parser!(u32).range(3..=i64::from(ACCOUNTS_PER_LEDGER_MAX)))]
@@ -134,6 +138,8 @@ pub enum Target {
     Local {
         /// The `coffer` executable.
         coffer: PathBuf,
+        /// TOML added to every node's configuration.
+        node_toml: Option<PathBuf>,
     },
     /// An existing cluster.
     Remote {
@@ -262,7 +268,7 @@ impl BenchArgs {
                 (None, Some(exe)) => exe.with_file_name("coffer"),
                 (None, None) => return usage("coffer", "this executable's path is unknown; name `coffer`".into()),
             };
-            Target::Local { coffer }
+            Target::Local { coffer, node_toml: self.node_toml }
         } else {
             Target::Remote { addresses: self.addresses, pids: self.pids }
         };
@@ -513,7 +519,7 @@ mod tests {
     fn defaults_start_a_local_cluster_next_to_this_executable() {
         let args = BenchArgs::try_parse_from(["coffer-bench"]).unwrap();
         let config = args.resolve(Some(PathBuf::from("/opt/coffer/bin/coffer-bench"))).unwrap();
-        assert_eq!(config.target, Target::Local { coffer: PathBuf::from("/opt/coffer/bin/coffer") });
+        assert_eq!(config.target, Target::Local { coffer: PathBuf::from("/opt/coffer/bin/coffer"), node_toml: None });
         assert_eq!((config.accounts, config.ledgers, config.batch_size), (10_000, 1, 8_189));
         assert_eq!((config.transfers, config.rate, config.seed), (Some(1_000_000), None, 1));
         assert_eq!(config.json, PathBuf::from("data/bench/coffer-bench-uniform.json"));

@@ -70,6 +70,10 @@ pub struct DevArgs {
     /// (after the standby committed too).
     #[arg(long, default_value = "async", value_parser = ["async", "sync"])]
     pub dr_mode: String,
+    /// TOML added to every node's configuration (`[storage]`, `[raft]`,
+    /// `[batch]` sections; see api/coffer.example.toml), e.g. smaller caches.
+    #[arg(long, value_name = "FILE")]
+    pub node_toml: Option<PathBuf>,
 }
 
 /// Why `coffer dev` failed.
@@ -233,10 +237,15 @@ pub async fn run(args: &DevArgs, log_level: Option<&str>) -> Result<(), DevError
     } else {
         ((1..=DEV_NODES).map(|id| DevNode::new(&dir, args.base_port, id)).collect(), Vec::new())
     };
+    let extra = match &args.node_toml {
+        Some(path) => std::fs::read_to_string(path).map_err(|error| DevError::io(path, error))?,
+        None => String::new(),
+    };
     for region in [&nodes, &standby] {
         for node in region {
-            std::fs::write(&node.config, node.config_text(&dir, region))
-                .map_err(|error| DevError::io(&node.config, error))?;
+            // Sections only (a top-level key would land in the last table).
+            let text = format!("{}\n{extra}", node.config_text(&dir, region));
+            std::fs::write(&node.config, text).map_err(|error| DevError::io(&node.config, error))?;
         }
     }
     let exe = std::env::current_exe().map_err(|error| DevError::io(Path::new("current executable"), error))?;
