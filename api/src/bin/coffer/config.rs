@@ -661,6 +661,35 @@ mod tests {
     }
 
     #[test]
+    fn a_dr_section_resolves_and_its_mistakes_are_named() {
+        let section = DrSection {
+            region: "seoul".into(),
+            peer_region: "busan".into(),
+            peer_addresses: vec!["10.2.0.1:7101".into()],
+            role: "standby".into(),
+            mode: Some("sync".into()),
+            log_retain_entries_max: Some(10),
+            ..DrSection::default()
+        };
+        let resolved = NodeFileConfig { dr: Some(section.clone()), ..minimal() }.resolve().unwrap();
+        assert!(resolved.node.consensus.standby);
+        assert_eq!(resolved.node.consensus.dr_log_retain_entries_max, 10);
+        let dr = resolved.dr.unwrap();
+        assert_eq!((dr.mode, dr.election_timeout_ms), (coffer_dr::Mode::Sync, 2_000));
+        let wrong = [
+            (DrSection { role: "leader".into(), ..section.clone() }, "invalid dr.role: "),
+            (DrSection { mode: Some("eventual".into()), ..section.clone() }, "invalid dr.mode: "),
+            (DrSection { peer_addresses: vec![], ..section.clone() }, "invalid dr.peer_addresses: "),
+            (DrSection { peer_region: "seoul".into(), ..section.clone() }, "invalid dr.peer_region: "),
+            (DrSection { fencing: Some("maybe".into()), ..section.clone() }, "invalid dr.fencing: "),
+        ];
+        for (section, expected) in wrong {
+            let error = NodeFileConfig { dr: Some(section), ..minimal() }.resolve().unwrap_err().to_string();
+            assert!(error.starts_with(expected), "{error}");
+        }
+    }
+
+    #[test]
     fn a_peer_flag_is_id_equals_api_comma_raft() {
         let peer = parse_peer("3=10.0.0.3:7101,10.0.0.3:7201").unwrap();
         assert_eq!(peer, PeerConfig { id: 3, api: "10.0.0.3:7101".into(), raft: "10.0.0.3:7201".into() });

@@ -578,6 +578,28 @@ mod tests {
     }
 
     #[test]
+    fn with_dr_both_regions_resolve_each_naming_the_other_and_extra_sections_apply() {
+        let dir = Path::new("/tmp/coffer-dev");
+        let (primary, standby) = DevNode::regions(dir, 7100, "sync");
+        let extra = "[storage]\nblock_cache_bytes = 33554432\n";
+        for (region, role, peers) in [(&primary, false, &standby), (&standby, true, &primary)] {
+            for node in region.iter() {
+                let text = format!("{}\n{extra}", node.config_text(dir, region));
+                let resolved = NodeFileConfig::parse(&node.config, &text).unwrap().resolve().unwrap();
+                assert_eq!(resolved.node.consensus.standby, role);
+                assert_eq!(resolved.node.storage.block_cache_bytes, 32 << 20);
+                let dr = resolved.dr.unwrap();
+                assert_eq!(dr.mode, coffer_dr::Mode::Sync);
+                let apis: Vec<String> = peers.iter().map(|peer| peer.api.clone()).collect();
+                assert_eq!(dr.peer_addresses, apis);
+                let voters: Vec<u64> = region.iter().map(|node| u64::from(node.id)).collect();
+                assert_eq!(resolved.node.bootstrap_voters, Some(voters));
+            }
+        }
+        assert_eq!(standby[0].api, "127.0.0.1:7111");
+    }
+
+    #[test]
     fn the_sample_accounts_are_valid_and_their_ids_unique() {
         let accounts = sample_accounts();
         let ids: std::collections::BTreeSet<_> = accounts.iter().map(|sample| sample.account.id).collect();
