@@ -64,6 +64,21 @@ impl DrApi {
         Err(status)
     }
 
+    /// The region's state, if its role is `role`; otherwise
+    /// `FAILED_PRECONDITION` naming the region, its role and epoch, and `why`.
+    fn require_role(&self, role: RegionRole, why: &str) -> Result<coffer_consensus::RegionState, Status> {
+        let region = self.dr.node.view().region;
+        if region.role == role {
+            return Ok(region);
+        }
+        Err(Status::failed_precondition(format!(
+            "region {} is a {} at epoch {}: {why}",
+            self.dr.config.region,
+            role_name(region.role),
+            region.epoch
+        )))
+    }
+
     /// Proposes a region entry and answers with the region after it.
     async fn region_op(&self, op: RegionOp) -> Result<(u64, coffer_consensus::RegionState), Status> {
         self.require_leader()?;
@@ -142,14 +157,7 @@ impl DrService for DrApi {
 
     async fn checkpoint(&self, _: Request<CheckpointRequest>) -> Result<Response<CheckpointResponse>, Status> {
         let dr = &self.dr;
-        let region = dr.node.view().region;
-        if region.role != RegionRole::Primary {
-            return Err(Status::failed_precondition(format!(
-                "region {} is a {}: re-seed from a checkpoint of the primary",
-                dr.config.region,
-                role_name(region.role)
-            )));
-        }
+        self.require_role(RegionRole::Primary, "re-seed from a checkpoint of the primary")?;
         let root = dr.data_dir.join(crate::reseed::CHECKPOINTS_DIR);
         std::fs::create_dir_all(&root).map_err(|error| Status::internal(format!("{}: {error}", root.display())))?;
         let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
@@ -351,15 +359,7 @@ impl DrService for DrApi {
         let force = request.into_inner().force;
         self.require_leader()?;
         let dr = &self.dr;
-        let region = dr.node.view().region;
-        if region.role != RegionRole::Standby {
-            return Err(Status::failed_precondition(format!(
-                "region {} is the {} at epoch {}: only a standby is promoted",
-                dr.config.region,
-                role_name(region.role),
-                region.epoch
-            )));
-        }
+        let region = self.require_role(RegionRole::Standby, "only a standby is promoted")?;
         let wait = dr.promote_wait();
         if !force && !wait.is_zero() {
             return Err(Status::failed_precondition(format!(
@@ -393,14 +393,7 @@ impl DrService for DrApi {
         let request = request.into_inner();
         self.require_leader()?;
         let dr = &self.dr;
-        let region = dr.node.view().region;
-        if region.role != RegionRole::Primary {
-            return Err(Status::failed_precondition(format!(
-                "region {} is a {}: only a primary is demoted",
-                dr.config.region,
-                role_name(region.role)
-            )));
-        }
+        let region = self.require_role(RegionRole::Primary, "only a primary is demoted")?;
         if request.epoch <= region.epoch {
             return Err(Status::invalid_argument(format!(
                 "epoch: {} is not above region {}'s epoch {}",
