@@ -88,9 +88,20 @@ pub struct NodeAddresses {
 impl NodeAddresses {
     /// Free loopback addresses for node `id`.
     pub fn allocate(id: u64) -> Self {
-        let ports = free_ports(3);
+        Self::allocate_all([id]).remove(0)
+    }
+
+    /// Free loopback addresses for nodes `ids`, all chosen while every one
+    /// is held: no two nodes get the same port (allocating them one node at
+    /// a time can hand a port just released to the next node).
+    pub fn allocate_all(ids: impl IntoIterator<Item = u64>) -> Vec<Self> {
+        let ids: Vec<u64> = ids.into_iter().collect();
+        let ports = free_ports(3 * ids.len());
         let at = |port: u16| format!("127.0.0.1:{port}");
-        Self { id, api: at(ports[0]), raft: at(ports[1]), metrics: at(ports[2]) }
+        ids.iter()
+            .zip(ports.chunks(3))
+            .map(|(&id, ports)| Self { id, api: at(ports[0]), raft: at(ports[1]), metrics: at(ports[2]) })
+            .collect()
     }
 }
 
@@ -280,7 +291,7 @@ impl Cluster {
     /// Free addresses for `size` founding nodes (ids 1..=size), for
     /// [`Cluster::start_with`].
     pub fn founders(size: u64) -> Vec<NodeAddresses> {
-        (1..=size).map(NodeAddresses::allocate).collect()
+        NodeAddresses::allocate_all(1..=size)
     }
 
     /// Starts `founders` as the founding voters, with `options`, and waits
@@ -297,8 +308,8 @@ impl Cluster {
     /// Waits for a leader in each.
     pub async fn start_regions(size: u64, dr_settings: &str) -> (Self, Self) {
         let slot = CLUSTER_SLOT.lock().unwrap_or_else(PoisonError::into_inner);
-        let primary: Vec<NodeAddresses> = (1..=size).map(NodeAddresses::allocate).collect();
-        let standby: Vec<NodeAddresses> = (11..11 + size).map(NodeAddresses::allocate).collect();
+        let mut primary = NodeAddresses::allocate_all((1..=size).chain(11..11 + size));
+        let standby = primary.split_off(size as usize);
         let section = |region: &str, peer: &str, peers: &[NodeAddresses], role: &str| {
             let addresses: Vec<String> = peers.iter().map(|node| format!("{:?}", node.api)).collect();
             let toml = format!(
