@@ -335,7 +335,7 @@ async fn split_brain_a_forced_failover_leaves_each_epoch_one_writer_and_the_old_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_operations_are_refused_with_errors_that_say_why_and_change_nothing() {
     let settings = format!("{}\nmax_lag_entries = 8", settings("async"));
-    let (seoul, busan) = Cluster::start_regions(3, &settings).await;
+    let (seoul, mut busan) = Cluster::start_regions(3, &settings).await;
     let at = addresses(&seoul);
     wait_shipping(&at).await;
     setup(&client(&seoul)).await;
@@ -395,6 +395,22 @@ async fn wrong_operations_are_refused_with_errors_that_say_why_and_change_nothin
         let expected = if row["region"] == "seoul" { "primary" } else { "standby" };
         assert_eq!((row["role"].as_str(), row["epoch"].as_u64()), (Some(expected), Some(0)), "{row:#}");
     }
+
+    // The standby region is lost: seoul stops writing once its lease
+    // lapses, writes alone once the operator waives the lease, and stops
+    // again when the lease is required again.
+    for id in [11, 12, 13] {
+        busan.node(id).kill();
+    }
+    tokio::time::sleep(Duration::from_millis(LEASE_MS + 200)).await;
+    let refused = once.create_transfers(&batch(5_300_000, 1)).await.unwrap_err().to_string();
+    assert!(refused.contains("no write lease"), "{refused}");
+    let waived = dr(&at, &["lease", "waive"]).unwrap();
+    assert_eq!(waived["lease_required"], false);
+    assert_eq!(primary.create_transfers(&batch(5_300_001, 1)).await.unwrap().value, [CreateTransferResult::Created]);
+    dr(&at, &["lease", "require"]).unwrap();
+    let refused = once.create_transfers(&batch(5_300_002, 1)).await.unwrap_err().to_string();
+    assert!(refused.contains("no write lease"), "{refused}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -72,6 +72,27 @@ pub enum DrCommand {
     /// Rebuild the standby region from a checkpoint of the primary (when it
     /// fell behind what the primary's log still holds).
     Reseed(ReseedArgs),
+    /// Let the primary write without its standby's lease (the standby region
+    /// is lost), or require the lease again.
+    Lease(LeaseArgs),
+}
+
+/// What `coffer dr lease` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LeaseAction {
+    /// The primary writes without a lease. Only when the standby region is
+    /// known lost: a standby promoted meanwhile would write too.
+    Waive,
+    /// The primary writes only under its standby's lease again.
+    Require,
+}
+
+/// `coffer dr lease`
+#[derive(Debug, Clone, clap::Args)]
+pub struct LeaseArgs {
+    /// waive or require.
+    #[arg(value_enum)]
+    pub action: LeaseAction,
 }
 
 /// `coffer dr reseed`
@@ -1449,6 +1470,28 @@ pub async fn run(command: DrCommand, options: &ClientOptions) -> Result<(), DrEr
                     ));
                 }
                 text
+            })
+        }
+        DrCommand::Lease(args) => {
+            let (a, b) = both(addresses).await?;
+            let (primary, _) = primary_first(a, b)?;
+            let (address, mut client) = leader_client(&primary).await?;
+            let required = args.action == LeaseAction::Require;
+            let answer = client
+                .lease(LeaseRequest { required })
+                .await
+                .map_err(|status| rpc_error("Lease", &address, &status))?
+                .into_inner();
+            let info = answer.region.unwrap_or_default();
+            let report = serde_json::json!({ "region": info.region, "epoch": info.epoch, "lease_required": required, "index": answer.index });
+            print(options.json, &report, |_| {
+                format!(
+                    "{} (epoch {}) {} at index {}\n",
+                    info.region,
+                    info.epoch,
+                    if required { "writes only under its standby's lease again" } else { "writes without a lease" },
+                    answer.index
+                )
             })
         }
         DrCommand::Reseed(args) => {
