@@ -145,6 +145,8 @@ pub struct Dr {
     data_dir: PathBuf,
     /// Asks the process to restart (to install a prepared re-seed).
     restart: Arc<tokio::sync::Notify>,
+    /// Wakes the standby's shipping session when a promotion pauses it.
+    pause_signal: tokio::sync::Notify,
 }
 
 fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -177,6 +179,7 @@ impl Dr {
             isolated: std::sync::atomic::AtomicBool::new(false),
             data_dir,
             restart,
+            pause_signal: tokio::sync::Notify::new(),
         });
         tokio::spawn(standby::follow(dr.clone()));
         tokio::spawn(record_metrics(dr.clone()));
@@ -314,6 +317,7 @@ impl Dr {
     /// for (up to `within`), before a promotion reads the state it promotes.
     async fn pause_shipping(&self, within: Duration) -> bool {
         locked(&self.standby).paused = true;
+        self.pause_signal.notify_waiters();
         let deadline = Instant::now() + within;
         while locked(&self.standby).shipping {
             if Instant::now() >= deadline {

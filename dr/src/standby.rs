@@ -109,7 +109,19 @@ async fn session(dr: &Arc<Dr>, address: &str) -> Result<(), Failure> {
     let mut progressed = false;
     let timeout = Duration::from_millis(dr.config.lease_ms);
     loop {
-        let message = match tokio::time::timeout(timeout, stream.message()).await {
+        // A promotion pausing the session wakes it at once (not at the next
+        // message, up to a heartbeat later): the switchover waits for it.
+        let paused = dr.pause_signal.notified();
+        tokio::pin!(paused);
+        paused.as_mut().enable();
+        if locked(&dr.standby).paused {
+            return Ok(());
+        }
+        let next = tokio::select! {
+            next = tokio::time::timeout(timeout, stream.message()) => next,
+            () = &mut paused => return Ok(()),
+        };
+        let message = match next {
             Ok(Ok(Some(message))) => message,
             Ok(Ok(None)) => return Err(Failure { progressed, ..failure("the primary closed the stream") }),
             Ok(Err(status)) => {
