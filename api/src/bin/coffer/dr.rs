@@ -144,10 +144,11 @@ pub struct FailbackArgs {
 }
 
 /// Which drill.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scenario {
     /// A planned switchover.
+    #[default]
     Switchover,
     /// The primary region cut off, then a failover.
     Failover,
@@ -868,7 +869,7 @@ async fn reseed_region(
 }
 
 /// One row of `coffer dr status`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 struct StatusRow {
     region: String,
     node_id: u64,
@@ -922,27 +923,9 @@ async fn status(addresses: &[String]) -> Result<Vec<StatusRow>, DrError> {
                         error: s.last_error.clone(),
                     });
                 }
-                Err(error) => rows.push(StatusRow {
-                    region: String::new(),
-                    node_id: 0,
-                    address,
-                    leader: false,
-                    role: "unreachable".into(),
-                    epoch: 0,
-                    frozen: false,
-                    applied_index: 0,
-                    cursor: 0,
-                    mode: String::new(),
-                    fencing: String::new(),
-                    lag_entries: 0,
-                    lag_ms: 0,
-                    lease_remaining_ms: 0,
-                    standby_connected: false,
-                    shipping: false,
-                    shipped_bytes: 0,
-                    promote_wait_ms: 0,
-                    error,
-                }),
+                Err(error) => {
+                    rows.push(StatusRow { address, role: "unreachable".into(), error, ..StatusRow::default() })
+                }
             }
         }
     }
@@ -1005,24 +988,49 @@ fn status_table(rows: &[StatusRow]) -> String {
 
 /// The drill's write load: batches of 10 transfers to whichever region
 /// takes them, every acknowledged id recorded.
+#[derive(Debug, Default)]
 struct Load {
-    acknowledged: Mutex<Vec<(TransferId, String, u64)>>,
-    /// Successful batches' times (ms since the drill started), for the
-    /// longest write gap.
-    successes: Mutex<Vec<u64>>,
-    refusals: Mutex<u64>,
+    /// Every acknowledged transfer, with when (ms since the drill started).
+    acknowledged: Mutex<Vec<(TransferId, u64)>>,
+    /// Batches no region took.
+    refusals: std::sync::atomic::AtomicU64,
+}
+
+/// A load running in a task until [`RunningLoad::stop`].
+struct RunningLoad {
+    load: Arc<Load>,
     stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningLoad {
+    /// Stops the load; what it recorded.
+    async fn stop(self) -> Arc<Load> {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+        self.load
+    }
 }
 
 impl Load {
+    /// Starts writing `rate` transfers a second to `regions`.
+    fn start(regions: [Vec<String>; 2], rate: u32, started: Instant) -> RunningLoad {
+        let load = Arc::new(Self::default());
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(run_load(load.clone(), regions, rate, started, stopped));
+        RunningLoad { load, stop, task }
+    }
+
+    fn acknowledged(&self) -> std::sync::MutexGuard<'_, Vec<(TransferId, u64)>> {
+        self.acknowledged.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// The longest time between `from_ms` and `to_ms` in which no write that
     /// survived (is not in `lost`) was acknowledged: a write the old primary
     /// acknowledged and the new one lost does not count as available.
     fn longest_gap(&self, from_ms: u64, to_ms: u64, lost: &BTreeSet<u128>) -> u64 {
-        let acknowledged = self.acknowledged.lock().unwrap_or_else(PoisonError::into_inner);
         let mut times: Vec<u64> =
-            acknowledged.iter().filter(|(id, _, _)| !lost.contains(&id.0)).map(|(_, _, at)| *at).collect();
-        drop(acknowledged);
+            self.acknowledged().iter().filter(|(id, _)| !lost.contains(&id.0)).map(|(_, at)| *at).collect();
         times.sort_unstable();
         times.dedup();
         let mut last = from_ms;
@@ -1095,13 +1103,12 @@ async fn run_load(
             match clients[which].create_transfers(&batch).await {
                 Ok(reply) => {
                     let at = started.elapsed().as_millis() as u64;
-                    let mut acknowledged = load.acknowledged.lock().unwrap_or_else(PoisonError::into_inner);
+                    let mut acknowledged = load.acknowledged();
                     for (transfer, result) in batch.iter().zip(&reply.value) {
                         if matches!(result, CreateTransferResult::Created | CreateTransferResult::Exists) {
-                            acknowledged.push((transfer.id, regions[which].join(","), at));
+                            acknowledged.push((transfer.id, at));
                         }
                     }
-                    load.successes.lock().unwrap_or_else(PoisonError::into_inner).push(at);
                     preferred = which;
                     done = true;
                     break;
@@ -1112,13 +1119,13 @@ async fn run_load(
             }
         }
         if !done {
-            *load.refusals.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+            load.refusals.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 }
 
 /// What a drill measured.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 struct DrillReport {
     scenario: Scenario,
     failback: bool,
@@ -1166,42 +1173,16 @@ async fn drill(addresses: &[String], args: &DrillArgs, timeline: &mut Timeline) 
         primary.epoch(),
         standby.name
     ));
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let load = Arc::new(Load {
-        acknowledged: Mutex::new(Vec::new()),
-        successes: Mutex::new(Vec::new()),
-        refusals: Mutex::new(0),
-        stop,
-    });
-    let mut load_task = None;
+    let mut running = None;
     let setup = Client::new(ClientConfig::new(primary.addresses.clone())).map_err(|error| failed(error.to_string()))?;
     drill_setup(&setup).await?;
     if args.load > 0 {
-        load_task = Some(tokio::spawn(run_load(load.clone(), regions.clone(), args.load, timeline.started, stopped)));
+        running = Some(Load::start(regions.clone(), args.load, timeline.started));
         timeline.at(format!("load: {} transfers/s in batches of 10", args.load));
         tokio::time::sleep(Duration::from_millis(args.warmup_ms)).await;
     }
     let operation_from = timeline.at("operation starts");
-    let mut report = DrillReport {
-        scenario: args.scenario,
-        failback: args.failback,
-        verdict: String::new(),
-        reasons: Vec::new(),
-        rpo_lost_acknowledged: 0,
-        rpo_lost_listed: 0,
-        rpo_index_gap: 0,
-        rto_ms: 0,
-        acknowledged: 0,
-        refused_batches: 0,
-        digests_equal: false,
-        primary_digest: String::new(),
-        standby_digest: String::new(),
-        at_index: 0,
-        switchover: None,
-        failover: None,
-        failback_report: None,
-        timeline: Vec::new(),
-    };
+    let mut report = DrillReport { scenario: args.scenario, failback: args.failback, ..DrillReport::default() };
     let mut listed: BTreeSet<u128> = BTreeSet::new();
     match args.scenario {
         Scenario::Switchover => {
@@ -1230,25 +1211,17 @@ async fn drill(addresses: &[String], args: &DrillArgs, timeline: &mut Timeline) 
         }
     }
     let mut operation_to = timeline.at("operation done");
+    let mut probed = Vec::new();
     if args.load == 0 {
         // No load to measure the write-unavailable time: probe until the
         // new primary takes a write.
-        let probe = Arc::new(Load {
-            acknowledged: Mutex::new(Vec::new()),
-            successes: Mutex::new(Vec::new()),
-            refusals: Mutex::new(0),
-            stop: tokio::sync::watch::channel(false).0,
-        });
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        let task = tokio::spawn(run_load(probe.clone(), regions.clone(), 50, timeline.started, stopped));
+        let probe = Load::start(regions.clone(), 50, timeline.started);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while probe.successes.lock().unwrap_or_else(PoisonError::into_inner).is_empty() && Instant::now() < deadline {
+        while probe.load.acknowledged().is_empty() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let _ = stop.send(true);
-        let _ = task.await;
-        let first = probe.successes.lock().unwrap_or_else(PoisonError::into_inner).first().copied();
-        match first {
+        probed = probe.stop().await.acknowledged().clone();
+        match probed.iter().map(|(_, at)| *at).min() {
             Some(at) => {
                 timeline.at("a probe write was acknowledged");
                 report.rto_ms = at.saturating_sub(operation_from);
@@ -1256,8 +1229,6 @@ async fn drill(addresses: &[String], args: &DrillArgs, timeline: &mut Timeline) 
             }
             None => report.reasons.push("no write was acknowledged within 30 s of the operation".into()),
         }
-        let probed = probe.acknowledged.lock().unwrap_or_else(PoisonError::into_inner).clone();
-        load.acknowledged.lock().unwrap_or_else(PoisonError::into_inner).extend(probed);
     }
     if args.load > 0 {
         tokio::time::sleep(Duration::from_millis(1_000)).await;
@@ -1274,24 +1245,25 @@ async fn drill(addresses: &[String], args: &DrillArgs, timeline: &mut Timeline) 
             tokio::time::sleep(Duration::from_millis(1_000)).await;
         }
     }
-    let _ = load.stop.send(true);
-    if let Some(task) = load_task {
-        let _ = task.await;
-    }
+    let load = match running {
+        Some(running) => running.stop().await,
+        None => Arc::default(),
+    };
     timeline.at("load stopped");
     // Judge: every acknowledged transfer in the final primary, and equal
     // digests once the standby caught up.
     let (a, b) = both(addresses).await?;
     let (final_primary, final_standby) = primary_first(a, b)?;
-    let acknowledged = load.acknowledged.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    let mut acknowledged = load.acknowledged().clone();
+    acknowledged.extend(probed);
     report.acknowledged = acknowledged.len();
-    report.refused_batches = *load.refusals.lock().unwrap_or_else(PoisonError::into_inner);
+    report.refused_batches = load.refusals.load(std::sync::atomic::Ordering::Relaxed);
     if !acknowledged.is_empty() {
         let client = Client::new(ClientConfig::new(final_primary.addresses.clone()))
             .map_err(|error| failed(error.to_string()))?;
         let mut lost = Vec::new();
         for chunk in acknowledged.chunks(8_000) {
-            let ids: Vec<TransferId> = chunk.iter().map(|(id, _, _)| *id).collect();
+            let ids: Vec<TransferId> = chunk.iter().map(|(id, _)| *id).collect();
             let found =
                 client.lookup_transfers(&ids).await.map_err(|error| failed(format!("LookupTransfers: {error}")))?;
             lost.extend(ids.iter().zip(&found.value).filter(|(_, found)| found.is_none()).map(|(id, _)| id.0));
