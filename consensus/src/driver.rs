@@ -818,11 +818,7 @@ fn open_replica(config: &NodeConfig) -> Result<Replica<DiskStorage>, StartError>
     // directory removed) or is useless now: Raft sends a new one.
     let any_incoming = storage.snapshot_dirs().incoming(0, 0);
     if let Some(incoming) = any_incoming.parent() {
-        match std::fs::remove_dir_all(incoming) {
-            Ok(()) => {}
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-            Err(error) => return Err(StorageError::io(incoming, error).into()),
-        }
+        snapshot::remove_dir(incoming)?;
     }
     Ok(Replica::new(config.consensus.clone(), storage)?)
 }

@@ -11,7 +11,7 @@ use std::cell::Cell;
 use std::path::{Path, PathBuf};
 
 use coffer_ledger::{Store, WriteSet};
-use coffer_storage::snapshot::{self, SnapshotManifest, MANIFEST_FILE};
+use coffer_storage::snapshot::{self, remove_dir, SnapshotManifest, MANIFEST_FILE};
 use coffer_storage::{AppliedState, LedgerState, NodeStore, StorageConfig, StorageError};
 use raft::prelude::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState};
@@ -185,14 +185,6 @@ impl DiskStorage {
 /// Whether `conf_state` counts `node` as a member.
 fn names(conf_state: &ConfState, node: u64) -> bool {
     conf_state.voters.iter().chain(&conf_state.learners).chain(&conf_state.voters_outgoing).any(|&id| id == node)
-}
-
-fn remove_dir(path: &Path) -> Result<(), StorageError> {
-    match std::fs::remove_dir_all(path) {
-        Ok(()) => Ok(()),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(error) => Err(StorageError::io(path, error)),
-    }
 }
 
 impl raft::Storage for DiskStorage {

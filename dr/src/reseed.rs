@@ -13,7 +13,7 @@
 
 use std::path::{Path, PathBuf};
 
-use coffer_storage::snapshot::{self, SnapshotChunk, SnapshotWriter};
+use coffer_storage::snapshot::{self, remove_dir, SnapshotChunk, SnapshotWriter};
 use coffer_storage::{AppliedState, NodeStore, RegionRole, RegionState, StorageConfig, StorageError};
 use tokio_stream::StreamExt as _;
 use tonic::transport::Endpoint;
@@ -39,14 +39,6 @@ fn prepared_dir(data_dir: &Path) -> PathBuf {
 
 fn remove_file(path: &Path) -> Result<(), StorageError> {
     match std::fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(error) => Err(StorageError::io(path, error)),
-    }
-}
-
-fn remove_dir(path: &Path) -> Result<(), StorageError> {
-    match std::fs::remove_dir_all(path) {
         Ok(()) => Ok(()),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(error) => Err(StorageError::io(path, error)),

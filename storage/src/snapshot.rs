@@ -226,6 +226,16 @@ fn list_files(dir: &Path) -> Result<Vec<String>, StorageError> {
     Ok(names)
 }
 
+/// Removes the directory `path` and everything in it; one that is not
+/// there is already removed.
+pub fn remove_dir(path: &Path) -> Result<(), StorageError> {
+    match std::fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(StorageError::io(path, error)),
+    }
+}
+
 fn sync_file(path: &Path) -> Result<(), StorageError> {
     File::open(path).and_then(|file| file.sync_all()).map_err(|error| StorageError::io(path, error))
 }
