@@ -210,6 +210,14 @@ impl RegionCommand {
     }
 }
 
+/// The last index of the primary's log whose effects `region` (a standby)
+/// holds, the one its shipping resumes after: its cursor, or for a standby
+/// that never shipped, the bootstrap index, since every new cluster starts
+/// with the empty ledger there.
+pub fn shipped_through(region: RegionState) -> u64 {
+    region.cursor.max(BOOTSTRAP_INDEX)
+}
+
 /// The region state `op`, in the entry at `index`, leads to from `region`
 /// (whose role is resolved: never [`RegionRole::Configured`]), or why the
 /// region refuses it. Pure: every node of a region decides the same. `Ship`
@@ -237,9 +245,7 @@ pub fn next_region(region: RegionState, op: &RegionOp, index: u64) -> Result<Reg
                 }
                 next.epoch = *source_epoch;
             }
-            // A standby that never shipped holds what every new cluster
-            // starts with: the empty ledger at the bootstrap index.
-            let base = region.cursor.max(BOOTSTRAP_INDEX);
+            let base = shipped_through(region);
             if *shipped != base + 1 {
                 return Err(format!("shipped entry {shipped} does not follow the cursor {base}"));
             }

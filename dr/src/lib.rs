@@ -40,6 +40,9 @@ pub mod proto {
     tonic::include_proto!("coffer.dr.v1");
 }
 
+/// The response metadata naming the leader's client address (the key the
+/// ledger API uses for the same purpose, `coffer_api::status`).
+pub const LEADER_METADATA_KEY: &str = "coffer-leader";
 /// The most bytes of entries one shipped message carries.
 pub const SHIP_BATCH_BYTES: u64 = 4 << 20;
 /// The most bytes of a shipped message the standby accepts.
@@ -196,6 +199,27 @@ impl Dr {
         &self.node
     }
 
+    /// `UNAVAILABLE` unless this node leads its region, naming the leader's
+    /// client address in the message and in [`LEADER_METADATA_KEY`] (the
+    /// standby's shipper follows it; so do `coffer dr` and other clients).
+    pub(crate) fn require_leader(&self) -> Result<(), tonic::Status> {
+        let view = self.node.view();
+        if view.is_leader {
+            return Ok(());
+        }
+        let address = view.leader.and_then(|leader| self.addresses.get(&leader)).cloned();
+        let mut status = tonic::Status::unavailable(format!(
+            "node {} does not lead region {}{}",
+            self.node.id(),
+            self.config.region,
+            address.as_ref().map(|address| format!("; its leader is at {address}")).unwrap_or_default()
+        ));
+        if let Some(value) = address.and_then(|address| address.parse().ok()) {
+            status.metadata_mut().insert(LEADER_METADATA_KEY, value);
+        }
+        Err(status)
+    }
+
     /// Whether a drill cut this node off the other region.
     pub fn is_isolated(&self) -> bool {
         self.isolated.load(std::sync::atomic::Ordering::Relaxed)
@@ -332,6 +356,28 @@ impl Dr {
         locked(&self.standby).paused = false;
     }
 
+    /// How far the standby region is behind, as this node knows it: on a
+    /// standby, the primary's applied index as last heard against the
+    /// cursor, and for how long it has not been caught up; on the primary's
+    /// leader, [`Self::primary_lag`]; elsewhere nothing (only those two
+    /// nodes ship).
+    fn lag(&self) -> (u64, Duration) {
+        let view = self.node.view();
+        match view.region.role {
+            RegionRole::Standby => {
+                let standby = locked(&self.standby);
+                let entries = standby.source_applied.saturating_sub(view.region.cursor);
+                let behind = match (entries, standby.caught_up_at) {
+                    (0, _) | (_, None) => Duration::ZERO,
+                    (_, Some(at)) => at.elapsed(),
+                };
+                (entries, behind)
+            }
+            _ if view.is_leader => self.primary_lag(),
+            _ => (0, Duration::ZERO),
+        }
+    }
+
     /// The primary side's lag behind this node: entries not yet committed
     /// in the standby region, and for how long the oldest of them has been
     /// applied here.
@@ -370,21 +416,9 @@ async fn record_metrics(dr: Arc<Dr>) {
             RegionRole::Standby => 2.0,
             RegionRole::Configured => 0.0,
         });
-        let (entries, seconds) = match view.region.role {
-            RegionRole::Standby => {
-                let standby = locked(&dr.standby);
-                let entries = standby.source_applied.saturating_sub(view.region.cursor);
-                let seconds =
-                    if entries == 0 { 0.0 } else { standby.caught_up_at.map_or(0.0, |at| at.elapsed().as_secs_f64()) };
-                (entries, seconds)
-            }
-            _ => {
-                let (entries, since) = dr.primary_lag();
-                (entries, since.as_secs_f64())
-            }
-        };
+        let (entries, behind) = dr.lag();
         lag_entries.set(entries as f64);
-        lag_seconds.set(seconds);
+        lag_seconds.set(behind.as_secs_f64());
         let primary = locked(&dr.primary);
         let remaining =
             primary.lease_until.map_or(0.0, |until| until.saturating_duration_since(Instant::now()).as_secs_f64());

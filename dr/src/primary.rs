@@ -34,18 +34,7 @@ pub(crate) fn check_hello(dr: &Dr, hello: &ShipUp) -> Result<u64, Status> {
             view.region.epoch
         )));
     }
-    if !view.is_leader {
-        let leader = view.leader.and_then(|leader| dr.addresses.get(&leader)).cloned().unwrap_or_default();
-        let mut status = Status::unavailable(format!(
-            "node {} is not the leader of region {region}; ship from its leader{}",
-            dr.node.id(),
-            if leader.is_empty() { String::new() } else { format!(" at {leader}") }
-        ));
-        if let Ok(value) = leader.parse() {
-            status.metadata_mut().insert("coffer-leader", value);
-        }
-        return Err(status);
-    }
+    dr.require_leader()?;
     if hello.epoch > view.region.epoch {
         return Err(Status::failed_precondition(format!(
             "region {region} is at epoch {}, older than the standby's epoch {}: it is no longer the primary",

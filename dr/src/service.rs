@@ -47,21 +47,7 @@ impl DrApi {
 
     /// `UNAVAILABLE` naming the leader, unless this node leads its region.
     fn require_leader(&self) -> Result<(), Status> {
-        let view = self.dr.node.view();
-        if view.is_leader {
-            return Ok(());
-        }
-        let address = view.leader.and_then(|leader| self.dr.addresses.get(&leader)).cloned();
-        let mut status = Status::unavailable(format!(
-            "node {} does not lead region {}{}",
-            self.dr.node.id(),
-            self.dr.config.region,
-            address.as_ref().map(|address| format!("; its leader is at {address}")).unwrap_or_default()
-        ));
-        if let Some(value) = address.and_then(|address| address.parse().ok()) {
-            status.metadata_mut().insert("coffer-leader", value);
-        }
-        Err(status)
+        self.dr.require_leader()
     }
 
     /// The region's state, if its role is `role`; otherwise
@@ -255,7 +241,7 @@ impl DrService for DrApi {
             )));
         }
         let download = crate::reseed::download_dir(&dr.data_dir);
-        let _ = std::fs::remove_dir_all(&download);
+        coffer_storage::snapshot::remove_dir(&download).map_err(|error| Status::internal(error.to_string()))?;
         crate::reseed::download(&request.source_address, &request.name, &download)
             .await
             .map_err(|reason| Status::unavailable(format!("downloading the checkpoint: {reason}")))?;
@@ -305,18 +291,15 @@ impl DrService for DrApi {
             term: view.term,
             ..DrStatusResponse::default()
         };
+        let (lag, behind) = dr.lag();
+        response.lag_entries = lag;
+        response.lag_ms = behind.as_millis() as u64;
         match region.role {
             RegionRole::Standby => {
                 let standby = locked(&dr.standby);
                 response.source_applied_index = standby.source_applied;
                 response.source_heard_ms_ago =
                     standby.source_heard.map_or(u64::MAX, |heard| heard.elapsed().as_millis() as u64);
-                response.lag_entries = standby.source_applied.saturating_sub(region.cursor);
-                response.lag_ms = if response.lag_entries == 0 {
-                    0
-                } else {
-                    standby.caught_up_at.map_or(0, |at| at.elapsed().as_millis() as u64)
-                };
                 response.shipping = standby.shipping;
                 response.last_error = standby.last_error.clone();
                 drop(standby);
@@ -324,11 +307,8 @@ impl DrService for DrApi {
             }
             // Only the primary's leader ships and holds the lease.
             _ if view.is_leader => {
-                let (lag, since) = dr.primary_lag();
                 let primary = dr.primary_side(region.epoch);
                 response.standby_durable_index = primary.durable;
-                response.lag_entries = lag;
-                response.lag_ms = since.as_millis() as u64;
                 response.shipped_bytes = primary.shipped_bytes;
                 response.standby_connected = primary.streams > 0;
                 response.lease_remaining_ms = primary.lease_until.map_or(-1, |until| {

@@ -95,14 +95,18 @@ async fn session(dr: &Arc<Dr>, address: &str) -> Result<(), Failure> {
         .max_decoding_message_size(SHIP_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(SHIP_MESSAGE_BYTES_MAX);
     let view = node.view();
-    let mut cursor = view.region.cursor.max(coffer_storage::BOOTSTRAP_INDEX);
+    let mut cursor = coffer_consensus::region::shipped_through(view.region);
     let mut epoch = view.region.epoch;
     let (acks, outgoing) = mpsc::channel::<ShipUp>(64);
     let hello = ShipUp { region: dr.config.region.clone(), epoch, cursor, ..ShipUp::default() };
     acks.try_send(hello).map_err(|_| failure("the acknowledgement channel is closed"))?;
     let response = client.ship(ReceiverStream::new(outgoing)).await.map_err(|status| Failure {
         reason: format!("{:?}: {}", status.code(), status.message()),
-        leader: status.metadata().get("coffer-leader").and_then(|value| value.to_str().ok()).map(str::to_owned),
+        leader: status
+            .metadata()
+            .get(crate::LEADER_METADATA_KEY)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned),
         progressed: false,
     })?;
     let mut stream = response.into_inner();
