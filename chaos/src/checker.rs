@@ -32,8 +32,8 @@
 use std::collections::BTreeMap;
 
 use coffer_ledger::{
-    state_digest, AccountFlags, AccountId, CreateTransferResult, LedgerId, MemoryStore, PendingState, StateDigest,
-    Store, StoreError, Transfer, TransferFlags, TransferId,
+    state_digest, Account, AccountFlags, AccountId, CreateTransferResult, LedgerId, MemoryStore, PendingState,
+    StateDigest, Store, StoreError, Transfer, TransferFlags, TransferId,
 };
 
 use crate::workload::{transfer_name, TransferRole};
@@ -416,13 +416,62 @@ pub fn stored_field_differing(sent: &Transfer, stored: &Transfer) -> Option<&'st
     checks.into_iter().find(|(_, same)| !same).map(|(field, _)| field)
 }
 
-/// The four balances of an account, recomputed.
+/// An account's four balances, as held or as recomputed from its
+/// transfers; or their sums over a ledger.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct Balances {
-    debits_pending: u128,
-    debits_posted: u128,
-    credits_pending: u128,
-    credits_posted: u128,
+pub struct Balances {
+    /// Debits reserved by pending transfers.
+    pub debits_pending: u128,
+    /// Debits posted.
+    pub debits_posted: u128,
+    /// Credits reserved by pending transfers.
+    pub credits_pending: u128,
+    /// Credits posted.
+    pub credits_posted: u128,
+}
+
+impl Balances {
+    /// The balances `account` holds.
+    pub fn of(account: &Account) -> Self {
+        Self {
+            debits_pending: account.debits_pending,
+            debits_posted: account.debits_posted,
+            credits_pending: account.credits_pending,
+            credits_posted: account.credits_posted,
+        }
+    }
+
+    /// Adds `other` to a ledger's sums (wrapping: sums that overflow show as
+    /// unbalanced instead of stopping the check).
+    pub fn add(&mut self, other: &Self) {
+        self.debits_pending = self.debits_pending.wrapping_add(other.debits_pending);
+        self.debits_posted = self.debits_posted.wrapping_add(other.debits_posted);
+        self.credits_pending = self.credits_pending.wrapping_add(other.credits_pending);
+        self.credits_posted = self.credits_posted.wrapping_add(other.credits_posted);
+    }
+
+    /// Whether sums over a ledger balance: debits equal credits, pending
+    /// and posted.
+    pub fn is_balanced(&self) -> bool {
+        self.debits_pending == self.credits_pending && self.debits_posted == self.credits_posted
+    }
+}
+
+/// What `transfer` adds to each of its two accounts: (pending, posted).
+/// `reserving` says whether a pending transfer still reserves its amount
+/// (neither posted, voided nor expired).
+pub fn contribution(transfer: &Transfer, reserving: bool) -> (u128, u128) {
+    match TransferRole::of(transfer) {
+        TransferRole::Single | TransferRole::Post => (0, transfer.amount),
+        TransferRole::Pending if reserving => (transfer.amount, 0),
+        TransferRole::Pending | TransferRole::Void => (0, 0),
+    }
+}
+
+/// Whether `account` breaches its limit (debits must not exceed credits).
+pub fn breaches_limit(account: &Account) -> bool {
+    account.flags.contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
+        && account.debits_pending.saturating_add(account.debits_posted) > account.credits_posted
 }
 
 /// Recomputes every account's balances from the transfers `store` holds and
@@ -440,13 +489,8 @@ fn check_balances<S: Store + ?Sized>(
     let mut sums: BTreeMap<AccountId, Balances> = BTreeMap::new();
     let mut overflow = false;
     store.for_each_transfer(&mut |transfer| {
-        let (pending, posted) = match TransferRole::of(transfer) {
-            TransferRole::Single | TransferRole::Post => (0, transfer.amount),
-            TransferRole::Pending if pending_states.get(&transfer.id) == Some(&PendingState::Pending) => {
-                (transfer.amount, 0)
-            }
-            TransferRole::Pending | TransferRole::Void => (0, 0),
-        };
+        let reserving = pending_states.get(&transfer.id) == Some(&PendingState::Pending);
+        let (pending, posted) = contribution(transfer, reserving);
         let mut add = |account: AccountId, debit: bool| {
             let sum = sums.entry(account).or_default();
             let (pending_side, posted_side) = if debit {
@@ -468,12 +512,7 @@ fn check_balances<S: Store + ?Sized>(
     }
     let mut ledgers: BTreeMap<LedgerId, Balances> = BTreeMap::new();
     store.for_each_account(&mut |account| {
-        let held = Balances {
-            debits_pending: account.debits_pending,
-            debits_posted: account.debits_posted,
-            credits_pending: account.credits_pending,
-            credits_posted: account.credits_posted,
-        };
+        let held = Balances::of(account);
         let expected = sums.get(&account.id).copied().unwrap_or_default();
         if held != expected {
             violation(
@@ -481,19 +520,13 @@ fn check_balances<S: Store + ?Sized>(
                 format!("node {node}: account {} holds {held:?}, its transfers sum to {expected:?}", account.id.0),
             );
         }
-        if account.flags.contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
-            && held.debits_pending.saturating_add(held.debits_posted) > held.credits_posted
-        {
+        if breaches_limit(account) {
             violation("limit", format!("node {node}: account {} is overdrawn: {held:?}", account.id.0));
         }
-        let total = ledgers.entry(account.ledger).or_default();
-        total.debits_pending = total.debits_pending.wrapping_add(held.debits_pending);
-        total.debits_posted = total.debits_posted.wrapping_add(held.debits_posted);
-        total.credits_pending = total.credits_pending.wrapping_add(held.credits_pending);
-        total.credits_posted = total.credits_posted.wrapping_add(held.credits_posted);
+        ledgers.entry(account.ledger).or_default().add(&held);
     })?;
     for (ledger, total) in ledgers {
-        if total.debits_pending != total.credits_pending || total.debits_posted != total.credits_posted {
+        if !total.is_balanced() {
             violation("conservation", format!("node {node}: ledger {} does not balance: {total:?}", ledger.0));
         }
     }

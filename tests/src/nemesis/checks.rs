@@ -43,10 +43,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use coffer_chaos::checker::{stored_field_differing, History};
+use coffer_chaos::checker::{breaches_limit, contribution, stored_field_differing, Balances, History};
 use coffer_chaos::workload::{transfer_name, Bank, TransferRole};
 use coffer_chaos::Violation;
-use coffer_ledger::{Account, AccountFlags, AccountId, LedgerId, Store, Transfer, TransferId};
+use coffer_ledger::{Account, AccountId, LedgerId, Store, Transfer, TransferId};
 
 use super::faults::verify;
 use super::history::{HistoryLog, WriteOutcome};
@@ -58,30 +58,6 @@ const LOOKUP_CHUNK: usize = 8_000;
 const ACCOUNT_CACHE_ENTRIES: usize = 4_096;
 /// Violations of one check listed before the rest are only counted.
 const DETAILS_MAX: usize = 20;
-
-/// One account's four balances.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Balances {
-    /// Debits reserved by pending transfers.
-    pub debits_pending: u128,
-    /// Debits posted.
-    pub debits_posted: u128,
-    /// Credits reserved by pending transfers.
-    pub credits_pending: u128,
-    /// Credits posted.
-    pub credits_posted: u128,
-}
-
-impl Balances {
-    fn of(account: &Account) -> Self {
-        Self {
-            debits_pending: account.debits_pending,
-            debits_posted: account.debits_posted,
-            credits_pending: account.credits_pending,
-            credits_posted: account.credits_posted,
-        }
-    }
-}
 
 /// What one node serves once the cluster has healed and gone quiet.
 #[derive(Clone, Debug, Default)]
@@ -241,13 +217,10 @@ fn check_node_balances(node: u64, state: &NodeState, bank: &Bank, violations: &m
         .collect();
     let mut expected: BTreeMap<AccountId, Balances> = BTreeMap::new();
     for transfer in state.transfers.values() {
-        let (pending, posted) = match TransferRole::of(transfer) {
-            TransferRole::Single | TransferRole::Post => (0, transfer.amount),
-            // Still reserving: neither resolved nor timed out (the run waits
-            // past every timeout before it reads).
-            TransferRole::Pending if !resolved.contains(&transfer.id) && transfer.timeout == 0 => (transfer.amount, 0),
-            TransferRole::Pending | TransferRole::Void => (0, 0),
-        };
+        // Still reserving: neither resolved nor timed out (the run waits
+        // past every timeout before it reads).
+        let reserving = !resolved.contains(&transfer.id) && transfer.timeout == 0;
+        let (pending, posted) = contribution(transfer, reserving);
         let debit = expected.entry(transfer.debit_account_id).or_default();
         debit.debits_pending += pending;
         debit.debits_posted += posted;
@@ -268,16 +241,12 @@ fn check_node_balances(node: u64, state: &NodeState, bank: &Bank, violations: &m
             balances
                 .add(format!("node {node}: account {} holds {held:?}, its transfers sum to {sums:?}", account.id.0));
         }
-        let total = ledgers.entry(account.ledger).or_default();
-        total.debits_pending += held.debits_pending;
-        total.debits_posted += held.debits_posted;
-        total.credits_pending += held.credits_pending;
-        total.credits_posted += held.credits_posted;
+        ledgers.entry(account.ledger).or_default().add(&held);
     }
     drop(balances);
     let mut conservation = Found::new("conservation", violations);
     for (ledger, total) in ledgers {
-        if total.debits_pending != total.credits_pending || total.debits_posted != total.credits_posted {
+        if !total.is_balanced() {
             conservation.add(format!("node {node}: ledger {} does not balance: {total:?}", ledger.0));
         }
     }
@@ -286,11 +255,6 @@ fn check_node_balances(node: u64, state: &NodeState, bank: &Bank, violations: &m
     for account in state.accounts.values().filter(|account| breaches_limit(account)) {
         limits.add(format!("node {node}: account {} is overdrawn: {:?}", account.id.0, Balances::of(account)));
     }
-}
-
-fn breaches_limit(account: &Account) -> bool {
-    account.flags.contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
-        && account.debits_pending.saturating_add(account.debits_posted) > account.credits_posted
 }
 
 /// A posting acknowledged on one account: when, and how much on each side.
