@@ -13,7 +13,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
 
 use crate::proto::dr_service_client::DrServiceClient;
-use crate::proto::{ShipDown, ShipUp};
+use crate::proto::{ShipUp, ShippedEntry};
 use crate::{entry_crc, locked, Dr, SHIP_MESSAGE_BYTES_MAX};
 
 /// The first wait after a failed session; doubled up to the most.
@@ -125,7 +125,7 @@ async fn session(dr: &Arc<Dr>, address: &str) -> Result<(), Failure> {
             next = tokio::time::timeout(timeout, stream.message()) => next,
             () = &mut paused => return Ok(()),
         };
-        let message = match next {
+        let mut message = match next {
             Ok(Ok(Some(message))) => message,
             Ok(Ok(None)) => return Err(Failure { progressed, ..failure("the primary closed the stream") }),
             Ok(Err(status)) => {
@@ -147,7 +147,8 @@ async fn session(dr: &Arc<Dr>, address: &str) -> Result<(), Failure> {
             )));
         }
         epoch = epoch.max(message.epoch);
-        let proposals = propose(dr, &message, cursor, epoch)?;
+        let entries = std::mem::take(&mut message.entries);
+        let proposals = propose(dr, entries, message.node_id, cursor, epoch)?;
         for (index, proposal) in proposals {
             match proposal.await {
                 Ok(Applied { .. }) => {
@@ -181,10 +182,17 @@ type Proposal = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Applie
 
 /// Checks every entry of `message` (crc, order after `cursor`) and proposes
 /// them all at once, in order: one round of this region's group commit.
-fn propose(dr: &Arc<Dr>, message: &ShipDown, cursor: u64, epoch: u64) -> Result<Vec<(u64, Proposal)>, Failure> {
+/// The payloads move into the proposals: an entry is not copied on the way.
+fn propose(
+    dr: &Arc<Dr>,
+    entries: Vec<ShippedEntry>,
+    from_node: u64,
+    cursor: u64,
+    epoch: u64,
+) -> Result<Vec<(u64, Proposal)>, Failure> {
     let mut expected = cursor + 1;
-    let mut proposals = Vec::with_capacity(message.entries.len());
-    for entry in &message.entries {
+    let mut proposals = Vec::with_capacity(entries.len());
+    for entry in entries {
         if entry.index < expected {
             // Already applied (a resent entry): skip.
             continue;
@@ -196,10 +204,10 @@ fn propose(dr: &Arc<Dr>, message: &ShipDown, cursor: u64, epoch: u64) -> Result<
         if crc != entry.crc32 {
             return Err(failure(format!(
                 "entry {} from node {} fails its crc ({:08x}, computed {crc:08x}): refused",
-                entry.index, message.node_id, entry.crc32
+                entry.index, from_node, entry.crc32
             )));
         }
-        let op = RegionOp::Ship { source_epoch: epoch, index: entry.index, data: entry.data.clone() };
+        let op = RegionOp::Ship { source_epoch: epoch, index: entry.index, data: entry.data };
         let node = dr.node.clone();
         proposals.push((entry.index, enqueue(node, op)));
         expected += 1;
