@@ -9,14 +9,14 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/coffer-target
 export CARGO_TERM_COLOR ?= never
 CARGO ?= cargo
 
-.PHONY: run demo test deps check bench loadgen fmt nemesis
+.PHONY: run demo test deps check bench loadgen release fmt nemesis
 
 ## Runs two local regions of three nodes each, the primary with a sample
 ## treasury and its disaster-recovery standby (`coffer dev --dr`: data,
 ## configs and logs in data/dev; Ctrl-C stops them). Built, then run:
-## `cargo run` cannot take --workspace, and --examples brings in the
-## dev-dependencies, so the build has the one feature set `make test` has
-## (another set rebuilds RocksDB's C++; see ARCHITECTURE.md).
+## `cargo run` cannot take --workspace, and a build of one package resolves
+## other features and rebuilds RocksDB's C++ (see ARCHITECTURE.md, "One
+## RocksDB build per profile").
 run: deps
 	$(CARGO) build --workspace --bins --examples
 	$(CARGO_TARGET_DIR)/debug/coffer dev --dr
@@ -38,7 +38,7 @@ check:
 ## The real-process nemesis, long: `make nemesis FAULTS=300 [SEED=S]`.
 ## The same test `make test` runs with its default of 24 faults; the run
 ## prints its seed, and SEED replays its fault schedule. `--workspace`
-## keeps the one feature set (see `run`).
+## keeps the one RocksDB build (see `run`).
 FAULTS ?= 300
 SEED ?=
 nemesis: deps
@@ -53,9 +53,14 @@ bench: deps
 ## The load generator (`coffer bench`, release build) against a fresh local
 ## cluster; options in ARGS, e.g. make loadgen ARGS="--distribution hot".
 ## Reports go to data/bench/.
-loadgen: deps
-	$(CARGO) build --release --workspace --bins --examples
+loadgen: release
 	$(CARGO_TARGET_DIR)/release/coffer bench $(ARGS)
+
+## The release build of every binary; each binary's line tables are moved to
+## BINARY.debug beside it (scripts/split-debug.sh), for profilers.
+release: deps
+	$(CARGO) build --release --workspace --bins --examples
+	scripts/split-debug.sh $(CARGO_TARGET_DIR)/release/coffer $(CARGO_TARGET_DIR)/release/coffer-bench
 
 fmt:
 	$(CARGO) fmt --all
