@@ -10,15 +10,14 @@
 use std::future::Future;
 use std::path::PathBuf;
 
-use coffer_consensus::{Applied, MembershipChange, NodeHandle, NodeStatus, RequestError};
+use coffer_consensus::{Applied, MembershipChange, NodeHandle, NodeStatus, ReadView, RequestError, SnapshotManifest};
 use coffer_ledger::{Operation, Store};
-use coffer_storage::snapshot::SnapshotManifest;
-use coffer_storage::LedgerState;
 
 /// A running consensus node, as the API uses it. Cheap to clone.
 pub trait Node: Clone + Send + Sync + 'static {
-    /// The ledger state reads run on.
-    type State: Store;
+    /// The view of the ledger state that reads run on (`'v`: the view's
+    /// lifetime, the read's).
+    type State<'v>: Store;
 
     /// The node's id.
     fn id(&self) -> u64;
@@ -34,13 +33,13 @@ pub trait Node: Clone + Send + Sync + 'static {
     /// returns the applied index it saw with `f`'s result.
     fn read<F, R>(&self, f: F) -> impl Future<Output = Result<(u64, R), RequestError>> + Send
     where
-        F: FnOnce(&Self::State) -> R + Send + 'static,
+        F: for<'v> FnOnce(&Self::State<'v>) -> R + Send + 'static,
         R: Send + 'static;
 
     /// Runs `f` on this node's state as it is now (possibly stale).
     fn read_stale<F, R>(&self, f: F) -> impl Future<Output = Result<(u64, R), RequestError>> + Send
     where
-        F: FnOnce(&Self::State) -> R + Send + 'static,
+        F: for<'v> FnOnce(&Self::State<'v>) -> R + Send + 'static,
         R: Send + 'static;
 
     /// The node's Raft status.
@@ -63,7 +62,7 @@ pub trait Node: Clone + Send + Sync + 'static {
 }
 
 impl Node for NodeHandle {
-    type State = LedgerState;
+    type State<'v> = ReadView<'v>;
 
     fn id(&self) -> u64 {
         NodeHandle::id(self)
@@ -79,7 +78,7 @@ impl Node for NodeHandle {
 
     fn read<F, R>(&self, f: F) -> impl Future<Output = Result<(u64, R), RequestError>> + Send
     where
-        F: FnOnce(&LedgerState) -> R + Send + 'static,
+        F: for<'v> FnOnce(&ReadView<'v>) -> R + Send + 'static,
         R: Send + 'static,
     {
         NodeHandle::read(self, f)
@@ -87,7 +86,7 @@ impl Node for NodeHandle {
 
     fn read_stale<F, R>(&self, f: F) -> impl Future<Output = Result<(u64, R), RequestError>> + Send
     where
-        F: FnOnce(&LedgerState) -> R + Send + 'static,
+        F: for<'v> FnOnce(&ReadView<'v>) -> R + Send + 'static,
         R: Send + 'static,
     {
         NodeHandle::read_stale(self, f)

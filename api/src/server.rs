@@ -294,7 +294,7 @@ impl<N: Node> Shared<N> {
     /// Runs `f` on the node's state: linearizable, or local when `stale`.
     async fn read<F, R>(&self, stale: bool, deadline: Deadline, f: F) -> Result<(proto::Served, R), Status>
     where
-        F: FnOnce(&N::State) -> R + Send + 'static,
+        F: for<'v> FnOnce(&N::State<'v>) -> R + Send + 'static,
         R: Send + 'static,
     {
         let read = async {

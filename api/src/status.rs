@@ -16,9 +16,9 @@
 
 use std::time::Duration;
 
+use coffer_consensus::StorageError;
 use coffer_consensus::{ProposalError, ReadError, RequestError};
 use coffer_ledger::{ApplyError, QueryError, StoreError};
-use coffer_storage::StorageError;
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 
@@ -101,7 +101,12 @@ pub fn request_error(node: u64, error: &RequestError, address_of: impl Fn(u64) -
         RequestError::Invalid { .. } => Status::invalid_argument(message),
         RequestError::Abandoned { .. } => Status::internal(message),
         RequestError::Backup { source: StorageError::Snapshot { .. }, .. } => Status::failed_precondition(message),
-        RequestError::Backup { .. } => Status::internal(message),
+        RequestError::View { source, .. } if source.is_transient() => Status::unavailable(message),
+        RequestError::Backup { source, .. } if source.is_transient() => Status::unavailable(message),
+        RequestError::View { source, .. } if matches!(**source, StorageError::Corruption { .. }) => {
+            Status::data_loss(message)
+        }
+        RequestError::View { .. } | RequestError::Backup { .. } => Status::internal(message),
     }
 }
 

@@ -91,7 +91,7 @@ impl FakeNode {
 }
 
 impl Node for FakeNode {
-    type State = MemoryStore;
+    type State<'v> = MemoryStore;
 
     fn id(&self) -> u64 {
         self.id

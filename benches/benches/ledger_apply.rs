@@ -12,7 +12,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use coffer_benches::{Distribution, Workload};
-use coffer_ledger::{prepare_create_transfers, CreateTransferResult, MemoryStore, Store, BATCH_EVENTS_MAX};
+use coffer_ledger::{prepare_create_transfers, CreateTransferResult, MemoryStore, StoreMut, BATCH_EVENTS_MAX};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 // The allocator the `coffer` binary will use: large per-batch buffers are

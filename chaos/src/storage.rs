@@ -64,7 +64,7 @@ use coffer_ledger::codec::{
     encode_change, encode_ledger, encode_pending_status, encode_transfer,
 };
 use coffer_ledger::{
-    AccountBalance, AccountId, AccountTransfer, CreateTransferResult, MemoryStore, Side, Store, TransferId, WriteSet,
+    AccountBalance, AccountId, AccountTransfer, CreateTransferResult, MemoryStore, Side, StoreMut, TransferId, WriteSet,
 };
 use coffer_storage::db::keys;
 use coffer_storage::{AppliedState, StorageError, Truncated};
@@ -1036,7 +1036,7 @@ fn history_key(table: Table, key: &[u8]) -> Result<(AccountId, u64), StorageErro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use coffer_ledger::{state_digest, Account, Ledger, LedgerId, Operation, Transfer, TransferKind};
+    use coffer_ledger::{state_digest, Account, Ledger, LedgerId, Operation, Store, Transfer, TransferKind};
     use raft::Storage as _;
 
     fn entry(index: u64, term: u64) -> Entry {

@@ -21,18 +21,20 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use coffer_ledger::Operation;
 use coffer_storage::snapshot::{self, SnapshotManifest};
-use coffer_storage::{AppliedState, LedgerState, StorageConfig, StorageError};
+use coffer_storage::{AppliedState, ReadView, StorageConfig, StorageError};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit};
 use tokio::time::MissedTickBehavior;
 
 use crate::config::ConsensusConfig;
 use crate::error::{ConsensusError, ProposalError, ReadError};
 use crate::metrics::DriverMetrics;
+use crate::reads::{ReadJob, ReadLimits, ReadPool};
 use crate::region::RegionOp;
 use crate::replica::{
     events, Applied, Completion, EntriesError, MembershipChange, NodeStatus, ProposalId, ReadId, Replica,
@@ -52,6 +54,9 @@ pub const ROUND_INPUTS_MAX: usize = 1_024;
 pub const REQUESTS_MAX_DEFAULT: usize = 4_096;
 /// How often the driver samples RocksDB's size properties into metrics.
 pub const STORAGE_METRICS_INTERVAL_MS: u64 = 10_000;
+/// How long a stopping node waits for the reads still running on its store
+/// before it reports the store closed anyway.
+pub const STOP_READS_WAIT_MS: u64 = 10_000;
 
 /// Everything a node needs to start.
 #[derive(Clone, Debug)]
@@ -76,6 +81,8 @@ pub struct NodeConfig {
     /// Requests waiting for the driver before new ones are refused as
     /// overloaded (default [`REQUESTS_MAX_DEFAULT`]).
     pub requests_max: usize,
+    /// The bounds of the read pool (see [`crate::reads`]).
+    pub reads: ReadLimits,
 }
 
 impl NodeConfig {
@@ -90,6 +97,7 @@ impl NodeConfig {
             peers: BTreeMap::new(),
             bootstrap_voters: None,
             requests_max: REQUESTS_MAX_DEFAULT,
+            reads: ReadLimits::default(),
         }
     }
 
@@ -103,6 +111,12 @@ impl NodeConfig {
         }
         if self.requests_max == 0 {
             return invalid("requests_max", "must be at least 1".into());
+        }
+        if self.reads.running_max == 0 {
+            return invalid("reads.running_max", "must be at least 1".into());
+        }
+        if self.reads.admitted_max == 0 {
+            return invalid("reads.admitted_max", "must be at least 1".into());
         }
         for (peer, address) in &self.peers {
             if *peer == 0 {
@@ -180,6 +194,15 @@ pub enum RequestError {
         /// Why.
         reason: String,
     },
+    /// No consistent view of the state could be opened for the read (see
+    /// [`StorageError::is_transient`] for which failures are worth a retry).
+    #[error("node {node} cannot read its state: {source}")]
+    View {
+        /// The node.
+        node: u64,
+        /// Why.
+        source: Box<StorageError>,
+    },
     /// The node dropped the request without an answer: the read function
     /// panicked (the node goes on).
     #[error("node {node} abandoned the request: the read function panicked")]
@@ -207,27 +230,31 @@ impl RequestError {
             // Every read failure is transient: no leader, a slow
             // confirmation, too many reads.
             Self::Read(_) => true,
-            Self::Stopped { .. } | Self::Invalid { .. } | Self::Abandoned { .. } | Self::Backup { .. } => false,
+            Self::View { source, .. } => source.is_transient(),
+            Self::Backup { source, .. } => source.is_transient(),
+            Self::Stopped { .. } | Self::Invalid { .. } | Self::Abandoned { .. } => false,
         }
     }
 }
 
-/// A read run on the driver: given the applied index and the state, or why
-/// the read failed.
-type ReadJob = Box<dyn FnOnce(Result<(u64, &LedgerState), RequestError>) + Send>;
 type Reply<T> = oneshot::Sender<Result<T, RequestError>>;
 type Answer<T> = oneshot::Receiver<Result<T, RequestError>>;
 
-/// `f` as a job for the driver, and where its answer arrives.
-fn read_job<F, R>(f: F) -> (ReadJob, Answer<(u64, R)>)
+/// `f` as a job for the read pool, holding its admission `permit` until it
+/// ends, and where its answer arrives.
+fn read_job<F, R>(f: F, permit: OwnedSemaphorePermit) -> (ReadJob, Answer<(u64, R)>)
 where
-    F: FnOnce(&LedgerState) -> R + Send + 'static,
+    F: FnOnce(&ReadView<'_>) -> R + Send + 'static,
     R: Send + 'static,
 {
     let (reply, receiver) = oneshot::channel();
-    let job: ReadJob = Box::new(move |state| {
-        // The caller may have given up waiting: nothing to do.
-        let _ = reply.send(state.map(|(index, state)| (index, f(state))));
+    let job: ReadJob = Box::new(move |view: Result<&ReadView<'_>, RequestError>| {
+        let _permit = permit;
+        // The caller gave up waiting (a client that went away): skip the work.
+        if reply.is_closed() {
+            return;
+        }
+        let _ = reply.send(view.map(|view| (view.applied().index, f(view))));
     });
     (job, receiver)
 }
@@ -237,11 +264,9 @@ enum Request {
     Propose { operation: Operation, reply: Reply<Applied> },
     ChangeMembership { change: MembershipChange, address: String, reply: Reply<Applied> },
     Read { job: ReadJob },
-    ReadStale { job: ReadJob },
     Status { reply: oneshot::Sender<NodeStatus> },
     TransferLeader { target: u64, reply: Reply<()> },
     SetPeerAddress { peer: u64, address: String },
-    Backup { dir: PathBuf, reply: Reply<SnapshotManifest> },
     ProposeRegion { op: RegionOp, reply: Reply<Applied> },
     Entries { from: u64, max_bytes: u64, reply: oneshot::Sender<Result<Vec<Entry>, EntriesError>> },
     RetainLog { from: u64 },
@@ -277,6 +302,7 @@ pub struct NodeHandle {
     service: RaftService,
     listen_addr: Option<SocketAddr>,
     view: watch::Receiver<NodeView>,
+    reads: ReadPool,
 }
 
 impl NodeHandle {
@@ -336,29 +362,36 @@ impl NodeHandle {
         self.answer(receiver).await?
     }
 
-    /// Runs `f` on the state once a linearizable read completes (ReadIndex:
-    /// the state reflects every write acknowledged before this call), and
-    /// returns the applied index it saw with `f`'s result. Works on
-    /// followers too. `f` runs on the driver: keep it short.
+    /// Runs `f` on a view of the state once a linearizable read completes
+    /// (ReadIndex: the view reflects every write acknowledged before this
+    /// call), and returns the applied index of the view with `f`'s result.
+    /// Works on followers too. `f` runs on the read pool, never on the
+    /// driver (see [`crate::reads`]); dropping the returned future before
+    /// `f` starts skips it.
     pub async fn read<F, R>(&self, f: F) -> Result<(u64, R), RequestError>
     where
-        F: FnOnce(&LedgerState) -> R + Send + 'static,
+        F: FnOnce(&ReadView<'_>) -> R + Send + 'static,
         R: Send + 'static,
     {
-        let (job, receiver) = read_job(f);
+        let (job, receiver) = read_job(f, self.reads.admit()?);
         self.request(Request::Read { job })?;
         self.answer(receiver).await?
     }
 
-    /// Runs `f` on this node's state as it is now (possibly stale: a
-    /// follower may lag), and returns the applied index with `f`'s result.
+    /// Runs `f` on a view of this node's state as it is now (possibly
+    /// stale: a follower may lag), and returns the view's applied index
+    /// with `f`'s result. Goes straight to the read pool: the driver is not
+    /// asked at all.
     pub async fn read_stale<F, R>(&self, f: F) -> Result<(u64, R), RequestError>
     where
-        F: FnOnce(&LedgerState) -> R + Send + 'static,
+        F: FnOnce(&ReadView<'_>) -> R + Send + 'static,
         R: Send + 'static,
     {
-        let (job, receiver) = read_job(f);
-        self.request(Request::ReadStale { job })?;
+        let (job, receiver) = read_job(f, self.reads.admit()?);
+        if self.is_stopped() {
+            return Err(self.stopped_error());
+        }
+        self.reads.read(job, Ok(()));
         self.answer(receiver).await?
     }
 
@@ -395,13 +428,23 @@ impl NodeHandle {
 
     /// Makes a backup (a snapshot: RocksDB checkpoint plus checksummed
     /// manifest) of the node's state in `dir`, which must not exist. It is
-    /// made on the driver, between rounds, so it is of one applied index and
-    /// never of a snapshot install half done; the node runs no round
-    /// meanwhile (the checkpoint is hard links, but every file is read once
-    /// for its checksum).
+    /// made on the read pool while the node goes on: the checkpoint is of
+    /// one applied index, and one caught during a snapshot install is
+    /// refused (retryable) rather than kept.
     pub async fn backup(&self, dir: PathBuf) -> Result<SnapshotManifest, RequestError> {
+        let permit = self.reads.admit()?;
         let (reply, receiver) = oneshot::channel();
-        self.request(Request::Backup { dir, reply })?;
+        let node = self.id;
+        self.reads.run(Box::new(move |db| {
+            let _permit = permit;
+            let result = db.and_then(|db| {
+                snapshot::create(db, &dir).map_err(|source| RequestError::Backup { dir: dir.clone(), source })
+            });
+            if let Ok(manifest) = &result {
+                tracing::info!(node, dir = %dir.display(), index = manifest.applied.index, "backup made");
+            }
+            let _ = reply.send(result);
+        }));
         self.answer(receiver).await?
     }
 
@@ -490,6 +533,8 @@ struct Driver {
     /// Waiting proposals, with when each was proposed (commit latency).
     proposals: HashMap<ProposalId, (Reply<Applied>, Instant)>,
     reads: HashMap<ReadId, ReadJob>,
+    /// Where reads run once their read index is applied.
+    pool: ReadPool,
     stopped: watch::Sender<Option<String>>,
     shutdown_replies: Vec<oneshot::Sender<()>>,
     metrics: DriverMetrics,
@@ -695,9 +740,8 @@ impl Driver {
                 Ok(id) => {
                     self.reads.insert(id, job);
                 }
-                Err(error) => self.run_read(job, Err(error.into())),
+                Err(error) => self.pool.read(job, Err(error.into())),
             },
-            Request::ReadStale { job } => self.run_read(job, Ok(())),
             Request::Status { reply } => {
                 let _ = reply.send(self.replica.status());
             }
@@ -705,14 +749,6 @@ impl Driver {
                 let _ = reply.send(self.replica.transfer_leader(target).map_err(Into::into));
             }
             Request::SetPeerAddress { peer, address } => self.peers.set_address(peer, address),
-            Request::Backup { dir, reply } => {
-                let result = snapshot::create(self.replica.storage().ledger(), &dir)
-                    .map_err(|source| RequestError::Backup { dir: dir.clone(), source });
-                if let Ok(manifest) = &result {
-                    tracing::info!(node = self.id(), dir = %dir.display(), index = manifest.applied.index, "backup made");
-                }
-                let _ = reply.send(result);
-            }
             Request::ProposeRegion { op, reply } => match self.replica.propose_region(op) {
                 Ok(id) => {
                     self.proposals.insert(id, (reply, Instant::now()));
@@ -745,21 +781,12 @@ impl Driver {
                 }
             }
             Completion::Read { id, result } => {
+                // The read index is applied (written to the store): a view
+                // opened from now on holds it.
                 if let Some(job) = self.reads.remove(&id) {
-                    self.run_read(job, result.map(|_| ()).map_err(Into::into));
+                    self.pool.read(job, result.map(|_| ()).map_err(Into::into));
                 }
             }
-        }
-    }
-
-    /// Runs a read job on the state as it is now. A panicking job is caught
-    /// (its caller gets `Abandoned`): a read must not take the node down.
-    fn run_read(&self, job: ReadJob, result: Result<(), RequestError>) {
-        let state = self.replica.storage().ledger();
-        let applied = self.replica.storage().applied().index;
-        let run = std::panic::AssertUnwindSafe(move || job(result.map(|()| (applied, state))));
-        if std::panic::catch_unwind(run).is_err() {
-            tracing::error!(node = self.id(), "a read function panicked; the node goes on");
         }
     }
 
@@ -777,6 +804,7 @@ impl Driver {
         // First the reason, so every failed request below reports it.
         self.stopped.send_replace(Some(reason.clone()));
         let Self { replica, peers, mut requests, inbound, proposals, reads, stopped, mut shutdown_replies, .. } = self;
+        let store = Arc::downgrade(replica.storage().ledger().db());
         requests.close();
         let mut late = Vec::new();
         while let Ok(request) = requests.try_recv() {
@@ -796,6 +824,16 @@ impl Driver {
             // Any other request is dropped: its caller sees the reason.
         }
         drop((peers, inbound, requests, replica));
+        // Reads running on the pool hold the store open: wait for them, so
+        // that once this node reports itself stopped its store is closed
+        // (and can be opened again).
+        let waiting = Instant::now();
+        while store.strong_count() > 0 && waiting.elapsed() < Duration::from_millis(STOP_READS_WAIT_MS) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if store.strong_count() > 0 {
+            tracing::warn!(node = id, "reads still hold the store open after {STOP_READS_WAIT_MS} ms");
+        }
         tracing::info!(node = id, %reason, "node stopped");
         for reply in shutdown_replies {
             let _ = reply.send(());
@@ -831,7 +869,7 @@ fn driver_thread(
     inbound: (mpsc::Sender<Inbound>, mpsc::Receiver<Inbound>),
     stopped: watch::Sender<Option<String>>,
     view: watch::Sender<NodeView>,
-    ready: oneshot::Sender<Result<SnapshotDirs, StartError>>,
+    ready: oneshot::Sender<Result<(SnapshotDirs, ReadPool), StartError>>,
 ) -> Result<(), ConsensusError> {
     let local = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
         Ok(local) => local,
@@ -848,6 +886,7 @@ fn driver_thread(
         }
     };
     let dirs = replica.storage().snapshot_dirs().clone();
+    let pool = ReadPool::new(config.consensus.node_id, replica.storage().ledger().db(), runtime.clone(), config.reads);
     let (inbound_sender, inbound) = inbound;
     let addresses = config.peers.into_iter().collect();
     let peers = Peers::new(replica.id(), runtime, addresses, dirs.clone(), inbound_sender);
@@ -858,6 +897,7 @@ fn driver_thread(
         inbound,
         proposals: HashMap::new(),
         reads: HashMap::new(),
+        pool: pool.clone(),
         stopped,
         shutdown_replies: Vec::new(),
         metrics: DriverMetrics::new(config.consensus.node_id),
@@ -866,7 +906,7 @@ fn driver_thread(
         view,
     };
     driver.publish_view();
-    if ready.send(Ok(dirs)).is_err() {
+    if ready.send(Ok((dirs, pool))).is_err() {
         // The caller of start_node went away: nobody will use the node.
         return Ok(());
     }
@@ -910,12 +950,13 @@ pub async fn start_node(config: NodeConfig) -> Result<(NodeHandle, DriverThread)
             driver_thread(config, thread_runtime, requests, thread_inbound, stopped_sender, view_sender, ready_sender)
         })
         .map_err(StartError::Thread)?;
-    let dirs = ready.await.map_err(|_| StartError::DriverExited)??;
+    let (dirs, reads) = ready.await.map_err(|_| StartError::DriverExited)??;
     let service = RaftService::new(node_id, inbound_sender, dirs);
     if let Some(listener) = listener {
         runtime.spawn(serve(node_id, listener, service.clone(), stopped.clone()));
     }
-    let handle = NodeHandle { id: node_id, capacity, requests: request_sender, stopped, service, listen_addr, view };
+    let handle =
+        NodeHandle { id: node_id, capacity, requests: request_sender, stopped, service, listen_addr, view, reads };
     Ok((handle, thread))
 }
 

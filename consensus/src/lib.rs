@@ -11,6 +11,9 @@
 //! - Linearizable reads through ReadIndex; membership changes through
 //!   `ConfChangeV2`; leader transfer; log compaction with snapshots sent in
 //!   checksummed chunks beside the Raft message ([`storage`]).
+//! - [`reads`]: reads run on a bounded pool, each against a consistent
+//!   snapshot of the store ([`coffer_storage::ReadView`]), never on the
+//!   driver thread.
 //! - [`start_node`]: the production node — the driver that owns a
 //!   [`Replica`] on [`DiskStorage`] and a real clock, answering a cloneable
 //!   [`NodeHandle`] — and the gRPC peer transport ([`transport`]).
@@ -22,12 +25,15 @@ mod config;
 pub mod driver;
 mod error;
 pub mod metrics;
+pub mod reads;
 pub mod region;
 mod replica;
 pub mod storage;
 pub mod transport;
 
-pub use coffer_storage::{RegionRole, RegionState};
+pub use coffer_storage::snapshot::SnapshotManifest;
+/// The view reads run on, and the store's errors they may report.
+pub use coffer_storage::{ReadView, RegionRole, RegionState, StorageError};
 pub use config::{ConsensusConfig, DR_LOG_RETAIN_ENTRIES_MAX_DEFAULT};
 pub use driver::{
     start_node, DriverThread, NodeConfig, NodeHandle, NodeView, RequestError, StartError, REQUESTS_MAX_DEFAULT,
@@ -36,6 +42,7 @@ pub use driver::{
 pub use error::{ConsensusError, ProposalError, ReadError, StepError};
 /// raft-rs, whose message and state types this crate's API uses.
 pub use raft;
+pub use reads::{ReadLimits, READS_ADMITTED_MAX_DEFAULT, READS_RUNNING_MAX_DEFAULT};
 pub use replica::{
     is_snapshot, Applied, Completion, EntriesError, MembershipApplied, MembershipChange, NodeStatus, Outbox, Outcome,
     Output, PeerProgress, ProposalId, ReadId, Replica,

@@ -282,7 +282,7 @@ impl ReplicaStorage for DiskStorage {
         let dir = self.dirs.outgoing(applied);
         // A directory left by a crash midway through this same snapshot.
         remove_dir(&dir)?;
-        let manifest = snapshot::create(&self.store.state, &dir)?;
+        let manifest = snapshot::create(self.store.state.db(), &dir)?;
         let meta = manifest.metadata();
         self.store.log.set_latest_snapshot(meta.clone());
         let previous = self.snapshot_index;

@@ -367,3 +367,76 @@ async fn a_node_with_an_invalid_configuration_does_not_start() {
         }
     }
 }
+
+/// Creates the ledger and the two accounts the transfers move money between.
+async fn open_books(nodes: &[NodeHandle]) {
+    let krw = Ledger { id: KRW, currency: "KRW".into(), scale: 0, name: "Won".into(), timestamp: 0 };
+    propose(nodes, Operation::CreateLedgers(vec![krw])).await;
+    let accounts = vec![
+        Account { id: CASH, ledger: KRW, code: 101, kind: AccountKind::Cash, ..Default::default() },
+        Account { id: REVENUE, ledger: KRW, code: 401, ..Default::default() },
+    ];
+    propose(nodes, Operation::CreateAccounts(accounts)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_after_an_acknowledged_write_sees_it_on_every_node() {
+    let dirs: Vec<TempDir> = (0..3).map(|_| TempDir::new().expect("temp dir")).collect();
+    let nodes = start_founders(&dirs).await;
+    open_books(&nodes).await;
+    for id in 1..=6 {
+        let applied = propose(&nodes, Operation::CreateTransfers(vec![transfer(id)])).await;
+        check_transfer(&applied);
+        // Straight after the acknowledgement, before any follower may have
+        // applied the entry: a linearizable read waits for its read index.
+        for node in &nodes {
+            let read = node.read(move |view| view.transfer(TransferId(id)).expect("transfer read").is_some());
+            let (index, found) = bounded("a read", read).await.expect("linearizable read");
+            assert!(found, "node {} did not see transfer {id}, acknowledged at {}", node.id(), applied.index);
+            assert!(index >= applied.index, "node {} read at {index}, the write is at {}", node.id(), applied.index);
+        }
+    }
+    shutdown(&nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_or_panicking_read_does_not_delay_a_commit() {
+    let dirs: Vec<TempDir> = (0..3).map(|_| TempDir::new().expect("temp dir")).collect();
+    let nodes = start_founders(&dirs).await;
+    open_books(&nodes).await;
+    let at = leader(&nodes).await;
+
+    // A read that holds its view until the test lets it go.
+    let (started, has_started) = std::sync::mpsc::channel();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let slow_node = nodes[at].clone();
+    let slow = tokio::spawn(async move {
+        slow_node
+            .read(move |view| {
+                started.send(()).expect("the test waits for the read to start");
+                released.recv().expect("the test releases the read");
+                view.applied().index
+            })
+            .await
+    });
+    let has_started = tokio::task::spawn_blocking(move || has_started.recv_timeout(WAIT));
+    bounded("the slow read to start", has_started).await.expect("join").expect("the slow read started");
+
+    // A read that panics: its caller is told, the node goes on.
+    let panicked = nodes[at].read(|_| -> u64 { panic!("a read that panics, on purpose") }).await;
+    assert!(matches!(panicked, Err(RequestError::Abandoned { .. })), "{panicked:?}");
+
+    // Commits go on while the slow read still holds its view.
+    let last = transfers_one_by_one(&nodes, 1..4).await;
+    assert!(!slow.is_finished(), "the slow read ended before it was released");
+    let (read_index, _) = digest(&nodes[at]).await;
+    assert!(read_index >= last);
+
+    // Released, the slow read answers with the view it held: from before
+    // the commits.
+    release.send(()).expect("the slow read waits");
+    let (index, seen) = bounded("the slow read", slow).await.expect("join").expect("slow read");
+    assert_eq!(index, seen);
+    assert!(seen < last, "the slow read's view is at {seen}, the commits at {last}");
+    shutdown(&nodes).await;
+}

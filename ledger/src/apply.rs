@@ -858,6 +858,7 @@ pub fn prepare_expire_pending<S: Store + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::StoreMut;
     use crate::MemoryStore;
 
     #[test]

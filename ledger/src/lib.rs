@@ -75,7 +75,7 @@ pub use query::{
     TrialBalance, QUERY_SCAN_CHANGES_MAX,
 };
 pub use results::{CreateAccountResult, CreateLedgerResult, CreateTransferResult};
-pub use store::{AccountFilter, ChangeFilter, Sides, Store, StoreError, WriteSet};
+pub use store::{AccountFilter, ChangeFilter, Sides, Store, StoreError, StoreMut, WriteSet};
 
 /// A state machine that owns its store: prepares each batch and commits it.
 ///
@@ -83,11 +83,11 @@ pub use store::{AccountFilter, ChangeFilter, Sides, Store, StoreError, WriteSet}
 /// together with the Raft applied index; this type is for tests, the
 /// simulator, benchmarks and examples.
 #[derive(Debug, Default)]
-pub struct StateMachine<S: Store> {
+pub struct StateMachine<S: StoreMut> {
     store: S,
 }
 
-impl<S: Store> StateMachine<S> {
+impl<S: StoreMut> StateMachine<S> {
     /// A state machine over `store`.
     pub fn new(store: S) -> Self {
         Self { store }

@@ -14,7 +14,7 @@ use crate::model::{
     Account, AccountBalance, AccountTransfer, Change, Ledger, PendingState, PendingStatus, Side, Transfer,
 };
 use crate::results::CreateTransferResult;
-use crate::store::{AccountFilter, ChangeFilter, Store, StoreError, WriteSet};
+use crate::store::{AccountFilter, ChangeFilter, Store, StoreError, StoreMut, WriteSet};
 
 /// An in-memory [`Store`]. Commits are atomic because they cannot fail midway.
 #[derive(Clone, Debug, Default)]
@@ -263,7 +263,9 @@ impl Store for MemoryStore {
         sorted(&self.failures).into_iter().for_each(|(id, result)| visit(id, *result));
         Ok(())
     }
+}
 
+impl StoreMut for MemoryStore {
     fn commit(&mut self, write_set: &WriteSet) -> Result<(), StoreError> {
         self.last_timestamp = write_set.last_timestamp;
         for ledger in &write_set.ledgers {

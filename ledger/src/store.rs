@@ -202,7 +202,11 @@ pub trait Store {
 
     /// Visits every recorded transient failure in ascending transfer-id order.
     fn for_each_failure(&self, visit: &mut dyn FnMut(TransferId, CreateTransferResult)) -> Result<(), StoreError>;
+}
 
+/// A [`Store`] that the state machine can also write: a node's live state,
+/// not a read-only view of it.
+pub trait StoreMut: Store {
     /// Applies `write_set` atomically: all of it becomes visible, or none.
     fn commit(&mut self, write_set: &WriteSet) -> Result<(), StoreError>;
 }

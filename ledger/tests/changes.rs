@@ -9,8 +9,8 @@
 use coffer_ledger::{
     query_transfers, read_changes, state_digest, Account, AccountFlags, AccountId, AccountKind, Change, ChangeFilter,
     ChangeKind, ChangedRecord, CreateAccountResult, CreateLedgerResult, CreateTransferResult, Ledger, LedgerId,
-    MemoryStore, QueryError, StateMachine, Store, Transfer, TransferFlags, TransferId, TransferKind, TransferPage,
-    TransferQuery, WriteSet, BATCH_EVENTS_MAX, NS_PER_S, QUERY_SCAN_CHANGES_MAX,
+    MemoryStore, QueryError, StateMachine, Store, StoreMut, Transfer, TransferFlags, TransferId, TransferKind,
+    TransferPage, TransferQuery, WriteSet, BATCH_EVENTS_MAX, NS_PER_S, QUERY_SCAN_CHANGES_MAX,
 };
 
 const KRW: LedgerId = LedgerId(1);

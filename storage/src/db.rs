@@ -8,8 +8,8 @@
 use std::path::{Path, PathBuf};
 
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Options, WriteBatch,
-    WriteOptions, DB,
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Options, ReadOptions,
+    SnapshotWithThreadMode, WriteBatch, WriteOptions, DB,
 };
 
 use crate::error::StorageError;
@@ -324,12 +324,25 @@ impl Db {
         self.db.cf_handle(name).ok_or(StorageError::MissingColumnFamily { path: self.path.clone(), name })
     }
 
+    /// Reads of the store as it is at each call (no snapshot).
+    pub fn latest(&self) -> Reader<'_> {
+        Reader { db: self, snapshot: None }
+    }
+
+    /// A consistent snapshot of the whole store: reads through it see the
+    /// store as it was when it was taken, whatever is written since.
+    pub fn snapshot(&self) -> Snapshot<'_> {
+        self.db.snapshot()
+    }
+
+    /// Reads of the store as `snapshot` holds it.
+    pub fn at<'a>(&'a self, snapshot: &'a Snapshot<'a>) -> Reader<'a> {
+        Reader { db: self, snapshot: Some(snapshot) }
+    }
+
     /// The verified payload under `key` in `cf`.
     pub fn get(&self, cf: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        match self.db.get_pinned_cf(self.cf(cf)?, key)? {
-            None => Ok(None),
-            Some(value) => Ok(Some(unframe(cf, key, &value)?.to_vec())),
-        }
+        self.latest().get(cf, key)
     }
 
     /// Like [`Self::get`], decoding the payload with `decode`; a payload that
@@ -340,13 +353,7 @@ impl Db {
         key: &[u8],
         decode: impl FnOnce(&[u8]) -> Result<T, E>,
     ) -> Result<Option<T>, StorageError> {
-        match self.db.get_pinned_cf(self.cf(cf)?, key)? {
-            None => Ok(None),
-            Some(value) => {
-                let payload = unframe(cf, key, &value)?;
-                decode(payload).map(Some).map_err(|error| corruption(cf, key, error.to_string()))
-            }
-        }
+        self.latest().get_decoded(cf, key, decode)
     }
 
     /// Framed puts into column family `cf`, for staging many records (see
@@ -385,11 +392,87 @@ impl Db {
         to: Option<&[u8]>,
         visit: &mut Visit<'_>,
     ) -> Result<(), StorageError> {
-        let mut options = rocksdb::ReadOptions::default();
+        self.latest().scan(cf, from, to, visit)
+    }
+
+    /// The last key of `cf`, if any (not verified: keys carry no frame).
+    pub fn last_key(&self, cf: &'static str) -> Result<Option<Vec<u8>>, StorageError> {
+        let mut iter = self.db.raw_iterator_cf(self.cf(cf)?);
+        iter.seek_to_last();
+        let key = iter.key().map(<[u8]>::to_vec);
+        iter.status()?;
+        Ok(key)
+    }
+}
+
+/// A consistent snapshot of a [`Db`] (see [`Db::snapshot`]).
+pub type Snapshot<'a> = SnapshotWithThreadMode<'a, DB>;
+
+/// Reads of a [`Db`]: of its latest state ([`Db::latest`]) or of a snapshot
+/// ([`Db::at`]). Every payload is verified against its frame.
+#[derive(Clone, Copy)]
+pub struct Reader<'a> {
+    db: &'a Db,
+    snapshot: Option<&'a Snapshot<'a>>,
+}
+
+impl std::fmt::Debug for Reader<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader").field("db", self.db).field("snapshot", &self.snapshot.is_some()).finish()
+    }
+}
+
+impl<'a> Reader<'a> {
+    /// The store read.
+    pub fn db(&self) -> &'a Db {
+        self.db
+    }
+
+    fn options(&self) -> ReadOptions {
+        let mut options = ReadOptions::default();
+        if let Some(snapshot) = self.snapshot {
+            options.set_snapshot(snapshot);
+        }
+        options
+    }
+
+    /// The verified payload under `key` in `cf`.
+    pub fn get(&self, cf: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        self.get_decoded(cf, key, |payload| Ok::<_, String>(payload.to_vec()))
+    }
+
+    /// Like [`Self::get`], decoding the payload with `decode`; a payload that
+    /// does not decode is corruption.
+    pub fn get_decoded<T, E: std::fmt::Display>(
+        &self,
+        cf: &'static str,
+        key: &[u8],
+        decode: impl FnOnce(&[u8]) -> Result<T, E>,
+    ) -> Result<Option<T>, StorageError> {
+        match self.db.db.get_pinned_cf_opt(self.db.cf(cf)?, key, &self.options())? {
+            None => Ok(None),
+            Some(value) => {
+                let payload = unframe(cf, key, &value)?;
+                decode(payload).map(Some).map_err(|error| corruption(cf, key, error.to_string()))
+            }
+        }
+    }
+
+    /// Visits every verified `(key, payload)` of `cf` from `from` (inclusive)
+    /// up to `to` (exclusive, or the end), in key order, while `visit`
+    /// returns true.
+    pub fn scan(
+        &self,
+        cf: &'static str,
+        from: &[u8],
+        to: Option<&[u8]>,
+        visit: &mut Visit<'_>,
+    ) -> Result<(), StorageError> {
+        let mut options = self.options();
         if let Some(to) = to {
             options.set_iterate_upper_bound(to.to_vec());
         }
-        let mut iter = self.db.raw_iterator_cf_opt(self.cf(cf)?, options);
+        let mut iter = self.db.db.raw_iterator_cf_opt(self.db.cf(cf)?, options);
         iter.seek(from);
         walk(cf, iter, true, visit)
     }
@@ -403,20 +486,11 @@ impl Db {
         to: &[u8],
         visit: &mut Visit<'_>,
     ) -> Result<(), StorageError> {
-        let mut options = rocksdb::ReadOptions::default();
+        let mut options = self.options();
         options.set_iterate_lower_bound(from.to_vec());
-        let mut iter = self.db.raw_iterator_cf_opt(self.cf(cf)?, options);
+        let mut iter = self.db.db.raw_iterator_cf_opt(self.db.cf(cf)?, options);
         iter.seek_for_prev(to);
         walk(cf, iter, false, visit)
-    }
-
-    /// The last key of `cf`, if any (not verified: keys carry no frame).
-    pub fn last_key(&self, cf: &'static str) -> Result<Option<Vec<u8>>, StorageError> {
-        let mut iter = self.db.raw_iterator_cf(self.cf(cf)?);
-        iter.seek_to_last();
-        let key = iter.key().map(<[u8]>::to_vec);
-        iter.status()?;
-        Ok(key)
     }
 }
 

@@ -58,6 +58,14 @@ pub enum StorageError {
         /// What failed.
         reason: String,
     },
+    /// The node is replacing its state with a snapshot from its leader (the
+    /// install writes in several batches): no consistent view of the state
+    /// can be had until it finishes. Transient: retry.
+    #[error("{path} is installing a snapshot: its state is not readable until the install finishes")]
+    Installing {
+        /// The store's directory.
+        path: PathBuf,
+    },
     /// RocksDB failed.
     #[error("RocksDB: {0}")]
     RocksDb(#[from] rocksdb::Error),
@@ -72,6 +80,11 @@ pub enum StorageError {
 }
 
 impl StorageError {
+    /// Whether the same read may succeed later (see [`Self::Installing`]).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Installing { .. })
+    }
+
     /// An IO error on `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io { path: path.into(), source }

@@ -32,13 +32,13 @@ pub mod verify;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use db::{Db, StorageConfig, FORMAT_VERSION};
+pub use db::{Db, Reader, Snapshot, StorageConfig, FORMAT_VERSION};
 pub use error::StorageError;
 pub use log::{LogStore, Truncated};
 /// The `rocksdb` crate this store is built on, for tools and benchmarks
 /// that need its types (write options, raw iterators).
 pub use rocksdb;
-pub use state::{AppliedState, LedgerState, RegionRole, RegionState};
+pub use state::{AppliedState, LedgerState, ReadView, RegionRole, RegionState};
 
 /// The log index (and term) a bootstrapped cluster starts after; see
 /// [`NodeStore::bootstrap`].
@@ -121,7 +121,7 @@ impl NodeStore {
 
     /// Makes an offline backup (a snapshot) of this store in `dir`.
     pub fn backup(&self, dir: &Path) -> Result<snapshot::SnapshotManifest, StorageError> {
-        snapshot::create(&self.state, dir)
+        snapshot::create(self.state.db(), dir)
     }
 
     /// Creates a new store at `data_dir` (missing or empty) from the backup

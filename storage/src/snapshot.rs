@@ -247,18 +247,28 @@ fn read_applied(db: &Db) -> Result<(AppliedState, ConfState), StorageError> {
     Ok((applied, conf_state))
 }
 
-/// Creates a snapshot of `state`'s store in `dir` (which must not exist) at
-/// its current applied index.
-pub fn create(state: &LedgerState, dir: &Path) -> Result<SnapshotManifest, StorageError> {
+/// Creates a snapshot of the store `db` in `dir` (which must not exist) at
+/// its current applied index. Safe on any thread while the node applies:
+/// the checkpoint is of one point, and a checkpoint taken while a snapshot
+/// install is replacing the state is refused ([`StorageError::Installing`])
+/// and removed.
+pub fn create(db: &Db, dir: &Path) -> Result<SnapshotManifest, StorageError> {
     if dir.exists() {
         return Err(snapshot_error(dir, "the snapshot directory already exists"));
     }
     std::fs::create_dir_all(dir).map_err(|error| StorageError::io(dir, error))?;
     let checkpoint_dir = dir.join(CHECKPOINT_DIR);
-    Checkpoint::new(state.db().rocksdb())?.create_checkpoint(&checkpoint_dir)?;
+    Checkpoint::new(db.rocksdb())?.create_checkpoint(&checkpoint_dir)?;
     // Read what the checkpoint itself holds: its state and applied index
     // were written together, so they describe one point.
-    let (applied, conf_state) = read_applied(&Db::open_read_only(&checkpoint_dir)?)?;
+    let checkpoint = Db::open_read_only(&checkpoint_dir)?;
+    if interrupted_install(&checkpoint)?.is_some() {
+        drop(checkpoint);
+        remove_dir(dir)?;
+        return Err(StorageError::Installing { path: db.path().to_owned() });
+    }
+    let (applied, conf_state) = read_applied(&checkpoint)?;
+    drop(checkpoint);
     let mut files = Vec::new();
     for name in list_files(&checkpoint_dir)? {
         let (size, crc32) = file_checksum(&dir.join(&name))?;
@@ -300,7 +310,7 @@ pub fn prepare_reseed(
     db.put(&mut batch, CF_META, KEY_APPLIED, &applied.encode())?;
     db.put(&mut batch, CF_RAFT_STATE, KEY_CONF_STATE, &encode_message(conf_state)?)?;
     db.write(batch, true)?;
-    create(&store.state, target)
+    create(store.state.db(), target)
 }
 
 /// One chunk of a snapshot in transit.

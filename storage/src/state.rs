@@ -18,16 +18,16 @@ use coffer_ledger::codec::{
 };
 use coffer_ledger::{
     Account, AccountBalance, AccountFilter, AccountId, AccountTransfer, Change, ChangeFilter, CreateTransferResult,
-    Ledger, LedgerId, PendingStatus, Side, Store, StoreError, Transfer, TransferId, WriteSet,
+    Ledger, LedgerId, PendingStatus, Side, Store, StoreError, StoreMut, Transfer, TransferId, WriteSet,
 };
 use raft::prelude::ConfState;
 use rocksdb::WriteBatch;
 
 use crate::cache::AccountCache;
-use crate::db::Visit;
 use crate::db::{
-    keys, Db, CF_ACCOUNTS, CF_ACCOUNT_TRANSFERS, CF_BALANCES, CF_CHANGES, CF_EXPIRY, CF_FAILURES, CF_LEDGERS, CF_META,
-    CF_PENDING, CF_RAFT_STATE, CF_TRANSFERS, KEY_APPLIED, KEY_CONF_STATE, KEY_LAST_TIMESTAMP,
+    keys, Db, Reader, Snapshot, Visit, CF_ACCOUNTS, CF_ACCOUNT_TRANSFERS, CF_BALANCES, CF_CHANGES, CF_EXPIRY,
+    CF_FAILURES, CF_LEDGERS, CF_META, CF_PENDING, CF_RAFT_STATE, CF_TRANSFERS, KEY_APPLIED, KEY_CONF_STATE,
+    KEY_LAST_TIMESTAMP, KEY_SNAPSHOT_INSTALL,
 };
 use crate::error::StorageError;
 use crate::frame::corruption;
@@ -226,6 +226,10 @@ impl LedgerState {
         self.applied
     }
 
+    fn reads(&self) -> StateReads<'_> {
+        StateReads(self.db.latest())
+    }
+
     /// Writes the results of applying the entry `applied`: its write set (if
     /// the entry changed the ledger), the applied index, and the new conf
     /// state (if the entry changed membership), in one atomic write.
@@ -365,7 +369,14 @@ impl LedgerState {
         self.cache.get_mut().unwrap_or_else(PoisonError::into_inner).clear();
         Ok(())
     }
+}
 
+/// The ledger's reads, of the store's latest state or of a snapshot (see
+/// [`Reader`]): what [`LedgerState`] and [`ReadView`] both answer with.
+#[derive(Clone, Copy, Debug)]
+struct StateReads<'a>(Reader<'a>);
+
+impl StateReads<'_> {
     fn history_range(filter: &AccountFilter) -> ([u8; 24], [u8; 24]) {
         let max = if filter.timestamp_max == 0 { u64::MAX } else { filter.timestamp_max };
         (keys::u128_u64(filter.account_id.0, filter.timestamp_min), keys::u128_u64(filter.account_id.0, max))
@@ -395,69 +406,34 @@ impl LedgerState {
             Ok(rows.len() < limit)
         };
         if filter.reversed {
-            self.db.scan_reverse(cf, &from, &to, &mut visit)?;
+            self.0.scan_reverse(cf, &from, &to, &mut visit)?;
         } else {
-            self.db.scan(cf, &from, None, &mut visit)?;
+            self.0.scan(cf, &from, None, &mut visit)?;
         }
         Ok(rows)
     }
 
     fn visit_all(&self, cf: &'static str, visit: &mut Visit<'_>) -> Result<(), StoreError> {
-        self.db.scan(cf, &[], None, visit)?;
+        self.0.scan(cf, &[], None, visit)?;
         Ok(())
-    }
-}
-
-fn decode_at<T, E: std::fmt::Display>(
-    cf: &'static str,
-    key: &[u8],
-    payload: &[u8],
-    decode: impl FnOnce(&[u8]) -> Result<T, E>,
-) -> Result<T, StorageError> {
-    decode(payload).map_err(|error| corruption(cf, key, error.to_string()))
-}
-
-fn transfer_id_of(cf: &'static str, key: &[u8]) -> Result<TransferId, StorageError> {
-    keys::read_u128(key, 0)
-        .filter(|_| key.len() == 16)
-        .map(TransferId)
-        .ok_or_else(|| corruption(cf, key, "key is not a u128 id"))
-}
-
-fn decode_failure(payload: &[u8]) -> Result<CreateTransferResult, String> {
-    let code =
-        <[u8; 2]>::try_from(payload).map(u16::from_be_bytes).map_err(|_| "failure is not a u16 code".to_owned())?;
-    CreateTransferResult::from_code(code).ok_or_else(|| format!("unknown result code {code}"))
-}
-
-impl Store for LedgerState {
-    fn last_timestamp(&self) -> Result<u64, StoreError> {
-        Ok(self.last_timestamp)
     }
 
     fn ledger(&self, id: LedgerId) -> Result<Option<Ledger>, StoreError> {
-        Ok(self.db.get_decoded(CF_LEDGERS, &id.0.to_be_bytes(), decode_ledger)?)
+        Ok(self.0.get_decoded(CF_LEDGERS, &id.0.to_be_bytes(), decode_ledger)?)
     }
 
-    fn account(&self, id: AccountId) -> Result<Option<Account>, StoreError> {
-        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(account) = cache.get(id) {
-            return Ok(Some(account));
-        }
+    fn account(&self, id: AccountId) -> Result<Option<Account>, StorageError> {
         let key = keys::u128(id.0);
-        let account = self.db.get_decoded(CF_ACCOUNTS, &key, decode_account)?;
-        if let Some(account) = account {
-            if account.id != id {
-                return Err(corruption(CF_ACCOUNTS, &key, format!("holds account {}", account.id)).into());
-            }
-            cache.put(account);
+        let account = self.0.get_decoded(CF_ACCOUNTS, &key, decode_account)?;
+        if let Some(account) = account.filter(|account| account.id != id) {
+            return Err(corruption(CF_ACCOUNTS, &key, format!("holds account {}", account.id)));
         }
         Ok(account)
     }
 
     fn transfer(&self, id: TransferId) -> Result<Option<Transfer>, StoreError> {
         let key = keys::u128(id.0);
-        let transfer = self.db.get_decoded(CF_TRANSFERS, &key, decode_transfer)?;
+        let transfer = self.0.get_decoded(CF_TRANSFERS, &key, decode_transfer)?;
         if let Some(transfer) = transfer.filter(|transfer| transfer.id != id) {
             return Err(corruption(CF_TRANSFERS, &key, format!("holds transfer {}", transfer.id)).into());
         }
@@ -465,17 +441,17 @@ impl Store for LedgerState {
     }
 
     fn pending_status(&self, id: TransferId) -> Result<Option<PendingStatus>, StoreError> {
-        Ok(self.db.get_decoded(CF_PENDING, &keys::u128(id.0), decode_pending_status)?)
+        Ok(self.0.get_decoded(CF_PENDING, &keys::u128(id.0), decode_pending_status)?)
     }
 
     fn transfer_failure(&self, id: TransferId) -> Result<Option<CreateTransferResult>, StoreError> {
-        Ok(self.db.get_decoded(CF_FAILURES, &keys::u128(id.0), decode_failure)?)
+        Ok(self.0.get_decoded(CF_FAILURES, &keys::u128(id.0), decode_failure)?)
     }
 
     fn expiring(&self, up_to: u64, limit: usize) -> Result<Vec<(u64, TransferId)>, StoreError> {
         let mut due = Vec::new();
         let end = up_to.checked_add(1).map(|after| keys::u64_u128(after, 0));
-        self.db.scan(CF_EXPIRY, &[], end.as_ref().map(|key| key.as_slice()), &mut |key, _| {
+        self.0.scan(CF_EXPIRY, &[], end.as_ref().map(|key| key.as_slice()), &mut |key, _| {
             let parsed = (keys::read_u64(key, 0), keys::read_u128(key, 8), key.len());
             let (Some(expires_at), Some(id), 24) = parsed else {
                 return Err(corruption(CF_EXPIRY, key, "key is not expires_at ++ transfer id"));
@@ -543,9 +519,9 @@ impl Store for LedgerState {
             Ok(changes.len() < limit)
         };
         if filter.reversed {
-            self.db.scan_reverse(CF_CHANGES, &from, &to, &mut visit)?;
+            self.0.scan_reverse(CF_CHANGES, &from, &to, &mut visit)?;
         } else {
-            self.db.scan(CF_CHANGES, &from, past_to.as_ref().map(|key| key.as_slice()), &mut visit)?;
+            self.0.scan(CF_CHANGES, &from, past_to.as_ref().map(|key| key.as_slice()), &mut visit)?;
         }
         Ok(changes)
     }
@@ -584,7 +560,110 @@ impl Store for LedgerState {
             Ok(true)
         })
     }
+}
 
+fn decode_at<T, E: std::fmt::Display>(
+    cf: &'static str,
+    key: &[u8],
+    payload: &[u8],
+    decode: impl FnOnce(&[u8]) -> Result<T, E>,
+) -> Result<T, StorageError> {
+    decode(payload).map_err(|error| corruption(cf, key, error.to_string()))
+}
+
+fn transfer_id_of(cf: &'static str, key: &[u8]) -> Result<TransferId, StorageError> {
+    keys::read_u128(key, 0)
+        .filter(|_| key.len() == 16)
+        .map(TransferId)
+        .ok_or_else(|| corruption(cf, key, "key is not a u128 id"))
+}
+
+fn decode_failure(payload: &[u8]) -> Result<CreateTransferResult, String> {
+    let code =
+        <[u8; 2]>::try_from(payload).map(u16::from_be_bytes).map_err(|_| "failure is not a u16 code".to_owned())?;
+    CreateTransferResult::from_code(code).ok_or_else(|| format!("unknown result code {code}"))
+}
+
+/// The [`Store`] methods that both [`LedgerState`] and [`ReadView`] answer
+/// straight from [`StateReads`] (each type writes `last_timestamp` and
+/// `account` itself).
+macro_rules! state_reads {
+    () => {
+        fn ledger(&self, id: LedgerId) -> Result<Option<Ledger>, StoreError> {
+            self.reads().ledger(id)
+        }
+
+        fn transfer(&self, id: TransferId) -> Result<Option<Transfer>, StoreError> {
+            self.reads().transfer(id)
+        }
+
+        fn pending_status(&self, id: TransferId) -> Result<Option<PendingStatus>, StoreError> {
+            self.reads().pending_status(id)
+        }
+
+        fn transfer_failure(&self, id: TransferId) -> Result<Option<CreateTransferResult>, StoreError> {
+            self.reads().transfer_failure(id)
+        }
+
+        fn expiring(&self, up_to: u64, limit: usize) -> Result<Vec<(u64, TransferId)>, StoreError> {
+            self.reads().expiring(up_to, limit)
+        }
+
+        fn account_transfers(&self, filter: &AccountFilter) -> Result<Vec<AccountTransfer>, StoreError> {
+            self.reads().account_transfers(filter)
+        }
+
+        fn account_balances(&self, filter: &AccountFilter) -> Result<Vec<AccountBalance>, StoreError> {
+            self.reads().account_balances(filter)
+        }
+
+        fn changes(&self, filter: &ChangeFilter) -> Result<Vec<Change>, StoreError> {
+            self.reads().changes(filter)
+        }
+
+        fn for_each_ledger(&self, visit: &mut dyn FnMut(&Ledger)) -> Result<(), StoreError> {
+            self.reads().for_each_ledger(visit)
+        }
+
+        fn for_each_account(&self, visit: &mut dyn FnMut(&Account)) -> Result<(), StoreError> {
+            self.reads().for_each_account(visit)
+        }
+
+        fn for_each_transfer(&self, visit: &mut dyn FnMut(&Transfer)) -> Result<(), StoreError> {
+            self.reads().for_each_transfer(visit)
+        }
+
+        fn for_each_pending(&self, visit: &mut dyn FnMut(TransferId, &PendingStatus)) -> Result<(), StoreError> {
+            self.reads().for_each_pending(visit)
+        }
+
+        fn for_each_failure(&self, visit: &mut dyn FnMut(TransferId, CreateTransferResult)) -> Result<(), StoreError> {
+            self.reads().for_each_failure(visit)
+        }
+    };
+}
+
+impl Store for LedgerState {
+    fn last_timestamp(&self) -> Result<u64, StoreError> {
+        Ok(self.last_timestamp)
+    }
+
+    fn account(&self, id: AccountId) -> Result<Option<Account>, StoreError> {
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(account) = cache.get(id) {
+            return Ok(Some(account));
+        }
+        let account = self.reads().account(id)?;
+        if let Some(account) = account {
+            cache.put(account);
+        }
+        Ok(account)
+    }
+
+    state_reads!();
+}
+
+impl StoreMut for LedgerState {
     /// Commits a write set without moving the applied index: for tools that
     /// drive the ledger outside Raft (tests, offline imports).
     fn commit(&mut self, write_set: &WriteSet) -> Result<(), StoreError> {
@@ -594,6 +673,70 @@ impl Store for LedgerState {
         self.committed(write_set);
         Ok(())
     }
+}
+
+/// A consistent, read-only view of a node's ledger state at one applied
+/// index: a RocksDB snapshot, with the applied index and last timestamp
+/// read from it (they are written in the same batch as the state, so they
+/// describe exactly what the view holds).
+///
+/// A view is opened on any thread from the node's [`Db`]; the node goes on
+/// applying meanwhile and the view does not change. It never reads or fills
+/// the apply path's account cache.
+pub struct ReadView<'a> {
+    db: &'a Db,
+    snapshot: Snapshot<'a>,
+    applied: AppliedState,
+    last_timestamp: u64,
+}
+
+impl std::fmt::Debug for ReadView<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadView").field("db", self.db).field("applied", &self.applied).finish_non_exhaustive()
+    }
+}
+
+impl<'a> ReadView<'a> {
+    /// Opens a view of `db`'s state as it is now. Refused (transiently,
+    /// [`StorageError::Installing`]) while a snapshot install is replacing
+    /// the state: the install writes in several batches, and a view taken
+    /// between them would be of no single index.
+    pub fn open(db: &'a Db) -> Result<Self, StorageError> {
+        let snapshot = db.snapshot();
+        let reader = db.at(&snapshot);
+        if reader.get(CF_RAFT_STATE, KEY_SNAPSHOT_INSTALL)?.is_some() {
+            return Err(StorageError::Installing { path: db.path().to_owned() });
+        }
+        let applied = reader.get_decoded(CF_META, KEY_APPLIED, AppliedState::decode)?.unwrap_or_default();
+        let last_timestamp = reader.get_decoded(CF_META, KEY_LAST_TIMESTAMP, decode_u64)?.unwrap_or_default();
+        Ok(Self { db, snapshot, applied, last_timestamp })
+    }
+
+    /// The last entry applied to the state this view holds.
+    pub fn applied(&self) -> AppliedState {
+        self.applied
+    }
+
+    /// Raw reads of the whole store as this view holds it.
+    pub fn reader(&self) -> Reader<'_> {
+        self.db.at(&self.snapshot)
+    }
+
+    fn reads(&self) -> StateReads<'_> {
+        StateReads(self.reader())
+    }
+}
+
+impl Store for ReadView<'_> {
+    fn last_timestamp(&self) -> Result<u64, StoreError> {
+        Ok(self.last_timestamp)
+    }
+
+    fn account(&self, id: AccountId) -> Result<Option<Account>, StoreError> {
+        Ok(self.reads().account(id)?)
+    }
+
+    state_reads!();
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use coffer_ledger::{
     prepare, state_digest, Account, AccountFlags, AccountId, AccountKind, Ledger, LedgerId, MemoryStore, Operation,
-    Store, Transfer, TransferFlags, TransferId, TransferKind,
+    StoreMut, Transfer, TransferFlags, TransferId, TransferKind,
 };
 use coffer_storage::{AppliedState, NodeStore, StorageConfig};
 use raft::prelude::{Entry, HardState};

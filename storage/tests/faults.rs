@@ -15,7 +15,8 @@ use coffer_ledger::{
     read_changes, state_digest, trial_balance, Account, AccountFilter, AccountFlags, AccountId, AccountKind,
     ApplyError, Change, ChangeFilter, ChangeKind, CreateAccountResult, CreateLedgerResult, CreateTransferResult,
     ExpireResult, Ledger, LedgerId, MemoryStore, Operation, OperationResults, PendingState, QueryError, Sides, Store,
-    StoreError, Transfer, TransferFlags, TransferId, TransferKind, TransferQuery, WriteSet, BATCH_EVENTS_MAX, NS_PER_S,
+    StoreError, StoreMut, Transfer, TransferFlags, TransferId, TransferKind, TransferQuery, WriteSet, BATCH_EVENTS_MAX,
+    NS_PER_S,
 };
 use coffer_storage::db::{
     keys, CF_ACCOUNTS, CF_BALANCES, CF_CHANGES, CF_META, CF_RAFT_LOG, CF_RAFT_STATE, CF_TRANSFERS, KEY_APPLIED,
@@ -782,7 +783,7 @@ fn a_snapshot_sent_in_chunks_installs_the_same_state_and_resets_the_log() {
     let dirs = TempDir::new().unwrap();
     let mut source = treasury_node(&dirs.path().join("source"));
     let snapshot_dir = dirs.path().join("snapshot");
-    let created = snapshot::create(&source.state, &snapshot_dir).unwrap();
+    let created = snapshot::create(source.state.db(), &snapshot_dir).unwrap();
     assert_eq!((created.applied, &created.conf_state), (TREASURY_APPLIED, &voters()));
     let staging = dirs.path().join("staging");
     assert_eq!(send(&snapshot_dir, &staging), created);
@@ -814,7 +815,7 @@ fn a_snapshot_sent_in_chunks_installs_the_same_state_and_resets_the_log() {
 fn a_chunk_whose_crc_does_not_match_its_bytes_is_refused() {
     let dirs = TempDir::new().unwrap();
     let source = treasury_node(&dirs.path().join("source"));
-    snapshot::create(&source.state, &dirs.path().join("snapshot")).unwrap();
+    snapshot::create(source.state.db(), &dirs.path().join("snapshot")).unwrap();
     let mut reader = SnapshotReader::open(&dirs.path().join("snapshot"), CHUNK_BYTES).unwrap();
     let mut writer = SnapshotWriter::new(&dirs.path().join("staging")).unwrap();
     let chunk = reader.next_chunk().unwrap().unwrap();
@@ -834,7 +835,7 @@ fn a_chunk_whose_crc_does_not_match_its_bytes_is_refused() {
 fn a_chunk_naming_a_file_outside_the_snapshot_or_skipping_bytes_is_refused() {
     let dirs = TempDir::new().unwrap();
     let source = treasury_node(&dirs.path().join("source"));
-    snapshot::create(&source.state, &dirs.path().join("snapshot")).unwrap();
+    snapshot::create(source.state.db(), &dirs.path().join("snapshot")).unwrap();
     let mut reader = SnapshotReader::open(&dirs.path().join("snapshot"), CHUNK_BYTES).unwrap();
     let staging = dirs.path().join("staging");
     let mut writer = SnapshotWriter::new(&staging).unwrap();
@@ -854,7 +855,7 @@ fn a_tampered_checkpoint_file_fails_install_and_leaves_the_node_unchanged() {
     let dirs = TempDir::new().unwrap();
     let source = treasury_node(&dirs.path().join("source"));
     let snapshot_dir = dirs.path().join("snapshot");
-    snapshot::create(&source.state, &snapshot_dir).unwrap();
+    snapshot::create(source.state.db(), &snapshot_dir).unwrap();
     let mut target = other_node(&dirs.path().join("target"));
     let before = node_fingerprint(&target);
     for pattern in [".sst", "MANIFEST-", "CURRENT", "OPTIONS-"] {
@@ -874,7 +875,7 @@ fn a_received_snapshot_with_a_tampered_file_is_refused_before_it_is_used() {
     let dirs = TempDir::new().unwrap();
     let source = treasury_node(&dirs.path().join("source"));
     let snapshot_dir = dirs.path().join("snapshot");
-    snapshot::create(&source.state, &snapshot_dir).unwrap();
+    snapshot::create(source.state.db(), &snapshot_dir).unwrap();
     let mut reader = SnapshotReader::open(&snapshot_dir, CHUNK_BYTES).unwrap();
     let mut writer = SnapshotWriter::new(&dirs.path().join("staging")).unwrap();
     let mut tampered = false;
@@ -910,7 +911,7 @@ fn a_tampered_snapshot_manifest_is_refused_and_leaves_the_node_unchanged() {
     let dirs = TempDir::new().unwrap();
     let source = treasury_node(&dirs.path().join("source"));
     let snapshot_dir = dirs.path().join("snapshot");
-    snapshot::create(&source.state, &snapshot_dir).unwrap();
+    snapshot::create(source.state.db(), &snapshot_dir).unwrap();
     let mut target = other_node(&dirs.path().join("target"));
     let before = node_fingerprint(&target);
 
@@ -1019,7 +1020,7 @@ fn an_install_interrupted_after_its_marker_is_finished_when_the_node_opens() {
     let dirs = TempDir::new().unwrap();
     let source = treasury_node(&dirs.path().join("source"));
     let snapshot_dir = dirs.path().join("snapshot");
-    snapshot::create(&source.state, &snapshot_dir).unwrap();
+    snapshot::create(source.state.db(), &snapshot_dir).unwrap();
     let target_dir = dirs.path().join("target");
     write_install_marker(&other_node(&target_dir), &snapshot_dir);
 
@@ -1037,7 +1038,7 @@ fn an_install_interrupted_after_the_old_state_was_cleared_is_finished_when_the_n
     let dirs = TempDir::new().unwrap();
     let source = treasury_node(&dirs.path().join("source"));
     let snapshot_dir = dirs.path().join("snapshot");
-    snapshot::create(&source.state, &snapshot_dir).unwrap();
+    snapshot::create(source.state.db(), &snapshot_dir).unwrap();
     let target_dir = dirs.path().join("target");
     {
         let target = other_node(&target_dir);

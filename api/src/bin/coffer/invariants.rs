@@ -272,7 +272,7 @@ fn check_expiry_index<S: Store + ?Sized>(store: &S, report: &mut InvariantReport
 
 #[cfg(test)]
 mod tests {
-    use coffer_ledger::{AccountKind, MemoryStore, StateMachine, TransferKind, WriteSet, NS_PER_S};
+    use coffer_ledger::{AccountKind, MemoryStore, StateMachine, StoreMut, TransferKind, WriteSet, NS_PER_S};
 
     use super::*;
 
