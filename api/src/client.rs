@@ -488,7 +488,7 @@ impl Client {
 
     /// Creates ledgers: one result per ledger.
     pub async fn create_ledgers(&self, ledgers: &[Ledger]) -> Result<Reply<Vec<CreateLedgerResult>>, ClientError> {
-        convert::check_batch("ledgers", ledgers.len()).map_err(ClientError::Invalid)?;
+        convert::check_events("ledgers", ledgers.len()).map_err(ClientError::Invalid)?;
         let message = proto::CreateLedgersRequest { ledgers: ledgers.iter().map(convert::ledger_to_wire).collect() };
         let response = self
             .ledger_call(message, |mut client, request| async move { client.create_ledgers(request).await })
@@ -499,7 +499,7 @@ impl Client {
 
     /// Creates accounts: one result per account.
     pub async fn create_accounts(&self, accounts: &[Account]) -> Result<Reply<Vec<CreateAccountResult>>, ClientError> {
-        convert::check_batch("accounts", accounts.len()).map_err(ClientError::Invalid)?;
+        convert::check_events("accounts", accounts.len()).map_err(ClientError::Invalid)?;
         let message = proto::CreateAccountsRequest {
             accounts: accounts.iter().map(|account| convert::account_to_wire(account, Amounts::Minor)).collect(),
             amount_unit: proto::AmountUnit::Minor as i32,
@@ -518,7 +518,7 @@ impl Client {
         &self,
         transfers: &[Transfer],
     ) -> Result<Reply<Vec<CreateTransferResult>>, ClientError> {
-        convert::check_batch("transfers", transfers.len()).map_err(ClientError::Invalid)?;
+        convert::check_events("transfers", transfers.len()).map_err(ClientError::Invalid)?;
         let message = proto::CreateTransfersRequest {
             transfers: transfers.iter().map(|transfer| convert::transfer_to_wire(transfer, Amounts::Minor)).collect(),
             amount_unit: proto::AmountUnit::Minor as i32,

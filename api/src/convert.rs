@@ -115,6 +115,16 @@ pub fn check_batch(field: &str, len: usize) -> Result<(), FieldError> {
     Ok(())
 }
 
+/// Refuses a batch of events to create (ledgers, accounts, transfers) that
+/// is empty or larger than [`BATCH_EVENTS_MAX`]: an empty one would commit
+/// a Raft entry that changes nothing.
+pub fn check_events(field: &str, len: usize) -> Result<(), FieldError> {
+    if len == 0 {
+        return Err(FieldError::new(field, format!("no entries: a batch holds 1 to {BATCH_EVENTS_MAX}")));
+    }
+    check_batch(field, len)
+}
+
 /// Parses a 128-bit id or `user_data_128` (decimal digits; empty is 0).
 pub fn parse_u128(field: &str, text: &str) -> Result<u128, FieldError> {
     if text.is_empty() {
@@ -854,7 +864,7 @@ mod tests {
     #[test]
     fn bad_amounts_name_the_field() {
         let scales = scales();
-        for text in ["-5", "abc", "1e3", " 1", "99999999999999999999999999999999"] {
+        for text in ["-5", "abc", "1e3", " 1", "340282366920938463463374607431768211456"] {
             let wire = proto::Transfer { amount: text.into(), ..wire_transfer() };
             let error = transfer_from_wire("transfers", 2, &wire, Amounts::Decimal(&scales)).unwrap_err();
             assert_eq!(error.field, "transfers[2].amount", "{text}");
@@ -996,7 +1006,11 @@ mod tests {
     }
 
     #[test]
-    fn oversized_batches_are_refused() {
+    fn empty_and_oversized_batches_are_refused() {
+        assert!(check_events("transfers", 1).is_ok());
+        let error = check_events("accounts", 0).unwrap_err();
+        assert!(error.to_string().contains("accounts"), "{error}");
+        assert!(check_events("transfers", BATCH_EVENTS_MAX + 1).is_err());
         assert!(check_batch("transfers", BATCH_EVENTS_MAX).is_ok());
         let error = check_batch("transfers", BATCH_EVENTS_MAX + 1).unwrap_err();
         assert_eq!(error.to_string(), "transfers: 8190 entries, more than the 8189 allowed");

@@ -23,6 +23,7 @@
 //! consensus and encodes the answer. The rules live in `coffer-ledger`.
 
 pub mod client;
+pub mod codec;
 pub mod convert;
 pub mod metrics;
 pub mod node;
@@ -34,6 +35,7 @@ pub mod status;
 #[allow(missing_docs, clippy::all, clippy::pedantic, clippy::unwrap_used)]
 pub mod proto {
     tonic::include_proto!("coffer.v1");
+    include!(concat!(env!("OUT_DIR"), "/servers/coffer.v1.rs"));
 
     /// The encoded file descriptor set of the protocol, for server reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("coffer_v1_descriptor");

@@ -767,7 +767,7 @@ impl<N: Node> LedgerService for LedgerApi<N> {
         let shared = &self.shared;
         let (deadline, forwarded) = (shared.deadline(request.metadata()), is_forwarded(request.metadata()));
         let message = request.into_inner();
-        convert::check_batch("ledgers", message.ledgers.len())?;
+        convert::check_events("ledgers", message.ledgers.len())?;
         let ledgers = message
             .ledgers
             .iter()
@@ -798,7 +798,7 @@ impl<N: Node> LedgerService for LedgerApi<N> {
         let shared = &self.shared;
         let (deadline, forwarded) = (shared.deadline(request.metadata()), is_forwarded(request.metadata()));
         let message = request.into_inner();
-        convert::check_batch("accounts", message.accounts.len())?;
+        convert::check_events("accounts", message.accounts.len())?;
         let unit = convert::amount_unit("amount_unit", message.amount_unit)?;
         let ledgers = message
             .accounts
@@ -843,7 +843,7 @@ impl<N: Node> LedgerService for LedgerApi<N> {
         let shared = &self.shared;
         let (deadline, forwarded) = (shared.deadline(request.metadata()), is_forwarded(request.metadata()));
         let message = request.into_inner();
-        convert::check_batch("transfers", message.transfers.len())?;
+        convert::check_events("transfers", message.transfers.len())?;
         let unit = convert::amount_unit("amount_unit", message.amount_unit)?;
         let ledgers = message
             .transfers

@@ -454,6 +454,91 @@ async fn malformed_requests_are_refused_naming_the_field() {
 }
 
 #[tokio::test]
+async fn empty_batches_are_refused_and_commit_nothing() {
+    let cluster = TestCluster::start(true).await;
+    let mut raw = cluster.raw(1).await;
+    let empty_ledgers = raw.create_ledgers(proto::CreateLedgersRequest::default()).await.unwrap_err();
+    let empty_accounts = raw.create_accounts(proto::CreateAccountsRequest::default()).await.unwrap_err();
+    let empty_transfers = raw.create_transfers(transfers_request(Vec::new())).await.unwrap_err();
+    for (refused, field) in [(empty_ledgers, "ledgers"), (empty_accounts, "accounts"), (empty_transfers, "transfers")] {
+        assert_eq!(refused.code(), Code::InvalidArgument, "{field}: {}", refused.message());
+        assert!(refused.message().starts_with(&format!("{field}: no entries")), "{}", refused.message());
+    }
+    assert!(cluster.proposed().is_empty(), "an empty batch was proposed: {:?}", cluster.proposed());
+}
+
+/// Sends and receives raw message bytes: what a broken or hostile client
+/// can put on the wire.
+#[derive(Clone, Copy, Default)]
+struct RawBytes;
+
+impl tonic::codec::Codec for RawBytes {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawBytes;
+    type Decoder = RawBytes;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawBytes
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawBytes
+    }
+}
+
+impl tonic::codec::Encoder for RawBytes {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Vec<u8>, buf: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(buf, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawBytes {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, buf: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
+        let bytes = bytes::Buf::copy_to_bytes(buf, bytes::Buf::remaining(buf));
+        Ok(Some(bytes.to_vec()))
+    }
+}
+
+#[tokio::test]
+async fn bytes_that_do_not_decode_are_invalid_argument_and_commit_nothing() {
+    let cluster = TestCluster::start(true).await;
+    let channel = Channel::from_shared(format!("http://{}", cluster.address(1))).unwrap().connect().await.unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/coffer.v1.LedgerService/CreateTransfers");
+    // A field 1 (transfers) whose length runs past the end of the message.
+    let garbage = vec![0x0A, 0x7F, 0x01, 0x02];
+    let refused = grpc.unary(Request::new(garbage), path, RawBytes).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{}", refused.message());
+    assert!(refused.message().contains("does not decode"), "{}", refused.message());
+    assert!(cluster.proposed().is_empty(), "garbage was proposed: {:?}", cluster.proposed());
+}
+
+#[tokio::test]
+async fn amounts_past_96_bits_are_taken_in_minor_units_and_decimals() {
+    let cluster = TestCluster::start(true).await;
+    seed(&cluster.client(&[1])).await;
+    let mut raw = cluster.raw(1).await;
+    // 2^100 won on ledger 1 (scale 0), and u128::MAX - 1 cents on ledger 2
+    // (scale 2): both parse; the ledger then refuses them on its own rules
+    // (the cash account has no such funds), not the API as out of range.
+    let huge = [
+        wire_receipt("501", 1, "1267650600228229401496703205376"),
+        wire_receipt("502", 2, "3402823669209384634633746074317682114.54"),
+    ];
+    let response = raw.create_transfers(transfers_request(huge.to_vec())).await.unwrap().into_inner();
+    assert_eq!(response.results.len(), 2);
+}
+
+#[tokio::test]
 async fn a_follower_forwards_writes_to_the_leader() {
     let cluster = TestCluster::start(true).await;
     seed(&cluster.client(&[1])).await;
@@ -518,7 +603,8 @@ async fn a_write_past_its_deadline_is_deadline_exceeded() {
     let cluster = TestCluster::start(true).await;
     cluster.script(&[Script::Hang]);
     let mut raw = cluster.raw(1).await;
-    let mut request = Request::new(proto::CreateLedgersRequest { ledgers: vec![] });
+    let one = vec![coffer_api::convert::ledger_to_wire(&ledger(1, 0))];
+    let mut request = Request::new(proto::CreateLedgersRequest { ledgers: one });
     request.set_timeout(Duration::from_millis(300));
     let refused = raw.create_ledgers(request).await.unwrap_err();
     assert_eq!(refused.code(), Code::DeadlineExceeded, "{}", refused.message());
@@ -526,7 +612,7 @@ async fn a_write_past_its_deadline_is_deadline_exceeded() {
 
     cluster.script(&[Script::Hang]);
     let client = Client::new(ClientConfig { deadline_ms: 300, ..ClientConfig::new(vec![cluster.address(1)]) }).unwrap();
-    let error = client.create_ledgers(&[]).await.unwrap_err();
+    let error = client.create_ledgers(&[ledger(1, 0)]).await.unwrap_err();
     assert_eq!(error.code(), Some(Code::DeadlineExceeded), "{error}");
 }
 

@@ -7,8 +7,6 @@
 //! `"10.50"` is accepted at scale 1), as are signs, exponents and values that
 //! do not fit.
 
-use rust_decimal::Decimal;
-
 /// Why a decimal string is not an amount. Each variant names the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AmountError {
@@ -51,7 +49,9 @@ pub enum AmountError {
 }
 
 /// Parses `text`, the value of `field`, as an amount of a ledger with `scale`
-/// decimal places, returning minor units.
+/// decimal places, returning minor units. Every `u128` is reachable: the
+/// digits are accumulated in a `u128` with checked arithmetic, so only a
+/// value that does not fit is out of range.
 pub fn parse_amount(field: &str, text: &str, scale: u8) -> Result<u128, AmountError> {
     let error = |make: fn(String, String) -> AmountError| make(field.to_owned(), text.to_owned());
     let (negative, unsigned) = match text.strip_prefix('-') {
@@ -64,11 +64,10 @@ pub fn parse_amount(field: &str, text: &str, scale: u8) -> Result<u128, AmountEr
     if negative {
         return Err(error(|field, value| AmountError::Negative { field, value }));
     }
-    // The grammar is checked above, so the only way left to fail is size.
-    let decimal = Decimal::from_str_exact(unsigned)
-        .map_err(|_| error(|field, value| AmountError::OutOfRange { field, value }))?
-        .normalize();
-    let places = decimal.scale();
+    let (whole, fraction) = unsigned.split_once('.').unwrap_or((unsigned, ""));
+    // Trailing zeros are not significant: "10.50" has one decimal place.
+    let fraction = fraction.trim_end_matches('0');
+    let places = u32::try_from(fraction.len()).unwrap_or(u32::MAX);
     if places > u32::from(scale) {
         return Err(AmountError::TooManyDecimalPlaces {
             field: field.to_owned(),
@@ -77,11 +76,13 @@ pub fn parse_amount(field: &str, text: &str, scale: u8) -> Result<u128, AmountEr
             scale,
         });
     }
-    u128::try_from(decimal.mantissa())
-        .ok()
-        .zip(10u128.checked_pow(u32::from(scale) - places))
-        .and_then(|(mantissa, factor)| mantissa.checked_mul(factor))
-        .ok_or_else(|| error(|field, value| AmountError::OutOfRange { field, value }))
+    let mut digits = whole.bytes().chain(fraction.bytes()).map(|digit| u128::from(digit - b'0'));
+    let significand = digits.try_fold(0u128, |value, digit| value.checked_mul(10)?.checked_add(digit));
+    let amount = significand.and_then(|significand| match significand {
+        0 => Some(0),
+        _ => significand.checked_mul(10u128.checked_pow(u32::from(scale) - places)?),
+    });
+    amount.ok_or_else(|| error(|field, value| AmountError::OutOfRange { field, value }))
 }
 
 /// Digits, optionally followed by a point and more digits: `12`, `12.50`.
@@ -149,14 +150,31 @@ mod tests {
 
     #[test]
     fn values_that_do_not_fit_are_out_of_range() {
+        // u128::MAX + 1.
         assert!(matches!(
-            parse_amount("amount", "99999999999999999999999999999999", 0),
+            parse_amount("amount", "340282366920938463463374607431768211456", 0),
+            Err(AmountError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            parse_amount("amount", "3402823669209384634633746074317682114.56", 2),
             Err(AmountError::OutOfRange { .. })
         ));
         assert!(matches!(
             parse_amount("amount", "79228162514264337593543950335", 18),
             Err(AmountError::OutOfRange { .. })
         ));
+    }
+
+    #[test]
+    fn every_u128_parses_in_minor_units_and_at_a_scale() {
+        let two_to_the_96 = 1u128 << 96;
+        assert_eq!(parse_amount("amount", &two_to_the_96.to_string(), 0), Ok(two_to_the_96));
+        let largest = u128::MAX - 1;
+        assert_eq!(parse_amount("amount", "340282366920938463463374607431768211454", 0), Ok(largest));
+        assert_eq!(parse_amount("amount", "3402823669209384634633746074317682114.54", 2), Ok(largest));
+        assert_eq!(parse_amount("amount", &format_amount(u128::MAX, 6), 6), Ok(u128::MAX));
+        assert_eq!(parse_amount("amount", "0.000", 40), Ok(0));
+        assert_eq!(parse_amount("amount", "007.10", 2), Ok(710));
     }
 
     #[test]
