@@ -5,8 +5,10 @@
 //! configs written here, logs in `<dir>/nodeN.log`), a sample treasury
 //! created idempotently (fixed ids: running it again on the same data
 //! answers `exists`), endpoints and ready-to-paste commands printed. SIGINT
-//! or SIGTERM stops the three nodes (SIGTERM, then waits); a node that dies
-//! on its own is named and the others are stopped.
+//! or SIGTERM stops the nodes (SIGTERM, then waits). A node that exits on
+//! its own (killed, crashed) is reported and started again after a backoff
+//! while the others keep serving; only a node that cannot start at all
+//! (it exits within seconds, several times in a row) stops the cluster.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -41,6 +43,17 @@ const LEADER_WAIT_MS: u64 = 30_000;
 const POLL_MS: u64 = 200;
 /// How long a node may take to stop after SIGTERM before it is killed.
 const STOP_TIMEOUT_MS: u64 = 15_000;
+/// A node that exits sooner than this after it started counts as one that
+/// could not start.
+const START_GRACE_MS: u64 = 5_000;
+/// A node that could not start this many times in a row is given up on, and
+/// `coffer dev` stops.
+const QUICK_EXITS_MAX: u32 = 5;
+/// The first wait before a node that exited is started again; it doubles
+/// with each quick exit in a row, up to [`RESTART_BACKOFF_MAX_MS`].
+const RESTART_BACKOFF_MIN_MS: u64 = 500;
+/// The longest wait before a node that exited is started again.
+const RESTART_BACKOFF_MAX_MS: u64 = 8_000;
 /// The deadline of each call the sample treasury makes.
 const CALL_DEADLINE_MS: u64 = 10_000;
 
@@ -219,11 +232,17 @@ mode = {}
     }
 }
 
-/// A running child process.
+/// A node's child process, and what supervising it needs.
 struct Running {
     node: u16,
     log: PathBuf,
     child: Child,
+    /// When this child was started.
+    started: Instant,
+    /// Exits within [`START_GRACE_MS`] of starting, in a row.
+    quick_exits: u32,
+    /// Set while the node is down: when it is started again.
+    restart_at: Option<Instant>,
 }
 
 /// Runs the dev cluster until a signal or a failure.
@@ -267,7 +286,11 @@ pub async fn run(args: &DevArgs, log_level: Option<&str>) -> Result<(), DevError
         _ = interrupt.recv() => Ok(()),
         _ = terminate.recv() => Ok(()),
         started = start(args, &exe, &nodes, &standby, &mut running) => match started {
-            Ok(()) => supervise(&mut running, &mut interrupt, &mut terminate).await,
+            Ok(()) => {
+                let specs: Vec<&DevNode> = nodes.iter().chain(&standby).collect();
+                let restart = Restart { exe: &exe, specs: &specs, log_level };
+                supervise(&mut running, &restart, &mut interrupt, &mut terminate).await
+            }
             Err(error) => Err(error),
         },
     };
@@ -298,7 +321,14 @@ fn spawn(exe: &Path, node: &DevNode, log_level: Option<&str>) -> Result<Running,
         .stderr(Stdio::from(log_err))
         .spawn()
         .map_err(|source| DevError::Spawn { node: node.id, source })?;
-    Ok(Running { node: node.id, log: node.log.clone(), child })
+    Ok(Running {
+        node: node.id,
+        log: node.log.clone(),
+        child,
+        started: Instant::now(),
+        quick_exits: 0,
+        restart_at: None,
+    })
 }
 
 /// Waits for a leader, creates the sample treasury, prints the endpoints.
@@ -400,16 +430,71 @@ fn last_line(log: &Path) -> String {
         .unwrap_or_else(|| "(empty)".into())
 }
 
-/// Watches the children until a signal or a death.
-async fn supervise(running: &mut [Running], interrupt: &mut Signal, terminate: &mut Signal) -> Result<(), DevError> {
+/// What starting a node again needs.
+struct Restart<'a> {
+    exe: &'a Path,
+    /// Every node, in the order of `running`.
+    specs: &'a [&'a DevNode],
+    log_level: Option<&'a str>,
+}
+
+/// Watches the children until a signal: a node that exits is reported and
+/// started again after a backoff, while the others keep serving. Fails only
+/// when a node cannot start at all ([`QUICK_EXITS_MAX`] quick exits in a row).
+async fn supervise(
+    running: &mut [Running],
+    restart: &Restart<'_>,
+    interrupt: &mut Signal,
+    terminate: &mut Signal,
+) -> Result<(), DevError> {
     let mut poll = tokio::time::interval(Duration::from_millis(POLL_MS));
     loop {
         tokio::select! {
             _ = interrupt.recv() => return Ok(()),
             _ = terminate.recv() => return Ok(()),
-            _ = poll.tick() => check_children(running)?,
+            _ = poll.tick() => {
+                for (run, spec) in running.iter_mut().zip(restart.specs) {
+                    watch_node(run, spec, restart)?;
+                }
+            }
         }
     }
+}
+
+/// One look at one node: notes an exit and schedules the restart, or starts
+/// the node again when its restart is due.
+fn watch_node(run: &mut Running, spec: &DevNode, restart: &Restart<'_>) -> Result<(), DevError> {
+    if let Some(due) = run.restart_at {
+        if Instant::now() >= due {
+            let again = spawn(restart.exe, spec, restart.log_level)?;
+            run.child = again.child;
+            run.started = again.started;
+            run.restart_at = None;
+            println!("coffer dev: node {} started again", run.node);
+        }
+        return Ok(());
+    }
+    let Some(status) = run.child.try_wait().map_err(|error| DevError::io(&run.log, error))? else {
+        return Ok(());
+    };
+    let quick = run.started.elapsed() < Duration::from_millis(START_GRACE_MS);
+    run.quick_exits = if quick { run.quick_exits + 1 } else { 0 };
+    if run.quick_exits >= QUICK_EXITS_MAX {
+        return Err(DevError::NodeDied {
+            node: run.node,
+            status,
+            log: run.log.clone(),
+            last_line: last_line(&run.log),
+        });
+    }
+    let backoff = RESTART_BACKOFF_MIN_MS.saturating_mul(1 << run.quick_exits.min(8)).min(RESTART_BACKOFF_MAX_MS);
+    println!(
+        "coffer dev: node {} exited ({status}); the others keep serving; restarting it in {backoff} ms (log: {})",
+        run.node,
+        run.log.display()
+    );
+    run.restart_at = Some(Instant::now() + Duration::from_millis(backoff));
+    Ok(())
 }
 
 /// Sends SIGTERM to every child still running, waits for each (SIGKILL
@@ -428,6 +513,11 @@ fn stop_all(running: &mut [Running]) -> Result<(), String> {
     let deadline = std::time::Instant::now() + Duration::from_millis(STOP_TIMEOUT_MS);
     let mut failures = Vec::new();
     for run in running.iter_mut() {
+        if run.restart_at.is_some() {
+            // Down and waiting to be started again: nothing to stop.
+            println!("  node {} was down", run.node);
+            continue;
+        }
         let status = loop {
             match run.child.try_wait() {
                 Ok(Some(status)) => break Ok(status),

@@ -1,0 +1,193 @@
+//! `coffer dev` as a newcomer tries it: the first thing anyone does with a
+//! replicated ledger is kill its leader. The cluster must elect another,
+//! keep taking writes, start the killed node again, and catch it up.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use coffer_api::client::{Client, Role};
+use coffer_ledger::{
+    Account, AccountId, AccountKind, CreateAccountResult, CreateLedgerResult, Ledger, LedgerId, Transfer, TransferId,
+    TransferKind,
+};
+use coffer_tests::{client_of, coffer_binary, quick_client};
+
+/// How long each step may take before the test fails.
+const STEP_WAIT: Duration = Duration::from_secs(60);
+const KRW: LedgerId = LedgerId(9);
+
+/// A base port whose nine dev ports (API, Raft, metrics of nodes 1-3) are
+/// free now.
+fn free_base_port() -> u16 {
+    let seed = u16::try_from(std::process::id() % 200).unwrap();
+    for step in 0..200u16 {
+        let base = 20_000 + ((seed + step) % 200) * 100;
+        let ports = [0, 100, 200].into_iter().flat_map(|offset| (1..=3).map(move |id| base + offset + id));
+        let held: Vec<_> = ports.map(|port| TcpListener::bind(("127.0.0.1", port))).collect();
+        if held.iter().all(Result::is_ok) {
+            return base;
+        }
+    }
+    panic!("no free block of dev ports");
+}
+
+/// The process id of the `coffer node` started with `config`.
+fn node_pid(config: &Path) -> Option<u32> {
+    let wanted = config.to_str()?;
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
+        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+        let args: Vec<&[u8]> = cmdline.split(|byte| *byte == 0).collect();
+        let is_node = args.contains(&b"node".as_slice()) && args.contains(&wanted.as_bytes());
+        is_node.then_some(pid)
+    })
+}
+
+/// Polls `check` until it returns `Some`, failing after [`STEP_WAIT`].
+async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    while started.elapsed() < STEP_WAIT {
+        if let Some(value) = check().await {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out after {STEP_WAIT:?} waiting for {what}");
+}
+
+/// The leader, as node `id`'s own report says, if `id` answers and leads.
+async fn leads(address: &str, id: u64) -> bool {
+    let reports = quick_client(address).status().await.unwrap_or_default();
+    reports.first().is_some_and(|own| own.node_id == id && own.role == Some(Role::Leader))
+}
+
+fn receipt(id: u128) -> Transfer {
+    Transfer {
+        id: TransferId(id),
+        debit_account_id: AccountId(1),
+        credit_account_id: AccountId(2),
+        amount: 1_000,
+        ledger: KRW,
+        code: 1,
+        kind: TransferKind::Receipt,
+        ..Default::default()
+    }
+}
+
+/// Posts `transfer`, retrying while the cluster has no leader.
+async fn post(client: &Client, transfer: Transfer) {
+    let results = wait_for("a transfer to commit", || async {
+        client.create_transfers(std::slice::from_ref(&transfer)).await.ok().map(|results| results.value)
+    })
+    .await;
+    assert!(results.iter().all(|result| result.is_success()), "{results:?}");
+}
+
+/// `coffer dev`, stopped with SIGTERM (as Ctrl-C would) when dropped, so a
+/// failing test leaves no nodes behind.
+struct Dev {
+    child: Child,
+}
+
+impl Dev {
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = Command::new("kill").args(["-s", "TERM", &self.child.id().to_string()]).status();
+        }
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dev_cluster_restarts_a_killed_leader_and_keeps_taking_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = free_base_port();
+    let output = dir.path().join("dev.out");
+    let child = Command::new(coffer_binary())
+        .args(["dev", "--no-sample", "--base-port", &base.to_string(), "--data-dir"])
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&output).unwrap())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut dev = Dev { child };
+    let addresses: Vec<String> = (1..=3).map(|id| format!("127.0.0.1:{}", base + id)).collect();
+    let client = client_of(addresses.clone());
+
+    let leader = wait_for("a leader", || async {
+        for (id, address) in (1..=3u64).zip(&addresses) {
+            if leads(address, id).await {
+                return Some(id);
+            }
+        }
+        None
+    })
+    .await;
+    let krw = Ledger { id: KRW, currency: "KRW".into(), scale: 0, name: "Won".into(), timestamp: 0 };
+    assert_eq!(client.create_ledgers(&[krw]).await.unwrap().value, [CreateLedgerResult::Created]);
+    let accounts = [
+        Account { id: AccountId(1), ledger: KRW, code: 101, kind: AccountKind::Cash, ..Default::default() },
+        Account { id: AccountId(2), ledger: KRW, code: 401, ..Default::default() },
+    ];
+    assert_eq!(client.create_accounts(&accounts).await.unwrap().value, [CreateAccountResult::Created; 2]);
+    post(&client, receipt(1)).await;
+
+    // SIGKILL the leader's process.
+    let config = dir.path().join(format!("node{leader}.toml"));
+    let pid = node_pid(&config).expect("the leader's process");
+    assert!(Command::new("kill").args(["-s", "KILL", &pid.to_string()]).status().unwrap().success());
+
+    // Another node leads, and writes go on.
+    let others: Vec<(u64, &String)> = (1..=3u64).zip(&addresses).filter(|(id, _)| *id != leader).collect();
+    wait_for("a new leader", || async {
+        for (id, address) in &others {
+            if leads(address, *id).await {
+                return Some(());
+            }
+        }
+        None
+    })
+    .await;
+    for id in 2..=5 {
+        post(&client, receipt(id)).await;
+    }
+
+    // The killed node runs again (a new process) and catches up.
+    let restarted =
+        wait_for("the killed node to run again", || async { node_pid(&config).filter(|new_pid| *new_pid != pid) })
+            .await;
+    assert_ne!(restarted, pid);
+    let committed = wait_for("the cluster's commit index", || async {
+        let reports = client.status().await.ok()?;
+        reports.iter().filter(|report| report.role == Some(Role::Leader)).map(|report| report.commit_index).max()
+    })
+    .await;
+    let killed_address = &addresses[usize::try_from(leader - 1).unwrap()];
+    wait_for("the restarted node to catch up", || async {
+        let reports = quick_client(killed_address).status().await.ok()?;
+        reports.first().filter(|own| own.node_id == leader && own.applied_index >= committed).map(|_| ())
+    })
+    .await;
+
+    let printed = std::fs::read_to_string(&output).unwrap();
+    assert!(printed.contains(&format!("node {leader} exited")), "coffer dev printed:\n{printed}");
+    assert!(printed.contains(&format!("node {leader} started again")), "coffer dev printed:\n{printed}");
+    let status = dev.terminate();
+    let printed = std::fs::read_to_string(&output).unwrap();
+    assert!(status.success(), "coffer dev exited with {status}; it printed:\n{printed}");
+}
