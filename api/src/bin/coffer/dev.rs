@@ -282,15 +282,13 @@ pub async fn run(args: &DevArgs, log_level: Option<&str>) -> Result<(), DevError
             }
         }
     }
+    let specs: Vec<&DevNode> = nodes.iter().chain(&standby).collect();
+    let restart = Restart { exe: &exe, specs: &specs, log_level };
     let outcome = tokio::select! {
         _ = interrupt.recv() => Ok(()),
         _ = terminate.recv() => Ok(()),
-        started = start(args, &exe, &nodes, &standby, &mut running) => match started {
-            Ok(()) => {
-                let specs: Vec<&DevNode> = nodes.iter().chain(&standby).collect();
-                let restart = Restart { exe: &exe, specs: &specs, log_level };
-                supervise(&mut running, &restart, &mut interrupt, &mut terminate).await
-            }
+        started = start(args, &restart, &nodes, &standby, &mut running) => match started {
+            Ok(()) => supervise(&mut running, &restart, &mut interrupt, &mut terminate).await,
             Err(error) => Err(error),
         },
     };
@@ -334,7 +332,7 @@ fn spawn(exe: &Path, node: &DevNode, log_level: Option<&str>) -> Result<Running,
 /// Waits for a leader, creates the sample treasury, prints the endpoints.
 async fn start(
     args: &DevArgs,
-    exe: &Path,
+    restart: &Restart<'_>,
     nodes: &[DevNode],
     standby: &[DevNode],
     running: &mut [Running],
@@ -343,7 +341,7 @@ async fn start(
     let mut config = ClientConfig::new(addresses.clone());
     config.deadline_ms = CALL_DEADLINE_MS;
     let client = Client::new(config).map_err(|error| DevError::Sample(error.to_string()))?;
-    let (leader, term) = wait_for_leader(&client, running, &args.data_dir).await?;
+    let (leader, term) = wait_for_leader(&client, running, restart, &args.data_dir).await?;
     if !standby.is_empty() {
         println!(
             "
@@ -356,7 +354,7 @@ Region {PRIMARY_REGION} (primary, {} mode):",
         let standby_addresses: Vec<String> = standby.iter().map(|node| node.api.clone()).collect();
         let config = ClientConfig { deadline_ms: CALL_DEADLINE_MS, ..ClientConfig::new(standby_addresses) };
         let standby_client = Client::new(config).map_err(|error| DevError::Sample(error.to_string()))?;
-        let (leader, term) = wait_for_leader(&standby_client, running, &args.data_dir).await?;
+        let (leader, term) = wait_for_leader(&standby_client, running, restart, &args.data_dir).await?;
         println!(
             "
 Region {STANDBY_REGION} (disaster-recovery standby, ships from {PRIMARY_REGION}):"
@@ -370,10 +368,10 @@ Region {STANDBY_REGION} (disaster-recovery standby, ships from {PRIMARY_REGION})
         print_sample(&results);
         // The client's default addresses are the default ports' nodes.
         let joined = addresses.join(",");
-        print_commands(exe, (args.base_port != BASE_PORT_DEFAULT).then_some(joined.as_str()));
+        print_commands(restart.exe, (args.base_port != BASE_PORT_DEFAULT).then_some(joined.as_str()));
     }
     if !standby.is_empty() {
-        let coffer = exe.display();
+        let coffer = restart.exe.display();
         let at = (args.base_port != BASE_PORT_DEFAULT).then(|| format!(" --addresses {}", addresses.join(",")));
         let at = at.unwrap_or_default();
         println!("\nDisaster recovery: the write lease and shipping start within a second or two.");
@@ -386,11 +384,16 @@ Region {STANDBY_REGION} (disaster-recovery standby, ships from {PRIMARY_REGION})
 }
 
 /// Polls the cluster's status until one node leads (and the children live).
-async fn wait_for_leader(client: &Client, running: &mut [Running], dir: &Path) -> Result<(u64, u64), DevError> {
+async fn wait_for_leader(
+    client: &Client,
+    running: &mut [Running],
+    restart: &Restart<'_>,
+    dir: &Path,
+) -> Result<(u64, u64), DevError> {
     let deadline = Instant::now() + Duration::from_millis(LEADER_WAIT_MS);
     let mut last = String::from("none");
     while Instant::now() < deadline {
-        check_children(running)?;
+        watch_nodes(running, restart)?;
         match client.status().await {
             Ok(nodes) => {
                 if let Some(leader) = nodes.iter().find(|node| node.role == Some(Role::Leader)) {
@@ -404,22 +407,6 @@ async fn wait_for_leader(client: &Client, running: &mut [Running], dir: &Path) -
         tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
     }
     Err(DevError::NoLeader { last, dir: dir.to_owned() })
-}
-
-/// Fails naming the first child that exited.
-fn check_children(running: &mut [Running]) -> Result<(), DevError> {
-    for run in running.iter_mut() {
-        let exited = run.child.try_wait().map_err(|error| DevError::io(&run.log, error))?;
-        if let Some(status) = exited {
-            return Err(DevError::NodeDied {
-                node: run.node,
-                status,
-                log: run.log.clone(),
-                last_line: last_line(&run.log),
-            });
-        }
-    }
-    Ok(())
 }
 
 /// The last non-empty line of `log` (for saying why a node died).
@@ -452,13 +439,14 @@ async fn supervise(
         tokio::select! {
             _ = interrupt.recv() => return Ok(()),
             _ = terminate.recv() => return Ok(()),
-            _ = poll.tick() => {
-                for (run, spec) in running.iter_mut().zip(restart.specs) {
-                    watch_node(run, spec, restart)?;
-                }
-            }
+            _ = poll.tick() => watch_nodes(running, restart)?,
         }
     }
+}
+
+/// One look at every node (see [`watch_node`]).
+fn watch_nodes(running: &mut [Running], restart: &Restart<'_>) -> Result<(), DevError> {
+    running.iter_mut().zip(restart.specs).try_for_each(|(run, spec)| watch_node(run, spec, restart))
 }
 
 /// One look at one node: notes an exit and schedules the restart, or starts
