@@ -120,7 +120,7 @@ pub enum ClientError {
     Invalid(FieldError),
     /// A node answered with an error that a retry cannot fix, or the last
     /// of `attempts` tries still failed.
-    #[error("{address} answered {:?}: {} (after {attempts} tries)", status.code(), status.message())]
+    #[error("{address} answered {:?}: {}{}", status.code(), status.message(), after_tries(*attempts))]
     Status {
         /// The node that answered.
         address: String,
@@ -143,6 +143,15 @@ pub enum ClientError {
     /// A node's answer does not decode (a server of another version?).
     #[error("the answer does not decode: {0}")]
     Decode(FieldError),
+}
+
+/// How many tries an answer took, when it took more than one.
+fn after_tries(attempts: u32) -> String {
+    if attempts > 1 {
+        format!(" (after {attempts} tries)")
+    } else {
+        String::new()
+    }
 }
 
 impl ClientError {

@@ -422,11 +422,28 @@ impl<N: Node> Shared<N> {
     /// The leader's answer to a forwarded request. A leader this node cannot
     /// reach is reported as `UNAVAILABLE` naming it, so the client can try it.
     fn forwarded<T>(&self, address: &str, answer: Result<Response<T>, Status>) -> Result<Response<T>, Status> {
-        answer.map(|response| Response::new(response.into_inner())).map_err(|mut error| {
-            if error.code() == tonic::Code::Unavailable && status::leader_hint(&error).is_none() {
-                if let Ok(value) = MetadataValue::try_from(address) {
-                    error.metadata_mut().insert(status::LEADER_METADATA_KEY, value);
-                }
+        answer.map(|response| Response::new(response.into_inner())).map_err(|error| {
+            if error.code() != tonic::Code::Unavailable || status::leader_hint(&error).is_some() {
+                return error;
+            }
+            // A status made here by the transport (the leader did not
+            // answer) carries its cause; one the leader sent does not.
+            let unreachable = std::error::Error::source(&error).is_some();
+            let mut error = match unreachable {
+                true => Status::with_metadata(
+                    tonic::Code::Unavailable,
+                    format!(
+                        "node {} forwarded the request to the leader at {address}, which did not answer ({}); \
+                         retry: the cluster elects a new leader if it is down",
+                        self.id(),
+                        error.message()
+                    ),
+                    error.metadata().clone(),
+                ),
+                false => error,
+            };
+            if let Ok(value) = MetadataValue::try_from(address) {
+                error.metadata_mut().insert(status::LEADER_METADATA_KEY, value);
             }
             error
         })

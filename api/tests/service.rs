@@ -539,6 +539,28 @@ async fn amounts_past_96_bits_are_taken_in_minor_units_and_decimals() {
 }
 
 #[tokio::test]
+async fn a_follower_whose_leader_does_not_answer_says_which_leader_it_tried() {
+    let mut cluster = TestCluster::start(true).await;
+    let leader = cluster.address(1);
+    cluster.stop(1);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut raw = cluster.raw(2).await;
+    let refused = raw
+        .create_ledgers(proto::CreateLedgersRequest {
+            ledgers: vec![coffer_api::convert::ledger_to_wire(&ledger(1, 0))],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable, "{}", refused.message());
+    let expected = format!("node 2 forwarded the request to the leader at {leader}, which did not answer");
+    assert!(refused.message().starts_with(&expected), "{}", refused.message());
+    assert_eq!(
+        refused.metadata().get(LEADER_METADATA_KEY).and_then(|value| value.to_str().ok()),
+        Some(leader.as_str())
+    );
+}
+
+#[tokio::test]
 async fn a_follower_forwards_writes_to_the_leader() {
     let cluster = TestCluster::start(true).await;
     seed(&cluster.client(&[1])).await;

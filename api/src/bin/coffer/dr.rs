@@ -154,6 +154,15 @@ pub enum Scenario {
     Failover,
 }
 
+impl std::fmt::Display for Scenario {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Switchover => "switchover",
+            Self::Failover => "failover",
+        })
+    }
+}
+
 /// `coffer dr drill`
 #[derive(Debug, Clone, clap::Args)]
 pub struct DrillArgs {
@@ -684,6 +693,28 @@ async fn failover(
     })
 }
 
+/// `coffer dr reconcile`'s report as text: a header, then one line per
+/// transfer to reconcile, or a header saying there is none.
+fn reconcile_text(report: &ReconcileReport) -> String {
+    let (old, primary, base) = (&report.old_region, &report.primary_region, report.base_timestamp);
+    if report.transfers.is_empty() {
+        return format!(
+            "{old} committed no transfers past the state {primary} was promoted with (timestamp {base}): \
+             nothing to reconcile\n"
+        );
+    }
+    let count = report.transfers.len();
+    let mut text =
+        format!("{old} committed {count} transfers past the state {primary} was promoted with (timestamp {base}):\n");
+    for lost in &report.transfers {
+        text.push_str(&format!(
+            "  {} debit {} credit {} amount {} ledger {}\n",
+            lost.id, lost.debit_account_id, lost.credit_account_id, lost.amount, lost.ledger
+        ));
+    }
+    text
+}
+
 /// What `reconcile` found.
 #[derive(Debug, Clone, Serialize)]
 struct ReconcileReport {
@@ -1166,7 +1197,7 @@ async fn drill(addresses: &[String], args: &DrillArgs, timeline: &mut Timeline) 
     standby.leader()?;
     let regions = [primary.addresses.clone(), standby.addresses.clone()];
     timeline.at(format!(
-        "drill {:?}{}: primary {} (epoch {}), standby {}",
+        "drill {}{}: primary {} (epoch {}), standby {}",
         args.scenario,
         if args.failback { " + failback" } else { "" },
         primary.name,
@@ -1246,10 +1277,13 @@ async fn drill(addresses: &[String], args: &DrillArgs, timeline: &mut Timeline) 
         }
     }
     let load = match running {
-        Some(running) => running.stop().await,
+        Some(running) => {
+            let load = running.stop().await;
+            timeline.at("load stopped");
+            load
+        }
         None => Arc::default(),
     };
-    timeline.at("load stopped");
     // Judge: every acknowledged transfer in the final primary, and equal
     // digests once the standby caught up.
     let (a, b) = both(addresses).await?;
@@ -1325,7 +1359,7 @@ async fn drill(addresses: &[String], args: &DrillArgs, timeline: &mut Timeline) 
 
 fn drill_text(report: &DrillReport) -> String {
     let mut out = String::new();
-    out.push_str(&format!("DR drill: {:?}{}\n", report.scenario, if report.failback { " + failback" } else { "" }));
+    out.push_str(&format!("DR drill: {}{}\n", report.scenario, if report.failback { " + failback" } else { "" }));
     out.push_str("timeline:\n");
     for event in &report.timeline {
         out.push_str(&format!("  {:>7} ms  {}\n", event.at_ms, event.event));
@@ -1427,22 +1461,7 @@ pub async fn run(command: DrCommand, options: &ClientOptions) -> Result<(), DrEr
         }
         DrCommand::Reconcile => {
             let report = reconcile(addresses).await?;
-            print(options.json, &report, |report| {
-                let mut text = format!(
-                    "{} committed {} transfers past the state {} was promoted with (timestamp {}):\n",
-                    report.old_region,
-                    report.transfers.len(),
-                    report.primary_region,
-                    report.base_timestamp
-                );
-                for lost in &report.transfers {
-                    text.push_str(&format!(
-                        "  {} {} -> {} amount {} ledger {}\n",
-                        lost.id, lost.debit_account_id, lost.credit_account_id, lost.amount, lost.ledger
-                    ));
-                }
-                text
-            })
+            print(options.json, &report, reconcile_text)
         }
         DrCommand::Lease(args) => {
             let (a, b) = both(addresses).await?;
@@ -1514,5 +1533,43 @@ pub async fn run(command: DrCommand, options: &ClientOptions) -> Result<(), DrEr
                 Err(DrError::Verdict(report.reasons.join("; ")))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(transfers: Vec<LostTransfer>) -> ReconcileReport {
+        ReconcileReport { primary_region: "busan".into(), old_region: "seoul".into(), base_timestamp: 7, transfers }
+    }
+
+    #[test]
+    fn reconcile_with_nothing_to_list_says_so() {
+        let text = reconcile_text(&report(Vec::new()));
+        assert_eq!(
+            text,
+            "seoul committed no transfers past the state busan was promoted with (timestamp 7): nothing to reconcile\n"
+        );
+    }
+
+    #[test]
+    fn reconcile_names_each_transfers_debit_and_credit() {
+        let lost = LostTransfer {
+            id: "9".into(),
+            debit_account_id: "1001".into(),
+            credit_account_id: "1401".into(),
+            amount: "500".into(),
+            ledger: 1,
+            timestamp: 8,
+        };
+        let text = reconcile_text(&report(vec![lost]));
+        assert!(text.ends_with(":\n  9 debit 1001 credit 1401 amount 500 ledger 1\n"), "{text}");
+    }
+
+    #[test]
+    fn scenarios_print_as_their_command_line_names() {
+        assert_eq!(format!("drill {}", Scenario::Switchover), "drill switchover");
+        assert_eq!(Scenario::Failover.to_string(), "failover");
     }
 }

@@ -32,7 +32,7 @@ const EXIT_USAGE: u8 = 2;
 
 /// Coffer: a replicated double-entry ledger for public treasuries.
 #[derive(Debug, Parser)]
-#[command(name = "coffer", version, about, propagate_version = true)]
+#[command(name = "coffer", version, propagate_version = true)]
 struct Cli {
     /// Log filter (a level like `info`, or directives like
     /// `info,coffer_consensus=debug`); overrides COFFER_LOG and RUST_LOG.
@@ -155,6 +155,12 @@ mod tests {
     #[test]
     fn the_command_line_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn help_opens_with_what_coffer_is() {
+        let help = Cli::command().render_help().to_string();
+        assert!(help.starts_with("Coffer: a replicated double-entry ledger for public treasuries"), "{help}");
     }
 
     #[test]

@@ -26,6 +26,13 @@ fn role_name(role: Role) -> &'static str {
     }
 }
 
+/// Node ids in ascending order, as an operator scans them.
+fn sorted(ids: &[u64]) -> Vec<u64> {
+    let mut sorted = ids.to_vec();
+    sorted.sort_unstable();
+    sorted
+}
+
 fn node_view(node: &NodeReport) -> NodeView {
     NodeView {
         node_id: node.node_id,
@@ -36,8 +43,8 @@ fn node_view(node: &NodeReport) -> NodeView {
         commit_index: node.commit_index,
         applied_index: node.applied_index,
         lag: node.lag,
-        voters: node.voters.clone(),
-        learners: node.learners.clone(),
+        voters: sorted(&node.voters),
+        learners: sorted(&node.learners),
         error: node.error.clone(),
     }
 }
@@ -136,4 +143,16 @@ pub async fn snapshot(options: &ClientOptions, out: Out, args: SnapshotArgs) -> 
             view.node_id, view.address, view.applied_index, view.applied_term, view.dir, view.files, view.bytes
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_lists_voters_and_learners_in_ascending_order() {
+        let report = NodeReport { node_id: 1, voters: vec![2, 4, 1, 3], learners: vec![9, 7], ..Default::default() };
+        let view = node_view(&report);
+        assert_eq!((view.voters, view.learners), (vec![1, 2, 3, 4], vec![7, 9]));
+    }
 }

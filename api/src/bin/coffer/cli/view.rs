@@ -241,7 +241,7 @@ impl ChangeView {
                 id => format!(" pending {id}"),
             };
             format!(
-                "transfer {} ledger {} {} -> {} {} {} code {}{pending}{}",
+                "transfer {} ledger {} debit {} credit {} amount {} {} code {}{pending}{}",
                 transfer.id,
                 transfer.ledger,
                 transfer.debit_account_id,
@@ -537,7 +537,7 @@ mod tests {
         assert_eq!(
             ChangeView::from(&change).line(),
             "1000000001 1970-01-01T00:00:01.000000001Z transfer_created \
-             transfer 9 ledger 1 10 -> 11 1500000 expenditure code 7 [pending]"
+             transfer 9 ledger 1 debit 10 credit 11 amount 1500000 expenditure code 7 [pending]"
         );
     }
 }
