@@ -382,19 +382,6 @@ impl Db {
         Ok(())
     }
 
-    /// Visits every verified `(key, payload)` of `cf` from `from` (inclusive)
-    /// up to `to` (exclusive, or the end), in key order, while `visit`
-    /// returns true.
-    pub fn scan(
-        &self,
-        cf: &'static str,
-        from: &[u8],
-        to: Option<&[u8]>,
-        visit: &mut Visit<'_>,
-    ) -> Result<(), StorageError> {
-        self.latest().scan(cf, from, to, visit)
-    }
-
     /// The last key of `cf`, if any (not verified: keys carry no frame).
     pub fn last_key(&self, cf: &'static str) -> Result<Option<Vec<u8>>, StorageError> {
         let mut iter = self.db.raw_iterator_cf(self.cf(cf)?);

@@ -284,7 +284,7 @@ impl raft::Storage for LogStore {
         let mut size = 0u64;
         let mut expected = low;
         let mut full = false;
-        self.db.scan(CF_RAFT_LOG, &keys::u64(low), Some(&keys::u64(high)), &mut |key, payload| {
+        self.db.latest().scan(CF_RAFT_LOG, &keys::u64(low), Some(&keys::u64(high)), &mut |key, payload| {
             let entry: Entry = decode_message(payload).map_err(|reason| corruption(CF_RAFT_LOG, key, reason))?;
             if entry.index != expected {
                 return Err(corruption(
