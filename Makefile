@@ -15,8 +15,8 @@ CARGO ?= cargo
 ## treasury and its disaster-recovery standby (`coffer dev --dr`: data,
 ## configs and logs in data/dev; Ctrl-C stops them). Built, then run:
 ## `cargo run` cannot take --workspace, and a build of one package resolves
-## other features and rebuilds RocksDB's C++ (see ARCHITECTURE.md, "One
-## RocksDB build per profile").
+## other features and rebuilds RocksDB's C++ (see ARCHITECTURE.md,
+## "Cross-cutting concerns", Build).
 run: deps
 	$(CARGO) build --workspace --bins --examples
 	$(CARGO_TARGET_DIR)/debug/coffer dev --dr
