@@ -9,7 +9,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/coffer-target
 export CARGO_TERM_COLOR ?= never
 CARGO ?= cargo
 
-.PHONY: run demo test deps check bench loadgen release fmt nemesis
+.PHONY: run demo test deps check alerts bench loadgen release fmt nemesis
 
 ## Runs two local regions of three nodes each, the primary with a sample
 ## treasury and its disaster-recovery standby (`coffer dev --dr`: data,
@@ -26,9 +26,14 @@ demo: deps
 	$(CARGO) build --workspace --examples
 	$(CARGO_TARGET_DIR)/debug/examples/treasury
 
-## Runs every check: formatting, clippy, and all tests.
-test: deps check
+## Runs every check: formatting, clippy, the alert rules, and all tests.
+test: deps check alerts
 	$(CARGO) test --workspace
+
+## The Prometheus alert rules: checked, then unit-tested (part of `make test`).
+alerts: deps
+	promtool check rules api/prometheus/alerts.yml
+	promtool test rules api/prometheus/alerts_test.yml
 
 ## Formatting and lints (part of `make test`).
 check:
