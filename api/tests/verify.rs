@@ -260,3 +260,48 @@ fn flip_byte(path: &Path, at: usize) {
     bytes[at] ^= 0xFF;
     std::fs::write(path, bytes).unwrap();
 }
+
+/// `coffer restore`, the real executable.
+fn restore(backup: &Path, data_dir: &Path) -> Output {
+    coffer(&["restore", "--backup", backup.to_str().unwrap(), "--data-dir", data_dir.to_str().unwrap()])
+}
+
+#[test]
+fn a_restored_node_holds_the_backups_state_and_a_restore_never_overwrites() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    let digest = make_store(&source);
+    let backup = dir.path().join("backup");
+    NodeStore::open(&source.join("db"), &storage_config()).unwrap().backup(&backup).unwrap();
+
+    let restored = dir.path().join("restored");
+    let output = restore(&backup, &restored);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("at applied index 5 (term 2); voters [1]"), "{stdout}");
+    let (code, report, stderr) = verify(&restored, false);
+    assert_eq!(code, Some(0), "{report}{stderr}");
+    assert!(report.contains(&format!("state digest  {digest}")), "{report}");
+
+    // Into a directory that holds anything: refused, nothing touched.
+    let output = restore(&backup, &source);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("is not empty"), "{stderr}");
+    assert_eq!(verify(&source, false).0, Some(0));
+
+    // A backup with a damaged file: refused naming it, no store left behind.
+    let damaged = std::fs::read_dir(backup.join("db"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .find(|path| path.extension().is_some_and(|ext| ext == "sst"))
+        .expect("the backup holds a table file");
+    flip_byte(&damaged, 20);
+    let elsewhere = dir.path().join("elsewhere");
+    let output = restore(&backup, &elsewhere);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let name = damaged.file_name().unwrap().to_str().unwrap();
+    assert!(stderr.contains(name), "{stderr}");
+    assert!(!elsewhere.join("db").join("CURRENT").exists(), "a store was made from a damaged backup");
+}

@@ -18,6 +18,7 @@ mod dev;
 mod dr;
 mod invariants;
 mod node;
+mod restore;
 mod telemetry;
 mod verify;
 
@@ -52,6 +53,9 @@ enum Command {
     Dev(dev::DevArgs),
     /// Check a stopped node's store offline: checksums, invariants, digest.
     Verify(verify::VerifyArgs),
+    /// Make a node's data directory from a backup (`coffer snapshot`),
+    /// offline, verifying every file first.
+    Restore(restore::RestoreArgs),
     /// Replay a year-end payment peak against a cluster, validate it and
     /// report throughput and latency (`coffer bench --help`).
     Bench(bench::BenchArgs),
@@ -131,6 +135,16 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 print!("{}", verify::render_text(&report));
             }
             Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILURE) })
+        }
+        Command::Restore(args) => {
+            telemetry::init_logging(log_level, None, "warn").map_err(Failure::usage)?;
+            let report = restore::run(&args).map_err(Failure::failed)?;
+            if cli.client.json {
+                println!("{}", serde_json::to_string_pretty(&report).map_err(Failure::failed)?);
+            } else {
+                print!("{}", restore::render_text(&report));
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Bench(args) => Err(Failure::failed(bench::exec(&args.args))),
         Command::Dr(command) => {
