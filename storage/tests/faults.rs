@@ -1106,3 +1106,43 @@ fn a_corrupt_block_of_records_a_range_deletion_removed_fails_verification() {
     let corruption = report.first_corruption.expect("the damaged block is found");
     assert_eq!(corruption.cf, CF_RAFT_LOG, "{corruption}");
 }
+
+#[test]
+fn a_read_view_holds_its_index_while_the_state_moves_on_and_answers_as_the_live_state() {
+    let dirs = TempDir::new().unwrap();
+    let mut node = treasury_node(&dirs.path().join("node"));
+    let db = node.state.db().clone();
+    let view = coffer_storage::ReadView::open(&db).unwrap();
+    assert_eq!(view.applied(), TREASURY_APPLIED);
+    assert_same_reads(&view, &node.state, "a view of the same index");
+    assert_eq!(state_digest(&view), state_digest(&node.state));
+    let digest_before = state_digest(&node.state).unwrap();
+
+    // The node applies one more entry; the view still holds the old index.
+    let next = TREASURY_APPLIED.index + 1;
+    append_to_log(&mut node, next);
+    node.state.apply(None, AppliedState::at(next, TREASURY_APPLIED.term), None).unwrap();
+    assert_eq!(view.applied(), TREASURY_APPLIED);
+    assert_eq!(state_digest(&view).unwrap(), digest_before);
+    let later = coffer_storage::ReadView::open(&db).unwrap();
+    assert_eq!(later.applied().index, next);
+}
+
+#[test]
+fn no_view_or_checkpoint_is_had_while_a_snapshot_install_is_half_done() {
+    let dirs = TempDir::new().unwrap();
+    let node = treasury_node(&dirs.path().join("node"));
+    let db = node.state.db().clone();
+    // The marker an install writes (synced) before it replaces the state,
+    // and removes in its last write.
+    let mut marker = coffer_storage::rocksdb::WriteBatch::default();
+    db.put(&mut marker, CF_RAFT_STATE, KEY_SNAPSHOT_INSTALL, b"/somewhere/in/4-2").unwrap();
+    db.write(marker, true).unwrap();
+
+    let view = coffer_storage::ReadView::open(&db);
+    assert!(matches!(&view, Err(error @ StorageError::Installing { .. }) if error.is_transient()), "{view:?}");
+    let checkpoint = dirs.path().join("backup");
+    let made = snapshot::create(&db, &checkpoint);
+    assert!(matches!(made, Err(StorageError::Installing { .. })), "{made:?}");
+    assert!(!checkpoint.exists(), "a checkpoint of a half-installed state was kept");
+}
