@@ -93,7 +93,8 @@ pub fn run(args: &RestoreArgs) -> Result<RestoreReport, RestoreError> {
 pub fn render_text(report: &RestoreReport) -> String {
     format!(
         "restored {} at applied index {} (term {}); voters {:?}, learners {:?}\n\
-         start the node with its own node id and configuration: it catches up from the leader\n",
+         restore every node of the cluster from this same backup, then start each with its own node id \
+         (README: Backups and restores)\n",
         report.db.display(),
         report.applied_index,
         report.applied_term,
