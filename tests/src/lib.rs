@@ -8,6 +8,7 @@
 //! pause (`SIGSTOP`), resume and restart any of them; [`coffer`] runs other
 //! subcommands (`verify`). Every process is killed when its [`Cluster`] is
 //! dropped, and a failing test prints the tail of every node's log.
+//! [`dev::DevCluster`] runs `coffer dev` as a newcomer does.
 //!
 //! [`nemesis`] is the real-process nemesis: a bank workload against a
 //! cluster whose Raft links run through fault-injecting proxies, while
@@ -29,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use coffer_api::client::{Client, ClientConfig, NodeReport, Role};
 
+pub mod dev;
 pub mod nemesis;
 
 /// How long a cluster may take to elect a leader.

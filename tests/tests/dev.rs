@@ -4,9 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use coffer_api::client::{Client, Role};
@@ -14,26 +13,12 @@ use coffer_ledger::{
     Account, AccountId, AccountKind, CreateAccountResult, CreateLedgerResult, Ledger, LedgerId, Transfer, TransferId,
     TransferKind,
 };
-use coffer_tests::{client_of, coffer_binary, quick_client};
+use coffer_tests::dev::DevCluster;
+use coffer_tests::{client_of, quick_client};
 
 /// How long each step may take before the test fails.
 const STEP_WAIT: Duration = Duration::from_secs(60);
 const KRW: LedgerId = LedgerId(9);
-
-/// A base port whose nine dev ports (API, Raft, metrics of nodes 1-3) are
-/// free now.
-fn free_base_port() -> u16 {
-    let seed = u16::try_from(std::process::id() % 200).unwrap();
-    for step in 0..200u16 {
-        let base = 20_000 + ((seed + step) % 200) * 100;
-        let ports = [0, 100, 200].into_iter().flat_map(|offset| (1..=3).map(move |id| base + offset + id));
-        let held: Vec<_> = ports.map(|port| TcpListener::bind(("127.0.0.1", port))).collect();
-        if held.iter().all(Result::is_ok) {
-            return base;
-        }
-    }
-    panic!("no free block of dev ports");
-}
 
 /// The process id of the `coffer node` started with `config`.
 fn node_pid(config: &Path) -> Option<u32> {
@@ -91,42 +76,11 @@ async fn post(client: &Client, transfer: Transfer) {
     assert!(results.iter().all(|result| result.is_success()), "{results:?}");
 }
 
-/// `coffer dev`, stopped with SIGTERM (as Ctrl-C would) when dropped, so a
-/// failing test leaves no nodes behind.
-struct Dev {
-    child: Child,
-}
-
-impl Dev {
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = Command::new("kill").args(["-s", "TERM", &self.child.id().to_string()]).status();
-        }
-        self.child.wait().unwrap()
-    }
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        self.terminate();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dev_cluster_restarts_a_killed_leader_and_keeps_taking_writes() {
     let dir = tempfile::tempdir().unwrap();
-    let base = free_base_port();
-    let output = dir.path().join("dev.out");
-    let child = Command::new(coffer_binary())
-        .args(["dev", "--no-sample", "--base-port", &base.to_string(), "--data-dir"])
-        .arg(dir.path())
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&output).unwrap())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut dev = Dev { child };
-    let addresses: Vec<String> = (1..=3).map(|id| format!("127.0.0.1:{}", base + id)).collect();
+    let mut dev = DevCluster::start(dir.path(), &["--no-sample"]);
+    let addresses = dev.api_addresses();
     let client = client_of(addresses.clone());
 
     let (leader, term) = wait_for("a leader", || async {
@@ -136,11 +90,6 @@ async fn the_dev_cluster_restarts_a_killed_leader_and_keeps_taking_writes() {
             }
         }
         None
-    })
-    .await;
-    // Up as a newcomer sees it: `coffer dev` says so once every node runs.
-    wait_for("coffer dev to report the cluster up", || async {
-        std::fs::read_to_string(&output).ok().filter(|printed| printed.contains("Ctrl-C stops the cluster"))
     })
     .await;
     let krw = Ledger { id: KRW, currency: "KRW".into(), scale: 0, name: "Won".into(), timestamp: 0 };
@@ -153,7 +102,7 @@ async fn the_dev_cluster_restarts_a_killed_leader_and_keeps_taking_writes() {
     post(&client, receipt(1)).await;
 
     // SIGKILL the leader's process.
-    let config = dir.path().join(format!("node{leader}.toml"));
+    let config = dev.node_config(dir.path(), leader);
     let pid = node_pid(&config).expect("the leader's process");
     assert!(Command::new("kill").args(["-s", "KILL", &pid.to_string()]).status().unwrap().success());
 
@@ -189,10 +138,9 @@ async fn the_dev_cluster_restarts_a_killed_leader_and_keeps_taking_writes() {
     })
     .await;
 
-    let printed = std::fs::read_to_string(&output).unwrap();
+    let printed = dev.printed();
     assert!(printed.contains(&format!("node {leader} exited")), "coffer dev printed:\n{printed}");
     assert!(printed.contains(&format!("node {leader} started again")), "coffer dev printed:\n{printed}");
     let status = dev.terminate();
-    let printed = std::fs::read_to_string(&output).unwrap();
-    assert!(status.success(), "coffer dev exited with {status}; it printed:\n{printed}");
+    assert!(status.success(), "coffer dev exited with {status}; it printed:\n{}", dev.printed());
 }
