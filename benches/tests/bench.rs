@@ -133,11 +133,14 @@ fn a_run_whose_cluster_dies_stops_at_once_saying_why() {
     let out = tempfile::tempdir().unwrap();
     let (mut bench, dev, nodes) = start_sending(out.path(), Stdio::piped());
 
-    // A node dies: `coffer dev` stops the other two and exits, and the
-    // generator must notice within seconds, not retry against nobody.
+    // The whole cluster dies (`coffer dev` and its three nodes at once; a
+    // single node is restarted instead, see below): the generator must
+    // notice within seconds, not retry against nobody.
     let killed = Instant::now();
-    let sent = Command::new("kill").args(["-s", "KILL", &nodes[0].to_string()]).status().unwrap();
-    assert!(sent.success());
+    for pid in dev.iter().chain(&nodes) {
+        let sent = Command::new("kill").args(["-s", "KILL", &pid.to_string()]).status().unwrap();
+        assert!(sent.success());
+    }
     let status = loop {
         if let Some(status) = bench.try_wait().unwrap() {
             break status;
@@ -160,4 +163,39 @@ fn a_run_whose_cluster_dies_stops_at_once_saying_why() {
     if let Some(dir) = kept.map(str::trim).filter(|dir| dir.starts_with(&*std::env::temp_dir().to_string_lossy())) {
         std::fs::remove_dir_all(dir).unwrap();
     }
+}
+
+#[test]
+fn a_run_goes_on_through_a_killed_node_which_coffer_dev_restarts() {
+    let _slot = CLUSTER_SLOT.lock().unwrap_or_else(PoisonError::into_inner);
+    let out = tempfile::tempdir().unwrap();
+    let mut bench = Command::new(coffer_binary())
+        .args(["bench", "--duration", "12s", "--batch-size", "500", "--accounts", "1000", "--out-dir"])
+        .arg(out.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("coffer bench starts");
+    let mut stdout = BufReader::new(bench.stdout.take().expect("its output is piped"));
+    let mut seen = String::new();
+    while !seen.contains("sending") {
+        let mut line = String::new();
+        assert!(stdout.read_line(&mut line).unwrap() > 0, "coffer bench never started sending: {seen}");
+        seen.push_str(&line);
+    }
+    let dev = procfs::children(bench.id());
+    let nodes = procfs::children(dev[0]);
+    assert_eq!(nodes.len(), 3, "three nodes under coffer dev: {nodes:?}");
+    let sent = Command::new("kill").args(["-s", "KILL", &nodes[0].to_string()]).status().unwrap();
+    assert!(sent.success());
+
+    std::io::Read::read_to_string(&mut stdout, &mut seen).unwrap();
+    let status = bench.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut bench.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "coffer bench failed ({status}):\n{seen}\n{stderr}");
+    assert!(seen.contains("validation     ok"), "{seen}");
+    let mut all = nodes.clone();
+    all.push(dev[0]);
+    assert!(all_gone(&all), "processes {all:?} outlived the run");
 }

@@ -293,14 +293,22 @@ async fn send(client: &Client, batch: &Batch) -> Result<(Vec<CreateTransferResul
 }
 
 /// Whether a failed call may succeed if sent again (the cluster was busy,
-/// electing, or slow); a refused request will not.
+/// electing, or slow, or the node serving the call died mid-call: `coffer
+/// dev` restarts it, and a connection cut mid-call surfaces as `Unknown`,
+/// "transport error"); a refused request will not. Resending is safe: the
+/// batch is identical, so what did apply answers `exists`.
 fn may_succeed_later(error: &ClientError) -> bool {
     use tonic::Code;
     match error {
         ClientError::Deadline { .. } => true,
         ClientError::Status { status, .. } => matches!(
             status.code(),
-            Code::Unavailable | Code::ResourceExhausted | Code::DeadlineExceeded | Code::Aborted | Code::Cancelled
+            Code::Unavailable
+                | Code::ResourceExhausted
+                | Code::DeadlineExceeded
+                | Code::Aborted
+                | Code::Cancelled
+                | Code::Unknown
         ),
         ClientError::Config { .. } | ClientError::Invalid(_) | ClientError::Decode(_) => false,
     }
