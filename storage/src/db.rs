@@ -291,6 +291,7 @@ impl Db {
     fn check_format_marker(&self) -> Result<(), StorageError> {
         let not_coffer = |reason: String| StorageError::NotACofferStore { path: self.path.clone(), reason };
         let payload = self
+            .latest()
             .get(CF_META, KEY_FORMAT)
             .map_err(|error| not_coffer(format!("its format marker does not verify: {error}")))?
             .ok_or_else(|| not_coffer("it has no format marker".into()))?;
@@ -338,22 +339,6 @@ impl Db {
     /// Reads of the store as `snapshot` holds it.
     pub fn at<'a>(&'a self, snapshot: &'a Snapshot<'a>) -> Reader<'a> {
         Reader { db: self, snapshot: Some(snapshot) }
-    }
-
-    /// The verified payload under `key` in `cf`.
-    pub fn get(&self, cf: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        self.latest().get(cf, key)
-    }
-
-    /// Like [`Self::get`], decoding the payload with `decode`; a payload that
-    /// does not decode is corruption.
-    pub fn get_decoded<T, E: std::fmt::Display>(
-        &self,
-        cf: &'static str,
-        key: &[u8],
-        decode: impl FnOnce(&[u8]) -> Result<T, E>,
-    ) -> Result<Option<T>, StorageError> {
-        self.latest().get_decoded(cf, key, decode)
     }
 
     /// Framed puts into column family `cf`, for staging many records (see

@@ -68,8 +68,8 @@ impl LogStore {
     /// Loads the log's bounds and hard state, verifying what it reads.
     pub fn open(db: Arc<Db>) -> Result<Self, StorageError> {
         let hard_state =
-            db.get_decoded(CF_RAFT_STATE, KEY_HARD_STATE, decode_message::<HardState>)?.unwrap_or_default();
-        let truncated = db.get_decoded(CF_RAFT_STATE, KEY_TRUNCATED, Truncated::decode)?.unwrap_or_default();
+            db.latest().get_decoded(CF_RAFT_STATE, KEY_HARD_STATE, decode_message::<HardState>)?.unwrap_or_default();
+        let truncated = db.latest().get_decoded(CF_RAFT_STATE, KEY_TRUNCATED, Truncated::decode)?.unwrap_or_default();
         let last_index = match db.last_key(CF_RAFT_LOG)? {
             None => truncated.index,
             Some(key) => keys::read_u64(&key, 0)
@@ -112,15 +112,19 @@ impl LogStore {
 
     /// The persisted conf state (empty if none was ever written).
     pub fn conf_state(&self) -> Result<ConfState, StorageError> {
-        Ok(self.db.get_decoded(CF_RAFT_STATE, KEY_CONF_STATE, decode_message::<ConfState>)?.unwrap_or_default())
+        Ok(self
+            .db
+            .latest()
+            .get_decoded(CF_RAFT_STATE, KEY_CONF_STATE, decode_message::<ConfState>)?
+            .unwrap_or_default())
     }
 
     fn entry(&self, index: u64) -> Result<Entry, StorageError> {
         let key = keys::u64(index);
-        let entry = self
-            .db
-            .get_decoded(CF_RAFT_LOG, &key, decode_message::<Entry>)?
-            .ok_or_else(|| StorageError::Inconsistent { detail: format!("raft log has no entry at index {index}") })?;
+        let entry =
+            self.db.latest().get_decoded(CF_RAFT_LOG, &key, decode_message::<Entry>)?.ok_or_else(|| {
+                StorageError::Inconsistent { detail: format!("raft log has no entry at index {index}") }
+            })?;
         if entry.index != index {
             return Err(corruption(CF_RAFT_LOG, &key, format!("holds the entry of index {}", entry.index)));
         }

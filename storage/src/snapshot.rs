@@ -242,8 +242,9 @@ fn sync_file(path: &Path) -> Result<(), StorageError> {
 
 /// Reads the applied state and conf state a store holds.
 fn read_applied(db: &Db) -> Result<(AppliedState, ConfState), StorageError> {
-    let applied = db.get_decoded(CF_META, KEY_APPLIED, AppliedState::decode)?.unwrap_or_default();
-    let conf_state = db.get_decoded(CF_RAFT_STATE, KEY_CONF_STATE, decode_message::<ConfState>)?.unwrap_or_default();
+    let applied = db.latest().get_decoded(CF_META, KEY_APPLIED, AppliedState::decode)?.unwrap_or_default();
+    let conf_state =
+        db.latest().get_decoded(CF_RAFT_STATE, KEY_CONF_STATE, decode_message::<ConfState>)?.unwrap_or_default();
     Ok((applied, conf_state))
 }
 
@@ -510,6 +511,7 @@ fn replace_state(db: &Db, source: &Db) -> Result<(), StorageError> {
 /// The snapshot directory of an install that a crash interrupted, if any.
 pub fn interrupted_install(db: &Db) -> Result<Option<PathBuf>, StorageError> {
     Ok(db
+        .latest()
         .get(CF_RAFT_STATE, KEY_SNAPSHOT_INSTALL)?
         .map(|bytes| PathBuf::from(String::from_utf8_lossy(&bytes).into_owned())))
 }

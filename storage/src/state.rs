@@ -181,6 +181,15 @@ fn decode_u64(payload: &[u8]) -> Result<u64, String> {
     }
 }
 
+/// The applied state and the last event timestamp `reader` sees: the point
+/// a store (or a snapshot of it) is at. Both are written in the same batch
+/// as the state they describe.
+fn applied_point(reader: Reader<'_>) -> Result<(AppliedState, u64), StorageError> {
+    let applied = reader.get_decoded(CF_META, KEY_APPLIED, AppliedState::decode)?.unwrap_or_default();
+    let last_timestamp = reader.get_decoded(CF_META, KEY_LAST_TIMESTAMP, decode_u64)?.unwrap_or_default();
+    Ok((applied, last_timestamp))
+}
+
 /// Changes [`Store::changes`] reserves room for before it reads (the rest
 /// grow as found), so a large limit on a short range costs nothing.
 const CHANGES_PREALLOCATED_MAX: usize = 1_024;
@@ -211,8 +220,7 @@ pub struct LedgerState {
 impl LedgerState {
     /// Loads the applied index and last timestamp, verifying them.
     pub fn open(db: Arc<Db>, account_cache_entries: usize) -> Result<Self, StorageError> {
-        let applied = db.get_decoded(CF_META, KEY_APPLIED, AppliedState::decode)?.unwrap_or_default();
-        let last_timestamp = db.get_decoded(CF_META, KEY_LAST_TIMESTAMP, decode_u64)?.unwrap_or_default();
+        let (applied, last_timestamp) = applied_point(db.latest())?;
         Ok(Self { db, cache: Mutex::new(AccountCache::new(account_cache_entries)), applied, last_timestamp })
     }
 
@@ -364,8 +372,7 @@ impl LedgerState {
     /// Reloads everything from disk and empties the cache (after the state
     /// was replaced by a snapshot).
     pub(crate) fn reload(&mut self) -> Result<(), StorageError> {
-        self.applied = self.db.get_decoded(CF_META, KEY_APPLIED, AppliedState::decode)?.unwrap_or_default();
-        self.last_timestamp = self.db.get_decoded(CF_META, KEY_LAST_TIMESTAMP, decode_u64)?.unwrap_or_default();
+        (self.applied, self.last_timestamp) = applied_point(self.db.latest())?;
         self.cache.get_mut().unwrap_or_else(PoisonError::into_inner).clear();
         Ok(())
     }
@@ -707,8 +714,7 @@ impl<'a> ReadView<'a> {
         if reader.get(CF_RAFT_STATE, KEY_SNAPSHOT_INSTALL)?.is_some() {
             return Err(StorageError::Installing { path: db.path().to_owned() });
         }
-        let applied = reader.get_decoded(CF_META, KEY_APPLIED, AppliedState::decode)?.unwrap_or_default();
-        let last_timestamp = reader.get_decoded(CF_META, KEY_LAST_TIMESTAMP, decode_u64)?.unwrap_or_default();
+        let (applied, last_timestamp) = applied_point(reader)?;
         Ok(Self { db, snapshot, applied, last_timestamp })
     }
 

@@ -1053,7 +1053,7 @@ fn an_install_interrupted_after_the_old_state_was_cleared_is_finished_when_the_n
         let mut marker = b"coffer-store".to_vec();
         marker.extend_from_slice(&FORMAT_VERSION.to_be_bytes());
         put_framed(db, CF_META, KEY_FORMAT, &marker);
-        assert_eq!(db.get(CF_META, KEY_APPLIED).unwrap(), None, "the old applied index is gone");
+        assert_eq!(db.latest().get(CF_META, KEY_APPLIED).unwrap(), None, "the old applied index is gone");
     }
     let target = open(&target_dir);
     assert_eq!(target.state.applied(), TREASURY_APPLIED);
