@@ -9,7 +9,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/coffer-target
 export CARGO_TERM_COLOR ?= never
 CARGO ?= cargo
 
-.PHONY: run demo test deps check alerts bench loadgen release fmt nemesis
+.PHONY: run demo test deps check alerts bench loadgen release fmt nemesis read-costs
 
 ## Runs two local regions of three nodes each, the primary with a sample
 ## treasury and its disaster-recovery standby (`coffer dev --dr`: data,
@@ -60,6 +60,15 @@ bench: deps
 ## Reports go to data/bench/.
 loadgen: release
 	$(CARGO_TARGET_DIR)/release/coffer bench $(ARGS)
+
+## Whole-state reads on a large ledger while payments go on (not part of
+## `make test`; about 15 minutes and 20 GB of disk at the default size):
+## digests, trial balances, as-of reads and indexed queries must each answer
+## within 50 ms, the probe load's p99 stay within twice its value alone, no
+## leader change, and a switchover pause writes at most a second, e.g.
+## make read-costs TRANSFERS=10000000. See scripts/read-costs.sh.
+read-costs: release
+	scripts/read-costs.sh
 
 ## The release build of every binary; each binary's line tables are moved to
 ## BINARY.debug beside it (scripts/split-debug.sh), for profilers.

@@ -41,7 +41,8 @@ use std::time::Duration;
 
 use coffer_ledger::{
     Account, AccountBalance, AccountFilter, AccountId, ChangedRecord, CreateAccountResult, CreateLedgerResult,
-    CreateTransferResult, Ledger, LedgerId, Transfer, TransferId, TransferQuery, TrialBalance,
+    CreateTransferResult, Ledger, LedgerId, QueryFilter, Transfer, TransferBalances, TransferId, TransferQuery,
+    TrialBalance,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -197,6 +198,15 @@ pub struct TransferQueryPage {
     pub next_timestamp: u64,
 }
 
+/// A page of [`Client::query_accounts`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AccountQueryPage {
+    /// The matching accounts, in the query's order, with their balances now.
+    pub accounts: Vec<Account>,
+    /// As in [`TransferQueryPage`].
+    pub next_timestamp: u64,
+}
+
 /// One change a [`ChangeFeed`] delivered.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FeedChange {
@@ -207,6 +217,9 @@ pub struct FeedChange {
     /// (zero balances), the transfer created, or the pending transfer that
     /// expired. Amounts are in minor units.
     pub record: ChangedRecord,
+    /// For a transfer created or expired: its debit and credit accounts'
+    /// balances right after it (minor units).
+    pub balances: Option<TransferBalances>,
     /// The node that served the change.
     pub node_id: u64,
     /// That node's applied index when it read the change.
@@ -619,12 +632,19 @@ impl Client {
         Ok(Reply::new(response.served, balances))
     }
 
-    /// One ledger's trial balance.
+    /// One ledger's trial balance now.
     pub async fn trial_balance(&self, ledger: LedgerId) -> Result<Reply<TrialBalance>, ClientError> {
+        self.trial_balance_as_of(ledger, 0).await
+    }
+
+    /// One ledger's trial balance as it stood at the event timestamp
+    /// `as_of` (`0`: now).
+    pub async fn trial_balance_as_of(&self, ledger: LedgerId, as_of: u64) -> Result<Reply<TrialBalance>, ClientError> {
         let message = proto::TrialBalanceRequest {
             ledger: ledger.0,
             stale: self.inner.config.stale_reads,
             amount_unit: proto::AmountUnit::Minor as i32,
+            as_of,
         };
         let response =
             self.ledger_call(message, |mut client, request| async move { client.trial_balance(request).await }).await?;
@@ -632,8 +652,8 @@ impl Client {
         Ok(Reply::new(response.served, trial))
     }
 
-    /// The transfers matching `query`: one page, found by a bounded scan of
-    /// the change log (see [`TransferQuery`]); continue from
+    /// The transfers matching `query`: one page, from the server's
+    /// secondary indexes (see [`TransferQuery`]); continue from
     /// `next_timestamp` while it is not `0`.
     pub async fn query_transfers(&self, query: &TransferQuery) -> Result<Reply<TransferQueryPage>, ClientError> {
         let message = proto::QueryTransfersRequest {
@@ -648,6 +668,26 @@ impl Client {
             next_timestamp: response.next_timestamp,
         };
         Ok(Reply::new(response.served, page))
+    }
+
+    /// The accounts matching `query` (by creation time): one page, as
+    /// [`Self::query_transfers`] pages transfers.
+    pub async fn query_accounts(&self, query: &QueryFilter) -> Result<Reply<AccountQueryPage>, ClientError> {
+        let message = proto::QueryAccountsRequest {
+            stale: self.inner.config.stale_reads,
+            ..convert::account_query_to_wire(query, proto::AmountUnit::Minor)
+        };
+        let response = self
+            .ledger_call(message, |mut client, request| async move { client.query_accounts(request).await })
+            .await?;
+        let accounts = response
+            .accounts
+            .iter()
+            .enumerate()
+            .map(|(i, account)| convert::account_from_wire("accounts", i, account, Amounts::Minor))
+            .collect::<Result<_, _>>()
+            .map_err(ClientError::Decode)?;
+        Ok(Reply::new(response.served, AccountQueryPage { accounts, next_timestamp: response.next_timestamp }))
     }
 
     /// Follows the change log from just after the cursor `after` (`0`: from
@@ -859,6 +899,7 @@ async fn stream_changes(
         let change = FeedChange {
             cursor: change.timestamp,
             record: change.record,
+            balances: change.balances,
             node_id: served.node_id,
             applied_index: served.applied_index,
         };

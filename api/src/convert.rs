@@ -17,9 +17,10 @@ use std::collections::BTreeMap;
 
 use coffer_ledger::amount::{format_amount, parse_amount, AmountError};
 use coffer_ledger::{
-    Account, AccountBalance, AccountFilter, AccountFlags, AccountId, AccountKind, BalanceTotals, ChangedRecord,
-    CreateAccountResult, CreateLedgerResult, CreateTransferResult, Ledger, LedgerId, ResolvedChange, Sides, Transfer,
-    TransferFlags, TransferId, TransferKind, TransferQuery, TrialBalance, BATCH_EVENTS_MAX,
+    Account, AccountBalance, AccountFilter, AccountFlags, AccountId, AccountKind, BalanceTotals, Balances,
+    ChangedRecord, CreateAccountResult, CreateLedgerResult, CreateTransferResult, Ledger, LedgerId, QueryFilter,
+    ResolvedChange, Sides, Transfer, TransferBalances, TransferFlags, TransferId, TransferKind, TransferQuery,
+    TrialBalance, BATCH_EVENTS_MAX,
 };
 
 use crate::proto;
@@ -447,6 +448,7 @@ pub fn trial_balance_to_wire(trial: &TrialBalance, amounts: Amounts<'_>) -> prot
             .collect(),
         total: Some(totals_to_wire(&trial.total, trial.ledger, amounts)),
         balanced: trial.total.is_balanced(),
+        as_of: 0,
     }
 }
 
@@ -536,43 +538,74 @@ fn order_to_wire(reversed: bool) -> proto::Order {
     }
 }
 
-/// A transfer query from the wire: a limit of 1 to [`BATCH_EVENTS_MAX`], a
-/// code that fits 16 bits, a known kind (unspecified: any), a decimal
-/// `user_data_128`, a known order, a time range that is not reversed.
-/// `scan_limit` is taken as sent (the ledger lowers it to its bound).
-pub fn transfer_query_from_wire(wire: &proto::QueryTransfersRequest) -> Result<TransferQuery, FieldError> {
-    if wire.limit == 0 || wire.limit as usize > BATCH_EVENTS_MAX {
-        return Err(FieldError::new("limit", format!("{} is not between 1 and {BATCH_EVENTS_MAX}", wire.limit)));
+/// The fields both queries share, checked: a limit of 1 to
+/// [`BATCH_EVENTS_MAX`], a code that fits 16 bits, a decimal
+/// `user_data_128`, a known order, a time range that is not reversed. The
+/// kind is the caller's (its enum differs).
+#[allow(clippy::too_many_arguments)]
+fn query_filter_from_wire(
+    ledger: u32,
+    code: u32,
+    kind: u8,
+    user_data: (&str, u64, u32),
+    timestamps: (u64, u64),
+    limit: u32,
+    order: i32,
+) -> Result<QueryFilter, FieldError> {
+    let (timestamp_min, timestamp_max) = timestamps;
+    if limit == 0 || limit as usize > BATCH_EVENTS_MAX {
+        return Err(FieldError::new("limit", format!("{limit} is not between 1 and {BATCH_EVENTS_MAX}")));
     }
-    if wire.timestamp_max != 0 && wire.timestamp_min > wire.timestamp_max {
-        let reason = format!("{} is after timestamp_max {}", wire.timestamp_min, wire.timestamp_max);
+    if timestamp_max != 0 && timestamp_min > timestamp_max {
+        let reason = format!("{timestamp_min} is after timestamp_max {timestamp_max}");
         return Err(FieldError::new("timestamp_min", reason));
     }
-    let kind = match proto::TransferKind::try_from(wire.kind) {
-        Ok(proto::TransferKind::Unspecified) => None,
-        _ => Some(transfer_kind_from_wire("kind", wire.kind)?),
-    };
-    Ok(TransferQuery {
-        ledger: LedgerId(wire.ledger),
-        code: parse_code("code", wire.code)?,
+    let user_data_128 = if user_data.0.is_empty() { 0 } else { parse_u128("user_data_128", user_data.0)? };
+    Ok(QueryFilter {
+        ledger: LedgerId(ledger),
+        code: parse_code("code", code)?,
         kind,
-        user_data_128: parse_u128("user_data_128", &wire.user_data_128)?,
-        user_data_64: wire.user_data_64,
-        user_data_32: wire.user_data_32,
-        timestamp_min: wire.timestamp_min,
-        timestamp_max: wire.timestamp_max,
-        limit: wire.limit,
-        reversed: reversed_from_wire("order", wire.order)?,
-        scan_limit: wire.scan_limit,
+        user_data_128,
+        user_data_64: user_data.1,
+        user_data_32: user_data.2,
+        timestamp_min,
+        timestamp_max,
+        limit,
+        reversed: reversed_from_wire("order", order)?,
     })
+}
+
+/// A transfer query from the wire (see [`query_filter_from_wire`]; a known
+/// kind, unspecified: any).
+pub fn transfer_query_from_wire(wire: &proto::QueryTransfersRequest) -> Result<TransferQuery, FieldError> {
+    let kind = match proto::TransferKind::try_from(wire.kind) {
+        Ok(proto::TransferKind::Unspecified) => 0,
+        _ => transfer_kind_from_wire("kind", wire.kind)?.code(),
+    };
+    let user_data = (wire.user_data_128.as_str(), wire.user_data_64, wire.user_data_32);
+    let timestamps = (wire.timestamp_min, wire.timestamp_max);
+    query_filter_from_wire(wire.ledger, wire.code, kind, user_data, timestamps, wire.limit, wire.order)
+}
+
+/// An account query from the wire (see [`query_filter_from_wire`]; a known
+/// kind, unspecified: any).
+pub fn account_query_from_wire(wire: &proto::QueryAccountsRequest) -> Result<QueryFilter, FieldError> {
+    let kind = match proto::AccountKind::try_from(wire.kind) {
+        Ok(proto::AccountKind::Unspecified) => 0,
+        _ => account_kind_from_wire("kind", wire.kind)?.code(),
+    };
+    let user_data = (wire.user_data_128.as_str(), wire.user_data_64, wire.user_data_32);
+    let timestamps = (wire.timestamp_min, wire.timestamp_max);
+    query_filter_from_wire(wire.ledger, wire.code, kind, user_data, timestamps, wire.limit, wire.order)
 }
 
 /// A transfer query for the wire (read linearizably, amounts in `unit`).
 pub fn transfer_query_to_wire(query: &TransferQuery, unit: proto::AmountUnit) -> proto::QueryTransfersRequest {
+    let kind = TransferKind::from_code(query.kind).map_or(proto::TransferKind::Unspecified, transfer_kind_to_wire);
     proto::QueryTransfersRequest {
         ledger: query.ledger.0,
         code: u32::from(query.code),
-        kind: query.kind.map_or(proto::TransferKind::Unspecified, transfer_kind_to_wire) as i32,
+        kind: kind as i32,
         user_data_128: if query.user_data_128 == 0 { String::new() } else { query.user_data_128.to_string() },
         user_data_64: query.user_data_64,
         user_data_32: query.user_data_32,
@@ -582,7 +615,25 @@ pub fn transfer_query_to_wire(query: &TransferQuery, unit: proto::AmountUnit) ->
         order: order_to_wire(query.reversed) as i32,
         stale: false,
         amount_unit: unit as i32,
-        scan_limit: query.scan_limit,
+    }
+}
+
+/// An account query for the wire (read linearizably, amounts in `unit`).
+pub fn account_query_to_wire(query: &QueryFilter, unit: proto::AmountUnit) -> proto::QueryAccountsRequest {
+    let kind = AccountKind::from_code(query.kind).map_or(proto::AccountKind::Unspecified, account_kind_to_wire);
+    proto::QueryAccountsRequest {
+        ledger: query.ledger.0,
+        code: u32::from(query.code),
+        kind: kind as i32,
+        user_data_128: if query.user_data_128 == 0 { String::new() } else { query.user_data_128.to_string() },
+        user_data_64: query.user_data_64,
+        user_data_32: query.user_data_32,
+        timestamp_min: query.timestamp_min,
+        timestamp_max: query.timestamp_max,
+        limit: query.limit,
+        order: order_to_wire(query.reversed) as i32,
+        stale: false,
+        amount_unit: unit as i32,
     }
 }
 
@@ -612,6 +663,23 @@ pub fn change_to_wire(change: &ResolvedChange, amounts: Amounts<'_>, served: pro
             proto::ChangeKind::PendingExpired
         }
     };
+    if let (ChangedRecord::TransferCreated(transfer) | ChangedRecord::PendingExpired(transfer), Some(balances)) =
+        (&change.record, &change.balances)
+    {
+        let side = |account_id: AccountId, balances: &Balances| {
+            let balance = AccountBalance {
+                account_id,
+                timestamp: change.timestamp,
+                debits_pending: balances.debits_pending,
+                debits_posted: balances.debits_posted,
+                credits_pending: balances.credits_pending,
+                credits_posted: balances.credits_posted,
+            };
+            balance_to_wire(&balance, transfer.ledger, amounts)
+        };
+        wire.debit_account_balance = Some(side(transfer.debit_account_id, &balances.debit));
+        wire.credit_account_balance = Some(side(transfer.credit_account_id, &balances.credit));
+    }
     wire.kind = kind as i32;
     wire
 }
@@ -643,7 +711,23 @@ pub fn change_from_wire(wire: &proto::Change, amounts: Amounts<'_>) -> Result<Re
         let reason = format!("{} is not the ledger of the change's record ({})", wire.ledger_id, record.ledger());
         return Err(FieldError::new("ledger_id", reason));
     }
-    Ok(ResolvedChange { timestamp: wire.cursor, record })
+    let balance = |field: &str, wire: Option<&proto::AccountBalance>| -> Result<Option<Balances>, FieldError> {
+        let Some(wire) = wire else { return Ok(None) };
+        let amount = |name: &str, text: &str| amounts.parse(&format!("{field}.{name}"), text, record.ledger());
+        Ok(Some(Balances {
+            debits_pending: amount("debits_pending", &wire.debits_pending)?,
+            debits_posted: amount("debits_posted", &wire.debits_posted)?,
+            credits_pending: amount("credits_pending", &wire.credits_pending)?,
+            credits_posted: amount("credits_posted", &wire.credits_posted)?,
+        }))
+    };
+    let debit = balance("debit_account_balance", wire.debit_account_balance.as_ref())?;
+    let credit = balance("credit_account_balance", wire.credit_account_balance.as_ref())?;
+    let balances = match (debit, credit) {
+        (Some(debit), Some(credit)) => Some(TransferBalances { debit, credit }),
+        _ => None,
+    };
+    Ok(ResolvedChange { timestamp: wire.cursor, record, balances })
 }
 
 /// Result names for the wire, one per event.
@@ -945,7 +1029,7 @@ mod tests {
         let query = TransferQuery {
             ledger: LedgerId(2),
             code: 7,
-            kind: Some(TransferKind::Receipt),
+            kind: TransferKind::Receipt.code(),
             user_data_128: u128::MAX,
             user_data_64: 5,
             user_data_32: 6,
@@ -953,7 +1037,6 @@ mod tests {
             timestamp_max: 20,
             limit: 30,
             reversed: true,
-            scan_limit: 40,
         };
         let wire = transfer_query_to_wire(&query, proto::AmountUnit::Minor);
         assert_eq!(transfer_query_from_wire(&wire), Ok(query));
@@ -984,8 +1067,16 @@ mod tests {
             ChangedRecord::TransferCreated(transfer()),
             ChangedRecord::PendingExpired(transfer()),
         ];
+        let balances = TransferBalances {
+            debit: Balances { debits_pending: 5, debits_posted: 1_234, ..Balances::default() },
+            credit: Balances { credits_posted: 1_239, ..Balances::default() },
+        };
         for (timestamp, record) in (1..).zip(records) {
-            let change = ResolvedChange { timestamp, record };
+            let balances = match record {
+                ChangedRecord::TransferCreated(_) | ChangedRecord::PendingExpired(_) => Some(balances),
+                _ => None,
+            };
+            let change = ResolvedChange { timestamp, record, balances };
             let wire = change_to_wire(&change, Amounts::Decimal(&scales), served);
             assert_eq!((wire.cursor, wire.ledger_id, wire.served), (timestamp, 2, Some(served)));
             assert_eq!(change_from_wire(&wire, Amounts::Decimal(&scales)), Ok(change.clone()));
@@ -993,7 +1084,7 @@ mod tests {
             assert_eq!(change_from_wire(&minor, Amounts::Minor), Ok(change));
         }
         let wire = change_to_wire(
-            &ResolvedChange { timestamp: 1, record: ChangedRecord::TransferCreated(transfer()) },
+            &ResolvedChange { timestamp: 1, record: ChangedRecord::TransferCreated(transfer()), balances: None },
             Amounts::Minor,
             served,
         );

@@ -18,9 +18,9 @@
 //!   number (the ledger then answers per event, e.g. `debit_account_not_found`).
 //! - **Reads** are linearizable (ReadIndex) unless the request sets `stale`;
 //!   every response says which node served it at which applied index.
-//!   `QueryTransfers` scans the change log in reads of at most
-//!   [`QUERY_READ_SCAN_CHANGES`] changes, so the node's driver is never held
-//!   for a whole scan.
+//!   Every read runs on the node's read pool against a snapshot, never on
+//!   its Raft thread; `QueryTransfers` and `QueryAccounts` are answered
+//!   from secondary indexes in at most `QUERY_SEEKS_MAX` index reads.
 //! - **Change feeds** (`SubscribeChanges`) read pages of
 //!   [`FEED_PAGE_CHANGES`] changes from this node's state and send them
 //!   through a channel of [`FEED_CHANNEL_CHANGES`], so a slow client slows
@@ -40,9 +40,9 @@ use std::time::Duration;
 use coffer_consensus::raft::StateRole;
 use coffer_consensus::{Applied, MembershipChange, NodeStatus, Outcome, ProposalError, RequestError};
 use coffer_ledger::{
-    get_account_balances, get_account_transfers, lookup_accounts, lookup_transfers, query_transfers, read_changes,
-    trial_balance, AccountId, ChangePage, LedgerId, Operation, OperationResults, QueryError, Store, StoreError,
-    TransferId, TransferPage, TransferQuery, BATCH_EVENTS_MAX,
+    get_account_balances, get_account_transfers, lookup_accounts, lookup_transfers, query_accounts, query_transfers,
+    read_changes, trial_balance, trial_balance_as_of, AccountId, ChangePage, LedgerId, Operation, OperationResults,
+    QueryError, Store, StoreError, TransferId, BATCH_EVENTS_MAX,
 };
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
@@ -83,10 +83,6 @@ pub const PEER_CHANNELS_MAX: usize = 64;
 pub const SCALES_CACHED_MAX: usize = 4_096;
 /// How often the health service checks whether the node stopped.
 pub const HEALTH_POLL_MS: u64 = 500;
-/// Changes one `QueryTransfers` examines per read on the node's driver (a
-/// read runs on the driver thread, between Raft rounds): about 8 ms of log
-/// entries and transfer lookups at a microsecond each.
-pub const QUERY_READ_SCAN_CHANGES: u32 = 8_192;
 /// Changes a change feed reads from the node at once: one `read_stale` of
 /// about a millisecond on the driver, and at most 1,024 resolved changes
 /// (about 200 bytes each) held by the feed while it sends them.
@@ -451,58 +447,6 @@ impl<N: Node> Shared<N> {
 }
 
 impl<N: Node> Shared<N> {
-    /// Runs `query` as reads of at most [`QUERY_READ_SCAN_CHANGES`] changes.
-    /// The first read is linearizable unless `stale`; the next ones read this
-    /// node's state, which only moves forward, below the last timestamp the
-    /// first read saw, where no change can be added any more. So the answer
-    /// is the one a single read of the first state would give, and `served`
-    /// names that read.
-    async fn query_transfers(
-        &self,
-        query: TransferQuery,
-        stale: bool,
-        deadline: Deadline,
-    ) -> Result<(proto::Served, TransferPage), Status> {
-        let mut page = TransferPage::default();
-        let mut part_query = query;
-        let mut scan_left = query.scan_bound();
-        let mut first: Option<proto::Served> = None;
-        loop {
-            // `limit` is at least 1 and above the matches found so far.
-            part_query.limit = query.limit.saturating_sub(u32::try_from(page.transfers.len()).unwrap_or(u32::MAX));
-            part_query.scan_limit = scan_left.min(QUERY_READ_SCAN_CHANGES);
-            let (served, found) = self
-                .read(stale || first.is_some(), deadline, move |state| {
-                    let part = query_transfers(state, &part_query)?;
-                    Ok::<_, QueryError>((part, state.last_timestamp()?))
-                })
-                .await?;
-            let (part, last_timestamp) = found.map_err(|error| status::query_error(&error))?;
-            if first.is_none() {
-                first = Some(served);
-                // An open or later end is pinned to what the first read saw.
-                let open_end = part_query.timestamp_max == 0 || part_query.timestamp_max > last_timestamp;
-                if !part_query.reversed && open_end && last_timestamp > 0 {
-                    part_query.timestamp_max = last_timestamp;
-                }
-            }
-            page.transfers.extend(part.transfers);
-            page.changes_scanned = page.changes_scanned.saturating_add(part.changes_scanned);
-            scan_left = scan_left.saturating_sub(part.changes_scanned);
-            page.next_timestamp = part.next_timestamp;
-            if page.next_timestamp == 0 || page.transfers.len() >= query.limit as usize || scan_left == 0 {
-                break;
-            }
-            if part_query.reversed {
-                part_query.timestamp_max = page.next_timestamp;
-            } else {
-                part_query.timestamp_min = page.next_timestamp;
-            }
-        }
-        let served = first.ok_or_else(|| status::internal("a transfer query made no read"))?;
-        Ok((served, page))
-    }
-
     /// A receiver of the node's last event timestamp, polled by one task
     /// while any feed holds a receiver.
     fn watch_tail(self: &Arc<Self>) -> watch::Receiver<u64> {
@@ -995,14 +939,37 @@ impl<N: Node> LedgerService for LedgerApi<N> {
         let message = request.into_inner();
         let query = convert::transfer_query_from_wire(&message)?;
         let unit = convert::amount_unit("amount_unit", message.amount_unit)?;
-        let (served, page) = shared.query_transfers(query, message.stale, deadline).await?;
-        let ledgers = page.transfers.iter().map(|transfer| transfer.ledger).collect();
+        let (served, found) = shared.read(message.stale, deadline, move |state| query_transfers(state, &query)).await?;
+        let page = found.map_err(|error| status::query_error(&error))?;
+        let ledgers = page.records.iter().map(|transfer| transfer.ledger).collect();
         let scales = shared.scales_for(unit, ledgers, deadline).await?;
         let amounts = amounts_of(unit, &scales);
-        let transfers = page.transfers.iter().map(|transfer| convert::transfer_to_wire(transfer, amounts)).collect();
+        let transfers = page.records.iter().map(|transfer| convert::transfer_to_wire(transfer, amounts)).collect();
         Ok(Response::new(proto::QueryTransfersResponse {
             served: Some(served),
             transfers,
+            next_timestamp: page.next_timestamp,
+        }))
+    }
+
+    async fn query_accounts(
+        &self,
+        request: Request<proto::QueryAccountsRequest>,
+    ) -> Result<Response<proto::QueryAccountsResponse>, Status> {
+        let shared = &self.shared;
+        let deadline = shared.deadline(request.metadata());
+        let message = request.into_inner();
+        let query = convert::account_query_from_wire(&message)?;
+        let unit = convert::amount_unit("amount_unit", message.amount_unit)?;
+        let (served, found) = shared.read(message.stale, deadline, move |state| query_accounts(state, &query)).await?;
+        let page = found.map_err(|error| status::query_error(&error))?;
+        let ledgers = page.records.iter().map(|account| account.ledger).collect();
+        let scales = shared.scales_for(unit, ledgers, deadline).await?;
+        let amounts = amounts_of(unit, &scales);
+        let accounts = page.records.iter().map(|account| convert::account_to_wire(account, amounts)).collect();
+        Ok(Response::new(proto::QueryAccountsResponse {
+            served: Some(served),
+            accounts,
             next_timestamp: page.next_timestamp,
         }))
     }
@@ -1046,16 +1013,21 @@ impl<N: Node> LedgerService for LedgerApi<N> {
         let message = request.into_inner();
         let unit = convert::amount_unit("amount_unit", message.amount_unit)?;
         let ledger = LedgerId(message.ledger);
+        let as_of = message.as_of;
         let (served, found) = self
             .shared
             .read(message.stale, deadline, move |state| {
-                let trial = trial_balance(state, ledger)?;
+                let trial = match as_of {
+                    0 => trial_balance(state, ledger)?,
+                    _ => trial_balance_as_of(state, ledger, as_of)?,
+                };
                 Ok::<_, QueryError>((trial, scales_of(state, BTreeSet::from([ledger]))?))
             })
             .await?;
         let (trial, scales) = found.map_err(|error| status::query_error(&error))?;
         let mut response = convert::trial_balance_to_wire(&trial, amounts_of(unit, &scales));
         response.served = Some(served);
+        response.as_of = as_of;
         Ok(Response::new(response))
     }
 }

@@ -32,8 +32,8 @@
 use std::collections::BTreeMap;
 
 use coffer_ledger::{
-    state_digest, Account, AccountFlags, AccountId, CreateTransferResult, LedgerId, MemoryStore, PendingState,
-    StateDigest, Store, StoreError, Transfer, TransferFlags, TransferId,
+    state_digest, stored_state_digest, Account, AccountFlags, AccountId, CreateTransferResult, LedgerId, MemoryStore,
+    PendingState, StateDigest, Store, StoreError, Transfer, TransferFlags, TransferId,
 };
 
 use crate::workload::{transfer_name, TransferRole};
@@ -297,14 +297,19 @@ impl History {
     }
 
     /// Compares `node`'s digest at `applied` with the first one seen at that
-    /// index.
+    /// index, and the digest the node keeps as it applies with the one
+    /// recomputed from every record.
     pub fn check_digest<S: Store + ?Sized>(&mut self, step: u64, node: u64, applied: u64, store: &S) -> Vec<Violation> {
-        let digest = match state_digest(store) {
-            Ok(digest) => digest,
-            Err(error) => {
+        let (digest, stored) = match (state_digest(store), stored_state_digest(store)) {
+            (Ok(digest), Ok(stored)) => (digest, stored),
+            (Err(error), _) | (_, Err(error)) => {
                 return vec![Violation { step, checker: "store", detail: format!("node {node}: {error}") }];
             }
         };
+        if stored != digest {
+            let detail = format!("node {node} at applied index {applied} keeps digest {stored}, recomputed {digest}");
+            return vec![Violation { step, checker: "digest", detail }];
+        }
         match self.digests.get(&applied) {
             Some(&(first, seen)) if seen != digest => vec![Violation {
                 step,

@@ -64,7 +64,8 @@ use coffer_ledger::codec::{
     encode_change, encode_ledger, encode_pending_status, encode_transfer,
 };
 use coffer_ledger::{
-    AccountBalance, AccountId, AccountTransfer, CreateTransferResult, MemoryStore, Side, StoreMut, TransferId, WriteSet,
+    AccountBalance, AccountId, AccountTransfer, CodeTotals, CreateTransferResult, DigestSum, LedgerId, MemoryStore,
+    Side, Store, StoreMut, TransferId, WriteSet,
 };
 use coffer_storage::db::keys;
 use coffer_storage::{AppliedState, StorageError, Truncated};
@@ -86,6 +87,8 @@ const KEY_CONF_STATE: &[u8] = b"conf_state";
 const KEY_TRUNCATED: &[u8] = b"truncated";
 const KEY_APPLIED: &[u8] = b"applied";
 const KEY_LAST_TIMESTAMP: &[u8] = b"last_timestamp";
+/// The digest sum the ledger keeps as it applies (as the real store's `meta`).
+const KEY_DIGEST_SUM: &[u8] = b"digest_sum";
 
 /// A table of the simulated store: the column families of the real one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -756,6 +759,8 @@ impl ReplicaStorage for SimStorage {
         if let Some(write_set) = write_set {
             stage_write_set(&mut batch, write_set);
             self.ledger.commit(write_set).map_err(|error| inconsistent(error.to_string()))?;
+            let sum = self.ledger.digest_sum().map_err(|error| inconsistent(error.to_string()))?;
+            batch.put(Table::Meta, KEY_DIGEST_SUM, &sum.to_bytes());
         }
         batch.put(Table::Meta, KEY_APPLIED, &applied.encode());
         if let Some(conf_state) = conf_state {
@@ -958,6 +963,8 @@ fn decode_state(records: &Tables) -> Result<(MemoryStore, AppliedState), Storage
                     KEY_LAST_TIMESTAMP => {
                         write_set.last_timestamp = u64::from_be_bytes(fixed_key(table, payload)?);
                     }
+                    // Committed onto an empty store, the delta is the sum.
+                    KEY_DIGEST_SUM => write_set.digest_delta = DigestSum::from_bytes(fixed_key(table, payload)?),
                     _ => return Err(corruption(table, key, "unknown key")),
                 },
                 Table::Ledgers => {
@@ -1021,6 +1028,20 @@ fn decode_state(records: &Tables) -> Result<(MemoryStore, AppliedState), Storage
             }
         }
     }
+    // The running totals are derived from the accounts; this disk keeps
+    // none (its checks are of Raft and the digest, not of as-of reads), so
+    // the store rebuilt from it starts their history here.
+    let mut totals = BTreeMap::<(LedgerId, u16), CodeTotals>::new();
+    for account in &write_set.accounts {
+        let key = (account.ledger, account.code);
+        let code_totals = totals.entry(key).or_insert_with(|| CodeTotals::empty(key.0, key.1));
+        code_totals.accounts += 1;
+        code_totals.add(&account.balances());
+    }
+    write_set.totals = totals.into_values().collect();
+    // One "batch" of everything since the start: every account is indexed
+    // as created by it.
+    write_set.first_timestamp = 0;
     let mut ledger = MemoryStore::new();
     ledger.commit(&write_set).map_err(|error| inconsistent(error.to_string()))?;
     Ok((ledger, applied))

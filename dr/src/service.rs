@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use coffer_consensus::region::RegionOp;
 use coffer_consensus::{Applied, Outcome, ProposalError, RegionRole, RequestError};
-use coffer_ledger::{state_digest, Store};
+use coffer_ledger::{stored_state_digest, Store};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
@@ -102,10 +102,12 @@ impl DrApi {
         }
     }
 
-    /// The state digest and last timestamp at this node's applied index.
+    /// The state digest and last timestamp at this node's applied index:
+    /// the digest the state machine keeps as it applies (one read, whatever
+    /// the ledger's size; `coffer verify` recomputes it).
     async fn digest(&self) -> Result<(u64, String, u64), Status> {
         let read = self.dr.node.read_stale(|state| {
-            let digest = state_digest(state)?;
+            let digest = stored_state_digest(state)?;
             Ok::<_, coffer_ledger::StoreError>((digest.to_string(), state.last_timestamp()?))
         });
         let (index, found) = read.await.map_err(|error| request_status(&error))?;

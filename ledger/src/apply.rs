@@ -297,7 +297,7 @@ pub fn prepare_create_ledgers<S: Store + ?Sized>(
         let result = create_ledger(&mut batch, timestamp + index as u64, event)?;
         results.push(result);
     }
-    Ok(Prepared { results, write_set: batch.into_write_set(last_timestamp) })
+    Ok(Prepared { results, write_set: batch.into_write_set(timestamp, last_timestamp)? })
 }
 
 fn create_ledger<S: Store + ?Sized>(
@@ -354,7 +354,7 @@ pub fn prepare_create_accounts<S: Store + ?Sized>(
     let last_timestamp = check_batch(store, timestamp, events.len())?;
     let mut batch = Batch::new(store, events.len());
     let results = run_chains(&mut batch, events, timestamp)?;
-    Ok(Prepared { results, write_set: batch.into_write_set(last_timestamp) })
+    Ok(Prepared { results, write_set: batch.into_write_set(timestamp, last_timestamp)? })
 }
 
 fn create_account<S: Store + ?Sized>(
@@ -435,7 +435,7 @@ pub fn prepare_create_transfers<S: Store + ?Sized>(
     let last_timestamp = check_batch(store, timestamp, events.len())?;
     let mut batch = Batch::new(store, events.len());
     let results = run_chains(&mut batch, events, timestamp)?;
-    Ok(Prepared { results, write_set: batch.into_write_set(last_timestamp) })
+    Ok(Prepared { results, write_set: batch.into_write_set(timestamp, last_timestamp)? })
 }
 
 fn create_transfer<S: Store + ?Sized>(
@@ -669,7 +669,7 @@ fn create_new_transfer<S: Store + ?Sized>(
     if t.flags.contains(F::CLOSING_CREDIT) {
         cr.flags = cr.flags.with(AccountFlags::CLOSED);
     }
-    batch.insert_transfer(Transfer { amount, timestamp, ..*t });
+    batch.insert_transfer(Transfer { amount, timestamp, ..*t }, &dr, &cr);
     batch.record_balance(&dr, timestamp);
     batch.record_balance(&cr, timestamp);
     batch.put_account_at(dr_slot, dr);
@@ -769,22 +769,26 @@ fn post_or_void_pending<S: Store + ?Sized>(
     }
     let state = if post { PendingState::Posted } else { PendingState::Voided };
     batch.put_pending_status(p.id, PendingStatus { state, ..status });
-    batch.insert_transfer(Transfer {
-        id: t.id,
-        debit_account_id: p.debit_account_id,
-        credit_account_id: p.credit_account_id,
-        amount,
-        pending_id: p.id,
-        ledger: p.ledger,
-        code: p.code,
-        kind: p.kind,
-        flags: t.flags,
-        timeout: 0,
-        user_data_128: if t.user_data_128 == 0 { p.user_data_128 } else { t.user_data_128 },
-        user_data_64: if t.user_data_64 == 0 { p.user_data_64 } else { t.user_data_64 },
-        user_data_32: if t.user_data_32 == 0 { p.user_data_32 } else { t.user_data_32 },
-        timestamp,
-    });
+    batch.insert_transfer(
+        Transfer {
+            id: t.id,
+            debit_account_id: p.debit_account_id,
+            credit_account_id: p.credit_account_id,
+            amount,
+            pending_id: p.id,
+            ledger: p.ledger,
+            code: p.code,
+            kind: p.kind,
+            flags: t.flags,
+            timeout: 0,
+            user_data_128: if t.user_data_128 == 0 { p.user_data_128 } else { t.user_data_128 },
+            user_data_64: if t.user_data_64 == 0 { p.user_data_64 } else { t.user_data_64 },
+            user_data_32: if t.user_data_32 == 0 { p.user_data_32 } else { t.user_data_32 },
+            timestamp,
+        },
+        &dr,
+        &cr,
+    );
     batch.record_balance(&dr, timestamp);
     batch.record_balance(&cr, timestamp);
     batch.put_account_at(dr_slot, dr);
@@ -845,14 +849,17 @@ pub fn prepare_expire_pending<S: Store + ?Sized>(
         release_pending(&mut dr, &mut cr, &p)?;
         reopen_closed_by(&mut dr, &mut cr, &p);
         batch.put_pending_status(id, PendingStatus { state: PendingState::Expired, expires_at });
-        batch.record_expiry(id, event_timestamp);
+        batch.record_expiry(id, event_timestamp, &dr, &cr);
         batch.record_balance(&dr, event_timestamp);
         batch.record_balance(&cr, event_timestamp);
         batch.put_account_at(dr_slot, dr);
         batch.put_account_at(cr_slot, cr);
     }
     let expired = u32::try_from(count).unwrap_or(u32::MAX);
-    Ok(Prepared { results: ExpireResult { expired, more }, write_set: batch.into_write_set(last_timestamp) })
+    Ok(Prepared {
+        results: ExpireResult { expired, more },
+        write_set: batch.into_write_set(timestamp, last_timestamp)?,
+    })
 }
 
 #[cfg(test)]

@@ -7,9 +7,11 @@
 
 use rustc_hash::FxHashMap;
 
+use crate::digest::{DigestSum, Record};
 use crate::ids::{AccountId, LedgerId, TransferId};
 use crate::model::{
-    Account, AccountBalance, AccountTransfer, Change, ChangeKind, Ledger, PendingStatus, Side, Transfer,
+    Account, AccountBalance, AccountTransfer, Change, ChangeKind, CodeTotals, Ledger, PendingStatus, Side, Transfer,
+    TransferBalances,
 };
 use crate::results::CreateTransferResult;
 use crate::store::{Store, StoreError, WriteSet};
@@ -19,6 +21,9 @@ use crate::AccountFlags;
 #[derive(Clone, Copy)]
 struct Slot {
     account: Option<Account>,
+    /// The account as the store held it before the batch (for the digest
+    /// and the running totals, which replace the old value by the new).
+    original: Option<Account>,
     /// Whether the batch changed it (and so listed it in `accounts_dirty`).
     dirty: bool,
 }
@@ -102,7 +107,7 @@ impl<'s, S: Store + ?Sized> Batch<'s, S> {
 
     /// Adds a created ledger and its change.
     pub(crate) fn insert_ledger(&mut self, ledger: Ledger) {
-        self.record_change(ledger.timestamp, ChangeKind::LedgerCreated(ledger.id));
+        self.record_change(ledger.timestamp, ChangeKind::LedgerCreated(ledger.id), None);
         self.ledgers.push(ledger);
     }
 
@@ -111,20 +116,22 @@ impl<'s, S: Store + ?Sized> Batch<'s, S> {
     pub(crate) fn insert_account_at(&mut self, slot: usize, account: Account) {
         debug_assert!(self.account_at(slot).is_none(), "account {} is created once", account.id);
         let closed = account.flags.contains(AccountFlags::CLOSED);
-        self.record_change(account.timestamp, ChangeKind::AccountCreated { id: account.id, closed });
+        self.record_change(account.timestamp, ChangeKind::AccountCreated { id: account.id, closed }, None);
         self.put_account_at(slot, account);
     }
 
-    /// Records that the pending transfer `id` expired at `timestamp`.
-    pub(crate) fn record_expiry(&mut self, id: TransferId, timestamp: u64) {
-        self.record_change(timestamp, ChangeKind::PendingExpired(id));
+    /// Records that the pending transfer `id` expired at `timestamp`,
+    /// leaving its accounts at `dr` and `cr`.
+    pub(crate) fn record_expiry(&mut self, id: TransferId, timestamp: u64, dr: &Account, cr: &Account) {
+        let balances = TransferBalances { debit: dr.balances(), credit: cr.balances() };
+        self.record_change(timestamp, ChangeKind::PendingExpired(id), Some(balances));
     }
 
     /// Appends to the change log. Each event makes at most one change, and
     /// events run in timestamp order, so the log stays ordered.
-    fn record_change(&mut self, timestamp: u64, kind: ChangeKind) {
+    fn record_change(&mut self, timestamp: u64, kind: ChangeKind, balances: Option<TransferBalances>) {
         debug_assert!(self.changes.last().is_none_or(|last| last.timestamp < timestamp), "changes in order");
-        self.changes.push(Change { timestamp, kind });
+        self.changes.push(Change { timestamp, kind, balances });
     }
 
     /// The slot of account `id`, loading it from the store on first touch.
@@ -135,7 +142,7 @@ impl<'s, S: Store + ?Sized> Batch<'s, S> {
             Entry::Vacant(vacant) => {
                 let account = self.store.account(id)?;
                 let slot = self.accounts.len();
-                self.accounts.push(Slot { account, dirty: false });
+                self.accounts.push(Slot { account, original: account, dirty: false });
                 vacant.insert(slot);
                 Ok(slot)
             }
@@ -185,9 +192,11 @@ impl<'s, S: Store + ?Sized> Batch<'s, S> {
         }
     }
 
-    /// Adds a transfer, its two history-index entries and its change.
-    pub(crate) fn insert_transfer(&mut self, transfer: Transfer) {
-        self.record_change(transfer.timestamp, ChangeKind::TransferCreated(transfer.id));
+    /// Adds a transfer, its two history-index entries and its change, which
+    /// carries the balances its accounts are left with (`dr`, `cr`).
+    pub(crate) fn insert_transfer(&mut self, transfer: Transfer, dr: &Account, cr: &Account) {
+        let balances = TransferBalances { debit: dr.balances(), credit: cr.balances() };
+        self.record_change(transfer.timestamp, ChangeKind::TransferCreated(transfer.id), Some(balances));
         self.transfer_index.insert(transfer.id, self.transfers.len());
         self.transfers.push(transfer);
         self.account_transfers.push(AccountTransfer {
@@ -289,16 +298,60 @@ impl<'s, S: Store + ?Sized> Batch<'s, S> {
         self.changes.truncate(savepoint.changes);
     }
 
-    /// Everything the batch changed, as final values.
-    pub(crate) fn into_write_set(mut self, last_timestamp: u64) -> WriteSet {
+    /// Everything the batch changed, as final values, with the digest sum's
+    /// change and the running totals of every code whose accounts changed.
+    /// `first_timestamp ..= last_timestamp` are the batch's event timestamps.
+    pub(crate) fn into_write_set(mut self, first_timestamp: u64, last_timestamp: u64) -> Result<WriteSet, StoreError> {
+        let mut digest = DigestSum::ZERO;
+        let mut totals = FxHashMap::<(LedgerId, u16), CodeTotals>::default();
         // Sized up front: collecting a filtered iterator would grow (and
         // copy) the vector step by step, which cost a fifth of a batch.
         let mut accounts = Vec::with_capacity(self.accounts_dirty.len());
-        accounts.extend(self.accounts_dirty.iter().filter_map(|slot| self.accounts.get(*slot).and_then(|e| e.account)));
+        for slot in &self.accounts_dirty {
+            let Some(Slot { account: Some(account), original, .. }) = self.accounts.get(*slot).copied() else {
+                continue;
+            };
+            let key = (account.ledger, account.code);
+            let code_totals = match totals.entry(key) {
+                std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+                std::collections::hash_map::Entry::Vacant(entry) => entry
+                    .insert(self.store.code_totals(key.0, key.1)?.unwrap_or_else(|| CodeTotals::empty(key.0, key.1))),
+            };
+            match &original {
+                Some(original) => {
+                    debug_assert_eq!((original.ledger, original.code), key, "ledger and code never change");
+                    code_totals.sub(&original.balances());
+                    digest.remove(Record::Account(original));
+                }
+                None => code_totals.accounts += 1,
+            }
+            code_totals.add(&account.balances());
+            digest.add(Record::Account(&account));
+            accounts.push(account);
+        }
         let mut pending = Vec::with_capacity(self.pending_dirty.len());
-        pending.extend(self.pending_dirty.iter().filter_map(|id| self.pending.remove(id).map(|status| (*id, status))));
-        WriteSet {
+        for id in &self.pending_dirty {
+            let Some(status) = self.pending.remove(id) else { continue };
+            // A transfer created by this batch had no status before it.
+            if !self.transfer_index.contains_key(id) {
+                if let Some(original) = self.store.pending_status(*id)? {
+                    digest.remove(Record::Pending(*id, &original));
+                }
+            }
+            digest.add(Record::Pending(*id, &status));
+            pending.push((*id, status));
+        }
+        self.ledgers.iter().for_each(|ledger| digest.add(Record::Ledger(ledger)));
+        self.transfers.iter().for_each(|transfer| digest.add(Record::Transfer(transfer)));
+        self.failures.iter().for_each(|(id, result)| digest.add(Record::Failure(*id, *result)));
+        self.changes.iter().for_each(|change| digest.add(Record::Change(change)));
+        let mut totals: Vec<CodeTotals> = totals.into_values().collect();
+        totals.sort_unstable_by_key(|totals| (totals.ledger, totals.code));
+        Ok(WriteSet {
+            first_timestamp,
             last_timestamp,
+            digest_delta: digest,
+            totals,
             ledgers: self.ledgers,
             accounts,
             transfers: self.transfers,
@@ -307,6 +360,6 @@ impl<'s, S: Store + ?Sized> Batch<'s, S> {
             account_transfers: self.account_transfers,
             balances: self.balances,
             changes: self.changes,
-        }
+        })
     }
 }

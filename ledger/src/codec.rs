@@ -8,7 +8,8 @@
 use crate::flags::{AccountFlags, TransferFlags};
 use crate::ids::{AccountId, LedgerId, TransferId};
 use crate::model::{
-    Account, AccountKind, Change, ChangeKind, Ledger, PendingState, PendingStatus, Transfer, TransferKind,
+    Account, AccountKind, Balances, Change, ChangeKind, CodeTotals, Ledger, PendingState, PendingStatus, Total,
+    TotalsEntry, Transfer, TransferBalances, TransferKind,
 };
 
 /// Bytes of an encoded [`Account`].
@@ -17,9 +18,17 @@ pub const ACCOUNT_SIZE: usize = 125;
 pub const TRANSFER_SIZE: usize = 129;
 /// Bytes of an encoded [`PendingStatus`].
 pub const PENDING_STATUS_SIZE: usize = 9;
-/// Bytes of the longest encoded [`Change`] (an account creation); a ledger
-/// creation takes 5, a transfer creation or expiry 17.
-pub const CHANGE_SIZE_MAX: usize = 18;
+/// Bytes of an encoded [`Balances`].
+pub const BALANCES_SIZE: usize = 64;
+/// Bytes of the longest encoded [`Change`] (a transfer creation or expiry,
+/// with both accounts' balances); a ledger creation takes 5, an account
+/// creation 18.
+pub const CHANGE_SIZE_MAX: usize = 17 + 2 * BALANCES_SIZE;
+/// Bytes of an encoded [`CodeTotals`] value (without ledger and code, which
+/// a store keeps in the key).
+pub const CODE_TOTALS_SIZE: usize = 8 + 4 * 24;
+/// Bytes of an encoded [`TotalsEntry`] value (first timestamp, totals).
+pub const TOTALS_ENTRY_SIZE: usize = 8 + CODE_TOTALS_SIZE;
 
 /// Why bytes did not decode to a record.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -201,8 +210,11 @@ pub fn decode_pending_status(bytes: &[u8]) -> Result<PendingStatus, DecodeError>
 /// Appends the encoding of `change` to `out`, without its timestamp (a store
 /// keys the record by it): the kind's code, then the id it names (a ledger
 /// id as 4 bytes, an account or transfer id as 16), then for an account
-/// creation whether the account was created closed (1) or not (0). Each kind
-/// carries only what it needs: this record is written once per event.
+/// creation whether the account was created closed (1) or not (0), and for
+/// a transfer created or expired the debit then the credit account's
+/// balances after it (64 bytes each; a change without them writes zeros).
+/// Each kind carries only what it needs: this record is written once per
+/// event.
 pub fn encode_change(change: &Change, out: &mut Vec<u8>) {
     out.push(change.kind.code());
     match change.kind {
@@ -213,8 +225,75 @@ pub fn encode_change(change: &Change, out: &mut Vec<u8>) {
         }
         ChangeKind::TransferCreated(id) | ChangeKind::PendingExpired(id) => {
             out.extend_from_slice(&id.0.to_be_bytes());
+            let balances = change.balances.unwrap_or_default();
+            encode_balances(&balances.debit, out);
+            encode_balances(&balances.credit, out);
         }
     }
+}
+
+/// Appends the four balances, 16 bytes each.
+pub fn encode_balances(balances: &Balances, out: &mut Vec<u8>) {
+    for sum in [balances.debits_pending, balances.debits_posted, balances.credits_pending, balances.credits_posted] {
+        out.extend_from_slice(&sum.to_be_bytes());
+    }
+}
+
+fn read_balances(r: &mut Reader<'_>) -> Balances {
+    Balances { debits_pending: r.u128(), debits_posted: r.u128(), credits_pending: r.u128(), credits_posted: r.u128() }
+}
+
+/// Decodes balances written by [`encode_balances`].
+pub fn decode_balances(bytes: &[u8]) -> Result<Balances, DecodeError> {
+    Ok(read_balances(&mut reader("balances", bytes, BALANCES_SIZE)?))
+}
+
+/// Appends a code's totals, without ledger and code: accounts (8 bytes),
+/// then each of the four sums as its high (8) and low (16) parts.
+pub fn encode_code_totals(totals: &CodeTotals, out: &mut Vec<u8>) {
+    out.extend_from_slice(&totals.accounts.to_be_bytes());
+    for total in [totals.debits_pending, totals.debits_posted, totals.credits_pending, totals.credits_posted] {
+        out.extend_from_slice(&total.high.to_be_bytes());
+        out.extend_from_slice(&total.low.to_be_bytes());
+    }
+}
+
+fn read_code_totals(r: &mut Reader<'_>, ledger: LedgerId, code: u16) -> CodeTotals {
+    let accounts = r.u64();
+    let mut total = || Total { high: r.u64(), low: r.u128() };
+    let (debits_pending, debits_posted, credits_pending, credits_posted) = (total(), total(), total(), total());
+    CodeTotals { ledger, code, accounts, debits_pending, debits_posted, credits_pending, credits_posted }
+}
+
+/// Decodes the totals of `code` in `ledger` written by [`encode_code_totals`].
+pub fn decode_code_totals(ledger: LedgerId, code: u16, bytes: &[u8]) -> Result<CodeTotals, DecodeError> {
+    Ok(read_code_totals(&mut reader("code totals", bytes, CODE_TOTALS_SIZE)?, ledger, code))
+}
+
+/// Appends a totals-history entry, without ledger, code and last timestamp
+/// (the key): the first timestamp, then the totals.
+pub fn encode_totals_entry(entry: &TotalsEntry, out: &mut Vec<u8>) {
+    out.extend_from_slice(&entry.first_timestamp.to_be_bytes());
+    encode_code_totals(&entry.totals, out);
+}
+
+/// Decodes a totals-history entry written by [`encode_totals_entry`].
+pub fn decode_totals_entry(
+    ledger: LedgerId,
+    code: u16,
+    last_timestamp: u64,
+    bytes: &[u8],
+) -> Result<TotalsEntry, DecodeError> {
+    let mut r = reader("totals entry", bytes, TOTALS_ENTRY_SIZE)?;
+    let first_timestamp = r.u64();
+    if first_timestamp > last_timestamp {
+        return Err(DecodeError::InvalidField {
+            record: "totals entry",
+            field: "first_timestamp",
+            value: first_timestamp,
+        });
+    }
+    Ok(TotalsEntry { first_timestamp, last_timestamp, totals: read_code_totals(&mut r, ledger, code) })
 }
 
 /// Decodes the change at `timestamp` written by [`encode_change`].
@@ -236,11 +315,16 @@ pub fn decode_change(timestamp: u64, bytes: &[u8]) -> Result<Change, DecodeError
             };
             ChangeKind::AccountCreated { id, closed }
         }
-        3 => ChangeKind::TransferCreated(TransferId(length(17)?.u128())),
-        4 => ChangeKind::PendingExpired(TransferId(length(17)?.u128())),
+        3 | 4 => {
+            let mut r = length(CHANGE_SIZE_MAX)?;
+            let id = TransferId(r.u128());
+            let balances = TransferBalances { debit: read_balances(&mut r), credit: read_balances(&mut r) };
+            let kind = if code == 3 { ChangeKind::TransferCreated(id) } else { ChangeKind::PendingExpired(id) };
+            return Ok(Change { timestamp, kind, balances: Some(balances) });
+        }
         other => return Err(DecodeError::InvalidField { record, field: "kind", value: other.into() }),
     };
-    Ok(Change { timestamp, kind })
+    Ok(Change { timestamp, kind, balances: None })
 }
 
 /// Appends the encoding of `ledger` to `out`: fixed fields, then the
@@ -363,13 +447,20 @@ mod tests {
     fn changes_round_trip_at_their_own_sizes() {
         let kinds = [
             (ChangeKind::LedgerCreated(LedgerId(u32::MAX - 1)), 5),
-            (ChangeKind::AccountCreated { id: AccountId(u128::MAX - 1), closed: true }, CHANGE_SIZE_MAX),
-            (ChangeKind::AccountCreated { id: AccountId(3), closed: false }, CHANGE_SIZE_MAX),
-            (ChangeKind::TransferCreated(TransferId(4)), 17),
-            (ChangeKind::PendingExpired(TransferId(5)), 17),
+            (ChangeKind::AccountCreated { id: AccountId(u128::MAX - 1), closed: true }, 18),
+            (ChangeKind::AccountCreated { id: AccountId(3), closed: false }, 18),
+            (ChangeKind::TransferCreated(TransferId(4)), CHANGE_SIZE_MAX),
+            (ChangeKind::PendingExpired(TransferId(5)), CHANGE_SIZE_MAX),
         ];
         for (kind, size) in kinds {
-            let change = Change { timestamp: 77, kind };
+            let balances = match kind {
+                ChangeKind::TransferCreated(_) | ChangeKind::PendingExpired(_) => Some(TransferBalances {
+                    debit: Balances { debits_pending: 1, debits_posted: 2, credits_pending: 3, credits_posted: 4 },
+                    credit: Balances { credits_posted: u128::MAX, ..Balances::default() },
+                }),
+                _ => None,
+            };
+            let change = Change { timestamp: 77, kind, balances };
             let mut bytes = Vec::new();
             encode_change(&change, &mut bytes);
             assert_eq!(bytes.len(), size, "{kind:?}");
@@ -386,7 +477,11 @@ mod tests {
         );
         let mut bytes = Vec::new();
         encode_change(
-            &Change { timestamp: 1, kind: ChangeKind::AccountCreated { id: AccountId(1), closed: true } },
+            &Change {
+                timestamp: 1,
+                kind: ChangeKind::AccountCreated { id: AccountId(1), closed: true },
+                balances: None,
+            },
             &mut bytes,
         );
         bytes[17] = 2;
@@ -395,6 +490,28 @@ mod tests {
             Err(DecodeError::InvalidField { record: "change", field: "closed", value: 2 })
         );
         assert_eq!(decode_change(1, &[]), Err(DecodeError::Length { record: "change", expected: 1, actual: 0 }));
+    }
+
+    #[test]
+    fn totals_and_their_history_round_trip() {
+        let totals = CodeTotals {
+            ledger: LedgerId(7),
+            code: 3,
+            accounts: 9,
+            debits_pending: Total { high: 1, low: 2 },
+            debits_posted: Total { high: 0, low: u128::MAX },
+            credits_pending: Total::default(),
+            credits_posted: Total { high: 5, low: 6 },
+        };
+        let mut bytes = Vec::new();
+        encode_code_totals(&totals, &mut bytes);
+        assert_eq!(bytes.len(), CODE_TOTALS_SIZE);
+        assert_eq!(decode_code_totals(LedgerId(7), 3, &bytes), Ok(totals));
+        let entry = TotalsEntry { first_timestamp: 10, last_timestamp: 20, totals };
+        bytes.clear();
+        encode_totals_entry(&entry, &mut bytes);
+        assert_eq!(decode_totals_entry(LedgerId(7), 3, 20, &bytes), Ok(entry));
+        assert!(decode_totals_entry(LedgerId(7), 3, 9, &bytes).is_err(), "a batch cannot end before it starts");
     }
 
     #[test]

@@ -50,6 +50,7 @@ pub mod codec;
 mod digest;
 mod flags;
 mod ids;
+pub mod index;
 mod memory;
 mod model;
 mod query;
@@ -60,19 +61,20 @@ pub use apply::{
     prepare, prepare_create_accounts, prepare_create_ledgers, prepare_create_transfers, prepare_expire_pending,
     ApplyError, ExpireResult, Operation, OperationResults, Prepared,
 };
-pub use digest::{state_digest, StateDigest};
+pub use digest::{recompute_digest_sum, state_digest, stored_state_digest, DigestSum, Record, StateDigest};
 pub use flags::{AccountFlags, TransferFlags};
 pub use ids::{AccountId, LedgerId, TransferId};
 pub use memory::MemoryStore;
 pub use model::{
-    Account, AccountBalance, AccountKind, AccountTransfer, Change, ChangeKind, ChangedRecord, Ledger, PendingState,
-    PendingStatus, ResolvedChange, Side, Transfer, TransferKind, BATCH_EVENTS_MAX, EXPIRE_EVENTS_MAX,
-    LEDGER_CURRENCY_LEN_MAX, LEDGER_NAME_LEN_MAX, LEDGER_SCALE_MAX, NS_PER_S,
+    Account, AccountBalance, AccountKind, AccountTransfer, Balances, Change, ChangeKind, ChangedRecord, CodeTotals,
+    Ledger, PendingState, PendingStatus, ResolvedChange, Side, Total, TotalsEntry, Transfer, TransferBalances,
+    TransferKind, BATCH_EVENTS_MAX, EXPIRE_EVENTS_MAX, LEDGER_CURRENCY_LEN_MAX, LEDGER_NAME_LEN_MAX, LEDGER_SCALE_MAX,
+    NS_PER_S,
 };
 pub use query::{
-    balance_as_of, get_account_balances, get_account_transfers, lookup_accounts, lookup_transfers, query_transfers,
-    read_changes, resolve_change, trial_balance, BalanceTotals, ChangePage, QueryError, TransferPage, TransferQuery,
-    TrialBalance, QUERY_SCAN_CHANGES_MAX,
+    balance_as_of, get_account_balances, get_account_transfers, lookup_accounts, lookup_transfers, query_accounts,
+    query_transfers, read_changes, resolve_change, trial_balance, trial_balance_as_of, BalanceTotals, ChangePage,
+    QueryError, QueryFilter, QueryPage, TransferPage, TransferQuery, TrialBalance, QUERY_SEEKS_MAX,
 };
 pub use results::{CreateAccountResult, CreateLedgerResult, CreateTransferResult};
 pub use store::{AccountFilter, ChangeFilter, Sides, Store, StoreError, StoreMut, WriteSet};
@@ -146,8 +148,13 @@ impl<S: StoreMut> StateMachine<S> {
         self.commit(prepared)
     }
 
-    /// The digest of the whole state.
+    /// The digest of the whole state, recomputed from every record.
     pub fn state_digest(&self) -> Result<StateDigest, StoreError> {
         state_digest(&self.store)
+    }
+
+    /// The digest from the sum the store maintains (one read).
+    pub fn stored_state_digest(&self) -> Result<StateDigest, StoreError> {
+        stored_state_digest(&self.store)
     }
 }

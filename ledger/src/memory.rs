@@ -9,9 +9,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use rustc_hash::FxHashMap;
 
+use crate::digest::DigestSum;
 use crate::ids::{AccountId, LedgerId, TransferId};
+use crate::index::{account_index_keys, transfer_index_keys, IndexEntry, IndexKey};
 use crate::model::{
-    Account, AccountBalance, AccountTransfer, Change, Ledger, PendingState, PendingStatus, Side, Transfer,
+    Account, AccountBalance, AccountTransfer, Change, CodeTotals, Ledger, PendingState, PendingStatus, Side,
+    TotalsEntry, Transfer,
 };
 use crate::results::CreateTransferResult;
 use crate::store::{AccountFilter, ChangeFilter, Store, StoreError, StoreMut, WriteSet};
@@ -35,6 +38,10 @@ pub struct MemoryStore {
     balances: FxHashMap<AccountId, Vec<AccountBalance>>,
     /// The change log, in timestamp order (append-only).
     changes: Chunked<Change>,
+    digest_sum: DigestSum,
+    totals: BTreeMap<(LedgerId, u16), CodeTotals>,
+    totals_history: BTreeMap<(LedgerId, u16, u64), TotalsEntry>,
+    index: BTreeMap<(IndexKey, u64), u128>,
 }
 
 /// An append-only vector kept in fixed-size chunks, so growing it never moves
@@ -130,6 +137,10 @@ impl MemoryStore {
         self.account_transfers.values_mut().for_each(Vec::clear);
         self.balances.values_mut().for_each(Vec::clear);
         self.changes.clear();
+        self.digest_sum = DigestSum::ZERO;
+        self.totals.clear();
+        self.totals_history.clear();
+        self.index.clear();
     }
 
     /// How many transfers the store holds.
@@ -263,6 +274,47 @@ impl Store for MemoryStore {
         sorted(&self.failures).into_iter().for_each(|(id, result)| visit(id, *result));
         Ok(())
     }
+
+    fn digest_sum(&self) -> Result<DigestSum, StoreError> {
+        Ok(self.digest_sum)
+    }
+
+    fn code_totals(&self, ledger: LedgerId, code: u16) -> Result<Option<CodeTotals>, StoreError> {
+        Ok(self.totals.get(&(ledger, code)).copied())
+    }
+
+    fn ledger_totals(&self, ledger: LedgerId) -> Result<Vec<CodeTotals>, StoreError> {
+        Ok(self.totals.range((ledger, 0)..=(ledger, u16::MAX)).map(|(_, totals)| *totals).collect())
+    }
+
+    fn totals_around(
+        &self,
+        ledger: LedgerId,
+        code: u16,
+        timestamp: u64,
+    ) -> Result<(Option<TotalsEntry>, Option<TotalsEntry>), StoreError> {
+        let before = self.totals_history.range((ledger, code, 0)..=(ledger, code, timestamp)).next_back();
+        let after = match timestamp.checked_add(1) {
+            Some(next) => self.totals_history.range((ledger, code, next)..=(ledger, code, u64::MAX)).next(),
+            None => None,
+        };
+        Ok((before.map(|(_, entry)| *entry), after.map(|(_, entry)| *entry)))
+    }
+
+    fn index_seek(
+        &self,
+        key: &IndexKey,
+        timestamp_min: u64,
+        timestamp_max: u64,
+        reversed: bool,
+    ) -> Result<Option<IndexEntry>, StoreError> {
+        if timestamp_min > timestamp_max {
+            return Ok(None);
+        }
+        let mut range = self.index.range((*key, timestamp_min)..=(*key, timestamp_max));
+        let found = if reversed { range.next_back() } else { range.next() };
+        Ok(found.map(|((_, timestamp), id)| IndexEntry { timestamp: *timestamp, id: *id }))
+    }
 }
 
 impl StoreMut for MemoryStore {
@@ -302,6 +354,26 @@ impl StoreMut for MemoryStore {
         }
         for change in &write_set.changes {
             self.changes.push(*change);
+        }
+        self.digest_sum = self.digest_sum.plus(write_set.digest_delta);
+        for totals in &write_set.totals {
+            self.totals.insert((totals.ledger, totals.code), *totals);
+            let entry = TotalsEntry {
+                first_timestamp: write_set.first_timestamp,
+                last_timestamp: write_set.last_timestamp,
+                totals: *totals,
+            };
+            self.totals_history.insert((totals.ledger, totals.code, write_set.last_timestamp), entry);
+        }
+        for transfer in &write_set.transfers {
+            for key in transfer_index_keys(transfer) {
+                self.index.insert((key, transfer.timestamp), transfer.id.0);
+            }
+        }
+        for account in write_set.accounts.iter().filter(|account| account.timestamp >= write_set.first_timestamp) {
+            for key in account_index_keys(account) {
+                self.index.insert((key, account.timestamp), account.id.0);
+            }
         }
         Ok(())
     }

@@ -161,6 +161,16 @@ pub struct Account {
 }
 
 impl Account {
+    /// The account's four balances.
+    pub const fn balances(&self) -> Balances {
+        Balances {
+            debits_pending: self.debits_pending,
+            debits_posted: self.debits_posted,
+            credits_pending: self.credits_pending,
+            credits_posted: self.credits_posted,
+        }
+    }
+
     /// The account's four balances as they stand now, stamped with `timestamp`.
     pub const fn balance_at(&self, timestamp: u64) -> AccountBalance {
         AccountBalance {
@@ -359,6 +369,126 @@ pub struct Change {
     pub timestamp: u64,
     /// What changed.
     pub kind: ChangeKind,
+    /// For a transfer created or a pending transfer expired: the debit and
+    /// credit accounts' balances right after it, so a reconciliation feed
+    /// needs no second read. `None` for a ledger or an account created.
+    pub balances: Option<TransferBalances>,
+}
+
+/// The four balances of an account at one point in time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Balances {
+    /// Debits reserved by pending transfers.
+    pub debits_pending: u128,
+    /// Debits posted.
+    pub debits_posted: u128,
+    /// Credits reserved by pending transfers.
+    pub credits_pending: u128,
+    /// Credits posted.
+    pub credits_posted: u128,
+}
+
+/// The balances of a transfer's two accounts right after the transfer (or
+/// the pending transfer's expiry) was applied.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct TransferBalances {
+    /// The debit account's.
+    pub debit: Balances,
+    /// The credit account's.
+    pub credit: Balances,
+}
+
+/// A sum of many `u128` balances, exact: `high * 2^128 + low`. The sum of a
+/// ledger's balances can pass `u128::MAX` even though no account's does;
+/// it is then reported as an overflow, never wrapped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Total {
+    /// The multiples of 2^128.
+    pub high: u64,
+    /// The rest.
+    pub low: u128,
+}
+
+impl Total {
+    /// Adds `amount`. A total of at most 2^64 accounts' balances cannot
+    /// pass `2^192`, so `high` cannot wrap.
+    pub fn add(&mut self, amount: u128) {
+        let (low, carry) = self.low.overflowing_add(amount);
+        self.low = low;
+        self.high = self.high.wrapping_add(u64::from(carry));
+    }
+
+    /// Subtracts `amount` (a balance that was added before).
+    pub fn sub(&mut self, amount: u128) {
+        let (low, borrow) = self.low.overflowing_sub(amount);
+        self.low = low;
+        self.high = self.high.wrapping_sub(u64::from(borrow));
+    }
+
+    /// The total as a `u128`, if it fits.
+    pub const fn value(self) -> Option<u128> {
+        match self.high {
+            0 => Some(self.low),
+            _ => None,
+        }
+    }
+}
+
+/// The running totals of one account code of one ledger: how many accounts
+/// it has and the sums of their four balances. The state machine keeps them
+/// as it applies, so a trial balance reads one record per code instead of
+/// every account.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CodeTotals {
+    /// The ledger.
+    pub ledger: LedgerId,
+    /// The account code.
+    pub code: u16,
+    /// Accounts of this ledger with this code.
+    pub accounts: u64,
+    /// Their debits pending.
+    pub debits_pending: Total,
+    /// Their debits posted.
+    pub debits_posted: Total,
+    /// Their credits pending.
+    pub credits_pending: Total,
+    /// Their credits posted.
+    pub credits_posted: Total,
+}
+
+impl CodeTotals {
+    /// Zero totals of `code` in `ledger`.
+    pub fn empty(ledger: LedgerId, code: u16) -> Self {
+        Self { ledger, code, ..Self::default() }
+    }
+
+    /// Adds one account's balances.
+    pub fn add(&mut self, balances: &Balances) {
+        self.debits_pending.add(balances.debits_pending);
+        self.debits_posted.add(balances.debits_posted);
+        self.credits_pending.add(balances.credits_pending);
+        self.credits_posted.add(balances.credits_posted);
+    }
+
+    /// Subtracts one account's balances (added before).
+    pub fn sub(&mut self, balances: &Balances) {
+        self.debits_pending.sub(balances.debits_pending);
+        self.debits_posted.sub(balances.debits_posted);
+        self.credits_pending.sub(balances.credits_pending);
+        self.credits_posted.sub(balances.credits_posted);
+    }
+}
+
+/// An entry of a code's totals history: the totals right after a batch that
+/// changed them. Batches cover disjoint, increasing timestamp ranges.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct TotalsEntry {
+    /// The batch's first event timestamp.
+    pub first_timestamp: u64,
+    /// The batch's last event timestamp (the entry's key).
+    pub last_timestamp: u64,
+    /// The totals after the batch.
+    pub totals: CodeTotals,
 }
 
 /// A change with the record it concerns, as a change feed delivers it.
@@ -392,4 +522,6 @@ pub struct ResolvedChange {
     pub timestamp: u64,
     /// What changed, with the record.
     pub record: ChangedRecord,
+    /// For a transfer created or expired: both accounts' balances after it.
+    pub balances: Option<TransferBalances>,
 }

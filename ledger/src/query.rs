@@ -4,18 +4,16 @@
 //!
 //! Reads see only committed state and change nothing.
 
+use rustc_hash::FxHashMap;
+
 use crate::flags::AccountFlags;
 use crate::ids::{AccountId, LedgerId, TransferId};
+use crate::index::{IndexEntry, IndexField, IndexKey, Indexed};
 use crate::model::{
-    Account, AccountBalance, Change, ChangeKind, ChangedRecord, ResolvedChange, Transfer, TransferKind,
-    BATCH_EVENTS_MAX,
+    Account, AccountBalance, Change, ChangeKind, ChangedRecord, CodeTotals, ResolvedChange, Total, Transfer,
+    TransferKind, BATCH_EVENTS_MAX,
 };
 use crate::store::{AccountFilter, ChangeFilter, Store, StoreError};
-
-/// The most changes one [`query_transfers`] examines; a query may ask for
-/// fewer (`scan_limit`). At about a microsecond per change (a log entry and
-/// a transfer lookup), a scan stays within a tenth of a second.
-pub const QUERY_SCAN_CHANGES_MAX: u32 = 100_000;
 
 /// Changes read from the store at once while a query scans the log: the
 /// scan holds at most one such page (48 bytes a change) besides its matches.
@@ -175,13 +173,25 @@ pub struct BalanceTotals {
 }
 
 impl BalanceTotals {
-    fn add(&mut self, account: &Account) -> Result<(), QueryError> {
+    /// A code's running totals as `u128` sums, or the sum that overflows.
+    fn of(totals: &CodeTotals) -> Result<Self, QueryError> {
+        let value = |total: Total, what| total.value().ok_or(QueryError::Overflow { what });
+        Ok(Self {
+            accounts: totals.accounts,
+            debits_pending: value(totals.debits_pending, "debits_pending")?,
+            debits_posted: value(totals.debits_posted, "debits_posted")?,
+            credits_pending: value(totals.credits_pending, "credits_pending")?,
+            credits_posted: value(totals.credits_posted, "credits_posted")?,
+        })
+    }
+
+    fn add(&mut self, other: &Self) -> Result<(), QueryError> {
         let sum = |total: u128, amount: u128, what| total.checked_add(amount).ok_or(QueryError::Overflow { what });
-        self.accounts += 1;
-        self.debits_pending = sum(self.debits_pending, account.debits_pending, "debits_pending")?;
-        self.debits_posted = sum(self.debits_posted, account.debits_posted, "debits_posted")?;
-        self.credits_pending = sum(self.credits_pending, account.credits_pending, "credits_pending")?;
-        self.credits_posted = sum(self.credits_posted, account.credits_posted, "credits_posted")?;
+        self.accounts += other.accounts;
+        self.debits_pending = sum(self.debits_pending, other.debits_pending, "debits_pending")?;
+        self.debits_posted = sum(self.debits_posted, other.debits_posted, "debits_posted")?;
+        self.credits_pending = sum(self.credits_pending, other.credits_pending, "credits_pending")?;
+        self.credits_posted = sum(self.credits_posted, other.credits_posted, "credits_posted")?;
         Ok(())
     }
 
@@ -202,39 +212,184 @@ pub struct TrialBalance {
     pub total: BalanceTotals,
 }
 
-/// The trial balance of one ledger (a scan of every account).
+impl TrialBalance {
+    fn of(ledger: LedgerId, totals: impl IntoIterator<Item = CodeTotals>) -> Result<Self, QueryError> {
+        let mut balance = Self { ledger, ..Self::default() };
+        for code_totals in totals.into_iter().filter(|totals| totals.accounts > 0) {
+            let row = BalanceTotals::of(&code_totals)?;
+            balance.total.add(&row)?;
+            balance.codes.push((code_totals.code, row));
+        }
+        Ok(balance)
+    }
+}
+
+/// The trial balance of one ledger now, from the running totals the state
+/// machine keeps: one read per account code, whatever the number of accounts.
 pub fn trial_balance<S: Store + ?Sized>(store: &S, ledger: LedgerId) -> Result<TrialBalance, QueryError> {
     if store.ledger(ledger)?.is_none() {
         return Err(QueryError::LedgerNotFound(ledger));
     }
-    let mut codes = std::collections::BTreeMap::<u16, BalanceTotals>::new();
-    let mut total = BalanceTotals::default();
-    let mut failure = None;
-    store.for_each_account(&mut |account| {
-        if account.ledger != ledger || failure.is_some() {
-            return;
-        }
-        let added = codes.entry(account.code).or_default().add(account).and_then(|()| total.add(account));
-        if let Err(error) = added {
-            failure = Some(error);
-        }
-    })?;
-    if let Some(error) = failure {
-        return Err(error);
-    }
-    Ok(TrialBalance { ledger, codes: codes.into_iter().collect(), total })
+    TrialBalance::of(ledger, store.ledger_totals(ledger)?)
 }
 
-/// The transfers [`query_transfers`] looks for: every field that is set
-/// (non-zero, `Some`) must match.
+/// The trial balance of one ledger as it stood at `timestamp` (after every
+/// event stamped at or before it), e.g. at a period end.
+///
+/// For each account code it reads the last totals-history entry at or
+/// before `timestamp`. When `timestamp` falls inside a batch (a batch's
+/// events carry consecutive timestamps and its totals are recorded once,
+/// at its end), the events of that batch up to `timestamp` are replayed
+/// from the change log on top: at most [`BATCH_EVENTS_MAX`] of them. The
+/// cost is one or two reads per code, plus that bounded replay.
+pub fn trial_balance_as_of<S: Store + ?Sized>(
+    store: &S,
+    ledger: LedgerId,
+    timestamp: u64,
+) -> Result<TrialBalance, QueryError> {
+    if store.ledger(ledger)?.is_none() {
+        return Err(QueryError::LedgerNotFound(ledger));
+    }
+    check_as_of(store, timestamp)?;
+    let mut codes = std::collections::BTreeMap::new();
+    let mut straddled = None;
+    for now in store.ledger_totals(ledger)? {
+        let (before, after) = store.totals_around(ledger, now.code, timestamp)?;
+        let base = before.map_or_else(|| CodeTotals::empty(ledger, now.code), |entry| entry.totals);
+        if let Some(after) = after.filter(|after| after.first_timestamp <= timestamp) {
+            straddled = Some(after.first_timestamp);
+        }
+        codes.insert(now.code, base);
+    }
+    if let Some(first_timestamp) = straddled {
+        replay(store, ledger, first_timestamp, timestamp, &mut codes)?;
+    }
+    TrialBalance::of(ledger, codes.into_values())
+}
+
+/// Refuses an as-of timestamp of `0` or one after the last applied event
+/// (a state that does not exist yet).
+fn check_as_of<S: Store + ?Sized>(store: &S, timestamp: u64) -> Result<(), QueryError> {
+    let last_timestamp = store.last_timestamp()?;
+    if timestamp == 0 || timestamp > last_timestamp {
+        return Err(QueryError::InvalidField {
+            field: "timestamp",
+            reason: format!(
+                "{timestamp} is not a past event timestamp (the last applied event is at {last_timestamp})"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Adds the effect of the events in `first ..= last` that concern `ledger`
+/// to its codes' totals: an account created counts, a transfer moves its
+/// amount into the pending or posted sums (a post or void first releases
+/// its pending transfer's amount), an expiry releases one.
+fn replay<S: Store + ?Sized>(
+    store: &S,
+    ledger: LedgerId,
+    first: u64,
+    last: u64,
+    codes: &mut std::collections::BTreeMap<u16, CodeTotals>,
+) -> Result<(), QueryError> {
+    use crate::flags::TransferFlags as F;
+    let mut account_codes = FxHashMap::<AccountId, u16>::default();
+    let mut code_of = |id: AccountId| -> Result<u16, QueryError> {
+        if let Some(code) = account_codes.get(&id) {
+            return Ok(*code);
+        }
+        let account = store.account(id)?.ok_or_else(|| {
+            QueryError::Store(StoreError::Inconsistent {
+                detail: format!("a transfer names account {id}, which does not exist"),
+            })
+        })?;
+        account_codes.insert(id, account.code);
+        Ok(account.code)
+    };
+    let mut range =
+        ChangeFilter { timestamp_min: first, timestamp_max: last, limit: SCAN_PAGE_CHANGES, reversed: false };
+    loop {
+        let page = store.changes(&range)?;
+        for change in &page {
+            let record = resolve_change(store, change)?.record;
+            if record.ledger() != ledger {
+                continue;
+            }
+            let (transfer, expired) = match record {
+                ChangedRecord::LedgerCreated(_) => continue,
+                ChangedRecord::AccountCreated(account) => {
+                    codes.entry(account.code).or_insert_with(|| CodeTotals::empty(ledger, account.code)).accounts += 1;
+                    continue;
+                }
+                ChangedRecord::TransferCreated(transfer) => (transfer, false),
+                ChangedRecord::PendingExpired(transfer) => (transfer, true),
+            };
+            let mut effect = Effect::default();
+            if expired || transfer.flags.intersects(F::POST_PENDING | F::VOID_PENDING) {
+                let pending_id = if expired { transfer.id } else { transfer.pending_id };
+                let pending = store.transfer(pending_id)?.ok_or_else(|| missing_record(change, "pending transfer"))?;
+                effect.released = pending.amount;
+            }
+            if !expired && !transfer.flags.contains(F::VOID_PENDING) {
+                match transfer.flags.contains(F::PENDING) {
+                    true => effect.pending = transfer.amount,
+                    false => effect.posted = transfer.amount,
+                }
+            }
+            for (account, debit) in [(transfer.debit_account_id, true), (transfer.credit_account_id, false)] {
+                let code = code_of(account)?;
+                let totals = codes.entry(code).or_insert_with(|| CodeTotals::empty(ledger, code));
+                effect.apply(totals, debit);
+            }
+        }
+        match page.last().and_then(|change| change.timestamp.checked_add(1)) {
+            Some(next) if page.len() == SCAN_PAGE_CHANGES as usize => range.timestamp_min = next,
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// What one transfer event does to one side of its accounts' balances.
+#[derive(Clone, Copy, Default)]
+struct Effect {
+    /// Pending amount released (a post, void or expiry of a pending transfer).
+    released: u128,
+    /// Amount newly pending.
+    pending: u128,
+    /// Amount newly posted.
+    posted: u128,
+}
+
+impl Effect {
+    fn apply(self, totals: &mut CodeTotals, debit: bool) {
+        let (pending, posted) = match debit {
+            true => (&mut totals.debits_pending, &mut totals.debits_posted),
+            false => (&mut totals.credits_pending, &mut totals.credits_posted),
+        };
+        pending.sub(self.released);
+        pending.add(self.pending);
+        posted.add(self.posted);
+    }
+}
+
+/// The most index entries one query reads (each a seek). A query that
+/// reaches it before filling its page returns what it found with a
+/// continuation; the next page goes on from there.
+pub const QUERY_SEEKS_MAX: u32 = 16_384;
+
+/// The fields a query selects records by: every field that is set
+/// (non-zero, `Some`) must match. Used by [`query_transfers`] and
+/// [`query_accounts`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct TransferQuery {
+pub struct QueryFilter {
     /// The ledger (`0`: any).
     pub ledger: LedgerId,
     /// The code (`0`: any).
     pub code: u16,
-    /// The kind (`None`: any).
-    pub kind: Option<TransferKind>,
+    /// The kind's code (`0`: any): a [`TransferKind`] code for transfers, an
+    /// [`AccountKind`](crate::AccountKind) code for accounts.
+    pub kind: u8,
     /// `user_data_128` (`0`: any).
     pub user_data_128: u128,
     /// `user_data_64` (`0`: any).
@@ -245,22 +400,20 @@ pub struct TransferQuery {
     pub timestamp_min: u64,
     /// Latest timestamp, inclusive (`0`: to the end).
     pub timestamp_max: u64,
-    /// Most transfers to return: 1 to [`BATCH_EVENTS_MAX`].
+    /// Most records to return: 1 to [`BATCH_EVENTS_MAX`].
     pub limit: u32,
     /// Newest first instead of oldest first.
     pub reversed: bool,
-    /// Most changes to examine (`0`, or more than [`QUERY_SCAN_CHANGES_MAX`]:
-    /// that bound).
-    pub scan_limit: u32,
 }
 
-impl TransferQuery {
-    /// Every transfer, oldest first, at most `limit` of them.
+impl QueryFilter {
+    /// Every record, oldest first, at most `limit` of them (a query needs
+    /// a field or a time bound besides).
     pub const fn all(limit: u32) -> Self {
         Self {
             ledger: LedgerId(0),
             code: 0,
-            kind: None,
+            kind: 0,
             user_data_128: 0,
             user_data_64: 0,
             user_data_32: 0,
@@ -268,126 +421,250 @@ impl TransferQuery {
             timestamp_max: 0,
             limit,
             reversed: false,
-            scan_limit: 0,
         }
     }
 
-    /// Whether `transfer` has every field the query sets.
+    /// Whether `transfer` has every field the filter sets (time aside).
     pub fn matches(&self, transfer: &Transfer) -> bool {
         (self.ledger.0 == 0 || transfer.ledger == self.ledger)
             && (self.code == 0 || transfer.code == self.code)
-            && self.kind.is_none_or(|kind| transfer.kind == kind)
+            && (self.kind == 0 || transfer.kind.code() == self.kind)
             && (self.user_data_128 == 0 || transfer.user_data_128 == self.user_data_128)
             && (self.user_data_64 == 0 || transfer.user_data_64 == self.user_data_64)
             && (self.user_data_32 == 0 || transfer.user_data_32 == self.user_data_32)
     }
 
-    /// The most changes the query examines: its `scan_limit`, within
-    /// [`QUERY_SCAN_CHANGES_MAX`].
-    pub const fn scan_bound(&self) -> u32 {
-        if self.scan_limit == 0 || self.scan_limit > QUERY_SCAN_CHANGES_MAX {
-            QUERY_SCAN_CHANGES_MAX
-        } else {
-            self.scan_limit
-        }
+    /// Whether `account` has every field the filter sets (time aside).
+    pub fn matches_account(&self, account: &Account) -> bool {
+        (self.ledger.0 == 0 || account.ledger == self.ledger)
+            && (self.code == 0 || account.code == self.code)
+            && (self.kind == 0 || account.kind.code() == self.kind)
+            && (self.user_data_128 == 0 || account.user_data_128 == self.user_data_128)
+            && (self.user_data_64 == 0 || account.user_data_64 == self.user_data_64)
+            && (self.user_data_32 == 0 || account.user_data_32 == self.user_data_32)
     }
+
+    /// The indexes of the fields the filter sets.
+    fn keys(&self, records: Indexed) -> Vec<IndexKey> {
+        [
+            (self.ledger.0 != 0).then_some(IndexField::Ledger(self.ledger.0)),
+            (self.code != 0).then_some(IndexField::Code(self.code)),
+            (self.kind != 0).then_some(IndexField::Kind(self.kind)),
+            (self.user_data_128 != 0).then_some(IndexField::UserData128(self.user_data_128)),
+            (self.user_data_64 != 0).then_some(IndexField::UserData64(self.user_data_64)),
+            (self.user_data_32 != 0).then_some(IndexField::UserData32(self.user_data_32)),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|field| IndexKey { records, field })
+        .collect()
+    }
+
+    fn check(&self, kinds: &[u8]) -> Result<(), QueryError> {
+        check_limit(self.limit)?;
+        check_range(self.timestamp_min, self.timestamp_max)?;
+        if self.kind != 0 && !kinds.contains(&self.kind) {
+            return Err(QueryError::InvalidField {
+                field: "kind",
+                reason: format!("{} is not a kind code", self.kind),
+            });
+        }
+        let unbounded = self.timestamp_min == 0 && self.timestamp_max == 0;
+        if unbounded && self.keys(Indexed::Transfers).is_empty() {
+            return Err(QueryError::InvalidField {
+                field: "filter",
+                reason: "set a field to select by (ledger, code, kind, user_data) or a time range".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The transfers [`query_transfers`] looks for.
+pub type TransferQuery = QueryFilter;
+
+/// A page of a query's results.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct QueryPage<T> {
+    /// The records found, in the query's order.
+    pub records: Vec<T>,
+    /// Where to continue: the next page asks with this as `timestamp_min`
+    /// (`timestamp_max` if reversed). `0`: the range is exhausted.
+    pub next_timestamp: u64,
 }
 
 /// What [`query_transfers`] found.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub struct TransferPage {
-    /// The matching transfers, in the query's order.
-    pub transfers: Vec<Transfer>,
-    /// `0` when the whole range was examined. Otherwise the scan stopped (at
-    /// `limit` matches or at the scan bound) with changes left in the range:
-    /// the query continues with `timestamp_min` (oldest first) or
-    /// `timestamp_max` (newest first) set to this value.
-    pub next_timestamp: u64,
-    /// Changes examined.
-    pub changes_scanned: u32,
-}
+pub type TransferPage = QueryPage<Transfer>;
 
-/// The part of the change log a scan has still to examine, both ends
-/// inclusive; `None` once nothing is left.
+/// The timestamps a query walks, both ends inclusive.
 #[derive(Clone, Copy, Debug)]
-struct Remaining {
+struct Window {
     low: u64,
     high: u64,
+    reversed: bool,
 }
 
-impl Remaining {
-    /// The range a query names (`timestamp_max` `0`: to the end). Every
-    /// event timestamp is at least 1, so a range that ends at 0 is empty.
-    fn of(timestamp_min: u64, timestamp_max: u64) -> Option<Self> {
-        let high = if timestamp_max == 0 { u64::MAX } else { timestamp_max };
-        (timestamp_min <= high).then_some(Self { low: timestamp_min, high })
+impl Window {
+    fn of(filter: &QueryFilter) -> Self {
+        let high = if filter.timestamp_max == 0 { u64::MAX } else { filter.timestamp_max };
+        Self { low: filter.timestamp_min, high, reversed: filter.reversed }
     }
 
-    /// What is left once the change at `timestamp` (at the scan's front end)
-    /// has been examined.
-    fn after(self, timestamp: u64, reversed: bool) -> Option<Self> {
-        let rest = if reversed {
-            Self { high: timestamp.checked_sub(1)?, ..self }
-        } else {
-            Self { low: timestamp.checked_add(1)?, ..self }
-        };
-        (rest.low <= rest.high && rest.high > 0).then_some(rest)
-    }
-
-    fn filter(self, limit: u32, reversed: bool) -> ChangeFilter {
-        ChangeFilter { timestamp_min: self.low, timestamp_max: self.high, limit, reversed }
-    }
-
-    /// Where a query continues: the remaining range's front end.
-    fn front(self, reversed: bool) -> u64 {
-        if reversed {
+    /// The end the walk starts from.
+    const fn front(self) -> u64 {
+        if self.reversed {
             self.high
         } else {
             self.low
         }
     }
+
+    /// The window past `timestamp`, in the walk's direction; `None` if empty.
+    fn after(self, timestamp: u64) -> Option<Self> {
+        let rest = if self.reversed {
+            Self { high: timestamp.checked_sub(1)?, ..self }
+        } else {
+            Self { low: timestamp.checked_add(1)?, ..self }
+        };
+        (rest.low <= rest.high).then_some(rest)
+    }
 }
 
-/// The transfers that match `query`, found by scanning the change log from
-/// one end of the query's time range: it stops at `limit` matches or after
-/// the scan bound ([`TransferQuery::scan_bound`]) changes, whichever comes
-/// first, and then says where to continue (`next_timestamp`, `0` when the
-/// range is exhausted). Continuing from there finds every match exactly once.
-pub fn query_transfers<S: Store + ?Sized>(store: &S, query: &TransferQuery) -> Result<TransferPage, QueryError> {
-    check_limit(query.limit)?;
-    check_range(query.timestamp_min, query.timestamp_max)?;
-    let (limit, scan_bound, reversed) = (query.limit as usize, query.scan_bound(), query.reversed);
-    let mut page = TransferPage::default();
-    let mut remaining = Remaining::of(query.timestamp_min, query.timestamp_max);
-    while let Some(range) = remaining {
-        if page.transfers.len() == limit || page.changes_scanned == scan_bound {
-            // Stopped early: the query continues only if a change is left.
-            let left = store.changes(&range.filter(1, reversed))?;
-            page.next_timestamp = if left.is_empty() { 0 } else { range.front(reversed) };
-            return Ok(page);
-        }
-        let asked = (scan_bound - page.changes_scanned).min(SCAN_PAGE_CHANGES);
-        let changes = store.changes(&range.filter(asked, reversed))?;
-        let mut examined = 0;
-        for change in &changes {
-            examined += 1;
-            page.changes_scanned += 1;
-            remaining = range.after(change.timestamp, reversed);
-            let ChangeKind::TransferCreated(id) = change.kind else { continue };
-            let transfer = store.transfer(id)?.ok_or_else(|| missing_record(change, "transfer"))?;
-            if query.matches(&transfer) {
-                page.transfers.push(transfer);
-                if page.transfers.len() == limit {
-                    break;
-                }
+/// Walks the indexes `keys` together from the front of `window` and returns
+/// the entries all of them hold (at most `limit`), and where to go on. Each
+/// step seeks one index to the current candidate timestamp; an index that
+/// answers later moves the candidate, and a candidate that every index
+/// holds is a match. At most [`QUERY_SEEKS_MAX`] seeks.
+fn intersect<S: Store + ?Sized>(
+    store: &S,
+    keys: &[IndexKey],
+    mut window: Window,
+    limit: usize,
+) -> Result<(Vec<IndexEntry>, u64), QueryError> {
+    let mut found = Vec::new();
+    let mut seeks = 0;
+    'walk: loop {
+        let mut agreed = 0;
+        let mut index = 0;
+        let mut candidate = IndexEntry { timestamp: window.front(), id: 0 };
+        while agreed < keys.len() {
+            if seeks == QUERY_SEEKS_MAX {
+                return Ok((found, window.front()));
             }
+            seeks += 1;
+            let Some(key) = keys.get(index) else { break };
+            let Some(entry) = store.index_seek(key, window.low, window.high, window.reversed)? else {
+                break 'walk;
+            };
+            if entry.timestamp == window.front() {
+                agreed += 1;
+            } else {
+                agreed = 1;
+                window = match window.reversed {
+                    true => Window { high: entry.timestamp, ..window },
+                    false => Window { low: entry.timestamp, ..window },
+                };
+            }
+            candidate = entry;
+            index = (index + 1) % keys.len();
         }
-        if examined == changes.len() && changes.len() < asked as usize {
-            // A short page: the store holds nothing more in the range.
-            remaining = None;
+        if found.len() == limit {
+            // One match past the page: the next page starts at it.
+            return Ok((found, candidate.timestamp));
+        }
+        found.push(candidate);
+        match window.after(candidate.timestamp) {
+            Some(rest) => window = rest,
+            None => break,
         }
     }
-    Ok(page)
+    Ok((found, 0))
+}
+
+/// The records a filter selects, as index entries: from the indexes when
+/// it sets a field, else from the change log (a time range only, whose
+/// creations of `records` are the entries). Stops at `limit` records, at
+/// one past them (whose timestamp is where the next page starts), or after
+/// [`QUERY_SEEKS_MAX`] steps (the next page starts where it stopped).
+fn select<S: Store + ?Sized>(
+    store: &S,
+    filter: &QueryFilter,
+    records: Indexed,
+) -> Result<(Vec<IndexEntry>, u64), QueryError> {
+    let keys = filter.keys(records);
+    let window = Window::of(filter);
+    let limit = filter.limit as usize;
+    if !keys.is_empty() {
+        return intersect(store, &keys, window, limit);
+    }
+    let mut found = Vec::new();
+    let mut window = Some(window);
+    let mut examined = 0;
+    while let Some(range) = window {
+        if examined >= QUERY_SEEKS_MAX {
+            return Ok((found, range.front()));
+        }
+        let changes = store.changes(&ChangeFilter {
+            timestamp_min: range.low,
+            timestamp_max: range.high,
+            limit: SCAN_PAGE_CHANGES,
+            reversed: range.reversed,
+        })?;
+        for change in &changes {
+            examined += 1;
+            window = range.after(change.timestamp);
+            let id = match (records, change.kind) {
+                (Indexed::Transfers, ChangeKind::TransferCreated(id)) => id.0,
+                (Indexed::Accounts, ChangeKind::AccountCreated { id, .. }) => id.0,
+                _ => continue,
+            };
+            if found.len() == limit {
+                return Ok((found, change.timestamp));
+            }
+            found.push(IndexEntry { timestamp: change.timestamp, id });
+        }
+        if changes.len() < SCAN_PAGE_CHANGES as usize {
+            // A short page: the store holds nothing more in the range.
+            window = None;
+        }
+    }
+    Ok((found, 0))
+}
+
+/// The transfers that match `query`, from the secondary indexes of the
+/// fields it sets (intersected) or, for a time range alone, from the change
+/// log; oldest or newest first, at most `limit`, with a continuation.
+pub fn query_transfers<S: Store + ?Sized>(store: &S, query: &QueryFilter) -> Result<TransferPage, QueryError> {
+    query.check(&TransferKind::ALL.map(TransferKind::code))?;
+    let (entries, next_timestamp) = select(store, query, Indexed::Transfers)?;
+    let mut records = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let transfer = store.transfer(TransferId(entry.id))?.ok_or_else(|| {
+            QueryError::Store(StoreError::Inconsistent {
+                detail: format!("an index lists transfer {} at {}, which does not exist", entry.id, entry.timestamp),
+            })
+        })?;
+        debug_assert!(query.matches(&transfer), "an index entry matches its fields");
+        records.push(transfer);
+    }
+    Ok(QueryPage { records, next_timestamp })
+}
+
+/// The accounts that match `query` (by creation timestamp), as
+/// [`query_transfers`] finds transfers; each with its balances now.
+pub fn query_accounts<S: Store + ?Sized>(store: &S, query: &QueryFilter) -> Result<QueryPage<Account>, QueryError> {
+    query.check(&crate::AccountKind::ALL.map(crate::AccountKind::code))?;
+    let (entries, next_timestamp) = select(store, query, Indexed::Accounts)?;
+    let mut records = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let account = store.account(AccountId(entry.id))?.ok_or_else(|| {
+            QueryError::Store(StoreError::Inconsistent {
+                detail: format!("an index lists account {} at {}, which does not exist", entry.id, entry.timestamp),
+            })
+        })?;
+        records.push(account);
+    }
+    Ok(QueryPage { records, next_timestamp })
 }
 
 /// A page of the change log, as [`read_changes`] returns it.
@@ -460,7 +737,7 @@ pub fn resolve_change<S: Store + ?Sized>(store: &S, change: &Change) -> Result<R
             ChangedRecord::PendingExpired(store.transfer(id)?.ok_or_else(|| missing_record(change, "transfer"))?)
         }
     };
-    Ok(ResolvedChange { timestamp: change.timestamp, record })
+    Ok(ResolvedChange { timestamp: change.timestamp, record, balances: change.balances })
 }
 
 /// The change log names a record the store does not hold.

@@ -6,8 +6,12 @@
 //! commits atomically and survives crashes (RocksDB, in `coffer-storage`)
 //! makes the ledger crash-safe.
 
+use crate::digest::DigestSum;
 use crate::ids::{AccountId, LedgerId, TransferId};
-use crate::model::{Account, AccountBalance, AccountTransfer, Change, Ledger, PendingStatus, Side, Transfer};
+use crate::index::{IndexEntry, IndexKey};
+use crate::model::{
+    Account, AccountBalance, AccountTransfer, Change, CodeTotals, Ledger, PendingStatus, Side, TotalsEntry, Transfer,
+};
 use crate::results::CreateTransferResult;
 
 /// A failure of the store itself. Never a per-event outcome: the batch that
@@ -125,8 +129,17 @@ impl ChangeFilter {
 /// commit a write set. Within each list, keys are unique.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WriteSet {
+    /// The batch's first event timestamp.
+    pub first_timestamp: u64,
     /// The last event timestamp the batch used; the next batch must start after it.
     pub last_timestamp: u64,
+    /// What the batch adds to the stored digest sum (record hashes added
+    /// minus those removed, modulo 2^256; see [`crate::digest`]).
+    pub digest_delta: DigestSum,
+    /// The running totals of every (ledger, code) whose accounts the batch
+    /// created or changed, with their new values. A store keeps them and
+    /// appends each to the code's totals history under `last_timestamp`.
+    pub totals: Vec<CodeTotals>,
     /// Ledgers created.
     pub ledgers: Vec<Ledger>,
     /// Accounts created or changed, with their new values.
@@ -202,6 +215,37 @@ pub trait Store {
 
     /// Visits every recorded transient failure in ascending transfer-id order.
     fn for_each_failure(&self, visit: &mut dyn FnMut(TransferId, CreateTransferResult)) -> Result<(), StoreError>;
+
+    /// The digest sum the store maintains as it commits (the sum of every
+    /// committed write set's [`WriteSet::digest_delta`]).
+    fn digest_sum(&self) -> Result<DigestSum, StoreError>;
+
+    /// The running totals of `code` in `ledger`, if it has accounts.
+    fn code_totals(&self, ledger: LedgerId, code: u16) -> Result<Option<CodeTotals>, StoreError>;
+
+    /// The running totals of every code of `ledger` that has accounts, in
+    /// ascending code order.
+    fn ledger_totals(&self, ledger: LedgerId) -> Result<Vec<CodeTotals>, StoreError>;
+
+    /// Around `timestamp` in the totals history of `code` in `ledger`: the
+    /// last entry whose batch ended at or before it, and the first whose
+    /// batch ended after it.
+    fn totals_around(
+        &self,
+        ledger: LedgerId,
+        code: u16,
+        timestamp: u64,
+    ) -> Result<(Option<TotalsEntry>, Option<TotalsEntry>), StoreError>;
+
+    /// The first entry of index `key` with `timestamp_min <= timestamp <=
+    /// timestamp_max` (the last one if `reversed`).
+    fn index_seek(
+        &self,
+        key: &IndexKey,
+        timestamp_min: u64,
+        timestamp_max: u64,
+        reversed: bool,
+    ) -> Result<Option<IndexEntry>, StoreError>;
 }
 
 /// A [`Store`] that the state machine can also write: a node's live state,

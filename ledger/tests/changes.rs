@@ -7,10 +7,11 @@
 #![allow(clippy::unwrap_used)]
 
 use coffer_ledger::{
-    query_transfers, read_changes, state_digest, Account, AccountFlags, AccountId, AccountKind, Change, ChangeFilter,
-    ChangeKind, ChangedRecord, CreateAccountResult, CreateLedgerResult, CreateTransferResult, Ledger, LedgerId,
-    MemoryStore, QueryError, StateMachine, Store, StoreMut, Transfer, TransferFlags, TransferId, TransferKind,
-    TransferPage, TransferQuery, WriteSet, BATCH_EVENTS_MAX, NS_PER_S, QUERY_SCAN_CHANGES_MAX,
+    query_accounts, query_transfers, read_changes, state_digest, stored_state_digest, Account, AccountFlags, AccountId,
+    AccountKind, Balances, Change, ChangeFilter, ChangeKind, ChangedRecord, CreateAccountResult, CreateLedgerResult,
+    CreateTransferResult, Ledger, LedgerId, MemoryStore, QueryError, QueryFilter, StateMachine, Store, StoreMut,
+    Transfer, TransferBalances, TransferFlags, TransferId, TransferKind, TransferPage, TransferQuery, WriteSet,
+    BATCH_EVENTS_MAX, NS_PER_S,
 };
 
 const KRW: LedgerId = LedgerId(1);
@@ -66,8 +67,17 @@ fn books() -> StateMachine<MemoryStore> {
     machine
 }
 
+/// The balances a KRW receipt leaves its accounts with: the cash account
+/// debited, the other credited, by `pending` reserved and `posted` posted.
+fn after(pending: u128, posted: u128) -> Option<TransferBalances> {
+    Some(TransferBalances {
+        debit: Balances { debits_pending: pending, debits_posted: posted, ..Balances::default() },
+        credit: Balances { credits_pending: pending, credits_posted: posted, ..Balances::default() },
+    })
+}
+
 #[test]
-fn every_kind_of_change_is_recorded_once_in_commit_order_at_its_event_timestamp() {
+fn every_kind_of_change_is_recorded_once_in_commit_order_with_balances_after_it() {
     let mut machine = books();
     let pending = Transfer { flags: TransferFlags::PENDING, timeout: 1, ..receipt(1, KRW, 50) };
     let pending_2 = Transfer { flags: TransferFlags::PENDING, ..receipt(2, KRW, 60) };
@@ -86,16 +96,20 @@ fn every_kind_of_change_is_recorded_once_in_commit_order_at_its_event_timestamp(
 
     let changes = all_changes(machine.store());
     let expected = [
-        Change { timestamp: 10, kind: ChangeKind::LedgerCreated(KRW) },
-        Change { timestamp: 11, kind: ChangeKind::LedgerCreated(USD) },
-        Change { timestamp: 20, kind: ChangeKind::AccountCreated { id: CASH, closed: false } },
-        Change { timestamp: 21, kind: ChangeKind::AccountCreated { id: OTHER, closed: false } },
-        Change { timestamp: 22, kind: ChangeKind::AccountCreated { id: USD_CASH, closed: false } },
-        Change { timestamp: 23, kind: ChangeKind::AccountCreated { id: USD_OTHER, closed: false } },
-        Change { timestamp: 100, kind: ChangeKind::TransferCreated(TransferId(1)) },
-        Change { timestamp: 101, kind: ChangeKind::TransferCreated(TransferId(2)) },
-        Change { timestamp: 102, kind: ChangeKind::TransferCreated(TransferId(3)) },
-        Change { timestamp: 100 + 2 * NS_PER_S, kind: ChangeKind::PendingExpired(TransferId(1)) },
+        Change { timestamp: 10, kind: ChangeKind::LedgerCreated(KRW), balances: None },
+        Change { timestamp: 11, kind: ChangeKind::LedgerCreated(USD), balances: None },
+        Change { timestamp: 20, kind: ChangeKind::AccountCreated { id: CASH, closed: false }, balances: None },
+        Change { timestamp: 21, kind: ChangeKind::AccountCreated { id: OTHER, closed: false }, balances: None },
+        Change { timestamp: 22, kind: ChangeKind::AccountCreated { id: USD_CASH, closed: false }, balances: None },
+        Change { timestamp: 23, kind: ChangeKind::AccountCreated { id: USD_OTHER, closed: false }, balances: None },
+        Change { timestamp: 100, kind: ChangeKind::TransferCreated(TransferId(1)), balances: after(50, 0) },
+        Change { timestamp: 101, kind: ChangeKind::TransferCreated(TransferId(2)), balances: after(110, 0) },
+        Change { timestamp: 102, kind: ChangeKind::TransferCreated(TransferId(3)), balances: after(50, 60) },
+        Change {
+            timestamp: 100 + 2 * NS_PER_S,
+            kind: ChangeKind::PendingExpired(TransferId(1)),
+            balances: after(0, 60),
+        },
     ];
     assert_eq!(changes, expected);
 }
@@ -126,7 +140,8 @@ fn failed_events_and_exists_retries_record_no_change() {
 
     let changes = all_changes(machine.store());
     assert_eq!(changes.len(), before + 1);
-    assert_eq!(changes.last(), Some(&Change { timestamp: 100, kind: ChangeKind::TransferCreated(TransferId(1)) }));
+    let last = Change { timestamp: 100, kind: ChangeKind::TransferCreated(TransferId(1)), balances: after(0, 5) };
+    assert_eq!(changes.last(), Some(&last));
 }
 
 #[test]
@@ -253,20 +268,20 @@ fn busy_books() -> StateMachine<MemoryStore> {
 }
 
 fn ids(page: &TransferPage) -> Vec<u128> {
-    page.transfers.iter().map(|transfer| transfer.id.0).collect()
+    page.records.iter().map(|transfer| transfer.id.0).collect()
 }
 
 #[test]
-fn a_transfer_query_filters_by_every_field_it_sets() {
+fn a_transfer_query_filters_by_every_field_it_sets_from_the_indexes() {
     let machine = busy_books();
     let store = machine.store();
     let query = |query: TransferQuery| query_transfers(store, &query).unwrap();
-    let all = TransferQuery::all(100);
+    let all = TransferQuery { timestamp_min: 1, ..TransferQuery::all(100) };
     let expect = |keep: fn(u128) -> bool| (1..=40u128).filter(|id| keep(*id)).collect::<Vec<_>>();
     assert_eq!(ids(&query(all)), expect(|_| true));
     assert_eq!(ids(&query(TransferQuery { ledger: USD, ..all })), expect(|id| id % 2 == 0));
     assert_eq!(ids(&query(TransferQuery { code: 2, ..all })), expect(|id| id % 3 == 1));
-    let receipts = TransferQuery { kind: Some(TransferKind::Receipt), ..all };
+    let receipts = TransferQuery { kind: TransferKind::Receipt.code(), ..all };
     assert_eq!(ids(&query(receipts)), expect(|id| id % 4 == 0));
     assert_eq!(ids(&query(TransferQuery { user_data_128: 3, ..all })), expect(|id| id % 5 == 3));
     assert_eq!(ids(&query(TransferQuery { user_data_64: 4, ..all })), expect(|id| id % 5 == 4));
@@ -275,11 +290,12 @@ fn a_transfer_query_filters_by_every_field_it_sets() {
     assert_eq!(ids(&query(window)), [10, 11, 12, 13, 14]);
     let combined = TransferQuery { ledger: KRW, code: 2, user_data_32: 0, ..all };
     assert_eq!(ids(&query(combined)), expect(|id| id % 2 == 1 && id % 3 == 1));
+    let three = TransferQuery { ledger: USD, kind: TransferKind::Receipt.code(), user_data_64: 2, ..all };
+    assert_eq!(ids(&query(three)), expect(|id| id % 2 == 0 && id % 4 == 0 && id % 5 == 2));
     let newest_first = TransferQuery { reversed: true, ledger: USD, limit: 3, ..all };
     assert_eq!(ids(&query(newest_first)), [40, 38, 36]);
     let nothing = query(TransferQuery { ledger: LedgerId(7), ..all });
-    assert_eq!((nothing.transfers.len(), nothing.next_timestamp), (0, 0));
-    assert_eq!(nothing.changes_scanned, 46, "every change of the log was examined");
+    assert_eq!((nothing.records.len(), nothing.next_timestamp), (0, 0));
 }
 
 /// Runs `query` page after page, continuing from `next_timestamp`.
@@ -288,7 +304,7 @@ fn every_page(store: &MemoryStore, query: TransferQuery) -> (Vec<u128>, usize) {
     loop {
         let page = query_transfers(store, &query).unwrap();
         pages += 1;
-        assert!(page.transfers.len() <= query.limit as usize);
+        assert!(page.records.len() <= query.limit as usize);
         found.extend(ids(&page));
         if page.next_timestamp == 0 {
             return (found, pages);
@@ -307,53 +323,61 @@ fn continuing_a_query_from_next_timestamp_finds_every_match_exactly_once() {
     let machine = busy_books();
     let store = machine.store();
     let usd: Vec<u128> = (1..=40u128).filter(|id| id % 2 == 0).collect();
+    let usd_receipts: Vec<u128> = (1..=40u128).filter(|id| id % 4 == 0).collect();
     for limit in [1, 3, 7, 20, 100] {
-        for scan_limit in [0, 1, 2, 5, 13] {
-            let query = TransferQuery { ledger: USD, limit, scan_limit, ..TransferQuery::all(limit) };
-            let (found, _) = every_page(store, query);
-            assert_eq!(found, usd, "limit {limit}, scan {scan_limit}");
-            let (found, _) = every_page(store, TransferQuery { reversed: true, ..query });
-            assert_eq!(found, usd.iter().rev().copied().collect::<Vec<_>>(), "reversed, limit {limit}");
-        }
+        let query = TransferQuery { ledger: USD, ..TransferQuery::all(limit) };
+        let (found, pages) = every_page(store, query);
+        assert_eq!(found, usd, "limit {limit}");
+        assert_eq!(pages, usd.len().div_ceil(limit as usize).max(1), "no empty last page");
+        let (found, _) = every_page(store, TransferQuery { reversed: true, ..query });
+        assert_eq!(found, usd.iter().rev().copied().collect::<Vec<_>>(), "reversed, limit {limit}");
+        let both = TransferQuery { kind: TransferKind::Receipt.code(), ..query };
+        assert_eq!(every_page(store, both).0, usd_receipts, "two indexes, limit {limit}");
+        let by_time = TransferQuery { timestamp_min: 1_001, ..TransferQuery::all(limit) };
+        assert_eq!(every_page(store, by_time).0, (1..=40).collect::<Vec<_>>(), "the change log, limit {limit}");
     }
     // A page that ends on the range's last match says so: nothing is left.
     let last =
         query_transfers(store, &TransferQuery { ledger: USD, timestamp_min: 1_039, ..TransferQuery::all(1) }).unwrap();
     assert_eq!((ids(&last), last.next_timestamp), (vec![40], 0));
-    // One that ends earlier names the next timestamp to examine.
+    // One that ends earlier names the next match's timestamp.
     let first = query_transfers(store, &TransferQuery { ledger: USD, ..TransferQuery::all(1) }).unwrap();
-    assert_eq!((ids(&first), first.next_timestamp), (vec![2], 1_003));
-    let newest = query_transfers(store, &TransferQuery { reversed: true, ..TransferQuery::all(1) }).unwrap();
+    assert_eq!((ids(&first), first.next_timestamp), (vec![2], 1_004));
+    let newest = TransferQuery { reversed: true, timestamp_min: 1, ..TransferQuery::all(1) };
+    let newest = query_transfers(store, &newest).unwrap();
     assert_eq!((ids(&newest), newest.next_timestamp), (vec![40], 1_039));
 }
 
 #[test]
-fn the_scan_bound_stops_a_query_early_and_says_where_to_continue() {
-    let machine = busy_books();
+fn accounts_are_found_by_their_fields() {
+    let machine = books();
     let store = machine.store();
-    let query = TransferQuery { ledger: LedgerId(7), scan_limit: 10, ..TransferQuery::all(100) };
-    let page = query_transfers(store, &query).unwrap();
-    assert_eq!((page.transfers.len(), page.changes_scanned), (0, 10));
-    assert_eq!(page.next_timestamp, 1_005, "six ledger and account changes, then transfers 1 to 4");
-    let (_, pages) = every_page(store, query);
-    assert_eq!(pages, 5, "46 changes, 10 at a time");
-
-    assert_eq!(TransferQuery::all(1).scan_bound(), QUERY_SCAN_CHANGES_MAX);
-    let over = TransferQuery { scan_limit: QUERY_SCAN_CHANGES_MAX + 1, ..TransferQuery::all(1) };
-    assert_eq!(over.scan_bound(), QUERY_SCAN_CHANGES_MAX, "a larger bound is lowered to the server's");
+    let query = |filter: QueryFilter| {
+        query_accounts(store, &filter).unwrap().records.iter().map(|account| account.id).collect::<Vec<_>>()
+    };
+    assert_eq!(query(QueryFilter { ledger: USD, ..QueryFilter::all(10) }), [USD_CASH, USD_OTHER]);
+    let cash = QueryFilter { kind: AccountKind::Cash.code(), ..QueryFilter::all(10) };
+    assert_eq!(query(cash), [CASH, USD_CASH]);
+    assert_eq!(query(QueryFilter { ledger: KRW, reversed: true, ..cash }), [CASH]);
+    assert_eq!(query(QueryFilter { timestamp_min: 21, timestamp_max: 22, ..QueryFilter::all(10) }), [OTHER, USD_CASH]);
 }
 
 #[test]
-fn a_transfer_query_refuses_a_bad_limit_or_a_reversed_range_naming_the_field() {
+fn a_query_refuses_a_bad_limit_a_reversed_range_or_no_selection_naming_the_field() {
     let store = MemoryStore::new();
+    let bounded = TransferQuery { timestamp_min: 1, ..TransferQuery::all(1) };
     for limit in [0, BATCH_EVENTS_MAX as u32 + 1] {
-        let refused = query_transfers(&store, &TransferQuery::all(limit)).unwrap_err();
+        let refused = query_transfers(&store, &TransferQuery { limit, ..bounded }).unwrap_err();
         assert!(matches!(refused, QueryError::InvalidField { field: "limit", .. }), "{refused:?}");
     }
     let reversed = TransferQuery { timestamp_min: 9, timestamp_max: 8, ..TransferQuery::all(1) };
     let refused = query_transfers(&store, &reversed).unwrap_err();
     assert!(matches!(refused, QueryError::InvalidField { field: "timestamp_min", .. }), "{refused:?}");
-    let empty = query_transfers(&store, &TransferQuery::all(BATCH_EVENTS_MAX as u32)).unwrap();
+    let refused = query_transfers(&store, &TransferQuery::all(1)).unwrap_err();
+    assert!(matches!(refused, QueryError::InvalidField { field: "filter", .. }), "{refused:?}");
+    let refused = query_accounts(&store, &QueryFilter { kind: 9, ..bounded }).unwrap_err();
+    assert!(matches!(refused, QueryError::InvalidField { field: "kind", .. }), "{refused:?}");
+    let empty = query_transfers(&store, &TransferQuery { limit: BATCH_EVENTS_MAX as u32, ..bounded }).unwrap();
     assert_eq!(empty, TransferPage::default());
 }
 
@@ -364,7 +388,12 @@ fn the_digest_covers_the_change_log() {
     assert_eq!(state_digest(&same), state_digest(&other));
     // Two stores whose records agree and whose change logs do not.
     same.commit(&WriteSet { last_timestamp: 24, ..Default::default() }).unwrap();
-    let extra = Change { timestamp: 24, kind: ChangeKind::TransferCreated(TransferId(5)) };
+    let extra = Change { timestamp: 24, kind: ChangeKind::TransferCreated(TransferId(5)), balances: None };
     other.commit(&WriteSet { last_timestamp: 24, changes: vec![extra], ..Default::default() }).unwrap();
     assert_ne!(state_digest(&same), state_digest(&other));
+    // The hand-made write set carries no digest delta, so the stored sum
+    // missed the extra change: only a recomputation tells (what `coffer
+    // verify` does).
+    assert_eq!(stored_state_digest(&same), stored_state_digest(&other));
+    assert_ne!(stored_state_digest(&other), state_digest(&other));
 }

@@ -20,12 +20,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 
 use coffer_ledger::{
-    balance_as_of, get_account_balances, get_account_transfers, trial_balance, Account, AccountBalance, AccountFilter,
-    AccountFlags, AccountId, AccountKind, BalanceTotals, Change, ChangeFilter, ChangeKind, CreateAccountResult,
-    CreateLedgerResult, CreateTransferResult, ExpireResult, Ledger, LedgerId, MemoryStore, Operation, OperationResults,
-    PendingState, PendingStatus, QueryError, Sides, StateDigest, StateMachine, Store, Transfer, TransferFlags,
-    TransferId, TransferKind, BATCH_EVENTS_MAX, LEDGER_CURRENCY_LEN_MAX, LEDGER_NAME_LEN_MAX, LEDGER_SCALE_MAX,
-    NS_PER_S,
+    balance_as_of, get_account_balances, get_account_transfers, state_digest, stored_state_digest, trial_balance,
+    trial_balance_as_of, Account, AccountBalance, AccountFilter, AccountFlags, AccountId, AccountKind, BalanceTotals,
+    Balances, Change, ChangeFilter, ChangeKind, CreateAccountResult, CreateLedgerResult, CreateTransferResult,
+    ExpireResult, Ledger, LedgerId, MemoryStore, Operation, OperationResults, PendingState, PendingStatus, QueryError,
+    Sides, StateDigest, StateMachine, Store, Transfer, TransferBalances, TransferFlags, TransferId, TransferKind,
+    BATCH_EVENTS_MAX, LEDGER_CURRENCY_LEN_MAX, LEDGER_NAME_LEN_MAX, LEDGER_SCALE_MAX, NS_PER_S,
 };
 use proptest::bool::weighted;
 use proptest::collection::vec;
@@ -281,7 +281,7 @@ impl Model {
             return result;
         }
         self.ledgers.insert(l.id, Ledger { timestamp, ..l.clone() });
-        self.changes.push(Change { timestamp, kind: ChangeKind::LedgerCreated(l.id) });
+        self.changes.push(Change { timestamp, kind: ChangeKind::LedgerCreated(l.id), balances: None });
         R::Created
     }
 
@@ -326,7 +326,7 @@ impl Model {
         }
         self.accounts.insert(a.id, Account { timestamp, ..*a });
         let closed = a.flags.contains(AccountFlags::CLOSED);
-        self.changes.push(Change { timestamp, kind: ChangeKind::AccountCreated { id: a.id, closed } });
+        self.changes.push(Change { timestamp, kind: ChangeKind::AccountCreated { id: a.id, closed }, balances: None });
         R::Created
     }
 
@@ -463,7 +463,8 @@ impl Model {
             cr.flags = cr.flags.with(AccountFlags::CLOSED);
         }
         self.transfers.insert(t.id, Transfer { amount, timestamp, ..*t });
-        self.changes.push(Change { timestamp, kind: ChangeKind::TransferCreated(t.id) });
+        let balances = Some(TransferBalances { debit: dr.balances(), credit: cr.balances() });
+        self.changes.push(Change { timestamp, kind: ChangeKind::TransferCreated(t.id), balances });
         self.put_account(dr, timestamp);
         self.put_account(cr, timestamp);
         R::Created
@@ -556,10 +557,17 @@ impl Model {
                 timestamp,
             },
         );
-        self.changes.push(Change { timestamp, kind: ChangeKind::TransferCreated(t.id) });
         let (posted, state) = if post { (Some(amount), PendingState::Posted) } else { (None, PendingState::Voided) };
         self.settle(&p, posted, state, timestamp);
+        let balances = self.balances_after(&p);
+        self.changes.push(Change { timestamp, kind: ChangeKind::TransferCreated(t.id), balances });
         R::Created
+    }
+
+    /// Both accounts' balances of transfer `t` as they stand.
+    fn balances_after(&self, t: &Transfer) -> Option<TransferBalances> {
+        let balances = |id: &AccountId| self.accounts[id].balances();
+        Some(TransferBalances { debit: balances(&t.debit_account_id), credit: balances(&t.credit_account_id) })
     }
 
     /// Releases every pending transfer past its timeout, soonest first (ties
@@ -575,7 +583,8 @@ impl Model {
         for ((_, id), at) in due.iter().zip(timestamp..) {
             let p = self.transfers[id];
             self.settle(&p, None, PendingState::Expired, at);
-            self.changes.push(Change { timestamp: at, kind: ChangeKind::PendingExpired(*id) });
+            let balances = self.balances_after(&p);
+            self.changes.push(Change { timestamp: at, kind: ChangeKind::PendingExpired(*id), balances });
         }
         due.len()
     }
@@ -1658,7 +1667,58 @@ fn check_state(store: &MemoryStore, model: &Model) -> Result<(), TestCaseError> 
     check_records("change", &store.changes(&ChangeFilter::all(u32::MAX)).unwrap(), &model.changes)?;
     prop_assert_eq!(store.transfer_count(), model.transfers.len());
     prop_assert_eq!(store.account_count(), model.accounts.len());
+    prop_assert_eq!(stored_state_digest(store).unwrap(), state_digest(store).unwrap(), "incremental digest");
     check_invariants(store, &records.accounts, model)
+}
+
+/// Every ledger's trial balance as of each of `timestamps` (inside batches
+/// too), against the model's accounts and the balances its changes noted.
+fn check_trial_balances_as_of(store: &MemoryStore, model: &Model, timestamps: &[u64]) -> Result<(), TestCaseError> {
+    let mut timeline = BTreeMap::<AccountId, Vec<(u64, Balances)>>::new();
+    for change in &model.changes {
+        let (ChangeKind::TransferCreated(id) | ChangeKind::PendingExpired(id)) = change.kind else { continue };
+        let (transfer, balances) = (model.transfers[&id], change.balances.unwrap());
+        timeline.entry(transfer.debit_account_id).or_default().push((change.timestamp, balances.debit));
+        timeline.entry(transfer.credit_account_id).or_default().push((change.timestamp, balances.credit));
+    }
+    for &at in timestamps.iter().filter(|at| **at > 0 && **at <= model.last_timestamp) {
+        for ledger in model.ledgers.keys() {
+            let mut total = WideTotals::default();
+            let mut codes = BTreeMap::<u16, WideTotals>::new();
+            for account in model.accounts.values().filter(|a| a.ledger == *ledger && a.timestamp <= at) {
+                let noted = timeline.get(&account.id).map(Vec::as_slice).unwrap_or_default();
+                let b = noted.iter().rev().find(|(t, _)| *t <= at).map(|(_, b)| *b).unwrap_or_default();
+                let then = Account {
+                    debits_pending: b.debits_pending,
+                    debits_posted: b.debits_posted,
+                    credits_pending: b.credits_pending,
+                    credits_posted: b.credits_posted,
+                    ..*account
+                };
+                total.add(&then);
+                codes.entry(account.code).or_default().add(&then);
+            }
+            let trial = trial_balance_as_of(store, *ledger, at);
+            let expected = total.narrow().and_then(|total| {
+                let codes: Option<Vec<_>> = codes.iter().map(|(code, t)| Some((*code, t.narrow()?))).collect();
+                Some((total, codes?))
+            });
+            match expected {
+                Some((total, codes)) => {
+                    let trial =
+                        trial.map_err(|e| TestCaseError::fail(format!("trial balance of {ledger} at {at}: {e}")))?;
+                    prop_assert_eq!(trial.total, total, "ledger {} as of {}", ledger, at);
+                    prop_assert_eq!(trial.codes, codes, "ledger {} as of {}", ledger, at);
+                }
+                None => prop_assert!(matches!(trial, Err(QueryError::Overflow { .. })), "{:?}", trial),
+            }
+        }
+    }
+    if let Some(ledger) = model.ledgers.keys().next() {
+        let future = trial_balance_as_of(store, *ledger, model.last_timestamp + 1);
+        prop_assert!(matches!(future, Err(QueryError::InvalidField { field: "timestamp", .. })), "{:?}", future);
+    }
+    Ok(())
 }
 
 /// Double entry per ledger (with the trial balance), and every limit flag.
@@ -1801,6 +1861,10 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
         batches.push((timestamp, operation, actual));
     }
     check_histories(machine.store(), &model, &boundaries)?;
+    let mut as_of: Vec<u64> = model.changes.iter().map(|change| change.timestamp).chain(boundaries).collect();
+    as_of.sort_unstable();
+    as_of.dedup();
+    check_trial_balances_as_of(machine.store(), &model, &as_of)?;
 
     // Determinism: the same batches into a fresh store give the same results
     // and the same digest. The batch before the last gives another digest:

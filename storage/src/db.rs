@@ -35,13 +35,22 @@ pub const CF_ACCOUNT_TRANSFERS: &str = "account_transfers";
 pub const CF_BALANCES: &str = "balances";
 /// Ledgers: id (u32) → ledger.
 pub const CF_LEDGERS: &str = "ledgers";
-/// The change log: event timestamp (u64) → change (kind ++ id; 5 to 18 bytes).
+/// The change log: event timestamp (u64) → change (kind ++ id, and for a
+/// transfer both accounts' balances after it; 5 to 145 bytes).
 pub const CF_CHANGES: &str = "changes";
+/// Running totals: ledger (u32) ++ code (u16) → accounts and four sums.
+pub const CF_TOTALS: &str = "totals";
+/// Totals history: ledger (u32) ++ code (u16) ++ a batch's last timestamp
+/// (u64) → the batch's first timestamp and the totals after it.
+pub const CF_TOTALS_HISTORY: &str = "totals_history";
+/// Secondary indexes: index key (records, field, value; 3 to 18 bytes) ++
+/// timestamp (u64) → record id (u128).
+pub const CF_INDEX: &str = "index";
 /// Node metadata: format, applied index, last event timestamp, snapshot install marker.
 pub const CF_META: &str = "meta";
 
 /// Every column family, in a fixed order.
-pub const COLUMN_FAMILIES: [&str; 12] = [
+pub const COLUMN_FAMILIES: [&str; 15] = [
     CF_RAFT_LOG,
     CF_RAFT_STATE,
     CF_ACCOUNTS,
@@ -53,13 +62,16 @@ pub const COLUMN_FAMILIES: [&str; 12] = [
     CF_BALANCES,
     CF_LEDGERS,
     CF_CHANGES,
+    CF_TOTALS,
+    CF_TOTALS_HISTORY,
+    CF_INDEX,
     CF_META,
 ];
 
 /// The column families that hold the replicated state: what a snapshot
 /// carries and what installing one replaces (the Raft log and Raft state are
 /// each node's own).
-pub const STATE_COLUMN_FAMILIES: [&str; 10] = [
+pub const STATE_COLUMN_FAMILIES: [&str; 13] = [
     CF_ACCOUNTS,
     CF_TRANSFERS,
     CF_PENDING,
@@ -69,6 +81,9 @@ pub const STATE_COLUMN_FAMILIES: [&str; 10] = [
     CF_BALANCES,
     CF_LEDGERS,
     CF_CHANGES,
+    CF_TOTALS,
+    CF_TOTALS_HISTORY,
+    CF_INDEX,
     CF_META,
 ];
 
@@ -78,6 +93,8 @@ pub const KEY_FORMAT: &[u8] = b"format";
 pub const KEY_APPLIED: &[u8] = b"applied";
 /// `meta` key: the last event timestamp the ledger used.
 pub const KEY_LAST_TIMESTAMP: &[u8] = b"last_timestamp";
+/// `meta` key: the state's digest sum (32 bytes; see `coffer_ledger::digest`).
+pub const KEY_DIGEST_SUM: &[u8] = b"digest_sum";
 /// `raft_state` key: the hard state (term, vote, commit).
 pub const KEY_HARD_STATE: &[u8] = b"hard_state";
 /// `raft_state` key: the conf state (voters, learners).
@@ -95,8 +112,9 @@ const READ_ONLY_CACHE_BYTES: usize = 8 << 20;
 /// The format marker's magic bytes.
 const FORMAT_MAGIC: &[u8] = b"coffer-store";
 /// The store format this build reads and writes. Version 2 added the
-/// `changes` column family (the change log).
-pub const FORMAT_VERSION: u32 = 2;
+/// `changes` column family (the change log); version 3 the digest sum,
+/// balances in the change log, running totals and secondary indexes.
+pub const FORMAT_VERSION: u32 = 3;
 
 /// A visitor of verified `(key, payload)` pairs; returns whether to go on.
 pub type Visit<'a> = dyn FnMut(&[u8], &[u8]) -> Result<bool, StorageError> + 'a;

@@ -13,12 +13,15 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use coffer_ledger::codec::{
-    decode_account, decode_change, decode_ledger, decode_pending_status, decode_transfer, encode_account,
-    encode_change, encode_ledger, encode_pending_status, encode_transfer,
+    decode_account, decode_change, decode_code_totals, decode_ledger, decode_pending_status, decode_totals_entry,
+    decode_transfer, encode_account, encode_change, encode_code_totals, encode_ledger, encode_pending_status,
+    encode_totals_entry, encode_transfer,
 };
+use coffer_ledger::index::{account_index_keys, transfer_index_keys, IndexEntry, IndexKey, INDEX_KEY_SIZE_MAX};
 use coffer_ledger::{
-    Account, AccountBalance, AccountFilter, AccountId, AccountTransfer, Change, ChangeFilter, CreateTransferResult,
-    Ledger, LedgerId, PendingStatus, Side, Store, StoreError, StoreMut, Transfer, TransferId, WriteSet,
+    Account, AccountBalance, AccountFilter, AccountId, AccountTransfer, Change, ChangeFilter, CodeTotals,
+    CreateTransferResult, DigestSum, Ledger, LedgerId, PendingStatus, Side, Store, StoreError, StoreMut, TotalsEntry,
+    Transfer, TransferId, WriteSet,
 };
 use raft::prelude::ConfState;
 use rocksdb::WriteBatch;
@@ -26,8 +29,8 @@ use rocksdb::WriteBatch;
 use crate::cache::AccountCache;
 use crate::db::{
     keys, Db, Reader, Snapshot, Visit, CF_ACCOUNTS, CF_ACCOUNT_TRANSFERS, CF_BALANCES, CF_CHANGES, CF_EXPIRY,
-    CF_FAILURES, CF_LEDGERS, CF_META, CF_PENDING, CF_RAFT_STATE, CF_TRANSFERS, KEY_APPLIED, KEY_CONF_STATE,
-    KEY_LAST_TIMESTAMP, KEY_SNAPSHOT_INSTALL,
+    CF_FAILURES, CF_INDEX, CF_LEDGERS, CF_META, CF_PENDING, CF_RAFT_STATE, CF_TOTALS, CF_TOTALS_HISTORY, CF_TRANSFERS,
+    KEY_APPLIED, KEY_CONF_STATE, KEY_DIGEST_SUM, KEY_LAST_TIMESTAMP, KEY_SNAPSHOT_INSTALL,
 };
 use crate::error::StorageError;
 use crate::frame::corruption;
@@ -201,6 +204,70 @@ fn sorted<T, K: Ord>(items: &[T], key: impl Fn(&T) -> K) -> Vec<&T> {
     sorted
 }
 
+/// The key of a code's running totals: ledger ++ code.
+fn totals_key(ledger: LedgerId, code: u16) -> [u8; 6] {
+    let mut key = [0; 6];
+    key[..4].copy_from_slice(&ledger.0.to_be_bytes());
+    key[4..].copy_from_slice(&code.to_be_bytes());
+    key
+}
+
+/// The key of a totals-history entry: ledger ++ code ++ last timestamp.
+fn totals_history_key(totals_key: [u8; 6], last_timestamp: u64) -> [u8; 14] {
+    let mut key = [0; 14];
+    key[..6].copy_from_slice(&totals_key);
+    key[6..].copy_from_slice(&last_timestamp.to_be_bytes());
+    key
+}
+
+/// An index entry's key: the index key's encoding ++ timestamp.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct IndexEntryKey {
+    bytes: [u8; INDEX_KEY_SIZE_MAX + 8],
+    len: u8,
+}
+
+impl IndexEntryKey {
+    /// The entry key of `key` at `timestamp`; `encoded` is scratch space.
+    fn new(key: &IndexKey, timestamp: u64, encoded: &mut Vec<u8>) -> Self {
+        encoded.clear();
+        key.encode(encoded);
+        encoded.extend_from_slice(&timestamp.to_be_bytes());
+        let mut bytes = [0; INDEX_KEY_SIZE_MAX + 8];
+        let len = encoded.len().min(bytes.len());
+        bytes[..len].copy_from_slice(&encoded[..len]);
+        Self { bytes, len: len as u8 }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+/// The index entries of the transfers and accounts `write_set` creates, in
+/// key order (see [`LedgerState::stage`] for why).
+fn index_entries(write_set: &WriteSet) -> Vec<(IndexEntryKey, u128)> {
+    let mut entries = Vec::with_capacity(write_set.transfers.len() * 4);
+    let mut scratch = Vec::with_capacity(INDEX_KEY_SIZE_MAX + 8);
+    for transfer in &write_set.transfers {
+        let (id, timestamp) = (transfer.id.0, transfer.timestamp);
+        for key in transfer_index_keys(transfer) {
+            entries.push((IndexEntryKey::new(&key, timestamp, &mut scratch), id));
+        }
+    }
+    // An account the batch created has a timestamp of the batch; one it
+    // changed is older.
+    for account in write_set.accounts.iter().filter(|account| account.timestamp >= write_set.first_timestamp) {
+        let (id, timestamp) = (account.id.0, account.timestamp);
+        for key in account_index_keys(account) {
+            entries.push((IndexEntryKey::new(&key, timestamp, &mut scratch), id));
+        }
+    }
+    // Within one index key, entries already come in timestamp order.
+    entries.sort_by(|a, b| a.0.as_slice().cmp(b.0.as_slice()));
+    entries
+}
+
 fn side_code(side: Side) -> u8 {
     match side {
         Side::Debit => 0,
@@ -215,13 +282,16 @@ pub struct LedgerState {
     cache: Mutex<AccountCache>,
     applied: AppliedState,
     last_timestamp: u64,
+    digest_sum: DigestSum,
 }
 
 impl LedgerState {
-    /// Loads the applied index and last timestamp, verifying them.
+    /// Loads the applied index, last timestamp and digest sum, verifying them.
     pub fn open(db: Arc<Db>, account_cache_entries: usize) -> Result<Self, StorageError> {
         let (applied, last_timestamp) = applied_point(db.latest())?;
-        Ok(Self { db, cache: Mutex::new(AccountCache::new(account_cache_entries)), applied, last_timestamp })
+        let digest_sum = StateReads(db.latest()).digest_sum()?;
+        let cache = Mutex::new(AccountCache::new(account_cache_entries));
+        Ok(Self { db, cache, applied, last_timestamp, digest_sum })
     }
 
     /// The store this state lives in.
@@ -301,6 +371,27 @@ impl LedgerState {
         let db = &self.db;
         let mut buffer = Vec::with_capacity(160);
         db.put(batch, CF_META, KEY_LAST_TIMESTAMP, &write_set.last_timestamp.to_be_bytes())?;
+        let digest_sum = self.digest_sum.plus(write_set.digest_delta);
+        db.put(batch, CF_META, KEY_DIGEST_SUM, &digest_sum.to_bytes())?;
+        let (mut totals, mut totals_history) = (db.puts(CF_TOTALS)?, db.puts(CF_TOTALS_HISTORY)?);
+        for code_totals in &write_set.totals {
+            buffer.clear();
+            encode_code_totals(code_totals, &mut buffer);
+            let key = totals_key(code_totals.ledger, code_totals.code);
+            totals.put(batch, &key, &buffer);
+            buffer.clear();
+            let entry = TotalsEntry {
+                first_timestamp: write_set.first_timestamp,
+                last_timestamp: write_set.last_timestamp,
+                totals: *code_totals,
+            };
+            encode_totals_entry(&entry, &mut buffer);
+            totals_history.put(batch, &totals_history_key(key, write_set.last_timestamp), &buffer);
+        }
+        let mut index = db.puts(CF_INDEX)?;
+        for (key, id) in index_entries(write_set) {
+            index.put(batch, key.as_slice(), &id.to_be_bytes());
+        }
         let mut ledgers = db.puts(CF_LEDGERS)?;
         for ledger in &write_set.ledgers {
             buffer.clear();
@@ -365,6 +456,7 @@ impl LedgerState {
     /// Brings the in-memory copies up to date after `write_set` was written.
     fn committed(&mut self, write_set: &WriteSet) {
         self.last_timestamp = write_set.last_timestamp;
+        self.digest_sum = self.digest_sum.plus(write_set.digest_delta);
         let cache = self.cache.get_mut().unwrap_or_else(PoisonError::into_inner);
         write_set.accounts.iter().for_each(|account| cache.put(*account));
     }
@@ -373,6 +465,7 @@ impl LedgerState {
     /// was replaced by a snapshot).
     pub(crate) fn reload(&mut self) -> Result<(), StorageError> {
         (self.applied, self.last_timestamp) = applied_point(self.db.latest())?;
+        self.digest_sum = self.reads().digest_sum()?;
         self.cache.get_mut().unwrap_or_else(PoisonError::into_inner).clear();
         Ok(())
     }
@@ -418,6 +511,104 @@ impl StateReads<'_> {
             self.0.scan(cf, &from, None, &mut visit)?;
         }
         Ok(rows)
+    }
+
+    fn digest_sum(&self) -> Result<DigestSum, StorageError> {
+        let sum = self.0.get_decoded(CF_META, KEY_DIGEST_SUM, |payload| {
+            <[u8; 32]>::try_from(payload).map_err(|_| format!("digest sum of {} bytes, expected 32", payload.len()))
+        })?;
+        Ok(sum.map(DigestSum::from_bytes).unwrap_or(DigestSum::ZERO))
+    }
+
+    fn code_totals(&self, ledger: LedgerId, code: u16) -> Result<Option<CodeTotals>, StoreError> {
+        Ok(self
+            .0
+            .get_decoded(CF_TOTALS, &totals_key(ledger, code), |payload| decode_code_totals(ledger, code, payload))?)
+    }
+
+    fn ledger_totals(&self, ledger: LedgerId) -> Result<Vec<CodeTotals>, StoreError> {
+        let from = totals_key(ledger, 0);
+        let past = ledger.0.checked_add(1).map(|next| totals_key(LedgerId(next), 0));
+        let mut rows = Vec::new();
+        self.0.scan(CF_TOTALS, &from, past.as_ref().map(|key| key.as_slice()), &mut |key, payload| {
+            let code = <[u8; 2]>::try_from(key.get(4..).unwrap_or_default())
+                .map(u16::from_be_bytes)
+                .map_err(|_| corruption(CF_TOTALS, key, "key is not ledger ++ code"))?;
+            rows.push(decode_at(CF_TOTALS, key, payload, |payload| decode_code_totals(ledger, code, payload))?);
+            Ok(true)
+        })?;
+        Ok(rows)
+    }
+
+    fn totals_around(
+        &self,
+        ledger: LedgerId,
+        code: u16,
+        timestamp: u64,
+    ) -> Result<(Option<TotalsEntry>, Option<TotalsEntry>), StoreError> {
+        let prefix = totals_key(ledger, code);
+        let decode = |key: &[u8], payload: &[u8]| -> Result<TotalsEntry, StorageError> {
+            let last_timestamp = keys::read_u64(key, 6)
+                .filter(|_| key.len() == 14)
+                .ok_or_else(|| corruption(CF_TOTALS_HISTORY, key, "key is not ledger ++ code ++ timestamp"))?;
+            decode_at(CF_TOTALS_HISTORY, key, payload, |payload| {
+                decode_totals_entry(ledger, code, last_timestamp, payload)
+            })
+        };
+        let mut before = None;
+        let (low, at) = (totals_history_key(prefix, 0), totals_history_key(prefix, timestamp));
+        self.0.scan_reverse(CF_TOTALS_HISTORY, &low, &at, &mut |key, payload| {
+            before = Some(decode(key, payload)?);
+            Ok(false)
+        })?;
+        let mut after = None;
+        if let Some(next) = timestamp.checked_add(1) {
+            let (from, high) = (totals_history_key(prefix, next), totals_history_key(prefix, u64::MAX));
+            self.0.scan(CF_TOTALS_HISTORY, &from, None, &mut |key, payload| {
+                if key <= high.as_slice() {
+                    after = Some(decode(key, payload)?);
+                }
+                Ok(false)
+            })?;
+        }
+        Ok((before, after))
+    }
+
+    fn index_seek(
+        &self,
+        key: &IndexKey,
+        timestamp_min: u64,
+        timestamp_max: u64,
+        reversed: bool,
+    ) -> Result<Option<IndexEntry>, StoreError> {
+        if timestamp_min > timestamp_max {
+            return Ok(None);
+        }
+        let mut scratch = Vec::with_capacity(INDEX_KEY_SIZE_MAX + 8);
+        let low = IndexEntryKey::new(key, timestamp_min, &mut scratch);
+        let high = IndexEntryKey::new(key, timestamp_max, &mut scratch);
+        let mut found = None;
+        let mut visit = |entry_key: &[u8], payload: &[u8]| -> Result<bool, StorageError> {
+            if entry_key < low.as_slice() || entry_key > high.as_slice() {
+                return Ok(false);
+            }
+            let timestamp = entry_key
+                .len()
+                .checked_sub(8)
+                .and_then(|at| keys::read_u64(entry_key, at))
+                .ok_or_else(|| corruption(CF_INDEX, entry_key, "key has no timestamp"))?;
+            let id = <[u8; 16]>::try_from(payload)
+                .map(u128::from_be_bytes)
+                .map_err(|_| corruption(CF_INDEX, entry_key, "value is not a u128 id"))?;
+            found = Some(IndexEntry { timestamp, id });
+            Ok(false)
+        };
+        if reversed {
+            self.0.scan_reverse(CF_INDEX, low.as_slice(), high.as_slice(), &mut visit)?;
+        } else {
+            self.0.scan(CF_INDEX, low.as_slice(), None, &mut visit)?;
+        }
+        Ok(found)
     }
 
     fn visit_all(&self, cf: &'static str, visit: &mut Visit<'_>) -> Result<(), StoreError> {
@@ -647,12 +838,43 @@ macro_rules! state_reads {
         fn for_each_failure(&self, visit: &mut dyn FnMut(TransferId, CreateTransferResult)) -> Result<(), StoreError> {
             self.reads().for_each_failure(visit)
         }
+
+        fn code_totals(&self, ledger: LedgerId, code: u16) -> Result<Option<CodeTotals>, StoreError> {
+            self.reads().code_totals(ledger, code)
+        }
+
+        fn ledger_totals(&self, ledger: LedgerId) -> Result<Vec<CodeTotals>, StoreError> {
+            self.reads().ledger_totals(ledger)
+        }
+
+        fn totals_around(
+            &self,
+            ledger: LedgerId,
+            code: u16,
+            timestamp: u64,
+        ) -> Result<(Option<TotalsEntry>, Option<TotalsEntry>), StoreError> {
+            self.reads().totals_around(ledger, code, timestamp)
+        }
+
+        fn index_seek(
+            &self,
+            key: &IndexKey,
+            timestamp_min: u64,
+            timestamp_max: u64,
+            reversed: bool,
+        ) -> Result<Option<IndexEntry>, StoreError> {
+            self.reads().index_seek(key, timestamp_min, timestamp_max, reversed)
+        }
     };
 }
 
 impl Store for LedgerState {
     fn last_timestamp(&self) -> Result<u64, StoreError> {
         Ok(self.last_timestamp)
+    }
+
+    fn digest_sum(&self) -> Result<DigestSum, StoreError> {
+        Ok(self.digest_sum)
     }
 
     fn account(&self, id: AccountId) -> Result<Option<Account>, StoreError> {
@@ -736,6 +958,10 @@ impl<'a> ReadView<'a> {
 impl Store for ReadView<'_> {
     fn last_timestamp(&self) -> Result<u64, StoreError> {
         Ok(self.last_timestamp)
+    }
+
+    fn digest_sum(&self) -> Result<DigestSum, StoreError> {
+        Ok(self.reads().digest_sum()?)
     }
 
     fn account(&self, id: AccountId) -> Result<Option<Account>, StoreError> {

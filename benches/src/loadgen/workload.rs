@@ -17,7 +17,7 @@
 use std::collections::VecDeque;
 
 use coffer_ledger::{
-    Account, AccountId, AccountKind, Ledger, LedgerId, Transfer, TransferFlags, TransferId, TransferKind,
+    Account, AccountFlags, AccountId, AccountKind, Ledger, LedgerId, Transfer, TransferFlags, TransferId, TransferKind,
 };
 
 use super::options::{DistributionConfig, Mix, Slot};
@@ -167,6 +167,9 @@ impl Layout {
             ledger: Self::ledger_id(ledger_index),
             code: if cash { CASH_CODE } else { OTHER_CODE },
             kind: if cash { AccountKind::Cash } else { AccountKind::Other },
+            // One account per ledger keeps its balance history, so a
+            // loaded cluster can be asked for a balance as of a past time.
+            flags: if index == 0 { AccountFlags::HISTORY } else { AccountFlags::NONE },
             ..Default::default()
         }
     }

@@ -138,6 +138,9 @@ pub enum AccountCommand {
     Show(ShowArgs),
     /// A page of the transfers that touched an account, by time.
     History(HistoryArgs),
+    /// Accounts by ledger, code, kind, user data and creation time (from
+    /// the server's indexes), with their balances.
+    Query(AccountQueryArgs),
 }
 
 /// `coffer account create`
@@ -337,9 +340,32 @@ pub struct QueryArgs {
     pub user_data_32: Option<u32>,
     #[command(flatten)]
     pub range: RangeArgs,
-    /// Most changes the server examines per page (0: its bound).
-    #[arg(long, default_value_t = 0)]
-    pub scan_limit: u32,
+}
+
+/// `coffer account query`
+#[derive(Debug, Clone, Args)]
+pub struct AccountQueryArgs {
+    /// The ledger.
+    #[arg(long)]
+    pub ledger: Option<u32>,
+    /// The code.
+    #[arg(long)]
+    pub code: Option<u16>,
+    /// The kind: cash or other.
+    #[arg(long, value_parser = parse_name::<proto::AccountKind>)]
+    pub kind: Option<proto::AccountKind>,
+    /// user_data_128.
+    #[arg(long)]
+    pub user_data_128: Option<u128>,
+    /// user_data_64 (e.g. a local government's code).
+    #[arg(long)]
+    pub user_data_64: Option<u64>,
+    /// user_data_32.
+    #[arg(long)]
+    pub user_data_32: Option<u32>,
+    /// Creation times, page size and order.
+    #[command(flatten)]
+    pub range: RangeArgs,
 }
 
 /// The format of an import file.
@@ -371,6 +397,10 @@ pub struct TrialBalanceArgs {
     /// The ledger.
     #[arg(long)]
     pub ledger: u32,
+    /// The trial balance as it stood at this time (ns since the epoch, or
+    /// UTC like 2025-12-31T23:59:59.999999999Z), e.g. a period end.
+    #[arg(long, value_parser = parse::timestamp)]
+    pub as_of: Option<u64>,
 }
 
 /// `coffer watch`
@@ -554,6 +584,7 @@ pub async fn run(command: ClientCommand, options: &ClientOptions) -> Result<(), 
         ClientCommand::Account(AccountCommand::Create(args)) => ledger::create_account(&conn()?, out, args).await,
         ClientCommand::Account(AccountCommand::Show(args)) => ledger::show_accounts(&conn()?, out, args).await,
         ClientCommand::Account(AccountCommand::History(args)) => ledger::account_history(&conn()?, out, args).await,
+        ClientCommand::Account(AccountCommand::Query(args)) => ledger::query_accounts(&conn()?, out, args).await,
         ClientCommand::Balance(args) => ledger::balance(&conn()?, out, args).await,
         ClientCommand::Transfer(TransferCommand::Create(args)) => ledger::create_transfer(&conn()?, out, args).await,
         ClientCommand::Transfer(TransferCommand::Post(args)) => {

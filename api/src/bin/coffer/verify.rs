@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use coffer_ledger::{state_digest, Store};
+use coffer_ledger::{state_digest, stored_state_digest, CodeTotals, LedgerId, Store};
 use coffer_storage::verify::{open_stopped, verify_records, OpenStoppedError, RecordsReport};
 use coffer_storage::{snapshot, LedgerState, LogStore, StorageError};
 use serde::Serialize;
@@ -163,9 +163,49 @@ pub fn run(args: &VerifyArgs) -> Result<VerifyReport, VerifyError> {
     report.last_timestamp = Some(state.last_timestamp().map_err(store_error)?);
     let invariants = check_invariants(&state).map_err(store_error)?;
     add_invariants(&mut report, invariants);
-    report.state_digest = Some(state_digest(&state).map_err(store_error)?.to_string());
+    let digest = state_digest(&state).map_err(store_error)?;
+    let stored = stored_state_digest(&state).map_err(store_error)?;
+    if stored != digest {
+        report.problems.push(format!(
+            "the stored state digest {stored} disagrees with the one recomputed from every record ({digest})"
+        ));
+    }
+    report.problems.extend(check_running_totals(&state).map_err(store_error)?);
+    report.state_digest = Some(digest.to_string());
     report.ok = report.problems.is_empty();
     Ok(report)
+}
+
+/// The running totals the state machine keeps, against sums of every
+/// account: one problem per (ledger, code) that disagrees.
+fn check_running_totals<S: Store>(state: &S) -> Result<Vec<String>, coffer_ledger::StoreError> {
+    let mut summed = std::collections::BTreeMap::<(LedgerId, u16), CodeTotals>::new();
+    state.for_each_account(&mut |account| {
+        let key = (account.ledger, account.code);
+        let totals = summed.entry(key).or_insert_with(|| CodeTotals::empty(key.0, key.1));
+        totals.accounts += 1;
+        totals.add(&account.balances());
+    })?;
+    let mut kept = std::collections::BTreeMap::new();
+    let mut ledgers = Vec::new();
+    state.for_each_ledger(&mut |ledger| ledgers.push(ledger.id))?;
+    for ledger in ledgers {
+        for totals in state.ledger_totals(ledger)? {
+            kept.insert((totals.ledger, totals.code), totals);
+        }
+    }
+    let keys: std::collections::BTreeSet<_> = summed.keys().chain(kept.keys()).copied().collect();
+    Ok(keys
+        .into_iter()
+        .filter(|key| summed.get(key) != kept.get(key))
+        .map(|(ledger, code)| {
+            format!(
+                "the running totals of ledger {ledger} code {code} ({:?}) disagree with its accounts' sums ({:?})",
+                kept.get(&(ledger, code)),
+                summed.get(&(ledger, code))
+            )
+        })
+        .collect())
 }
 
 fn column_family_rows(records: &RecordsReport) -> Vec<ColumnFamilyRow> {

@@ -15,8 +15,8 @@ use super::view::{
     TransferView, TrialBalanceView,
 };
 use super::{
-    AccountCreateArgs, BalanceArgs, CliError, HistoryArgs, LedgerCreateArgs, Out, QueryArgs, RangeArgs, ShowArgs,
-    SidesArg, TransferCreateArgs, TrialBalanceArgs,
+    AccountCreateArgs, AccountQueryArgs, BalanceArgs, CliError, HistoryArgs, LedgerCreateArgs, Out, QueryArgs,
+    RangeArgs, ShowArgs, SidesArg, TransferCreateArgs, TrialBalanceArgs,
 };
 
 /// Pages one `transfer query` follows (`next_timestamp`) to fill its limit.
@@ -422,7 +422,6 @@ pub async fn query_transfers(conn: &Conn, out: Out, args: QueryArgs) -> Result<(
         order: order(range.desc),
         stale: conn.stale(),
         amount_unit: DECIMAL,
-        scan_limit: args.scan_limit,
     };
     let mut transfers = Vec::new();
     let mut next_timestamp = 0;
@@ -449,9 +448,54 @@ pub async fn query_transfers(conn: &Conn, out: Out, args: QueryArgs) -> Result<(
     out.emit(&TransfersPage { transfers, next }, TransfersPage::text)
 }
 
+/// A page of accounts a query found.
+#[derive(Debug, Clone, Serialize)]
+struct AccountsPage {
+    accounts: Vec<AccountView>,
+    #[serde(flatten)]
+    next: Next,
+}
+
+/// `coffer account query`: one page (the server's continuation, if any, is
+/// printed as the `--from`/`--to` to repeat with).
+pub async fn query_accounts(conn: &Conn, out: Out, args: AccountQueryArgs) -> Result<(), CliError> {
+    let range = &args.range;
+    let message = proto::QueryAccountsRequest {
+        ledger: args.ledger.unwrap_or(0),
+        code: args.code.map_or(0, u32::from),
+        kind: args.kind.map_or(0, |kind| kind as i32),
+        user_data_128: args.user_data_128.map(|value| value.to_string()).unwrap_or_default(),
+        user_data_64: args.user_data_64.unwrap_or(0),
+        user_data_32: args.user_data_32.unwrap_or(0),
+        timestamp_min: range.from.unwrap_or(0),
+        timestamp_max: range.to.unwrap_or(0),
+        limit: range.limit,
+        order: order(range.desc),
+        stale: conn.stale(),
+        amount_unit: DECIMAL,
+    };
+    let response = conn
+        .call("QueryAccounts", message, |mut client, request| async move { client.query_accounts(request).await })
+        .await?;
+    let accounts = response.accounts.iter().map(AccountView::from).collect::<Vec<_>>();
+    let next = match response.next_timestamp {
+        0 => Next::default(),
+        at => Next::at(at, range.desc),
+    };
+    out.emit(&AccountsPage { accounts, next }, |page| {
+        let table = if page.accounts.is_empty() { String::new() } else { accounts_table(&page.accounts).render() };
+        table + &page.next.hint()
+    })
+}
+
 /// `coffer trial-balance`
 pub async fn trial_balance(conn: &Conn, out: Out, args: TrialBalanceArgs) -> Result<(), CliError> {
-    let message = proto::TrialBalanceRequest { ledger: args.ledger, stale: conn.stale(), amount_unit: DECIMAL };
+    let message = proto::TrialBalanceRequest {
+        ledger: args.ledger,
+        stale: conn.stale(),
+        amount_unit: DECIMAL,
+        as_of: args.as_of.unwrap_or(0),
+    };
     let response = conn
         .call("TrialBalance", message, |mut client, request| async move { client.trial_balance(request).await })
         .await?;

@@ -172,6 +172,8 @@ pub struct TrialBalanceView {
     pub codes: Vec<CodeTotalsView>,
     pub total: TotalsView,
     pub balanced: bool,
+    /// The time it stood at (`0`: now).
+    pub as_of: u64,
     pub node_id: u64,
     pub applied_index: u64,
 }
@@ -188,6 +190,7 @@ impl From<&proto::TrialBalanceResponse> for TrialBalanceView {
                 .collect(),
             total: TotalsView::from(response.total.as_ref()),
             balanced: response.balanced,
+            as_of: response.as_of,
             node_id: served.node_id,
             applied_index: served.applied_index,
         }
@@ -206,6 +209,12 @@ pub struct ChangeView {
     pub account: Option<AccountView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transfer: Option<TransferView>,
+    /// A transfer's debit account's balances right after it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub debit_account_balance: Option<BalanceView>,
+    /// Its credit account's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credit_account_balance: Option<BalanceView>,
 }
 
 impl From<&proto::Change> for ChangeView {
@@ -217,6 +226,8 @@ impl From<&proto::Change> for ChangeView {
             ledger: change.ledger.as_ref().map(LedgerView::from),
             account: change.account.as_ref().map(AccountView::from),
             transfer: change.transfer.as_ref().map(TransferView::from),
+            debit_account_balance: change.debit_account_balance.as_ref().map(BalanceView::from),
+            credit_account_balance: change.credit_account_balance.as_ref().map(BalanceView::from),
         }
     }
 }
@@ -464,8 +475,12 @@ pub fn trial_balance_text(trial: &TrialBalanceView) -> String {
     }
     table.row(cells("TOTAL".into(), &trial.total));
     let verdict = if trial.balanced { "BALANCED" } else { "NOT BALANCED" };
+    let as_of = match trial.as_of {
+        0 => String::new(),
+        at => format!(" as of {}", super::parse::format_timestamp(at)),
+    };
     format!(
-        "ledger {} (node {}, applied index {})\n{}{verdict}\n",
+        "ledger {}{as_of} (node {}, applied index {})\n{}{verdict}\n",
         trial.ledger,
         trial.node_id,
         trial.applied_index,

@@ -1,0 +1,129 @@
+//! Secondary indexes of accounts and transfers by their fields, for
+//! `query_accounts` and `query_transfers`.
+//!
+//! Each index maps `(field, value, timestamp)` to a record id; a record's
+//! timestamp is unique, so an index is a list of records in time order per
+//! field value. A query with several fields walks their lists together
+//! (each step seeks every list to the latest candidate timestamp; a
+//! timestamp all lists hold is a match), as TigerBeetle's query does.
+//!
+//! Every account and transfer is indexed by ledger, code and kind; by each
+//! `user_data` field only when it is not zero (zero means "not set", and a
+//! query cannot ask for it).
+
+use crate::model::{Account, Transfer};
+
+/// The records an index lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Indexed {
+    /// Accounts, by creation timestamp.
+    Accounts,
+    /// Transfers, by timestamp.
+    Transfers,
+}
+
+/// A field and value that an index lists records by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum IndexField {
+    /// The ledger id.
+    Ledger(u32),
+    /// The code.
+    Code(u16),
+    /// The kind's code.
+    Kind(u8),
+    /// `user_data_128`.
+    UserData128(u128),
+    /// `user_data_64`.
+    UserData64(u64),
+    /// `user_data_32`.
+    UserData32(u32),
+}
+
+/// One index: the records of one kind with one field value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IndexKey {
+    /// Which records.
+    pub records: Indexed,
+    /// Which field value.
+    pub field: IndexField,
+}
+
+/// Bytes of the longest encoded [`IndexKey`] (a `user_data_128` one).
+pub const INDEX_KEY_SIZE_MAX: usize = 2 + 16;
+
+impl IndexKey {
+    /// Appends the key's fixed encoding: records tag, field tag, value
+    /// (big-endian). A store appends the timestamp (8 bytes, big-endian) to
+    /// make the entry's key, so one index is one contiguous key range.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.push(match self.records {
+            Indexed::Accounts => b'a',
+            Indexed::Transfers => b't',
+        });
+        match self.field {
+            IndexField::Ledger(value) => {
+                out.push(1);
+                out.extend_from_slice(&value.to_be_bytes());
+            }
+            IndexField::Code(value) => {
+                out.push(2);
+                out.extend_from_slice(&value.to_be_bytes());
+            }
+            IndexField::Kind(value) => {
+                out.push(3);
+                out.push(value);
+            }
+            IndexField::UserData128(value) => {
+                out.push(4);
+                out.extend_from_slice(&value.to_be_bytes());
+            }
+            IndexField::UserData64(value) => {
+                out.push(5);
+                out.extend_from_slice(&value.to_be_bytes());
+            }
+            IndexField::UserData32(value) => {
+                out.push(6);
+                out.extend_from_slice(&value.to_be_bytes());
+            }
+        }
+    }
+}
+
+/// An entry of an index: a record's timestamp and id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IndexEntry {
+    /// The record's timestamp.
+    pub timestamp: u64,
+    /// The record's id (an account or transfer id).
+    pub id: u128,
+}
+
+/// The fields a record is indexed by: ledger, code, kind, and each non-zero
+/// `user_data` field.
+fn fields(ledger: u32, code: u16, kind: u8, user_data: (u128, u64, u32)) -> impl Iterator<Item = IndexField> {
+    let (user_data_128, user_data_64, user_data_32) = user_data;
+    [
+        Some(IndexField::Ledger(ledger)),
+        Some(IndexField::Code(code)),
+        Some(IndexField::Kind(kind)),
+        (user_data_128 != 0).then_some(IndexField::UserData128(user_data_128)),
+        (user_data_64 != 0).then_some(IndexField::UserData64(user_data_64)),
+        (user_data_32 != 0).then_some(IndexField::UserData32(user_data_32)),
+    ]
+    .into_iter()
+    .flatten()
+}
+
+/// The index keys a transfer is listed under.
+pub fn transfer_index_keys(transfer: &Transfer) -> impl Iterator<Item = IndexKey> {
+    let user_data = (transfer.user_data_128, transfer.user_data_64, transfer.user_data_32);
+    fields(transfer.ledger.0, transfer.code, transfer.kind.code(), user_data)
+        .map(|field| IndexKey { records: Indexed::Transfers, field })
+}
+
+/// The index keys an account is listed under.
+pub fn account_index_keys(account: &Account) -> impl Iterator<Item = IndexKey> {
+    let user_data = (account.user_data_128, account.user_data_64, account.user_data_32);
+    fields(account.ledger.0, account.code, account.kind.code(), user_data)
+        .map(|field| IndexKey { records: Indexed::Accounts, field })
+}
