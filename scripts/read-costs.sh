@@ -36,7 +36,12 @@ mkdir -p "$DIR"
 say "uptime: $(uptime)"
 coffer dev --dr --no-sample --data-dir "$DIR/cluster" >"$DIR/dev.log" 2>&1 &
 DEV=$!
-trap 'kill "$DEV" 2>/dev/null; wait "$DEV" 2>/dev/null || true' EXIT
+stop_cluster() {
+    kill -INT "$DEV" 2>/dev/null || true
+    wait "$DEV" 2>/dev/null || true
+    pkill -f -- "$DIR/cluster" 2>/dev/null || true
+}
+trap stop_cluster EXIT
 for _ in $(seq 1 120); do
     if coffer --addresses "$PRIMARY" status >/dev/null 2>&1 && coffer --addresses "$STANDBY" status >/dev/null 2>&1; then
         break
@@ -49,7 +54,7 @@ terms() {
 import json, sys
 nodes = json.load(sys.stdin)
 nodes = nodes.get("nodes", nodes) if isinstance(nodes, dict) else nodes
-print(" ".join(f"{n.get(\"node_id\")}:{n.get(\"term\")}" for n in sorted(nodes, key=lambda n: n.get("node_id", 0))))'
+print(" ".join(str(n["node_id"]) + ":" + str(n["term"]) for n in sorted(nodes, key=lambda n: n["node_id"])))'
 }
 
 say "loading $TRANSFERS transfers into the primary (the standby ships them)"

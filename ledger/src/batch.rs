@@ -303,6 +303,7 @@ impl<'s, S: Store + ?Sized> Batch<'s, S> {
     /// `first_timestamp ..= last_timestamp` are the batch's event timestamps.
     pub(crate) fn into_write_set(mut self, first_timestamp: u64, last_timestamp: u64) -> Result<WriteSet, StoreError> {
         let mut digest = DigestSum::ZERO;
+        let mut element = Vec::with_capacity(256);
         let mut totals = FxHashMap::<(LedgerId, u16), CodeTotals>::default();
         // Sized up front: collecting a filtered iterator would grow (and
         // copy) the vector step by step, which cost a fifth of a batch.
@@ -321,12 +322,12 @@ impl<'s, S: Store + ?Sized> Batch<'s, S> {
                 Some(original) => {
                     debug_assert_eq!((original.ledger, original.code), key, "ledger and code never change");
                     code_totals.sub(&original.balances());
-                    digest.remove(Record::Account(original));
+                    digest.remove_with(Record::Account(original), &mut element);
                 }
                 None => code_totals.accounts += 1,
             }
             code_totals.add(&account.balances());
-            digest.add(Record::Account(&account));
+            digest.add_with(Record::Account(&account), &mut element);
             accounts.push(account);
         }
         let mut pending = Vec::with_capacity(self.pending_dirty.len());
@@ -335,16 +336,16 @@ impl<'s, S: Store + ?Sized> Batch<'s, S> {
             // A transfer created by this batch had no status before it.
             if !self.transfer_index.contains_key(id) {
                 if let Some(original) = self.store.pending_status(*id)? {
-                    digest.remove(Record::Pending(*id, &original));
+                    digest.remove_with(Record::Pending(*id, &original), &mut element);
                 }
             }
-            digest.add(Record::Pending(*id, &status));
+            digest.add_with(Record::Pending(*id, &status), &mut element);
             pending.push((*id, status));
         }
-        self.ledgers.iter().for_each(|ledger| digest.add(Record::Ledger(ledger)));
-        self.transfers.iter().for_each(|transfer| digest.add(Record::Transfer(transfer)));
-        self.failures.iter().for_each(|(id, result)| digest.add(Record::Failure(*id, *result)));
-        self.changes.iter().for_each(|change| digest.add(Record::Change(change)));
+        self.ledgers.iter().for_each(|ledger| digest.add_with(Record::Ledger(ledger), &mut element));
+        self.transfers.iter().for_each(|transfer| digest.add_with(Record::Transfer(transfer), &mut element));
+        self.failures.iter().for_each(|(id, result)| digest.add_with(Record::Failure(*id, *result), &mut element));
+        self.changes.iter().for_each(|change| digest.add_with(Record::Change(change), &mut element));
         let mut totals: Vec<CodeTotals> = totals.into_values().collect();
         totals.sort_unstable_by_key(|totals| (totals.ledger, totals.code));
         Ok(WriteSet {

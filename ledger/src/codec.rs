@@ -18,12 +18,13 @@ pub const ACCOUNT_SIZE: usize = 125;
 pub const TRANSFER_SIZE: usize = 129;
 /// Bytes of an encoded [`PendingStatus`].
 pub const PENDING_STATUS_SIZE: usize = 9;
-/// Bytes of an encoded [`Balances`].
-pub const BALANCES_SIZE: usize = 64;
+/// Bytes of the longest encoded [`Balances`]: four `u128` varints of at
+/// most 19 bytes (most balances take 4 to 8 bytes each).
+pub const BALANCES_SIZE_MAX: usize = 4 * 19;
 /// Bytes of the longest encoded [`Change`] (a transfer creation or expiry,
 /// with both accounts' balances); a ledger creation takes 5, an account
 /// creation 18.
-pub const CHANGE_SIZE_MAX: usize = 17 + 2 * BALANCES_SIZE;
+pub const CHANGE_SIZE_MAX: usize = 17 + 2 * BALANCES_SIZE_MAX;
 /// Bytes of an encoded [`CodeTotals`] value (without ledger and code, which
 /// a store keeps in the key).
 pub const CODE_TOTALS_SIZE: usize = 8 + 4 * 24;
@@ -212,7 +213,8 @@ pub fn decode_pending_status(bytes: &[u8]) -> Result<PendingStatus, DecodeError>
 /// id as 4 bytes, an account or transfer id as 16), then for an account
 /// creation whether the account was created closed (1) or not (0), and for
 /// a transfer created or expired the debit then the credit account's
-/// balances after it (64 bytes each; a change without them writes zeros).
+/// balances after it (see [`encode_balances`]; a change without them
+/// writes zeros).
 /// Each kind carries only what it needs: this record is written once per
 /// event.
 pub fn encode_change(change: &Change, out: &mut Vec<u8>) {
@@ -232,20 +234,56 @@ pub fn encode_change(change: &Change, out: &mut Vec<u8>) {
     }
 }
 
-/// Appends the four balances, 16 bytes each.
+/// Appends the four balances, each an unsigned LEB128 varint (7 bits a
+/// byte, least significant first): a change is written once per event, and
+/// a balance rarely needs more than 8 of the 16 bytes of a `u128`.
 pub fn encode_balances(balances: &Balances, out: &mut Vec<u8>) {
     for sum in [balances.debits_pending, balances.debits_posted, balances.credits_pending, balances.credits_posted] {
-        out.extend_from_slice(&sum.to_be_bytes());
+        let mut value = sum;
+        while value >= 0x80 {
+            out.push((value as u8) | 0x80);
+            value >>= 7;
+        }
+        out.push(value as u8);
     }
 }
 
-fn read_balances(r: &mut Reader<'_>) -> Balances {
-    Balances { debits_pending: r.u128(), debits_posted: r.u128(), credits_pending: r.u128(), credits_posted: r.u128() }
+/// Reads one `u128` varint from the front of `bytes`, moving past it.
+fn read_varint_u128(bytes: &mut &[u8]) -> Option<u128> {
+    let mut value = 0u128;
+    for shift in (0..128).step_by(7) {
+        let (&byte, rest) = bytes.split_first()?;
+        *bytes = rest;
+        let bits = u128::from(byte & 0x7f);
+        // The last of 19 bytes holds 2 bits; more would overflow.
+        if shift == 126 && bits > 0b11 {
+            return None;
+        }
+        value |= bits << shift;
+        if byte & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
 }
 
-/// Decodes balances written by [`encode_balances`].
+/// Reads balances written by [`encode_balances`] from the front of `bytes`.
+fn read_balances(bytes: &mut &[u8]) -> Option<Balances> {
+    Some(Balances {
+        debits_pending: read_varint_u128(bytes)?,
+        debits_posted: read_varint_u128(bytes)?,
+        credits_pending: read_varint_u128(bytes)?,
+        credits_posted: read_varint_u128(bytes)?,
+    })
+}
+
+/// Decodes balances written by [`encode_balances`] (nothing may follow).
 pub fn decode_balances(bytes: &[u8]) -> Result<Balances, DecodeError> {
-    Ok(read_balances(&mut reader("balances", bytes, BALANCES_SIZE)?))
+    let mut rest = bytes;
+    match read_balances(&mut rest) {
+        Some(balances) if rest.is_empty() => Ok(balances),
+        _ => Err(DecodeError::InvalidField { record: "balances", field: "varint", value: bytes.len() as u64 }),
+    }
 }
 
 /// Appends a code's totals, without ledger and code: accounts (8 bytes),
@@ -316,9 +354,14 @@ pub fn decode_change(timestamp: u64, bytes: &[u8]) -> Result<Change, DecodeError
             ChangeKind::AccountCreated { id, closed }
         }
         3 | 4 => {
-            let mut r = length(CHANGE_SIZE_MAX)?;
-            let id = TransferId(r.u128());
-            let balances = TransferBalances { debit: read_balances(&mut r), credit: read_balances(&mut r) };
+            let (id, mut tail) =
+                rest.split_at_checked(16).ok_or(DecodeError::Length { record, expected: 17, actual: bytes.len() })?;
+            let id = TransferId(u128::from_be_bytes(id.try_into().unwrap_or_default()));
+            let (debit, credit) = (read_balances(&mut tail), read_balances(&mut tail));
+            let (Some(debit), Some(credit), true) = (debit, credit, tail.is_empty()) else {
+                return Err(DecodeError::InvalidField { record, field: "balances", value: bytes.len() as u64 });
+            };
+            let balances = TransferBalances { debit, credit };
             let kind = if code == 3 { ChangeKind::TransferCreated(id) } else { ChangeKind::PendingExpired(id) };
             return Ok(Change { timestamp, kind, balances: Some(balances) });
         }
@@ -463,9 +506,11 @@ mod tests {
             let change = Change { timestamp: 77, kind, balances };
             let mut bytes = Vec::new();
             encode_change(&change, &mut bytes);
-            assert_eq!(bytes.len(), size, "{kind:?}");
+            assert!(bytes.len() <= size, "{kind:?}");
             assert_eq!(decode_change(77, &bytes), Ok(change));
-            assert!(decode_change(77, &bytes[..size - 1]).is_err(), "{kind:?} cut short");
+            assert!(decode_change(77, &bytes[..bytes.len() - 1]).is_err(), "{kind:?} cut short");
+            bytes.push(0);
+            assert!(decode_change(77, &bytes).is_err(), "{kind:?} with a byte too many");
         }
     }
 
@@ -490,6 +535,20 @@ mod tests {
             Err(DecodeError::InvalidField { record: "change", field: "closed", value: 2 })
         );
         assert_eq!(decode_change(1, &[]), Err(DecodeError::Length { record: "change", expected: 1, actual: 0 }));
+    }
+
+    #[test]
+    fn balances_take_a_varint_each_and_refuse_one_past_u128() {
+        let balances =
+            Balances { debits_pending: 0, debits_posted: 127, credits_pending: 128, credits_posted: u128::MAX };
+        let mut bytes = Vec::new();
+        encode_balances(&balances, &mut bytes);
+        assert_eq!(bytes.len(), 1 + 1 + 2 + 19);
+        assert_eq!(decode_balances(&bytes), Ok(balances));
+        // u128::MAX's last byte holds two bits: three is past it.
+        let last = bytes.len() - 1;
+        bytes[last] = 0b111;
+        assert!(decode_balances(&bytes).is_err());
     }
 
     #[test]

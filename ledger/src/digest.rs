@@ -146,6 +146,16 @@ impl DigestSum {
     pub fn remove(&mut self, record: Record<'_>) {
         *self = self.minus(record.hash());
     }
+
+    /// [`Self::add`], encoding into `buffer` (no allocation per record).
+    pub fn add_with(&mut self, record: Record<'_>, buffer: &mut Vec<u8>) {
+        *self = self.plus(record.hash_with(buffer));
+    }
+
+    /// [`Self::remove`], encoding into `buffer`.
+    pub fn remove_with(&mut self, record: Record<'_>, buffer: &mut Vec<u8>) {
+        *self = self.minus(record.hash_with(buffer));
+    }
 }
 
 /// One record of the state, as the digest sees it.
@@ -169,24 +179,29 @@ impl Record<'_> {
     /// SHA-256 of the record's element (tag, then encoding), as a term of
     /// the digest sum.
     pub fn hash(self) -> DigestSum {
-        let mut element = Vec::with_capacity(192);
+        self.hash_with(&mut Vec::with_capacity(192))
+    }
+
+    /// [`Self::hash`], encoding the element into `element` (cleared first).
+    pub fn hash_with(self, element: &mut Vec<u8>) -> DigestSum {
+        element.clear();
         match self {
             Self::Ledger(ledger) => {
                 element.push(b'L');
-                encode_ledger(ledger, &mut element);
+                encode_ledger(ledger, element);
             }
             Self::Account(account) => {
                 element.push(b'A');
-                encode_account(account, &mut element);
+                encode_account(account, element);
             }
             Self::Transfer(transfer) => {
                 element.push(b'T');
-                encode_transfer(transfer, &mut element);
+                encode_transfer(transfer, element);
             }
             Self::Pending(id, status) => {
                 element.push(b'P');
                 element.extend_from_slice(&id.0.to_be_bytes());
-                encode_pending_status(status, &mut element);
+                encode_pending_status(status, element);
             }
             Self::Failure(id, result) => {
                 element.push(b'F');
@@ -196,10 +211,10 @@ impl Record<'_> {
             Self::Change(change) => {
                 element.push(b'C');
                 element.extend_from_slice(&change.timestamp.to_be_bytes());
-                encode_change(change, &mut element);
+                encode_change(change, element);
             }
         }
-        DigestSum::from_bytes(Sha256::digest(&element).into())
+        DigestSum::from_bytes(Sha256::digest(element.as_slice()).into())
     }
 }
 

@@ -1,9 +1,10 @@
 //! Secondary indexes of accounts and transfers by their fields, for
 //! `query_accounts` and `query_transfers`.
 //!
-//! Each index maps `(field, value, timestamp)` to a record id; a record's
-//! timestamp is unique, so an index is a list of records in time order per
-//! field value. A query with several fields walks their lists together
+//! Each index is a set of `(field, value, timestamp)`; a record's timestamp
+//! is unique and the change log maps it to the record's id, so an index is
+//! a list of records in time order per field value, and an entry holds
+//! nothing but its key. A query with several fields walks their lists together
 //! (each step seeks every list to the latest candidate timestamp; a
 //! timestamp all lists hold is a match), as TigerBeetle's query does.
 //!
@@ -60,42 +61,30 @@ impl IndexKey {
             Indexed::Accounts => b'a',
             Indexed::Transfers => b't',
         });
+        out.push(self.field.tag());
         match self.field {
-            IndexField::Ledger(value) => {
-                out.push(1);
-                out.extend_from_slice(&value.to_be_bytes());
-            }
-            IndexField::Code(value) => {
-                out.push(2);
-                out.extend_from_slice(&value.to_be_bytes());
-            }
-            IndexField::Kind(value) => {
-                out.push(3);
-                out.push(value);
-            }
-            IndexField::UserData128(value) => {
-                out.push(4);
-                out.extend_from_slice(&value.to_be_bytes());
-            }
-            IndexField::UserData64(value) => {
-                out.push(5);
-                out.extend_from_slice(&value.to_be_bytes());
-            }
-            IndexField::UserData32(value) => {
-                out.push(6);
-                out.extend_from_slice(&value.to_be_bytes());
-            }
+            IndexField::Ledger(value) => out.extend_from_slice(&value.to_be_bytes()),
+            IndexField::Code(value) => out.extend_from_slice(&value.to_be_bytes()),
+            IndexField::Kind(value) => out.push(value),
+            IndexField::UserData128(value) => out.extend_from_slice(&value.to_be_bytes()),
+            IndexField::UserData64(value) => out.extend_from_slice(&value.to_be_bytes()),
+            IndexField::UserData32(value) => out.extend_from_slice(&value.to_be_bytes()),
         }
     }
 }
 
-/// An entry of an index: a record's timestamp and id.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct IndexEntry {
-    /// The record's timestamp.
-    pub timestamp: u64,
-    /// The record's id (an account or transfer id).
-    pub id: u128,
+impl IndexField {
+    /// The field's tag in an encoded key: 1 (ledger) to 6 (`user_data_32`).
+    pub const fn tag(&self) -> u8 {
+        match self {
+            Self::Ledger(_) => 1,
+            Self::Code(_) => 2,
+            Self::Kind(_) => 3,
+            Self::UserData128(_) => 4,
+            Self::UserData64(_) => 5,
+            Self::UserData32(_) => 6,
+        }
+    }
 }
 
 /// The fields a record is indexed by: ledger, code, kind, and each non-zero

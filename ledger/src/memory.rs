@@ -11,7 +11,7 @@ use rustc_hash::FxHashMap;
 
 use crate::digest::DigestSum;
 use crate::ids::{AccountId, LedgerId, TransferId};
-use crate::index::{account_index_keys, transfer_index_keys, IndexEntry, IndexKey};
+use crate::index::{account_index_keys, transfer_index_keys, IndexKey};
 use crate::model::{
     Account, AccountBalance, AccountTransfer, Change, CodeTotals, Ledger, PendingState, PendingStatus, Side,
     TotalsEntry, Transfer,
@@ -41,7 +41,7 @@ pub struct MemoryStore {
     digest_sum: DigestSum,
     totals: BTreeMap<(LedgerId, u16), CodeTotals>,
     totals_history: BTreeMap<(LedgerId, u16, u64), TotalsEntry>,
-    index: BTreeMap<(IndexKey, u64), u128>,
+    index: BTreeSet<(IndexKey, u64)>,
 }
 
 /// An append-only vector kept in fixed-size chunks, so growing it never moves
@@ -307,13 +307,13 @@ impl Store for MemoryStore {
         timestamp_min: u64,
         timestamp_max: u64,
         reversed: bool,
-    ) -> Result<Option<IndexEntry>, StoreError> {
+    ) -> Result<Option<u64>, StoreError> {
         if timestamp_min > timestamp_max {
             return Ok(None);
         }
         let mut range = self.index.range((*key, timestamp_min)..=(*key, timestamp_max));
         let found = if reversed { range.next_back() } else { range.next() };
-        Ok(found.map(|((_, timestamp), id)| IndexEntry { timestamp: *timestamp, id: *id }))
+        Ok(found.map(|(_, timestamp)| *timestamp))
     }
 }
 
@@ -367,12 +367,12 @@ impl StoreMut for MemoryStore {
         }
         for transfer in &write_set.transfers {
             for key in transfer_index_keys(transfer) {
-                self.index.insert((key, transfer.timestamp), transfer.id.0);
+                self.index.insert((key, transfer.timestamp));
             }
         }
         for account in write_set.accounts.iter().filter(|account| account.timestamp >= write_set.first_timestamp) {
             for key in account_index_keys(account) {
-                self.index.insert((key, account.timestamp), account.id.0);
+                self.index.insert((key, account.timestamp));
             }
         }
         Ok(())

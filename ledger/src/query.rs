@@ -8,7 +8,7 @@ use rustc_hash::FxHashMap;
 
 use crate::flags::AccountFlags;
 use crate::ids::{AccountId, LedgerId, TransferId};
-use crate::index::{IndexEntry, IndexField, IndexKey, Indexed};
+use crate::index::{IndexField, IndexKey, Indexed};
 use crate::model::{
     Account, AccountBalance, Change, ChangeKind, ChangedRecord, CodeTotals, ResolvedChange, Total, Transfer,
     TransferKind, BATCH_EVENTS_MAX,
@@ -531,49 +531,48 @@ impl Window {
 }
 
 /// Walks the indexes `keys` together from the front of `window` and returns
-/// the entries all of them hold (at most `limit`), and where to go on. Each
-/// step seeks one index to the current candidate timestamp; an index that
-/// answers later moves the candidate, and a candidate that every index
+/// the timestamps all of them hold (at most `limit`), and where to go on.
+/// Each step seeks one index to the current candidate timestamp; an index
+/// that answers later moves the candidate, and a candidate that every index
 /// holds is a match. At most [`QUERY_SEEKS_MAX`] seeks.
 fn intersect<S: Store + ?Sized>(
     store: &S,
     keys: &[IndexKey],
     mut window: Window,
     limit: usize,
-) -> Result<(Vec<IndexEntry>, u64), QueryError> {
+) -> Result<(Vec<u64>, u64), QueryError> {
     let mut found = Vec::new();
     let mut seeks = 0;
     'walk: loop {
         let mut agreed = 0;
         let mut index = 0;
-        let mut candidate = IndexEntry { timestamp: window.front(), id: 0 };
         while agreed < keys.len() {
             if seeks == QUERY_SEEKS_MAX {
                 return Ok((found, window.front()));
             }
             seeks += 1;
             let Some(key) = keys.get(index) else { break };
-            let Some(entry) = store.index_seek(key, window.low, window.high, window.reversed)? else {
+            let Some(timestamp) = store.index_seek(key, window.low, window.high, window.reversed)? else {
                 break 'walk;
             };
-            if entry.timestamp == window.front() {
+            if timestamp == window.front() {
                 agreed += 1;
             } else {
                 agreed = 1;
                 window = match window.reversed {
-                    true => Window { high: entry.timestamp, ..window },
-                    false => Window { low: entry.timestamp, ..window },
+                    true => Window { high: timestamp, ..window },
+                    false => Window { low: timestamp, ..window },
                 };
             }
-            candidate = entry;
             index = (index + 1) % keys.len();
         }
+        let candidate = window.front();
         if found.len() == limit {
             // One match past the page: the next page starts at it.
-            return Ok((found, candidate.timestamp));
+            return Ok((found, candidate));
         }
         found.push(candidate);
-        match window.after(candidate.timestamp) {
+        match window.after(candidate) {
             Some(rest) => window = rest,
             None => break,
         }
@@ -581,21 +580,40 @@ fn intersect<S: Store + ?Sized>(
     Ok((found, 0))
 }
 
-/// The records a filter selects, as index entries: from the indexes when
-/// it sets a field, else from the change log (a time range only, whose
-/// creations of `records` are the entries). Stops at `limit` records, at
-/// one past them (whose timestamp is where the next page starts), or after
-/// [`QUERY_SEEKS_MAX`] steps (the next page starts where it stopped).
+/// The records a filter selects, as `(timestamp, id)`: from the indexes
+/// when it sets a field (the change log names each match's id), else from
+/// the change log alone (a time range only, whose creations of `records`
+/// are the matches). Stops at `limit` records, at one past them (whose
+/// timestamp is where the next page starts), or after [`QUERY_SEEKS_MAX`]
+/// steps (the next page starts where it stopped).
 fn select<S: Store + ?Sized>(
     store: &S,
     filter: &QueryFilter,
     records: Indexed,
-) -> Result<(Vec<IndexEntry>, u64), QueryError> {
+) -> Result<(Vec<(u64, u128)>, u64), QueryError> {
     let keys = filter.keys(records);
     let window = Window::of(filter);
     let limit = filter.limit as usize;
     if !keys.is_empty() {
-        return intersect(store, &keys, window, limit);
+        let (timestamps, next) = intersect(store, &keys, window, limit)?;
+        let mut found = Vec::with_capacity(timestamps.len());
+        for timestamp in timestamps {
+            let change = store.changes(&ChangeFilter {
+                timestamp_min: timestamp,
+                timestamp_max: timestamp,
+                limit: 1,
+                reversed: false,
+            })?;
+            let id = change.first().and_then(|change| created_id(records, change.kind)).ok_or_else(|| {
+                QueryError::Store(StoreError::Inconsistent {
+                    detail: format!(
+                        "an index lists {records:?} at {timestamp}, where the change log has no such creation"
+                    ),
+                })
+            })?;
+            found.push((timestamp, id));
+        }
+        return Ok((found, next));
     }
     let mut found = Vec::new();
     let mut window = Some(window);
@@ -613,15 +631,11 @@ fn select<S: Store + ?Sized>(
         for change in &changes {
             examined += 1;
             window = range.after(change.timestamp);
-            let id = match (records, change.kind) {
-                (Indexed::Transfers, ChangeKind::TransferCreated(id)) => id.0,
-                (Indexed::Accounts, ChangeKind::AccountCreated { id, .. }) => id.0,
-                _ => continue,
-            };
+            let Some(id) = created_id(records, change.kind) else { continue };
             if found.len() == limit {
                 return Ok((found, change.timestamp));
             }
-            found.push(IndexEntry { timestamp: change.timestamp, id });
+            found.push((change.timestamp, id));
         }
         if changes.len() < SCAN_PAGE_CHANGES as usize {
             // A short page: the store holds nothing more in the range.
@@ -631,6 +645,15 @@ fn select<S: Store + ?Sized>(
     Ok((found, 0))
 }
 
+/// The id of the record of kind `records` a change created, if it created one.
+fn created_id(records: Indexed, kind: ChangeKind) -> Option<u128> {
+    match (records, kind) {
+        (Indexed::Transfers, ChangeKind::TransferCreated(id)) => Some(id.0),
+        (Indexed::Accounts, ChangeKind::AccountCreated { id, .. }) => Some(id.0),
+        _ => None,
+    }
+}
+
 /// The transfers that match `query`, from the secondary indexes of the
 /// fields it sets (intersected) or, for a time range alone, from the change
 /// log; oldest or newest first, at most `limit`, with a continuation.
@@ -638,10 +661,10 @@ pub fn query_transfers<S: Store + ?Sized>(store: &S, query: &QueryFilter) -> Res
     query.check(&TransferKind::ALL.map(TransferKind::code))?;
     let (entries, next_timestamp) = select(store, query, Indexed::Transfers)?;
     let mut records = Vec::with_capacity(entries.len());
-    for entry in entries {
-        let transfer = store.transfer(TransferId(entry.id))?.ok_or_else(|| {
+    for (timestamp, id) in entries {
+        let transfer = store.transfer(TransferId(id))?.ok_or_else(|| {
             QueryError::Store(StoreError::Inconsistent {
-                detail: format!("an index lists transfer {} at {}, which does not exist", entry.id, entry.timestamp),
+                detail: format!("the change log lists transfer {id} at {timestamp}, which does not exist"),
             })
         })?;
         debug_assert!(query.matches(&transfer), "an index entry matches its fields");
@@ -656,10 +679,10 @@ pub fn query_accounts<S: Store + ?Sized>(store: &S, query: &QueryFilter) -> Resu
     query.check(&crate::AccountKind::ALL.map(crate::AccountKind::code))?;
     let (entries, next_timestamp) = select(store, query, Indexed::Accounts)?;
     let mut records = Vec::with_capacity(entries.len());
-    for entry in entries {
-        let account = store.account(AccountId(entry.id))?.ok_or_else(|| {
+    for (timestamp, id) in entries {
+        let account = store.account(AccountId(id))?.ok_or_else(|| {
             QueryError::Store(StoreError::Inconsistent {
-                detail: format!("an index lists account {} at {}, which does not exist", entry.id, entry.timestamp),
+                detail: format!("the change log lists account {id} at {timestamp}, which does not exist"),
             })
         })?;
         records.push(account);

@@ -8,7 +8,7 @@
 
 use crate::digest::DigestSum;
 use crate::ids::{AccountId, LedgerId, TransferId};
-use crate::index::{IndexEntry, IndexKey};
+use crate::index::IndexKey;
 use crate::model::{
     Account, AccountBalance, AccountTransfer, Change, CodeTotals, Ledger, PendingStatus, Side, TotalsEntry, Transfer,
 };
@@ -237,15 +237,15 @@ pub trait Store {
         timestamp: u64,
     ) -> Result<(Option<TotalsEntry>, Option<TotalsEntry>), StoreError>;
 
-    /// The first entry of index `key` with `timestamp_min <= timestamp <=
-    /// timestamp_max` (the last one if `reversed`).
+    /// The timestamp of the first entry of index `key` with `timestamp_min
+    /// <= timestamp <= timestamp_max` (the last one if `reversed`).
     fn index_seek(
         &self,
         key: &IndexKey,
         timestamp_min: u64,
         timestamp_max: u64,
         reversed: bool,
-    ) -> Result<Option<IndexEntry>, StoreError>;
+    ) -> Result<Option<u64>, StoreError>;
 }
 
 /// A [`Store`] that the state machine can also write: a node's live state,

@@ -44,7 +44,7 @@ pub const CF_TOTALS: &str = "totals";
 /// (u64) → the batch's first timestamp and the totals after it.
 pub const CF_TOTALS_HISTORY: &str = "totals_history";
 /// Secondary indexes: index key (records, field, value; 3 to 18 bytes) ++
-/// timestamp (u64) → record id (u128).
+/// timestamp (u64) → nothing (the change log names the record at a timestamp).
 pub const CF_INDEX: &str = "index";
 /// Node metadata: format, applied index, last event timestamp, snapshot install marker.
 pub const CF_META: &str = "meta";

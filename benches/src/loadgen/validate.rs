@@ -16,7 +16,7 @@
 //! acknowledged write.
 
 use coffer_api::client::Client;
-use coffer_ledger::{Account, AccountFlags, BalanceTotals, Transfer, BATCH_EVENTS_MAX};
+use coffer_ledger::{Account, BalanceTotals, Transfer, BATCH_EVENTS_MAX};
 
 use super::error::BenchError;
 use super::expected::{Balances, Expected};
@@ -153,7 +153,7 @@ pub fn compare_account(created: &Account, expected: Balances, stored: Option<&Ac
         return Some(format!("account {} is not found", created.id));
     };
     let shape = (stored.ledger, stored.code, stored.kind, stored.flags);
-    if shape != (created.ledger, created.code, created.kind, AccountFlags::NONE) {
+    if shape != (created.ledger, created.code, created.kind, created.flags) {
         return Some(format!("account {}: created {created:?}, stored {stored:?}", created.id));
     }
     let balances = Balances {
