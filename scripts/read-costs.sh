@@ -2,10 +2,11 @@
 # Whole-state reads on a large ledger, while payments go on (issue 15's
 # "done when"): a release `coffer dev --dr` (a primary region and its
 # standby, three nodes each) is loaded with TRANSFERS transfers; then a
-# probe load of PROBE_RATE transfers/s in batches of 100 runs twice for
-# PROBE_SECONDS, once alone and once while `read_costs` times both regions'
+# probe load of PROBE_RATE transfers/s in batches of 100 runs three times
+# for PROBE_SECONDS: alone, while `read_costs` times both regions'
 # digests, the trial balance now and as of a past time, an account's
-# balance as of that time and indexed queries (each bounded by BOUND_MS).
+# balance as of that time and indexed queries (each bounded by BOUND_MS),
+# and alone again.
 # The script reports the probe's p99 both times, the Raft terms before and
 # after (a leader change raises one), and last the write pause of a
 # planned switchover on that state.
@@ -22,6 +23,7 @@ PROBE_RATE=${PROBE_RATE:-2000}
 PROBE_SECONDS=${PROBE_SECONDS:-60}
 BOUND_MS=${BOUND_MS:-50}
 PAUSE_MS_MAX=${PAUSE_MS_MAX:-1000}
+SETTLE_SECONDS=${SETTLE_SECONDS:-90}
 BIN=${CARGO_TARGET_DIR:-$HOME/.cache/coffer-target}/release
 DIR=${DIR:-data/read-costs}
 PRIMARY=127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103
@@ -76,6 +78,8 @@ except Exception:
     sleep 1
 done
 du -sh "$DIR/cluster" | sed 's/^/disk: /'
+say "letting the load's flushes and compactions settle (${SETTLE_SECONDS}s)"
+sleep "$SETTLE_SECONDS"
 
 probe() {
     coffer bench --addresses "$PRIMARY" --rate "$PROBE_RATE" --batch-size 100 --clients 2 \
@@ -98,6 +102,8 @@ P99_READS=$(probe 3)
 READS_OK=0
 wait "$READS" || READS_OK=$?
 cat "$DIR/reads.txt"
+say "probe alone again"
+P99_AFTER=$(probe 4)
 TERMS_AFTER="primary $(terms "$PRIMARY") / standby $(terms "$STANDBY")"
 
 say "switchover on this state"
@@ -108,6 +114,7 @@ say "summary"
 echo "transfers loaded:        $TRANSFERS"
 echo "probe p99 alone:         $P99_ALONE ms"
 echo "probe p99 with reads:    $P99_READS ms"
+echo "probe p99 alone, after:  $P99_AFTER ms"
 echo "terms before:            $TERMS_BEFORE"
 echo "terms after:             $TERMS_AFTER"
 echo "switchover write pause:  $PAUSE_MS ms"

@@ -44,7 +44,9 @@ pub const CF_TOTALS: &str = "totals";
 /// (u64) → the batch's first timestamp and the totals after it.
 pub const CF_TOTALS_HISTORY: &str = "totals_history";
 /// Secondary indexes: index key (records, field, value; 3 to 18 bytes) ++
-/// timestamp (u64) → nothing (the change log names the record at a timestamp).
+/// the last timestamp of a block (u64) → the block: the timestamps one batch
+/// added under that key (a count, the first, then varint distances). The
+/// change log names the record at each timestamp.
 pub const CF_INDEX: &str = "index";
 /// Node metadata: format, applied index, last event timestamp, snapshot install marker.
 pub const CF_META: &str = "meta";

@@ -317,43 +317,16 @@ pub struct VoidArgs {
     pub pending_id: u128,
 }
 
-/// `coffer transfer query`
+/// The fields both queries select by besides the kind; each set one must
+/// match.
 #[derive(Debug, Clone, Args)]
-pub struct QueryArgs {
+pub struct FieldArgs {
     /// The ledger.
     #[arg(long)]
     pub ledger: Option<u32>,
     /// The code.
     #[arg(long)]
     pub code: Option<u16>,
-    /// The kind.
-    #[arg(long, value_parser = parse_name::<proto::TransferKind>)]
-    pub kind: Option<proto::TransferKind>,
-    /// user_data_128.
-    #[arg(long)]
-    pub user_data_128: Option<u128>,
-    /// user_data_64.
-    #[arg(long)]
-    pub user_data_64: Option<u64>,
-    /// user_data_32.
-    #[arg(long)]
-    pub user_data_32: Option<u32>,
-    #[command(flatten)]
-    pub range: RangeArgs,
-}
-
-/// `coffer account query`
-#[derive(Debug, Clone, Args)]
-pub struct AccountQueryArgs {
-    /// The ledger.
-    #[arg(long)]
-    pub ledger: Option<u32>,
-    /// The code.
-    #[arg(long)]
-    pub code: Option<u16>,
-    /// The kind: cash or other.
-    #[arg(long, value_parser = parse_name::<proto::AccountKind>)]
-    pub kind: Option<proto::AccountKind>,
     /// user_data_128.
     #[arg(long)]
     pub user_data_128: Option<u128>,
@@ -363,6 +336,31 @@ pub struct AccountQueryArgs {
     /// user_data_32.
     #[arg(long)]
     pub user_data_32: Option<u32>,
+}
+
+/// `coffer transfer query`
+#[derive(Debug, Clone, Args)]
+pub struct QueryArgs {
+    /// Ledger, code and user data.
+    #[command(flatten)]
+    pub fields: FieldArgs,
+    /// The kind.
+    #[arg(long, value_parser = parse_name::<proto::TransferKind>)]
+    pub kind: Option<proto::TransferKind>,
+    /// Times, page size and order.
+    #[command(flatten)]
+    pub range: RangeArgs,
+}
+
+/// `coffer account query`
+#[derive(Debug, Clone, Args)]
+pub struct AccountQueryArgs {
+    /// Ledger, code and user data.
+    #[command(flatten)]
+    pub fields: FieldArgs,
+    /// The kind: cash or other.
+    #[arg(long, value_parser = parse_name::<proto::AccountKind>)]
+    pub kind: Option<proto::AccountKind>,
     /// Creation times, page size and order.
     #[command(flatten)]
     pub range: RangeArgs,
@@ -704,7 +702,8 @@ mod tests {
         assert_eq!(args.sides, SidesArg::Debits);
         let cli = parse("transfer query --ledger 1 --kind receipt --user-data-64 9").unwrap();
         let ClientCommand::Transfer(TransferCommand::Query(args)) = cli.command else { panic!() };
-        assert_eq!((args.ledger, args.kind, args.user_data_64), (Some(1), Some(proto::TransferKind::Receipt), Some(9)));
+        let found = (args.fields.ledger, args.kind, args.fields.user_data_64);
+        assert_eq!(found, (Some(1), Some(proto::TransferKind::Receipt), Some(9)));
         let cli = parse("transfer import payments.csv --batch 100").unwrap();
         let ClientCommand::Transfer(TransferCommand::Import(args)) = cli.command else { panic!() };
         assert_eq!((args.batch, args.format), (100, None));

@@ -15,8 +15,8 @@ use super::view::{
     TransferView, TrialBalanceView,
 };
 use super::{
-    AccountCreateArgs, AccountQueryArgs, BalanceArgs, CliError, HistoryArgs, LedgerCreateArgs, Out, QueryArgs,
-    RangeArgs, ShowArgs, SidesArg, TransferCreateArgs, TrialBalanceArgs,
+    AccountCreateArgs, AccountQueryArgs, BalanceArgs, CliError, FieldArgs, HistoryArgs, LedgerCreateArgs, Out,
+    QueryArgs, RangeArgs, ShowArgs, SidesArg, TransferCreateArgs, TrialBalanceArgs,
 };
 
 /// Pages one `transfer query` follows (`next_timestamp`) to fill its limit.
@@ -405,17 +405,29 @@ pub async fn finish_pending(
     create_transfers(conn, out, vec![transfer]).await
 }
 
+/// A query's fields as the wire has them (unset: 0 or empty).
+fn field_values(fields: &FieldArgs) -> (u32, u32, String, u64, u32) {
+    (
+        fields.ledger.unwrap_or(0),
+        fields.code.map_or(0, u32::from),
+        fields.user_data_128.map(|value| value.to_string()).unwrap_or_default(),
+        fields.user_data_64.unwrap_or(0),
+        fields.user_data_32.unwrap_or(0),
+    )
+}
+
 /// `coffer transfer query`: follows the server's continuation until the
 /// limit is filled or the range is examined (at most [`QUERY_PAGES_MAX`] pages).
 pub async fn query_transfers(conn: &Conn, out: Out, args: QueryArgs) -> Result<(), CliError> {
     let range = &args.range;
+    let (ledger, code, user_data_128, user_data_64, user_data_32) = field_values(&args.fields);
     let mut message = proto::QueryTransfersRequest {
-        ledger: args.ledger.unwrap_or(0),
-        code: args.code.map_or(0, u32::from),
+        ledger,
+        code,
         kind: args.kind.map_or(0, |kind| kind.number()),
-        user_data_128: args.user_data_128.map(|value| value.to_string()).unwrap_or_default(),
-        user_data_64: args.user_data_64.unwrap_or(0),
-        user_data_32: args.user_data_32.unwrap_or(0),
+        user_data_128,
+        user_data_64,
+        user_data_32,
         timestamp_min: range.from.unwrap_or(0),
         timestamp_max: range.to.unwrap_or(0),
         limit: range.limit,
@@ -460,13 +472,14 @@ struct AccountsPage {
 /// printed as the `--from`/`--to` to repeat with).
 pub async fn query_accounts(conn: &Conn, out: Out, args: AccountQueryArgs) -> Result<(), CliError> {
     let range = &args.range;
+    let (ledger, code, user_data_128, user_data_64, user_data_32) = field_values(&args.fields);
     let message = proto::QueryAccountsRequest {
-        ledger: args.ledger.unwrap_or(0),
-        code: args.code.map_or(0, u32::from),
+        ledger,
+        code,
         kind: args.kind.map_or(0, |kind| kind as i32),
-        user_data_128: args.user_data_128.map(|value| value.to_string()).unwrap_or_default(),
-        user_data_64: args.user_data_64.unwrap_or(0),
-        user_data_32: args.user_data_32.unwrap_or(0),
+        user_data_128,
+        user_data_64,
+        user_data_32,
         timestamp_min: range.from.unwrap_or(0),
         timestamp_max: range.to.unwrap_or(0),
         limit: range.limit,
