@@ -33,6 +33,10 @@ LEDGER=9001
 coffer() { "$BIN/coffer" "$@"; }
 say() { printf '\n== %s (%s)\n' "$*" "$(date -u +%H:%M:%S)"; }
 
+if coffer --addresses "$PRIMARY" status >/dev/null 2>&1; then
+    echo "read-costs: a cluster already answers at $PRIMARY; stop it first" >&2
+    exit 2
+fi
 rm -rf "$DIR"
 mkdir -p "$DIR"
 say "uptime: $(uptime)"
@@ -41,7 +45,12 @@ DEV=$!
 stop_cluster() {
     kill -INT "$DEV" 2>/dev/null || true
     wait "$DEV" 2>/dev/null || true
-    pkill -f -- "$DIR/cluster" 2>/dev/null || true
+    # Nodes holding millions of transfers take a while to flush and exit.
+    for _ in $(seq 1 60); do
+        pgrep -f -- "$DIR/cluster" >/dev/null || return 0
+        sleep 1
+    done
+    pkill -KILL -f -- "$DIR/cluster" || true
 }
 trap stop_cluster EXIT
 for _ in $(seq 1 120); do

@@ -15,7 +15,7 @@ use coffer_ledger::{
     prepare, state_digest, Account, AccountFlags, AccountId, AccountKind, Ledger, LedgerId, Operation, Store, Transfer,
     TransferFlags, TransferId, TransferKind, NS_PER_S,
 };
-use coffer_storage::db::{keys, CF_ACCOUNTS, CF_TRANSFERS};
+use coffer_storage::db::{keys, CF_ACCOUNTS, CF_META, CF_TRANSFERS, KEY_DIGEST_SUM};
 use coffer_storage::{AppliedState, Db, NodeStore, StorageConfig};
 
 /// The term the batches are applied in.
@@ -220,6 +220,27 @@ fn a_broken_invariant_fails_naming_the_account() {
     );
     assert!(stdout.contains("FAILED        account 1001: posted balances 1570001/280000"), "{stdout}");
     assert!(stdout.contains("state digest"), "the digest is still printed: {stdout}");
+    // The account changed behind the state machine's back: the totals and
+    // the digest it kept no longer match the records.
+    assert!(stdout.contains("FAILED        the running totals of ledger 1 code 101"), "{stdout}");
+    assert!(stdout.contains("FAILED        the stored state digest"), "{stdout}");
+}
+
+#[test]
+fn a_stored_digest_that_disagrees_with_the_records_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    make_store(dir.path());
+    {
+        let db = open_db(dir.path());
+        let mut batch = Default::default();
+        db.put(&mut batch, CF_META, KEY_DIGEST_SUM, &[7; 32]).unwrap();
+        db.write(batch, true).unwrap();
+    }
+    let (code, stdout, stderr) = verify(dir.path(), false);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("FAILED        the stored state digest"), "{stdout}");
+    assert!(stdout.contains("disagrees with the one recomputed from every record"), "{stdout}");
+    assert!(!stdout.contains("running totals"), "the totals still match: {stdout}");
 }
 
 #[test]
