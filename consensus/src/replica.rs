@@ -1146,13 +1146,16 @@ impl<S: ReplicaStorage> Replica<S> {
 
     /// Compacts the log once `log_gc_threshold_entries` applied entries
     /// accumulate. The leader keeps what every peer that is not far behind
-    /// still needs; a peer further behind gets a snapshot. A snapshot at or
-    /// past the compaction point is made first, so Raft can always send a
-    /// peer what the log no longer holds.
+    /// still needs; a peer further behind gets a snapshot. The log is never
+    /// compacted past the newest snapshot, so Raft can always send a peer
+    /// what the log no longer holds; a newer snapshot is started when one
+    /// is needed (off the Raft thread on disk) and compaction goes on once
+    /// it is made.
     fn compact_log(&mut self) -> Result<(), ConsensusError> {
+        self.raw.mut_store().snapshot_finished()?;
         let applied = self.storage().applied().index;
         if self.storage().snapshot_requested() && applied > self.storage().snapshot_index() {
-            self.raw.mut_store().make_snapshot()?;
+            self.raw.mut_store().start_snapshot()?;
         }
         let first = self.storage().log_first_index();
         let threshold = self.config.log_gc_threshold_entries;
@@ -1173,11 +1176,14 @@ impl<S: ReplicaStorage> Replica<S> {
                 }
             }
         }
+        if self.storage().snapshot_index() + 1 < target {
+            // Made off this thread where the storage can: until it is, the
+            // log keeps what the newest snapshot does not cover.
+            self.raw.mut_store().start_snapshot()?;
+            target = target.min(self.storage().snapshot_index() + 1);
+        }
         if target <= first {
             return Ok(());
-        }
-        if self.storage().snapshot_index() < target - 1 {
-            self.raw.mut_store().make_snapshot()?;
         }
         self.raw.mut_store().compact(target)?;
         Ok(())

@@ -60,6 +60,21 @@ pub trait ReplicaStorage: raft::Storage {
     /// the one [`raft::Storage::snapshot`] offers.
     fn make_snapshot(&mut self) -> Result<SnapshotMetadata, StorageError>;
 
+    /// Starts making a snapshot of the ledger state as it is now, where the
+    /// storage can off the caller's thread (making one reads the whole
+    /// state: seconds at ten million transfers, which the Raft thread must
+    /// not spend); [`Self::snapshot_finished`] takes it up once made. A
+    /// storage that cannot makes it at once (the default).
+    fn start_snapshot(&mut self) -> Result<(), StorageError> {
+        self.make_snapshot().map(drop)
+    }
+
+    /// Takes up the snapshot [`Self::start_snapshot`] started if it is made:
+    /// it becomes the one offered. Whether one was taken up.
+    fn snapshot_finished(&mut self) -> Result<bool, StorageError> {
+        Ok(false)
+    }
+
     /// Installs the snapshot Raft handed over in a Ready (its data was
     /// received and verified by the transport before the message was
     /// stepped): replaces the ledger state and resets the log to match.
@@ -92,6 +107,19 @@ impl SnapshotDirs {
     fn outgoing_root(&self) -> PathBuf {
         self.root.join("out")
     }
+
+    /// Where a snapshot is made before its index is known (it is then
+    /// renamed to [`Self::outgoing`]).
+    fn staging(&self) -> PathBuf {
+        self.root.join("making")
+    }
+}
+
+/// A snapshot being made on a thread of its own.
+#[derive(Debug)]
+struct Making {
+    thread: std::thread::JoinHandle<Result<SnapshotManifest, StorageError>>,
+    dir: PathBuf,
 }
 
 /// The production storage: a node's RocksDB store plus its snapshot
@@ -104,6 +132,8 @@ pub struct DiskStorage {
     /// Set by [`raft::Storage::snapshot`] (which cannot make one: it only
     /// reads); the core makes one on its next round.
     snapshot_requested: Cell<bool>,
+    /// The snapshot being made off the Raft thread, if one is.
+    making: Option<Making>,
     /// Time of each apply write (measured here, at the IO edge, so the
     /// replica core reads no clock).
     apply_latency: metrics::Histogram,
@@ -126,8 +156,11 @@ impl DiskStorage {
             dirs: SnapshotDirs::new(&data_dir.join("snapshots")),
             snapshot_index: 0,
             snapshot_requested: Cell::new(false),
+            making: None,
             apply_latency: metrics::histogram!("coffer_consensus_apply_latency_seconds"),
         };
+        // A snapshot a crash interrupted while it was being made.
+        remove_dir(&storage.dirs.staging())?;
         storage.load_latest_snapshot()?;
         if storage.store.log.truncated().index > storage.snapshot_index {
             storage.make_snapshot()?;
@@ -283,19 +316,62 @@ impl ReplicaStorage for DiskStorage {
         // A directory left by a crash midway through this same snapshot.
         remove_dir(&dir)?;
         let manifest = snapshot::create(self.store.state.db(), &dir)?;
-        let meta = manifest.metadata();
-        self.store.log.set_latest_snapshot(meta.clone());
-        let previous = self.snapshot_index;
-        self.snapshot_index = manifest.applied.index;
-        if previous != 0 && previous != self.snapshot_index {
-            // Only the newest is offered; a transfer of the old one still
-            // running fails and Raft sends the new one.
-            remove_dir(&self.dirs.outgoing(previous))?;
+        self.offer(&manifest)
+    }
+
+    fn start_snapshot(&mut self) -> Result<(), StorageError> {
+        if self.making.is_some() {
+            return Ok(());
         }
-        Ok(meta)
+        self.snapshot_requested.set(false);
+        let dir = self.dirs.staging();
+        remove_dir(&dir)?;
+        let (db, made_in) = (self.store.state.db().clone(), dir.clone());
+        let thread = std::thread::Builder::new()
+            .name("coffer-snapshot".into())
+            .spawn(move || snapshot::create(&db, &made_in))
+            .map_err(|error| StorageError::io(&dir, error))?;
+        self.making = Some(Making { thread, dir });
+        Ok(())
+    }
+
+    fn snapshot_finished(&mut self) -> Result<bool, StorageError> {
+        let Some(making) = self.making.take_if(|making| making.thread.is_finished()) else {
+            return Ok(false);
+        };
+        let manifest = match making.thread.join() {
+            Ok(Ok(manifest)) => manifest,
+            // An install replaced the state meanwhile: it made its own.
+            Ok(Err(StorageError::Installing { .. })) => {
+                remove_dir(&making.dir)?;
+                return Ok(false);
+            }
+            Ok(Err(error)) => return Err(error),
+            Err(_) => {
+                return Err(StorageError::Inconsistent { detail: "the thread making a snapshot panicked".into() })
+            }
+        };
+        if manifest.applied.index <= self.snapshot_index {
+            remove_dir(&making.dir)?;
+            return Ok(false);
+        }
+        let dir = self.dirs.outgoing(manifest.applied.index);
+        remove_dir(&dir)?;
+        if let Some(parent) = dir.parent() {
+            std::fs::create_dir_all(parent).map_err(|error| StorageError::io(parent, error))?;
+        }
+        std::fs::rename(&making.dir, &dir).map_err(|error| StorageError::io(&dir, error))?;
+        self.offer(&manifest)?;
+        Ok(true)
     }
 
     fn install_snapshot(&mut self, meta: &SnapshotMetadata) -> Result<(), StorageError> {
+        // One being made holds the replaced state (or fails on the install
+        // marker): it is of no use after the install.
+        if let Some(making) = self.making.take() {
+            let _made = making.thread.join();
+            remove_dir(&making.dir)?;
+        }
         let dir = self.dirs.incoming(meta.index, meta.term);
         let manifest = snapshot::install(&mut self.store.log, &mut self.store.state, &dir)?;
         if manifest.applied.index != meta.index || manifest.applied.term != meta.term {
@@ -311,6 +387,23 @@ impl ReplicaStorage for DiskStorage {
         // What this node can now send on is what it installed.
         self.make_snapshot()?;
         Ok(())
+    }
+}
+
+impl DiskStorage {
+    /// Makes the snapshot of `manifest`, in [`SnapshotDirs::outgoing`], the
+    /// one offered; the one before it is removed.
+    fn offer(&mut self, manifest: &SnapshotManifest) -> Result<SnapshotMetadata, StorageError> {
+        let meta = manifest.metadata();
+        self.store.log.set_latest_snapshot(meta.clone());
+        let previous = self.snapshot_index;
+        self.snapshot_index = manifest.applied.index;
+        if previous != 0 && previous != self.snapshot_index {
+            // Only the newest is offered; a transfer of the old one still
+            // running fails and Raft sends the new one.
+            remove_dir(&self.dirs.outgoing(previous))?;
+        }
+        Ok(meta)
     }
 }
 

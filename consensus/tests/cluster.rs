@@ -178,6 +178,8 @@ impl Cluster {
                 return;
             }
             self.round();
+            // Snapshots are made on a thread of their own: give it time.
+            std::thread::sleep(std::time::Duration::from_micros(200));
         }
         panic!("gave up waiting for {what} after {ROUNDS_MAX} rounds");
     }
@@ -470,8 +472,9 @@ fn follower_far_behind_a_compacted_log_is_caught_up_by_snapshot() {
         cluster.commit(transfers(batch * 10 + 1..batch * 10 + 11));
     }
     let leader = cluster.leader().unwrap();
-    let first_index = cluster.replica(leader).status().first_index;
-    assert!(first_index > 10, "the leader compacted its log (first index {first_index})");
+    // The leader compacts once the snapshot it started (off its Raft
+    // thread) is made.
+    cluster.run_until("the leader compacts its log", |cluster| cluster.replica(leader).status().first_index > 10);
     cluster.restart(follower);
     cluster.converge();
     assert!(cluster.snapshots_installed.contains_key(&follower), "the follower needed a snapshot");
