@@ -241,8 +241,17 @@ async fn three_nodes_over_grpc_replicate_and_a_late_learner_catches_up_by_snapsh
         assert_eq!(digest(node).await.1, expected, "node {} differs", node.id());
     }
 
-    // The log was compacted past its start, so a new node needs a snapshot.
-    let status = nodes[at].status().await.expect("status");
+    // The log is compacted past its start, so a new node needs a snapshot.
+    // It is compacted once the snapshot the leader started (on a thread of
+    // its own, off the Raft thread) is made.
+    let mut status = nodes[at].status().await.expect("status");
+    for _ in 0..100 {
+        if status.first_index > 8 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        status = nodes[at].status().await.expect("status");
+    }
     assert!(status.first_index > 8, "the leader's log was not compacted: {status:?}");
 
     // Node 4 joins as a learner. It serves the transport on a server of its
