@@ -142,17 +142,12 @@ impl DigestSum {
         *self = self.plus(record.hash());
     }
 
-    /// Subtracts the hash of one record's element.
-    pub fn remove(&mut self, record: Record<'_>) {
-        *self = self.minus(record.hash());
-    }
-
     /// [`Self::add`], encoding into `buffer` (no allocation per record).
     pub fn add_with(&mut self, record: Record<'_>, buffer: &mut Vec<u8>) {
         *self = self.plus(record.hash_with(buffer));
     }
 
-    /// [`Self::remove`], encoding into `buffer`.
+    /// Subtracts the hash of one record's element, encoding into `buffer`.
     pub fn remove_with(&mut self, record: Record<'_>, buffer: &mut Vec<u8>) {
         *self = self.minus(record.hash_with(buffer));
     }

@@ -659,35 +659,37 @@ fn created_id(records: Indexed, kind: ChangeKind) -> Option<u128> {
 /// log; oldest or newest first, at most `limit`, with a continuation.
 pub fn query_transfers<S: Store + ?Sized>(store: &S, query: &QueryFilter) -> Result<TransferPage, QueryError> {
     query.check(&TransferKind::ALL.map(TransferKind::code))?;
-    let (entries, next_timestamp) = select(store, query, Indexed::Transfers)?;
-    let mut records = Vec::with_capacity(entries.len());
-    for (timestamp, id) in entries {
-        let transfer = store.transfer(TransferId(id))?.ok_or_else(|| {
-            QueryError::Store(StoreError::Inconsistent {
-                detail: format!("the change log lists transfer {id} at {timestamp}, which does not exist"),
-            })
-        })?;
-        debug_assert!(query.matches(&transfer), "an index entry matches its fields");
-        records.push(transfer);
-    }
-    Ok(QueryPage { records, next_timestamp })
+    let page = query_page(store, query, Indexed::Transfers, "transfer", |id| store.transfer(TransferId(id)))?;
+    debug_assert!(page.records.iter().all(|transfer| query.matches(transfer)), "index entries match their fields");
+    Ok(page)
 }
 
 /// The accounts that match `query` (by creation timestamp), as
 /// [`query_transfers`] finds transfers; each with its balances now.
 pub fn query_accounts<S: Store + ?Sized>(store: &S, query: &QueryFilter) -> Result<QueryPage<Account>, QueryError> {
     query.check(&crate::AccountKind::ALL.map(crate::AccountKind::code))?;
-    let (entries, next_timestamp) = select(store, query, Indexed::Accounts)?;
-    let mut records = Vec::with_capacity(entries.len());
+    query_page(store, query, Indexed::Accounts, "account", |id| store.account(AccountId(id)))
+}
+
+/// The page of `records` that `query` selects, each record read by `read`
+/// from its id (`what` names it in the error when one is missing).
+fn query_page<S: Store + ?Sized, T>(
+    store: &S,
+    query: &QueryFilter,
+    records: Indexed,
+    what: &str,
+    read: impl Fn(u128) -> Result<Option<T>, StoreError>,
+) -> Result<QueryPage<T>, QueryError> {
+    let (entries, next_timestamp) = select(store, query, records)?;
+    let mut found = Vec::with_capacity(entries.len());
     for (timestamp, id) in entries {
-        let account = store.account(AccountId(id))?.ok_or_else(|| {
+        found.push(read(id)?.ok_or_else(|| {
             QueryError::Store(StoreError::Inconsistent {
-                detail: format!("the change log lists account {id} at {timestamp}, which does not exist"),
+                detail: format!("the change log lists {what} {id} at {timestamp}, which does not exist"),
             })
-        })?;
-        records.push(account);
+        })?);
     }
-    Ok(QueryPage { records, next_timestamp })
+    Ok(QueryPage { records: found, next_timestamp })
 }
 
 /// A page of the change log, as [`read_changes`] returns it.
