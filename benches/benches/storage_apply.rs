@@ -3,9 +3,8 @@
 //! - `durable_apply/{uniform,hot}`: for each 8,189-transfer batch, what a
 //!   node does per Raft entry: one synced append of the entry (its encoded
 //!   size, about 1 MiB) to the Raft log, then prepare against `LedgerState`
-//!   and the state write with the applied index (through the WAL, unsynced).
-//! - `durable_apply_no_wal/uniform`: the same with the state write skipping
-//!   the WAL, the alternative ARCHITECTURE.md weighs.
+//!   and the state write with the applied index (skipping the WAL: the Raft
+//!   log is its redo log, see ARCHITECTURE.md).
 //! - `log_append/1mib`: one synced append of a 1 MiB entry.
 //!
 //! Run with `cargo bench --workspace --bench storage_apply` (`--workspace` keeps
@@ -59,14 +58,13 @@ struct Durable {
     _dir: tempfile::TempDir,
     store: NodeStore,
     index: u64,
-    state_wal: bool,
 }
 
 impl Durable {
-    fn new(distribution: Distribution, state_wal: bool) -> Self {
+    fn new(distribution: Distribution) -> Self {
         let mut workload = Workload::new(ACCOUNTS, distribution, 7);
         let (dir, store, index) = setup(&mut workload);
-        Self { workload, _dir: dir, store, index, state_wal }
+        Self { workload, _dir: dir, store, index }
     }
 
     /// Applies `iterations` batches as a node does, timing everything but
@@ -82,14 +80,7 @@ impl Durable {
             let start = Instant::now();
             store.log.append(&[raft_entry], Some(&hard_state(self.index)), true).expect("append");
             let prepared = prepare_create_transfers(&store.state, timestamp, &batch).expect("prepare");
-            if self.state_wal {
-                store.state.apply(Some(&prepared.write_set), applied, None).expect("apply");
-            } else {
-                let write = store.state.write_batch(Some(&prepared.write_set), applied, None).expect("batch");
-                let mut options = coffer_storage::rocksdb::WriteOptions::default();
-                options.disable_wal(true);
-                store.state.db().rocksdb().write_opt(write, &options).expect("write");
-            }
+            store.state.apply(Some(&prepared.write_set), applied, None).expect("apply");
             elapsed += start.elapsed();
         }
         elapsed
@@ -100,19 +91,12 @@ fn apply(c: &mut Criterion) {
     let mut group = c.benchmark_group("durable_apply");
     group.throughput(Throughput::Elements(BATCH_EVENTS_MAX as u64));
     group.sample_size(20);
-    let mut uniform = Durable::new(Distribution::Uniform, true);
+    let mut uniform = Durable::new(Distribution::Uniform);
     group.bench_function("uniform", |b| b.iter_custom(|n| uniform.run(n)));
     drop(uniform);
-    let mut hot = Durable::new(Distribution::Hot { hot: 10 }, true);
+    let mut hot = Durable::new(Distribution::Hot { hot: 10 });
     group.bench_function("hot", |b| b.iter_custom(|n| hot.run(n)));
     drop(hot);
-    group.finish();
-
-    let mut group = c.benchmark_group("durable_apply_no_wal");
-    group.throughput(Throughput::Elements(BATCH_EVENTS_MAX as u64));
-    group.sample_size(20);
-    let mut uniform = Durable::new(Distribution::Uniform, false);
-    group.bench_function("uniform", |b| b.iter_custom(|n| uniform.run(n)));
     group.finish();
 }
 

@@ -75,6 +75,9 @@ pub const MESSAGE_DROPPED: &str = "message dropped";
 pub const MESSAGE_DUPLICATED: &str = "message duplicated";
 /// See [`TICK_SKIPPED`].
 pub const WRITE_LOST: &str = "write lost in a crash";
+/// See [`TICK_SKIPPED`]: an applied entry's state write that a crash took
+/// before a flush persisted it (applied again from the Raft log).
+pub const UNFLUSHED_LOST: &str = "unflushed apply lost in a crash";
 /// See [`TICK_SKIPPED`].
 pub const DAMAGE_REFUSED: &str = "damaged store refused";
 /// Violations one run records before it stops early.
@@ -636,6 +639,7 @@ impl<'l> Simulation<'l> {
         node.replica = None;
         node.life = Life::Crashed;
         let unsynced = node.disk.borrow().unsynced_writes();
+        let unflushed = node.disk.borrow().unflushed_writes();
         let kept = if !power_loss {
             unsynced
         } else if self.random.chance(0.5) {
@@ -652,9 +656,13 @@ impl<'l> Simulation<'l> {
             (true, true) => "crash: power loss mid-round",
         });
         if power_loss {
-            self.event(format!("crash n{id}: power loss, {lost} of {unsynced} unsynced writes lost"));
+            self.event(format!(
+                "crash n{id}: power loss, {lost} of {unsynced} unsynced writes and {unflushed} unflushed applies lost"
+            ));
         } else {
-            self.event(format!("crash n{id}: process killed, {unsynced} unsynced writes kept"));
+            self.event(format!(
+                "crash n{id}: process killed, {unsynced} unsynced writes kept, {unflushed} unflushed applies lost"
+            ));
         }
         if self.random.chance(self.profile.damage_per_crash) && self.may_damage() {
             self.damage(id);
@@ -1304,6 +1312,10 @@ impl<'l> Simulation<'l> {
         let lost: u64 = self.nodes.values().map(|node| node.disk.borrow().stats().lost).sum();
         if lost > 0 {
             self.faults.insert(WRITE_LOST, lost);
+        }
+        let unflushed: u64 = self.nodes.values().map(|node| node.disk.borrow().stats().unflushed_lost).sum();
+        if unflushed > 0 {
+            self.faults.insert(UNFLUSHED_LOST, unflushed);
         }
         let recovery_steps = self.probe_acked_at.zip(self.recovery_since).map(|(acked, since)| acked - since);
         Report {

@@ -6,21 +6,30 @@
 //! It models what `ARCHITECTURE.md` says the RocksDB store guarantees, and no
 //! more. Every write of the store (an append of entries and hard state, a
 //! commit index, an applied entry with its write set, a compaction, a
-//! snapshot install) is one atomic batch of records, written in order to one
-//! write-ahead log shared by the Raft log and the ledger state:
+//! snapshot install) is one atomic batch of records. All but one kind go to
+//! the write-ahead log; an applied entry's write skips it (the Raft log is
+//! its redo log) and lives only in the memtables until a flush:
 //!
-//! - a batch written with `sync` is durable, and so is **every batch written
-//!   before it** (one WAL: a synced log append also syncs the unsynced state
-//!   writes before it);
-//! - a batch not yet synced is in the page cache: a **process crash** keeps
-//!   it, a **power loss** keeps only a prefix of the unsynced batches (the
-//!   WAL is replayed up to its first missing record), possibly none;
+//! - a **flush** persists every batch written before it, logged or not, at
+//!   one point (RocksDB's atomic flush); a snapshot (a checkpoint) flushes
+//!   first, and the memtables filling up ([`FLUSH_AFTER_BATCHES`]) flushes;
+//! - a logged batch written with `sync` is durable, and so is **every logged
+//!   batch before it** (one WAL);
+//! - a logged batch not yet synced is in the page cache: a **process crash**
+//!   keeps it, a **power loss** keeps only a prefix of the unsynced logged
+//!   batches (the WAL is replayed up to its first missing record), possibly
+//!   none;
+//! - an **unlogged** batch not yet flushed is lost by any crash: the store
+//!   reopens with the state and applied index of the last flush, plus the
+//!   logged batches replayed on top, and Raft applies the committed entries
+//!   after that applied index again from the log;
 //! - batches are atomic: a crash never leaves half of one.
 //!
-//! [`Disk`] holds the durable records and the batches written since, in
-//! order, each marked synced or not; [`Disk::crash`] makes everything up to
-//! the last synced batch durable and keeps a prefix of the rest (the
-//! simulator draws how long). A node may also die in the middle of a round
+//! [`Disk`] holds the records as of the last flush and the batches written
+//! since, in order, each marked synced, unsynced or unlogged;
+//! [`Disk::crash`] replays onto the flushed records the logged batches up to
+//! the last synced one and a prefix of the rest (the simulator draws how
+//! long), and drops the unlogged ones. A node may also die in the middle of a round
 //! ([`Disk::cut_round`]): the writes it had not yet made never happen, and
 //! the messages it had not yet sent are never sent. [`SimStorage`] is the
 //! node's view while it runs: the same records as if nothing were lost,
@@ -81,6 +90,9 @@ use crate::random::Random;
 const SNAPSHOTS_KEPT: usize = 2;
 /// Received snapshots a disk keeps before it drops the oldest.
 const INCOMING_SNAPSHOTS_MAX: usize = 4;
+/// Batches written since the last flush past which the next round starts
+/// with a flush (the memtables filled up).
+pub const FLUSH_AFTER_BATCHES: usize = 48;
 
 const KEY_HARD_STATE: &[u8] = b"hard_state";
 const KEY_CONF_STATE: &[u8] = b"conf_state";
@@ -326,13 +338,24 @@ pub enum Damage {
     Torn,
 }
 
+/// How a batch was written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Written {
+    /// To the WAL, synced.
+    Synced,
+    /// To the WAL, not synced.
+    Unsynced,
+    /// Not to the WAL: durable only once flushed.
+    Unlogged,
+}
+
 /// A node's disk: what survives a crash.
 #[derive(Debug, Default)]
 pub struct Disk {
+    /// The records as of the last flush.
     durable: Tables,
-    /// Batches written and not yet known durable, oldest first, each with
-    /// whether it was written with `sync`.
-    written: Vec<(Batch, bool)>,
+    /// Batches written since the last flush, oldest first, each with how.
+    written: Vec<(Batch, Written)>,
     /// Where the node's current round begins in `written`.
     round_start: usize,
     /// Snapshots received from leaders, verified and synced, waiting to be
@@ -352,6 +375,11 @@ pub struct DiskStats {
     /// Unsynced batches lost in crashes, and batches a crash in the middle
     /// of a round kept from being written.
     pub lost: u64,
+    /// Unlogged (state) batches lost in crashes before a flush persisted
+    /// them, and so applied again from the Raft log.
+    pub unflushed_lost: u64,
+    /// Flushes.
+    pub flushes: u64,
 }
 
 /// A disk shared between a node's running storage and the simulator, which
@@ -364,26 +392,27 @@ impl Disk {
         Rc::new(RefCell::new(Self::default()))
     }
 
-    fn write(&mut self, batch: Batch, sync: bool) {
+    fn write(&mut self, batch: Batch, how: Written) {
         self.stats.writes += 1;
-        self.stats.syncs += u64::from(sync);
-        self.written.push((batch, sync));
+        self.stats.syncs += u64::from(how == Written::Synced);
+        self.written.push((batch, how));
     }
 
-    /// Everything up to the last synced write is durable: one WAL, so a
-    /// sync covers every write before it.
-    fn fold_synced(&mut self) {
-        if let Some(last) = self.written.iter().rposition(|(_, sync)| *sync) {
-            for (batch, _) in self.written.drain(..=last) {
-                self.durable.apply(&batch);
-            }
-            self.round_start = self.round_start.saturating_sub(last + 1);
+    /// Persists every batch written so far, logged or not, at one point.
+    fn flush(&mut self) {
+        for (batch, _) in self.written.drain(..) {
+            self.durable.apply(&batch);
         }
+        self.round_start = 0;
+        self.stats.flushes += 1;
     }
 
-    /// The node starts a round (one `advance`).
+    /// The node starts a round (one `advance`), after a flush if the
+    /// memtables filled up.
     pub fn begin_round(&mut self) {
-        self.fold_synced();
+        if self.written.len() >= FLUSH_AFTER_BATCHES {
+            self.flush();
+        }
         self.round_start = self.written.len();
     }
 
@@ -402,23 +431,41 @@ impl Disk {
         cut
     }
 
-    /// Writes after the last synced one.
-    pub fn unsynced_writes(&self) -> usize {
-        let synced = self.written.iter().rposition(|(_, sync)| *sync).map_or(0, |last| last + 1);
-        self.written.len() - synced
+    /// Where the logged writes after the last synced one begin.
+    fn unsynced_start(&self) -> usize {
+        self.written.iter().rposition(|(_, how)| *how == Written::Synced).map_or(0, |last| last + 1)
     }
 
-    /// The node crashed: the first `kept` of the unsynced writes reached the
-    /// disk (all of them for a process crash, a prefix for a power loss),
-    /// the rest are lost. Returns how many were lost.
+    /// Logged writes after the last synced one.
+    pub fn unsynced_writes(&self) -> usize {
+        self.written[self.unsynced_start()..].iter().filter(|(_, how)| *how == Written::Unsynced).count()
+    }
+
+    /// Unlogged writes since the last flush.
+    pub fn unflushed_writes(&self) -> usize {
+        self.written.iter().filter(|(_, how)| *how == Written::Unlogged).count()
+    }
+
+    /// The node crashed: the logged writes up to the last synced one are
+    /// replayed onto the flushed records, then the first `kept` of the
+    /// unsynced logged ones (all of them for a process crash, a prefix for
+    /// a power loss); the rest, and every unlogged write, are lost. Returns
+    /// how many logged writes were lost.
     pub fn crash(&mut self, kept: usize) -> usize {
-        self.fold_synced();
-        let kept = kept.min(self.written.len());
-        let lost = self.written.len() - kept;
-        for (batch, _) in self.written.drain(..kept) {
-            self.durable.apply(&batch);
+        let unsynced_start = self.unsynced_start();
+        let (mut replayed, mut lost) = (0, 0);
+        for (at, (batch, how)) in self.written.drain(..).enumerate() {
+            match how {
+                Written::Unlogged => self.stats.unflushed_lost += 1,
+                Written::Synced => self.durable.apply(&batch),
+                Written::Unsynced if at < unsynced_start => self.durable.apply(&batch),
+                Written::Unsynced if replayed < kept => {
+                    replayed += 1;
+                    self.durable.apply(&batch);
+                }
+                Written::Unsynced => lost += 1,
+            }
         }
-        self.written.clear();
         self.round_start = 0;
         self.stats.lost += lost as u64;
         lost
@@ -532,6 +579,13 @@ impl SimStorage {
             snapshots: VecDeque::new(),
             snapshot_requested: Cell::new(false),
         };
+        if applied.index < storage.truncated.index {
+            return Err(inconsistent(format!(
+                "applied index {} is below the log's start {}: the entries between are gone",
+                applied.index,
+                storage.first()
+            )));
+        }
         if applied.index > storage.last() {
             return Err(inconsistent(format!(
                 "applied index {} is past the last log index {}",
@@ -566,7 +620,7 @@ impl SimStorage {
         self.stage_raft_reset(&mut batch, &meta)?;
         let applied = AppliedState::at(1, 1);
         batch.put(Table::Meta, KEY_APPLIED, &applied.encode());
-        self.write(batch, true);
+        self.write(batch, Written::Synced);
         self.applied = applied;
         self.make_snapshot()?;
         Ok(())
@@ -590,9 +644,9 @@ impl SimStorage {
         self.truncated.index + self.log.len() as u64
     }
 
-    fn write(&mut self, batch: Batch, sync: bool) {
+    fn write(&mut self, batch: Batch, how: Written) {
         self.records.apply(&batch);
-        self.disk.borrow_mut().write(batch, sync);
+        self.disk.borrow_mut().write(batch, how);
     }
 
     /// Adds to `batch` what makes the Raft state match a snapshot at `meta`
@@ -733,7 +787,7 @@ impl ReplicaStorage for SimStorage {
             batch.put(Table::RaftState, KEY_HARD_STATE, &encode_message(hard_state)?);
             self.hard_state = hard_state.clone();
         }
-        self.write(batch, sync);
+        self.write(batch, if sync { Written::Synced } else { Written::Unsynced });
         Ok(())
     }
 
@@ -767,9 +821,10 @@ impl ReplicaStorage for SimStorage {
             batch.put(Table::RaftState, KEY_CONF_STATE, &encode_message(conf_state)?);
             self.conf_state = conf_state.clone();
         }
-        // Unsynced, as `LedgerState::apply`: a lost apply is redone from the
-        // log, which holds every entry above the applied index.
-        self.write(batch, false);
+        // Unlogged, as `LedgerState::apply`: an apply no flush persisted is
+        // redone from the log, which holds every entry above the applied
+        // index of the last flush.
+        self.write(batch, Written::Unlogged);
         self.applied = applied;
         Ok(())
     }
@@ -796,7 +851,7 @@ impl ReplicaStorage for SimStorage {
         batch.put(Table::RaftState, KEY_TRUNCATED, &encode_pair(index, term));
         self.log.drain(..(compact_index - self.first()) as usize);
         self.truncated = Truncated { index, term };
-        self.write(batch, false);
+        self.write(batch, Written::Unsynced);
         Ok(())
     }
 
@@ -810,6 +865,9 @@ impl ReplicaStorage for SimStorage {
 
     fn make_snapshot(&mut self) -> Result<SnapshotMetadata, StorageError> {
         self.snapshot_requested.set(false);
+        // A checkpoint flushes first: the log may now be compacted up to
+        // this snapshot, and a crash must not take the state back below it.
+        self.disk.borrow_mut().flush();
         let mut meta = SnapshotMetadata { index: self.applied.index, term: self.applied.term, ..Default::default() };
         meta.set_conf_state(self.conf_state.clone());
         let snapshot = Rc::new(SimSnapshot { meta: meta.clone(), records: self.records.state_only() });
@@ -849,7 +907,7 @@ impl ReplicaStorage for SimStorage {
             }
         }
         self.stage_raft_reset(&mut batch, meta)?;
-        self.write(batch, true);
+        self.write(batch, Written::Synced);
         self.ledger = ledger;
         self.applied = applied;
         // What this node can now send on is what it installed.
@@ -1057,7 +1115,7 @@ fn history_key(table: Table, key: &[u8]) -> Result<(AccountId, u64), StorageErro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use coffer_ledger::{state_digest, Account, Ledger, LedgerId, Operation, Store, Transfer, TransferKind};
+    use coffer_ledger::{state_digest, Account, Ledger, LedgerId, Operation, Transfer, TransferKind};
     use raft::Storage as _;
 
     fn entry(index: u64, term: u64) -> Entry {
@@ -1119,7 +1177,7 @@ mod tests {
     }
 
     #[test]
-    fn a_synced_append_makes_the_unsynced_applies_before_it_durable() {
+    fn a_crash_loses_the_unflushed_applies_and_the_log_redoes_them() {
         let mut storage = bootstrapped();
         storage.append(&entries(2..=4), Some(&hard_state(1, 4)), true).unwrap();
         apply_bank(&mut storage, 2);
@@ -1127,24 +1185,51 @@ mod tests {
         storage.append(&[entry(5, 1)], None, true).unwrap();
         let disk = storage.disk().clone();
         drop(storage);
-        disk.borrow_mut().crash(0);
+        assert_eq!(disk.borrow().unflushed_writes(), 3);
+        assert_eq!(disk.borrow_mut().crash(0), 0, "every logged write was synced");
+        let mut reopened = SimStorage::open(disk).unwrap();
+        assert_eq!(reopened.applied(), AppliedState::at(1, 1), "back to the last flush (the bootstrap's snapshot)");
+        assert_eq!((reopened.first_index().unwrap(), reopened.last_index().unwrap()), (2, 5), "the log kept them");
+        apply_bank(&mut reopened, 2);
+        assert_eq!(state_digest(reopened.ledger()).unwrap(), digest, "applied again, the state is the same");
+    }
+
+    #[test]
+    fn a_snapshot_flushes_the_applies_before_it() {
+        let mut storage = bootstrapped();
+        storage.append(&entries(2..=4), Some(&hard_state(1, 4)), true).unwrap();
+        apply_bank(&mut storage, 2);
+        let digest = state_digest(storage.ledger()).unwrap();
+        storage.make_snapshot().unwrap();
+        storage.compact(5).unwrap();
+        storage.apply(None, AppliedState::at(5, 1), None).unwrap();
+        let disk = storage.disk().clone();
+        drop(storage);
+        let unsynced = disk.borrow().unsynced_writes();
+        disk.borrow_mut().crash(unsynced);
         let reopened = SimStorage::open(disk).unwrap();
-        assert_eq!(reopened.applied(), AppliedState::at(4, 1));
-        assert_eq!(state_digest(reopened.ledger()).unwrap(), digest, "the rebuilt state equals the applied one");
+        assert_eq!(
+            reopened.applied(),
+            AppliedState::at(4, 1),
+            "the snapshot's flush kept them; the later apply is lost"
+        );
+        assert_eq!(state_digest(reopened.ledger()).unwrap(), digest);
+        assert_eq!(reopened.first_index().unwrap(), 5, "a process crash keeps the logged compaction");
     }
 
     #[test]
     fn a_power_loss_keeps_a_prefix_of_the_unsynced_writes() {
         let mut storage = bootstrapped();
-        storage.append(&entries(2..=5), Some(&hard_state(1, 5)), true).unwrap();
-        apply_bank(&mut storage, 2);
-        storage.apply(None, AppliedState::at(5, 1), None).unwrap();
+        storage.append(&entries(2..=3), Some(&hard_state(1, 1)), true).unwrap();
+        for index in 4..=6 {
+            storage.append(&[entry(index, 1)], None, false).unwrap();
+        }
         let disk = storage.disk().clone();
         drop(storage);
-        assert_eq!(disk.borrow_mut().crash(3), 1);
+        assert_eq!(disk.borrow().unsynced_writes(), 3);
+        assert_eq!(disk.borrow_mut().crash(2), 1);
         let reopened = SimStorage::open(disk).unwrap();
-        assert_eq!(reopened.applied().index, 4, "the first three applies were kept, the last lost");
-        assert!(reopened.ledger().transfer(TransferId(9)).unwrap().is_some());
+        assert_eq!(reopened.last_index().unwrap(), 5, "the first two unsynced appends were kept, the last lost");
     }
 
     #[test]
@@ -1153,6 +1238,7 @@ mod tests {
             let mut storage = bootstrapped();
             storage.append(&entries(2..=4), Some(&hard_state(1, 4)), true).unwrap();
             apply_bank(&mut storage, 2);
+            storage.make_snapshot().unwrap();
             storage.append(&[], Some(&hard_state(1, 4)), true).unwrap();
             let disk = storage.disk().clone();
             drop(storage);

@@ -5,10 +5,13 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::checker::Violation;
-use crate::sim::{Options, Report, DAMAGE_REFUSED, MESSAGE_DROPPED, MESSAGE_DUPLICATED, TICK_SKIPPED, WRITE_LOST};
+use crate::sim::{
+    Options, Report, DAMAGE_REFUSED, MESSAGE_DROPPED, MESSAGE_DUPLICATED, TICK_SKIPPED, UNFLUSHED_LOST, WRITE_LOST,
+};
 
 /// Counts listed apart from the schedule's faults.
-const PER_MESSAGE_OR_TICK: [&str; 5] = [MESSAGE_DROPPED, MESSAGE_DUPLICATED, TICK_SKIPPED, WRITE_LOST, DAMAGE_REFUSED];
+const PER_MESSAGE_OR_TICK: [&str; 6] =
+    [MESSAGE_DROPPED, MESSAGE_DUPLICATED, TICK_SKIPPED, WRITE_LOST, UNFLUSHED_LOST, DAMAGE_REFUSED];
 
 /// Totals over seeds.
 #[derive(Clone, Debug, Default)]

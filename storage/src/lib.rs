@@ -74,6 +74,17 @@ impl NodeStore {
             store.log.reload()?;
         }
         let applied = store.state.applied().index;
+        // State writes skip the WAL: after a crash the state is the one of
+        // the last flush, and the log must still hold every entry after it.
+        let truncated = store.log.truncated().index;
+        if applied < truncated {
+            return Err(StorageError::Inconsistent {
+                detail: format!(
+                    "applied index {applied} is below the log's start {}: the entries between are gone",
+                    truncated + 1
+                ),
+            });
+        }
         if applied > store.log.last_index() {
             return Err(StorageError::Inconsistent {
                 detail: format!("applied index {applied} is past the last log index {}", store.log.last_index()),

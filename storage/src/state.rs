@@ -5,10 +5,13 @@
 //! index (and the conf state when it changed) in **one** `WriteBatch`, so
 //! after any crash the state and the applied index agree.
 //!
-//! Those writes go through RocksDB's WAL without waiting for a sync: the Raft
-//! log's synced appends share that WAL and sync everything before them, and
-//! whatever an unsynced apply loses in a machine crash is re-applied from the
-//! Raft log, which holds every committed entry. See ARCHITECTURE.md.
+//! Those writes skip RocksDB's WAL ([`Db::write_unlogged`]): the Raft log is
+//! their redo log. They are durable once a flush persists them, and flushes
+//! are atomic across column families, so after a crash (even of the
+//! process) the state is the one at the last flush, with its own applied
+//! index, and Raft re-applies the committed entries after it from the log,
+//! which is never compacted past the newest snapshot (each one a checkpoint
+//! that flushes first). See ARCHITECTURE.md, "Storage".
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -279,7 +282,8 @@ fn index_blocks(write_set: &WriteSet) -> Vec<(IndexEntryKey, Vec<u8>)> {
                 let end = field[start..].iter().position(|(next, _)| next != prefix).map_or(field.len(), |n| start + n);
                 let timestamps: Vec<u64> = field[start..end].iter().map(|(_, timestamp)| *timestamp).collect();
                 let last = timestamps.last().copied().unwrap_or_default();
-                blocks.push((prefix.with_timestamp(last), encode_index_block(&timestamps)));
+                let rows: Vec<(u64, [u8; 0])> = timestamps.iter().map(|timestamp| (*timestamp, [])).collect();
+                blocks.push((prefix.with_timestamp(last), encode_block(&rows)));
                 start = end;
             }
             field.clear();
@@ -305,16 +309,20 @@ fn index_blocks(write_set: &WriteSet) -> Vec<(IndexEntryKey, Vec<u8>)> {
     blocks
 }
 
-/// An index block's value: how many timestamps, the first (8 bytes), then
-/// each next one's distance from the one before, as LEB128 varints.
-fn encode_index_block(timestamps: &[u64]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(12 + timestamps.len() * 2);
-    write_varint(&mut out, timestamps.len() as u64);
-    let Some((first, rest)) = timestamps.split_first() else { return out };
+/// A block's value (an index block's, or an account history group's): how
+/// many rows, the first row's timestamp (8 bytes), its `W`-byte payload,
+/// then for each next row its timestamp's distance from the one before
+/// (a LEB128 varint) and its payload. An index block's rows have no payload.
+fn encode_block<const W: usize>(rows: &[(u64, [u8; W])]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(12 + rows.len() * (2 + W));
+    write_varint(&mut out, rows.len() as u64);
+    let Some(((first, payload), rest)) = rows.split_first() else { return out };
     out.extend_from_slice(&first.to_be_bytes());
+    out.extend_from_slice(payload);
     let mut previous = *first;
-    for timestamp in rest {
+    for (timestamp, payload) in rest {
         write_varint(&mut out, timestamp - previous);
+        out.extend_from_slice(payload);
         previous = *timestamp;
     }
     out
@@ -341,24 +349,51 @@ fn read_varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
     None
 }
 
-/// The timestamps of an index block whose key ends in `last`, checked: at
-/// least one, strictly rising, ending at `last`.
-fn decode_index_block(payload: &[u8], last: u64) -> Result<Vec<u64>, String> {
+/// The rows of a block whose key ends in `last`, checked: at least one,
+/// timestamps strictly rising, ending at `last`.
+fn decode_block<const W: usize>(payload: &[u8], last: u64) -> Result<Vec<(u64, [u8; W])>, String> {
     let mut at = 0;
-    let count = read_varint(payload, &mut at).ok_or("the count is cut short")?;
-    let first = keys::read_u64(payload, at).ok_or("the first timestamp is cut short")?;
+    let count = read_varint(payload, &mut at).filter(|count| *count > 0).ok_or("the count is cut short or 0")?;
+    let mut rows: Vec<(u64, [u8; W])> = Vec::with_capacity(usize::try_from(count).unwrap_or(0).min(payload.len()));
+    let mut timestamp = keys::read_u64(payload, at).ok_or("the first timestamp is cut short")?;
     at += 8;
-    let mut timestamps = Vec::with_capacity(usize::try_from(count).unwrap_or(0).min(payload.len()));
-    timestamps.push(first);
-    for _ in 1..count {
-        let delta = read_varint(payload, &mut at).filter(|delta| *delta > 0).ok_or("a distance is cut short or 0")?;
-        let next = timestamps.last().and_then(|previous| previous.checked_add(delta)).ok_or("a timestamp overflows")?;
-        timestamps.push(next);
+    for row in 0..count {
+        if row > 0 {
+            let delta =
+                read_varint(payload, &mut at).filter(|delta| *delta > 0).ok_or("a distance is cut short or 0")?;
+            timestamp = timestamp.checked_add(delta).ok_or("a timestamp overflows")?;
+        }
+        let row_payload = payload.get(at..at + W).and_then(|bytes| <[u8; W]>::try_from(bytes).ok());
+        rows.push((timestamp, row_payload.ok_or("a row is cut short")?));
+        at += W;
     }
-    if at != payload.len() || timestamps.last() != Some(&last) {
+    if at != payload.len() || timestamp != last {
         return Err(format!("the block does not end at its key's timestamp {last}"));
     }
-    Ok(timestamps)
+    Ok(rows)
+}
+
+/// The timestamps of an index block whose key ends in `last`, checked.
+fn decode_index_block(payload: &[u8], last: u64) -> Result<Vec<u64>, String> {
+    Ok(decode_block::<0>(payload, last)?.into_iter().map(|(timestamp, _)| timestamp).collect())
+}
+
+/// Bytes of an account history row's payload: transfer id ++ side.
+const HISTORY_ROW_BYTES: usize = 17;
+
+/// An account's history rows one batch added (sorted by timestamp), as a
+/// block: its key's timestamp is the last row's.
+fn encode_history_group(rows: &[&AccountTransfer]) -> Vec<u8> {
+    let rows: Vec<(u64, [u8; HISTORY_ROW_BYTES])> = rows
+        .iter()
+        .map(|row| {
+            let mut payload = [0; HISTORY_ROW_BYTES];
+            payload[..16].copy_from_slice(&row.transfer_id.0.to_be_bytes());
+            payload[16] = side_code(row.side);
+            (row.timestamp, payload)
+        })
+        .collect();
+    encode_block(&rows)
 }
 
 fn side_code(side: Side) -> u8 {
@@ -403,7 +438,9 @@ impl LedgerState {
 
     /// Writes the results of applying the entry `applied`: its write set (if
     /// the entry changed the ledger), the applied index, and the new conf
-    /// state (if the entry changed membership), in one atomic write.
+    /// state (if the entry changed membership), in one atomic write that
+    /// skips the WAL (see the module docs: a crash loses what no flush has
+    /// persisted yet, and Raft applies it again from the log).
     pub fn apply(
         &mut self,
         write_set: Option<&WriteSet>,
@@ -416,7 +453,7 @@ impl LedgerState {
             });
         }
         let batch = self.write_batch(write_set, applied, conf_state)?;
-        self.db.write(batch, false)?;
+        self.db.write_unlogged(batch)?;
         self.applied = applied;
         if let Some(write_set) = write_set {
             self.committed(write_set);
@@ -424,9 +461,8 @@ impl LedgerState {
         Ok(())
     }
 
-    /// The RocksDB batch [`Self::apply`] writes, without writing it (for
-    /// benchmarks comparing write options).
-    pub fn write_batch(
+    /// The RocksDB batch [`Self::apply`] writes, without writing it.
+    fn write_batch(
         &self,
         write_set: Option<&WriteSet>,
         applied: AppliedState,
@@ -521,12 +557,14 @@ impl LedgerState {
         for (id, result) in &write_set.failures {
             failures.put(batch, &keys::u128(id.0), &result.code().to_be_bytes());
         }
+        // One group per account the batch touched: a batch of 8,189
+        // transfers over 10,000 accounts writes about 6,000 keys instead of
+        // 16,378 (each a skip-list insert at a random place in the memtable).
         let mut history = db.puts(CF_ACCOUNT_TRANSFERS)?;
-        for row in sorted(&write_set.account_transfers, |row| (row.account_id, row.timestamp)) {
-            let mut value = [0; 17];
-            value[..16].copy_from_slice(&row.transfer_id.0.to_be_bytes());
-            value[16] = side_code(row.side);
-            history.put(batch, &keys::u128_u64(row.account_id.0, row.timestamp), &value);
+        let rows = sorted(&write_set.account_transfers, |row| (row.account_id, row.timestamp));
+        for group in rows.chunk_by(|a, b| a.account_id == b.account_id) {
+            let last = group[group.len() - 1];
+            history.put(batch, &keys::u128_u64(last.account_id.0, last.timestamp), &encode_history_group(group));
         }
         let mut balances = db.puts(CF_BALANCES)?;
         for row in sorted(&write_set.balances, |row| (row.account_id, row.timestamp)) {
@@ -570,6 +608,55 @@ impl LedgerState {
 struct StateReads<'a>(Reader<'a>);
 
 impl StateReads<'_> {
+    /// Visits, in timestamp order (newest first if `reversed`), every block
+    /// of `cf` keyed by `prefix` ++ its last timestamp (index blocks,
+    /// account history groups) that may hold a row timestamped within
+    /// `[min, max]`, while `visit` returns true. A block ending at or after
+    /// `max` may still begin before it: the first such block is visited
+    /// too (first when newest first).
+    fn visit_blocks(
+        &self,
+        cf: &'static str,
+        prefix: &[u8],
+        min: u64,
+        max: u64,
+        reversed: bool,
+        visit: &mut Visit<'_>,
+    ) -> Result<(), StorageError> {
+        if min > max {
+            return Ok(());
+        }
+        let key = |timestamp: u64| [prefix, &timestamp.to_be_bytes()].concat();
+        let (low, high) = (key(min), key(max));
+        let ours = |block_key: &[u8]| block_key.len() == prefix.len() + 8 && block_key.starts_with(prefix);
+        if !reversed {
+            return self.0.scan(cf, &low, None, &mut |block_key, payload| {
+                if !ours(block_key) {
+                    return Ok(false);
+                }
+                Ok(visit(block_key, payload)? && block_key < high.as_slice())
+            });
+        }
+        let mut go_on = true;
+        let mut straddling = None;
+        self.0.scan(cf, &high, None, &mut |block_key, payload| {
+            if ours(block_key) {
+                straddling = Some(block_key.to_vec());
+                go_on = visit(block_key, payload)?;
+            }
+            Ok(false)
+        })?;
+        if go_on {
+            self.0.scan_reverse(cf, &low, &high, &mut |block_key, payload| {
+                if !ours(block_key) || straddling.as_deref() == Some(block_key) {
+                    return Ok(true);
+                }
+                visit(block_key, payload)
+            })?;
+        }
+        Ok(())
+    }
+
     fn history_range(filter: &AccountFilter) -> ([u8; 24], [u8; 24]) {
         let max = if filter.timestamp_max == 0 { u64::MAX } else { filter.timestamp_max };
         (keys::u128_u64(filter.account_id.0, filter.timestamp_min), keys::u128_u64(filter.account_id.0, max))
@@ -678,45 +765,22 @@ impl StateReads<'_> {
             return Ok(None);
         }
         let prefix = IndexEntryKey::prefix(key, &mut Vec::with_capacity(INDEX_KEY_SIZE_MAX));
-        let (low, high) = (prefix.with_timestamp(timestamp_min), prefix.with_timestamp(timestamp_max));
-        let end = prefix.with_timestamp(u64::MAX);
-        let decode = |block_key: &[u8], payload: &[u8]| -> Result<Vec<u64>, StorageError> {
-            let last = block_key
-                .len()
-                .checked_sub(8)
-                .and_then(|at| keys::read_u64(block_key, at))
-                .ok_or_else(|| corruption(CF_INDEX, block_key, "key has no timestamp"))?;
-            decode_index_block(payload, last).map_err(|reason| corruption(CF_INDEX, block_key, reason))
-        };
-        // The first block whose last timestamp is at or after `from`: the
-        // block that holds the first entry at or after it, if any does.
-        let block_from = |from: &IndexEntryKey| -> Result<Option<Vec<u64>>, StorageError> {
-            let mut found = None;
-            self.0.scan(CF_INDEX, from.as_slice(), None, &mut |block_key, payload| {
-                if block_key <= end.as_slice() && block_key.starts_with(prefix.as_slice()) {
-                    found = Some(decode(block_key, payload)?);
-                }
-                Ok(false)
-            })?;
-            Ok(found)
-        };
-        if !reversed {
-            let block = block_from(&low)?.unwrap_or_default();
-            return Ok(block.into_iter().find(|timestamp| *timestamp >= timestamp_min).filter(|t| *t <= timestamp_max));
-        }
-        // Newest first: the block that holds `timestamp_max`'s successor may
-        // hold entries at or before it; else the last block that ends in
-        // the range ends at the answer.
-        if let Some(block) = block_from(&high)? {
-            if let Some(timestamp) = block.into_iter().rev().find(|timestamp| *timestamp <= timestamp_max) {
-                return Ok((timestamp >= timestamp_min).then_some(timestamp));
-            }
-        }
         let mut found = None;
-        self.0.scan_reverse(CF_INDEX, low.as_slice(), high.as_slice(), &mut |block_key, payload| {
-            found = decode(block_key, payload)?.last().copied();
-            Ok(false)
-        })?;
+        self.visit_blocks(
+            CF_INDEX,
+            prefix.as_slice(),
+            timestamp_min,
+            timestamp_max,
+            reversed,
+            &mut |block_key, payload| {
+                let last = keys::read_u64(block_key, block_key.len() - 8).unwrap_or_default();
+                let block =
+                    decode_index_block(payload, last).map_err(|reason| corruption(CF_INDEX, block_key, reason))?;
+                let within = |timestamp: &u64| (timestamp_min..=timestamp_max).contains(timestamp);
+                found = if reversed { block.into_iter().rev().find(within) } else { block.into_iter().find(within) };
+                Ok(found.is_none())
+            },
+        )?;
         Ok(found)
     }
 
@@ -770,23 +834,49 @@ impl StateReads<'_> {
     }
 
     fn account_transfers(&self, filter: &AccountFilter) -> Result<Vec<AccountTransfer>, StoreError> {
-        Ok(self.history(CF_ACCOUNT_TRANSFERS, filter, |timestamp, payload| {
-            let (Some(transfer_id), Some(&side), 17) = (keys::read_u128(payload, 0), payload.get(16), payload.len())
-            else {
-                return Err("history row is not transfer id ++ side".to_owned());
+        let max = if filter.timestamp_max == 0 { u64::MAX } else { filter.timestamp_max };
+        let limit = filter.limit as usize;
+        let mut rows = Vec::new();
+        let prefix = filter.account_id.0.to_be_bytes();
+        let cf = CF_ACCOUNT_TRANSFERS;
+        self.visit_blocks(cf, &prefix, filter.timestamp_min, max, filter.reversed, &mut |key, payload| {
+            let last = keys::read_u64(key, 16).unwrap_or_default();
+            let group =
+                decode_block::<HISTORY_ROW_BYTES>(payload, last).map_err(|reason| corruption(cf, key, reason))?;
+            let mut take = |(timestamp, row): &(u64, [u8; HISTORY_ROW_BYTES])| -> Result<bool, StorageError> {
+                let side = match row[16] {
+                    0 => Side::Debit,
+                    1 => Side::Credit,
+                    other => return Err(corruption(cf, key, format!("unknown side {other}"))),
+                };
+                let within = (filter.timestamp_min..=max).contains(timestamp);
+                if within && filter.sides.includes(side) && rows.len() < limit {
+                    let transfer_id = TransferId(keys::read_u128(row, 0).unwrap_or_default());
+                    rows.push(AccountTransfer {
+                        account_id: filter.account_id,
+                        timestamp: *timestamp,
+                        transfer_id,
+                        side,
+                    });
+                }
+                Ok(rows.len() < limit)
             };
-            let side = match side {
-                0 => Side::Debit,
-                1 => Side::Credit,
-                other => return Err(format!("unknown side {other}")),
-            };
-            Ok(filter.sides.includes(side).then_some(AccountTransfer {
-                account_id: filter.account_id,
-                timestamp,
-                transfer_id: TransferId(transfer_id),
-                side,
-            }))
-        })?)
+            if filter.reversed {
+                for row in group.iter().rev() {
+                    if !take(row)? {
+                        return Ok(false);
+                    }
+                }
+            } else {
+                for row in &group {
+                    if !take(row)? {
+                        return Ok(false);
+                    }
+                }
+            }
+            Ok(true)
+        })?;
+        Ok(rows)
     }
 
     fn account_balances(&self, filter: &AccountFilter) -> Result<Vec<AccountBalance>, StoreError> {
@@ -1087,13 +1177,14 @@ mod tests {
     #[test]
     fn index_blocks_round_trip_and_refuse_what_no_writer_makes() {
         for timestamps in [vec![7], vec![1, 2, 300, 1 << 40, u64::MAX]] {
-            let block = encode_index_block(&timestamps);
+            let rows: Vec<(u64, [u8; 0])> = timestamps.iter().map(|timestamp| (*timestamp, [])).collect();
+            let block = encode_block(&rows);
             let last = *timestamps.last().unwrap();
             assert_eq!(decode_index_block(&block, last), Ok(timestamps.clone()));
             assert!(decode_index_block(&block, last - 1).is_err(), "another last timestamp");
             assert!(decode_index_block(&block[..block.len() - 1], last).is_err(), "cut short");
         }
-        let repeated = [encode_index_block(&[5]), vec![0]].concat();
+        let repeated = [encode_block(&[(5, [])]), vec![0]].concat();
         assert!(decode_index_block(&[&[2u8][..], &repeated[1..]].concat(), 5).is_err(), "a distance of 0");
     }
 

@@ -1,9 +1,14 @@
-//! Crash test: a child process applies batches to a real store and reports
-//! each batch once it is durable; the parent SIGKILLs the child at random
-//! moments, reopens the store, and checks that every reported batch is
-//! there, that nothing partial is visible (the state equals a replay of
-//! exactly the applied batches), and that the applied index and the Raft log
-//! agree.
+//! Crash test: a child process does what a node's Ready loop does (append
+//! each entry to the Raft log, synced, then apply it, the state write
+//! skipping the WAL) and reports each entry once applied; the store flushes
+//! now and then, as RocksDB does when memtables fill. The parent SIGKILLs
+//! the child at random moments, reopens the store, and checks that every
+//! reported entry is in the log, that the state is the one of exactly the
+//! entries up to its applied index (nothing partial: it equals a replay),
+//! that the log still reaches back to that index, and that the applied
+//! index never goes back past a flush. Applies lost with the process are
+//! done again from the log, as Raft does: by the next child on start, and
+//! by the parent at the end.
 //!
 //! `COFFER_CRASH_KILLS` sets the number of kills (200 by default, as in CI);
 //! `COFFER_CRASH_SEED` the seed of the kill schedule.
@@ -122,20 +127,43 @@ fn entry(index: u64) -> Entry {
     Entry { index, term: 1, data: index.to_be_bytes().to_vec().into(), ..Default::default() }
 }
 
+/// Applies entry `index` (whose log entry is `data`) to `store`.
+fn apply(store: &mut NodeStore, index: u64, data: &[u8]) {
+    assert_eq!(data, index.to_be_bytes(), "log entry {index} is damaged");
+    let prepared = prepare(&store.state, timestamp(index), &operation(index)).expect("prepare");
+    store.state.apply(Some(&prepared.write_set), AppliedState::at(index, 1), None).expect("apply");
+}
+
+/// Applies again, from the log, the entries after the applied index (those
+/// a crash took before a flush persisted them); returns the last.
+fn redo(store: &mut NodeStore) -> u64 {
+    let (applied, last) = (store.state.applied().index, store.log.last_index());
+    if last > applied {
+        let entries = store.log.entries(applied + 1, last + 1, None, raft::GetEntriesContext::empty(false));
+        for entry in entries.expect("the log holds every entry after the applied index") {
+            apply(store, entry.index, &entry.data);
+        }
+    }
+    last
+}
+
+/// Entries between two flushes of the child's store.
+const FLUSH_EVERY: u64 = 7;
+
 /// The child: applies entries after the store's applied index, forever,
-/// printing each index once its log entry and its state are on disk.
+/// printing each index once its log entry is synced and it is applied.
 fn run_child(dir: &Path) {
     let mut store = NodeStore::open(dir, &StorageConfig::default()).expect("the child opens the store");
-    let mut index = store.state.applied().index;
+    let mut index = redo(&mut store);
     loop {
         index += 1;
         // The Ready loop's order: persist the entry (synced), then apply it.
         let hard_state = HardState { term: 1, commit: index, ..Default::default() };
         store.log.append(&[entry(index)], Some(&hard_state), true).expect("append");
-        let prepared = prepare(&store.state, timestamp(index), &operation(index)).expect("prepare");
-        let applied = AppliedState::at(index, 1);
-        store.state.apply(Some(&prepared.write_set), applied, None).expect("apply");
-        store.state.db().rocksdb().flush_wal(true).expect("sync the WAL");
+        apply(&mut store, index, &index.to_be_bytes());
+        if index.is_multiple_of(FLUSH_EVERY) {
+            store.state.db().flush().expect("flush");
+        }
         println!("{index}");
     }
 }
@@ -190,18 +218,20 @@ fn every_reported_batch_survives_sigkill_and_nothing_partial_is_visible() {
     let mut random = Random(seed);
     let mut model = MemoryStore::new();
     let mut model_index = 0;
-    let mut reported_max = 0;
+    let (mut reported_max, mut redone_kills) = (0, 0);
     for kill in 0..kills {
         reported_max = reported_max.max(run_and_kill(dir.path(), &mut random));
         let store = NodeStore::open(dir.path(), &StorageConfig::default())
             .unwrap_or_else(|error| panic!("kill {kill} (seed {seed}): the store does not reopen: {error}"));
-        let applied = store.state.applied().index;
+        let (applied, first, last) = (store.state.applied().index, store.log.first_index(), store.log.last_index());
         assert!(
-            applied >= reported_max,
-            "kill {kill} (seed {seed}): applied index {applied} lost reported batch {reported_max}"
+            last >= reported_max,
+            "kill {kill} (seed {seed}): the log ends at {last}, before reported {reported_max}"
         );
-        let last = store.log.last_index();
         assert!(last >= applied, "kill {kill}: applied index {applied} is past the log's last index {last}");
+        assert!(first <= applied + 1, "kill {kill}: the log starts at {first}, after applied index {applied}");
+        assert!(applied >= model_index, "kill {kill}: applied index {applied} went back past a flush ({model_index})");
+        redone_kills += u64::from(applied < reported_max);
         for index in model_index + 1..=applied {
             let prepared = prepare(&model, timestamp(index), &operation(index)).expect("the model replays");
             model.commit(&prepared.write_set).expect("the model commits");
@@ -212,14 +242,16 @@ fn every_reported_batch_survives_sigkill_and_nothing_partial_is_visible() {
             state_digest(&model).expect("the model's digest"),
             "kill {kill} (seed {seed}): the state at applied index {applied} differs from a replay"
         );
-        if applied > 0 {
-            let entries =
-                store.log.entries(1, last + 1, None, raft::GetEntriesContext::empty(false)).expect("the log reads");
-            assert!(
-                entries.iter().all(|e| e.data.as_ref() == e.index.to_be_bytes()),
-                "kill {kill}: a log entry is damaged"
-            );
-        }
     }
     assert!(model_index > 0, "the child never applied a batch");
+    assert!(redone_kills > 0, "no kill took an unflushed apply, so none was done again from the log");
+    // Done again from the log, the state is the one of every entry in it.
+    let mut store = NodeStore::open(dir.path(), &StorageConfig::default()).expect("the store reopens");
+    let last = redo(&mut store);
+    for index in model_index + 1..=last {
+        let prepared = prepare(&model, timestamp(index), &operation(index)).expect("the model replays");
+        model.commit(&prepared.write_set).expect("the model commits");
+    }
+    assert!(last >= reported_max);
+    assert_eq!(state_digest(&store.state).unwrap(), state_digest(&model).unwrap(), "redone from the log");
 }

@@ -75,6 +75,9 @@ fn snapshot_metadata(index: u64, term: u64, voters: &[u64]) -> SnapshotMetadata 
 fn log_3_to_5(dir: &Path) -> NodeStore {
     let mut store = open(dir);
     store.log.append(&entries(1..=5), None, true).unwrap();
+    // Applied, as a node compacts only applied entries (a store whose
+    // applied index is below the log's start is refused at open).
+    store.state.apply(None, AppliedState::at(2, 2), None).unwrap();
     store.log.compact(3).unwrap();
     assert_eq!((Storage::first_index(&store.log), Storage::last_index(&store.log)), (Ok(3), Ok(5)));
     store
@@ -447,6 +450,7 @@ fn a_compacted_log_reopens_empty_at_its_truncated_index() {
     let dir = TempDir::new().unwrap();
     {
         let mut store = log_3_to_5(dir.path());
+        store.state.apply(None, AppliedState::at(5, 5), None).unwrap();
         store.log.compact(6).unwrap();
     }
     let mut store = open(dir.path());

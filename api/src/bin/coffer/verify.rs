@@ -155,6 +155,13 @@ pub fn run(args: &VerifyArgs) -> Result<VerifyReport, VerifyError> {
         let (applied, last) = (raft.applied_index, raft.last_index);
         report.problems.push(format!("applied index {applied} is past the last log index {last}"));
     }
+    if raft.applied_index + 1 < raft.first_index {
+        let (applied, first) = (raft.applied_index, raft.first_index);
+        report.problems.push(format!(
+            "applied index {applied} is below the log's start {first}: the entries between, to be applied again after \
+             a crash, are gone"
+        ));
+    }
     report.raft = Some(raft);
     let store_error = |error: coffer_ledger::StoreError| VerifyError::Read {
         path: path.clone(),
