@@ -1159,3 +1159,18 @@ fn no_view_or_checkpoint_is_had_while_a_snapshot_install_is_half_done() {
     assert!(matches!(made, Err(StorageError::Installing { .. })), "{made:?}");
     assert!(!checkpoint.exists(), "a checkpoint of a half-installed state was kept");
 }
+
+#[test]
+fn a_store_on_tmpfs_opens_and_flushes_with_direct_io_asked_for() {
+    // Older kernels' tmpfs refuses O_DIRECT (the store then falls back to
+    // buffered writes); newer ones take it. Flushes work either way.
+    let Ok(dir) = tempfile::tempdir_in("/dev/shm") else { return };
+    let config = StorageConfig { direct_io: true, ..StorageConfig::default() };
+    let mut store = NodeStore::open(dir.path(), &config).unwrap();
+    store.log.append(&[Entry { index: 1, term: 1, ..Default::default() }], None, true).unwrap();
+    store.state.apply(None, AppliedState::at(1, 1), None).unwrap();
+    store.state.db().flush().unwrap();
+    drop(store);
+    let store = NodeStore::open(dir.path(), &config).unwrap();
+    assert_eq!(store.state.applied(), AppliedState::at(1, 1), "the flushed apply is there");
+}

@@ -173,6 +173,9 @@ pub struct StorageSection {
     pub memtable_total_bytes: Option<usize>,
     /// RocksDB background threads. Default: 2.
     pub background_jobs: Option<i32>,
+    /// Flushes and compactions write past the page cache (`O_DIRECT`),
+    /// where the file system allows it. Default: true.
+    pub direct_io: Option<bool>,
 }
 
 /// `[api]`: every field defaults to `ServerConfig::new`'s value.
@@ -508,6 +511,7 @@ impl NodeFileConfig {
         set(&mut config.write_buffer_bytes, storage.write_buffer_bytes);
         set(&mut config.memtable_total_bytes, storage.memtable_total_bytes);
         set(&mut config.background_jobs, storage.background_jobs);
+        set(&mut config.direct_io, storage.direct_io);
     }
 }
 
