@@ -134,7 +134,21 @@ pub fn parse_u128(field: &str, text: &str) -> Result<u128, FieldError> {
     if text.len() > U128_DIGITS_MAX || !text.bytes().all(|b| b.is_ascii_digit()) {
         return Err(FieldError::new(field, format!("{:?} is not a decimal 128-bit number", truncated(text))));
     }
-    text.parse::<u128>().map_err(|_| FieldError::new(field, format!("{text} is more than u128::MAX")))
+    decimal_u128(text.as_bytes()).ok_or_else(|| FieldError::new(field, format!("{text} is more than u128::MAX")))
+}
+
+/// The value of ASCII decimal `digits` (checked by the caller), `None` past
+/// `u128::MAX`. Nineteen digits at a time in `u64`, then one `u128`
+/// multiply-add per group: a leader parses five of these per transfer, and
+/// digit-by-digit `u128` arithmetic was 1 % of the cluster's CPU.
+fn decimal_u128(digits: &[u8]) -> Option<u128> {
+    const GROUP: usize = 19;
+    let mut value: u128 = 0;
+    for group in digits.rchunks(GROUP).rev() {
+        let part = group.iter().fold(0u64, |part, digit| part * 10 + u64::from(digit - b'0'));
+        value = value.checked_mul(10u128.pow(group.len() as u32))?.checked_add(u128::from(part))?;
+    }
+    Some(value)
 }
 
 /// Parses an id that must be usable: neither 0 nor `u128::MAX` (lookups, filters).
@@ -779,6 +793,22 @@ result_name!(CreateLedgerResult, CreateAccountResult, CreateTransferResult);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimal_u128_agrees_with_the_standard_parser() {
+        let max = u128::MAX.to_string();
+        let past_max = "340282366920938463463374607431768211456";
+        let cases = ["0", "7", "0000000000000000000000000000000000001", "9999999999999999999", "10000000000000000000"];
+        for text in cases.iter().copied().chain([max.as_str(), past_max, "999999999999999999999999999999999999999"]) {
+            assert_eq!(decimal_u128(text.as_bytes()), text.parse::<u128>().ok(), "{text}");
+        }
+        let mut state = 0x9E37_79B9_7F4A_7C15_u128;
+        for _ in 0..1_000 {
+            state = state.wrapping_mul(0x2545_F491_4F6C_DD1D).wrapping_add(1);
+            let value = state >> (state % 128);
+            assert_eq!(decimal_u128(value.to_string().as_bytes()), Some(value));
+        }
+    }
 
     fn scales() -> BTreeMap<LedgerId, u8> {
         BTreeMap::from([(LedgerId(1), 0), (LedgerId(2), 2)])
