@@ -77,7 +77,7 @@ pub const MESSAGE_DUPLICATED: &str = "message duplicated";
 pub const WRITE_LOST: &str = "write lost in a crash";
 /// See [`TICK_SKIPPED`]: an applied entry's state write that a crash took
 /// before a flush persisted it (applied again from the Raft log).
-pub const UNFLUSHED_LOST: &str = "unflushed apply lost in a crash";
+pub const UNFLUSHED_LOST: &str = "apply lost before a flush";
 /// See [`TICK_SKIPPED`].
 pub const DAMAGE_REFUSED: &str = "damaged store refused";
 /// Violations one run records before it stops early.
