@@ -115,6 +115,14 @@ fn open_db(data_dir: &Path) -> Db {
     Db::open(&data_dir.join("db"), &storage_config()).unwrap()
 }
 
+/// Writes a well-framed record behind the state machine's back.
+fn put_framed(data_dir: &Path, cf: &'static str, key: &[u8], payload: &[u8]) {
+    let db = open_db(data_dir);
+    let mut batch = Default::default();
+    db.put(&mut batch, cf, key, payload).unwrap();
+    db.write(batch, true).unwrap();
+}
+
 #[test]
 fn a_sound_store_verifies_and_reports_its_applied_index_term_and_digest() {
     let dir = tempfile::tempdir().unwrap();
@@ -198,18 +206,14 @@ fn a_corrupted_value_fails_naming_its_column_family_and_key() {
 fn a_broken_invariant_fails_naming_the_account() {
     let dir = tempfile::tempdir().unwrap();
     make_store(dir.path());
-    {
-        // A well-framed record whose balance no transfer explains.
-        let store = NodeStore::open(&dir.path().join("db"), &storage_config()).unwrap();
-        let mut cash = store.state.account(CASH).unwrap().unwrap();
-        cash.debits_posted += 1;
-        let mut payload = Vec::new();
-        encode_account(&cash, &mut payload);
-        let db = store.state.db();
-        let mut batch = Default::default();
-        db.put(&mut batch, CF_ACCOUNTS, &keys::u128(CASH.0), &payload).unwrap();
-        db.write(batch, true).unwrap();
-    }
+    // A well-framed record whose balance no transfer explains.
+    let store = NodeStore::open(&dir.path().join("db"), &storage_config()).unwrap();
+    let mut cash = store.state.account(CASH).unwrap().unwrap();
+    drop(store);
+    cash.debits_posted += 1;
+    let mut payload = Vec::new();
+    encode_account(&cash, &mut payload);
+    put_framed(dir.path(), CF_ACCOUNTS, &keys::u128(CASH.0), &payload);
 
     let (code, stdout, stderr) = verify(dir.path(), false);
     assert_eq!(code, Some(1), "{stdout}{stderr}");
@@ -230,12 +234,7 @@ fn a_broken_invariant_fails_naming_the_account() {
 fn a_stored_digest_that_disagrees_with_the_records_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     make_store(dir.path());
-    {
-        let db = open_db(dir.path());
-        let mut batch = Default::default();
-        db.put(&mut batch, CF_META, KEY_DIGEST_SUM, &[7; 32]).unwrap();
-        db.write(batch, true).unwrap();
-    }
+    put_framed(dir.path(), CF_META, KEY_DIGEST_SUM, &[7; 32]);
     let (code, stdout, stderr) = verify(dir.path(), false);
     assert_eq!(code, Some(1), "{stdout}{stderr}");
     assert!(stdout.contains("FAILED        the stored state digest"), "{stdout}");

@@ -280,10 +280,10 @@ fn index_blocks(write_set: &WriteSet) -> Vec<(IndexEntryKey, Vec<u8>)> {
             let mut start = 0;
             while let Some((prefix, _)) = field.get(start) {
                 let end = field[start..].iter().position(|(next, _)| next != prefix).map_or(field.len(), |n| start + n);
-                let timestamps: Vec<u64> = field[start..end].iter().map(|(_, timestamp)| *timestamp).collect();
-                let last = timestamps.last().copied().unwrap_or_default();
-                let rows: Vec<(u64, [u8; 0])> = timestamps.iter().map(|timestamp| (*timestamp, [])).collect();
-                blocks.push((prefix.with_timestamp(last), encode_block(&rows)));
+                let rows = &field[start..end];
+                let last = rows[rows.len() - 1].1;
+                let block = encode_block(rows.iter().map(|(_, timestamp)| (*timestamp, [0u8; 0])));
+                blocks.push((prefix.with_timestamp(last), block));
                 start = end;
             }
             field.clear();
@@ -313,17 +313,17 @@ fn index_blocks(write_set: &WriteSet) -> Vec<(IndexEntryKey, Vec<u8>)> {
 /// many rows, the first row's timestamp (8 bytes), its `W`-byte payload,
 /// then for each next row its timestamp's distance from the one before
 /// (a LEB128 varint) and its payload. An index block's rows have no payload.
-fn encode_block<const W: usize>(rows: &[(u64, [u8; W])]) -> Vec<u8> {
+fn encode_block<const W: usize>(mut rows: impl ExactSizeIterator<Item = (u64, [u8; W])>) -> Vec<u8> {
     let mut out = Vec::with_capacity(12 + rows.len() * (2 + W));
     write_varint(&mut out, rows.len() as u64);
-    let Some(((first, payload), rest)) = rows.split_first() else { return out };
+    let Some((first, payload)) = rows.next() else { return out };
     out.extend_from_slice(&first.to_be_bytes());
-    out.extend_from_slice(payload);
-    let mut previous = *first;
-    for (timestamp, payload) in rest {
+    out.extend_from_slice(&payload);
+    let mut previous = first;
+    for (timestamp, payload) in rows {
         write_varint(&mut out, timestamp - previous);
-        out.extend_from_slice(payload);
-        previous = *timestamp;
+        out.extend_from_slice(&payload);
+        previous = timestamp;
     }
     out
 }
@@ -384,16 +384,12 @@ const HISTORY_ROW_BYTES: usize = 17;
 /// An account's history rows one batch added (sorted by timestamp), as a
 /// block: its key's timestamp is the last row's.
 fn encode_history_group(rows: &[&AccountTransfer]) -> Vec<u8> {
-    let rows: Vec<(u64, [u8; HISTORY_ROW_BYTES])> = rows
-        .iter()
-        .map(|row| {
-            let mut payload = [0; HISTORY_ROW_BYTES];
-            payload[..16].copy_from_slice(&row.transfer_id.0.to_be_bytes());
-            payload[16] = side_code(row.side);
-            (row.timestamp, payload)
-        })
-        .collect();
-    encode_block(&rows)
+    encode_block(rows.iter().map(|row| {
+        let mut payload = [0; HISTORY_ROW_BYTES];
+        payload[..16].copy_from_slice(&row.transfer_id.0.to_be_bytes());
+        payload[16] = side_code(row.side);
+        (row.timestamp, payload)
+    }))
 }
 
 fn side_code(side: Side) -> u8 {
@@ -1177,14 +1173,13 @@ mod tests {
     #[test]
     fn index_blocks_round_trip_and_refuse_what_no_writer_makes() {
         for timestamps in [vec![7], vec![1, 2, 300, 1 << 40, u64::MAX]] {
-            let rows: Vec<(u64, [u8; 0])> = timestamps.iter().map(|timestamp| (*timestamp, [])).collect();
-            let block = encode_block(&rows);
+            let block = encode_block(timestamps.iter().map(|timestamp| (*timestamp, [0u8; 0])));
             let last = *timestamps.last().unwrap();
             assert_eq!(decode_index_block(&block, last), Ok(timestamps.clone()));
             assert!(decode_index_block(&block, last - 1).is_err(), "another last timestamp");
             assert!(decode_index_block(&block[..block.len() - 1], last).is_err(), "cut short");
         }
-        let repeated = [encode_block(&[(5, [])]), vec![0]].concat();
+        let repeated = [encode_block([(5, [0u8; 0])].into_iter()), vec![0]].concat();
         assert!(decode_index_block(&[&[2u8][..], &repeated[1..]].concat(), 5).is_err(), "a distance of 0");
     }
 
