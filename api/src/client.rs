@@ -44,10 +44,12 @@ use coffer_ledger::{
     CreateTransferResult, Ledger, LedgerId, QueryFilter, Transfer, TransferBalances, TransferId, TransferQuery,
     TrialBalance,
 };
+use coffer_security::tls::endpoint;
+use coffer_security::{Expect, Security};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 
 use crate::convert::{self, Amounts, FieldError, ResultName};
@@ -88,6 +90,9 @@ pub struct ClientConfig {
     /// Read from whichever node answers without confirming with the leader
     /// (faster; may be behind). Default: `false` (linearizable reads).
     pub stale_reads: bool,
+    /// TLS with this client's certificate, or plaintext for a cluster
+    /// configured `insecure = true`. Default: plaintext.
+    pub security: Security,
 }
 
 impl ClientConfig {
@@ -101,6 +106,7 @@ impl ClientConfig {
             backoff_max_ms: BACKOFF_MAX_MS_DEFAULT,
             connect_timeout_ms: CONNECT_TIMEOUT_MS_DEFAULT,
             stale_reads: false,
+            security: Security::Insecure,
         }
     }
 }
@@ -298,6 +304,8 @@ pub struct NodeReport {
     pub learners: Vec<u64>,
     /// Why it could not be asked (`None`: it answered).
     pub error: Option<String>,
+    /// It runs without TLS (`insecure = true`).
+    pub plaintext: bool,
 }
 
 /// The membership after a change.
@@ -352,16 +360,6 @@ impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client").field("config", &self.inner.config).finish_non_exhaustive()
     }
-}
-
-fn endpoint(address: &str, connect_timeout: Duration) -> Result<Endpoint, String> {
-    let port = address.rsplit_once(':').and_then(|(host, port)| (!host.is_empty()).then_some(port));
-    if port.and_then(|port| port.parse::<u16>().ok()).is_none() {
-        return Err(format!("{address:?} is not host:port"));
-    }
-    Endpoint::from_shared(format!("http://{address}"))
-        .map(|endpoint| endpoint.connect_timeout(connect_timeout).tcp_nodelay(true))
-        .map_err(|error| format!("{address:?}: {error}"))
 }
 
 impl Client {
@@ -424,7 +422,7 @@ impl Client {
         // one that is not an address fails the call rather than the client.
         let endpoint = endpoint(address, timeout)
             .map_err(|reason| ClientError::Decode(FieldError::new(status::LEADER_METADATA_KEY, reason)))?;
-        let channel = endpoint.connect_lazy();
+        let channel = self.inner.config.security.connect_lazy(endpoint, Expect::Any);
         if channels.len() >= CHANNELS_MAX {
             channels.clear();
         }
@@ -955,6 +953,7 @@ fn node_report(node: proto::NodeStatus) -> NodeReport {
         voters: node.voters,
         learners: node.learners,
         error: (!node.error.is_empty()).then_some(node.error),
+        plaintext: node.plaintext,
     }
 }
 

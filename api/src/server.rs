@@ -44,13 +44,15 @@ use coffer_ledger::{
     read_changes, trial_balance, trial_balance_as_of, AccountId, ChangePage, LedgerId, Operation, OperationResults,
     QueryError, Store, StoreError, TransferId, BATCH_EVENTS_MAX,
 };
+use coffer_security::{Expect, Listener, Security};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tonic::metadata::{MetadataMap, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
+use crate::access::{Access, AccessLayer, Caller, Role, PRINCIPAL_METADATA_KEY};
 use crate::convert::{self, Amounts, FieldError};
 use crate::node::Node;
 use crate::proto;
@@ -176,15 +178,10 @@ pub enum ServerError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// An endpoint for `address` (`host:port`), or why it is not one.
-fn endpoint(address: &str) -> Result<Endpoint, String> {
-    let port = address.rsplit_once(':').and_then(|(host, port)| (!host.is_empty()).then_some(port));
-    if port.and_then(|port| port.parse::<u16>().ok()).is_none() {
-        return Err(format!("{address:?} is not host:port"));
-    }
-    Endpoint::from_shared(format!("http://{address}"))
-        .map(|endpoint| endpoint.connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS)).tcp_nodelay(true))
-        .map_err(|error| format!("{address:?}: {error}"))
+/// An endpoint for another node's `address` (`host:port`), or why it is
+/// not one.
+fn endpoint(address: &str) -> Result<tonic::transport::Endpoint, String> {
+    coffer_security::tls::endpoint(address, Duration::from_millis(CONNECT_TIMEOUT_MS))
 }
 
 /// When a request must be answered by.
@@ -223,6 +220,10 @@ struct Shared<N: Node> {
     /// Disaster recovery, when the node is one of two regions: it admits
     /// writes (lease, lag) and says when one may be acknowledged (sync).
     dr: Option<Arc<coffer_dr::Dr>>,
+    /// How its connections (served, and to other nodes) are secured.
+    security: Security,
+    /// Who may call what.
+    access: Arc<Access>,
 }
 
 /// What the change feeds of one server share.
@@ -278,8 +279,8 @@ impl<N: Node> Shared<N> {
         if let Some(channel) = channels.get(address) {
             return Ok(channel.clone());
         }
-        let channel =
-            endpoint(address).map_err(|reason| status::internal(format!("address book: {reason}")))?.connect_lazy();
+        let endpoint = endpoint(address).map_err(|reason| status::internal(format!("address book: {reason}")))?;
+        let channel = self.security.connect_lazy(endpoint, Expect::Node(None));
         if channels.len() >= PEER_CHANNELS_MAX {
             channels.clear();
         }
@@ -408,10 +409,15 @@ impl<N: Node> Shared<N> {
 
     /// The request to forward to the leader: the same message, marked, with
     /// the time left.
-    fn forward_request<T>(&self, message: T, deadline: Deadline) -> Request<T> {
+    /// The request forwarded to the leader for `caller`, whom it names
+    /// (the leader checks that principal's grants again).
+    fn forward_request<T>(&self, message: T, deadline: Deadline, caller: &Caller) -> Request<T> {
         let mut request = Request::new(message);
         request.set_timeout(deadline.remaining());
         request.metadata_mut().insert(status::FORWARDED_METADATA_KEY, MetadataValue::from(self.id()));
+        if let Some(principal) = caller.forwarded_for().and_then(|name| MetadataValue::try_from(name).ok()) {
+            request.metadata_mut().insert(PRINCIPAL_METADATA_KEY, principal);
+        }
         request
     }
 
@@ -643,6 +649,8 @@ impl<N: Node> ApiServer<N> {
             channels: Mutex::new(HashMap::new()),
             scales: RwLock::new(HashMap::new()),
             dr: None,
+            security: Security::Insecure,
+            access: Access::open(),
         };
         Ok(Self { shared: Arc::new(shared) })
     }
@@ -652,6 +660,17 @@ impl<N: Node> ApiServer<N> {
     pub fn with_dr(mut self, dr: Arc<coffer_dr::Dr>) -> Self {
         if let Some(shared) = Arc::get_mut(&mut self.shared) {
             shared.dr = Some(dr);
+        }
+        self
+    }
+
+    /// Secures its connections with `security` (served, and to other nodes)
+    /// and decides who may call what with `access`. Without this call the
+    /// server is plaintext and open to everyone. Call before serving.
+    pub fn with_security(mut self, security: Security, access: Arc<Access>) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.security = security;
+            shared.access = access;
         }
         self
     }
@@ -689,9 +708,11 @@ impl<N: Node> ApiServer<N> {
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
         let watcher = tokio::spawn(watch_node(self.shared.node.clone(), health));
-        let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let node = self.shared.id();
+        let incoming = self.shared.security.incoming(listener, Listener::Api, format!("node {node} api"));
         let served = tonic::transport::Server::builder()
             .layer(crate::metrics::RpcMetricsLayer::new())
+            .layer(AccessLayer::new(self.shared.access.clone(), node))
             .layer(crate::region_headers::RegionHeadersLayer::new(self.shared.dr.clone()))
             .max_concurrent_streams(STREAMS_PER_CONNECTION_MAX)
             .add_service(health_service)
@@ -727,8 +748,10 @@ impl<N: Node> LedgerService for LedgerApi<N> {
     ) -> Result<Response<proto::CreateLedgersResponse>, Status> {
         let shared = &self.shared;
         let (deadline, forwarded) = (shared.deadline(request.metadata()), is_forwarded(request.metadata()));
+        let caller = Caller::of(&request);
         let message = request.into_inner();
         convert::check_events("ledgers", message.ledgers.len())?;
+        caller.check_ledgers(Role::Poster, "ledgers", message.ledgers.iter().map(|ledger| ledger.id))?;
         let ledgers = message
             .ledgers
             .iter()
@@ -748,7 +771,8 @@ impl<N: Node> LedgerService for LedgerApi<N> {
             Proposed::Applied(response) => return Ok(Response::new(response)),
             Proposed::Forward(address) => address,
         };
-        let answer = shared.leader_client(&address)?.create_ledgers(shared.forward_request(message, deadline)).await;
+        let answer =
+            shared.leader_client(&address)?.create_ledgers(shared.forward_request(message, deadline, &caller)).await;
         shared.forwarded(&address, answer)
     }
 
@@ -758,8 +782,10 @@ impl<N: Node> LedgerService for LedgerApi<N> {
     ) -> Result<Response<proto::CreateAccountsResponse>, Status> {
         let shared = &self.shared;
         let (deadline, forwarded) = (shared.deadline(request.metadata()), is_forwarded(request.metadata()));
+        let caller = Caller::of(&request);
         let message = request.into_inner();
         convert::check_events("accounts", message.accounts.len())?;
+        caller.check_ledgers(Role::Poster, "accounts", message.accounts.iter().map(|account| account.ledger))?;
         let unit = convert::amount_unit("amount_unit", message.amount_unit)?;
         let ledgers = message
             .accounts
@@ -793,7 +819,8 @@ impl<N: Node> LedgerService for LedgerApi<N> {
             Proposed::Applied(response) => return Ok(Response::new(response)),
             Proposed::Forward(address) => address,
         };
-        let answer = shared.leader_client(&address)?.create_accounts(shared.forward_request(message, deadline)).await;
+        let answer =
+            shared.leader_client(&address)?.create_accounts(shared.forward_request(message, deadline, &caller)).await;
         shared.forwarded(&address, answer)
     }
 
@@ -803,8 +830,10 @@ impl<N: Node> LedgerService for LedgerApi<N> {
     ) -> Result<Response<proto::CreateTransfersResponse>, Status> {
         let shared = &self.shared;
         let (deadline, forwarded) = (shared.deadline(request.metadata()), is_forwarded(request.metadata()));
+        let caller = Caller::of(&request);
         let message = request.into_inner();
         convert::check_events("transfers", message.transfers.len())?;
+        caller.check_ledgers(Role::Poster, "transfers", message.transfers.iter().map(|transfer| transfer.ledger))?;
         let unit = convert::amount_unit("amount_unit", message.amount_unit)?;
         let ledgers = message
             .transfers
@@ -834,7 +863,8 @@ impl<N: Node> LedgerService for LedgerApi<N> {
             Proposed::Applied(response) => return Ok(Response::new(response)),
             Proposed::Forward(address) => address,
         };
-        let answer = shared.leader_client(&address)?.create_transfers(shared.forward_request(message, deadline)).await;
+        let answer =
+            shared.leader_client(&address)?.create_transfers(shared.forward_request(message, deadline, &caller)).await;
         shared.forwarded(&address, answer)
     }
 
@@ -843,6 +873,7 @@ impl<N: Node> LedgerService for LedgerApi<N> {
         request: Request<proto::LookupAccountsRequest>,
     ) -> Result<Response<proto::LookupAccountsResponse>, Status> {
         let deadline = self.shared.deadline(request.metadata());
+        let caller = Caller::of(&request);
         let message = request.into_inner();
         convert::check_batch("ids", message.ids.len())?;
         let unit = convert::amount_unit("amount_unit", message.amount_unit)?;
@@ -850,7 +881,11 @@ impl<N: Node> LedgerService for LedgerApi<N> {
         let (served, found) = self
             .shared
             .read(message.stale, deadline, move |state| {
-                let accounts = lookup_accounts(state, &ids)?.into_iter().flatten().collect::<Vec<_>>();
+                let accounts = lookup_accounts(state, &ids)?
+                    .into_iter()
+                    .flatten()
+                    .filter(|account| caller.may(Role::Reader, account.ledger.0))
+                    .collect::<Vec<_>>();
                 let scales = scales_of(state, accounts.iter().map(|account| account.ledger).collect())?;
                 Ok::<_, QueryError>((accounts, scales))
             })
@@ -866,6 +901,7 @@ impl<N: Node> LedgerService for LedgerApi<N> {
         request: Request<proto::LookupTransfersRequest>,
     ) -> Result<Response<proto::LookupTransfersResponse>, Status> {
         let deadline = self.shared.deadline(request.metadata());
+        let caller = Caller::of(&request);
         let message = request.into_inner();
         convert::check_batch("ids", message.ids.len())?;
         let unit = convert::amount_unit("amount_unit", message.amount_unit)?;
@@ -873,7 +909,11 @@ impl<N: Node> LedgerService for LedgerApi<N> {
         let (served, found) = self
             .shared
             .read(message.stale, deadline, move |state| {
-                let transfers = lookup_transfers(state, &ids)?.into_iter().flatten().collect::<Vec<_>>();
+                let transfers = lookup_transfers(state, &ids)?
+                    .into_iter()
+                    .flatten()
+                    .filter(|transfer| caller.may(Role::Reader, transfer.ledger.0))
+                    .collect::<Vec<_>>();
                 let scales = scales_of(state, transfers.iter().map(|transfer| transfer.ledger).collect())?;
                 Ok::<_, QueryError>((transfers, scales))
             })
@@ -889,13 +929,15 @@ impl<N: Node> LedgerService for LedgerApi<N> {
         request: Request<proto::GetAccountTransfersRequest>,
     ) -> Result<Response<proto::GetAccountTransfersResponse>, Status> {
         let deadline = self.shared.deadline(request.metadata());
+        let caller = Caller::of(&request);
         let message = request.into_inner();
         let filter = convert::filter_from_wire("filter", message.filter.as_ref())?;
         let unit = convert::amount_unit("amount_unit", message.amount_unit)?;
         let (served, found) = self
             .shared
             .read(message.stale, deadline, move |state| {
-                let transfers = get_account_transfers(state, &filter)?;
+                let mut transfers = get_account_transfers(state, &filter)?;
+                transfers.retain(|transfer| caller.may(Role::Reader, transfer.ledger.0));
                 let scales = scales_of(state, transfers.iter().map(|transfer| transfer.ledger).collect())?;
                 Ok::<_, QueryError>((transfers, scales))
             })
@@ -911,15 +953,21 @@ impl<N: Node> LedgerService for LedgerApi<N> {
         request: Request<proto::GetAccountBalancesRequest>,
     ) -> Result<Response<proto::GetAccountBalancesResponse>, Status> {
         let deadline = self.shared.deadline(request.metadata());
+        let caller = Caller::of(&request);
         let message = request.into_inner();
         let filter = convert::filter_from_wire("filter", message.filter.as_ref())?;
         let unit = convert::amount_unit("amount_unit", message.amount_unit)?;
         let (served, found) = self
             .shared
             .read(message.stale, deadline, move |state| {
-                let balances = get_account_balances(state, &filter)?;
+                let mut balances = get_account_balances(state, &filter)?;
                 // The query found the account, so it exists.
                 let ledger = state.account(filter.account_id)?.map(|account| account.ledger).unwrap_or_default();
+                // An account on a ledger the reader may not read is, to it,
+                // an account without history.
+                if !caller.may(Role::Reader, ledger.0) {
+                    balances.clear();
+                }
                 let scales = scales_of(state, BTreeSet::from([ledger]))?;
                 Ok::<_, QueryError>((balances, ledger, scales))
             })
@@ -936,11 +984,13 @@ impl<N: Node> LedgerService for LedgerApi<N> {
     ) -> Result<Response<proto::QueryTransfersResponse>, Status> {
         let shared = &self.shared;
         let deadline = shared.deadline(request.metadata());
+        let caller = Caller::of(&request);
         let message = request.into_inner();
         let query = convert::transfer_query_from_wire(&message)?;
         let unit = convert::amount_unit("amount_unit", message.amount_unit)?;
         let (served, found) = shared.read(message.stale, deadline, move |state| query_transfers(state, &query)).await?;
-        let page = found.map_err(|error| status::query_error(&error))?;
+        let mut page = found.map_err(|error| status::query_error(&error))?;
+        page.records.retain(|transfer| caller.may(Role::Reader, transfer.ledger.0));
         let ledgers = page.records.iter().map(|transfer| transfer.ledger).collect();
         let scales = shared.scales_for(unit, ledgers, deadline).await?;
         let amounts = amounts_of(unit, &scales);
@@ -958,11 +1008,13 @@ impl<N: Node> LedgerService for LedgerApi<N> {
     ) -> Result<Response<proto::QueryAccountsResponse>, Status> {
         let shared = &self.shared;
         let deadline = shared.deadline(request.metadata());
+        let caller = Caller::of(&request);
         let message = request.into_inner();
         let query = convert::account_query_from_wire(&message)?;
         let unit = convert::amount_unit("amount_unit", message.amount_unit)?;
         let (served, found) = shared.read(message.stale, deadline, move |state| query_accounts(state, &query)).await?;
-        let page = found.map_err(|error| status::query_error(&error))?;
+        let mut page = found.map_err(|error| status::query_error(&error))?;
+        page.records.retain(|account| caller.may(Role::Reader, account.ledger.0));
         let ledgers = page.records.iter().map(|account| account.ledger).collect();
         let scales = shared.scales_for(unit, ledgers, deadline).await?;
         let amounts = amounts_of(unit, &scales);
@@ -982,7 +1034,9 @@ impl<N: Node> LedgerService for LedgerApi<N> {
         request: Request<proto::SubscribeChangesRequest>,
     ) -> Result<Response<Self::SubscribeChangesStream>, Status> {
         let shared = &self.shared;
+        let caller = Caller::of(&request);
         let message = request.into_inner();
+        caller.check_ledgers(Role::Reader, "ledger", [message.ledger])?;
         let unit = convert::amount_unit("amount_unit", message.amount_unit)?;
         let permit = shared
             .feeds
@@ -1010,7 +1064,9 @@ impl<N: Node> LedgerService for LedgerApi<N> {
         request: Request<proto::TrialBalanceRequest>,
     ) -> Result<Response<proto::TrialBalanceResponse>, Status> {
         let deadline = self.shared.deadline(request.metadata());
+        let caller = Caller::of(&request);
         let message = request.into_inner();
+        caller.check_ledgers(Role::Reader, "ledger", [message.ledger])?;
         let unit = convert::amount_unit("amount_unit", message.amount_unit)?;
         let ledger = LedgerId(message.ledger);
         let as_of = message.as_of;
@@ -1069,6 +1125,7 @@ impl<N: Node> AdminApi<N> {
                 })
                 .collect(),
             error: String::new(),
+            plaintext: self.shared.security.is_insecure(),
         }
     }
 

@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use coffer_ledger::Operation;
+use coffer_security::{Listener, Security};
 use coffer_storage::snapshot::{self, SnapshotManifest};
 use coffer_storage::{AppliedState, ReadView, StorageConfig, StorageError};
 use tokio::net::TcpListener;
@@ -83,6 +84,11 @@ pub struct NodeConfig {
     pub requests_max: usize,
     /// The bounds of the read pool (see [`crate::reads`]).
     pub reads: ReadLimits,
+    /// How the transport's connections are secured: under TLS, only nodes
+    /// of this cluster's region connect, and a message is accepted only
+    /// from a member whose certificate names its sender. Default:
+    /// plaintext ([`Security::Insecure`]), for nodes embedded in tests.
+    pub security: Security,
 }
 
 impl NodeConfig {
@@ -98,6 +104,7 @@ impl NodeConfig {
             bootstrap_voters: None,
             requests_max: REQUESTS_MAX_DEFAULT,
             reads: ReadLimits::default(),
+            security: Security::Insecure,
         }
     }
 
@@ -544,6 +551,8 @@ struct Driver {
     storage_sampled_at: Option<Instant>,
     /// Where the node's [`NodeView`] is published.
     view: watch::Sender<NodeView>,
+    /// Where the group's members are published, for the transport.
+    members: watch::Sender<Vec<u64>>,
 }
 
 impl Driver {
@@ -626,9 +635,18 @@ impl Driver {
         for completion in output.completions {
             self.complete(completion);
         }
+        if !output.membership.is_empty() || output.snapshot_installed.is_some() {
+            self.publish_members();
+        }
         self.publish_view();
         self.observe_round(started, snapshot_before, output.snapshot_installed.is_some());
         Ok(())
+    }
+
+    /// Publishes the group's members (voters and learners, ascending) to the
+    /// transport, which accepts Raft traffic from them only.
+    fn publish_members(&self) {
+        self.members.send_replace(self.replica.members());
     }
 
     /// Publishes what the node is now, if it changed.
@@ -868,7 +886,7 @@ fn driver_thread(
     requests: mpsc::Receiver<Request>,
     inbound: (mpsc::Sender<Inbound>, mpsc::Receiver<Inbound>),
     stopped: watch::Sender<Option<String>>,
-    view: watch::Sender<NodeView>,
+    (view, members): (watch::Sender<NodeView>, watch::Sender<Vec<u64>>),
     ready: oneshot::Sender<Result<(SnapshotDirs, ReadPool), StartError>>,
 ) -> Result<(), ConsensusError> {
     let local = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
@@ -889,7 +907,7 @@ fn driver_thread(
     let pool = ReadPool::new(config.consensus.node_id, replica.storage().ledger().db(), runtime.clone(), config.reads);
     let (inbound_sender, inbound) = inbound;
     let addresses = config.peers.into_iter().collect();
-    let peers = Peers::new(replica.id(), runtime, addresses, dirs.clone(), inbound_sender);
+    let peers = Peers::new(replica.id(), runtime, addresses, dirs.clone(), inbound_sender, config.security.clone());
     let driver = Driver {
         replica,
         peers,
@@ -904,7 +922,9 @@ fn driver_thread(
         leader: None,
         storage_sampled_at: None,
         view,
+        members,
     };
+    driver.publish_members();
     driver.publish_view();
     if ready.send(Ok((dirs, pool))).is_err() {
         // The caller of start_node went away: nobody will use the node.
@@ -926,6 +946,7 @@ pub type DriverThread = std::thread::JoinHandle<Result<(), ConsensusError>>;
 pub async fn start_node(config: NodeConfig) -> Result<(NodeHandle, DriverThread), StartError> {
     config.check()?;
     let node_id = config.consensus.node_id;
+    let security = config.security.clone();
     let (listener, listen_addr) = match config.listen_addr {
         Some(addr) => {
             let bind_error = |source| StartError::Bind { addr, source };
@@ -941,19 +962,28 @@ pub async fn start_node(config: NodeConfig) -> Result<(NodeHandle, DriverThread)
     let (inbound_sender, inbound) = mpsc::channel(INBOUND_MESSAGES_MAX);
     let (stopped_sender, stopped) = watch::channel(None);
     let (view_sender, view) = watch::channel(NodeView::default());
+    let (members_sender, members) = watch::channel(Vec::new());
     let (ready_sender, ready) = oneshot::channel();
     let thread_inbound = (inbound_sender.clone(), inbound);
     let thread_runtime = runtime.clone();
     let thread = std::thread::Builder::new()
         .name(format!("coffer-node-{node_id}"))
         .spawn(move || {
-            driver_thread(config, thread_runtime, requests, thread_inbound, stopped_sender, view_sender, ready_sender)
+            driver_thread(
+                config,
+                thread_runtime,
+                requests,
+                thread_inbound,
+                stopped_sender,
+                (view_sender, members_sender),
+                ready_sender,
+            )
         })
         .map_err(StartError::Thread)?;
     let (dirs, reads) = ready.await.map_err(|_| StartError::DriverExited)??;
-    let service = RaftService::new(node_id, inbound_sender, dirs);
+    let service = RaftService::new(node_id, inbound_sender, dirs, members);
     if let Some(listener) = listener {
-        runtime.spawn(serve(node_id, listener, service.clone(), stopped.clone()));
+        runtime.spawn(serve(node_id, listener, service.clone(), stopped.clone(), security));
     }
     let handle =
         NodeHandle { id: node_id, capacity, requests: request_sender, stopped, service, listen_addr, view, reads };
@@ -966,8 +996,9 @@ async fn serve(
     listener: TcpListener,
     service: RaftService,
     mut stopped: watch::Receiver<Option<String>>,
+    security: Security,
 ) {
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = security.incoming(listener, Listener::Raft, format!("node {node_id} raft"));
     let shutdown = async move {
         // Err: the driver is gone, which is a stop too.
         let _ = stopped.wait_for(Option::is_some).await;

@@ -386,6 +386,13 @@ impl<S: ReplicaStorage> Replica<S> {
         self.raw.raft.term
     }
 
+    /// The group's members (voters and learners), ascending.
+    pub fn members(&self) -> Vec<u64> {
+        let mut members: Vec<u64> = self.raw.raft.prs().iter().map(|(&id, _)| id).collect();
+        members.sort_unstable();
+        members
+    }
+
     /// The node's state, for status pages and tests.
     pub fn status(&self) -> NodeStatus {
         let raft = &self.raw.raft;

@@ -31,12 +31,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use coffer_security::{Expect, Identity, PeerInfo, Security};
 use coffer_storage::snapshot::{SnapshotChunk as FileChunkData, SnapshotReader};
 use coffer_storage::StorageError;
 use protobuf::Message as _;
 use raft::prelude::{ConfChangeType, Message};
 use tokio::runtime::Handle;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
@@ -154,7 +155,8 @@ pub(crate) fn check_address(address: &str) -> Result<(), String> {
     Ok(())
 }
 
-async fn connect(address: &str) -> Result<Channel, LinkError> {
+/// Dials node `peer` at `address`; under TLS the server must be that node.
+async fn connect(security: &Security, peer: u64, address: &str) -> Result<Channel, LinkError> {
     let invalid = |reason: String| LinkError::Address { address: address.to_owned(), reason };
     check_address(address).map_err(invalid)?;
     let endpoint = Endpoint::from_shared(format!("http://{address}"))
@@ -164,7 +166,10 @@ async fn connect(address: &str) -> Result<Channel, LinkError> {
         .http2_keep_alive_interval(Duration::from_millis(KEEPALIVE_INTERVAL_MS))
         .keep_alive_timeout(Duration::from_millis(KEEPALIVE_TIMEOUT_MS))
         .keep_alive_while_idle(true);
-    endpoint.connect().await.map_err(|source| LinkError::Connect { address: address.to_owned(), source })
+    security
+        .connect(endpoint, Expect::Node(Some(peer)))
+        .await
+        .map_err(|source| LinkError::Connect { address: address.to_owned(), source })
 }
 
 fn client(channel: Channel) -> RaftTransportClient<Channel> {
@@ -195,6 +200,7 @@ pub(crate) struct Peers {
     inbound: mpsc::Sender<Inbound>,
     snapshot_permits: Arc<Semaphore>,
     reports: Vec<Report>,
+    security: Security,
 }
 
 impl Peers {
@@ -206,8 +212,10 @@ impl Peers {
         addresses: HashMap<u64, String>,
         dirs: SnapshotDirs,
         inbound: mpsc::Sender<Inbound>,
+        security: Security,
     ) -> Self {
         let mut peers = Self {
+            security,
             node_id,
             runtime,
             addresses: HashMap::new(),
@@ -280,7 +288,13 @@ impl Peers {
         if self.queues.get(&peer).is_none_or(mpsc::Sender::is_closed) {
             let address = self.addresses.get(&peer)?.clone();
             let (sender, receiver) = mpsc::channel(PEER_QUEUE_MESSAGES_MAX);
-            let link = Link { from: self.node_id, peer, address, inbound: self.inbound.clone() };
+            let link = Link {
+                from: self.node_id,
+                peer,
+                address,
+                inbound: self.inbound.clone(),
+                security: self.security.clone(),
+            };
             self.runtime.spawn(link.run(receiver));
             self.queues.insert(peer, sender);
         }
@@ -314,7 +328,8 @@ impl Peers {
             return;
         };
         let dir = self.dirs.outgoing(message.get_snapshot().get_metadata().index);
-        let send = SnapshotSend { from: self.node_id, peer, address, dir, inbound: self.inbound.clone() };
+        let (inbound, security) = (self.inbound.clone(), self.security.clone());
+        let send = SnapshotSend { from: self.node_id, peer, address, dir, inbound, security };
         self.runtime.spawn(send.run(message, permit));
     }
 }
@@ -346,13 +361,14 @@ struct Link {
     peer: u64,
     address: String,
     inbound: mpsc::Sender<Inbound>,
+    security: Security,
 }
 
 impl Link {
     async fn run(self, mut queue: mpsc::Receiver<Message>) {
         let mut backoff_ms = RECONNECT_BACKOFF_MIN_MS;
         loop {
-            let (end, carried) = match connect(&self.address).await {
+            let (end, carried) = match connect(&self.security, self.peer, &self.address).await {
                 Ok(channel) => self.stream(channel, &mut queue).await,
                 Err(error) => (LinkEnd::Failed(error), false),
             };
@@ -474,6 +490,7 @@ struct SnapshotSend {
     address: String,
     dir: PathBuf,
     inbound: mpsc::Sender<Inbound>,
+    security: Security,
 }
 
 impl SnapshotSend {
@@ -504,7 +521,7 @@ impl SnapshotSend {
     async fn stream(&self, message: Message) -> Result<(), LinkError> {
         let header =
             proto::SnapshotHeader { from: self.from, message: message.write_to_bytes().map_err(LinkError::Encode)? };
-        let channel = connect(&self.address).await?;
+        let channel = connect(&self.security, self.peer, &self.address).await?;
         let (chunks, stream) = mpsc::channel(SNAPSHOT_CHUNKS_IN_FLIGHT);
         let first = proto::SnapshotChunk { part: Some(Part::Header(header)) };
         chunks.try_send(first).map_err(|_| LinkError::Closed)?;
@@ -542,14 +559,48 @@ pub struct RaftService {
     inbound: mpsc::Sender<Inbound>,
     dirs: SnapshotDirs,
     snapshot_permits: Arc<Semaphore>,
+    /// The group's members: who may send to it.
+    members: watch::Receiver<Vec<u64>>,
 }
 
 /// The tonic service to add to a `tonic::transport::Server`.
 pub type RaftTransportService = RaftTransportServer<RaftService>;
 
 impl RaftService {
-    pub(crate) fn new(node_id: u64, inbound: mpsc::Sender<Inbound>, dirs: SnapshotDirs) -> Self {
-        Self { node_id, inbound, dirs, snapshot_permits: Arc::new(Semaphore::new(SNAPSHOTS_RECEIVING_MAX)) }
+    pub(crate) fn new(
+        node_id: u64,
+        inbound: mpsc::Sender<Inbound>,
+        dirs: SnapshotDirs,
+        members: watch::Receiver<Vec<u64>>,
+    ) -> Self {
+        Self { node_id, inbound, dirs, snapshot_permits: Arc::new(Semaphore::new(SNAPSHOTS_RECEIVING_MAX)), members }
+    }
+
+    /// Checks that the connection's certificate names node `from`, a member
+    /// of this group (a node with no members yet, one being added, accepts
+    /// any node of its region: the listener admitted only those). A
+    /// connection without an identity is plaintext, where every peer is
+    /// trusted by configuration.
+    fn admit(&self, peer: Option<&PeerInfo>, from: u64) -> Result<(), Status> {
+        let Some(identity) = peer.and_then(|peer| peer.identity.as_deref()) else {
+            return Ok(());
+        };
+        let me = self.node_id;
+        let refuse = |reason: String| {
+            tracing::warn!(node = me, from, %identity, reason, "Raft traffic refused");
+            Err(Status::permission_denied(format!("node {me}: {reason}")))
+        };
+        let Identity::Node { id, .. } = identity else {
+            return refuse(format!("{identity} is not a node"));
+        };
+        if *id != from {
+            return refuse(format!("a connection authenticated as node {id} sends as node {from}"));
+        }
+        let members = self.members.borrow();
+        if !members.is_empty() && !members.contains(id) {
+            return refuse(format!("node {id} is not a member of this group ({members:?})"));
+        }
+        Ok(())
     }
 
     /// The service with this transport's message size bounds.
@@ -575,7 +626,11 @@ impl RaftService {
         Ok(message)
     }
 
-    async fn receive_snapshot(&self, stream: &mut Streaming<proto::SnapshotChunk>) -> Result<(), Status> {
+    async fn receive_snapshot(
+        &self,
+        stream: &mut Streaming<proto::SnapshotChunk>,
+        peer: Option<&PeerInfo>,
+    ) -> Result<(), Status> {
         let me = self.node_id;
         let header = match stream.message().await? {
             Some(proto::SnapshotChunk { part: Some(Part::Header(header)) }) => header,
@@ -586,6 +641,7 @@ impl RaftService {
             }
         };
         let from = header.from;
+        self.admit(peer, from)?;
         let refuse =
             |reason: String| Status::invalid_argument(format!("node {me}: snapshot from node {from} {reason}"));
         let message = self.decode(from, &header.message).map_err(|reason| refuse(format!("message {reason}")))?;
@@ -627,9 +683,11 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) 
 impl RaftTransport for RaftService {
     async fn send(&self, request: Request<Streaming<proto::MessageBatch>>) -> Result<Response<proto::SendAck>, Status> {
         let me = self.node_id;
+        let peer = request.extensions().get::<PeerInfo>().cloned();
         let mut stream = request.into_inner();
         while let Some(batch) = stream.message().await? {
             let from = batch.from;
+            self.admit(peer.as_ref(), from)?;
             if batch.messages.len() > BATCH_MESSAGES_MAX {
                 return Err(Status::invalid_argument(format!(
                     "node {me}: a batch from node {from} has {} messages, at most {BATCH_MESSAGES_MAX}",
@@ -661,9 +719,10 @@ impl RaftTransport for RaftService {
                 self.node_id
             )));
         };
+        let peer = request.extensions().get::<PeerInfo>().cloned();
         let mut stream = request.into_inner();
         let timeout = Duration::from_millis(SNAPSHOT_TIMEOUT_MS);
-        let received = match tokio::time::timeout(timeout, self.receive_snapshot(&mut stream)).await {
+        let received = match tokio::time::timeout(timeout, self.receive_snapshot(&mut stream, peer.as_ref())).await {
             Ok(received) => received,
             Err(_) => Err(Status::deadline_exceeded(format!(
                 "node {}: snapshot not received within {SNAPSHOT_TIMEOUT_MS} ms",

@@ -97,6 +97,9 @@ pub struct DrConfig {
     /// have granted: the region's election timeout (a deposed leader steps
     /// down within it).
     pub election_timeout_ms: u64,
+    /// How connections to the other region are secured: under TLS, the
+    /// server dialled must be a node of this cluster. Default: plaintext.
+    pub security: coffer_security::Security,
 }
 
 impl DrConfig {
@@ -114,6 +117,7 @@ impl DrConfig {
             heartbeat_ms: HEARTBEAT_MS_DEFAULT,
             fencing: Fencing::Lease,
             election_timeout_ms: 2_000,
+            security: coffer_security::Security::Insecure,
         }
     }
 

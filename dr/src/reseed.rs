@@ -12,14 +12,15 @@
 //! ships from K + 1.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use coffer_storage::snapshot::{self, remove_dir, SnapshotChunk, SnapshotWriter};
 use coffer_storage::{AppliedState, NodeStore, RegionRole, RegionState, StorageConfig, StorageError};
 use tokio_stream::StreamExt as _;
-use tonic::transport::Endpoint;
 
 use crate::proto::dr_service_client::DrServiceClient;
 use crate::proto::FetchCheckpointRequest;
+use crate::standby::CONNECT_TIMEOUT_MS;
 use crate::SHIP_MESSAGE_BYTES_MAX;
 
 /// The directory of a node's re-seed work, under its data directory.
@@ -47,9 +48,18 @@ fn remove_file(path: &Path) -> Result<(), StorageError> {
 
 /// Downloads checkpoint `name` from `source` into `target` (which must not
 /// exist), checking every chunk and then the whole against its manifest.
-pub(crate) async fn download(source: &str, name: &str, target: &Path) -> Result<(), String> {
-    let endpoint = Endpoint::from_shared(format!("http://{source}")).map_err(|error| format!("{source}: {error}"))?;
-    let channel = endpoint.connect().await.map_err(|error| format!("{source}: {error}"))?;
+pub(crate) async fn download(
+    security: &coffer_security::Security,
+    source: &str,
+    name: &str,
+    target: &Path,
+) -> Result<(), String> {
+    let endpoint = coffer_security::tls::endpoint(source, Duration::from_millis(CONNECT_TIMEOUT_MS))
+        .map_err(|error| format!("{source}: {error}"))?;
+    let channel = security
+        .connect(endpoint, coffer_security::Expect::Node(None))
+        .await
+        .map_err(|error| format!("{source}: {error}"))?;
     let mut client = DrServiceClient::new(channel).max_decoding_message_size(SHIP_MESSAGE_BYTES_MAX);
     let mut stream = client
         .fetch_checkpoint(FetchCheckpointRequest { name: name.to_owned() })

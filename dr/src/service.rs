@@ -244,7 +244,7 @@ impl DrService for DrApi {
         }
         let download = crate::reseed::download_dir(&dr.data_dir);
         coffer_storage::snapshot::remove_dir(&download).map_err(|error| Status::internal(error.to_string()))?;
-        crate::reseed::download(&request.source_address, &request.name, &download)
+        crate::reseed::download(&self.dr.config.security, &request.source_address, &request.name, &download)
             .await
             .map_err(|reason| Status::unavailable(format!("downloading the checkpoint: {reason}")))?;
         let (data_dir, conf_state) = (dr.data_dir.clone(), status.conf_state);

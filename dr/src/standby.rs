@@ -10,7 +10,6 @@ use coffer_consensus::region::RegionOp;
 use coffer_consensus::{Applied, RegionRole, RequestError};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Endpoint;
 
 use crate::proto::dr_service_client::DrServiceClient;
 use crate::proto::{ShipUp, ShippedEntry};
@@ -20,7 +19,7 @@ use crate::{entry_crc, locked, Dr, SHIP_MESSAGE_BYTES_MAX};
 const RETRY_MS_MIN: u64 = 100;
 const RETRY_MS_MAX: u64 = 2_000;
 /// How long to wait for a connection to a primary node.
-const CONNECT_TIMEOUT_MS: u64 = 1_000;
+pub(crate) const CONNECT_TIMEOUT_MS: u64 = 1_000;
 
 /// Runs for the node's life: ships whenever this node leads a standby
 /// region and no promotion paused it.
@@ -86,11 +85,14 @@ fn failure(reason: impl Into<String>) -> Failure {
 /// promoted, paused).
 async fn session(dr: &Arc<Dr>, address: &str) -> Result<(), Failure> {
     let node = &dr.node;
-    let endpoint = Endpoint::from_shared(format!("http://{address}"))
-        .map_err(|error| failure(format!("bad address: {error}")))?
-        .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
-        .tcp_nodelay(true);
-    let channel = endpoint.connect().await.map_err(|error| failure(format!("connect: {error}")))?;
+    let endpoint = coffer_security::tls::endpoint(address, Duration::from_millis(CONNECT_TIMEOUT_MS))
+        .map_err(|error| failure(format!("bad address: {error}")))?;
+    let channel = dr
+        .config
+        .security
+        .connect(endpoint, coffer_security::Expect::Node(None))
+        .await
+        .map_err(|error| failure(format!("connect: {error}")))?;
     let mut client = DrServiceClient::new(channel)
         .max_decoding_message_size(SHIP_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(SHIP_MESSAGE_BYTES_MAX);

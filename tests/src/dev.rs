@@ -19,6 +19,7 @@ pub struct DevCluster {
     child: Child,
     output: PathBuf,
     base_port: u16,
+    data_dir: PathBuf,
 }
 
 impl DevCluster {
@@ -39,7 +40,7 @@ impl DevCluster {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("coffer dev starts");
-        let dev = Self { child, output, base_port };
+        let dev = Self { child, output, base_port, data_dir: dir.join("data") };
         let started = Instant::now();
         while !dev.printed().contains("Ctrl-C stops the cluster") {
             assert!(started.elapsed() < DEV_START_WAIT, "coffer dev did not come up; it printed:\n{}", dev.printed());
@@ -51,6 +52,17 @@ impl DevCluster {
     /// The API addresses of nodes 1-3.
     pub fn api_addresses(&self) -> Vec<String> {
         (1..=3).map(|id| format!("127.0.0.1:{}", self.base_port + id)).collect()
+    }
+
+    /// Where `coffer dev` wrote the cluster's certificates.
+    pub fn tls_dir(&self) -> PathBuf {
+        self.data_dir.join("tls")
+    }
+
+    /// TLS as the dev cluster's `admin`.
+    pub fn security(&self) -> coffer_security::Security {
+        let files = coffer_security::TlsFiles::in_dir(&self.tls_dir(), "admin");
+        coffer_security::Security::Tls(coffer_security::TlsContext::load(files).expect("the dev cluster's admin TLS"))
     }
 
     /// Everything `coffer dev` printed so far.

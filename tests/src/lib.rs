@@ -32,6 +32,7 @@ use coffer_api::client::{Client, ClientConfig, NodeReport, Role};
 
 pub mod dev;
 pub mod nemesis;
+pub mod pki;
 
 /// How long a cluster may take to elect a leader.
 pub const LEADER_WAIT: Duration = Duration::from_secs(30);
@@ -61,9 +62,17 @@ pub fn coffer_binary() -> PathBuf {
     binary
 }
 
-/// Runs `coffer <args>` to completion and returns its output.
+/// Runs `coffer <args>` to completion and returns its output; client
+/// commands present [`pki::ADMIN`]'s certificate.
 pub fn coffer(args: &[&str]) -> Output {
-    Command::new(coffer_binary()).args(args).output().expect("the coffer binary runs")
+    let admin = pki::pki().client(pki::ADMIN);
+    Command::new(coffer_binary())
+        .args(args)
+        .env("COFFER_CA", admin.ca)
+        .env("COFFER_CERT", admin.cert)
+        .env("COFFER_KEY", admin.key)
+        .output()
+        .expect("the coffer binary runs")
 }
 
 /// Free loopback ports, all held until every one is chosen (so no two are
@@ -122,6 +131,11 @@ pub struct NodeProcess {
     bootstrap: Option<Vec<u64>>,
     /// Its configuration file (`--config`), if it has one.
     config: Option<PathBuf>,
+    /// Its region (its certificate names it).
+    region: String,
+    /// The TLS files it presents (issued by the tests' authority unless a
+    /// test gives it others).
+    pub tls: coffer_security::TlsFiles,
     child: Option<Child>,
 }
 
@@ -146,6 +160,9 @@ impl NodeProcess {
             let voters: Vec<String> = voters.iter().map(u64::to_string).collect();
             command.args(["--bootstrap", &voters.join(",")]);
         }
+        command.arg("--tls-ca").arg(&self.tls.ca).arg("--tls-cert").arg(&self.tls.cert);
+        command.arg("--tls-key").arg(&self.tls.key).arg("--access-policy").arg(pki::pki().policy());
+        command.arg("--fault-injection");
         command.env("COFFER_LOG", "info");
         command
     }
@@ -245,9 +262,21 @@ impl NodeProcess {
     }
 }
 
+/// The client defaults for `addresses`, presenting [`pki::ADMIN`]'s
+/// certificate.
+pub fn client_config(addresses: Vec<String>) -> ClientConfig {
+    ClientConfig { security: pki::admin(), ..ClientConfig::new(addresses) }
+}
+
 /// A client of these addresses with test-friendly bounds.
 pub fn client_of(addresses: Vec<String>) -> Client {
-    let mut config = ClientConfig::new(addresses);
+    client_with(addresses, pki::admin())
+}
+
+/// A client of these addresses with test-friendly bounds, secured by
+/// `security`.
+pub fn client_with(addresses: Vec<String>, security: coffer_security::Security) -> Client {
+    let mut config = ClientConfig { security, ..ClientConfig::new(addresses) };
     config.deadline_ms = 20_000;
     config.attempts_max = 200;
     Client::new(config).expect("a valid client configuration")
@@ -255,7 +284,12 @@ pub fn client_of(addresses: Vec<String>) -> Client {
 
 /// A client of one node that gives up quickly (for polling).
 pub fn quick_client(address: &str) -> Client {
-    let mut config = ClientConfig::new(vec![address.to_owned()]);
+    quick_client_with(address, pki::admin())
+}
+
+/// A client of one node that gives up quickly, secured by `security`.
+pub fn quick_client_with(address: &str, security: coffer_security::Security) -> Client {
+    let mut config = ClientConfig { security, ..ClientConfig::new(vec![address.to_owned()]) };
     config.deadline_ms = 2_000;
     config.attempts_max = 2;
     Client::new(config).expect("a valid client configuration")
@@ -300,7 +334,7 @@ impl Cluster {
     /// for a leader.
     pub async fn start_with(founders: Vec<NodeAddresses>, options: ClusterOptions) -> Self {
         let slot = CLUSTER_SLOT.lock().unwrap_or_else(PoisonError::into_inner);
-        Self::launch(founders, options, Some(slot)).await
+        Self::launch_in(coffer_security::DEFAULT_REGION, founders, options, Some(slot)).await
     }
 
     /// Two regions of `size` nodes each on loopback: the primary (ids
@@ -322,12 +356,13 @@ impl Cluster {
         };
         let primary_options = section("seoul", "busan", &standby, "primary");
         let standby_options = section("busan", "seoul", &primary, "standby");
-        let primary = Self::launch(primary, primary_options, Some(slot)).await;
-        let standby = Self::launch(standby, standby_options, None).await;
+        let primary = Self::launch_in("seoul", primary, primary_options, Some(slot)).await;
+        let standby = Self::launch_in("busan", standby, standby_options, None).await;
         (primary, standby)
     }
 
-    async fn launch(
+    async fn launch_in(
+        region: &str,
         founders: Vec<NodeAddresses>,
         options: ClusterOptions,
         slot: Option<MutexGuard<'static, ()>>,
@@ -349,7 +384,7 @@ impl Cluster {
                     None => peer.clone(),
                 })
                 .collect();
-            let mut node = Self::process(dir.path(), addresses.clone(), peers, Some(voters.clone()));
+            let mut node = Self::process(dir.path(), region, addresses.clone(), peers, Some(voters.clone()));
             node.config.clone_from(&config);
             nodes.insert(addresses.id, node);
         }
@@ -363,21 +398,34 @@ impl Cluster {
 
     fn process(
         dir: &Path,
+        region: &str,
         addresses: NodeAddresses,
         peers: Vec<NodeAddresses>,
         bootstrap: Option<Vec<u64>>,
     ) -> NodeProcess {
         let data_dir = dir.join(format!("node-{}", addresses.id));
         let log = dir.join(format!("node-{}.log", addresses.id));
-        NodeProcess { addresses, data_dir, log, peers, bootstrap, config: None, child: None }
+        let tls = pki::pki().node(region, addresses.id);
+        let region = region.to_owned();
+        NodeProcess { addresses, data_dir, log, peers, bootstrap, config: None, region, tls, child: None }
     }
 
     /// Starts a new node `id` that knows every current node and founds
     /// nothing (it joins once a leader adds it).
     pub fn spawn_joining(&mut self, id: u64) -> NodeAddresses {
+        let region =
+            self.nodes.values().next().map_or(coffer_security::DEFAULT_REGION.to_owned(), |node| node.region.clone());
+        self.spawn_joining_with(id, pki::pki().node(&region, id))
+    }
+
+    /// Like [`Cluster::spawn_joining`], the node presenting `tls`.
+    pub fn spawn_joining_with(&mut self, id: u64, tls: coffer_security::TlsFiles) -> NodeAddresses {
         let addresses = NodeAddresses::allocate(id);
         let peers = self.nodes.values().map(|node| node.addresses.clone()).collect();
-        let mut node = Self::process(self.dir.path(), addresses.clone(), peers, None);
+        let region =
+            self.nodes.values().next().map_or(coffer_security::DEFAULT_REGION.to_owned(), |node| node.region.clone());
+        let mut node = Self::process(self.dir.path(), &region, addresses.clone(), peers, None);
+        node.tls = tls;
         node.start();
         self.nodes.insert(id, node);
         addresses
@@ -468,4 +516,20 @@ impl Drop for Cluster {
             }
         }
     }
+}
+
+/// A gRPC channel to `address` presenting [`pki::ADMIN`]'s certificate,
+/// for raw calls the Rust client does not make.
+pub async fn channel(address: &str) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    channel_as(address, &pki::admin()).await
+}
+
+/// A gRPC channel to `address` secured by `security`.
+pub async fn channel_as(
+    address: &str,
+    security: &coffer_security::Security,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    let endpoint = coffer_security::tls::endpoint(address, Duration::from_secs(2))
+        .unwrap_or_else(|reason| panic!("a test address: {reason}"));
+    security.connect(endpoint, coffer_security::Expect::Any).await
 }

@@ -13,8 +13,9 @@ use coffer_ledger::{
     Account, AccountId, AccountKind, CreateAccountResult, CreateLedgerResult, Ledger, LedgerId, Transfer, TransferId,
     TransferKind,
 };
+use coffer_security::Security;
 use coffer_tests::dev::DevCluster;
-use coffer_tests::{client_of, quick_client};
+use coffer_tests::{client_with, quick_client_with};
 
 /// How long each step may take before the test fails.
 const STEP_WAIT: Duration = Duration::from_secs(60);
@@ -49,8 +50,8 @@ where
 }
 
 /// The term node `id` leads in, if it answers and says it leads.
-async fn leads(address: &str, id: u64) -> Option<u64> {
-    let reports = quick_client(address).status().await.ok()?;
+async fn leads(security: &Security, address: &str, id: u64) -> Option<u64> {
+    let reports = quick_client_with(address, security.clone()).status().await.ok()?;
     reports.first().filter(|own| own.node_id == id && own.role == Some(Role::Leader)).map(|own| own.term)
 }
 
@@ -81,11 +82,12 @@ async fn the_dev_cluster_restarts_a_killed_leader_and_keeps_taking_writes() {
     let dir = tempfile::tempdir().unwrap();
     let mut dev = DevCluster::start(dir.path(), &["--no-sample"]);
     let addresses = dev.api_addresses();
-    let client = client_of(addresses.clone());
+    let security = dev.security();
+    let client = client_with(addresses.clone(), security.clone());
 
     let (leader, term) = wait_for("a leader", || async {
         for (id, address) in (1..=3u64).zip(&addresses) {
-            if let Some(term) = leads(address, id).await {
+            if let Some(term) = leads(&security, address, id).await {
                 return Some((id, term));
             }
         }
@@ -110,7 +112,7 @@ async fn the_dev_cluster_restarts_a_killed_leader_and_keeps_taking_writes() {
     // once started again: it may win the new election), and writes go on.
     wait_for("a leader of a later term", || async {
         for (id, address) in (1..=3u64).zip(&addresses) {
-            if leads(address, id).await.is_some_and(|new_term| new_term > term) {
+            if leads(&security, address, id).await.is_some_and(|new_term| new_term > term) {
                 return Some(());
             }
         }
@@ -133,7 +135,7 @@ async fn the_dev_cluster_restarts_a_killed_leader_and_keeps_taking_writes() {
     .await;
     let killed_address = &addresses[usize::try_from(leader - 1).unwrap()];
     wait_for("the restarted node to catch up", || async {
-        let reports = quick_client(killed_address).status().await.ok()?;
+        let reports = quick_client_with(killed_address, security.clone()).status().await.ok()?;
         reports.first().filter(|own| own.node_id == leader && own.applied_index >= committed).map(|_| ())
     })
     .await;

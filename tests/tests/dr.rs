@@ -53,7 +53,7 @@ fn dr(at: &str, args: &[&str]) -> Result<Value, String> {
 }
 
 fn client(cluster: &Cluster) -> Client {
-    let config = ClientConfig { deadline_ms: 5_000, ..ClientConfig::new(cluster.api_addresses()) };
+    let config = ClientConfig { deadline_ms: 5_000, ..coffer_tests::client_config(cluster.api_addresses()) };
     Client::new(config).unwrap()
 }
 
@@ -122,7 +122,7 @@ async fn missing(client: &Client, ids: &[u128]) -> Vec<u128> {
 async fn isolate(cluster: &Cluster, isolated: bool) {
     let mut told = 0;
     for address in cluster.api_addresses() {
-        if let Ok(mut client) = DrServiceClient::connect(format!("http://{address}")).await {
+        if let Ok(mut client) = coffer_tests::channel(&address).await.map(DrServiceClient::new) {
             client.isolate(IsolateRequest { isolated }).await.unwrap();
             told += 1;
         }
@@ -277,7 +277,7 @@ async fn async_failover_lists_every_acknowledged_transfer_it_lost_and_the_old_pr
 /// One write through raw gRPC: whether it was acknowledged, and the epoch
 /// and role the answer carried.
 async fn write_raw(address: &str, id: u128) -> (bool, Option<String>, Option<String>) {
-    let Ok(mut client) = LedgerServiceClient::connect(format!("http://{address}")).await else {
+    let Ok(mut client) = coffer_tests::channel(address).await.map(LedgerServiceClient::new) else {
         return (false, None, None);
     };
     let transfers = batch(id, 1).iter().map(|transfer| transfer_to_wire(transfer, Amounts::Minor)).collect();
@@ -352,7 +352,7 @@ async fn wrong_operations_are_refused_with_errors_that_say_why_and_change_nothin
     let leader = seoul.api_addresses();
     let mut refusals = Vec::new();
     for address in &leader {
-        if let Ok(mut client) = DrServiceClient::connect(format!("http://{address}")).await {
+        if let Ok(mut client) = coffer_tests::channel(address).await.map(DrServiceClient::new) {
             refusals.push(client.promote(PromoteRequest { force: true }).await.unwrap_err());
         }
     }
@@ -374,7 +374,8 @@ async fn wrong_operations_are_refused_with_errors_that_say_why_and_change_nothin
     assert!(refused.contains("more than --max-lag 0"), "{refused}");
     // Writes stop once the standby lags more than max_lag_entries (8); one
     // try each, so the refusal is not retried until the lease lapses too.
-    let once = ClientConfig { attempts_max: 1, deadline_ms: 1_000, ..ClientConfig::new(seoul.api_addresses()) };
+    let once =
+        ClientConfig { attempts_max: 1, deadline_ms: 1_000, ..coffer_tests::client_config(seoul.api_addresses()) };
     let once = Client::new(once).unwrap();
     let mut refused = None;
     for first in (5_200_000..5_200_200).step_by(10) {

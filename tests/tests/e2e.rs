@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use coffer_api::client::{ChangeFeed, Client, ClientConfig, ClientError, FeedChange};
+use coffer_api::client::{ChangeFeed, Client, ClientError, FeedChange};
 use coffer_api::proto;
 use coffer_api::proto::ledger_service_client::LedgerServiceClient;
 use coffer_ledger::{
@@ -160,7 +160,7 @@ async fn a_retry_after_a_client_timeout_returns_exists_and_never_posts_twice() {
     for id in &followers {
         cluster.node(*id).pause();
     }
-    let mut config = ClientConfig::new(vec![cluster.node(leader).addresses.api.clone()]);
+    let mut config = coffer_tests::client_config(vec![cluster.node(leader).addresses.api.clone()]);
     config.deadline_ms = 1_500;
     let impatient = Client::new(config).unwrap();
     let batch = [receipt(30, 70_000), receipt(31, 30_000)];
@@ -253,7 +253,7 @@ where
     Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     T: std::fmt::Debug,
 {
-    let client = LedgerServiceClient::connect(format!("http://{address}")).await.unwrap();
+    let client = coffer_tests::channel(address).await.map(LedgerServiceClient::new).unwrap();
     call(client).await.expect_err("the request is refused")
 }
 
@@ -333,7 +333,7 @@ async fn bad_requests_get_the_right_status_naming_the_field_and_change_nothing()
     let follower_address = cluster.node(follower).addresses.api.clone();
     let mut forwarded = tonic::Request::new(create(vec![wire("42", "5", receipt_kind)]));
     forwarded.metadata_mut().insert("coffer-forwarded", "9".parse().unwrap());
-    let mut raw = LedgerServiceClient::connect(format!("http://{follower_address}")).await.unwrap();
+    let mut raw = coffer_tests::channel(&follower_address).await.map(LedgerServiceClient::new).unwrap();
     let refused = raw.create_transfers(forwarded).await.unwrap_err();
     assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
     assert_eq!(

@@ -53,6 +53,7 @@ fn the_readme_examples_run_as_written_against_the_dev_cluster() {
             .current_dir(&root)
             .env("PATH", &path)
             .env("COFFER_ADDRESSES", dev.api_addresses().join(","))
+            .env("COFFER_TLS_DIR", dev.tls_dir())
             .stdin(Stdio::null())
             .output()
             .unwrap();

@@ -33,6 +33,8 @@ const BASE_PORT_TRIES: u32 = 64;
 pub const READY_WAIT_MS: u64 = 60_000;
 /// How often readiness is polled.
 const POLL_MS: u64 = 100;
+/// How long `coffer dev` may take to write the cluster's certificates.
+const TLS_WAIT_MS: u64 = 30_000;
 /// How long the dev process may take to stop its nodes after SIGTERM.
 pub const STOP_WAIT_MS: u64 = 30_000;
 
@@ -54,12 +56,13 @@ pub struct LocalCluster {
     addresses: Vec<String>,
     nodes: Vec<NodeProcess>,
     stopped: bool,
+    insecure: bool,
 }
 
 impl LocalCluster {
     /// Starts `coffer dev` from `coffer` on free ports in a new temporary directory.
     /// `node_toml` is added to every node's configuration (`coffer dev --node-toml`).
-    pub fn start(coffer: &Path, node_toml: Option<&Path>) -> Result<Self, BenchError> {
+    pub fn start(coffer: &Path, node_toml: Option<&Path>, insecure: bool) -> Result<Self, BenchError> {
         if !coffer.is_file() {
             return Err(BenchError::CofferMissing { path: coffer.to_owned() });
         }
@@ -77,6 +80,9 @@ impl LocalCluster {
         if let Some(toml) = node_toml {
             dev.arg("--node-toml").arg(toml);
         }
+        if insecure {
+            dev.arg("--insecure");
+        }
         let dev = dev
             .arg("--data-dir")
             .arg(&data_dir)
@@ -89,7 +95,27 @@ impl LocalCluster {
             .spawn()
             .map_err(|error| BenchError::io(coffer, error))?;
         let addresses = PORT_OFFSETS[..NODES].iter().map(|offset| format!("127.0.0.1:{}", base + offset)).collect();
-        Ok(Self { dev, dir: Some(dir), log, addresses, nodes: Vec::new(), stopped: false })
+        Ok(Self { dev, dir: Some(dir), log, addresses, nodes: Vec::new(), stopped: false, insecure })
+    }
+
+    /// Where `coffer dev` wrote the cluster's certificates (`None`:
+    /// plaintext), once it has: it writes them before it starts the nodes,
+    /// the access policy last.
+    pub fn tls_dir(&self) -> Result<Option<PathBuf>, BenchError> {
+        let Some(dir) = self.dir.as_ref().filter(|_| !self.insecure) else {
+            return Ok(None);
+        };
+        let tls = dir.path().join("cluster").join("tls");
+        let started = Instant::now();
+        while !tls.join("access.toml").exists() {
+            if started.elapsed() > Duration::from_millis(TLS_WAIT_MS) {
+                let last =
+                    format!("no certificates in {} after {TLS_WAIT_MS} ms (see {})", tls.display(), self.log.display());
+                return Err(BenchError::NotReady { waited_ms: TLS_WAIT_MS, last });
+            }
+            std::thread::sleep(Duration::from_millis(POLL_MS));
+        }
+        Ok(Some(tls))
     }
 
     /// The nodes' client addresses.

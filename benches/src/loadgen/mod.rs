@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use coffer_api::client::{Client, ClientConfig};
 use coffer_ledger::{Account, CreateAccountResult, BATCH_EVENTS_MAX};
+use coffer_security::{Security, TlsContext, TlsFiles};
 
 pub use error::BenchError;
 pub use options::{BenchArgs, BenchConfig};
@@ -47,10 +48,26 @@ pub const CALL_DEADLINE_MS: u64 = 30_000;
 /// The cluster of a run: started by it, or an existing one.
 enum Cluster {
     Local(LocalCluster),
-    Existing { addresses: Vec<String>, pids: Vec<u32> },
+    Existing { addresses: Vec<String>, pids: Vec<u32>, tls: Option<TlsFiles> },
 }
 
 impl Cluster {
+    /// How the run's clients secure their connections: the local cluster's
+    /// `admin` certificate, the files given for an existing one, or
+    /// plaintext.
+    fn security(&self) -> Result<Security, BenchError> {
+        let files = match self {
+            Self::Local(local) => local.tls_dir()?.map(|dir| TlsFiles::in_dir(&dir, "admin")),
+            Self::Existing { tls, .. } => tls.clone(),
+        };
+        match files {
+            None => Ok(Security::Insecure),
+            Some(files) => {
+                TlsContext::load(files).map(Security::Tls).map_err(|error| BenchError::Setup(format!("TLS: {error}")))
+            }
+        }
+    }
+
     fn addresses(&self) -> Vec<String> {
         match self {
             Self::Local(local) => local.addresses().to_vec(),
@@ -64,7 +81,7 @@ impl Cluster {
             Self::Local(local) => {
                 local.nodes().iter().map(|node| (format!("node {}", node.node), Some(node.pid))).collect()
             }
-            Self::Existing { addresses, pids } if pids.is_empty() => {
+            Self::Existing { addresses, pids, .. } if pids.is_empty() => {
                 addresses.iter().map(|address| (format!("node at {address}"), None)).collect()
             }
             Self::Existing { pids, .. } => pids.iter().map(|&pid| (format!("pid {pid}"), Some(pid))).collect(),
@@ -80,13 +97,15 @@ impl Cluster {
 pub async fn run(config: &BenchConfig) -> Result<Report, BenchError> {
     let started = Instant::now();
     let mut cluster = match &config.target {
-        Target::Local { coffer, node_toml } => {
-            let local = LocalCluster::start(coffer, node_toml.as_deref())?;
+        Target::Local { coffer, node_toml, insecure } => {
+            let local = LocalCluster::start(coffer, node_toml.as_deref(), *insecure)?;
             let dir = local.dir().map(|dir| dir.display().to_string()).unwrap_or_default();
             println!("coffer bench: starting a local 3-node cluster in {dir} ({})", coffer.display());
             Cluster::Local(local)
         }
-        Target::Remote { addresses, pids } => Cluster::Existing { addresses: addresses.clone(), pids: pids.clone() },
+        Target::Remote { addresses, pids, tls } => {
+            Cluster::Existing { addresses: addresses.clone(), pids: pids.clone(), tls: tls.clone() }
+        }
     };
     let outcome = run_on(config, &mut cluster, started).await;
     let Cluster::Local(mut local) = cluster else { return outcome };
@@ -121,7 +140,8 @@ async fn watch(local: &mut LocalCluster) -> BenchError {
 
 async fn run_on(config: &BenchConfig, cluster: &mut Cluster, started: Instant) -> Result<Report, BenchError> {
     let addresses = cluster.addresses();
-    let clients = (0..config.clients).map(|_| client(&addresses)).collect::<Result<Vec<_>, _>>()?;
+    let security = cluster.security()?;
+    let clients = (0..config.clients).map(|_| client(&addresses, &security)).collect::<Result<Vec<_>, _>>()?;
     let first = &clients[0];
     match cluster {
         Cluster::Local(local) => local.wait_ready(first).await?,
@@ -231,9 +251,10 @@ fn process_report(
     }
 }
 
-fn client(addresses: &[String]) -> Result<Client, BenchError> {
+fn client(addresses: &[String], security: &Security) -> Result<Client, BenchError> {
     let mut config = ClientConfig::new(addresses.to_vec());
     config.deadline_ms = CALL_DEADLINE_MS;
+    config.security = security.clone();
     Client::new(config).map_err(BenchError::client("configuring the client"))
 }
 

@@ -8,6 +8,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use coffer_ledger::BATCH_EVENTS_MAX;
+use coffer_security::TlsFiles;
 
 use crate::SplitMix64;
 
@@ -129,6 +130,18 @@ pub struct BenchArgs {
     /// The directory of the default report paths.
     #[arg(long, value_name = "DIR", default_value = OUT_DIR_DEFAULT)]
     pub out_dir: PathBuf,
+    /// Plaintext: the local cluster runs with `insecure = true` (to measure
+    /// what TLS costs), or the cluster at --addresses does.
+    #[arg(long)]
+    pub insecure: bool,
+    /// With --addresses: the directory of the certificates to present
+    /// (ca.crt, and PRINCIPAL.crt and .key, as `coffer certs` writes them).
+    #[arg(long, value_name = "DIR", requires = "addresses", conflicts_with = "insecure")]
+    pub tls_dir: Option<PathBuf>,
+    /// With --tls-dir: the principal whose certificate to present (it must
+    /// hold `poster` and `reader` on every ledger of the run).
+    #[arg(long, value_name = "NAME", default_value = "admin")]
+    pub principal: String,
 }
 
 /// Where the load goes.
@@ -140,6 +153,8 @@ pub enum Target {
         coffer: PathBuf,
         /// TOML added to every node's configuration.
         node_toml: Option<PathBuf>,
+        /// Plaintext (`coffer dev --insecure`).
+        insecure: bool,
     },
     /// An existing cluster.
     Remote {
@@ -147,6 +162,8 @@ pub enum Target {
         addresses: Vec<String>,
         /// The nodes' process ids, if known.
         pids: Vec<u32>,
+        /// The certificates to present (`None`: plaintext).
+        tls: Option<TlsFiles>,
     },
 }
 
@@ -268,9 +285,19 @@ impl BenchArgs {
                 (None, Some(exe)) => exe.with_file_name("coffer"),
                 (None, None) => return usage("coffer", "this executable's path is unknown; name `coffer`".into()),
             };
-            Target::Local { coffer, node_toml: self.node_toml }
+            Target::Local { coffer, node_toml: self.node_toml, insecure: self.insecure }
         } else {
-            Target::Remote { addresses: self.addresses, pids: self.pids }
+            let tls = match (self.insecure, &self.tls_dir) {
+                (true, _) => None,
+                (false, Some(dir)) => Some(TlsFiles::in_dir(dir, &self.principal)),
+                (false, None) => {
+                    return usage(
+                        "tls-dir",
+                        "with --addresses, name the certificates' directory (or --insecure)".into(),
+                    )
+                }
+            };
+            Target::Remote { addresses: self.addresses, pids: self.pids, tls }
         };
         let file = |extension: &str| self.out_dir.join(format!("coffer-bench-{}.{extension}", distribution.name()));
         Ok(BenchConfig {
@@ -519,7 +546,10 @@ mod tests {
     fn defaults_start_a_local_cluster_next_to_this_executable() {
         let args = BenchArgs::try_parse_from(["coffer-bench"]).unwrap();
         let config = args.resolve(Some(PathBuf::from("/opt/coffer/bin/coffer-bench"))).unwrap();
-        assert_eq!(config.target, Target::Local { coffer: PathBuf::from("/opt/coffer/bin/coffer"), node_toml: None });
+        assert_eq!(
+            config.target,
+            Target::Local { coffer: PathBuf::from("/opt/coffer/bin/coffer"), node_toml: None, insecure: false }
+        );
         assert_eq!((config.accounts, config.ledgers, config.batch_size), (10_000, 1, 8_189));
         assert_eq!((config.transfers, config.rate, config.seed), (Some(1_000_000), None, 1));
         assert_eq!(config.json, PathBuf::from("data/bench/coffer-bench-uniform.json"));
@@ -540,6 +570,10 @@ mod tests {
             "hot",
             "--rate",
             "50000",
+            "--tls-dir",
+            "/etc/coffer/tls",
+            "--principal",
+            "bench",
         ])
         .unwrap();
         let config = args.resolve(None).unwrap();
@@ -547,7 +581,11 @@ mod tests {
         assert_eq!(config.distribution, DistributionConfig::Hot { hot: 10 });
         assert_eq!(
             config.target,
-            Target::Remote { addresses: vec!["10.0.0.1:7101".into(), "10.0.0.2:7101".into()], pids: vec![11, 12] }
+            Target::Remote {
+                addresses: vec!["10.0.0.1:7101".into(), "10.0.0.2:7101".into()],
+                pids: vec![11, 12],
+                tls: Some(TlsFiles::in_dir(std::path::Path::new("/etc/coffer/tls"), "bench")),
+            }
         );
     }
 

@@ -67,16 +67,18 @@ pub struct ClusterReport {
     pub kind: &'static str,
     /// The nodes' client addresses.
     pub addresses: Vec<String>,
+    /// Whether the clients and the nodes spoke TLS.
+    pub tls: bool,
 }
 
 impl ClusterReport {
     /// The cluster of `target`, at `addresses`.
     pub fn of(target: &Target, addresses: &[String]) -> Self {
-        let kind = match target {
-            Target::Local { .. } => "local",
-            Target::Remote { .. } => "existing",
+        let (kind, tls) = match target {
+            Target::Local { insecure, .. } => ("local", !insecure),
+            Target::Remote { tls, .. } => ("existing", tls.is_some()),
         };
-        Self { kind, addresses: addresses.to_vec() }
+        Self { kind, addresses: addresses.to_vec(), tls }
     }
 }
 
@@ -182,12 +184,13 @@ pub fn render_table(report: &Report) -> String {
     );
     let _ = writeln!(
         out,
-        "  mix {}; {} ledger(s) × {} accounts; {} cluster {}; {} cpus, load average {}",
+        "  mix {}; {} ledger(s) × {} accounts; {} cluster {} ({}); {} cpus, load average {}",
         config.mix,
         config.ledgers,
         thousands(u64::from(config.accounts_per_ledger)),
         report.cluster.kind,
         report.cluster.addresses.join(","),
+        if report.cluster.tls { "TLS" } else { "plaintext" },
         report.cpus,
         report.load_average.as_deref().unwrap_or("unknown"),
     );

@@ -308,7 +308,7 @@ pub(crate) mod tests {
                 seed: 1,
                 sample: 1_000,
             },
-            cluster: ClusterReport { kind: "local", addresses: vec!["127.0.0.1:1".into()] },
+            cluster: ClusterReport { kind: "local", addresses: vec!["127.0.0.1:1".into()], tls: true },
             cpus: 2,
             load_average: Some("1.00 1.00 1.00".into()),
             phases: Phases::default(),

@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use coffer_api::client::{Client, ClientConfig};
+use coffer_api::client::Client;
 use coffer_chaos::checker::History;
 use coffer_chaos::random::Random;
 use coffer_chaos::workload::Bank;
@@ -200,7 +200,7 @@ impl std::fmt::Display for Report {
 
 /// A client of every node with the nemesis's bounds.
 fn bank_client(cluster: &Cluster) -> Client {
-    let mut config = ClientConfig::new(cluster.api_addresses());
+    let mut config = crate::client_config(cluster.api_addresses());
     config.deadline_ms = CLIENT_DEADLINE_MS;
     config.attempts_max = CLIENT_ATTEMPTS_MAX;
     config.backoff_max_ms = CLIENT_BACKOFF_MAX_MS;

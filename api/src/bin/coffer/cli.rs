@@ -23,11 +23,14 @@ mod view;
 mod watch;
 
 use std::io::Write;
+use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use clap::{Args, Subcommand, ValueEnum};
-use coffer_api::client::{ClientError, DEADLINE_MS_DEFAULT};
+use coffer_api::client::{ClientConfig, ClientError, DEADLINE_MS_DEFAULT};
 use coffer_api::proto;
 use coffer_ledger::BATCH_EVENTS_MAX;
+use coffer_security::{Security, TlsContext, TlsFiles};
 use serde::Serialize;
 use tonic::{Code, Status};
 
@@ -37,6 +40,12 @@ use parse::parse_name;
 
 /// The default client addresses: a local three-node cluster (`coffer dev`).
 pub const ADDRESSES_DEFAULT: &str = "127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103";
+/// Where `coffer dev` (with its default data directory) writes its
+/// certificates.
+pub const TLS_DIR_DEFAULT: &str = "data/dev/tls";
+/// The principal a client presents unless told: the dev cluster's one with
+/// every role.
+pub const PRINCIPAL_DEFAULT: &str = "admin";
 /// The most rows a page may ask for (the API's bound).
 const ROWS_MAX: i64 = BATCH_EVENTS_MAX as i64;
 /// Rows a page asks for unless told.
@@ -59,6 +68,80 @@ pub struct ClientOptions {
     /// leader (faster; may be behind).
     #[arg(long, global = true)]
     pub stale: bool,
+    /// The certificate authorities to trust (PEM), with --cert and --key;
+    /// otherwise the files of --principal in --tls-dir are used.
+    #[arg(long, global = true, env = "COFFER_CA", value_name = "FILE", requires_all = ["cert", "key"])]
+    pub ca: Option<PathBuf>,
+    /// This client's certificate (PEM).
+    #[arg(long, global = true, env = "COFFER_CERT", value_name = "FILE", requires_all = ["ca", "key"])]
+    pub cert: Option<PathBuf>,
+    /// This client's private key (PEM).
+    #[arg(long, global = true, env = "COFFER_KEY", value_name = "FILE", requires_all = ["ca", "cert"])]
+    pub key: Option<PathBuf>,
+    /// A directory of certificates as `coffer dev` and `coffer certs` write
+    /// them: ca.crt, and NAME.crt and NAME.key per principal.
+    #[arg(long, global = true, env = "COFFER_TLS_DIR", value_name = "DIR", default_value = TLS_DIR_DEFAULT)]
+    pub tls_dir: PathBuf,
+    /// The principal whose certificate in --tls-dir this client presents.
+    #[arg(long, global = true, env = "COFFER_PRINCIPAL", value_name = "NAME", default_value = PRINCIPAL_DEFAULT)]
+    pub principal: String,
+    /// Plaintext, for a cluster whose nodes run with `insecure = true`.
+    #[arg(long, global = true, env = "COFFER_INSECURE", conflicts_with_all = ["ca", "cert", "key"])]
+    pub insecure: bool,
+}
+
+impl ClientOptions {
+    /// The TLS files these options name: --ca, --cert and --key, or
+    /// --principal's in --tls-dir; `None` with --insecure.
+    pub fn tls_files(&self) -> Option<TlsFiles> {
+        if self.insecure {
+            return None;
+        }
+        Some(match (&self.ca, &self.cert, &self.key) {
+            (Some(ca), Some(cert), Some(key)) => TlsFiles { ca: ca.clone(), cert: cert.clone(), key: key.clone() },
+            _ => TlsFiles::in_dir(&self.tls_dir, &self.principal),
+        })
+    }
+
+    /// The security of this process's connections, from the options.
+    pub fn security(&self) -> Result<Security, CliError> {
+        let Some(files) = self.tls_files() else {
+            return Ok(Security::Insecure);
+        };
+        if self.ca.is_none() && !files.cert.exists() {
+            return Err(CliError::usage(
+                "--principal",
+                format!(
+                    "no certificate {} (pass --ca, --cert and --key, or --tls-dir where `coffer dev` or `coffer certs` \
+                     wrote them, or --insecure for a plaintext cluster)",
+                    files.cert.display()
+                ),
+            ));
+        }
+        let context = TlsContext::load(files).map_err(|error| CliError::usage("TLS", error.to_string()))?;
+        Ok(Security::Tls(context))
+    }
+}
+
+/// The security every connection of this process uses, chosen once from
+/// the options when it starts ([`set_security`]).
+static SECURITY: OnceLock<Security> = OnceLock::new();
+
+/// Sets the security of this process's connections (once; later calls
+/// change nothing).
+pub fn set_security(security: Security) {
+    let _ = SECURITY.set(security);
+}
+
+/// The security of this process's connections: what [`set_security`] set,
+/// plaintext before (a node refuses it unless it runs insecure).
+pub fn security() -> Security {
+    SECURITY.get().cloned().unwrap_or(Security::Insecure)
+}
+
+/// A client configuration for `addresses` with this process's security.
+pub fn client_config(addresses: Vec<String>) -> ClientConfig {
+    ClientConfig { security: security(), ..ClientConfig::new(addresses) }
 }
 
 /// The client commands.

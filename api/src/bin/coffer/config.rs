@@ -62,6 +62,38 @@ pub struct NodeFileConfig {
     pub api: ApiSection,
     /// Disaster recovery: absent for a cluster without a second region.
     pub dr: Option<DrSection>,
+    /// TLS: required, unless it says `insecure = true`.
+    pub tls: Option<TlsSection>,
+    /// Who may call what.
+    #[serde(default)]
+    pub access: AccessSection,
+}
+
+/// `[tls]`: the node's certificate authority bundle, certificate and key
+/// (PEM files; reloaded when they change and on SIGHUP), or `insecure`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// The certificate authorities trusted for nodes and clients.
+    pub ca: Option<PathBuf>,
+    /// This node's certificate (`coffer://CLUSTER/region/REGION/node/ID`).
+    pub cert: Option<PathBuf>,
+    /// Its private key.
+    pub key: Option<PathBuf>,
+    /// Plaintext, trusting every peer and client. Default: false.
+    pub insecure: Option<bool>,
+}
+
+/// `[access]`: the access policy and fault injection.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessSection {
+    /// The policy file (principals' roles per ledger; reloaded when it
+    /// changes and on SIGHUP). Default: none, so no client holds a role.
+    pub policy: Option<PathBuf>,
+    /// Whether `Isolate` (fault injection for drills) is served.
+    /// Default: false.
+    pub fault_injection: Option<bool>,
 }
 
 /// `[dr]`: this node's region and the other one. Unset values take
@@ -248,6 +280,24 @@ pub struct NodeArgs {
     /// The longest any API request waits for the node.
     #[arg(long)]
     pub request_timeout_ms: Option<u64>,
+    /// The certificate authorities trusted (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// This node's certificate (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// This node's private key (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Run in plaintext, trusting every peer and client (`[tls] insecure`).
+    #[arg(long)]
+    pub tls_insecure: bool,
+    /// The access policy file.
+    #[arg(long, value_name = "FILE")]
+    pub access_policy: Option<PathBuf>,
+    /// Serve `Isolate` (fault injection for drills and tests).
+    #[arg(long)]
+    pub fault_injection: bool,
 }
 
 /// Parses `ID=API_ADDR,RAFT_ADDR`.
@@ -349,6 +399,10 @@ pub struct ResolvedConfig {
     pub log_level: Option<String>,
     /// Disaster recovery, when the node is one of two regions.
     pub dr: Option<coffer_dr::DrConfig>,
+    /// The TLS files; `None`: plaintext (`insecure = true`).
+    pub tls: Option<coffer_security::TlsFiles>,
+    /// Who may call what (the policy file is read when the node starts).
+    pub access: coffer_api::access::AccessConfig,
 }
 
 impl NodeFileConfig {
@@ -398,6 +452,19 @@ impl NodeFileConfig {
         set(&mut self.batch.entries_per_round_max, &args.entries_per_round_max);
         set(&mut self.batch.requests_max, &args.requests_max);
         set(&mut self.api.request_timeout_ms, &args.request_timeout_ms);
+        if args.tls_ca.is_some() || args.tls_cert.is_some() || args.tls_key.is_some() || args.tls_insecure {
+            let tls = self.tls.get_or_insert_with(TlsSection::default);
+            set(&mut tls.ca, &args.tls_ca);
+            set(&mut tls.cert, &args.tls_cert);
+            set(&mut tls.key, &args.tls_key);
+            if args.tls_insecure {
+                tls.insecure = Some(true);
+            }
+        }
+        set(&mut self.access.policy, &args.access_policy);
+        if args.fault_injection {
+            self.access.fault_injection = Some(true);
+        }
         for peer in &args.peers {
             self.peers.retain(|known| known.id != peer.id);
             self.peers.push(peer.clone());
@@ -467,6 +534,13 @@ impl NodeFileConfig {
             Some(section) => Some(resolve_dr(section, &mut node)?),
             None => None,
         };
+        let tls = resolve_tls(self.tls.as_ref())?;
+        let access = coffer_api::access::AccessConfig {
+            policy: self.access.policy.clone(),
+            fault_injection: self.access.fault_injection.unwrap_or(false),
+            peer_region: dr.as_ref().map(|dr| dr.peer_region.clone()),
+            insecure: tls.is_none(),
+        };
         Ok(ResolvedConfig {
             node,
             server,
@@ -474,6 +548,8 @@ impl NodeFileConfig {
             metrics_listen: self.metrics_listen,
             log_level: self.log_level.clone(),
             dr,
+            tls,
+            access,
         })
     }
 
@@ -512,6 +588,41 @@ impl NodeFileConfig {
         set(&mut config.memtable_total_bytes, storage.memtable_total_bytes);
         set(&mut config.background_jobs, storage.background_jobs);
         set(&mut config.direct_io, storage.direct_io);
+    }
+}
+
+/// The `[tls]` section's files, or `None` for an explicitly insecure node.
+fn resolve_tls(section: Option<&TlsSection>) -> Result<Option<coffer_security::TlsFiles>, ConfigError> {
+    let missing = || {
+        invalid("tls", "not configured: set [tls] ca, cert and key (or --tls-ca, --tls-cert, --tls-key), or insecure = true to run in plaintext")
+    };
+    let section = section.ok_or_else(missing)?;
+    let files = (&section.ca, &section.cert, &section.key);
+    match (section.insecure.unwrap_or(false), files) {
+        (true, (None, None, None)) => Ok(None),
+        (true, _) => Err(invalid("tls.insecure", "insecure = true and TLS files together: choose one")),
+        (false, (Some(ca), Some(cert), Some(key))) => {
+            Ok(Some(coffer_security::TlsFiles { ca: ca.clone(), cert: cert.clone(), key: key.clone() }))
+        }
+        (false, (None, None, None)) => Err(missing()),
+        (false, (ca, cert, _)) => {
+            let absent = if ca.is_none() {
+                "tls.ca"
+            } else if cert.is_none() {
+                "tls.cert"
+            } else {
+                "tls.key"
+            };
+            Err(ConfigError::Missing { field: absent, flag: absent_flag(absent) })
+        }
+    }
+}
+
+fn absent_flag(field: &'static str) -> &'static str {
+    match field {
+        "tls.ca" => "tls-ca",
+        "tls.cert" => "tls-cert",
+        _ => "tls-key",
     }
 }
 
@@ -583,8 +694,30 @@ mod tests {
             data_dir: Some("data/node1".into()),
             api_listen: Some(SocketAddr::from(([127, 0, 0, 1], 7101))),
             raft_listen: Some(SocketAddr::from(([127, 0, 0, 1], 7201))),
+            tls: Some(TlsSection { insecure: Some(true), ..TlsSection::default() }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn tls_is_required_unless_insecure_is_said_and_a_missing_file_is_named() {
+        let tls = |section: TlsSection| NodeFileConfig { tls: Some(section), ..minimal() }.resolve();
+        let none = NodeFileConfig { tls: None, ..minimal() }.resolve().unwrap_err().to_string();
+        assert!(none.starts_with("invalid tls: not configured"), "{none}");
+        let files = TlsSection {
+            ca: Some("ca.crt".into()),
+            cert: Some("n.crt".into()),
+            key: Some("n.key".into()),
+            insecure: None,
+        };
+        let resolved = tls(files.clone()).unwrap();
+        assert_eq!(resolved.tls.map(|files| files.key), Some(PathBuf::from("n.key")));
+        assert!(!resolved.access.insecure);
+        let no_key = tls(TlsSection { key: None, ..files.clone() }).unwrap_err().to_string();
+        assert_eq!(no_key, "tls.key is not set: set it in the config file or with --tls-key");
+        let both = tls(TlsSection { insecure: Some(true), ..files }).unwrap_err().to_string();
+        assert!(both.starts_with("invalid tls.insecure: "), "{both}");
+        assert!(minimal().resolve().unwrap().access.insecure);
     }
 
     #[test]
@@ -597,6 +730,9 @@ mod tests {
         assert_eq!(resolved.server.addresses.len(), 3);
         assert_eq!(resolved.metrics_listen, Some(SocketAddr::from(([127, 0, 0, 1], 7301))));
         assert_eq!(resolved.node.consensus.tick_ms, 50);
+        assert_eq!(resolved.tls.map(|files| files.cert), Some(PathBuf::from("/etc/coffer/tls/node1.crt")));
+        assert_eq!(resolved.access.policy, Some(PathBuf::from("/etc/coffer/access.toml")));
+        assert!(!resolved.access.fault_injection);
     }
 
     #[test]

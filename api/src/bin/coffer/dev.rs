@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use coffer_api::client::{Client, ClientConfig, ClientError, Role};
 use coffer_ledger::{Account, AccountFlags, AccountId, AccountKind, Ledger, LedgerId};
+use coffer_security::Security;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::time::Instant;
 
@@ -59,6 +60,18 @@ const CALL_DEADLINE_MS: u64 = 10_000;
 
 /// The sample treasury's ledger.
 const KRW: LedgerId = LedgerId(1);
+/// The dev cluster's name in its certificates.
+const DEV_CLUSTER: &str = "coffer-dev";
+/// The principals `coffer dev` issues client certificates for, and the
+/// grants its access policy gives each (the README's quick start uses
+/// `admin`, the CLI's default).
+const DEV_PRINCIPALS: [(&str, &str); 5] = [
+    ("admin", "poster = \"all\"\nreader = \"all\"\noperator = true\nauditor = true"),
+    ("poster", "poster = [1]\nreader = [1]"),
+    ("reader", "reader = \"all\""),
+    ("operator", "operator = true\nreader = \"all\""),
+    ("auditor", "auditor = true\nreader = \"all\""),
+];
 /// The sample funds: `(number, name)`. Fund `f`'s accounts are `f001` (cash),
 /// `f401` (revenue), `f501` (personnel expense), `f502` (operations expense).
 const FUNDS: [(u128, &str); 3] = [(1, "General fund"), (2, "Welfare fund"), (3, "Public works fund")];
@@ -137,6 +150,9 @@ pub enum DevError {
     /// Signal handlers could not be installed.
     #[error("installing signal handlers: {0}")]
     Signals(std::io::Error),
+    /// The dev certificates could not be made or read.
+    #[error("dev certificates: {0}")]
+    Tls(String),
 }
 
 impl DevError {
@@ -189,6 +205,29 @@ impl DevNode {
         (primary, standby)
     }
 
+    /// The node's region (its certificate names it).
+    fn region(&self) -> &str {
+        self.dr.as_ref().map_or(coffer_security::DEFAULT_REGION, |dr| dr.0.as_str())
+    }
+
+    /// The `[tls]` and `[access]` sections: the node's certificate in
+    /// `tls_dir`, the dev policy and fault injection (for the drills); or
+    /// plaintext.
+    fn security_text(&self, tls_dir: Option<&Path>) -> String {
+        let quote = |path: &Path| toml::Value::String(path.to_string_lossy().into_owned()).to_string();
+        let Some(tls_dir) = tls_dir else {
+            return "\n[tls]\ninsecure = true\n\n[access]\nfault_injection = true\n".into();
+        };
+        let files = coffer_security::TlsFiles::in_dir(tls_dir, &format!("node{}", self.id));
+        format!(
+            "\n[tls]\nca = {}\ncert = {}\nkey = {}\n\n[access]\npolicy = {}\nfault_injection = true\n",
+            quote(&files.ca),
+            quote(&files.cert),
+            quote(&files.key),
+            quote(&tls_dir.join("access.toml"))
+        )
+    }
+
     /// The node's configuration file.
     fn config_text(&self, dir: &Path, nodes: &[DevNode]) -> String {
         let quote = |text: &str| toml::Value::String(text.to_owned()).to_string();
@@ -232,6 +271,39 @@ mode = {}
     }
 }
 
+/// Writes the dev cluster's certificates into `tls_dir`: its authority
+/// (kept across runs, so client certificates stay valid), one certificate
+/// per node and per dev principal (issued again each run), and the access
+/// policy granting the principals their roles.
+fn write_tls(tls_dir: &Path, nodes: &[&DevNode]) -> Result<(), DevError> {
+    use coffer_security::issue::{loopback_hosts, Authority, AUTHORITY_VALID_DAYS, CERTIFICATE_VALID_DAYS};
+    use coffer_security::Identity;
+    std::fs::create_dir_all(tls_dir).map_err(|error| DevError::io(tls_dir, error))?;
+    let issue = |error: coffer_security::issue::IssueError| DevError::Tls(error.to_string());
+    let (ca_cert, ca_key) = (tls_dir.join("ca.crt"), tls_dir.join("ca.key"));
+    let authority = if ca_cert.exists() && ca_key.exists() {
+        Authority::load(&ca_cert, &ca_key).map_err(issue)?
+    } else {
+        let authority = Authority::create(DEV_CLUSTER, AUTHORITY_VALID_DAYS).map_err(issue)?;
+        authority.to_issued().write(tls_dir, "ca").map_err(issue)?;
+        authority
+    };
+    for node in nodes {
+        let identity = Identity::node(DEV_CLUSTER, node.region(), u64::from(node.id));
+        let issued = authority.issue(&identity, &loopback_hosts(), CERTIFICATE_VALID_DAYS).map_err(issue)?;
+        issued.write(tls_dir, &format!("node{}", node.id)).map_err(issue)?;
+    }
+    let mut policy = String::from("# Written by `coffer dev`; rewritten on each run.\n");
+    for (name, grants) in DEV_PRINCIPALS {
+        let issued =
+            authority.issue(&Identity::client(DEV_CLUSTER, name), &[], CERTIFICATE_VALID_DAYS).map_err(issue)?;
+        issued.write(tls_dir, name).map_err(issue)?;
+        policy.push_str(&format!("\n[principals.{name}]\n{grants}\n"));
+    }
+    let path = tls_dir.join("access.toml");
+    std::fs::write(&path, policy).map_err(|error| DevError::io(&path, error))
+}
+
 /// A node's child process, and what supervising it needs.
 struct Running {
     node: u16,
@@ -246,7 +318,7 @@ struct Running {
 }
 
 /// Runs the dev cluster until a signal or a failure.
-pub async fn run(args: &DevArgs, log_level: Option<&str>) -> Result<(), DevError> {
+pub async fn run(args: &DevArgs, insecure: bool, log_level: Option<&str>) -> Result<(), DevError> {
     let mut interrupt = signal(SignalKind::interrupt()).map_err(DevError::Signals)?;
     let mut terminate = signal(SignalKind::terminate()).map_err(DevError::Signals)?;
     std::fs::create_dir_all(&args.data_dir).map_err(|error| DevError::io(&args.data_dir, error))?;
@@ -260,10 +332,15 @@ pub async fn run(args: &DevArgs, log_level: Option<&str>) -> Result<(), DevError
         Some(path) => std::fs::read_to_string(path).map_err(|error| DevError::io(path, error))?,
         None => String::new(),
     };
+    let tls_dir = (!insecure).then(|| dir.join("tls"));
+    if let Some(tls_dir) = &tls_dir {
+        write_tls(tls_dir, &nodes.iter().chain(&standby).collect::<Vec<_>>())?;
+    }
     for region in [&nodes, &standby] {
         for node in region {
             // Sections only (a top-level key would land in the last table).
-            let text = format!("{}\n{extra}", node.config_text(&dir, region));
+            let security = node.security_text(tls_dir.as_deref());
+            let text = format!("{}{security}\n{extra}", node.config_text(&dir, region));
             std::fs::write(&node.config, text).map_err(|error| DevError::io(&node.config, error))?;
         }
     }
@@ -287,7 +364,7 @@ pub async fn run(args: &DevArgs, log_level: Option<&str>) -> Result<(), DevError
     let outcome = tokio::select! {
         _ = interrupt.recv() => Ok(()),
         _ = terminate.recv() => Ok(()),
-        started = start(args, &restart, &nodes, &standby, &mut running) => match started {
+        started = start(args, tls_dir.as_deref(), &restart, &nodes, &standby, &mut running) => match started {
             Ok(()) => supervise(&mut running, &restart, &mut interrupt, &mut terminate).await,
             Err(error) => Err(error),
         },
@@ -332,14 +409,23 @@ fn spawn(exe: &Path, node: &DevNode, log_level: Option<&str>) -> Result<Running,
 /// Waits for a leader, creates the sample treasury, prints the endpoints.
 async fn start(
     args: &DevArgs,
+    tls_dir: Option<&Path>,
     restart: &Restart<'_>,
     nodes: &[DevNode],
     standby: &[DevNode],
     running: &mut [Running],
 ) -> Result<(), DevError> {
     let addresses: Vec<String> = nodes.iter().map(|node| node.api.clone()).collect();
+    let security = match tls_dir {
+        Some(tls_dir) => {
+            let files = coffer_security::TlsFiles::in_dir(tls_dir, crate::cli::PRINCIPAL_DEFAULT);
+            Security::Tls(coffer_security::TlsContext::load(files).map_err(|error| DevError::Tls(error.to_string()))?)
+        }
+        None => Security::Insecure,
+    };
     let mut config = ClientConfig::new(addresses.clone());
     config.deadline_ms = CALL_DEADLINE_MS;
+    config.security = security.clone();
     let client = Client::new(config).map_err(|error| DevError::Sample(error.to_string()))?;
     let (leader, term) = wait_for_leader(&client, running, restart, &args.data_dir).await?;
     if !standby.is_empty() {
@@ -352,7 +438,11 @@ Region {PRIMARY_REGION} (primary, {} mode):",
     print_endpoints(nodes, leader, term, &args.data_dir);
     if !standby.is_empty() {
         let standby_addresses: Vec<String> = standby.iter().map(|node| node.api.clone()).collect();
-        let config = ClientConfig { deadline_ms: CALL_DEADLINE_MS, ..ClientConfig::new(standby_addresses) };
+        let config = ClientConfig {
+            deadline_ms: CALL_DEADLINE_MS,
+            security: security.clone(),
+            ..ClientConfig::new(standby_addresses)
+        };
         let standby_client = Client::new(config).map_err(|error| DevError::Sample(error.to_string()))?;
         let (leader, term) = wait_for_leader(&standby_client, running, restart, &args.data_dir).await?;
         println!(
@@ -361,19 +451,18 @@ Region {STANDBY_REGION} (disaster-recovery standby, ships from {PRIMARY_REGION})
         );
         print_endpoints(standby, leader, term, &args.data_dir);
     }
+    let at = client_flags(args, tls_dir, &addresses);
+    print_security(tls_dir);
     if args.no_sample {
         println!("\nNo sample treasury (--no-sample).");
     } else {
         let results = create_sample(&client).await.map_err(|error| DevError::Sample(error.to_string()))?;
         print_sample(&results);
         // The client's default addresses are the default ports' nodes.
-        let joined = addresses.join(",");
-        print_commands(restart.exe, (args.base_port != BASE_PORT_DEFAULT).then_some(joined.as_str()));
+        print_commands(restart.exe, &at);
     }
     if !standby.is_empty() {
         let coffer = restart.exe.display();
-        let at = (args.base_port != BASE_PORT_DEFAULT).then(|| format!(" --addresses {}", addresses.join(",")));
-        let at = at.unwrap_or_default();
         println!("\nDisaster recovery: the write lease and shipping start within a second or two.");
         println!("  {coffer} dr status{at}");
         println!("  {coffer} dr drill --scenario switchover --load 200{at}");
@@ -381,6 +470,35 @@ Region {STANDBY_REGION} (disaster-recovery standby, ships from {PRIMARY_REGION})
     }
     println!("\nCtrl-C stops the cluster.");
     Ok(())
+}
+
+/// The flags a client command needs to reach this cluster when it is not
+/// the default one: its addresses, where its certificates are (or that it
+/// is plaintext).
+fn client_flags(args: &DevArgs, tls_dir: Option<&Path>, addresses: &[String]) -> String {
+    let mut flags = String::new();
+    if args.base_port != BASE_PORT_DEFAULT {
+        flags.push_str(&format!(" --addresses {}", addresses.join(",")));
+    }
+    match tls_dir {
+        None => flags.push_str(" --insecure"),
+        Some(dir) if args.data_dir != Path::new("data/dev") => {
+            flags.push_str(&format!(" --tls-dir {}", dir.display()));
+        }
+        Some(_) => {}
+    }
+    flags
+}
+
+/// Says how the cluster is secured and where the client certificates are.
+fn print_security(tls_dir: Option<&Path>) {
+    let Some(dir) = tls_dir else {
+        println!("\nPLAINTEXT (--insecure): no TLS, and every client may do everything.");
+        return;
+    };
+    let names = DEV_PRINCIPALS.map(|(name, _)| name).join(", ");
+    println!("\nTLS on every connection. Certificates in {}: ca.crt, and a client certificate per", dir.display());
+    println!("role ({names}); the commands below present `admin`'s (--principal NAME for another).");
 }
 
 /// Polls the cluster's status until one node leads (and the children live).
@@ -622,9 +740,8 @@ fn print_sample(results: &SampleResults) {
 
 /// Prints ready-to-paste client commands: a receipt into the General
 /// fund's cash, a payment from it, its balance and the trial balance.
-fn print_commands(exe: &Path, addresses: Option<&str>) {
+fn print_commands(exe: &Path, at: &str) {
     let coffer = exe.display();
-    let at = addresses.map(|addresses| format!(" --addresses {addresses}")).unwrap_or_default();
     println!("\nTry it: a receipt of 1,500,000 won into the General fund's cash, then a payment from it:");
     println!("  {coffer} transfer create --id 10001 --debit 1001 --credit 1401 --amount 1500000 --ledger 1 --code 1 --kind receipt{at}");
     println!("  {coffer} transfer create --id 10002 --debit 1501 --credit 1001 --amount 250000 --ledger 1 --code 1 --kind expenditure{at}");
@@ -643,8 +760,11 @@ mod tests {
         let dir = Path::new("/tmp/coffer-dev");
         let nodes: Vec<DevNode> = (1..=DEV_NODES).map(|id| DevNode::new(dir, 7100, id)).collect();
         for node in &nodes {
-            let text = node.config_text(dir, &nodes);
+            let text = node.config_text(dir, &nodes) + &node.security_text(Some(&dir.join("tls")));
             let resolved = NodeFileConfig::parse(&node.config, &text).unwrap().resolve().unwrap();
+            let files = resolved.tls.as_ref().unwrap();
+            assert_eq!(files.cert, dir.join("tls").join(format!("node{}.crt", node.id)));
+            assert!(resolved.access.fault_injection, "the drills isolate regions");
             assert_eq!(resolved.node.consensus.node_id, u64::from(node.id));
             assert_eq!(resolved.node.bootstrap_voters, Some(vec![1, 2, 3]));
             assert_eq!(resolved.api_listen.port(), 7100 + node.id);
@@ -662,7 +782,7 @@ mod tests {
         let extra = "[storage]\nblock_cache_bytes = 33554432\n";
         for (region, role, peers) in [(&primary, false, &standby), (&standby, true, &primary)] {
             for node in region.iter() {
-                let text = format!("{}\n{extra}", node.config_text(dir, region));
+                let text = format!("{}{}\n{extra}", node.config_text(dir, region), node.security_text(None));
                 let resolved = NodeFileConfig::parse(&node.config, &text).unwrap().resolve().unwrap();
                 assert_eq!(resolved.node.consensus.standby, role);
                 assert_eq!(resolved.node.storage.block_cache_bytes, 32 << 20);

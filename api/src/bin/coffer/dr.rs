@@ -33,7 +33,7 @@ use coffer_ledger::{
     TransferQuery,
 };
 use serde::Serialize;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use crate::cli::ClientOptions;
@@ -240,11 +240,12 @@ impl Region {
 }
 
 async fn connect(address: &str) -> Result<DrServiceClient<Channel>, String> {
-    let endpoint = Endpoint::from_shared(format!("http://{address}"))
-        .map_err(|error| format!("{address}: {error}"))?
-        .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
+    let endpoint = coffer_security::tls::endpoint(address, Duration::from_millis(CONNECT_TIMEOUT_MS))?
         .timeout(Duration::from_millis(CALL_TIMEOUT_MS));
-    let channel = endpoint.connect().await.map_err(|error| format!("{address}: {error}"))?;
+    let channel = crate::cli::security()
+        .connect(endpoint, coffer_security::Expect::Any)
+        .await
+        .map_err(|error| format!("{address}: {error}"))?;
     Ok(DrServiceClient::new(channel))
 }
 
@@ -580,7 +581,7 @@ struct FailoverReport {
 
 /// The transfers the region at `addresses` holds after `timestamp`.
 async fn transfers_after(addresses: &[String], timestamp: u64) -> Result<Vec<Transfer>, DrError> {
-    let config = ClientConfig { deadline_ms: CALL_TIMEOUT_MS, ..ClientConfig::new(addresses.to_vec()) };
+    let config = ClientConfig { deadline_ms: CALL_TIMEOUT_MS, ..crate::cli::client_config(addresses.to_vec()) };
     let client = Client::new(config).map_err(|error| failed(error.to_string()))?.with_stale_reads(true);
     let mut found = Vec::new();
     let mut query = TransferQuery { timestamp_min: timestamp + 1, ..TransferQuery::all(8_189) };
@@ -1095,7 +1096,8 @@ async fn run_load(
     let clients: Vec<Client> = regions
         .iter()
         .filter_map(|addresses| {
-            let config = ClientConfig { deadline_ms: 2_000, attempts_max: 2, ..ClientConfig::new(addresses.clone()) };
+            let config =
+                ClientConfig { deadline_ms: 2_000, attempts_max: 2, ..crate::cli::client_config(addresses.clone()) };
             Client::new(config).ok()
         })
         .collect();
@@ -1205,7 +1207,8 @@ async fn drill(addresses: &[String], args: &DrillArgs, timeline: &mut Timeline) 
         standby.name
     ));
     let mut running = None;
-    let setup = Client::new(ClientConfig::new(primary.addresses.clone())).map_err(|error| failed(error.to_string()))?;
+    let setup =
+        Client::new(crate::cli::client_config(primary.addresses.clone())).map_err(|error| failed(error.to_string()))?;
     drill_setup(&setup).await?;
     if args.load > 0 {
         running = Some(Load::start(regions.clone(), args.load, timeline.started));
@@ -1293,7 +1296,7 @@ async fn drill(addresses: &[String], args: &DrillArgs, timeline: &mut Timeline) 
     report.acknowledged = acknowledged.len();
     report.refused_batches = load.refusals.load(std::sync::atomic::Ordering::Relaxed);
     if !acknowledged.is_empty() {
-        let client = Client::new(ClientConfig::new(final_primary.addresses.clone()))
+        let client = Client::new(crate::cli::client_config(final_primary.addresses.clone()))
             .map_err(|error| failed(error.to_string()))?;
         let mut lost = Vec::new();
         for chunk in acknowledged.chunks(8_000) {

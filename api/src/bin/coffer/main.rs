@@ -5,6 +5,8 @@
 //! - `coffer dev`: a local three-node cluster with a sample treasury;
 //! - `coffer verify --data-dir DIR`: check a stopped node's store offline;
 //! - `coffer bench`: the load generator (the `coffer-bench` executable);
+//! - `coffer certs`: issue a cluster's authority, node and client
+//!   certificates;
 //! - the client commands (`coffer status`, `coffer transfer create`, ...),
 //!   which talk to a running cluster.
 //!
@@ -12,6 +14,7 @@
 //! the file, field or node), 2 on a usage error (a bad flag or setting).
 
 mod bench;
+mod certs;
 mod cli;
 mod config;
 mod dev;
@@ -70,6 +73,9 @@ enum Command {
     /// failover, failback, drills.
     #[command(subcommand)]
     Dr(dr::DrCommand),
+    /// Issue the cluster's certificates: its authority, nodes', clients'.
+    #[command(subcommand)]
+    Certs(certs::CertsCommand),
     #[command(flatten)]
     Client(cli::ClientCommand),
 }
@@ -129,7 +135,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         }
         Command::Dev(args) => {
             telemetry::init_logging(log_level, None, "warn").map_err(Failure::usage)?;
-            runtime()?.block_on(dev::run(&args, log_level)).map_err(Failure::failed)?;
+            runtime()?.block_on(dev::run(&args, cli.client.insecure, log_level)).map_err(Failure::failed)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify(args) => {
@@ -154,13 +160,21 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(args) => Err(Failure::failed(bench::exec(&args.args))),
+        Command::Certs(command) => {
+            for path in certs::run(&command).map_err(Failure::failed)? {
+                println!("wrote {}", path.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Dr(command) => {
             telemetry::init_logging(log_level, None, "warn").map_err(Failure::usage)?;
+            cli::set_security(cli.client.security().map_err(Failure::usage)?);
             runtime()?.block_on(dr::run(command, &cli.client)).map_err(Failure::failed)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Client(command) => {
             telemetry::init_logging(log_level, None, "warn").map_err(Failure::usage)?;
+            cli::set_security(cli.client.security().map_err(Failure::usage)?);
             runtime()?.block_on(cli::run(command, &cli.client)).map_err(Failure::failed)?;
             Ok(ExitCode::SUCCESS)
         }

@@ -11,6 +11,9 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use coffer_api::access::Access;
+use coffer_security::{Identity, Security, TlsContext};
+
 use crate::config::ResolvedConfig;
 
 /// How often the node's liveness is checked while it serves.
@@ -71,6 +74,65 @@ pub enum NodeError {
     /// Signal handlers could not be installed.
     #[error("installing signal handlers: {0}")]
     Signals(std::io::Error),
+    /// TLS could not be set up, or the certificate names another node.
+    #[error("node {node}: TLS: {reason}")]
+    Tls {
+        /// The node.
+        node: u64,
+        /// Why.
+        reason: String,
+    },
+    /// The access policy could not be read.
+    #[error("node {node}: access policy: {reason}")]
+    Access {
+        /// The node.
+        node: u64,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The node's TLS from its files, its certificate checked to name this
+/// node of this region; or plaintext, said loudly.
+fn security(config: &ResolvedConfig) -> Result<Security, NodeError> {
+    let node_id = config.node.consensus.node_id;
+    let Some(files) = &config.tls else {
+        tracing::warn!(
+            node = node_id,
+            "PLAINTEXT: insecure = true. Every connection is unencrypted and every client may do everything; \
+             never run a treasury's cluster this way"
+        );
+        return Ok(Security::Insecure);
+    };
+    let tls = |reason: String| NodeError::Tls { node: node_id, reason };
+    let context = TlsContext::load(files.clone()).map_err(|error| tls(error.to_string()))?;
+    let region = config.dr.as_ref().map_or(coffer_security::DEFAULT_REGION, |dr| dr.region.as_str());
+    match context.identity() {
+        Identity::Node { id, region: named, .. } if id == node_id && named == region => {}
+        other => {
+            return Err(tls(format!(
+                "{} names {other}; this is node {node_id} of region {region:?}",
+                files.cert.display()
+            )))
+        }
+    }
+    context.spawn_watch(format!("node {node_id}"));
+    tracing::info!(node = node_id, identity = %context.identity(), "TLS on every connection");
+    Ok(Security::Tls(context))
+}
+
+/// Reads the TLS files and the access policy again (SIGHUP).
+fn reload(node_id: u64, security: &Security, access: &Access) {
+    if let Security::Tls(context) = security {
+        match context.reload() {
+            Ok(()) => tracing::info!(node = node_id, identity = %context.identity(), "SIGHUP: TLS files reloaded"),
+            Err(error) => tracing::error!(node = node_id, %error, "SIGHUP: TLS files refused; the ones in use stay"),
+        }
+    }
+    match access.reload(true) {
+        Ok(_) => tracing::info!(node = node_id, "SIGHUP: access policy reloaded"),
+        Err(error) => tracing::error!(node = node_id, error, "SIGHUP: access policy refused; the one in force stays"),
+    }
 }
 
 /// What ended serving.
@@ -90,6 +152,15 @@ pub async fn run(config: ResolvedConfig) -> Result<(), NodeError> {
     let node_id = config.node.consensus.node_id;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(NodeError::Signals)?;
     let mut terminate = signal(SignalKind::terminate()).map_err(NodeError::Signals)?;
+    let mut hangup = signal(SignalKind::hangup()).map_err(NodeError::Signals)?;
+    let mut config = config;
+    let security = security(&config)?;
+    let access = Access::load(config.access.clone()).map_err(|reason| NodeError::Access { node: node_id, reason })?;
+    access.spawn_watch(node_id);
+    config.node.security = security.clone();
+    if let Some(dr) = &mut config.dr {
+        dr.security = security.clone();
+    }
     let api_listen = config.api_listen;
     let listener =
         TcpListener::bind(api_listen).await.map_err(|source| NodeError::BindApi { address: api_listen, source })?;
@@ -112,13 +183,16 @@ pub async fn run(config: ResolvedConfig) -> Result<(), NodeError> {
     let (node, driver) = start_node(config.node).await.map_err(|source| NodeError::Start { node: node_id, source })?;
     let addresses = config.server.addresses.clone();
     let server = match ApiServer::new(node.clone(), config.server) {
-        Ok(server) => match config.dr {
-            Some(dr) => {
-                tracing::info!(node = node_id, region = %dr.region, peer_region = %dr.peer_region, mode = dr.mode.name(), fencing = dr.fencing.name(), "disaster recovery on");
-                server.with_dr(coffer_dr::Dr::start(dr, node.clone(), addresses, data_dir.clone(), restart.clone()))
+        Ok(server) => {
+            let server = server.with_security(security.clone(), access.clone());
+            match config.dr {
+                Some(dr) => {
+                    tracing::info!(node = node_id, region = %dr.region, peer_region = %dr.peer_region, mode = dr.mode.name(), fencing = dr.fencing.name(), "disaster recovery on");
+                    server.with_dr(coffer_dr::Dr::start(dr, node.clone(), addresses, data_dir.clone(), restart.clone()))
+                }
+                None => server,
             }
-            None => server,
-        },
+        }
         Err(source) => {
             stop_node(&node, driver).await?;
             return Err(NodeError::Api { node: node_id, reason: source.to_string() });
@@ -137,15 +211,21 @@ pub async fn run(config: ResolvedConfig) -> Result<(), NodeError> {
         ?bootstrap,
         "serving"
     );
-    let ending = tokio::select! {
-        _ = interrupt.recv() => Ending::Signal("SIGINT"),
-        _ = terminate.recv() => Ending::Signal("SIGTERM"),
-        reason = node_stopped(&node) => Ending::NodeStopped(reason),
-        () = restart.notified() => Ending::Restart,
-        ended = &mut serving => Ending::ApiEnded(match ended {
-            Ok(served) => served.err().map(|error| error.to_string()),
-            Err(error) => Some(format!("its task failed: {error}")),
-        }),
+    let ending = loop {
+        break tokio::select! {
+            _ = hangup.recv() => {
+                reload(node_id, &security, &access);
+                continue;
+            }
+            _ = interrupt.recv() => Ending::Signal("SIGINT"),
+            _ = terminate.recv() => Ending::Signal("SIGTERM"),
+            reason = node_stopped(&node) => Ending::NodeStopped(reason),
+            () = restart.notified() => Ending::Restart,
+            ended = &mut serving => Ending::ApiEnded(match ended {
+                Ok(served) => served.err().map(|error| error.to_string()),
+                Err(error) => Some(format!("its task failed: {error}")),
+            }),
+        };
     };
     let restarting = matches!(ending, Ending::Restart);
     let failure = match ending {

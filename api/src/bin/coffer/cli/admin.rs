@@ -9,7 +9,7 @@ use super::view::{nodes_table, NodeView};
 use super::{CliError, ClientOptions, LeaderTransferArgs, MemberCommand, Out, SnapshotArgs};
 
 fn client(options: &ClientOptions) -> Result<Client, CliError> {
-    let config = ClientConfig { deadline_ms: options.timeout_ms, ..ClientConfig::new(options.addresses.clone()) };
+    let config = ClientConfig { deadline_ms: options.timeout_ms, ..super::client_config(options.addresses.clone()) };
     Client::new(config).map_err(|error| CliError::usage("--addresses", error.to_string()))
 }
 
@@ -46,6 +46,7 @@ fn node_view(node: &NodeReport) -> NodeView {
         voters: sorted(&node.voters),
         learners: sorted(&node.learners),
         error: node.error.clone(),
+        plaintext: node.plaintext,
     }
 }
 

@@ -47,13 +47,7 @@ pub struct Conn {
 
 /// A `host:port` address as a lazily connecting endpoint.
 pub fn endpoint(address: &str) -> Result<Endpoint, String> {
-    let port = address.rsplit_once(':').and_then(|(host, port)| (!host.is_empty()).then_some(port));
-    if port.and_then(|port| port.parse::<u16>().ok()).is_none() {
-        return Err(format!("{address:?} is not host:port"));
-    }
-    Endpoint::from_shared(format!("http://{address}"))
-        .map(|endpoint| endpoint.connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS)).tcp_nodelay(true))
-        .map_err(|error| format!("{address:?}: {error}"))
+    coffer_security::tls::endpoint(address, Duration::from_millis(CONNECT_TIMEOUT_MS))
 }
 
 impl Conn {
@@ -107,7 +101,7 @@ impl Conn {
         // A leader hint names an address from the cluster's configuration.
         let endpoint =
             endpoint(address).map_err(|reason| CliError::Usage { field: "leader address".into(), reason })?;
-        let channel = endpoint.connect_lazy();
+        let channel = super::security().connect_lazy(endpoint, coffer_security::Expect::Any);
         if channels.len() >= CHANNELS_MAX {
             channels.clear();
         }

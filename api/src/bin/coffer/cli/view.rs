@@ -291,6 +291,7 @@ pub struct NodeView {
     pub voters: Vec<u64>,
     pub learners: Vec<u64>,
     pub error: Option<String>,
+    pub plaintext: bool,
 }
 
 /// The result of one event of a create request.
@@ -491,7 +492,7 @@ pub fn trial_balance_text(trial: &TrialBalanceView) -> String {
 /// Nodes as a table.
 pub fn nodes_table(nodes: &[NodeView]) -> Table {
     let mut table = Table::new(&[
-        "NODE", "ADDRESS", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "LAG", "VOTERS", "LEARNERS", "ERROR",
+        "NODE", "ADDRESS", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "LAG", "VOTERS", "LEARNERS", "TLS", "ERROR",
     ]);
     let list = |ids: &[u64]| ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
     for node in nodes {
@@ -506,6 +507,11 @@ pub fn nodes_table(nodes: &[NodeView]) -> Table {
             node.lag.to_string(),
             list(&node.voters),
             list(&node.learners),
+            match (&node.error, node.plaintext) {
+                (Some(_), _) => "-".into(),
+                (None, false) => "on".into(),
+                (None, true) => "OFF (insecure)".into(),
+            },
             node.error.clone().unwrap_or_default(),
         ]);
     }
