@@ -55,6 +55,14 @@ use tonic::Status;
 pub const PRINCIPAL_METADATA_KEY: &str = "coffer-principal";
 /// How often the policy file is checked for a change.
 pub const POLICY_POLL_MS: u64 = 2_000;
+/// Requests one principal may have in flight on one node, by default.
+pub const REQUESTS_PER_PRINCIPAL_MAX_DEFAULT: usize = 256;
+/// Events (ledgers, accounts, transfers) one principal may have in flight
+/// in write requests on one node, by default: four full batches.
+pub const EVENTS_PER_PRINCIPAL_MAX_DEFAULT: usize = 4 * coffer_ledger::BATCH_EVENTS_MAX;
+/// Principals whose limits one node keeps at once (their semaphores are
+/// dropped, and made again, past it).
+const LIMITED_PRINCIPALS_MAX: usize = 4_096;
 
 /// A role: what kind of calls a principal may make.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -244,7 +252,7 @@ impl Policy {
 }
 
 /// How a node's API decides access.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AccessConfig {
     /// The policy file; `None`: no client principal holds any role (nodes
     /// still may do everything).
@@ -256,6 +264,34 @@ pub struct AccessConfig {
     pub peer_region: Option<String>,
     /// Plaintext: every caller is anonymous and may do everything.
     pub insecure: bool,
+    /// Requests one client principal may have in flight on this node; one
+    /// more is refused `RESOURCE_EXHAUSTED`. Default:
+    /// [`REQUESTS_PER_PRINCIPAL_MAX_DEFAULT`].
+    pub requests_per_principal_max: usize,
+    /// Events one client principal may have in flight in write requests on
+    /// this node. Default: [`EVENTS_PER_PRINCIPAL_MAX_DEFAULT`].
+    pub events_per_principal_max: usize,
+}
+
+impl Default for AccessConfig {
+    fn default() -> Self {
+        Self {
+            policy: None,
+            fault_injection: false,
+            peer_region: None,
+            insecure: false,
+            requests_per_principal_max: REQUESTS_PER_PRINCIPAL_MAX_DEFAULT,
+            events_per_principal_max: EVENTS_PER_PRINCIPAL_MAX_DEFAULT,
+        }
+    }
+}
+
+/// One principal's bounds on this node, so that one module's burst cannot
+/// take every slot.
+#[derive(Debug)]
+pub struct PrincipalLimits {
+    requests: Arc<tokio::sync::Semaphore>,
+    events: Arc<tokio::sync::Semaphore>,
 }
 
 /// The access decisions of one node: the configuration and the current
@@ -264,6 +300,7 @@ pub struct AccessConfig {
 pub struct Access {
     config: AccessConfig,
     policy: RwLock<(Arc<Policy>, Option<SystemTime>)>,
+    limits: std::sync::Mutex<std::collections::HashMap<String, Arc<PrincipalLimits>>>,
 }
 
 fn modified(path: &Path) -> Option<SystemTime> {
@@ -277,13 +314,13 @@ impl Access {
             Some(path) => (Policy::load(path)?, modified(path)),
             None => (Policy::default(), None),
         };
-        Ok(Arc::new(Self { config, policy: RwLock::new((Arc::new(policy), stamp)) }))
+        Ok(Arc::new(Self { config, policy: RwLock::new((Arc::new(policy), stamp)), limits: Default::default() }))
     }
 
     /// Everyone may do everything (plaintext, or tests embedding a server).
     pub fn open() -> Arc<Self> {
         let config = AccessConfig { insecure: true, fault_injection: true, ..AccessConfig::default() };
-        Arc::new(Self { config, policy: RwLock::new((Arc::new(Policy::default()), None)) })
+        Arc::new(Self { config, policy: RwLock::new((Arc::new(Policy::default()), None)), limits: Default::default() })
     }
 
     /// Its configuration.
@@ -349,7 +386,27 @@ impl Access {
             return Err(Status::unauthenticated(format!("principal {name} is revoked")));
         }
         let grants = Arc::new(policy.grants(&name));
-        Ok(Caller::Principal { name, grants })
+        let limits = self.limits_of(&name);
+        Ok(Caller::Principal { name, grants, limits })
+    }
+
+    /// `principal`'s limits on this node.
+    fn limits_of(&self, principal: &str) -> Arc<PrincipalLimits> {
+        let mut limits = self.limits.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(found) = limits.get(principal) {
+            return found.clone();
+        }
+        if limits.len() >= LIMITED_PRINCIPALS_MAX {
+            // Requests in flight keep their permits: a principal seen again
+            // starts from a fresh bound.
+            limits.clear();
+        }
+        let made = Arc::new(PrincipalLimits {
+            requests: Arc::new(tokio::sync::Semaphore::new(self.config.requests_per_principal_max)),
+            events: Arc::new(tokio::sync::Semaphore::new(self.config.events_per_principal_max)),
+        });
+        limits.insert(principal.to_owned(), made.clone());
+        made
     }
 }
 
@@ -366,7 +423,16 @@ pub enum Caller {
         name: String,
         /// Its grants when the request arrived.
         grants: Arc<Grants>,
+        /// Its bounds on this node.
+        limits: Arc<PrincipalLimits>,
     },
+}
+
+/// Events a write request holds against its principal's bound while it
+/// runs (nothing for a node or an anonymous caller).
+#[derive(Debug)]
+pub struct EventsPermit {
+    _held: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Caller {
@@ -390,6 +456,23 @@ impl Caller {
         match self {
             Self::Principal { name, .. } => Some(name),
             Self::Anonymous | Self::Node(_) => None,
+        }
+    }
+
+    /// Takes `events` from the principal's bound on events in flight, for
+    /// as long as the permit lives; `RESOURCE_EXHAUSTED` naming the limit
+    /// when they are not there.
+    pub fn admit_events(&self, events: usize) -> Result<EventsPermit, Status> {
+        let Self::Principal { name, limits, .. } = self else {
+            return Ok(EventsPermit { _held: None });
+        };
+        let count = u32::try_from(events).unwrap_or(u32::MAX);
+        match limits.events.clone().try_acquire_many_owned(count) {
+            Ok(permit) => Ok(EventsPermit { _held: Some(permit) }),
+            Err(_) => Err(Status::resource_exhausted(format!(
+                "principal {name} has too many events in flight on this node for {events} more \
+                 ([access] events_per_principal_max); retry when its earlier batches are answered"
+            ))),
         }
     }
 
@@ -512,7 +595,7 @@ impl Access {
                 }
                 _ => Ok(()),
             },
-            Caller::Principal { name, grants } => {
+            Caller::Principal { name, grants, .. } => {
                 let role = match need {
                     Need::Authenticated => return Ok(()),
                     Need::Role(role) => role,
@@ -591,10 +674,29 @@ where
             .access
             .caller(peer.as_ref(), forwarded_for.as_deref())
             .and_then(|caller| self.access.authorize(&path, &caller, peer.as_ref()).map(|()| caller));
-        match decided {
-            Ok(caller) => {
+        let admitted = decided.and_then(|caller| {
+            let permit = match &caller {
+                Caller::Principal { name, limits, .. } => {
+                    Some(limits.requests.clone().try_acquire_owned().map_err(|_| {
+                        Status::resource_exhausted(format!(
+                        "principal {name} has {} requests in flight on this node ([access] requests_per_principal_max)",
+                        self.access.config.requests_per_principal_max
+                    ))
+                    })?)
+                }
+                Caller::Anonymous | Caller::Node(_) => None,
+            };
+            Ok((caller, permit))
+        });
+        match admitted {
+            Ok((caller, permit)) => {
                 request.extensions_mut().insert(caller);
-                Box::pin(self.inner.call(request))
+                let answer = self.inner.call(request);
+                Box::pin(async move {
+                    let answered = answer.await;
+                    drop(permit);
+                    answered
+                })
             }
             Err(status) => {
                 let remote = peer.as_ref().and_then(|peer| peer.remote).map(|remote| remote.to_string());
@@ -631,6 +733,31 @@ mod tests {
         Policy::parse(Path::new("access.toml"), text).unwrap()
     }
 
+    fn access(config: AccessConfig) -> Access {
+        Access { config, policy: RwLock::new((Arc::new(policy()), None)), limits: Default::default() }
+    }
+
+    fn caller(name: &str) -> Caller {
+        let peer = PeerInfo { remote: None, identity: Some(Arc::new(Identity::client("c", name))) };
+        access(AccessConfig::default()).caller(Some(&peer), None).unwrap()
+    }
+
+    #[test]
+    fn a_principal_is_bounded_in_events_in_flight_and_a_node_is_not() {
+        let access = access(AccessConfig { events_per_principal_max: 10, ..AccessConfig::default() });
+        let peer = PeerInfo { remote: None, identity: Some(Arc::new(Identity::client("c", "gangnam"))) };
+        let caller = access.caller(Some(&peer), None).unwrap();
+        let held = caller.admit_events(8).unwrap();
+        let refused = caller.admit_events(3).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+        assert!(refused.message().contains("events_per_principal_max"), "{}", refused.message());
+        let again = access.caller(Some(&peer), None).unwrap();
+        assert!(again.admit_events(3).is_err(), "the bound is the principal's, not the request's");
+        drop(held);
+        assert!(again.admit_events(10).is_ok());
+        assert!(Caller::Node(1).admit_events(1_000_000).is_ok());
+    }
+
     #[test]
     fn grants_cover_their_ledgers_only() {
         let gangnam = policy().grants("gangnam");
@@ -663,7 +790,7 @@ mod tests {
 
     #[test]
     fn a_scoped_poster_names_each_ledger_and_only_its_own() {
-        let caller = Caller::Principal { name: "gangnam".into(), grants: Arc::new(policy().grants("gangnam")) };
+        let caller = caller("gangnam");
         assert!(caller.check_ledgers(Role::Poster, "transfers", [1, 1]).is_ok());
         let refused = caller.check_ledgers(Role::Poster, "transfers", [1, 2]).unwrap_err();
         assert_eq!(refused.code(), tonic::Code::PermissionDenied);
@@ -673,8 +800,8 @@ mod tests {
 
     #[test]
     fn a_client_cannot_ship_and_a_reader_cannot_post() {
-        let access = Access { config: AccessConfig::default(), policy: RwLock::new((Arc::new(policy()), None)) };
-        let reader = Caller::Principal { name: "ops".into(), grants: Arc::new(policy().grants("ops")) };
+        let access = access(AccessConfig::default());
+        let reader = caller("ops");
         let refused = access.authorize("/coffer.v1.LedgerService/CreateTransfers", &reader, None).unwrap_err();
         assert!(refused.message().contains("does not hold the role poster"));
         assert!(access.authorize("/coffer.dr.v1.DrService/Ship", &reader, None).is_err());

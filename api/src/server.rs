@@ -752,6 +752,7 @@ impl<N: Node> LedgerService for LedgerApi<N> {
         let message = request.into_inner();
         convert::check_events("ledgers", message.ledgers.len())?;
         caller.check_ledgers(Role::Poster, "ledgers", message.ledgers.iter().map(|ledger| ledger.id))?;
+        let _events = caller.admit_events(message.ledgers.len())?;
         let ledgers = message
             .ledgers
             .iter()
@@ -786,6 +787,7 @@ impl<N: Node> LedgerService for LedgerApi<N> {
         let message = request.into_inner();
         convert::check_events("accounts", message.accounts.len())?;
         caller.check_ledgers(Role::Poster, "accounts", message.accounts.iter().map(|account| account.ledger))?;
+        let _events = caller.admit_events(message.accounts.len())?;
         let unit = convert::amount_unit("amount_unit", message.amount_unit)?;
         let ledgers = message
             .accounts
@@ -834,6 +836,7 @@ impl<N: Node> LedgerService for LedgerApi<N> {
         let message = request.into_inner();
         convert::check_events("transfers", message.transfers.len())?;
         caller.check_ledgers(Role::Poster, "transfers", message.transfers.iter().map(|transfer| transfer.ledger))?;
+        let _events = caller.admit_events(message.transfers.len())?;
         let unit = convert::amount_unit("amount_unit", message.amount_unit)?;
         let ledgers = message
             .transfers

@@ -65,12 +65,18 @@ pub fn coffer_binary() -> PathBuf {
 /// Runs `coffer <args>` to completion and returns its output; client
 /// commands present [`pki::ADMIN`]'s certificate.
 pub fn coffer(args: &[&str]) -> Output {
-    let admin = pki::pki().client(pki::ADMIN);
+    coffer_as(pki::ADMIN, args)
+}
+
+/// Runs `coffer <args>` presenting client principal `principal`'s
+/// certificate.
+pub fn coffer_as(principal: &str, args: &[&str]) -> Output {
+    let files = pki::pki().client(principal);
     Command::new(coffer_binary())
         .args(args)
-        .env("COFFER_CA", admin.ca)
-        .env("COFFER_CERT", admin.cert)
-        .env("COFFER_KEY", admin.key)
+        .env("COFFER_CA", files.ca)
+        .env("COFFER_CERT", files.cert)
+        .env("COFFER_KEY", files.key)
         .output()
         .expect("the coffer binary runs")
 }

@@ -13,7 +13,7 @@ use coffer_ledger::{Account, AccountId, AccountKind, Ledger, LedgerId, Transfer,
 use coffer_security::issue::{loopback_hosts, Authority};
 use coffer_security::{Identity, Security, TlsContext, TlsFiles};
 use coffer_tests::pki::{pki, CLUSTER};
-use coffer_tests::{client_config, Cluster};
+use coffer_tests::{client_config, coffer_as, Cluster};
 use tonic::Code;
 
 /// Ledger 1, where `poster1` may post, and ledger 2, where it may not.
@@ -188,6 +188,31 @@ async fn a_node_with_a_certificate_of_another_authority_cannot_join_and_a_client
     let refused = dr.ship(up).await.unwrap_err();
     assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
     assert!(refused.message().contains("only the other region's nodes"), "{}", refused.message());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_may_switch_regions_over_and_a_poster_may_not() {
+    let settings = "lease_ms = 2000\nclock_skew_ms = 200\nheartbeat_ms = 100";
+    let (seoul, _busan) = Cluster::start_regions(3, settings).await;
+    let at = seoul.api_addresses().join(",");
+    let switchover = ["--addresses", at.as_str(), "dr", "switchover"];
+    let refused = coffer_as("poster1", &switchover);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "a poster switched the regions over");
+    assert!(said.contains("PermissionDenied") && said.contains("does not hold the role operator"), "{said}");
+    // Nothing moved: seoul is still the primary, and writable.
+    seoul.client().status().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let done = coffer_as("operator", &switchover);
+        if done.status.success() {
+            break;
+        }
+        // The standby may not be promotable yet (its lease wait).
+        let said = String::from_utf8_lossy(&done.stderr).into_owned();
+        assert!(Instant::now() < deadline && !said.contains("PermissionDenied"), "{said}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -94,6 +94,12 @@ pub struct AccessSection {
     /// Whether `Isolate` (fault injection for drills) is served.
     /// Default: false.
     pub fault_injection: Option<bool>,
+    /// Requests one client principal may have in flight on this node.
+    /// Default: 256.
+    pub requests_per_principal_max: Option<usize>,
+    /// Events one client principal may have in flight in write requests on
+    /// this node. Default: 32,756 (four full batches).
+    pub events_per_principal_max: Option<usize>,
 }
 
 /// `[dr]`: this node's region and the other one. Unset values take
@@ -535,12 +541,30 @@ impl NodeFileConfig {
             None => None,
         };
         let tls = resolve_tls(self.tls.as_ref())?;
+        let defaults = coffer_api::access::AccessConfig::default();
         let access = coffer_api::access::AccessConfig {
             policy: self.access.policy.clone(),
             fault_injection: self.access.fault_injection.unwrap_or(false),
             peer_region: dr.as_ref().map(|dr| dr.peer_region.clone()),
             insecure: tls.is_none(),
+            requests_per_principal_max: self
+                .access
+                .requests_per_principal_max
+                .unwrap_or(defaults.requests_per_principal_max),
+            events_per_principal_max: self.access.events_per_principal_max.unwrap_or(defaults.events_per_principal_max),
         };
+        for (field, value) in [
+            ("access.requests_per_principal_max", access.requests_per_principal_max),
+            ("access.events_per_principal_max", access.events_per_principal_max),
+        ] {
+            if value == 0 || value > tokio::sync::Semaphore::MAX_PERMITS {
+                return Err(invalid(field, "must be at least 1"));
+            }
+        }
+        if access.events_per_principal_max < coffer_ledger::BATCH_EVENTS_MAX {
+            let reason = format!("at least one full batch, {}", coffer_ledger::BATCH_EVENTS_MAX);
+            return Err(invalid("access.events_per_principal_max", reason));
+        }
         Ok(ResolvedConfig {
             node,
             server,
