@@ -46,6 +46,8 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use coffer_security::{Identity, PeerInfo};
+
+use crate::audit_log::{AuditLog, LocalAuditEntry};
 use serde::Deserialize;
 use tonic::codegen::{http, Service};
 use tonic::Status;
@@ -551,6 +553,7 @@ pub fn need(path: &str) -> Option<Need> {
         ("coffer.v1.AdminService", "AddNode" | "PromoteNode" | "RemoveNode" | "TransferLeader" | "Snapshot") => {
             Need::Role(Role::Operator)
         }
+        ("coffer.v1.AdminService", "ListAudit") => Need::Role(Role::Auditor),
         ("coffer.dr.v1.DrService", "Ship" | "FetchCheckpoint") => Need::PeerRegionNode,
         (
             "coffer.dr.v1.DrService",
@@ -625,12 +628,14 @@ impl Access {
 pub struct AccessLayer {
     access: Arc<Access>,
     node: u64,
+    log: Option<Arc<AuditLog>>,
 }
 
 impl AccessLayer {
-    /// Node `node`'s layer, deciding with `access`.
-    pub fn new(access: Arc<Access>, node: u64) -> Self {
-        Self { access, node }
+    /// Node `node`'s layer, deciding with `access`, recording refusals and
+    /// administrative calls in `log`.
+    pub fn new(access: Arc<Access>, node: u64, log: Option<Arc<AuditLog>>) -> Self {
+        Self { access, node, log }
     }
 }
 
@@ -638,7 +643,7 @@ impl<S> tower_layer::Layer<S> for AccessLayer {
     type Service = AccessService<S>;
 
     fn layer(&self, inner: S) -> AccessService<S> {
-        AccessService { inner, access: self.access.clone(), node: self.node }
+        AccessService { inner, access: self.access.clone(), node: self.node, log: self.log.clone() }
     }
 }
 
@@ -648,6 +653,13 @@ pub struct AccessService<S> {
     inner: S,
     access: Arc<Access>,
     node: u64,
+    log: Option<Arc<AuditLog>>,
+}
+
+/// Whether calls that need `need` are administrative (recorded in the
+/// node-local audit log with their outcome).
+fn is_administrative(need: Option<Need>) -> bool {
+    matches!(need, Some(Need::Role(Role::Operator | Role::Auditor) | Need::FaultInjection))
 }
 
 impl<S, RequestBody, ResponseBody> Service<http::Request<RequestBody>> for AccessService<S>
@@ -688,19 +700,46 @@ where
             };
             Ok((caller, permit))
         });
+        let remote = peer.as_ref().and_then(|peer| peer.remote).map(|remote| remote.to_string()).unwrap_or_default();
+        let entry = |principal: String, outcome: String, detail: String| LocalAuditEntry {
+            time_ms: crate::audit_log::now_ms(),
+            node: self.node,
+            principal,
+            method: path.clone(),
+            outcome,
+            detail,
+            remote: remote.clone(),
+        };
         match admitted {
             Ok((caller, permit)) => {
+                let pending = is_administrative(need(&path))
+                    .then(|| self.log.clone().map(|log| (log, entry(caller.principal(), String::new(), String::new()))))
+                    .flatten();
+                request.extensions_mut().insert(coffer_security::Principal(caller.principal()));
                 request.extensions_mut().insert(caller);
                 let answer = self.inner.call(request);
                 Box::pin(async move {
                     let answered = answer.await;
                     drop(permit);
+                    if let (Some((log, mut entry)), Ok(response)) = (pending, &answered) {
+                        let code = response.headers().get("grpc-status").and_then(|code| code.to_str().ok());
+                        entry.outcome = match code {
+                            None | Some("0") => "ok".into(),
+                            Some(code) => format!("{:?}", tonic::Code::from(code.parse::<i32>().unwrap_or(2))),
+                        };
+                        log.record(entry);
+                    }
                     answered
                 })
             }
             Err(status) => {
-                let remote = peer.as_ref().and_then(|peer| peer.remote).map(|remote| remote.to_string());
-                let who = peer.and_then(|peer| peer.identity).map(|identity| identity.uri());
+                let identity = peer.and_then(|peer| peer.identity);
+                let who = identity.as_ref().map(|identity| identity.uri());
+                if let Some(log) = &self.log {
+                    let named = identity.as_ref().map(|identity| identity.principal());
+                    let principal = forwarded_for.clone().or(named).unwrap_or_else(|| "anonymous".into());
+                    log.record(entry(principal, "refused".into(), status.message().to_owned()));
+                }
                 tracing::warn!(
                     node = self.node,
                     path,

@@ -724,6 +724,43 @@ impl Client {
         Ok(response.nodes.into_iter().map(node_report).collect())
     }
 
+    /// Up to `limit` records of the audit trail after entry `after_index`
+    /// (only `principal`'s batches, if named), as the answering node holds
+    /// it (linearizable unless the client reads stale).
+    pub async fn list_audit(
+        &self,
+        after_index: u64,
+        limit: u32,
+        principal: Option<&str>,
+    ) -> Result<Reply<Vec<proto::AuditRecord>>, ClientError> {
+        let message = proto::ListAuditRequest {
+            after_index,
+            limit,
+            principal: principal.unwrap_or_default().to_owned(),
+            stale: self.inner.config.stale_reads,
+        };
+        let response = self
+            .admin_call(Target::Cluster, message, |mut client, request| async move { client.list_audit(request).await })
+            .await?;
+        Ok(Reply::new(response.served, response.records))
+    }
+
+    /// The audit trail of node `address` alone (its own state, stale).
+    pub async fn list_audit_at(
+        &self,
+        address: &str,
+        after_index: u64,
+        limit: u32,
+    ) -> Result<Reply<Vec<proto::AuditRecord>>, ClientError> {
+        let message = proto::ListAuditRequest { after_index, limit, principal: String::new(), stale: true };
+        let response = self
+            .admin_call(Target::Node(address), message, |mut client, request| async move {
+                client.list_audit(request).await
+            })
+            .await?;
+        Ok(Reply::new(response.served, response.records))
+    }
+
     /// Adds node `node_id`, whose Raft transport is at `raft_address`, as a learner.
     pub async fn add_node(&self, node_id: u64, raft_address: &str) -> Result<Membership, ClientError> {
         let message = proto::AddNodeRequest { node_id, raft_address: raft_address.to_owned() };

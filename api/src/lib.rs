@@ -19,12 +19,14 @@
 //! - [`region_headers`]: with disaster recovery, every response names the
 //!   answering region, its role and its epoch.
 //! - [`access`]: roles granted to principals per ledger, checked on every
-//!   RPC by one layer (and per ledger by the handlers).
+//!   RPC by one layer (and per ledger by the handlers); [`audit_log`]: the
+//!   node-local log of refused and administrative calls.
 //!
 //! The crate is thin: it decodes, checks the shape, hands the request to
 //! consensus and encodes the answer. The rules live in `coffer-ledger`.
 
 pub mod access;
+pub mod audit_log;
 pub mod client;
 pub mod codec;
 pub mod convert;

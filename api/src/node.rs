@@ -10,8 +10,11 @@
 use std::future::Future;
 use std::path::PathBuf;
 
-use coffer_consensus::{Applied, MembershipChange, NodeHandle, NodeStatus, ReadView, RequestError, SnapshotManifest};
+use coffer_consensus::{
+    Applied, MembershipChange, NodeHandle, NodeStatus, ReadView, RequestError, SnapshotManifest, StorageError,
+};
 use coffer_ledger::{Operation, Store};
+use coffer_storage::audit::AuditRecord;
 
 /// A running consensus node, as the API uses it. Cheap to clone.
 pub trait Node: Clone + Send + Sync + 'static {
@@ -25,9 +28,26 @@ pub trait Node: Clone + Send + Sync + 'static {
     /// Whether the node stopped (it answers nothing any more).
     fn is_stopped(&self) -> bool;
 
-    /// Proposes a ledger operation; answers once it is applied on this
-    /// node (the leader), with its per-event results.
-    fn propose(&self, operation: Operation) -> impl Future<Output = Result<Applied, RequestError>> + Send;
+    /// Proposes a ledger operation for `principal` (whom the audit trail
+    /// records with it); answers once it is applied on this node (the
+    /// leader), with its per-event results.
+    fn propose(
+        &self,
+        operation: Operation,
+        principal: String,
+    ) -> impl Future<Output = Result<Applied, RequestError>> + Send;
+
+    /// Up to `limit` audit records after entry `after_index` (only
+    /// `principal`'s, if named), from this node's state after a
+    /// linearizable read, or as it is now when `stale`; with the applied
+    /// index read at.
+    fn audit(
+        &self,
+        after_index: u64,
+        limit: usize,
+        principal: Option<String>,
+        stale: bool,
+    ) -> impl Future<Output = Result<(u64, Result<Vec<AuditRecord>, StorageError>), RequestError>> + Send;
 
     /// Runs `f` on the state after a linearizable read (ReadIndex), and
     /// returns the applied index it saw with `f`'s result.
@@ -72,8 +92,27 @@ impl Node for NodeHandle {
         NodeHandle::is_stopped(self)
     }
 
-    fn propose(&self, operation: Operation) -> impl Future<Output = Result<Applied, RequestError>> + Send {
-        NodeHandle::propose(self, operation)
+    fn propose(
+        &self,
+        operation: Operation,
+        principal: String,
+    ) -> impl Future<Output = Result<Applied, RequestError>> + Send {
+        NodeHandle::propose_as(self, operation, principal)
+    }
+
+    async fn audit(
+        &self,
+        after_index: u64,
+        limit: usize,
+        principal: Option<String>,
+        stale: bool,
+    ) -> Result<(u64, Result<Vec<AuditRecord>, StorageError>), RequestError> {
+        let read = move |view: &ReadView<'_>| view.audit(after_index, limit, principal.as_deref());
+        if stale {
+            NodeHandle::read_stale(self, read).await
+        } else {
+            NodeHandle::read(self, read).await
+        }
     }
 
     fn read<F, R>(&self, f: F) -> impl Future<Output = Result<(u64, R), RequestError>> + Send

@@ -224,6 +224,8 @@ struct Shared<N: Node> {
     security: Security,
     /// Who may call what.
     access: Arc<Access>,
+    /// Where refused and administrative calls are recorded.
+    audit_log: Option<Arc<crate::audit_log::AuditLog>>,
 }
 
 /// What the change feeds of one server share.
@@ -363,7 +365,7 @@ impl<N: Node> Shared<N> {
     /// forwarded.
     async fn propose<R>(
         &self,
-        operation: Operation,
+        (operation, caller): (Operation, &Caller),
         deadline: Deadline,
         forwarded: bool,
         rpc: &'static str,
@@ -372,7 +374,7 @@ impl<N: Node> Shared<N> {
         if let Some(dr) = &self.dr {
             dr.admit().map_err(|refusal| Status::unavailable(refusal.to_string()))?;
         }
-        let proposed = deadline.run("the write", true, self.node.propose(operation)).await?;
+        let proposed = deadline.run("the write", true, self.node.propose(operation, caller.principal())).await?;
         if let (Some(dr), Ok(Applied { index, .. })) = (&self.dr, &proposed) {
             dr.acknowledge(*index, deadline.remaining())
                 .await
@@ -651,6 +653,7 @@ impl<N: Node> ApiServer<N> {
             dr: None,
             security: Security::Insecure,
             access: Access::open(),
+            audit_log: None,
         };
         Ok(Self { shared: Arc::new(shared) })
     }
@@ -671,6 +674,15 @@ impl<N: Node> ApiServer<N> {
         if let Some(shared) = Arc::get_mut(&mut self.shared) {
             shared.security = security;
             shared.access = access;
+        }
+        self
+    }
+
+    /// Records refused and administrative calls in `log`. Call before
+    /// serving.
+    pub fn with_audit_log(mut self, log: Arc<crate::audit_log::AuditLog>) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.audit_log = Some(log);
         }
         self
     }
@@ -712,7 +724,7 @@ impl<N: Node> ApiServer<N> {
         let incoming = self.shared.security.incoming(listener, Listener::Api, format!("node {node} api"));
         let served = tonic::transport::Server::builder()
             .layer(crate::metrics::RpcMetricsLayer::new())
-            .layer(AccessLayer::new(self.shared.access.clone(), node))
+            .layer(AccessLayer::new(self.shared.access.clone(), node, self.shared.audit_log.clone()))
             .layer(crate::region_headers::RegionHeadersLayer::new(self.shared.dr.clone()))
             .max_concurrent_streams(STREAMS_PER_CONNECTION_MAX)
             .add_service(health_service)
@@ -766,7 +778,7 @@ impl<N: Node> LedgerService for LedgerApi<N> {
             _ => None,
         };
         let address = match shared
-            .propose(Operation::CreateLedgers(ledgers), deadline, forwarded, "CreateLedgers", answer)
+            .propose((Operation::CreateLedgers(ledgers), &caller), deadline, forwarded, "CreateLedgers", answer)
             .await?
         {
             Proposed::Applied(response) => return Ok(Response::new(response)),
@@ -815,7 +827,7 @@ impl<N: Node> LedgerService for LedgerApi<N> {
             _ => None,
         };
         let address = match shared
-            .propose(Operation::CreateAccounts(accounts), deadline, forwarded, "CreateAccounts", answer)
+            .propose((Operation::CreateAccounts(accounts), &caller), deadline, forwarded, "CreateAccounts", answer)
             .await?
         {
             Proposed::Applied(response) => return Ok(Response::new(response)),
@@ -860,7 +872,7 @@ impl<N: Node> LedgerService for LedgerApi<N> {
             _ => None,
         };
         let address = match shared
-            .propose(Operation::CreateTransfers(transfers), deadline, forwarded, "CreateTransfers", answer)
+            .propose((Operation::CreateTransfers(transfers), &caller), deadline, forwarded, "CreateTransfers", answer)
             .await?
         {
             Proposed::Applied(response) => return Ok(Response::new(response)),
@@ -1205,8 +1217,49 @@ fn node_id(field: &str, id: u64) -> Result<u64, FieldError> {
     Ok(id)
 }
 
+/// Audit records listed when a request names no limit.
+const AUDIT_LIMIT_DEFAULT: usize = 100;
+
 #[tonic::async_trait]
 impl<N: Node> AdminService for AdminApi<N> {
+    async fn list_audit(
+        &self,
+        request: Request<proto::ListAuditRequest>,
+    ) -> Result<Response<proto::ListAuditResponse>, Status> {
+        let shared = &self.shared;
+        let deadline = shared.deadline(request.metadata());
+        let message = request.into_inner();
+        let limit = match message.limit as usize {
+            0 => AUDIT_LIMIT_DEFAULT,
+            limit if limit > BATCH_EVENTS_MAX => {
+                let reason = format!("{limit} records, at most {BATCH_EVENTS_MAX}");
+                return Err(FieldError::new("limit", reason).into());
+            }
+            limit => limit,
+        };
+        let principal = (!message.principal.is_empty()).then_some(message.principal);
+        let read = shared.node.audit(message.after_index, limit, principal, message.stale);
+        let (index, records) =
+            deadline.run("the audit trail", false, read).await?.map_err(|error| shared.fail(&error))?;
+        let records = records.map_err(|error| status::internal(format!("reading the audit trail: {error}")))?;
+        let records = records
+            .into_iter()
+            .map(|record| proto::AuditRecord {
+                index: record.index,
+                part: record.part,
+                first_timestamp: record.first_timestamp,
+                events: record.events,
+                kind: record.kind.name().to_owned(),
+                proposer: record.proposer,
+                applied: record.applied,
+                principal: record.principal,
+                note: record.note,
+            })
+            .collect();
+        let served = proto::Served { node_id: shared.id(), applied_index: index, stale: message.stale };
+        Ok(Response::new(proto::ListAuditResponse { served: Some(served), records }))
+    }
+
     async fn status(&self, request: Request<proto::StatusRequest>) -> Result<Response<proto::StatusResponse>, Status> {
         let shared = &self.shared;
         let deadline = shared.deadline(request.metadata());

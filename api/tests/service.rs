@@ -101,7 +101,19 @@ impl Node for FakeNode {
         self.cluster.stopped.load(Ordering::SeqCst)
     }
 
-    async fn propose(&self, operation: Operation) -> Result<Applied, RequestError> {
+    async fn audit(
+        &self,
+        _after_index: u64,
+        _limit: usize,
+        _principal: Option<String>,
+        _stale: bool,
+    ) -> Result<(u64, Result<Vec<coffer_storage::audit::AuditRecord>, coffer_consensus::StorageError>), RequestError>
+    {
+        // The fake node keeps no audit trail.
+        Ok((0, Ok(Vec::new())))
+    }
+
+    async fn propose(&self, operation: Operation, _principal: String) -> Result<Applied, RequestError> {
         if self.id != self.leader() {
             return Err(RequestError::Proposal(ProposalError::NotLeader { leader: Some(self.leader()) }));
         }

@@ -50,7 +50,7 @@ fn entry_codec(c: &mut Criterion) {
         timestamp,
         proposer: 1,
         term: 1,
-        parts: vec![Part { sequence: 1, events: BATCH_EVENTS_MAX as u32 }],
+        parts: vec![Part { sequence: 1, events: BATCH_EVENTS_MAX as u32, principal: "bench".into() }],
         operation: Operation::CreateTransfers(transfers),
     };
     let encoded = command.encode().expect("the command encodes");

@@ -5,13 +5,17 @@
 //! operation; [`Part`]s record how many events each contributed, so the
 //! proposer can hand every client exactly its own results.
 //!
-//! Layout (big-endian, version 1):
+//! Layout (big-endian, version 2):
 //!
 //! ```text
-//! version u8 = 1 | kind u8 | timestamp u64 | proposer u64 | term u64
-//! parts u32 | parts × (sequence u64, events u32)
+//! version u8 = 2 | kind u8 | timestamp u64 | proposer u64 | term u64
+//! parts u32 | parts × (sequence u64, events u32, principal_len u8, principal)
 //! events u32 | events × record
 //! ```
+//!
+//! Each part names the principal that proposed it (the audit trail records
+//! it with the batch, the same on every replica). Version 1, without
+//! principals, still decodes: its parts' principal is empty.
 //!
 //! Records are `coffer_ledger::codec` encodings: accounts and transfers
 //! fixed-size, ledgers prefixed by their length as a `u16`. The storage
@@ -23,7 +27,11 @@ use coffer_ledger::codec::{
 };
 use coffer_ledger::{Operation, BATCH_EVENTS_MAX};
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+/// The version without principals, still read.
+const VERSION_WITHOUT_PRINCIPALS: u8 = 1;
+/// The longest principal a part names.
+pub const PRINCIPAL_BYTES_MAX: usize = 128;
 const KIND_LEDGERS: u8 = 1;
 const KIND_ACCOUNTS: u8 = 2;
 const KIND_TRANSFERS: u8 = 3;
@@ -32,12 +40,14 @@ const KIND_EXPIRE: u8 = 4;
 const PARTS_MAX: usize = BATCH_EVENTS_MAX;
 
 /// The events one proposal contributed to an entry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Part {
     /// The proposer's sequence number of the proposal (its `ProposalId`).
     pub sequence: u64,
     /// How many consecutive events of the operation are this proposal's.
     pub events: u32,
+    /// Who proposed it (the API's principal; empty when unknown).
+    pub principal: String,
 }
 
 /// A decoded normal entry.
@@ -92,6 +102,15 @@ impl Command {
         for part in &self.parts {
             out.extend_from_slice(&part.sequence.to_be_bytes());
             out.extend_from_slice(&part.events.to_be_bytes());
+            let principal = part.principal.as_bytes();
+            if principal.len() > PRINCIPAL_BYTES_MAX {
+                return Err(error(
+                    "part.principal",
+                    format!("{} bytes, at most {PRINCIPAL_BYTES_MAX}", principal.len()),
+                ));
+            }
+            out.push(principal.len() as u8);
+            out.extend_from_slice(principal);
         }
         out.extend_from_slice(&count(events, "events")?.to_be_bytes());
         match &self.operation {
@@ -126,8 +145,11 @@ impl Command {
     pub fn decode(bytes: &[u8]) -> Result<Self, CommandError> {
         let mut reader = Reader { bytes };
         let version = reader.u8("version")?;
-        if version != VERSION {
-            return Err(error("version", format!("{version}, this build reads {VERSION}")));
+        if version != VERSION && version != VERSION_WITHOUT_PRINCIPALS {
+            return Err(error(
+                "version",
+                format!("{version}, this build reads {VERSION_WITHOUT_PRINCIPALS} and {VERSION}"),
+            ));
         }
         let kind = reader.u8("kind")?;
         let timestamp = reader.u64("timestamp")?;
@@ -139,7 +161,18 @@ impl Command {
         }
         let mut parts = Vec::with_capacity(parts_len);
         for _ in 0..parts_len {
-            parts.push(Part { sequence: reader.u64("part.sequence")?, events: reader.u32("part.events")? });
+            let (sequence, events) = (reader.u64("part.sequence")?, reader.u32("part.events")?);
+            let principal = if version == VERSION {
+                let len = usize::from(reader.u8("part.principal_len")?);
+                if len > PRINCIPAL_BYTES_MAX {
+                    return Err(error("part.principal", format!("{len} bytes, at most {PRINCIPAL_BYTES_MAX}")));
+                }
+                let bytes = reader.take(len, "part.principal")?;
+                std::str::from_utf8(bytes).map_err(|e| error("part.principal", e.to_string()))?.to_owned()
+            } else {
+                String::new()
+            };
+            parts.push(Part { sequence, events, principal });
         }
         let events = reader.u32("events")? as usize;
         if events > BATCH_EVENTS_MAX {
@@ -237,7 +270,10 @@ mod tests {
             timestamp: 42,
             proposer: 3,
             term: 2,
-            parts: vec![Part { sequence: 7, events: 1 }, Part { sequence: 8, events: 1 }],
+            parts: vec![
+                Part { sequence: 7, events: 1, principal: "gangnam-payments".into() },
+                Part { sequence: 8, events: 1, principal: String::new() },
+            ],
             operation,
         }
     }
@@ -268,8 +304,29 @@ mod tests {
         padded.push(0);
         assert_eq!(Command::decode(&padded).unwrap_err().field, "payload");
         let mut other_version = bytes;
-        other_version[0] = 2;
+        other_version[0] = 3;
         assert_eq!(Command::decode(&other_version).unwrap_err().field, "version");
+    }
+
+    #[test]
+    fn a_version_1_entry_decodes_with_no_principals() {
+        let transfer = Transfer { id: TransferId(9), amount: 10, ..Default::default() };
+        let mut command = command(Operation::CreateTransfers(vec![transfer, transfer]));
+        command.parts.iter_mut().for_each(|part| part.principal.clear());
+        let mut bytes = command.encode().unwrap();
+        // Version 2 with empty principals is version 1 plus a zero length
+        // byte after each part (sequence u64 + events u32 at offset 30).
+        bytes[0] = VERSION_WITHOUT_PRINCIPALS;
+        bytes.remove(30 + 12);
+        bytes.remove(30 + 12 + 12);
+        assert_eq!(Command::decode(&bytes).unwrap(), command);
+    }
+
+    #[test]
+    fn a_principal_too_long_is_refused() {
+        let mut command = command(Operation::CreateTransfers(vec![Transfer::default(), Transfer::default()]));
+        command.parts[0].principal = "x".repeat(PRINCIPAL_BYTES_MAX + 1);
+        assert_eq!(command.encode().unwrap_err().field, "part.principal");
     }
 
     #[test]

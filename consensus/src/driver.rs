@@ -36,7 +36,7 @@ use crate::config::ConsensusConfig;
 use crate::error::{ConsensusError, ProposalError, ReadError};
 use crate::metrics::DriverMetrics;
 use crate::reads::{ReadJob, ReadLimits, ReadPool};
-use crate::region::RegionOp;
+use crate::region::{RegionNote, RegionOp};
 use crate::replica::{
     events, Applied, Completion, EntriesError, MembershipChange, NodeStatus, ProposalId, ReadId, Replica,
 };
@@ -268,13 +268,13 @@ where
 
 /// What a handle asks of the driver.
 enum Request {
-    Propose { operation: Operation, reply: Reply<Applied> },
+    Propose { operation: Operation, principal: String, reply: Reply<Applied> },
     ChangeMembership { change: MembershipChange, address: String, reply: Reply<Applied> },
     Read { job: ReadJob },
     Status { reply: oneshot::Sender<NodeStatus> },
     TransferLeader { target: u64, reply: Reply<()> },
     SetPeerAddress { peer: u64, address: String },
-    ProposeRegion { op: RegionOp, reply: Reply<Applied> },
+    ProposeRegion { op: RegionOp, note: RegionNote, reply: Reply<Applied> },
     Entries { from: u64, max_bytes: u64, reply: oneshot::Sender<Result<Vec<Entry>, EntriesError>> },
     RetainLog { from: u64 },
     Shutdown { reply: oneshot::Sender<()> },
@@ -364,8 +364,14 @@ impl NodeHandle {
     /// Proposes a ledger operation and waits until it is applied here (this
     /// node must be the leader: otherwise `NotLeader` names the leader).
     pub async fn propose(&self, operation: Operation) -> Result<Applied, RequestError> {
+        self.propose_as(operation, String::new()).await
+    }
+
+    /// [`Self::propose`] for `principal`, whom the audit trail records with
+    /// the batch on every replica.
+    pub async fn propose_as(&self, operation: Operation, principal: String) -> Result<Applied, RequestError> {
         let (reply, receiver) = oneshot::channel();
-        self.request(Request::Propose { operation, reply })?;
+        self.request(Request::Propose { operation, principal, reply })?;
         self.answer(receiver).await?
     }
 
@@ -457,9 +463,9 @@ impl NodeHandle {
 
     /// Proposes a region entry (see [`crate::region`]) at the leader (this
     /// node) and waits until it is applied here: the region's state after
-    /// it, or why the region refused it.
-    pub async fn propose_region(&self, op: RegionOp) -> Result<Applied, RequestError> {
-        self.queue_region(op)?.await
+    /// it, or why the region refused it. `note` says who asked and why.
+    pub async fn propose_region(&self, op: RegionOp, note: RegionNote) -> Result<Applied, RequestError> {
+        self.queue_region(op, note)?.await
     }
 
     /// Like [`Self::propose_region`], but the request is queued to the
@@ -468,9 +474,10 @@ impl NodeHandle {
     pub fn queue_region(
         &self,
         op: RegionOp,
+        note: RegionNote,
     ) -> Result<impl std::future::Future<Output = Result<Applied, RequestError>> + Send + 'static, RequestError> {
         let (reply, receiver) = oneshot::channel();
-        self.request(Request::ProposeRegion { op, reply })?;
+        self.request(Request::ProposeRegion { op, note, reply })?;
         let handle = self.clone();
         Ok(async move { handle.answer(receiver).await? })
     }
@@ -729,9 +736,9 @@ impl Driver {
 
     fn on_request(&mut self, request: Request) -> Flow {
         match request {
-            Request::Propose { operation, reply } => {
+            Request::Propose { operation, principal, reply } => {
                 self.metrics.proposal_events.record(events(&operation) as f64);
-                match self.replica.propose(operation) {
+                match self.replica.propose_as(operation, principal) {
                     Ok(id) => {
                         self.proposals.insert(id, (reply, Instant::now()));
                     }
@@ -767,7 +774,7 @@ impl Driver {
                 let _ = reply.send(self.replica.transfer_leader(target).map_err(Into::into));
             }
             Request::SetPeerAddress { peer, address } => self.peers.set_address(peer, address),
-            Request::ProposeRegion { op, reply } => match self.replica.propose_region(op) {
+            Request::ProposeRegion { op, note, reply } => match self.replica.propose_region_as(op, note) {
                 Ok(id) => {
                     self.proposals.insert(id, (reply, Instant::now()));
                 }

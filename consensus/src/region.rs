@@ -34,7 +34,11 @@ use coffer_storage::{RegionRole, RegionState, BOOTSTRAP_INDEX};
 use crate::command::CommandError;
 
 /// The version byte every entry payload starts with.
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+/// The version without a note, still read.
+const VERSION_WITHOUT_NOTE: u8 = 1;
+/// The longest reason a region entry carries.
+pub const REASON_BYTES_MAX: usize = 1_024;
 /// The kind byte of a region entry (ledger commands use 1 to 4).
 pub const KIND_REGION: u8 = 5;
 const OP_SHIP: u8 = 1;
@@ -107,6 +111,19 @@ pub struct RegionCommand {
     pub sequence: u64,
     /// What it does.
     pub op: RegionOp,
+    /// Who asked for it and why (the audit trail records it).
+    pub note: RegionNote,
+}
+
+/// Who asked for a region operation, and why: an operator's principal and
+/// the reason given (a forced promotion or a waived lease needs one).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RegionNote {
+    /// The principal (at most 128 bytes; empty for shipping, which the
+    /// standby's own leader proposes).
+    pub principal: String,
+    /// The reason (at most [`REASON_BYTES_MAX`] bytes).
+    pub reason: String,
 }
 
 /// Whether an entry payload is a region entry (not a ledger command).
@@ -156,6 +173,14 @@ impl RegionCommand {
                 out.push(u8::from(*required));
             }
         }
+        // Bounded by the proposer (`Replica::propose_region_as`).
+        let principal =
+            &self.note.principal.as_bytes()[..self.note.principal.len().min(crate::command::PRINCIPAL_BYTES_MAX)];
+        let reason = &self.note.reason.as_bytes()[..self.note.reason.len().min(REASON_BYTES_MAX)];
+        out.push(principal.len() as u8);
+        out.extend_from_slice(principal);
+        out.extend_from_slice(&(reason.len() as u16).to_be_bytes());
+        out.extend_from_slice(reason);
         out
     }
 
@@ -171,8 +196,8 @@ impl RegionCommand {
         };
         let u64_of = |slice: &[u8]| u64::from_be_bytes(slice.try_into().unwrap_or([0; 8]));
         let version = take("version", 1)?[0];
-        if version != VERSION {
-            return Err(error("version", format!("{version}, this build reads {VERSION}")));
+        if version != VERSION && version != VERSION_WITHOUT_NOTE {
+            return Err(error("version", format!("{version}, this build reads {VERSION_WITHOUT_NOTE} and {VERSION}")));
         }
         let kind = take("kind", 1)?[0];
         if kind != KIND_REGION {
@@ -203,10 +228,20 @@ impl RegionCommand {
             },
             other => return Err(error("op", format!("{other} is not a region operation"))),
         };
+        let mut note = RegionNote::default();
+        if version == VERSION {
+            let text = |field: &'static str, bytes: &[u8]| {
+                std::str::from_utf8(bytes).map(str::to_owned).map_err(|e| error(field, e.to_string()))
+            };
+            let len = usize::from(take("principal_len", 1)?[0]);
+            note.principal = text("principal", take("principal", len)?)?;
+            let len = usize::from(u16::from_be_bytes(take("reason_len", 2)?.try_into().unwrap_or([0; 2])));
+            note.reason = text("reason", take("reason", len)?)?;
+        }
         if at != bytes.len() {
             return Err(error("op", format!("{} bytes after the entry", bytes.len() - at)));
         }
-        Ok(Self { proposer, term, sequence, op })
+        Ok(Self { proposer, term, sequence, op, note })
     }
 }
 
@@ -328,7 +363,8 @@ mod tests {
             RegionOp::Lease { required: false },
         ];
         for op in ops {
-            let command = RegionCommand { proposer: 2, term: 7, sequence: 11, op };
+            let note = RegionNote { principal: "treasury-ops".into(), reason: "seoul is down".into() };
+            let command = RegionCommand { proposer: 2, term: 7, sequence: 11, op, note };
             let bytes = command.encode();
             assert!(is_region_entry(&bytes));
             assert_eq!(RegionCommand::decode(&bytes).unwrap(), command);

@@ -14,6 +14,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use coffer_ledger::{prepare, ApplyError, Operation, OperationResults, Store};
+use coffer_storage::audit::{AuditKind, AuditRecord};
 use coffer_storage::{AppliedState, RegionRole, RegionState};
 use protobuf::Message as _;
 use raft::prelude::{
@@ -22,11 +23,11 @@ use raft::prelude::{
 };
 use raft::{RawNode, StateRole};
 
-use crate::command::{Command, Part};
+use crate::command::{Command, Part, PRINCIPAL_BYTES_MAX};
 use crate::config::ConsensusConfig;
 use crate::error::{ConsensusError, ProposalError, ReadError, StepError};
 use crate::metrics::ReplicaMetrics;
-use crate::region::{is_region_entry, next_region, RegionCommand, RegionOp};
+use crate::region::{is_region_entry, next_region, RegionCommand, RegionNote, RegionOp, REASON_BYTES_MAX};
 use crate::storage::ReplicaStorage;
 
 /// A proposal's handle, unique on this node while it runs.
@@ -207,6 +208,8 @@ pub enum EntriesError {
 struct Queued {
     id: ProposalId,
     operation: Operation,
+    /// Who proposed it (the audit trail records it with the batch).
+    principal: String,
 }
 
 /// A proposal appended to the log, waiting to be applied.
@@ -261,6 +264,62 @@ fn ends_linked(operation: &Operation) -> bool {
 }
 
 /// Appends `next`'s events to `into` if both are the same kind.
+/// The audit records of ledger command `command` applied as entry `index`:
+/// one per batch (part), naming its principal; `write_set` is the state
+/// machine's output, `None` when the entry was refused as a whole.
+fn audit_records(index: u64, command: &Command, write_set: Option<&coffer_ledger::WriteSet>) -> Vec<AuditRecord> {
+    let kind = match &command.operation {
+        Operation::CreateLedgers(_) => AuditKind::Ledgers,
+        Operation::CreateAccounts(_) => AuditKind::Accounts,
+        Operation::CreateTransfers(_) => AuditKind::Transfers,
+        Operation::ExpirePending => return Vec::new(),
+    };
+    let mut start = 0u64;
+    (0u32..)
+        .zip(&command.parts)
+        .map(|(part, batch)| {
+            let first_timestamp = write_set.map_or(0, |write_set| write_set.first_timestamp + start);
+            start += u64::from(batch.events);
+            AuditRecord {
+                index,
+                part,
+                first_timestamp,
+                events: batch.events,
+                kind,
+                proposer: command.proposer,
+                applied: write_set.is_some(),
+                principal: batch.principal.clone(),
+                note: String::new(),
+            }
+        })
+        .collect()
+}
+
+/// The audit record of region entry `command` applied as entry `index`
+/// (`applied`: the region took it); none for shipping, which is the
+/// standby's own work (the shipped batches are recorded instead).
+fn region_audit(index: u64, command: &RegionCommand, applied: bool) -> Option<AuditRecord> {
+    let kind = match command.op {
+        RegionOp::Ship { .. } => return None,
+        RegionOp::Freeze => AuditKind::Freeze,
+        RegionOp::Unfreeze => AuditKind::Unfreeze,
+        RegionOp::Promote { .. } => AuditKind::Promote,
+        RegionOp::Demote { .. } => AuditKind::Demote,
+        RegionOp::Lease { .. } => AuditKind::Lease,
+    };
+    Some(AuditRecord {
+        index,
+        part: 0,
+        first_timestamp: 0,
+        events: 0,
+        kind,
+        proposer: command.proposer,
+        applied,
+        principal: command.note.principal.clone(),
+        note: command.note.reason.clone(),
+    })
+}
+
 fn merge(into: &mut Operation, next: Operation) -> Result<(), Operation> {
     match (into, next) {
         (Operation::CreateLedgers(into), Operation::CreateLedgers(next)) => into.extend(next),
@@ -525,6 +584,18 @@ impl<S: ReplicaStorage> Replica<S> {
     /// leader; it completes once applied here, with the region's state after
     /// it, or with why the region refused it.
     pub fn propose_region(&mut self, op: RegionOp) -> Result<ProposalId, ProposalError> {
+        self.propose_region_as(op, RegionNote::default())
+    }
+
+    /// [`Self::propose_region`], naming who asked and why (the audit trail
+    /// records it on every replica).
+    pub fn propose_region_as(&mut self, op: RegionOp, note: RegionNote) -> Result<ProposalId, ProposalError> {
+        if note.principal.len() > PRINCIPAL_BYTES_MAX || note.reason.len() > REASON_BYTES_MAX {
+            return Err(ProposalError::Invalid {
+                field: "reason",
+                reason: format!("a principal up to {PRINCIPAL_BYTES_MAX} bytes, a reason up to {REASON_BYTES_MAX}"),
+            });
+        }
         if !self.is_leader() {
             return Err(ProposalError::NotLeader { leader: self.leader() });
         }
@@ -536,7 +607,7 @@ impl<S: ReplicaStorage> Replica<S> {
         }
         let id = self.new_id();
         let term = self.raw.raft.term;
-        let data = RegionCommand { proposer: self.id(), term, sequence: id, op }.encode();
+        let data = RegionCommand { proposer: self.id(), term, sequence: id, op, note }.encode();
         self.raw.propose(Vec::new(), data).map_err(dropped)?;
         self.waiters.insert(id, Waiter { term });
         Ok(id)
@@ -546,6 +617,18 @@ impl<S: ReplicaStorage> Replica<S> {
     /// the leader of a writable region accepts proposals; a follower
     /// answers with the leader it knows of, for the caller to forward to.
     pub fn propose(&mut self, operation: Operation) -> Result<ProposalId, ProposalError> {
+        self.propose_as(operation, String::new())
+    }
+
+    /// [`Self::propose`] for `principal`, whom the entry names with the
+    /// batch (at most [`PRINCIPAL_BYTES_MAX`] bytes).
+    pub fn propose_as(&mut self, operation: Operation, principal: String) -> Result<ProposalId, ProposalError> {
+        if principal.len() > PRINCIPAL_BYTES_MAX {
+            return Err(ProposalError::Invalid {
+                field: "principal",
+                reason: format!("{} bytes, at most {PRINCIPAL_BYTES_MAX}", principal.len()),
+            });
+        }
         if !self.is_leader() {
             return Err(ProposalError::NotLeader { leader: self.leader() });
         }
@@ -584,7 +667,7 @@ impl<S: ReplicaStorage> Replica<S> {
         }
         let id = self.new_id();
         self.queued_events += count;
-        self.queue.push_back(Queued { id, operation });
+        self.queue.push_back(Queued { id, operation, principal });
         Ok(id)
     }
 
@@ -742,7 +825,7 @@ impl<S: ReplicaStorage> Replica<S> {
             let Some(first) = self.queue.pop_front() else { break };
             let mut count = events(&first.operation);
             self.queued_events -= count;
-            let mut parts = vec![Part { sequence: first.id, events: count as u32 }];
+            let mut parts = vec![Part { sequence: first.id, events: count as u32, principal: first.principal }];
             let mut operation = first.operation;
             while let Some(next) = self.queue.front() {
                 let next_count = events(&next.operation);
@@ -754,10 +837,10 @@ impl<S: ReplicaStorage> Replica<S> {
                     Ok(()) => {
                         count += next_count;
                         self.queued_events -= next_count;
-                        parts.push(Part { sequence: next.id, events: next_count as u32 });
+                        parts.push(Part { sequence: next.id, events: next_count as u32, principal: next.principal });
                     }
                     Err(operation) => {
-                        self.queue.push_front(Queued { id: next.id, operation });
+                        self.queue.push_front(Queued { id: next.id, operation, principal: next.principal });
                         break;
                     }
                 }
@@ -953,7 +1036,8 @@ impl<S: ReplicaStorage> Replica<S> {
             // replica alike; the entry changes nothing but the applied index.
             Err(not_writable) => (Err(not_writable), None),
         };
-        self.raw.mut_store().apply(write_set.as_ref(), applied, None)?;
+        let audit = audit_records(entry.index, &command, write_set.as_ref());
+        self.raw.mut_store().apply_audited(write_set.as_ref(), applied, &audit)?;
         if command.proposer != self.id() {
             return Ok(());
         }
@@ -1005,12 +1089,12 @@ impl<S: ReplicaStorage> Replica<S> {
         let command = RegionCommand::decode(&entry.data)
             .map_err(|source| ConsensusError::CorruptEntry { index: entry.index, source })?;
         let region = self.region();
-        let mut write_set = None;
+        let mut shipped = None;
         let result = match next_region(region, &command.op, entry.index) {
             Ok(mut next) => {
                 match &command.op {
                     RegionOp::Ship { data, index, .. } => {
-                        write_set = self.shipped_effects(entry.index, *index, data, &mut next)?;
+                        shipped = self.shipped_effects(entry.index, *index, data, &mut next)?;
                     }
                     RegionOp::Promote { .. } => {
                         next.base_timestamp = self.storage().ledger().last_timestamp().map_err(store_error)?;
@@ -1025,7 +1109,9 @@ impl<S: ReplicaStorage> Replica<S> {
         if let Err(error) = &result {
             tracing::debug!(node = self.id(), index = entry.index, %error, "region entry refused");
         }
-        self.raw.mut_store().apply(write_set.as_ref(), applied, None)?;
+        let (write_set, mut audit) = shipped.map_or((None, Vec::new()), |(write_set, audit)| (Some(write_set), audit));
+        audit.extend(region_audit(entry.index, &command, result.is_ok()));
+        self.raw.mut_store().apply_audited(write_set.as_ref(), applied, &audit)?;
         if command.proposer == self.id()
             && self.waiters.get(&command.sequence).is_some_and(|waiter| waiter.term == command.term)
         {
@@ -1049,7 +1135,7 @@ impl<S: ReplicaStorage> Replica<S> {
         source_index: u64,
         data: &[u8],
         next: &mut RegionState,
-    ) -> Result<Option<coffer_ledger::WriteSet>, ConsensusError> {
+    ) -> Result<Option<(coffer_ledger::WriteSet, Vec<AuditRecord>)>, ConsensusError> {
         if data.is_empty() {
             return Ok(None);
         }
@@ -1072,7 +1158,10 @@ impl<S: ReplicaStorage> Replica<S> {
             return Ok(None);
         }
         let command = Command::decode(data).map_err(corrupt_shipped)?;
-        Ok(self.prepare_command(index, &command)?.ok().map(|(_, write_set)| write_set))
+        Ok(self.prepare_command(index, &command)?.ok().map(|(_, write_set)| {
+            let audit = audit_records(index, &command, Some(&write_set));
+            (write_set, audit)
+        }))
     }
 
     fn apply_conf_change(

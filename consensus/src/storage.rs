@@ -43,6 +43,19 @@ pub trait ReplicaStorage: raft::Storage {
         conf_state: Option<&ConfState>,
     ) -> Result<(), StorageError>;
 
+    /// [`Self::apply`] for a ledger entry, with its audit records (who
+    /// proposed each batch) in the same write. A storage that keeps no
+    /// audit trail (the simulator's) drops them.
+    fn apply_audited(
+        &mut self,
+        write_set: Option<&WriteSet>,
+        applied: AppliedState,
+        audit: &[coffer_storage::audit::AuditRecord],
+    ) -> Result<(), StorageError> {
+        let _ = audit;
+        self.apply(write_set, applied, None)
+    }
+
     /// The first index still in the log.
     fn log_first_index(&self) -> u64;
 
@@ -140,6 +153,21 @@ pub struct DiskStorage {
 }
 
 impl DiskStorage {
+    /// Writes an applied entry (its state, conf state and audit records)
+    /// and records how long the write took.
+    fn apply_audited_with(
+        &mut self,
+        write_set: Option<&WriteSet>,
+        applied: AppliedState,
+        conf_state: Option<&ConfState>,
+        audit: &[coffer_storage::audit::AuditRecord],
+    ) -> Result<(), StorageError> {
+        let started = std::time::Instant::now();
+        let written = self.store.state.apply_audited(write_set, applied, conf_state, audit);
+        self.apply_latency.record(started.elapsed());
+        written
+    }
+
     /// Labels this storage's metrics with the node they belong to.
     pub fn label_metrics(&mut self, node: u64) {
         self.apply_latency = metrics::histogram!("coffer_consensus_apply_latency_seconds", "node" => node.to_string());
@@ -287,10 +315,16 @@ impl ReplicaStorage for DiskStorage {
         applied: AppliedState,
         conf_state: Option<&ConfState>,
     ) -> Result<(), StorageError> {
-        let started = std::time::Instant::now();
-        let written = self.store.state.apply(write_set, applied, conf_state);
-        self.apply_latency.record(started.elapsed());
-        written
+        self.apply_audited_with(write_set, applied, conf_state, &[])
+    }
+
+    fn apply_audited(
+        &mut self,
+        write_set: Option<&WriteSet>,
+        applied: AppliedState,
+        audit: &[coffer_storage::audit::AuditRecord],
+    ) -> Result<(), StorageError> {
+        self.apply_audited_with(write_set, applied, None, audit)
     }
 
     fn log_first_index(&self) -> u64 {

@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use coffer_consensus::region::RegionOp;
+use coffer_consensus::region::{RegionNote, RegionOp, REASON_BYTES_MAX};
 use coffer_consensus::{Applied, Outcome, ProposalError, RegionRole, RequestError};
 use coffer_ledger::{stored_state_digest, Store};
 use tokio::sync::mpsc;
@@ -66,11 +66,11 @@ impl DrApi {
     }
 
     /// Proposes a region entry and answers with the region after it.
-    async fn region_op(&self, op: RegionOp) -> Result<(u64, coffer_consensus::RegionState), Status> {
+    async fn region_op(&self, op: RegionOp, note: RegionNote) -> Result<(u64, coffer_consensus::RegionState), Status> {
         self.require_leader()?;
         let name = op.name();
         let proposed =
-            tokio::time::timeout(Duration::from_millis(OPERATION_TIMEOUT_MS), self.dr.node.propose_region(op))
+            tokio::time::timeout(Duration::from_millis(OPERATION_TIMEOUT_MS), self.dr.node.propose_region(op, note))
                 .await
                 .map_err(|_| {
                     Status::deadline_exceeded(format!("region operation {name} not applied in time; check status"))
@@ -136,6 +136,16 @@ type ChunkStream = Pin<Box<dyn Stream<Item = Result<CheckpointChunk, Status>> + 
 /// Whether `name` is a checkpoint name this node could have made.
 fn checkpoint_name_ok(name: &str) -> bool {
     !name.is_empty() && name.len() <= 32 && name.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'-')
+}
+
+/// Who asked for a region operation (the principal the API's access layer
+/// authorized) and why.
+fn note<T>(request: &Request<T>, reason: String) -> Result<RegionNote, Status> {
+    if reason.len() > REASON_BYTES_MAX {
+        return Err(Status::invalid_argument(format!("reason: {} bytes, at most {REASON_BYTES_MAX}", reason.len())));
+    }
+    let principal = request.extensions().get::<coffer_security::Principal>().map(|principal| principal.0.clone());
+    Ok(RegionNote { principal: principal.unwrap_or_default(), reason })
 }
 
 #[tonic::async_trait]
@@ -327,18 +337,26 @@ impl DrService for DrApi {
         Ok(Response::new(response))
     }
 
-    async fn freeze(&self, _: Request<FreezeRequest>) -> Result<Response<RegionResponse>, Status> {
-        let (index, region) = self.region_op(RegionOp::Freeze).await?;
+    async fn freeze(&self, request: Request<FreezeRequest>) -> Result<Response<RegionResponse>, Status> {
+        let (index, region) = self.region_op(RegionOp::Freeze, note(&request, String::new())?).await?;
         Ok(Response::new(self.answer(index, region)))
     }
 
-    async fn unfreeze(&self, _: Request<UnfreezeRequest>) -> Result<Response<RegionResponse>, Status> {
-        let (index, region) = self.region_op(RegionOp::Unfreeze).await?;
+    async fn unfreeze(&self, request: Request<UnfreezeRequest>) -> Result<Response<RegionResponse>, Status> {
+        let (index, region) = self.region_op(RegionOp::Unfreeze, note(&request, String::new())?).await?;
         Ok(Response::new(self.answer(index, region)))
     }
 
     async fn promote(&self, request: Request<PromoteRequest>) -> Result<Response<RegionResponse>, Status> {
-        let force = request.into_inner().force;
+        let message = request.get_ref();
+        let force = message.force;
+        if force && message.reason.trim().is_empty() {
+            return Err(Status::invalid_argument(
+                "reason: a forced promotion needs a reason (the audit trail records it with who forced it)",
+            ));
+        }
+        let reason = if force { format!("forced: {}", message.reason) } else { message.reason.clone() };
+        let note = note(&request, reason)?;
         self.require_leader()?;
         let dr = &self.dr;
         let region = self.require_role(RegionRole::Standby, "only a standby is promoted")?;
@@ -361,7 +379,7 @@ impl DrService for DrApi {
         let digest = self.digest().await;
         let promoted = match digest {
             Ok(digest) => {
-                self.region_op(RegionOp::Promote { epoch: region.epoch + 1 }).await.map(|done| (digest, done))
+                self.region_op(RegionOp::Promote { epoch: region.epoch + 1 }, note).await.map(|done| (digest, done))
             }
             Err(status) => Err(status),
         };
@@ -372,6 +390,7 @@ impl DrService for DrApi {
     }
 
     async fn demote(&self, request: Request<DemoteRequest>) -> Result<Response<RegionResponse>, Status> {
+        let note = note(&request, String::new())?;
         let request = request.into_inner();
         self.require_leader()?;
         let dr = &self.dr;
@@ -383,7 +402,7 @@ impl DrService for DrApi {
             )));
         }
         if !region.frozen {
-            self.region_op(RegionOp::Freeze).await?;
+            self.region_op(RegionOp::Freeze, note.clone()).await?;
         }
         // Frozen: nothing changes the ledger any more.
         let (_, found) = dr.node.read(|state| state.last_timestamp()).await.map_err(|error| request_status(&error))?;
@@ -395,7 +414,8 @@ impl DrService for DrApi {
                 dr.config.region, request.base_timestamp
             )));
         }
-        let (index, region) = self.region_op(RegionOp::Demote { epoch: request.epoch, cursor: request.cursor }).await?;
+        let op = RegionOp::Demote { epoch: request.epoch, cursor: request.cursor };
+        let (index, region) = self.region_op(op, note).await?;
         Ok(Response::new(self.answer(index, region)))
     }
 
@@ -412,8 +432,14 @@ impl DrService for DrApi {
     }
 
     async fn lease(&self, request: Request<LeaseRequest>) -> Result<Response<RegionResponse>, Status> {
-        let required = request.into_inner().required;
-        let (index, region) = self.region_op(RegionOp::Lease { required }).await?;
+        let (required, reason) = (request.get_ref().required, request.get_ref().reason.clone());
+        if !required && reason.trim().is_empty() {
+            return Err(Status::invalid_argument(
+                "reason: waiving the write lease needs a reason (the audit trail records it with who waived it)",
+            ));
+        }
+        let note = note(&request, reason)?;
+        let (index, region) = self.region_op(RegionOp::Lease { required }, note).await?;
         Ok(Response::new(self.answer(index, region)))
     }
 

@@ -220,7 +220,7 @@ fn propose(
 /// Sends the proposal to the driver now (so proposals keep their order) and
 /// returns its answer as a future.
 fn enqueue(node: coffer_consensus::NodeHandle, op: RegionOp) -> Proposal {
-    let queued = node.queue_region(op);
+    let queued = node.queue_region(op, coffer_consensus::region::RegionNote::default());
     Box::pin(async move {
         match queued {
             Ok(answer) => answer.await,

@@ -46,6 +46,12 @@ pub enum Identity {
     },
 }
 
+/// The principal a request was authorized as, which the API's access
+/// layer puts in every request's extensions, for services that record who
+/// asked (disaster recovery's region operations).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal(pub String);
+
 /// Why a certificate names no identity.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum IdentityError {

@@ -16,5 +16,5 @@ pub mod identity;
 pub mod issue;
 pub mod tls;
 
-pub use identity::{Identity, IdentityError, DEFAULT_REGION};
+pub use identity::{Identity, IdentityError, Principal, DEFAULT_REGION};
 pub use tls::{Expect, Listener, PeerInfo, Security, TlsContext, TlsError, TlsFiles};

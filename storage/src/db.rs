@@ -53,9 +53,12 @@ pub const CF_TOTALS_HISTORY: &str = "totals_history";
 pub const CF_INDEX: &str = "index";
 /// Node metadata: format, applied index, last event timestamp, snapshot install marker.
 pub const CF_META: &str = "meta";
+/// The audit trail: who proposed each committed batch (see
+/// [`crate::audit`]).
+pub const CF_AUDIT: &str = "audit";
 
 /// Every column family, in a fixed order.
-pub const COLUMN_FAMILIES: [&str; 15] = [
+pub const COLUMN_FAMILIES: [&str; 16] = [
     CF_RAFT_LOG,
     CF_RAFT_STATE,
     CF_ACCOUNTS,
@@ -71,12 +74,13 @@ pub const COLUMN_FAMILIES: [&str; 15] = [
     CF_TOTALS_HISTORY,
     CF_INDEX,
     CF_META,
+    CF_AUDIT,
 ];
 
 /// The column families that hold the replicated state: what a snapshot
 /// carries and what installing one replaces (the Raft log and Raft state are
 /// each node's own).
-pub const STATE_COLUMN_FAMILIES: [&str; 13] = [
+pub const STATE_COLUMN_FAMILIES: [&str; 14] = [
     CF_ACCOUNTS,
     CF_TRANSFERS,
     CF_PENDING,
@@ -90,6 +94,7 @@ pub const STATE_COLUMN_FAMILIES: [&str; 13] = [
     CF_TOTALS_HISTORY,
     CF_INDEX,
     CF_META,
+    CF_AUDIT,
 ];
 
 /// `meta` key: the store's format marker.
@@ -120,8 +125,9 @@ const FORMAT_MAGIC: &[u8] = b"coffer-store";
 /// `changes` column family (the change log); version 3 the digest sum,
 /// balances in the change log, running totals and secondary indexes;
 /// version 4 groups an account's history rows per batch, and writes the
-/// state without the WAL (a version-3 store's history reads wrongly).
-pub const FORMAT_VERSION: u32 = 4;
+/// state without the WAL (a version-3 store's history reads wrongly);
+/// version 5 adds the `audit` column family.
+pub const FORMAT_VERSION: u32 = 5;
 
 /// A visitor of verified `(key, payload)` pairs; returns whether to go on.
 pub type Visit<'a> = dyn FnMut(&[u8], &[u8]) -> Result<bool, StorageError> + 'a;
@@ -237,7 +243,10 @@ fn cf_options(name: &str, config: &StorageConfig, cache: &Cache) -> Options {
 /// Whether column family `name` is only ever added to (no key is written
 /// twice or deleted, but by a snapshot install): tiered compaction suits it.
 fn is_insert_only(name: &str) -> bool {
-    matches!(name, CF_TRANSFERS | CF_ACCOUNT_TRANSFERS | CF_CHANGES | CF_INDEX | CF_BALANCES | CF_TOTALS_HISTORY)
+    matches!(
+        name,
+        CF_TRANSFERS | CF_ACCOUNT_TRANSFERS | CF_CHANGES | CF_INDEX | CF_BALANCES | CF_TOTALS_HISTORY | CF_AUDIT
+    )
 }
 
 /// Every column family with the options a node opens it with.

@@ -7,6 +7,8 @@
 //! - [`LedgerState`]: the ledger's state, implementing
 //!   [`coffer_ledger::Store`]; applying a committed entry writes the ledger's
 //!   write set and the applied index in one write.
+//! - [`audit`]: the audit trail, one record per committed client batch
+//!   naming its principal, written with the batch's state.
 //! - [`snapshot`]: checkpoints with a checksummed manifest, read out and
 //!   received in chunks, installed atomically; the same code makes offline
 //!   backups and restores.
@@ -19,6 +21,7 @@
 //! key, never data. Opening refuses a directory that is not a Coffer store,
 //! holds another format version, or lacks a column family.
 
+pub mod audit;
 pub mod cache;
 pub mod db;
 mod error;

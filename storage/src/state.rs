@@ -29,7 +29,9 @@ use coffer_ledger::{
 use raft::prelude::ConfState;
 use rocksdb::WriteBatch;
 
+use crate::audit::AuditRecord;
 use crate::cache::AccountCache;
+use crate::db::CF_AUDIT;
 use crate::db::{
     keys, Db, Reader, Snapshot, Visit, CF_ACCOUNTS, CF_ACCOUNT_TRANSFERS, CF_BALANCES, CF_CHANGES, CF_EXPIRY,
     CF_FAILURES, CF_INDEX, CF_LEDGERS, CF_META, CF_PENDING, CF_RAFT_STATE, CF_TOTALS, CF_TOTALS_HISTORY, CF_TRANSFERS,
@@ -443,12 +445,29 @@ impl LedgerState {
         applied: AppliedState,
         conf_state: Option<&ConfState>,
     ) -> Result<(), StorageError> {
+        self.apply_audited(write_set, applied, conf_state, &[])
+    }
+
+    /// [`Self::apply`], with the entry's audit records in the same write.
+    pub fn apply_audited(
+        &mut self,
+        write_set: Option<&WriteSet>,
+        applied: AppliedState,
+        conf_state: Option<&ConfState>,
+        audit: &[AuditRecord],
+    ) -> Result<(), StorageError> {
         if applied.index <= self.applied.index {
             return Err(StorageError::Inconsistent {
                 detail: format!("entry {} applied again (applied index is {})", applied.index, self.applied.index),
             });
         }
-        let batch = self.write_batch(write_set, applied, conf_state)?;
+        let mut batch = self.write_batch(write_set, applied, conf_state)?;
+        let mut payload = Vec::new();
+        for record in audit {
+            payload.clear();
+            record.encode(&mut payload);
+            self.db.put(&mut batch, CF_AUDIT, &record.key(), &payload)?;
+        }
         self.db.write_unlogged(batch)?;
         self.applied = applied;
         if let Some(write_set) = write_set {
@@ -1143,6 +1162,17 @@ impl<'a> ReadView<'a> {
     /// Raw reads of the whole store as this view holds it.
     pub fn reader(&self) -> Reader<'_> {
         self.db.at(&self.snapshot)
+    }
+
+    /// The audit trail after entry `after_index` (see
+    /// [`crate::audit::audit_page`]).
+    pub fn audit(
+        &self,
+        after_index: u64,
+        limit: usize,
+        principal: Option<&str>,
+    ) -> Result<Vec<AuditRecord>, StorageError> {
+        crate::audit::audit_page(&self.reader(), after_index, limit, principal)
     }
 
     fn reads(&self) -> StateReads<'_> {

@@ -301,8 +301,34 @@ async fn split_brain_a_forced_failover_leaves_each_epoch_one_writer_and_the_old_
     setup(&client(&seoul)).await;
     isolate(&seoul, true).await;
     let cut = Instant::now();
-    let report = dr(&addresses(&busan), &["failover", "--force"]).unwrap();
+    let reason = "seoul cut off in a split-brain test";
+    let report = dr(&addresses(&busan), &["failover", "--force", "--reason", reason]).unwrap();
     assert_eq!(report["epoch"], 1);
+    // Every busan node's audit trail names who forced the promotion, and why.
+    let index = report["index"].as_u64().unwrap_or_default();
+    let mut promotions = Vec::new();
+    for node in busan.nodes.values() {
+        let node_client = client(&busan);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let promotion = loop {
+            let trail = node_client.list_audit_at(&node.addresses.api, 0, 1_000).await.unwrap().value;
+            if let Some(found) = trail.into_iter().find(|record| record.kind == "promote") {
+                break found;
+            }
+            assert!(Instant::now() < deadline, "node {} has no promotion in its trail", node.addresses.id);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        promotions.push(promotion);
+    }
+    assert!(promotions.windows(2).all(|pair| pair[0] == pair[1]), "{promotions:#?}");
+    let promotion = &promotions[0];
+    assert_eq!(
+        (promotion.principal.as_str(), promotion.note.as_str()),
+        ("admin", format!("forced: {reason}").as_str())
+    );
+    assert!(index == 0 || promotion.index <= index, "{promotion:?} {report:#}");
+    let bare = dr(&addresses(&busan), &["lease", "waive"]).unwrap_err();
+    assert!(bare.contains("reason"), "waiving a lease without a reason: {bare}");
     // Clients keep writing to both sides.
     let mut acknowledged = Vec::new();
     let mut id = 4_000_000;
@@ -353,7 +379,7 @@ async fn wrong_operations_are_refused_with_errors_that_say_why_and_change_nothin
     let mut refusals = Vec::new();
     for address in &leader {
         if let Ok(mut client) = coffer_tests::channel(address).await.map(DrServiceClient::new) {
-            refusals.push(client.promote(PromoteRequest { force: true }).await.unwrap_err());
+            refusals.push(client.promote(PromoteRequest { force: true, reason: "test".into() }).await.unwrap_err());
         }
     }
     assert!(
@@ -406,7 +432,7 @@ async fn wrong_operations_are_refused_with_errors_that_say_why_and_change_nothin
     tokio::time::sleep(Duration::from_millis(LEASE_MS + 200)).await;
     let refused = once.create_transfers(&batch(5_300_000, 1)).await.unwrap_err().to_string();
     assert!(refused.contains("no write lease"), "{refused}");
-    let waived = dr(&at, &["lease", "waive"]).unwrap();
+    let waived = dr(&at, &["lease", "waive", "--reason", "busan region lost in a test"]).unwrap();
     assert_eq!(waived["lease_required"], false);
     assert_eq!(primary.create_transfers(&batch(5_300_001, 1)).await.unwrap().value, [CreateTransferResult::Created]);
     dr(&at, &["lease", "require"]).unwrap();

@@ -119,6 +119,62 @@ async fn roles_and_ledgers_decide_who_may_post_and_a_refused_batch_changes_nothi
     assert!(message.contains("principal revoked is revoked"), "{message}");
     let (code, _) = refusal(client_as(&cluster, "nobody").lookup_accounts(&[AccountId(101)]).await.unwrap_err());
     assert_eq!(code, Code::PermissionDenied, "a principal the policy does not name holds no role");
+
+    // Each node's own audit log holds the calls it refused and the
+    // administrative calls it served, with who made them.
+    cluster.client().transfer_leader(leader).await.unwrap();
+    let log = cluster.nodes[&leader].data_dir.join("audit.log");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let lines = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+        let refused = lines.iter().any(|line| line["principal"] == "reader" && line["outcome"] == "refused");
+        let served = lines.iter().any(|line| {
+            line["principal"] == "admin"
+                && line["method"] == "/coffer.v1.AdminService/TransferLeader"
+                && line["outcome"] == "ok"
+        });
+        if refused && served {
+            break lines;
+        }
+        assert!(Instant::now() < deadline, "{} holds:\n{text}", log.display());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(lines.iter().all(|line| line["node"] == leader), "{lines:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_trail_names_the_principal_of_every_batch_identically_on_every_node() {
+    let cluster = Cluster::start(3).await;
+    set_up(&cluster).await;
+    let poster = client_as(&cluster, "poster1");
+    let posted = poster.create_transfers(&[transfer(1, LEDGERS[0]), transfer(2, LEDGERS[0])]).await.unwrap();
+    let index = posted.applied_index;
+    let mut trails = Vec::new();
+    for (id, node) in &cluster.nodes {
+        cluster.wait_applied(*id, index, Duration::from_secs(10)).await;
+        let trail = cluster.client().list_audit_at(&node.addresses.api, 0, 100).await.unwrap().value;
+        trails.push(trail);
+    }
+    assert!(trails.windows(2).all(|pair| pair[0] == pair[1]), "the nodes' trails differ: {trails:#?}");
+    let trail = &trails[0];
+    let batch = trail.iter().find(|record| record.index == index).expect("the posted batch is in the trail");
+    assert_eq!(
+        (batch.principal.as_str(), batch.kind.as_str(), batch.events, batch.applied),
+        ("poster1", "transfers", 2, true)
+    );
+    assert!(trail.iter().any(|record| record.principal == "admin" && record.kind == "ledgers"), "{trail:#?}");
+
+    // Only an auditor reads it; a filter names one principal.
+    let (code, message) = refusal(poster.list_audit(0, 10, None).await.unwrap_err());
+    assert_eq!(code, Code::PermissionDenied);
+    assert!(message.contains("does not hold the role auditor"), "{message}");
+    let at = cluster.api_addresses().join(",");
+    let listed = coffer_as("admin", &["--addresses", &at, "--json", "audit", "--of", "poster1"]);
+    assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let records = json.as_array().unwrap();
+    assert!(!records.is_empty() && records.iter().all(|record| record["principal"] == "poster1"), "{json:#}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -172,6 +172,22 @@ pub enum ClientCommand {
     Leader(LeaderCommand),
     /// Make a verified backup of one node's state in a directory on that node.
     Snapshot(SnapshotArgs),
+    /// The audit trail: who proposed each committed batch (role `auditor`).
+    Audit(AuditArgs),
+}
+
+/// `coffer audit`
+#[derive(Debug, Clone, Args)]
+pub struct AuditArgs {
+    /// Records of log entries after this index (the last page's last index).
+    #[arg(long, default_value_t = 0)]
+    pub after: u64,
+    /// At most this many records.
+    #[arg(long, default_value_t = ROWS_DEFAULT, value_parser = clap::value_parser!(u32).range(1..=ROWS_MAX))]
+    pub limit: u32,
+    /// Only this principal's batches (a client's name, or node:ID).
+    #[arg(long, value_name = "NAME")]
+    pub of: Option<String>,
 }
 
 /// `coffer ledger ...`
@@ -686,6 +702,7 @@ pub async fn run(command: ClientCommand, options: &ClientOptions) -> Result<(), 
         ClientCommand::Member(command) => admin::member(options, out, command).await,
         ClientCommand::Leader(LeaderCommand::Transfer(args)) => admin::transfer_leader(options, out, args).await,
         ClientCommand::Snapshot(args) => admin::snapshot(options, out, args).await,
+        ClientCommand::Audit(args) => admin::audit(options, out, args).await,
     }
 }
 

@@ -93,6 +93,9 @@ pub struct LeaseArgs {
     /// waive or require.
     #[arg(value_enum)]
     pub action: LeaseAction,
+    /// Why (required to waive: the audit trail records it with who waived).
+    #[arg(long, default_value = "")]
+    pub reason: String,
 }
 
 /// `coffer dr reseed`
@@ -119,8 +122,12 @@ pub struct SwitchoverArgs {
 pub struct FailoverArgs {
     /// Promote at once, even while the primary may hold a write lease or is
     /// reachable: the operator vouches it is down or fenced.
-    #[arg(long)]
+    #[arg(long, requires = "reason")]
     pub force: bool,
+    /// Why (required with --force: the audit trail records it, with who
+    /// forced the promotion, on every node).
+    #[arg(long, default_value = "")]
+    pub reason: String,
     /// When the old primary answers and holds a lease, wait for it to lapse
     /// (its link to this region is cut) instead of refusing.
     #[arg(long)]
@@ -488,7 +495,7 @@ async fn switchover(
     }
     timeline.at(format!("digests equal: {}", primary_digest.digest));
     let (standby_address, mut standby_client) = leader_client(&refreshed_standby).await?;
-    let promoted = match standby_client.promote(PromoteRequest { force: false }).await {
+    let promoted = match standby_client.promote(PromoteRequest { force: false, reason: "switchover".into() }).await {
         Ok(promoted) => promoted.into_inner(),
         Err(status) => return Err(unfreeze(rpc_error("Promote", &standby_address, &status)).await),
     };
@@ -537,7 +544,7 @@ async fn attach(
     timeline.at(format!("{standby_name} ships from the new primary"));
     let primary = region(primary_addresses).await;
     let (address, mut client) = leader_client(&primary).await?;
-    let leased = client.lease(LeaseRequest { required: true }).await;
+    let leased = client.lease(LeaseRequest { required: true, reason: String::new() }).await;
     match leased {
         Ok(_) => {
             timeline.at("the primary writes under the standby's lease again");
@@ -646,7 +653,7 @@ async fn failover(
         let current = region(&standby.addresses).await;
         let (address, mut client) = leader_client(&current).await?;
         let wait = current.leader()?.status.promote_wait_ms;
-        match client.promote(PromoteRequest { force: args.force }).await {
+        match client.promote(PromoteRequest { force: args.force, reason: args.reason.clone() }).await {
             Ok(promoted) => break promoted.into_inner(),
             Err(status) if status.code() == Code::FailedPrecondition && status.message().contains("write lease") => {
                 if Instant::now() >= deadline {
@@ -1233,7 +1240,7 @@ async fn drill(addresses: &[String], args: &DrillArgs, timeline: &mut Timeline) 
         Scenario::Failover => {
             isolate(&primary.addresses, true).await?;
             timeline.at(format!("link cut: {} no longer ships to {}", primary.name, standby.name));
-            let args = FailoverArgs { force: false, wait_lease: true };
+            let args = FailoverArgs { force: false, reason: "failover drill".into(), wait_lease: true };
             let failed_over = failover(&standby.addresses, &args, timeline).await?;
             report.rpo_index_gap = failed_over.index_gap;
             if let Some(divergent) = &failed_over.divergent_transfers {
@@ -1472,7 +1479,7 @@ pub async fn run(command: DrCommand, options: &ClientOptions) -> Result<(), DrEr
             let (address, mut client) = leader_client(&primary).await?;
             let required = args.action == LeaseAction::Require;
             let answer = client
-                .lease(LeaseRequest { required })
+                .lease(LeaseRequest { required, reason: args.reason.clone() })
                 .await
                 .map_err(|status| rpc_error("Lease", &address, &status))?
                 .into_inner();

@@ -185,6 +185,13 @@ pub async fn run(config: ResolvedConfig) -> Result<(), NodeError> {
     let server = match ApiServer::new(node.clone(), config.server) {
         Ok(server) => {
             let server = server.with_security(security.clone(), access.clone());
+            let server = match coffer_api::audit_log::AuditLog::open(&data_dir) {
+                Ok(log) => server.with_audit_log(log),
+                Err(error) => {
+                    stop_node(&node, driver).await?;
+                    return Err(NodeError::Access { node: node_id, reason: format!("the audit log: {error}") });
+                }
+            };
             match config.dr {
                 Some(dr) => {
                     tracing::info!(node = node_id, region = %dr.region, peer_region = %dr.peer_region, mode = dr.mode.name(), fencing = dr.fencing.name(), "disaster recovery on");

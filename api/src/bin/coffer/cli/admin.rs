@@ -1,10 +1,13 @@
 //! The `AdminService` commands, through the Rust client (which follows the
-//! leader): status, membership, leader transfer, snapshots.
+//! leader): status, membership, leader transfer, snapshots, the audit
+//! trail.
 
 use coffer_api::client::{Client, ClientConfig, ClientError, Membership, NodeReport, Role};
 use serde::Serialize;
 
 use super::conn::endpoint;
+use super::parse::format_timestamp;
+use super::table::Table;
 use super::view::{nodes_table, NodeView};
 use super::{CliError, ClientOptions, LeaderTransferArgs, MemberCommand, Out, SnapshotArgs};
 
@@ -48,6 +51,73 @@ fn node_view(node: &NodeReport) -> NodeView {
         error: node.error.clone(),
         plaintext: node.plaintext,
     }
+}
+
+/// One record of `coffer audit`.
+#[derive(Debug, Serialize)]
+struct AuditView {
+    index: u64,
+    part: u32,
+    time: String,
+    first_timestamp: u64,
+    principal: String,
+    kind: String,
+    events: u32,
+    proposer: u64,
+    applied: bool,
+    note: String,
+}
+
+/// `coffer audit`
+pub async fn audit(options: &ClientOptions, out: Out, args: super::AuditArgs) -> Result<(), CliError> {
+    let client = client(options)?.with_stale_reads(options.stale);
+    let reply = client.list_audit(args.after, args.limit, args.of.as_deref()).await.map_err(failed("ListAudit"))?;
+    let records: Vec<AuditView> = reply
+        .value
+        .into_iter()
+        .map(|record| AuditView {
+            index: record.index,
+            part: record.part,
+            time: if record.first_timestamp == 0 { "-".into() } else { format_timestamp(record.first_timestamp) },
+            first_timestamp: record.first_timestamp,
+            principal: if record.principal.is_empty() { "(unrecorded)".into() } else { record.principal },
+            kind: record.kind,
+            events: record.events,
+            proposer: record.proposer,
+            applied: record.applied,
+            note: record.note,
+        })
+        .collect();
+    out.emit(&records, |records| {
+        let mut table =
+            Table::new(&["INDEX", "PART", "TIME", "PRINCIPAL", "KIND", "EVENTS", "PROPOSER", "APPLIED", "NOTE"]);
+        for record in records {
+            table.row(vec![
+                record.index.to_string(),
+                record.part.to_string(),
+                record.time.clone(),
+                record.principal.clone(),
+                record.kind.clone(),
+                record.events.to_string(),
+                format!("node {}", record.proposer),
+                if record.applied { "yes".into() } else { "refused whole".into() },
+                record.note.clone(),
+            ]);
+        }
+        let mut text = table.render();
+        if let Some(last) = records.last() {
+            text.push_str(&format!(
+                "(node {}, applied index {}; next page: --after {})\n",
+                reply.node_id, reply.applied_index, last.index
+            ));
+        } else {
+            text.push_str(&format!(
+                "no records after index {} (node {}, applied index {})\n",
+                args.after, reply.node_id, reply.applied_index
+            ));
+        }
+        text
+    })
 }
 
 /// `coffer status`
