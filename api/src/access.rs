@@ -162,7 +162,7 @@ impl Grants {
 /// The access policy: principals' grants, and the principals refused.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Policy {
-    principals: BTreeMap<String, Grants>,
+    principals: BTreeMap<String, Arc<Grants>>,
     revoked: BTreeSet<String>,
 }
 
@@ -231,7 +231,7 @@ impl Policy {
                 operator: grants.operator,
                 auditor: grants.auditor,
             };
-            principals.insert(name, grants);
+            principals.insert(name, Arc::new(grants));
         }
         Ok(Self { principals, revoked: file.revoked.into_iter().collect() })
     }
@@ -243,7 +243,7 @@ impl Policy {
     }
 
     /// `principal`'s grants (none for a principal the policy does not name).
-    pub fn grants(&self, principal: &str) -> Grants {
+    pub fn grants(&self, principal: &str) -> Arc<Grants> {
         self.principals.get(principal).cloned().unwrap_or_default()
     }
 
@@ -387,7 +387,7 @@ impl Access {
         if policy.is_revoked(&name) {
             return Err(Status::unauthenticated(format!("principal {name} is revoked")));
         }
-        let grants = Arc::new(policy.grants(&name));
+        let grants = policy.grants(&name);
         let limits = self.limits_of(&name);
         Ok(Caller::Principal { name, grants, limits })
     }
@@ -805,7 +805,7 @@ mod tests {
         assert!(gangnam.covers(Role::Reader, 2));
         assert!(!gangnam.holds(Role::Operator));
         assert!(policy().grants("ops").covers_all(Role::Reader));
-        assert_eq!(policy().grants("nobody"), Grants::default());
+        assert_eq!(*policy().grants("nobody"), Grants::default());
         assert!(policy().is_revoked("old"));
     }
 

@@ -416,21 +416,26 @@ impl Cluster {
         NodeProcess { addresses, data_dir, log, peers, bootstrap, config: None, region, tls, child: None }
     }
 
+    /// The cluster's region (its founders all run in one).
+    fn region(&self) -> String {
+        self.nodes
+            .values()
+            .next()
+            .map_or_else(|| coffer_security::DEFAULT_REGION.to_owned(), |node| node.region.clone())
+    }
+
     /// Starts a new node `id` that knows every current node and founds
     /// nothing (it joins once a leader adds it).
     pub fn spawn_joining(&mut self, id: u64) -> NodeAddresses {
-        let region =
-            self.nodes.values().next().map_or(coffer_security::DEFAULT_REGION.to_owned(), |node| node.region.clone());
-        self.spawn_joining_with(id, pki::pki().node(&region, id))
+        let tls = pki::pki().node(&self.region(), id);
+        self.spawn_joining_with(id, tls)
     }
 
     /// Like [`Cluster::spawn_joining`], the node presenting `tls`.
     pub fn spawn_joining_with(&mut self, id: u64, tls: coffer_security::TlsFiles) -> NodeAddresses {
         let addresses = NodeAddresses::allocate(id);
         let peers = self.nodes.values().map(|node| node.addresses.clone()).collect();
-        let region =
-            self.nodes.values().next().map_or(coffer_security::DEFAULT_REGION.to_owned(), |node| node.region.clone());
-        let mut node = Self::process(self.dir.path(), &region, addresses.clone(), peers, None);
+        let mut node = Self::process(self.dir.path(), &self.region(), addresses.clone(), peers, None);
         node.tls = tls;
         node.start();
         self.nodes.insert(id, node);

@@ -148,12 +148,11 @@ enum Ending {
 }
 
 /// Runs the node until a signal or a failure.
-pub async fn run(config: ResolvedConfig) -> Result<(), NodeError> {
+pub async fn run(mut config: ResolvedConfig) -> Result<(), NodeError> {
     let node_id = config.node.consensus.node_id;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(NodeError::Signals)?;
     let mut terminate = signal(SignalKind::terminate()).map_err(NodeError::Signals)?;
     let mut hangup = signal(SignalKind::hangup()).map_err(NodeError::Signals)?;
-    let mut config = config;
     let security = security(&config)?;
     let access = Access::load(config.access.clone()).map_err(|reason| NodeError::Access { node: node_id, reason })?;
     access.spawn_watch(node_id);
