@@ -226,6 +226,9 @@ pub struct FeedChange {
     /// For a transfer created or expired: its debit and credit accounts'
     /// balances right after it (minor units).
     pub balances: Option<TransferBalances>,
+    /// Who proposed the batch the change came from (empty for a pending
+    /// transfer's expiry, the cluster's own work).
+    pub principal: String,
     /// The node that served the change.
     pub node_id: u64,
     /// That node's applied index when it read the change.
@@ -935,6 +938,7 @@ async fn stream_changes(
             cursor: change.timestamp,
             record: change.record,
             balances: change.balances,
+            principal: wire.principal,
             node_id: served.node_id,
             applied_index: served.applied_index,
         };

@@ -13,14 +13,35 @@ use std::path::PathBuf;
 use coffer_consensus::{
     Applied, MembershipChange, NodeHandle, NodeStatus, ReadView, RequestError, SnapshotManifest, StorageError,
 };
-use coffer_ledger::{Operation, Store};
-use coffer_storage::audit::AuditRecord;
+use coffer_ledger::{MemoryStore, Operation, Store};
+use coffer_storage::audit::{AuditRecord, BatchSpan};
+
+/// What a state knows of who proposed the batches its changes came from,
+/// so that the change feed can name the principal of each change.
+pub trait BatchPrincipals {
+    /// The committed batches holding events `first ..= last`, in time order
+    /// (see [`coffer_storage::audit::batch_spans`]).
+    fn batch_spans(&self, first: u64, last: u64) -> Result<Vec<BatchSpan>, StorageError>;
+}
+
+impl BatchPrincipals for ReadView<'_> {
+    fn batch_spans(&self, first: u64, last: u64) -> Result<Vec<BatchSpan>, StorageError> {
+        ReadView::batch_spans(self, first, last)
+    }
+}
+
+/// The in-memory store keeps no audit trail: its changes name no principal.
+impl BatchPrincipals for MemoryStore {
+    fn batch_spans(&self, _first: u64, _last: u64) -> Result<Vec<BatchSpan>, StorageError> {
+        Ok(Vec::new())
+    }
+}
 
 /// A running consensus node, as the API uses it. Cheap to clone.
 pub trait Node: Clone + Send + Sync + 'static {
     /// The view of the ledger state that reads run on (`'v`: the view's
     /// lifetime, the read's).
-    type State<'v>: Store;
+    type State<'v>: Store + BatchPrincipals;
 
     /// The node's id.
     fn id(&self) -> u64;

@@ -38,13 +38,14 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use coffer_consensus::raft::StateRole;
-use coffer_consensus::{Applied, MembershipChange, NodeStatus, Outcome, ProposalError, RequestError};
+use coffer_consensus::{Applied, MembershipChange, NodeStatus, Outcome, ProposalError, RequestError, StorageError};
 use coffer_ledger::{
     get_account_balances, get_account_transfers, lookup_accounts, lookup_transfers, query_accounts, query_transfers,
     read_changes, trial_balance, trial_balance_as_of, AccountId, ChangePage, LedgerId, Operation, OperationResults,
-    QueryError, Store, StoreError, TransferId, BATCH_EVENTS_MAX,
+    QueryError, ResolvedChange, Store, StoreError, TransferId, BATCH_EVENTS_MAX,
 };
 use coffer_security::{Expect, Listener, Security};
+use coffer_storage::audit::principal_at;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -54,7 +55,7 @@ use tonic::{Request, Response, Status};
 
 use crate::access::{Access, AccessLayer, Caller, Role, PRINCIPAL_METADATA_KEY};
 use crate::convert::{self, Amounts, FieldError};
-use crate::node::Node;
+use crate::node::{BatchPrincipals, Node};
 use crate::proto;
 use crate::proto::admin_service_client::AdminServiceClient;
 use crate::proto::admin_service_server::{AdminService, AdminServiceServer};
@@ -509,6 +510,8 @@ async fn poll_tail<N: Node>(shared: Arc<Shared<N>>) {
 /// A page of changes read for a feed, with what encoding it needs.
 struct FeedPage {
     page: ChangePage,
+    /// The principal of each change of the page (empty for none).
+    principals: Vec<String>,
     /// The node's last event timestamp when the page was read.
     last_timestamp: u64,
     scales: BTreeMap<LedgerId, u8>,
@@ -545,10 +548,11 @@ impl<N: Node> Feed<N> {
     /// the client went away; the status that ends the feed otherwise.
     async fn serve(&mut self) -> Result<(), Status> {
         loop {
-            let FeedPage { page, last_timestamp, scales, served } = self.read_page().await?;
+            let FeedPage { page, principals, last_timestamp, scales, served } = self.read_page().await?;
             let amounts = amounts_of(self.unit, &scales);
-            for change in &page.changes {
-                let wire = convert::change_to_wire(change, amounts, served);
+            for (change, principal) in page.changes.iter().zip(principals) {
+                let mut wire = convert::change_to_wire(change, amounts, served);
+                wire.principal = principal;
                 tokio::select! {
                     sent = self.sender.send(Ok(wire)) => {
                         if sent.is_err() {
@@ -580,23 +584,38 @@ impl<N: Node> Feed<N> {
         let decimal = self.unit == proto::AmountUnit::Decimal;
         let read = self.shared.node.read_stale(move |state| {
             let page = read_changes(state, cursor, ledger, FEED_PAGE_CHANGES)?;
+            let principals = principals_of(state, &page.changes).map_err(StoreError::from)?;
             let scales = match decimal {
                 true => scales_of(state, page.changes.iter().map(|change| change.record.ledger()).collect())?,
                 false => BTreeMap::new(),
             };
-            Ok::<_, QueryError>((page, state.last_timestamp()?, scales))
+            Ok::<_, QueryError>((page, principals, state.last_timestamp()?, scales))
         });
         let deadline = self.shared.deadline(&MetadataMap::new());
         let (index, found) =
             deadline.run("the feed's read", false, read).await?.map_err(|error| self.shared.fail(&error))?;
-        let (page, last_timestamp, scales) = found.map_err(|error| status::query_error(&error))?;
+        let (page, principals, last_timestamp, scales) = found.map_err(|error| status::query_error(&error))?;
         let served = proto::Served { node_id: self.shared.id(), applied_index: index, stale: true };
-        Ok(FeedPage { page, last_timestamp, scales, served })
+        Ok(FeedPage { page, principals, last_timestamp, scales, served })
     }
 }
 
 fn is_forwarded(metadata: &MetadataMap) -> bool {
     metadata.contains_key(status::FORWARDED_METADATA_KEY)
+}
+
+/// The principal of the batch each of `changes` (time-ordered) came from,
+/// from the audit trail; empty for a change of no client batch (a pending
+/// transfer's expiry) or of a batch applied before principals were recorded.
+fn principals_of<S: BatchPrincipals + ?Sized>(
+    state: &S,
+    changes: &[ResolvedChange],
+) -> Result<Vec<String>, StorageError> {
+    let (Some(first), Some(last)) = (changes.first(), changes.last()) else {
+        return Ok(Vec::new());
+    };
+    let spans = state.batch_spans(first.timestamp, last.timestamp)?;
+    Ok(changes.iter().map(|change| principal_at(&spans, change.timestamp).unwrap_or_default().to_owned()).collect())
 }
 
 /// The scales of those of `ledgers` that exist.

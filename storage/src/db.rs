@@ -126,8 +126,9 @@ const FORMAT_MAGIC: &[u8] = b"coffer-store";
 /// balances in the change log, running totals and secondary indexes;
 /// version 4 groups an account's history rows per batch, and writes the
 /// state without the WAL (a version-3 store's history reads wrongly);
-/// version 5 adds the `audit` column family.
-pub const FORMAT_VERSION: u32 = 5;
+/// version 5 adds the `audit` column family; version 6 tags its keys and
+/// places each batch in time there.
+pub const FORMAT_VERSION: u32 = 6;
 
 /// A visitor of verified `(key, payload)` pairs; returns whether to go on.
 pub type Visit<'a> = dyn FnMut(&[u8], &[u8]) -> Result<bool, StorageError> + 'a;

@@ -29,7 +29,7 @@ use coffer_ledger::{
 use raft::prelude::ConfState;
 use rocksdb::WriteBatch;
 
-use crate::audit::AuditRecord;
+use crate::audit::{AuditRecord, BatchSpan};
 use crate::cache::AccountCache;
 use crate::db::CF_AUDIT;
 use crate::db::{
@@ -467,6 +467,9 @@ impl LedgerState {
             payload.clear();
             record.encode(&mut payload);
             self.db.put(&mut batch, CF_AUDIT, &record.key(), &payload)?;
+            if let Some((key, payload)) = record.time_entry() {
+                self.db.put(&mut batch, CF_AUDIT, &key, &payload)?;
+            }
         }
         self.db.write_unlogged(batch)?;
         self.applied = applied;
@@ -1173,6 +1176,12 @@ impl<'a> ReadView<'a> {
         principal: Option<&str>,
     ) -> Result<Vec<AuditRecord>, StorageError> {
         crate::audit::audit_page(&self.reader(), after_index, limit, principal)
+    }
+
+    /// The committed batches holding events `first ..= last`, with their
+    /// principals (see [`crate::audit::batch_spans`]).
+    pub fn batch_spans(&self, first: u64, last: u64) -> Result<Vec<BatchSpan>, StorageError> {
+        crate::audit::batch_spans(&self.reader(), first, last)
     }
 
     fn reads(&self) -> StateReads<'_> {

@@ -1174,3 +1174,65 @@ fn a_store_on_tmpfs_opens_and_flushes_with_direct_io_asked_for() {
     let store = NodeStore::open(dir.path(), &config).unwrap();
     assert_eq!(store.state.applied(), AppliedState::at(1, 1), "the flushed apply is there");
 }
+
+#[test]
+fn each_change_is_placed_in_the_batch_that_made_it_with_its_principal() {
+    use coffer_storage::audit::{principal_at, AuditKind, AuditRecord};
+    let dir = TempDir::new().unwrap();
+    let mut node = open(dir.path());
+    let record = |index: u64, part: u32, first_timestamp: u64, events: u32, principal: &str| AuditRecord {
+        index,
+        part,
+        first_timestamp,
+        events,
+        kind: AuditKind::Transfers,
+        proposer: 1,
+        applied: true,
+        principal: principal.into(),
+        note: String::new(),
+    };
+    // Entry 1 carries two batches (events 100..=102 and 103..=104), entry 2
+    // one refused whole, entry 3 a region operation, entry 4 one batch at
+    // 200..=209; 105..=199 are events of no batch (expiries).
+    let entries = [
+        vec![record(1, 0, 100, 3, "gangnam"), record(1, 1, 103, 2, "jongno")],
+        vec![AuditRecord { applied: false, ..record(2, 0, 0, 5, "busan-payments") }],
+        vec![AuditRecord { kind: AuditKind::Freeze, ..record(3, 0, 0, 0, "treasury-ops") }],
+        vec![record(4, 0, 200, 10, "gangnam")],
+    ];
+    for (index, records) in (1..).zip(&entries) {
+        append_to_log(&mut node, index);
+        node.state.apply_audited(None, AppliedState::at(index, TERM), None, records).unwrap();
+    }
+    let view = coffer_storage::ReadView::open(node.state.db()).unwrap();
+    let spans = view.batch_spans(101, 200).unwrap();
+    let firsts: Vec<(u64, u32, u64, u32)> =
+        spans.iter().map(|span| (span.first_timestamp, span.events, span.index, span.part)).collect();
+    assert_eq!(firsts, [(100, 3, 1, 0), (103, 2, 1, 1), (200, 10, 4, 0)]);
+    let named: Vec<Option<&str>> = [101, 102, 103, 104, 105, 199, 200, 209].map(|t| principal_at(&spans, t)).into();
+    assert_eq!(
+        named,
+        [
+            Some("gangnam"),
+            Some("gangnam"),
+            Some("jongno"),
+            Some("jongno"),
+            None,
+            None,
+            Some("gangnam"),
+            Some("gangnam")
+        ]
+    );
+    assert_eq!(principal_at(&spans, 99), None);
+    assert!(view.batch_spans(210, u64::MAX).unwrap().is_empty(), "nothing after the last batch");
+    assert!(view.batch_spans(150, 160).unwrap().is_empty(), "a gap between batches");
+    assert_eq!(view.batch_spans(209, 209).unwrap().len(), 1, "the last event of a batch");
+    assert!(view.batch_spans(5, 4).unwrap().is_empty());
+    // The trail itself still reads in log order, the time entries apart.
+    let trail = view.audit(0, 100, None).unwrap();
+    assert_eq!(
+        trail.iter().map(|record| (record.index, record.part)).collect::<Vec<_>>(),
+        [(1, 0), (1, 1), (2, 0), (3, 0), (4, 0)]
+    );
+    assert_eq!(view.audit(3, 100, None).unwrap().len(), 1);
+}

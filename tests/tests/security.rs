@@ -165,6 +165,26 @@ async fn the_audit_trail_names_the_principal_of_every_batch_identically_on_every
     );
     assert!(trail.iter().any(|record| record.principal == "admin" && record.kind == "ledgers"), "{trail:#?}");
 
+    // The change feed names the principal of each change, on every node:
+    // admin's ledgers and accounts, poster1's two transfers, then admin's.
+    let admins = cluster.client().create_transfers(&[transfer(3, LEDGERS[1])]).await.unwrap();
+    let expected = [vec!["admin"; LEDGERS.len()], vec!["admin"; 4], vec!["poster1", "poster1"], vec!["admin"]].concat();
+    for (id, node) in &cluster.nodes {
+        cluster.wait_applied(*id, admins.applied_index, Duration::from_secs(10)).await;
+        let config =
+            ClientConfig { security: pki().security("reader"), ..client_config(vec![node.addresses.api.clone()]) };
+        let reader = Client::new(config).unwrap();
+        let mut feed = reader.subscribe_changes(0, LedgerId(0)).unwrap();
+        let mut principals = Vec::new();
+        while principals.len() < expected.len() {
+            let next = tokio::time::timeout(Duration::from_secs(20), feed.next()).await;
+            let change = next.expect("a change within 20 s").expect("the feed goes on").unwrap();
+            assert_eq!(change.node_id, *id, "served by the node asked");
+            principals.push(change.principal);
+        }
+        assert_eq!(principals, expected, "node {id}'s feed");
+    }
+
     // Only an auditor reads it; a filter names one principal.
     let (code, message) = refusal(poster.list_audit(0, 10, None).await.unwrap_err());
     assert_eq!(code, Code::PermissionDenied);

@@ -215,6 +215,9 @@ pub struct ChangeView {
     /// Its credit account's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub credit_account_balance: Option<BalanceView>,
+    /// Who proposed the batch it came from (empty for an expiry).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub principal: String,
 }
 
 impl From<&proto::Change> for ChangeView {
@@ -228,6 +231,7 @@ impl From<&proto::Change> for ChangeView {
             transfer: change.transfer.as_ref().map(TransferView::from),
             debit_account_balance: change.debit_account_balance.as_ref().map(BalanceView::from),
             credit_account_balance: change.credit_account_balance.as_ref().map(BalanceView::from),
+            principal: change.principal.clone(),
         }
     }
 }
@@ -265,7 +269,11 @@ impl ChangeView {
         } else {
             format!("ledger {}", self.ledger_id)
         };
-        format!("{} {} {} {what}", self.cursor, format_timestamp(self.cursor), self.kind)
+        let by = match self.principal.as_str() {
+            "" => String::new(),
+            principal => format!(" by {principal}"),
+        };
+        format!("{} {} {} {what}{by}", self.cursor, format_timestamp(self.cursor), self.kind)
     }
 }
 
