@@ -537,7 +537,9 @@ pub enum Need {
 pub fn need(path: &str) -> Option<Need> {
     let (service, method) = path.strip_prefix('/')?.split_once('/')?;
     let need = match (service, method) {
-        ("coffer.v1.LedgerService", "CreateLedgers" | "CreateAccounts" | "CreateTransfers") => Need::Role(Role::Poster),
+        ("coffer.v1.LedgerService", "CreateLedgers" | "CreateAccounts" | "CreateTransfers" | "SetPeriods") => {
+            Need::Role(Role::Poster)
+        }
         (
             "coffer.v1.LedgerService",
             "LookupAccounts"

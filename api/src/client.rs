@@ -24,7 +24,7 @@
 //! use coffer_ledger::{Ledger, LedgerId};
 //!
 //! let client = Client::new(ClientConfig::new(vec!["127.0.0.1:7100".into(), "127.0.0.1:7101".into()]))?;
-//! let krw = Ledger { id: LedgerId(1), currency: "KRW".into(), scale: 0, name: "Won".into(), timestamp: 0 };
+//! let krw = Ledger { id: LedgerId(1), currency: "KRW".into(), scale: 0, name: "Won".into(), timestamp: 0, ..Default::default() };
 //! let reply = client.create_ledgers(&[krw]).await?;
 //! println!("{:?} at index {}", reply.value, reply.applied_index);
 //! # Ok(())
@@ -41,8 +41,8 @@ use std::time::Duration;
 
 use coffer_ledger::{
     Account, AccountBalance, AccountFilter, AccountId, ChangedRecord, CreateAccountResult, CreateLedgerResult,
-    CreateTransferResult, Ledger, LedgerId, QueryFilter, Transfer, TransferBalances, TransferId, TransferQuery,
-    TrialBalance,
+    CreateTransferResult, Ledger, LedgerId, PeriodChange, QueryFilter, SetPeriodResult, Transfer, TransferBalances,
+    TransferId, TransferQuery, TrialBalance,
 };
 use coffer_security::tls::endpoint;
 use coffer_security::{Expect, Security};
@@ -517,6 +517,24 @@ impl Client {
             .ledger_call(message, |mut client, request| async move { client.create_ledgers(request).await })
             .await?;
         let results = results(&response.results, ledgers.len())?;
+        Ok(Reply::new(response.served, results))
+    }
+
+    /// Moves ledgers' fiscal periods forward: one result per change
+    /// (`changed`, or `unchanged` for a retry).
+    pub async fn set_periods(&self, changes: &[PeriodChange]) -> Result<Reply<Vec<SetPeriodResult>>, ClientError> {
+        convert::check_events("changes", changes.len()).map_err(ClientError::Invalid)?;
+        let changes_wire = changes
+            .iter()
+            .map(|change| proto::PeriodChange {
+                ledger: change.ledger.0,
+                period: convert::period_to_wire(change.period) as i32,
+            })
+            .collect();
+        let message = proto::SetPeriodsRequest { changes: changes_wire };
+        let response =
+            self.ledger_call(message, |mut client, request| async move { client.set_periods(request).await }).await?;
+        let results = results(&response.results, changes.len())?;
         Ok(Reply::new(response.served, results))
     }
 

@@ -18,9 +18,9 @@ use std::collections::BTreeMap;
 use coffer_ledger::amount::{format_amount, parse_amount, AmountError};
 use coffer_ledger::{
     Account, AccountBalance, AccountFilter, AccountFlags, AccountId, AccountKind, BalanceTotals, Balances,
-    ChangedRecord, CreateAccountResult, CreateLedgerResult, CreateTransferResult, Ledger, LedgerId, QueryFilter,
-    ResolvedChange, Sides, Transfer, TransferBalances, TransferFlags, TransferId, TransferKind, TransferQuery,
-    TrialBalance, BATCH_EVENTS_MAX,
+    BudgetPolicy, ChangedRecord, CreateAccountResult, CreateLedgerResult, CreateTransferResult, Ledger, LedgerId,
+    Period, PeriodChange, QueryFilter, ResolvedChange, SetPeriodResult, Sides, Transfer, TransferBalances,
+    TransferFlags, TransferId, TransferKind, TransferQuery, TrialBalance, BATCH_EVENTS_MAX,
 };
 
 use crate::proto;
@@ -182,7 +182,7 @@ const ACCOUNT_FLAGS: [(proto::AccountFlag, AccountFlags); 5] = [
 ];
 
 /// Transfer flags on the wire, in bit order.
-const TRANSFER_FLAGS: [(proto::TransferFlag, TransferFlags); 8] = [
+const TRANSFER_FLAGS: [(proto::TransferFlag, TransferFlags); 9] = [
     (proto::TransferFlag::Linked, TransferFlags::LINKED),
     (proto::TransferFlag::Pending, TransferFlags::PENDING),
     (proto::TransferFlag::PostPending, TransferFlags::POST_PENDING),
@@ -191,6 +191,7 @@ const TRANSFER_FLAGS: [(proto::TransferFlag, TransferFlags); 8] = [
     (proto::TransferFlag::BalancingCredit, TransferFlags::BALANCING_CREDIT),
     (proto::TransferFlag::ClosingDebit, TransferFlags::CLOSING_DEBIT),
     (proto::TransferFlag::ClosingCredit, TransferFlags::CLOSING_CREDIT),
+    (proto::TransferFlag::Adjustment, TransferFlags::ADJUSTMENT),
 ];
 
 fn account_flags_from_wire(field: &str, values: &[i32]) -> Result<AccountFlags, FieldError> {
@@ -258,14 +259,29 @@ fn transfer_kind_to_wire(kind: TransferKind) -> proto::TransferKind {
 
 /// A ledger from `ledgers[index]`.
 pub fn ledger_from_wire(index: usize, wire: &proto::Ledger) -> Result<Ledger, FieldError> {
+    let field = |name: &str| format!("ledgers[{index}].{name}");
     let scale = u8::try_from(wire.scale)
-        .map_err(|_| FieldError::new(format!("ledgers[{index}].scale"), format!("{} is more than 255", wire.scale)))?;
+        .map_err(|_| FieldError::new(field("scale"), format!("{} is more than 255", wire.scale)))?;
+    let period = match wire.period {
+        0 => Period::Open,
+        value => period_from_wire(&field("period"), value)?,
+    };
+    let budget = match &wire.budget {
+        None => BudgetPolicy::default(),
+        Some(budget) => BudgetPolicy {
+            ledger: LedgerId(budget.ledger),
+            code_min: parse_code(&field("budget.code_min"), budget.code_min)?,
+            code_max: parse_code(&field("budget.code_max"), budget.code_max)?,
+        },
+    };
     Ok(Ledger {
         id: LedgerId(wire.id),
         currency: wire.currency.clone(),
         scale,
         name: wire.name.clone(),
         timestamp: wire.timestamp,
+        period,
+        budget,
     })
 }
 
@@ -277,7 +293,42 @@ pub fn ledger_to_wire(ledger: &Ledger) -> proto::Ledger {
         scale: u32::from(ledger.scale),
         name: ledger.name.clone(),
         timestamp: ledger.timestamp,
+        period: period_to_wire(ledger.period) as i32,
+        budget: ledger.budget.is_set().then(|| proto::BudgetPolicy {
+            ledger: ledger.budget.ledger.0,
+            code_min: u32::from(ledger.budget.code_min),
+            code_max: u32::from(ledger.budget.code_max),
+        }),
     }
+}
+
+/// A fiscal period from the wire (`PERIOD_UNSPECIFIED` and unknown values
+/// refused).
+pub fn period_from_wire(field: &str, value: i32) -> Result<Period, FieldError> {
+    match proto::Period::try_from(value) {
+        Ok(proto::Period::Open) => Ok(Period::Open),
+        Ok(proto::Period::Adjustment) => Ok(Period::Adjustment),
+        Ok(proto::Period::Closed) => Ok(Period::Closed),
+        Ok(proto::Period::Unspecified) => Err(FieldError::new(field, "must be set (open, adjustment or closed)")),
+        Err(_) => Err(FieldError::new(field, format!("{value} is not a period"))),
+    }
+}
+
+/// A fiscal period for the wire.
+pub fn period_to_wire(period: Period) -> proto::Period {
+    match period {
+        Period::Open => proto::Period::Open,
+        Period::Adjustment => proto::Period::Adjustment,
+        Period::Closed => proto::Period::Closed,
+    }
+}
+
+/// The period change `changes[index]`.
+pub fn period_change_from_wire(index: usize, wire: &proto::PeriodChange) -> Result<PeriodChange, FieldError> {
+    Ok(PeriodChange {
+        ledger: LedgerId(wire.ledger),
+        period: period_from_wire(&format!("changes[{index}].period"), wire.period)?,
+    })
 }
 
 /// An account from `{list}[{index}]` (`accounts[2]`), balances read with `amounts`.
@@ -788,7 +839,7 @@ macro_rules! result_name {
         }
     )*};
 }
-result_name!(CreateLedgerResult, CreateAccountResult, CreateTransferResult);
+result_name!(CreateLedgerResult, CreateAccountResult, CreateTransferResult, SetPeriodResult);
 
 #[cfg(test)]
 mod tests {
@@ -897,7 +948,14 @@ mod tests {
 
     #[test]
     fn ledgers_and_filters_round_trip() {
-        let ledger = Ledger { id: LedgerId(3), currency: "USD".into(), scale: 2, name: "Dollar".into(), timestamp: 9 };
+        let ledger = Ledger {
+            id: LedgerId(3),
+            currency: "USD".into(),
+            scale: 2,
+            name: "Dollar".into(),
+            timestamp: 9,
+            ..Default::default()
+        };
         assert_eq!(ledger_from_wire(0, &ledger_to_wire(&ledger)), Ok(ledger));
         let filter = AccountFilter {
             account_id: AccountId(5),
@@ -1023,7 +1081,7 @@ mod tests {
             (proto::Transfer { kind: 0, ..wire_transfer() }, "transfers[0].kind"),
             (proto::Transfer { kind: 99, ..wire_transfer() }, "transfers[0].kind"),
             (proto::Transfer { flags: vec![2, 0], ..wire_transfer() }, "transfers[0].flags[1]"),
-            (proto::Transfer { flags: vec![9], ..wire_transfer() }, "transfers[0].flags[0]"),
+            (proto::Transfer { flags: vec![10], ..wire_transfer() }, "transfers[0].flags[0]"),
             (proto::Transfer { code: 65_536, ..wire_transfer() }, "transfers[0].code"),
         ];
         for (wire, field) in cases {
@@ -1095,7 +1153,14 @@ mod tests {
     fn changes_round_trip_with_their_records() {
         let scales = scales();
         let served = proto::Served { node_id: 3, applied_index: 9, stale: true };
-        let ledger = Ledger { id: LedgerId(2), currency: "USD".into(), scale: 2, name: "Dollar".into(), timestamp: 1 };
+        let ledger = Ledger {
+            id: LedgerId(2),
+            currency: "USD".into(),
+            scale: 2,
+            name: "Dollar".into(),
+            timestamp: 1,
+            ..Default::default()
+        };
         let records = [
             ChangedRecord::LedgerCreated(ledger),
             ChangedRecord::AccountCreated(account()),

@@ -808,6 +808,41 @@ impl<N: Node> LedgerService for LedgerApi<N> {
         shared.forwarded(&address, answer)
     }
 
+    async fn set_periods(
+        &self,
+        request: Request<proto::SetPeriodsRequest>,
+    ) -> Result<Response<proto::SetPeriodsResponse>, Status> {
+        let shared = &self.shared;
+        let (deadline, forwarded) = (shared.deadline(request.metadata()), is_forwarded(request.metadata()));
+        let caller = Caller::of(&request);
+        let message = request.into_inner();
+        convert::check_events("changes", message.changes.len())?;
+        caller.check_ledgers(Role::Poster, "changes", message.changes.iter().map(|change| change.ledger))?;
+        let _events = caller.admit_events(message.changes.len())?;
+        let changes = message
+            .changes
+            .iter()
+            .enumerate()
+            .map(|(i, change)| convert::period_change_from_wire(i, change))
+            .collect::<Result<Vec<_>, _>>()?;
+        let answer = |served, results| match results {
+            OperationResults::Periods(results) => {
+                Some(proto::SetPeriodsResponse { served: Some(served), results: convert::results_to_wire(&results) })
+            }
+            _ => None,
+        };
+        let address = match shared
+            .propose((Operation::SetPeriods(changes), &caller), deadline, forwarded, "SetPeriods", answer)
+            .await?
+        {
+            Proposed::Applied(response) => return Ok(Response::new(response)),
+            Proposed::Forward(address) => address,
+        };
+        let answer =
+            shared.leader_client(&address)?.set_periods(shared.forward_request(message, deadline, &caller)).await;
+        shared.forwarded(&address, answer)
+    }
+
     async fn create_accounts(
         &self,
         request: Request<proto::CreateAccountsRequest>,

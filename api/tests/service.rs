@@ -253,7 +253,7 @@ impl TestCluster {
 }
 
 fn ledger(id: u32, scale: u8) -> Ledger {
-    Ledger { id: LedgerId(id), currency: "KRW".into(), scale, name: format!("ledger {id}"), timestamp: 0 }
+    Ledger { id: LedgerId(id), currency: "KRW".into(), scale, name: format!("ledger {id}"), ..Default::default() }
 }
 
 fn account(id: u128, ledger: u32, kind: AccountKind) -> Account {

@@ -64,6 +64,7 @@ fn batches() -> Vec<Operation> {
             scale: 0,
             name: "Korean won".into(),
             timestamp: 0,
+            ..Default::default()
         }]),
         Operation::CreateAccounts(vec![
             account(CASH, AccountKind::Cash, 101, AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS | AccountFlags::HISTORY),

@@ -1354,6 +1354,13 @@ fn describe(operation: &Operation) -> String {
             parts.join("; ")
         }
         Operation::ExpirePending => "expire pending".into(),
+        Operation::SetPeriods(changes) => {
+            let parts: Vec<String> = changes
+                .iter()
+                .map(|change| format!("ledger {} to {}", change.ledger, change.period.as_str()))
+                .collect();
+            format!("set periods: {}", parts.join(", "))
+        }
     }
 }
 

@@ -61,7 +61,7 @@ impl Bank {
             currency: currency.into(),
             scale,
             name: format!("{currency} ledger"),
-            timestamp: 0,
+            ..Default::default()
         };
         let ledgers = vec![ledger(1, "KRW", 0), ledger(2, "USD", 2)];
         let mut accounts = Vec::new();

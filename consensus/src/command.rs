@@ -18,14 +18,15 @@
 //! principals, still decodes: its parts' principal is empty.
 //!
 //! Records are `coffer_ledger::codec` encodings: accounts and transfers
-//! fixed-size, ledgers prefixed by their length as a `u16`. The storage
+//! fixed-size, ledgers prefixed by their length as a `u16`; a period change
+//! is its ledger (`u32`) and the period's code (`u8`). The storage
 //! layer frames each entry with a crc32, so this layout carries none.
 
 use coffer_ledger::codec::{
     decode_account, decode_ledger, decode_transfer, encode_account, encode_ledger, encode_transfer, ACCOUNT_SIZE,
     TRANSFER_SIZE,
 };
-use coffer_ledger::{Operation, BATCH_EVENTS_MAX};
+use coffer_ledger::{LedgerId, Operation, Period, PeriodChange, BATCH_EVENTS_MAX};
 
 const VERSION: u8 = 2;
 /// The version without principals, still read.
@@ -36,6 +37,10 @@ const KIND_LEDGERS: u8 = 1;
 const KIND_ACCOUNTS: u8 = 2;
 const KIND_TRANSFERS: u8 = 3;
 const KIND_EXPIRE: u8 = 4;
+// Kind 5 is a region entry's (`crate::region::KIND_REGION`).
+const KIND_PERIODS: u8 = 6;
+/// Bytes of one `set_periods` event: ledger u32, period u8.
+const PERIOD_CHANGE_SIZE: usize = 5;
 /// The most parts one entry may carry: one per event at most.
 const PARTS_MAX: usize = BATCH_EVENTS_MAX;
 
@@ -91,6 +96,7 @@ impl Command {
             Operation::CreateAccounts(events) => (KIND_ACCOUNTS, events.len()),
             Operation::CreateTransfers(events) => (KIND_TRANSFERS, events.len()),
             Operation::ExpirePending => (KIND_EXPIRE, 0),
+            Operation::SetPeriods(events) => (KIND_PERIODS, events.len()),
         };
         let mut out = Vec::with_capacity(34 + self.parts.len() * 12 + events * TRANSFER_SIZE);
         out.push(VERSION);
@@ -136,6 +142,12 @@ impl Command {
                 transfers.iter().for_each(|transfer| encode_transfer(transfer, &mut out));
             }
             Operation::ExpirePending => {}
+            Operation::SetPeriods(changes) => {
+                for change in changes {
+                    out.extend_from_slice(&change.ledger.0.to_be_bytes());
+                    out.push(change.period.code());
+                }
+            }
         }
         Ok(out)
     }
@@ -203,6 +215,17 @@ impl Command {
                             .map_err(|e| error("transfer", e.to_string()))
                     })
                     .collect::<Result<_, _>>()?,
+            ),
+            KIND_PERIODS => Operation::SetPeriods(
+                (0..events)
+                    .map(|_| {
+                        let record = reader.take(PERIOD_CHANGE_SIZE, "period_change")?;
+                        let ledger = LedgerId(u32::from_be_bytes([record[0], record[1], record[2], record[3]]));
+                        let period = Period::from_code(record[4])
+                            .ok_or_else(|| error("period_change.period", format!("unknown period {}", record[4])))?;
+                        Ok(PeriodChange { ledger, period })
+                    })
+                    .collect::<Result<_, CommandError>>()?,
             ),
             KIND_EXPIRE if events == 0 => Operation::ExpirePending,
             KIND_EXPIRE => return Err(error("events", format!("an expiry carries no events, found {events}"))),
@@ -280,17 +303,35 @@ mod tests {
 
     #[test]
     fn every_operation_round_trips() {
-        let ledger = Ledger { id: LedgerId(1), currency: "KRW".into(), scale: 0, name: "Won".into(), timestamp: 0 };
+        let ledger = Ledger {
+            id: LedgerId(1),
+            currency: "KRW".into(),
+            scale: 0,
+            name: "Won".into(),
+            timestamp: 0,
+            ..Default::default()
+        };
         let account = Account { id: AccountId(5), ledger: LedgerId(1), code: 1, ..Default::default() };
         let transfer = Transfer { id: TransferId(9), amount: 10, ..Default::default() };
         for operation in [
             Operation::CreateLedgers(vec![ledger.clone(), ledger]),
             Operation::CreateAccounts(vec![account, account]),
             Operation::CreateTransfers(vec![transfer, transfer]),
+            Operation::SetPeriods(vec![
+                PeriodChange { ledger: LedgerId(1), period: Period::Adjustment },
+                PeriodChange { ledger: LedgerId(2), period: Period::Closed },
+            ]),
         ] {
             let command = command(operation);
             assert_eq!(Command::decode(&command.encode().unwrap()).unwrap(), command);
         }
+        let periods =
+            command(Operation::SetPeriods(vec![PeriodChange { ledger: LedgerId(1), period: Period::Closed }]));
+        assert!(!crate::region::is_region_entry(&periods.encode().unwrap()), "kinds are distinct");
+        let mut bytes = periods.encode().unwrap();
+        *bytes.last_mut().unwrap() = 9;
+        let error = Command::decode(&bytes).unwrap_err();
+        assert_eq!((error.field, error.reason.as_str()), ("period_change.period", "unknown period 9"));
         let expire = Command { parts: Vec::new(), ..command(Operation::ExpirePending) };
         assert_eq!(Command::decode(&expire.encode().unwrap()).unwrap(), expire);
     }

@@ -39,7 +39,7 @@ const VERSION: u8 = 2;
 const VERSION_WITHOUT_NOTE: u8 = 1;
 /// The longest reason a region entry carries.
 pub const REASON_BYTES_MAX: usize = 1_024;
-/// The kind byte of a region entry (ledger commands use 1 to 4).
+/// The kind byte of a region entry (ledger commands use 1 to 4 and 6).
 pub const KIND_REGION: u8 = 5;
 const OP_SHIP: u8 = 1;
 const OP_FREEZE: u8 = 2;

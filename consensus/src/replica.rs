@@ -249,6 +249,7 @@ pub(crate) fn events(operation: &Operation) -> usize {
         Operation::CreateAccounts(events) => events.len(),
         Operation::CreateTransfers(events) => events.len(),
         Operation::ExpirePending => 0,
+        Operation::SetPeriods(events) => events.len(),
     }
 }
 
@@ -259,7 +260,7 @@ fn ends_linked(operation: &Operation) -> bool {
     match operation {
         Operation::CreateAccounts(events) => events.last().is_some_and(|e| e.flags.contains(AccountFlags::LINKED)),
         Operation::CreateTransfers(events) => events.last().is_some_and(|e| e.flags.contains(TransferFlags::LINKED)),
-        Operation::CreateLedgers(_) | Operation::ExpirePending => false,
+        Operation::CreateLedgers(_) | Operation::ExpirePending | Operation::SetPeriods(_) => false,
     }
 }
 
@@ -272,6 +273,7 @@ fn audit_records(index: u64, command: &Command, write_set: Option<&coffer_ledger
         Operation::CreateLedgers(_) => AuditKind::Ledgers,
         Operation::CreateAccounts(_) => AuditKind::Accounts,
         Operation::CreateTransfers(_) => AuditKind::Transfers,
+        Operation::SetPeriods(_) => AuditKind::Periods,
         Operation::ExpirePending => return Vec::new(),
     };
     let mut start = 0u64;
@@ -325,6 +327,7 @@ fn merge(into: &mut Operation, next: Operation) -> Result<(), Operation> {
         (Operation::CreateLedgers(into), Operation::CreateLedgers(next)) => into.extend(next),
         (Operation::CreateAccounts(into), Operation::CreateAccounts(next)) => into.extend(next),
         (Operation::CreateTransfers(into), Operation::CreateTransfers(next)) => into.extend(next),
+        (Operation::SetPeriods(into), Operation::SetPeriods(next)) => into.extend(next),
         (_, next) => return Err(next),
     }
     Ok(())
@@ -340,6 +343,7 @@ fn slice_results(results: &OperationResults, start: usize, len: usize) -> Operat
         OperationResults::Accounts(all) => OperationResults::Accounts(part(all, start, len)),
         OperationResults::Transfers(all) => OperationResults::Transfers(part(all, start, len)),
         OperationResults::Expired(expired) => OperationResults::Expired(*expired),
+        OperationResults::Periods(all) => OperationResults::Periods(part(all, start, len)),
     }
 }
 

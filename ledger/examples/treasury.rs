@@ -126,13 +126,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ledger.create_ledgers(
         clock.next(),
         &[
-            Ledger { id: CASH, currency: "KRW".into(), scale: 0, name: "Cash (won)".into(), timestamp: 0 },
+            Ledger {
+                id: CASH,
+                currency: "KRW".into(),
+                scale: 0,
+                name: "Cash (won)".into(),
+                timestamp: 0,
+                ..Default::default()
+            },
             Ledger {
                 id: BUDGET,
                 currency: "KRW_BUDGET".into(),
                 scale: 0,
                 name: "Budget authority".into(),
                 timestamp: 0,
+                ..Default::default()
             },
         ],
     )?;

@@ -42,6 +42,23 @@
 //!    timeout; for a post, the accounts are open (unless this transfer closed
 //!    them) and the posted balances do not overflow.
 //!
+//! A transfer's ledger's fiscal period is checked after the accounts (for
+//! a post or void: after the pending transfer is found): a `closed` period
+//! refuses it, an `adjustment` period refuses it unless it is flagged
+//! `adjustment`.
+//!
+//! # Budget control
+//!
+//! A ledger with a [`BudgetPolicy`](crate::BudgetPolicy) refuses a new
+//! transfer the policy controls (an expenditure, or a code in its range)
+//! with `budget_leg_missing` unless its linked chain holds its budget leg: a
+//! new transfer (not a post or void) of the same amount in the policy's
+//! budget ledger. Legs are matched to the transfers that need them in
+//! chain order, one each. The check comes last: an event that breaks
+//! another rule gets that rule's result. The leg is an ordinary transfer,
+//! so the limit flags of the budget ledger's accounts (appropriation,
+//! allotment, commitment) bound it, and a leg refused fails the chain.
+//!
 //! Failures that depend on state which may change (not found, closed,
 //! overflow, limit; see [`CreateTransferResult::is_transient`]) are recorded,
 //! so a retry of that id gets `id_already_failed`: an id's outcome never
@@ -49,11 +66,12 @@
 
 use crate::batch::{Batch, Savepoint};
 use crate::flags::{AccountFlags, TransferFlags};
+use crate::ids::LedgerId;
 use crate::model::{
-    Account, Ledger, PendingState, PendingStatus, Transfer, BATCH_EVENTS_MAX, EXPIRE_EVENTS_MAX,
+    Account, Ledger, PendingState, PendingStatus, Period, PeriodChange, Transfer, BATCH_EVENTS_MAX, EXPIRE_EVENTS_MAX,
     LEDGER_CURRENCY_LEN_MAX, LEDGER_NAME_LEN_MAX, LEDGER_SCALE_MAX, NS_PER_S,
 };
-use crate::results::{CreateAccountResult, CreateLedgerResult, CreateTransferResult};
+use crate::results::{CreateAccountResult, CreateLedgerResult, CreateTransferResult, SetPeriodResult};
 use crate::store::{Store, StoreError, WriteSet};
 
 /// A failure of a whole batch: nothing was applied and nothing changes.
@@ -99,6 +117,8 @@ pub enum Operation {
     CreateTransfers(Vec<Transfer>),
     /// Expire the pending transfers whose timeout has passed by the entry's timestamp.
     ExpirePending,
+    /// Move ledgers' fiscal periods forward.
+    SetPeriods(Vec<PeriodChange>),
 }
 
 /// What `expire_pending` did.
@@ -121,6 +141,8 @@ pub enum OperationResults {
     Transfers(Vec<CreateTransferResult>),
     /// Result of `ExpirePending`.
     Expired(ExpireResult),
+    /// Results of `SetPeriods`.
+    Periods(Vec<SetPeriodResult>),
 }
 
 /// A prepared batch: its results and the write set that makes them true.
@@ -152,6 +174,9 @@ pub fn prepare<S: Store + ?Sized>(
             wrap(prepare_create_transfers(store, timestamp, events)?, OperationResults::Transfers)
         }
         Operation::ExpirePending => wrap(prepare_expire_pending(store, timestamp)?, OperationResults::Expired),
+        Operation::SetPeriods(events) => {
+            wrap(prepare_set_periods(store, timestamp, events)?, OperationResults::Periods)
+        }
     })
 }
 
@@ -239,10 +264,14 @@ impl ChainEvent for Transfer {
 /// docs). After a rollback, an earlier `exists` whose record was created
 /// earlier in the failed chain no longer holds and becomes
 /// `linked_event_failed` too.
+///
+/// `late[i]`, if set, is a refusal of event `i` that comes after every
+/// other rule: it replaces the event's `created` (whose changes are undone).
 fn run_chains<S: Store + ?Sized, E: ChainEvent>(
     batch: &mut Batch<'_, S>,
     events: &[E],
     timestamp: u64,
+    late: &[Option<E::Result>],
 ) -> Result<Vec<E::Result>, ApplyError> {
     let mut results = Vec::with_capacity(events.len());
     let mut chain: Option<(usize, Savepoint)> = None;
@@ -258,7 +287,24 @@ fn run_chains<S: Store + ?Sized, E: ChainEvent>(
             E::LINKED_EVENT_CHAIN_OPEN
         } else {
             // check_batch proved every event timestamp fits in u64.
-            event.apply(batch, timestamp + index as u64)?
+            let event_timestamp = timestamp + index as u64;
+            match late.get(index).copied().flatten() {
+                None => event.apply(batch, event_timestamp)?,
+                Some(refusal) => {
+                    // Inside a chain, the chain's rollback below undoes the
+                    // event; alone, it needs a savepoint of its own.
+                    let alone = chain.is_none().then(|| batch.begin_chain());
+                    let result = event.apply(batch, event_timestamp)?;
+                    let result = if result == E::CREATED { refusal } else { result };
+                    if let Some(savepoint) = alone {
+                        if result == refusal {
+                            batch.rollback(&savepoint);
+                        }
+                        batch.end_chain();
+                    }
+                    result
+                }
+            }
         };
         if !chain_failed && !E::is_success(result) {
             if let Some((start, savepoint)) = &chain {
@@ -322,6 +368,8 @@ fn create_ledger<S: Store + ?Sized>(
             R::ExistsWithDifferentScale
         } else if l.name != existing.name {
             R::ExistsWithDifferentName
+        } else if l.budget != existing.budget {
+            R::ExistsWithDifferentBudget
         } else {
             R::Exists
         });
@@ -341,6 +389,24 @@ fn create_ledger<S: Store + ?Sized>(
     if l.name.len() > LEDGER_NAME_LEN_MAX {
         return Ok(R::NameTooLong);
     }
+    if l.period != Period::Open {
+        return Ok(R::PeriodMustBeOpen);
+    }
+    let budget = &l.budget;
+    if budget.is_set() && budget.ledger == l.id {
+        return Ok(R::BudgetLedgerMustBeDifferent);
+    }
+    let codes_valid = match (budget.code_min, budget.code_max) {
+        (0, 0) => true,
+        (0, _) => false,
+        (min, max) => budget.is_set() && min <= max,
+    };
+    if !codes_valid {
+        return Ok(R::BudgetCodesMustBeValid);
+    }
+    if budget.is_set() && batch.ledger(budget.ledger)?.is_none() {
+        return Ok(R::BudgetLedgerNotFound);
+    }
     batch.insert_ledger(Ledger { timestamp, ..l.clone() });
     Ok(R::Created)
 }
@@ -353,7 +419,7 @@ pub fn prepare_create_accounts<S: Store + ?Sized>(
 ) -> Result<Prepared<Vec<CreateAccountResult>>, ApplyError> {
     let last_timestamp = check_batch(store, timestamp, events.len())?;
     let mut batch = Batch::new(store, events.len());
-    let results = run_chains(&mut batch, events, timestamp)?;
+    let results = run_chains(&mut batch, events, timestamp, &[])?;
     Ok(Prepared { results, write_set: batch.into_write_set(timestamp, last_timestamp)? })
 }
 
@@ -434,8 +500,116 @@ pub fn prepare_create_transfers<S: Store + ?Sized>(
 ) -> Result<Prepared<Vec<CreateTransferResult>>, ApplyError> {
     let last_timestamp = check_batch(store, timestamp, events.len())?;
     let mut batch = Batch::new(store, events.len());
-    let results = run_chains(&mut batch, events, timestamp)?;
+    let late = missing_budget_legs(&mut batch, events)?;
+    let results = run_chains(&mut batch, events, timestamp, &late)?;
     Ok(Prepared { results, write_set: batch.into_write_set(timestamp, last_timestamp)? })
+}
+
+/// `budget_leg_missing` for each new transfer whose ledger's budget policy
+/// controls it and whose linked chain holds no leg for it (see the module
+/// docs); empty when no event is controlled.
+fn missing_budget_legs<S: Store + ?Sized>(
+    batch: &mut Batch<'_, S>,
+    events: &[Transfer],
+) -> Result<Vec<Option<CreateTransferResult>>, StoreError> {
+    let mut late = Vec::new();
+    let mut start = 0;
+    while start < events.len() {
+        let end = events[start..]
+            .iter()
+            .position(|t| !t.flags.contains(TransferFlags::LINKED))
+            .map_or(events.len(), |at| start + at + 1);
+        let chain = &events[start..end];
+        let mut needs: Vec<(usize, LedgerId)> = Vec::new();
+        for (offset, t) in chain.iter().enumerate() {
+            if t.flags.is_post_or_void() || t.ledger.0 == 0 {
+                continue;
+            }
+            if let Some((_, budget)) = batch.ledger_rules(t.ledger)? {
+                if budget.needs_leg(t.kind, t.code) {
+                    needs.push((offset, budget.ledger));
+                }
+            }
+        }
+        if !needs.is_empty() {
+            let mut used = vec![false; chain.len()];
+            for (offset, budget_ledger) in needs {
+                let amount = chain[offset].amount;
+                let leg = (0..chain.len()).find(|&other| {
+                    let leg = &chain[other];
+                    other != offset
+                        && !used[other]
+                        && leg.ledger == budget_ledger
+                        && leg.amount == amount
+                        && !leg.flags.is_post_or_void()
+                });
+                match leg {
+                    Some(other) => used[other] = true,
+                    None => {
+                        late.resize(events.len(), None);
+                        late[start + offset] = Some(CreateTransferResult::BudgetLegMissing);
+                    }
+                }
+            }
+        }
+        start = end;
+    }
+    Ok(late)
+}
+
+/// The refusal of a transfer on `ledger` by the ledger's fiscal period, if
+/// any (`flags`: the transfer event's).
+fn period_refusal<S: Store + ?Sized>(
+    batch: &mut Batch<'_, S>,
+    ledger: LedgerId,
+    flags: TransferFlags,
+) -> Result<Option<CreateTransferResult>, StoreError> {
+    Ok(match batch.ledger_rules(ledger)?.map(|(period, _)| period) {
+        Some(Period::Closed) => Some(CreateTransferResult::LedgerPeriodClosed),
+        Some(Period::Adjustment) if !flags.contains(TransferFlags::ADJUSTMENT) => {
+            Some(CreateTransferResult::LedgerPeriodInAdjustment)
+        }
+        _ => None,
+    })
+}
+
+/// Prepares a `set_periods` batch: each event moves one ledger's period
+/// forward and stands alone.
+pub fn prepare_set_periods<S: Store + ?Sized>(
+    store: &S,
+    timestamp: u64,
+    events: &[PeriodChange],
+) -> Result<Prepared<Vec<SetPeriodResult>>, ApplyError> {
+    use SetPeriodResult as R;
+    let last_timestamp = check_batch(store, timestamp, events.len())?;
+    let mut batch = Batch::new(store, events.len());
+    let mut results = Vec::with_capacity(events.len());
+    for event in events {
+        let result = if event.ledger.0 == 0 {
+            R::LedgerMustNotBeZero
+        } else {
+            match batch.ledger(event.ledger)? {
+                None => R::LedgerNotFound,
+                Some(ledger) if ledger.period == event.period => R::Unchanged,
+                Some(ledger) if event.period < ledger.period => R::PeriodCannotReopen,
+                Some(_) if event.period == Period::Closed && has_pending(store, event.ledger)? => {
+                    R::PendingTransfersOpen
+                }
+                Some(ledger) => {
+                    batch.put_ledger(Ledger { period: event.period, ..ledger });
+                    R::Changed
+                }
+            }
+        };
+        results.push(result);
+    }
+    Ok(Prepared { results, write_set: batch.into_write_set(timestamp, last_timestamp)? })
+}
+
+/// Whether any pending transfer of `ledger` still reserves an amount (read
+/// from the ledger's running totals: one row per account code).
+fn has_pending<S: Store + ?Sized>(store: &S, ledger: LedgerId) -> Result<bool, StoreError> {
+    Ok(store.ledger_totals(ledger)?.iter().any(|totals| totals.debits_pending != Default::default()))
 }
 
 fn create_transfer<S: Store + ?Sized>(
@@ -600,6 +774,9 @@ fn create_new_transfer<S: Store + ?Sized>(
     if credit_kind.is_some_and(|kind| kind != cr.kind) {
         return Ok(R::CreditAccountHasWrongKind);
     }
+    if let Some(refusal) = period_refusal(batch, t.ledger, t.flags)? {
+        return Ok(refusal);
+    }
     if dr.flags.contains(AccountFlags::CLOSED) {
         return Ok(R::DebitAccountAlreadyClosed);
     }
@@ -702,6 +879,9 @@ fn post_or_void_pending<S: Store + ?Sized>(
     };
     if !p.flags.contains(F::PENDING) {
         return Ok(R::PendingTransferNotPending);
+    }
+    if let Some(refusal) = period_refusal(batch, p.ledger, t.flags)? {
+        return Ok(refusal);
     }
     if t.debit_account_id.0 != 0 && t.debit_account_id != p.debit_account_id {
         return Ok(R::PendingTransferHasDifferentDebitAccountId);

@@ -10,8 +10,8 @@ use rustc_hash::FxHashMap;
 use crate::digest::{DigestSum, Record};
 use crate::ids::{AccountId, LedgerId, TransferId};
 use crate::model::{
-    Account, AccountBalance, AccountTransfer, Change, ChangeKind, CodeTotals, Ledger, PendingStatus, Side, Transfer,
-    TransferBalances,
+    Account, AccountBalance, AccountTransfer, BudgetPolicy, Change, ChangeKind, CodeTotals, Ledger, PendingStatus,
+    Period, Side, Transfer, TransferBalances,
 };
 use crate::results::CreateTransferResult;
 use crate::store::{Store, StoreError, WriteSet};
@@ -50,7 +50,11 @@ pub(crate) struct Batch<'s, S: Store + ?Sized> {
     /// Whether changes are logged for undo (only inside a linked chain).
     recording: bool,
     undo: Vec<Undo>,
+    /// Ledgers created or changed.
     ledgers: Vec<Ledger>,
+    /// The period and budget policy of each ledger a transfer named (few
+    /// per batch: a list, read once each).
+    ledger_rules: Vec<(LedgerId, Option<(Period, BudgetPolicy)>)>,
     /// Every account the batch touched, densely, so the hot path indexes a
     /// vector instead of hashing an id on each read and write.
     accounts: Vec<Slot>,
@@ -82,6 +86,7 @@ impl<'s, S: Store + ?Sized> Batch<'s, S> {
             recording: false,
             undo: Vec::new(),
             ledgers: Vec::new(),
+            ledger_rules: Vec::new(),
             accounts: Vec::with_capacity(touched),
             account_index,
             accounts_dirty: Vec::with_capacity(touched),
@@ -102,6 +107,25 @@ impl<'s, S: Store + ?Sized> Batch<'s, S> {
         match self.ledgers.iter().find(|ledger| ledger.id == id) {
             Some(ledger) => Ok(Some(ledger.clone())),
             None => self.store.ledger(id),
+        }
+    }
+
+    /// The period and budget policy of ledger `id`, if it exists.
+    pub(crate) fn ledger_rules(&mut self, id: LedgerId) -> Result<Option<(Period, BudgetPolicy)>, StoreError> {
+        if let Some((_, rules)) = self.ledger_rules.iter().find(|(ledger, _)| *ledger == id) {
+            return Ok(*rules);
+        }
+        let rules = self.ledger(id)?.map(|ledger| (ledger.period, ledger.budget));
+        self.ledger_rules.push((id, rules));
+        Ok(rules)
+    }
+
+    /// Replaces an existing ledger (its period moved).
+    pub(crate) fn put_ledger(&mut self, ledger: Ledger) {
+        self.ledger_rules.retain(|(id, _)| *id != ledger.id);
+        match self.ledgers.iter_mut().find(|existing| existing.id == ledger.id) {
+            Some(existing) => *existing = ledger,
+            None => self.ledgers.push(ledger),
         }
     }
 
@@ -342,7 +366,12 @@ impl<'s, S: Store + ?Sized> Batch<'s, S> {
             digest.add_with(Record::Pending(*id, &status), &mut element);
             pending.push((*id, status));
         }
-        self.ledgers.iter().for_each(|ledger| digest.add_with(Record::Ledger(ledger), &mut element));
+        for ledger in &self.ledgers {
+            if let Some(original) = self.store.ledger(ledger.id)? {
+                digest.remove_with(Record::Ledger(&original), &mut element);
+            }
+            digest.add_with(Record::Ledger(ledger), &mut element);
+        }
         self.transfers.iter().for_each(|transfer| digest.add_with(Record::Transfer(transfer), &mut element));
         self.failures.iter().for_each(|(id, result)| digest.add_with(Record::Failure(*id, *result), &mut element));
         self.changes.iter().for_each(|change| digest.add_with(Record::Change(change), &mut element));

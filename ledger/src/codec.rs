@@ -8,8 +8,8 @@
 use crate::flags::{AccountFlags, TransferFlags};
 use crate::ids::{AccountId, LedgerId, TransferId};
 use crate::model::{
-    Account, AccountKind, Balances, Change, ChangeKind, CodeTotals, Ledger, PendingState, PendingStatus, Total,
-    TotalsEntry, Transfer, TransferBalances, TransferKind,
+    Account, AccountKind, Balances, BudgetPolicy, Change, ChangeKind, CodeTotals, Ledger, PendingState, PendingStatus,
+    Period, Total, TotalsEntry, Transfer, TransferBalances, TransferKind,
 };
 
 /// Bytes of an encoded [`Account`].
@@ -383,7 +383,16 @@ pub fn encode_ledger(ledger: &Ledger, out: &mut Vec<u8>) {
         out.push(len);
         out.extend_from_slice(&bytes[..usize::from(len)]);
     }
+    // Fiscal section (absent in records written before periods existed).
+    out.push(ledger.period.code());
+    out.extend_from_slice(&ledger.budget.ledger.0.to_be_bytes());
+    out.extend_from_slice(&ledger.budget.code_min.to_be_bytes());
+    out.extend_from_slice(&ledger.budget.code_max.to_be_bytes());
 }
+
+/// Bytes of a ledger's fiscal section: period u8, budget ledger u32, budget
+/// codes u16 × 2.
+const LEDGER_FISCAL_SIZE: usize = 1 + 4 + 2 + 2;
 
 /// Decodes a ledger written by [`encode_ledger`].
 pub fn decode_ledger(bytes: &[u8]) -> Result<Ledger, DecodeError> {
@@ -407,10 +416,24 @@ pub fn decode_ledger(bytes: &[u8]) -> Result<Ledger, DecodeError> {
     };
     let currency = text("currency")?;
     let name = text("name")?;
-    if !rest.is_empty() {
-        return Err(DecodeError::Length { record, expected: bytes.len() - rest.len(), actual: bytes.len() });
-    }
-    Ok(Ledger { id, currency, scale, name, timestamp })
+    let (period, budget) = match rest.len() {
+        0 => (Period::Open, BudgetPolicy::default()),
+        LEDGER_FISCAL_SIZE => {
+            let mut r = Reader { bytes: rest };
+            let code = r.u8();
+            let period = Period::from_code(code).ok_or(DecodeError::InvalidField {
+                record,
+                field: "period",
+                value: u64::from(code),
+            })?;
+            (period, BudgetPolicy { ledger: LedgerId(r.u32()), code_min: r.u16(), code_max: r.u16() })
+        }
+        _ => {
+            let expected = bytes.len() - rest.len() + LEDGER_FISCAL_SIZE;
+            return Err(DecodeError::Length { record, expected, actual: bytes.len() });
+        }
+    };
+    Ok(Ledger { id, currency, scale, name, timestamp, period, budget })
 }
 
 #[cfg(test)]
@@ -469,10 +492,26 @@ mod tests {
 
     #[test]
     fn ledger_round_trips_and_rejects_trailing_bytes() {
-        let ledger = Ledger { id: LedgerId(3), currency: "KRW".into(), scale: 0, name: "Won".into(), timestamp: 9 };
+        let ledger = Ledger {
+            id: LedgerId(3),
+            currency: "KRW".into(),
+            scale: 0,
+            name: "Won".into(),
+            timestamp: 9,
+            period: Period::Adjustment,
+            budget: BudgetPolicy { ledger: LedgerId(4), code_min: 7, code_max: 9 },
+        };
         let mut bytes = Vec::new();
         encode_ledger(&ledger, &mut bytes);
-        assert_eq!(decode_ledger(&bytes), Ok(ledger));
+        assert_eq!(decode_ledger(&bytes), Ok(ledger.clone()));
+        // A record written before periods existed: open, no budget control.
+        let legacy = &bytes[..bytes.len() - LEDGER_FISCAL_SIZE];
+        let open = Ledger { period: Period::Open, budget: BudgetPolicy::default(), ..ledger };
+        assert_eq!(decode_ledger(legacy), Ok(open));
+        let mut bad_period = bytes.clone();
+        let at = bad_period.len() - LEDGER_FISCAL_SIZE;
+        bad_period[at] = 9;
+        assert!(matches!(decode_ledger(&bad_period), Err(DecodeError::InvalidField { field: "period", .. })));
         bytes.push(0);
         assert!(decode_ledger(&bytes).is_err());
         assert!(decode_ledger(&bytes[..5]).is_err());

@@ -148,6 +148,9 @@ flag_set! {
         CLOSING_DEBIT = 6, "closing_debit";
         /// Close the credit account (only with `pending`; voiding or expiry reopens it).
         CLOSING_CREDIT = 7, "closing_credit";
+        /// A closing adjustment of its fiscal year: the only transfers a
+        /// ledger in its `adjustment` period accepts.
+        ADJUSTMENT = 8, "adjustment";
     }
 }
 
@@ -173,7 +176,7 @@ mod tests {
     #[test]
     fn reserved_bits_are_detected() {
         assert!(!TransferFlags::ALL.has_reserved_bits());
-        assert!(TransferFlags::from_bits(1 << 8).has_reserved_bits());
+        assert!(TransferFlags::from_bits(1 << 9).has_reserved_bits());
         assert!(AccountFlags::from_bits(1 << 5).has_reserved_bits());
     }
 

@@ -24,7 +24,7 @@
 //! use coffer_ledger::*;
 //!
 //! let mut ledger = StateMachine::new(MemoryStore::new());
-//! let krw = Ledger { id: LedgerId(1), currency: "KRW".into(), scale: 0, name: "Won".into(), timestamp: 0 };
+//! let krw = Ledger { id: LedgerId(1), currency: "KRW".into(), scale: 0, name: "Won".into(), timestamp: 0, ..Default::default() };
 //! assert_eq!(ledger.create_ledgers(1, &[krw]).unwrap(), [CreateLedgerResult::Created]);
 //! let cash = Account { id: AccountId(1), ledger: LedgerId(1), code: 101, kind: AccountKind::Cash, ..Default::default() };
 //! let revenue = Account { id: AccountId(2), ledger: LedgerId(1), code: 401, ..Default::default() };
@@ -59,24 +59,24 @@ mod store;
 
 pub use apply::{
     prepare, prepare_create_accounts, prepare_create_ledgers, prepare_create_transfers, prepare_expire_pending,
-    ApplyError, ExpireResult, Operation, OperationResults, Prepared,
+    prepare_set_periods, ApplyError, ExpireResult, Operation, OperationResults, Prepared,
 };
 pub use digest::{recompute_digest_sum, state_digest, stored_state_digest, DigestSum, Record, StateDigest};
 pub use flags::{AccountFlags, TransferFlags};
 pub use ids::{AccountId, LedgerId, TransferId};
 pub use memory::MemoryStore;
 pub use model::{
-    Account, AccountBalance, AccountKind, AccountTransfer, Balances, Change, ChangeKind, ChangedRecord, CodeTotals,
-    Ledger, PendingState, PendingStatus, ResolvedChange, Side, Total, TotalsEntry, Transfer, TransferBalances,
-    TransferKind, BATCH_EVENTS_MAX, EXPIRE_EVENTS_MAX, LEDGER_CURRENCY_LEN_MAX, LEDGER_NAME_LEN_MAX, LEDGER_SCALE_MAX,
-    NS_PER_S,
+    Account, AccountBalance, AccountKind, AccountTransfer, Balances, BudgetPolicy, Change, ChangeKind, ChangedRecord,
+    CodeTotals, Ledger, PendingState, PendingStatus, Period, PeriodChange, ResolvedChange, Side, Total, TotalsEntry,
+    Transfer, TransferBalances, TransferKind, BATCH_EVENTS_MAX, EXPIRE_EVENTS_MAX, LEDGER_CURRENCY_LEN_MAX,
+    LEDGER_NAME_LEN_MAX, LEDGER_SCALE_MAX, NS_PER_S,
 };
 pub use query::{
     balance_as_of, get_account_balances, get_account_transfers, lookup_accounts, lookup_transfers, query_accounts,
     query_transfers, read_changes, resolve_change, trial_balance, trial_balance_as_of, BalanceTotals, ChangePage,
     QueryError, QueryFilter, QueryPage, TransferPage, TransferQuery, TrialBalance, QUERY_SEEKS_MAX,
 };
-pub use results::{CreateAccountResult, CreateLedgerResult, CreateTransferResult};
+pub use results::{CreateAccountResult, CreateLedgerResult, CreateTransferResult, SetPeriodResult};
 pub use store::{AccountFilter, ChangeFilter, Sides, Store, StoreError, StoreMut, WriteSet};
 
 /// A state machine that owns its store: prepares each batch and commits it.
@@ -139,6 +139,12 @@ impl<S: StoreMut> StateMachine<S> {
         events: &[Transfer],
     ) -> Result<Vec<CreateTransferResult>, ApplyError> {
         let prepared = prepare_create_transfers(&self.store, timestamp, events)?;
+        self.commit(prepared)
+    }
+
+    /// Moves ledgers' fiscal periods; event `i` is stamped `timestamp + i`.
+    pub fn set_periods(&mut self, timestamp: u64, events: &[PeriodChange]) -> Result<Vec<SetPeriodResult>, ApplyError> {
+        let prepared = prepare_set_periods(&self.store, timestamp, events)?;
         self.commit(prepared)
     }
 

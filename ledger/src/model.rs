@@ -36,6 +36,99 @@ pub struct Ledger {
     pub name: String,
     /// Set by the state machine when the ledger is created; must be `0` in a request.
     pub timestamp: u64,
+    /// Where the ledger's fiscal period stands: a ledger is created `open`
+    /// and moves forward only, by a `set_periods` operation.
+    pub period: Period,
+    /// The budget control its transfers are under (none by default); set
+    /// when the ledger is created and fixed for its life.
+    pub budget: BudgetPolicy,
+}
+
+/// Where a ledger's fiscal period stands. A ledger stands for one fund's
+/// fiscal year; it moves `open` → `adjustment` → `closed` (or straight from
+/// `open` to `closed`), never back.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Period {
+    /// Every transfer is accepted.
+    #[default]
+    Open,
+    /// The closing-adjustment period after the year's end: only transfers
+    /// flagged `adjustment` are accepted.
+    Adjustment,
+    /// The year is settled: no transfer is accepted.
+    Closed,
+}
+
+impl Period {
+    /// Every period state, in code order.
+    pub const ALL: [Self; 3] = [Self::Open, Self::Adjustment, Self::Closed];
+
+    /// The state's stable one-byte code.
+    pub const fn code(self) -> u8 {
+        match self {
+            Self::Open => 1,
+            Self::Adjustment => 2,
+            Self::Closed => 3,
+        }
+    }
+
+    /// The state with this code, if any.
+    pub fn from_code(code: u8) -> Option<Self> {
+        Self::ALL.into_iter().find(|period| period.code() == code)
+    }
+
+    /// The state's lower-case name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Adjustment => "adjustment",
+            Self::Closed => "closed",
+        }
+    }
+
+    /// The state named `name`, if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|period| period.as_str() == name)
+    }
+}
+
+/// One `set_periods` event: move `ledger` to `period`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PeriodChange {
+    /// The ledger.
+    pub ledger: LedgerId,
+    /// The period it moves to.
+    pub period: Period,
+}
+
+/// A ledger's budget control: every expenditure of the ledger (a transfer
+/// of kind `expenditure`, or with a code in `code_min ..= code_max`) must
+/// carry, in its linked chain, its budget leg: a new transfer of the same
+/// amount in the budget ledger `ledger` (which charges an appropriation,
+/// allotment or commitment account there, whose limit flag bounds it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct BudgetPolicy {
+    /// The budget ledger; `0`: no budget control.
+    pub ledger: LedgerId,
+    /// The lowest transfer code that needs a leg besides expenditures
+    /// (`0` with `code_max` `0`: expenditures only).
+    pub code_min: u16,
+    /// The highest such code.
+    pub code_max: u16,
+}
+
+impl BudgetPolicy {
+    /// Whether the policy controls anything.
+    pub const fn is_set(&self) -> bool {
+        self.ledger.0 != 0
+    }
+
+    /// Whether a new transfer of `kind` and `code` needs a budget leg.
+    pub const fn needs_leg(&self, kind: TransferKind, code: u16) -> bool {
+        self.is_set()
+            && (matches!(kind, TransferKind::Expenditure)
+                || (self.code_min != 0 && code >= self.code_min && code <= self.code_max))
+    }
 }
 
 /// Whether an account holds treasury/bank cash or anything else.

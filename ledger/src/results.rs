@@ -70,6 +70,8 @@ result_codes! {
         ExistsWithDifferentScale = "exists_with_different_scale",
         /// A ledger with this id exists with another name.
         ExistsWithDifferentName = "exists_with_different_name",
+        /// A ledger with this id exists with another budget policy.
+        ExistsWithDifferentBudget = "exists_with_different_budget",
         /// The same ledger exists already: a safe retry.
         Exists = "exists",
         /// `currency` must be 1 to 12 of `A-Z`, `0-9` and `_`.
@@ -80,6 +82,34 @@ result_codes! {
         NameMustNotBeEmpty = "name_must_not_be_empty",
         /// `name` must not exceed 64 bytes.
         NameTooLong = "name_too_long",
+        /// A ledger is created `open`: `period` must be `open`.
+        PeriodMustBeOpen = "period_must_be_open",
+        /// `budget.ledger` must not be the ledger itself.
+        BudgetLedgerMustBeDifferent = "budget_ledger_must_be_different",
+        /// `budget.code_min ..= budget.code_max` must be a range of non-zero
+        /// codes (or both `0`), and only with a budget ledger.
+        BudgetCodesMustBeValid = "budget_codes_must_be_valid",
+        /// No ledger has the id in `budget.ledger`.
+        BudgetLedgerNotFound = "budget_ledger_not_found",
+    }
+}
+
+result_codes! {
+    /// The result of one `set_periods` event.
+    SetPeriodResult {
+        /// The ledger's period moved forward.
+        Changed = "changed",
+        /// `ledger` must not be `0`.
+        LedgerMustNotBeZero = "ledger_must_not_be_zero",
+        /// No ledger has this id.
+        LedgerNotFound = "ledger_not_found",
+        /// The ledger is in this period already: a safe retry.
+        Unchanged = "unchanged",
+        /// A period moves forward only (`open` → `adjustment` → `closed`).
+        PeriodCannotReopen = "period_cannot_reopen",
+        /// A period with pending transfers still reserving amounts cannot
+        /// close: post or void them first.
+        PendingTransfersOpen = "pending_transfers_open",
     }
 }
 
@@ -235,6 +265,12 @@ result_codes! {
         PendingTransferNotFound = "pending_transfer_not_found",
         /// The transfer named by `pending_id` is not a pending transfer.
         PendingTransferNotPending = "pending_transfer_not_pending",
+        /// The transfer's ledger (a post's or void's: the pending
+        /// transfer's) is in its `closed` period.
+        LedgerPeriodClosed = "ledger_period_closed",
+        /// The transfer's ledger is in its `adjustment` period and the
+        /// transfer is not flagged `adjustment`.
+        LedgerPeriodInAdjustment = "ledger_period_in_adjustment",
         /// `debit_account_id` is set and differs from the pending transfer's.
         PendingTransferHasDifferentDebitAccountId = "pending_transfer_has_different_debit_account_id",
         /// `credit_account_id` is set and differs from the pending transfer's.
@@ -280,6 +316,10 @@ result_codes! {
         /// The credit account has `credits_must_not_exceed_debits` and this
         /// transfer would take its credits (pending + posted) past its debits.
         ExceedsDebits = "exceeds_debits",
+        /// The transfer's ledger has a budget policy that controls it, and
+        /// its linked chain carries no budget leg for it: a new transfer of
+        /// the same amount in the policy's budget ledger.
+        BudgetLegMissing = "budget_leg_missing",
     }
 }
 
@@ -329,6 +369,13 @@ impl CreateLedgerResult {
     }
 }
 
+impl SetPeriodResult {
+    /// Whether the event succeeded: `changed`, or `unchanged` for a safe retry.
+    pub const fn is_success(self) -> bool {
+        matches!(self, Self::Changed | Self::Unchanged)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -344,6 +391,9 @@ mod tests {
         }
         for result in CreateLedgerResult::ALL {
             assert_eq!(CreateLedgerResult::from_code(result.code()), Some(*result));
+        }
+        for result in SetPeriodResult::ALL {
+            assert_eq!(SetPeriodResult::from_code(result.code()), Some(*result));
         }
         assert_eq!(CreateTransferResult::from_code(u16::MAX), None);
     }

@@ -140,7 +140,7 @@ pub struct WriteSet {
     /// created or changed, with their new values. A store keeps them and
     /// appends each to the code's totals history under `last_timestamp`.
     pub totals: Vec<CodeTotals>,
-    /// Ledgers created.
+    /// Ledgers created or changed (a period moved), with their new values.
     pub ledgers: Vec<Ledger>,
     /// Accounts created or changed, with their new values.
     pub accounts: Vec<Account>,

@@ -22,7 +22,7 @@ const USD_CASH: AccountId = AccountId(3);
 const USD_OTHER: AccountId = AccountId(4);
 
 fn ledger(id: LedgerId, currency: &str) -> Ledger {
-    Ledger { id, currency: currency.into(), scale: 0, name: currency.into(), timestamp: 0 }
+    Ledger { id, currency: currency.into(), scale: 0, name: currency.into(), timestamp: 0, ..Default::default() }
 }
 
 fn account(id: AccountId, ledger: LedgerId, kind: AccountKind) -> Account {

@@ -22,10 +22,11 @@ use std::fmt::Debug;
 use coffer_ledger::{
     balance_as_of, get_account_balances, get_account_transfers, state_digest, stored_state_digest, trial_balance,
     trial_balance_as_of, Account, AccountBalance, AccountFilter, AccountFlags, AccountId, AccountKind, BalanceTotals,
-    Balances, Change, ChangeFilter, ChangeKind, CreateAccountResult, CreateLedgerResult, CreateTransferResult,
-    ExpireResult, Ledger, LedgerId, MemoryStore, Operation, OperationResults, PendingState, PendingStatus, QueryError,
-    Sides, StateDigest, StateMachine, Store, Transfer, TransferBalances, TransferFlags, TransferId, TransferKind,
-    BATCH_EVENTS_MAX, LEDGER_CURRENCY_LEN_MAX, LEDGER_NAME_LEN_MAX, LEDGER_SCALE_MAX, NS_PER_S,
+    Balances, BudgetPolicy, Change, ChangeFilter, ChangeKind, CreateAccountResult, CreateLedgerResult,
+    CreateTransferResult, ExpireResult, Ledger, LedgerId, MemoryStore, Operation, OperationResults, PendingState,
+    PendingStatus, Period, PeriodChange, QueryError, SetPeriodResult, Sides, StateDigest, StateMachine, Store,
+    Transfer, TransferBalances, TransferFlags, TransferId, TransferKind, BATCH_EVENTS_MAX, LEDGER_CURRENCY_LEN_MAX,
+    LEDGER_NAME_LEN_MAX, LEDGER_SCALE_MAX, NS_PER_S,
 };
 use proptest::bool::weighted;
 use proptest::collection::vec;
@@ -36,7 +37,7 @@ use proptest::test_runner::TestRunner;
 /// Cases run when `PROPTEST_CASES` is not set.
 const CASES_DEFAULT: u32 = 1_000;
 /// Cases `generator_reaches_every_result_code` draws, from a fixed seed.
-const COVERAGE_CASES: u32 = 300;
+const COVERAGE_CASES: u32 = 500;
 /// Shrinking steps after a failure: enough to get a short counterexample
 /// without shrinking for minutes.
 const SHRINK_ITERS_MAX: u32 = 4_096;
@@ -108,8 +109,8 @@ fn required_kinds(kind: TransferKind) -> (Option<AccountKind>, Option<AccountKin
 /// The defined account flag bits: linked, two limits, history, closed.
 const ACCOUNT_FLAG_BITS: u16 = 0b1_1111;
 /// The defined transfer flag bits: linked, pending, post, void, two
-/// balancing, two closing.
-const TRANSFER_FLAG_BITS: u16 = 0b1111_1111;
+/// balancing, two closing, adjustment.
+const TRANSFER_FLAG_BITS: u16 = 0b1_1111_1111;
 
 /// The result codes the chain runner needs by name.
 struct ChainCodes<R> {
@@ -170,12 +171,28 @@ impl Model {
                 (OperationResults::Accounts(results), accounts.len())
             }
             Operation::CreateTransfers(transfers) => {
+                let legless = self.legless(transfers);
                 let results = self.run_chains(
                     timestamp,
                     transfers,
                     &TRANSFER_CHAIN,
                     |t| t.flags.contains(TransferFlags::LINKED),
-                    Self::create_transfer,
+                    |model, at, t| {
+                        // The budget check comes after every other rule: a
+                        // transfer it refuses leaves no trace.
+                        let index = usize::try_from(at - timestamp).unwrap();
+                        if !legless.contains(&index) {
+                            return model.create_transfer(at, t);
+                        }
+                        let before = model.clone();
+                        match model.create_transfer(at, t) {
+                            CreateTransferResult::Created => {
+                                *model = before;
+                                CreateTransferResult::BudgetLegMissing
+                            }
+                            other => other,
+                        }
+                    },
                     |model, t, result| {
                         if is_transient(result) {
                             model.failures.entry(t.id).or_insert(result);
@@ -189,6 +206,10 @@ impl Model {
                 let expired = self.expire(timestamp);
                 let result = ExpireResult { expired: u32::try_from(expired).unwrap(), more: false };
                 (OperationResults::Expired(result), expired)
+            }
+            Operation::SetPeriods(changes) => {
+                let results = changes.iter().map(|change| self.set_period(change)).collect();
+                (OperationResults::Periods(results), changes.len())
             }
         };
         self.last_timestamp = timestamp + events.max(1) as u64 - 1;
@@ -251,6 +272,78 @@ impl Model {
         results
     }
 
+    /// Moves a ledger's period forward (never back; closing only without
+    /// pending reservations).
+    fn set_period(&mut self, change: &PeriodChange) -> SetPeriodResult {
+        use SetPeriodResult as R;
+        if change.ledger.0 == 0 {
+            return R::LedgerMustNotBeZero;
+        }
+        let Some(ledger) = self.ledgers.get(&change.ledger) else {
+            return R::LedgerNotFound;
+        };
+        let order = |period: Period| Period::ALL.iter().position(|p| *p == period).unwrap();
+        let reserving = self.accounts.values().any(|a| a.ledger == change.ledger && a.debits_pending != 0);
+        let rules = [
+            (ledger.period == change.period, R::Unchanged),
+            (order(change.period) < order(ledger.period), R::PeriodCannotReopen),
+            (change.period == Period::Closed && reserving, R::PendingTransfersOpen),
+        ];
+        if let Some(result) = first_broken(&rules) {
+            return result;
+        }
+        self.ledgers.get_mut(&change.ledger).unwrap().period = change.period;
+        R::Changed
+    }
+
+    /// The positions of the transfers of a batch that a budget policy
+    /// controls and whose chain holds no leg for them. A chain runs to the
+    /// first unlinked event (or the batch's end); each controlled new
+    /// transfer, in order, takes the first unused new transfer of the same
+    /// chain in its policy's budget ledger with the same amount.
+    fn legless(&self, transfers: &[Transfer]) -> BTreeSet<usize> {
+        let is_new = |t: &Transfer| {
+            !t.flags.contains(TransferFlags::POST_PENDING) && !t.flags.contains(TransferFlags::VOID_PENDING)
+        };
+        let mut legless = BTreeSet::new();
+        let mut chain: Vec<usize> = Vec::new();
+        for (index, t) in transfers.iter().enumerate() {
+            chain.push(index);
+            if t.flags.contains(TransferFlags::LINKED) && index + 1 < transfers.len() {
+                continue;
+            }
+            let mut taken = BTreeSet::new();
+            for &payment in &chain {
+                let p = &transfers[payment];
+                let Some(policy) = self.ledgers.get(&p.ledger).map(|l| l.budget) else { continue };
+                let controlled = policy.ledger.0 != 0
+                    && (p.kind == TransferKind::Expenditure
+                        || (policy.code_min != 0 && (policy.code_min..=policy.code_max).contains(&p.code)));
+                if p.ledger.0 == 0 || !is_new(p) || !controlled {
+                    continue;
+                }
+                let leg = chain.iter().copied().find(|&other| {
+                    let l = &transfers[other];
+                    other != payment
+                        && !taken.contains(&other)
+                        && l.ledger == policy.ledger
+                        && l.amount == p.amount
+                        && is_new(l)
+                });
+                match leg {
+                    Some(other) => {
+                        taken.insert(other);
+                    }
+                    None => {
+                        legless.insert(payment);
+                    }
+                }
+            }
+            chain.clear();
+        }
+        legless
+    }
+
     fn create_ledger(&mut self, timestamp: u64, l: &Ledger) -> CreateLedgerResult {
         use CreateLedgerResult as R;
         let shape = [
@@ -266,6 +359,7 @@ impl Model {
                 (l.currency != e.currency, R::ExistsWithDifferentCurrency),
                 (l.scale != e.scale, R::ExistsWithDifferentScale),
                 (l.name != e.name, R::ExistsWithDifferentName),
+                (l.budget != e.budget, R::ExistsWithDifferentBudget),
             ];
             return first_broken(&differences).unwrap_or(R::Exists);
         }
@@ -276,6 +370,14 @@ impl Model {
             (l.scale > LEDGER_SCALE_MAX, R::ScaleMustNotExceedMax),
             (l.name.is_empty(), R::NameMustNotBeEmpty),
             (l.name.len() > LEDGER_NAME_LEN_MAX, R::NameTooLong),
+            (l.period != Period::Open, R::PeriodMustBeOpen),
+            (l.budget.ledger.0 != 0 && l.budget.ledger == l.id, R::BudgetLedgerMustBeDifferent),
+            (
+                !matches!((l.budget.code_min, l.budget.code_max), (0, 0))
+                    && (l.budget.code_min == 0 || l.budget.code_min > l.budget.code_max || l.budget.ledger.0 == 0),
+                R::BudgetCodesMustBeValid,
+            ),
+            (l.budget.ledger.0 != 0 && !self.ledgers.contains_key(&l.budget.ledger), R::BudgetLedgerNotFound),
         ];
         if let Some(result) = first_broken(&fields) {
             return result;
@@ -366,6 +468,16 @@ impl Model {
         }
     }
 
+    /// The period of `ledger` (open if there is none).
+    fn period_of(&self, ledger: LedgerId) -> Period {
+        self.ledgers.get(&ledger).map_or(Period::Open, |l| l.period)
+    }
+
+    /// Whether `ledger` is in adjustment and `flags` lack `adjustment`.
+    fn in_adjustment_without_flag(&self, ledger: LedgerId, flags: TransferFlags) -> bool {
+        self.period_of(ledger) == Period::Adjustment && !flags.contains(TransferFlags::ADJUSTMENT)
+    }
+
     /// A transfer that is neither a post nor a void.
     fn create_new(&mut self, timestamp: u64, t: &Transfer) -> CreateTransferResult {
         use CreateTransferResult as R;
@@ -400,6 +512,8 @@ impl Model {
             (t.ledger != dr.ledger, R::TransferMustHaveTheSameLedgerAsAccounts),
             (debit_kind.is_some_and(|kind| kind != dr.kind), R::DebitAccountHasWrongKind),
             (credit_kind.is_some_and(|kind| kind != cr.kind), R::CreditAccountHasWrongKind),
+            (self.period_of(t.ledger) == Period::Closed, R::LedgerPeriodClosed),
+            (self.in_adjustment_without_flag(t.ledger, t.flags), R::LedgerPeriodInAdjustment),
             (dr.flags.contains(AccountFlags::CLOSED), R::DebitAccountAlreadyClosed),
             (cr.flags.contains(AccountFlags::CLOSED), R::CreditAccountAlreadyClosed),
         ];
@@ -492,6 +606,8 @@ impl Model {
         let void_amount_matches = [0, Transfer::AMOUNT_MAX, p.amount].contains(&t.amount);
         let matches = [
             (!p.flags.contains(F::PENDING), R::PendingTransferNotPending),
+            (self.period_of(p.ledger) == Period::Closed, R::LedgerPeriodClosed),
+            (self.in_adjustment_without_flag(p.ledger, t.flags), R::LedgerPeriodInAdjustment),
             (set_and_differs(t.debit_account_id.0, p.debit_account_id.0), R::PendingTransferHasDifferentDebitAccountId),
             (
                 set_and_differs(t.credit_account_id.0, p.credit_account_id.0),
@@ -697,6 +813,7 @@ enum BatchSpec {
     Accounts(Vec<AccountSpec>),
     Transfers(Vec<TransferSpec>),
     Expire,
+    Periods(Vec<PeriodChange>),
 }
 
 #[derive(Clone, Debug)]
@@ -859,6 +976,15 @@ enum TransferChange {
 #[derive(Clone, Debug)]
 enum TransferSpec {
     New(NewTransferSpec),
+    /// A payment and its budget leg (a new transfer in the budget ledger
+    /// of ledger 1's policy), linked unless `unlinked`, of the payment's
+    /// amount unless `other_amount`.
+    Budgeted {
+        payment: NewTransferSpec,
+        leg: NewTransferSpec,
+        unlinked: bool,
+        other_amount: bool,
+    },
     PostOrVoid(PostVoidSpec),
     /// An earlier transfer event again, maybe with one field changed.
     Retry {
@@ -927,10 +1053,29 @@ impl Sent {
                 let pending = model.transfers.values().filter(|t| t.flags.contains(TransferFlags::PENDING));
                 let live = pending.clone().filter(|t| model.pending[&t.id].state == PendingState::Pending);
                 let mut pool = PendingPool { live: live.copied().collect(), any: pending.copied().collect() };
-                let transfers = specs.iter().map(|spec| self.transfer(spec, model, &mut pool)).collect();
+                let mut transfers = Vec::new();
+                for spec in specs {
+                    match spec {
+                        TransferSpec::Budgeted { payment, leg, unlinked, other_amount } => {
+                            let mut payment = self.new_transfer(payment, model, None);
+                            if !unlinked {
+                                payment.flags = payment.flags.with(TransferFlags::LINKED);
+                            }
+                            let budget = model.ledgers.get(&LedgerId(1)).map_or(LedgerId(2), |l| l.budget.ledger);
+                            let mut leg = self.new_transfer(leg, model, Some(budget));
+                            leg.amount = if *other_amount { payment.amount.wrapping_add(1) } else { payment.amount };
+                            for transfer in [payment, leg] {
+                                self.note_sent(transfer, &mut pool);
+                                transfers.push(transfer);
+                            }
+                        }
+                        spec => transfers.push(self.transfer(spec, model, &mut pool)),
+                    }
+                }
                 Operation::CreateTransfers(transfers)
             }
             BatchSpec::Expire => Operation::ExpirePending,
+            BatchSpec::Periods(changes) => Operation::SetPeriods(changes.clone()),
         }
     }
 
@@ -986,10 +1131,17 @@ impl Sent {
 
     fn transfer(&mut self, spec: &TransferSpec, model: &Model, pool: &mut PendingPool) -> Transfer {
         let transfer = match spec {
-            TransferSpec::New(spec) => self.new_transfer(spec, model),
+            TransferSpec::New(spec) => self.new_transfer(spec, model, None),
             TransferSpec::PostOrVoid(spec) => self.post_or_void(spec, model, pool),
             TransferSpec::Retry { pick, change } => self.retry(*pick, *change),
+            TransferSpec::Budgeted { payment, .. } => self.new_transfer(payment, model, None),
         };
+        self.note_sent(transfer, pool);
+        transfer
+    }
+
+    /// Adds a transfer about to be sent to the retry and pending pools.
+    fn note_sent(&mut self, transfer: Transfer, pool: &mut PendingPool) {
         if transfer.flags.contains(TransferFlags::PENDING) {
             pool.live.push(transfer);
             pool.any.push(transfer);
@@ -998,11 +1150,12 @@ impl Sent {
             self.transfer_id_max = self.transfer_id_max.max(transfer.id.0);
         }
         self.transfers.push(transfer);
-        transfer
     }
 
-    fn new_transfer(&self, spec: &NewTransferSpec, model: &Model) -> Transfer {
-        let accounts: Vec<Account> = model.accounts.values().copied().collect();
+    /// A new transfer from `spec`, between accounts of `ledger` if given.
+    fn new_transfer(&self, spec: &NewTransferSpec, model: &Model, ledger: Option<LedgerId>) -> Transfer {
+        let accounts: Vec<Account> =
+            model.accounts.values().filter(|a| ledger.is_none_or(|ledger| a.ledger == ledger)).copied().collect();
         let debit = nth(&accounts, spec.debit);
         let debit_id = debit.map_or(AccountId(1), |a| a.id);
         let partners: Vec<Account> = accounts
@@ -1036,7 +1189,7 @@ impl Sent {
             let add_flag = |t: &mut Transfer, flag: TransferFlags| t.flags = t.flags.with(flag);
             match fault {
                 Fault::Timestamp => t.timestamp = 1,
-                Fault::ReservedFlag => add_flag(&mut t, TransferFlags::from_bits(1 << 8)),
+                Fault::ReservedFlag => add_flag(&mut t, TransferFlags::from_bits(1 << 9)),
                 Fault::IdZero => t.id = TransferId(0),
                 Fault::IdMax => t.id = TransferId(u128::MAX),
                 Fault::PostFlag => add_flag(&mut t, TransferFlags::POST_PENDING),
@@ -1180,13 +1333,38 @@ fn ledger_strategy() -> impl Strategy<Value = Ledger> {
         1 => Just("n".repeat(LEDGER_NAME_LEN_MAX + 1)),
     ];
     let timestamp = prop_oneof![12 => Just(0u64), 1 => 1u64..=5];
-    (id, currency, scale, name, timestamp).prop_map(|(id, currency, scale, name, timestamp)| Ledger {
-        id: LedgerId(id),
-        currency: currency.to_string(),
-        scale,
-        name,
-        timestamp,
-    })
+    let period = prop_oneof![20 => Just(Period::Open), 1 => Just(Period::Adjustment)];
+    // `None` budget ledger: the ledger's own id.
+    let budget = prop_oneof![
+        12 => Just((Some(0u32), 0u16, 0u16)),
+        2 => Just((Some(2), 0, 0)),
+        1 => Just((Some(2), 2, 3)),
+        3 => Just((None, 0, 0)),
+        1 => Just((Some(2), 0, 5)),
+        1 => Just((Some(2), 5, 3)),
+        1 => Just((Some(0), 1, 1)),
+        1 => Just((Some(9), 0, 0)),
+    ];
+    let random = (id, currency, scale, name, timestamp, (period, budget)).prop_map(
+        |(id, currency, scale, name, timestamp, (period, (budget_ledger, code_min, code_max)))| Ledger {
+            id: LedgerId(id),
+            currency: currency.to_string(),
+            scale,
+            name,
+            timestamp,
+            period,
+            budget: BudgetPolicy { ledger: LedgerId(budget_ledger.unwrap_or(id)), code_min, code_max },
+        },
+    );
+    // A retry of the setup's ledger 2, as it was sent.
+    let dollar = Ledger {
+        id: LedgerId(2),
+        currency: "USD".to_string(),
+        scale: 2,
+        name: "Dollar".to_string(),
+        ..Default::default()
+    };
+    prop_oneof![12 => random, 1 => Just(dollar)]
 }
 
 /// `(linked, debits limit, credits limit, history, closed, reserved bit)`, with these odds.
@@ -1346,17 +1524,20 @@ fn user_data_strategy() -> impl Strategy<Value = (u128, u64, u32)> {
 fn new_transfer_flags_strategy() -> impl Strategy<Value = TransferFlags> {
     use TransferFlags as F;
     let odds = (weighted(0.2), weighted(0.4), weighted(0.08), weighted(0.08), weighted(0.04), weighted(0.04));
-    odds.prop_map(|(linked, pending, balancing_debit, balancing_credit, closing_debit, closing_credit)| {
-        let flags = [
-            (linked, F::LINKED),
-            (pending, F::PENDING),
-            (balancing_debit, F::BALANCING_DEBIT),
-            (balancing_credit, F::BALANCING_CREDIT),
-            (pending && closing_debit, F::CLOSING_DEBIT),
-            (pending && closing_credit, F::CLOSING_CREDIT),
-        ];
-        flags.iter().filter(|(set, _)| *set).fold(F::NONE, |all, (_, flag)| all.with(*flag))
-    })
+    (odds, weighted(0.2)).prop_map(
+        |((linked, pending, balancing_debit, balancing_credit, closing_debit, closing_credit), adjustment)| {
+            let flags = [
+                (adjustment, F::ADJUSTMENT),
+                (linked, F::LINKED),
+                (pending, F::PENDING),
+                (balancing_debit, F::BALANCING_DEBIT),
+                (balancing_credit, F::BALANCING_CREDIT),
+                (pending && closing_debit, F::CLOSING_DEBIT),
+                (pending && closing_credit, F::CLOSING_CREDIT),
+            ];
+            flags.iter().filter(|(set, _)| *set).fold(F::NONE, |all, (_, flag)| all.with(*flag))
+        },
+    )
 }
 
 fn fault_strategy() -> impl Strategy<Value = Fault> {
@@ -1420,6 +1601,7 @@ fn post_void_strategy() -> impl Strategy<Value = PostVoidSpec> {
     let extra_flags = prop_oneof![
         20 => Just(F::NONE),
         6 => Just(F::LINKED),
+        4 => Just(F::ADJUSTMENT),
         1 => prop_oneof![
             Just(F::PENDING),
             Just(F::POST_PENDING.with(F::VOID_PENDING)),
@@ -1459,7 +1641,7 @@ fn post_void_strategy() -> impl Strategy<Value = PostVoidSpec> {
 
 fn transfer_change_strategy() -> impl Strategy<Value = TransferChange> {
     prop_oneof![
-        3 => (0u8..8).prop_map(TransferChange::FlagBit),
+        3 => (0u8..9).prop_map(TransferChange::FlagBit),
         1 => Just(TransferChange::PendingId),
         1 => Just(TransferChange::Timeout),
         1 => Just(TransferChange::DebitAccount),
@@ -1479,8 +1661,12 @@ fn transfer_change_strategy() -> impl Strategy<Value = TransferChange> {
 }
 
 fn transfer_spec_strategy() -> impl Strategy<Value = TransferSpec> {
+    let budgeted = (new_transfer_strategy(), new_transfer_strategy(), weighted(0.1), weighted(0.1)).prop_map(
+        |(payment, leg, unlinked, other_amount)| TransferSpec::Budgeted { payment, leg, unlinked, other_amount },
+    );
     prop_oneof![
         10 => new_transfer_strategy().prop_map(TransferSpec::New),
+        3 => budgeted,
         6 => post_void_strategy().prop_map(TransferSpec::PostOrVoid),
         3 => (retry_pick_strategy(), proptest::option::weighted(0.6, transfer_change_strategy()))
             .prop_map(|(pick, change)| TransferSpec::Retry { pick, change }),
@@ -1493,7 +1679,16 @@ fn batch_strategy() -> impl Strategy<Value = BatchSpec> {
         2 => vec(account_spec_strategy(), 0..=ACCOUNT_EVENTS_MAX).prop_map(BatchSpec::Accounts),
         10 => vec(transfer_spec_strategy(), 0..=TRANSFER_EVENTS_MAX).prop_map(BatchSpec::Transfers),
         3 => Just(BatchSpec::Expire),
+        1 => vec(period_change_strategy(), 0..=3).prop_map(BatchSpec::Periods),
     ]
+}
+
+/// Mostly ledger 1 into adjustment; sometimes closed, back to open, or a
+/// ledger that is not there.
+fn period_change_strategy() -> impl Strategy<Value = PeriodChange> {
+    let ledger = prop_oneof![8 => Just(1u32), 3 => 2u32..=3, 1 => Just(0), 1 => Just(7)];
+    let period = prop_oneof![6 => Just(Period::Adjustment), 2 => Just(Period::Closed), 2 => Just(Period::Open)];
+    (ledger, period).prop_map(|(ledger, period)| PeriodChange { ledger: LedgerId(ledger), period })
 }
 
 /// Two setup batches (ledgers 1 and 2 plus a few random ledger events, then
@@ -1503,18 +1698,25 @@ fn case_strategy() -> impl Strategy<Value = Case> {
     (
         start,
         vec(ledger_strategy(), 0..=2),
-        setup_accounts_strategy(),
+        (setup_accounts_strategy(), weighted(0.6)),
         vec((gap_strategy(), batch_strategy()), 1..=BATCHES_MAX - 2),
     )
-        .prop_map(|(start_timestamp, extra_ledgers, accounts, steps)| {
+        .prop_map(|(start_timestamp, extra_ledgers, (accounts, budgeted), steps)| {
             let ledger = |id, currency: &str, scale, name: &str| Ledger {
                 id: LedgerId(id),
                 currency: currency.to_string(),
                 scale,
                 name: name.to_string(),
                 timestamp: 0,
+                ..Default::default()
             };
-            let mut ledgers = vec![ledger(1, "KRW", 0, "Won"), ledger(2, "USD", 2, "Dollar")];
+            // Ledger 2 first: with `budgeted`, it is ledger 1's budget ledger
+            // (expenditures and code-2 transfers of ledger 1 need a leg there).
+            let mut won = ledger(1, "KRW", 0, "Won");
+            if budgeted {
+                won.budget = BudgetPolicy { ledger: LedgerId(2), code_min: 2, code_max: 2 };
+            }
+            let mut ledgers = vec![ledger(2, "USD", 2, "Dollar"), won];
             ledgers.extend(extra_ledgers);
             let accounts = accounts.into_iter().map(AccountSpec::New).collect();
             let mut all = vec![
@@ -1536,6 +1738,7 @@ fn event_text(operation: &Operation, index: usize) -> String {
         Operation::CreateAccounts(events) => format!("{:?}", events.get(index)),
         Operation::CreateTransfers(events) => format!("{:?}", events.get(index)),
         Operation::ExpirePending => "expire_pending".to_string(),
+        Operation::SetPeriods(events) => format!("{:?}", events.get(index)),
     }
 }
 
@@ -1912,6 +2115,7 @@ fn generator_reaches_every_result_code() {
     let mut ledger_results = BTreeSet::new();
     let mut account_results = BTreeSet::new();
     let mut transfer_results = BTreeSet::new();
+    let mut period_results = BTreeSet::new();
     let mut expired = 0;
     for _ in 0..COVERAGE_CASES {
         let case = strategy.new_tree(&mut runner).unwrap().current();
@@ -1929,9 +2133,11 @@ fn generator_reaches_every_result_code() {
                 OperationResults::Accounts(results) => account_results.extend(results),
                 OperationResults::Transfers(results) => transfer_results.extend(results),
                 OperationResults::Expired(result) => expired += result.expired,
+                OperationResults::Periods(results) => period_results.extend(results),
             }
         }
     }
+    assert_eq!(missing(SetPeriodResult::ALL, &period_results), []);
     assert_eq!(missing(CreateLedgerResult::ALL, &ledger_results), []);
     assert_eq!(missing(CreateAccountResult::ALL, &account_results), []);
     assert_eq!(missing(CreateTransferResult::ALL, &transfer_results), []);

@@ -14,10 +14,10 @@ use std::collections::BTreeSet;
 
 use coffer_ledger::{
     balance_as_of, get_account_balances, get_account_transfers, lookup_accounts, lookup_transfers, trial_balance,
-    Account, AccountBalance, AccountFilter, AccountFlags, AccountId, AccountKind, BalanceTotals, CreateAccountResult,
-    CreateLedgerResult, CreateTransferResult, ExpireResult, Ledger, LedgerId, MemoryStore, PendingState, QueryError,
-    Sides, StateMachine, Store, Transfer, TransferFlags, TransferId, TransferKind, BATCH_EVENTS_MAX, EXPIRE_EVENTS_MAX,
-    NS_PER_S,
+    Account, AccountBalance, AccountFilter, AccountFlags, AccountId, AccountKind, BalanceTotals, BudgetPolicy,
+    CreateAccountResult, CreateLedgerResult, CreateTransferResult, ExpireResult, Ledger, LedgerId, MemoryStore,
+    PendingState, Period, PeriodChange, QueryError, SetPeriodResult, Sides, StateMachine, Store, Transfer,
+    TransferFlags, TransferId, TransferKind, BATCH_EVENTS_MAX, EXPIRE_EVENTS_MAX, NS_PER_S,
 };
 
 use CreateAccountResult as AccountResult;
@@ -46,11 +46,11 @@ const MISSING: AccountId = AccountId(99);
 const STEP: u64 = 1_000;
 
 fn krw() -> Ledger {
-    Ledger { id: KRW, currency: "KRW".into(), scale: 0, name: "Korean won".into(), timestamp: 0 }
+    Ledger { id: KRW, currency: "KRW".into(), scale: 0, name: "Korean won".into(), timestamp: 0, ..Default::default() }
 }
 
 fn usd() -> Ledger {
-    Ledger { id: USD, currency: "USD".into(), scale: 2, name: "US dollar".into(), timestamp: 0 }
+    Ledger { id: USD, currency: "USD".into(), scale: 2, name: "US dollar".into(), timestamp: 0, ..Default::default() }
 }
 
 /// A KRW cash account (chart code 101).
@@ -229,6 +229,12 @@ impl Books {
 
     fn create_transfer(&mut self, event: Transfer) -> CreateTransferResult {
         self.create_transfers(&[event])[0]
+    }
+
+    fn set_period(&mut self, ledger: LedgerId, period: Period) -> SetPeriodResult {
+        let timestamp = self.tick();
+        let results = self.machine.set_periods(timestamp, &[PeriodChange { ledger, period }]).expect("well formed");
+        results[0]
     }
 
     fn expire(&mut self) -> ExpireResult {
@@ -588,7 +594,7 @@ fn transfer_with_a_client_timestamp_is_rejected_as_timestamp_must_be_zero() {
 #[test]
 fn transfer_with_an_undefined_flag_bit_is_rejected_as_reserved_flag() {
     let mut books = Books::new();
-    let transfer = Transfer { flags: TransferFlags::from_bits(1 << 8), ..journal(1, CASH, OTHER, 10) };
+    let transfer = Transfer { flags: TransferFlags::from_bits(1 << 9), ..journal(1, CASH, OTHER, 10) };
     assert_eq!(books.create_transfer(transfer), TransferResult::ReservedFlag);
 }
 
@@ -2249,7 +2255,187 @@ fn rule_tests() -> Vec<(Produced, fn())> {
         (T(TransferResult::OverflowsTimeout), pending_timeout_past_u64_max_nanoseconds_fails_with_overflows_timeout),
         (T(TransferResult::ExceedsCredits), debit_past_the_credits_of_a_limited_account_fails_with_exceeds_credits),
         (T(TransferResult::ExceedsDebits), credit_past_the_debits_of_a_limited_account_fails_with_exceeds_debits),
+        (T(TransferResult::LedgerPeriodClosed), transfer_in_a_closed_period_fails_with_ledger_period_closed),
+        (T(TransferResult::LedgerPeriodInAdjustment), transfer_in_an_adjustment_period_needs_the_adjustment_flag),
+        (
+            T(TransferResult::BudgetLegMissing),
+            payment_without_its_budget_leg_fails_with_budget_leg_missing_and_changes_nothing,
+        ),
+        (
+            L(LedgerResult::ExistsWithDifferentBudget),
+            ledger_retry_with_another_budget_fails_with_exists_with_different_budget,
+        ),
+        (
+            L(LedgerResult::PeriodMustBeOpen),
+            ledger_created_in_another_period_than_open_is_rejected_as_period_must_be_open,
+        ),
+        (L(LedgerResult::BudgetLedgerMustBeDifferent), ledger_that_is_its_own_budget_ledger_is_rejected),
+        (L(LedgerResult::BudgetCodesMustBeValid), budget_codes_out_of_order_or_without_a_budget_ledger_are_rejected),
+        (
+            L(LedgerResult::BudgetLedgerNotFound),
+            budget_ledger_that_does_not_exist_is_rejected_as_budget_ledger_not_found,
+        ),
     ]
+}
+
+// ---------------------------------------------------------------------------
+// Fiscal periods and budget control.
+// ---------------------------------------------------------------------------
+
+/// The budget ledger of [`budgeted_books`].
+const BUDGET: LedgerId = LedgerId(3);
+/// The budget ledger's appropriation account (credited with the budget;
+/// its debits may not exceed its credits).
+const APPROPRIATION: AccountId = AccountId(31);
+/// The budget ledger's expended account.
+const EXPENDED: AccountId = AccountId(32);
+/// Where the appropriation comes from.
+const AUTHORITY: AccountId = AccountId(33);
+
+fn budget_ledger() -> Ledger {
+    Ledger { id: BUDGET, currency: "KRW".into(), scale: 0, name: "Budget".into(), ..Default::default() }
+}
+
+fn budget_account(id: AccountId, flags: AccountFlags) -> Account {
+    Account { id, ledger: BUDGET, code: 900, kind: AccountKind::Other, flags, ..Default::default() }
+}
+
+/// KRW under budget control (expenditures and code-7 transfers need a leg
+/// in [`BUDGET`]), with an appropriation of 100.
+fn budgeted_books() -> Books {
+    let mut books = Books::empty();
+    let policy = BudgetPolicy { ledger: BUDGET, code_min: 7, code_max: 7 };
+    assert_eq!(
+        books.create_ledgers(&[budget_ledger(), Ledger { budget: policy, ..krw() }]),
+        [LedgerResult::Created; 2]
+    );
+    books.open(&[
+        cash(CASH),
+        other(OTHER),
+        budget_account(APPROPRIATION, AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS),
+        budget_account(EXPENDED, AccountFlags::NONE),
+        budget_account(AUTHORITY, AccountFlags::NONE),
+    ]);
+    let appropriated = Transfer { ledger: BUDGET, ..journal(900, AUTHORITY, APPROPRIATION, 100) };
+    assert_eq!(books.create_transfer(appropriated), TransferResult::Created);
+    books
+}
+
+fn payment(id: u128, amount: u128) -> Transfer {
+    Transfer { kind: TransferKind::Expenditure, ..journal(id, OTHER, CASH, amount) }
+}
+
+fn leg(id: u128, amount: u128) -> Transfer {
+    Transfer { ledger: BUDGET, ..journal(id, APPROPRIATION, EXPENDED, amount) }
+}
+
+#[test]
+fn ledger_retry_with_another_budget_fails_with_exists_with_different_budget() {
+    let mut books = budgeted_books();
+    assert_eq!(books.create_ledger(krw()), LedgerResult::ExistsWithDifferentBudget);
+}
+
+#[test]
+fn ledger_created_in_another_period_than_open_is_rejected_as_period_must_be_open() {
+    let mut books = Books::empty();
+    let result = books.create_ledger(Ledger { period: Period::Adjustment, ..krw() });
+    assert_eq!(result, LedgerResult::PeriodMustBeOpen);
+}
+
+#[test]
+fn ledger_that_is_its_own_budget_ledger_is_rejected() {
+    let mut books = Books::empty();
+    let result = books.create_ledger(Ledger { budget: BudgetPolicy { ledger: KRW, ..Default::default() }, ..krw() });
+    assert_eq!(result, LedgerResult::BudgetLedgerMustBeDifferent);
+}
+
+#[test]
+fn budget_codes_out_of_order_or_without_a_budget_ledger_are_rejected() {
+    let mut books = Books::empty();
+    assert_eq!(books.create_ledger(budget_ledger()), LedgerResult::Created);
+    for (ledger, code_min, code_max) in [(BUDGET, 5, 3), (BUDGET, 0, 3), (LedgerId(0), 1, 1)] {
+        let budget = BudgetPolicy { ledger, code_min, code_max };
+        assert_eq!(books.create_ledger(Ledger { budget, ..krw() }), LedgerResult::BudgetCodesMustBeValid);
+    }
+}
+
+#[test]
+fn budget_ledger_that_does_not_exist_is_rejected_as_budget_ledger_not_found() {
+    let mut books = Books::empty();
+    let result = books.create_ledger(Ledger { budget: BudgetPolicy { ledger: BUDGET, ..Default::default() }, ..krw() });
+    assert_eq!(result, LedgerResult::BudgetLedgerNotFound);
+}
+
+#[test]
+fn periods_move_forward_only_and_close_only_without_pending_transfers() {
+    let mut books = Books::new();
+    assert_eq!(books.set_period(LedgerId(0), Period::Closed), SetPeriodResult::LedgerMustNotBeZero);
+    assert_eq!(books.set_period(USD, Period::Closed), SetPeriodResult::LedgerNotFound);
+    assert_eq!(books.set_period(KRW, Period::Open), SetPeriodResult::Unchanged);
+    assert_eq!(books.create_transfer(pending(1, CASH, OTHER, 10)), TransferResult::Created);
+    assert_eq!(books.set_period(KRW, Period::Adjustment), SetPeriodResult::Changed);
+    assert_eq!(books.set_period(KRW, Period::Open), SetPeriodResult::PeriodCannotReopen);
+    assert_eq!(books.set_period(KRW, Period::Closed), SetPeriodResult::PendingTransfersOpen);
+    let voided = flagged(void(2, 1), TransferFlags::ADJUSTMENT);
+    assert_eq!(books.create_transfer(voided), TransferResult::Created);
+    assert_eq!(books.set_period(KRW, Period::Closed), SetPeriodResult::Changed);
+    assert_eq!(books.set_period(KRW, Period::Closed), SetPeriodResult::Unchanged);
+    assert_eq!(books.set_period(KRW, Period::Adjustment), SetPeriodResult::PeriodCannotReopen);
+    assert_eq!(books.store().ledger(KRW).unwrap().unwrap().period, Period::Closed);
+}
+
+#[test]
+fn transfer_in_a_closed_period_fails_with_ledger_period_closed() {
+    let mut books = Books::new();
+    assert_eq!(books.create_transfer(pending(1, CASH, OTHER, 10)), TransferResult::Created);
+    assert_eq!(books.create_transfer(void(2, 1)), TransferResult::Created);
+    assert_eq!(books.set_period(KRW, Period::Closed), SetPeriodResult::Changed);
+    let adjustment = flagged(journal(3, CASH, OTHER, 10), TransferFlags::ADJUSTMENT);
+    assert_eq!(books.create_transfer(adjustment), TransferResult::LedgerPeriodClosed);
+    assert_eq!(books.store().transfer(TransferId(3)).unwrap(), None);
+}
+
+#[test]
+fn transfer_in_an_adjustment_period_needs_the_adjustment_flag() {
+    let mut books = Books::new();
+    assert_eq!(books.create_transfer(pending(1, CASH, OTHER, 10)), TransferResult::Created);
+    assert_eq!(books.set_period(KRW, Period::Adjustment), SetPeriodResult::Changed);
+    assert_eq!(books.create_transfer(journal(2, CASH, OTHER, 10)), TransferResult::LedgerPeriodInAdjustment);
+    assert_eq!(books.create_transfer(post(3, 1, 10)), TransferResult::LedgerPeriodInAdjustment);
+    let adjustment = flagged(journal(4, CASH, OTHER, 10), TransferFlags::ADJUSTMENT);
+    assert_eq!(books.create_transfer(adjustment), TransferResult::Created);
+    assert_eq!(books.create_transfer(flagged(post(5, 1, 10), TransferFlags::ADJUSTMENT)), TransferResult::Created);
+}
+
+#[test]
+fn payment_without_its_budget_leg_fails_with_budget_leg_missing_and_changes_nothing() {
+    let mut books = budgeted_books();
+    assert_eq!(books.create_transfer(payment(1, 40)), TransferResult::BudgetLegMissing);
+    assert_eq!(books.store().transfer(TransferId(1)).unwrap(), None);
+    assert_eq!(books.store().account(OTHER).unwrap().unwrap().debits_posted, 0);
+    // A leg of another amount, or in another ledger, is no leg.
+    let results = books.create_transfers(&[linked(payment(2, 40)), leg(3, 39)]);
+    assert_eq!(results, [TransferResult::BudgetLegMissing, TransferResult::LinkedEventFailed]);
+    // A code the policy names needs a leg too; a journal of another code does not.
+    let coded = Transfer { code: 7, ..journal(4, OTHER, CASH, 5) };
+    assert_eq!(books.create_transfer(coded), TransferResult::BudgetLegMissing);
+    assert_eq!(books.create_transfer(journal(5, OTHER, CASH, 5)), TransferResult::Created);
+}
+
+#[test]
+fn payment_with_its_budget_leg_posts_both_and_the_appropriation_bounds_it() {
+    let mut books = budgeted_books();
+    let results = books.create_transfers(&[linked(payment(1, 60)), leg(2, 60)]);
+    assert_eq!(results, [TransferResult::Created; 2]);
+    assert_eq!(books.store().account(APPROPRIATION).unwrap().unwrap().debits_posted, 60);
+    // The leg comes first in the chain just as well; two payments need two legs.
+    let results =
+        books.create_transfers(&[linked(leg(3, 20)), linked(payment(4, 20)), linked(payment(5, 20)), leg(6, 20)]);
+    assert_eq!(results, [TransferResult::Created; 4]);
+    // Past the appropriation the leg fails and takes the payment with it.
+    let results = books.create_transfers(&[linked(payment(7, 1)), leg(8, 1)]);
+    assert_eq!(results, [TransferResult::LinkedEventFailed, TransferResult::ExceedsCredits]);
+    assert_eq!(books.store().transfer(TransferId(7)).unwrap(), None);
 }
 
 #[test]

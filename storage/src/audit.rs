@@ -45,6 +45,8 @@ pub enum AuditKind {
     Demote = 7,
     /// Writes need, or stop needing, a lease from the standby.
     Lease = 8,
+    /// Ledgers' fiscal periods moved.
+    Periods = 9,
 }
 
 impl AuditKind {
@@ -59,6 +61,7 @@ impl AuditKind {
             Self::Promote => "promote",
             Self::Demote => "demote",
             Self::Lease => "lease",
+            Self::Periods => "periods",
         }
     }
 
@@ -72,6 +75,7 @@ impl AuditKind {
             Self::Promote,
             Self::Demote,
             Self::Lease,
+            Self::Periods,
         ]
         .into_iter()
         .find(|kind| *kind as u8 == code)
@@ -115,7 +119,8 @@ impl AuditRecord {
     /// For an applied batch with events: the key and payload that place it
     /// in time (see the module docs); `None` for anything else.
     pub fn time_entry(&self) -> Option<([u8; 9], Vec<u8>)> {
-        let is_batch = matches!(self.kind, AuditKind::Ledgers | AuditKind::Accounts | AuditKind::Transfers);
+        let is_batch =
+            matches!(self.kind, AuditKind::Ledgers | AuditKind::Accounts | AuditKind::Transfers | AuditKind::Periods);
         if !is_batch || !self.applied || self.events == 0 || self.first_timestamp == 0 {
             return None;
         }
@@ -353,7 +358,7 @@ mod tests {
         assert_eq!(AuditRecord::decode(&record.key(), &payload), Ok(record.clone()));
         assert!(AuditRecord::decode(&record.key(), &payload[..payload.len() - 1]).is_err());
         assert!(AuditRecord::decode(&record.key()[..9], &payload).is_err());
-        payload[12] = 9;
-        assert!(AuditRecord::decode(&record.key(), &payload).unwrap_err().contains("kind 9"));
+        payload[12] = 10;
+        assert!(AuditRecord::decode(&record.key(), &payload).unwrap_err().contains("kind 10"));
     }
 }

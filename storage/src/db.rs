@@ -127,7 +127,9 @@ const FORMAT_MAGIC: &[u8] = b"coffer-store";
 /// version 4 groups an account's history rows per batch, and writes the
 /// state without the WAL (a version-3 store's history reads wrongly);
 /// version 5 adds the `audit` column family; version 6 tags its keys and
-/// places each batch in time there.
+/// places each batch in time there, gives ledger records their fiscal
+/// section, and renumbers transfer result codes (recorded failures are
+/// stored by code).
 pub const FORMAT_VERSION: u32 = 6;
 
 /// A visitor of verified `(key, payload)` pairs; returns whether to go on.

@@ -60,6 +60,7 @@ fn operation(index: u64) -> Operation {
             scale: 0,
             name: "Won".into(),
             timestamp: 0,
+            ..Default::default()
         }]),
         2 => Operation::CreateAccounts(
             (1..=ACCOUNTS)

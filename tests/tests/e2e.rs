@@ -30,7 +30,7 @@ const REVENUE: u128 = 2;
 const EXPENSE: u128 = 3;
 
 fn krw() -> Ledger {
-    Ledger { id: KRW, currency: "KRW".into(), scale: 0, name: "Korean won".into(), timestamp: 0 }
+    Ledger { id: KRW, currency: "KRW".into(), scale: 0, name: "Korean won".into(), timestamp: 0, ..Default::default() }
 }
 
 fn account(id: u128, kind: AccountKind, flags: AccountFlags) -> Account {

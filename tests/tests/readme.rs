@@ -13,8 +13,8 @@ use coffer_tests::coffer_binary;
 use coffer_tests::dev::DevCluster;
 
 /// The README's shell blocks that run against `coffer dev`, each found by a
-/// command it holds: the quick start, then the command line.
-const BLOCKS: [&str; 2] = ["transfer create --id 10001", "ledger create --id 2"];
+/// command it holds: the quick start, the command line, the treasury's year.
+const BLOCKS: [&str; 3] = ["transfer create --id 10001", "ledger create --id 2", "ledger create --id 9027"];
 /// How long `coffer watch` (which never ends by itself) runs.
 const WATCH_MS: u64 = 2_000;
 

@@ -42,7 +42,13 @@ async fn set_up(cluster: &Cluster) {
     let admin = cluster.client();
     let ledgers: Vec<Ledger> = LEDGERS
         .iter()
-        .map(|&id| Ledger { id, currency: "KRW".into(), scale: 0, name: format!("ledger {}", id.0), timestamp: 0 })
+        .map(|&id| Ledger {
+            id,
+            currency: "KRW".into(),
+            scale: 0,
+            name: format!("ledger {}", id.0),
+            ..Default::default()
+        })
         .collect();
     admin.create_ledgers(&ledgers).await.unwrap();
     let accounts: Vec<Account> =

@@ -153,6 +153,7 @@ impl Layout {
                 scale: 0,
                 name: LEDGER_NAME.into(),
                 timestamp: 0,
+                ..Default::default()
             })
             .collect()
     }

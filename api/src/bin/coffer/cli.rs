@@ -193,8 +193,22 @@ pub struct AuditArgs {
 /// `coffer ledger ...`
 #[derive(Debug, Clone, Subcommand)]
 pub enum LedgerCommand {
-    /// Create a ledger.
+    /// Create a ledger (one fund's fiscal year).
     Create(LedgerCreateArgs),
+    /// Move a ledger's fiscal period forward: open → adjustment (only
+    /// transfers flagged adjustment) → closed (none).
+    Period(LedgerPeriodArgs),
+}
+
+/// `coffer ledger period`
+#[derive(Debug, Clone, Args)]
+pub struct LedgerPeriodArgs {
+    /// The ledger.
+    #[arg(long)]
+    pub id: u32,
+    /// adjustment or closed.
+    #[arg(long, value_parser = parse_name::<proto::Period>)]
+    pub to: proto::Period,
 }
 
 /// `coffer ledger create`
@@ -212,6 +226,21 @@ pub struct LedgerCreateArgs {
     /// A human-readable name, 1 to 64 bytes.
     #[arg(long)]
     pub name: String,
+    /// Budget control: every expenditure must carry, in its linked chain, a
+    /// transfer of the same amount in this budget ledger.
+    #[arg(long, value_name = "LEDGER")]
+    pub budget_ledger: Option<u32>,
+    /// With --budget-ledger: transfer codes MIN-MAX that need a budget leg
+    /// besides expenditures.
+    #[arg(long, value_name = "MIN-MAX", requires = "budget_ledger", value_parser = parse_code_range)]
+    pub budget_codes: Option<(u16, u16)>,
+}
+
+/// Parses `MIN-MAX` (two codes, 1 to 65535).
+fn parse_code_range(text: &str) -> Result<(u16, u16), String> {
+    let (min, max) = text.split_once('-').ok_or_else(|| format!("{text:?} is not MIN-MAX"))?;
+    let code = |part: &str| part.trim().parse::<u16>().map_err(|error| format!("{part:?}: {error}"));
+    Ok((code(min)?, code(max)?))
 }
 
 /// User data of an account or transfer.
@@ -678,6 +707,7 @@ pub async fn run(command: ClientCommand, options: &ClientOptions) -> Result<(), 
     let conn = || Conn::new(&options.addresses, options.timeout_ms, options.stale);
     match command {
         ClientCommand::Ledger(LedgerCommand::Create(args)) => ledger::create_ledger(&conn()?, out, args).await,
+        ClientCommand::Ledger(LedgerCommand::Period(args)) => ledger::set_period(&conn()?, out, args).await,
         ClientCommand::Account(AccountCommand::Create(args)) => ledger::create_account(&conn()?, out, args).await,
         ClientCommand::Account(AccountCommand::Show(args)) => ledger::show_accounts(&conn()?, out, args).await,
         ClientCommand::Account(AccountCommand::History(args)) => ledger::account_history(&conn()?, out, args).await,

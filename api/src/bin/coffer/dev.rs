@@ -692,7 +692,14 @@ struct SampleResults {
 
 /// Creates the ledger and the accounts; `exists` (a re-run) is success.
 async fn create_sample(client: &Client) -> Result<SampleResults, SampleError> {
-    let krw = Ledger { id: KRW, currency: "KRW".into(), scale: 0, name: "Korean won".into(), timestamp: 0 };
+    let krw = Ledger {
+        id: KRW,
+        currency: "KRW".into(),
+        scale: 0,
+        name: "Korean won".into(),
+        timestamp: 0,
+        ..Default::default()
+    };
     let ledger = client.create_ledgers(&[krw]).await?.value;
     let ledger = match ledger.as_slice() {
         [result] if result.is_success() => result.to_string(),
@@ -803,7 +810,14 @@ mod tests {
         let ids: std::collections::BTreeSet<_> = accounts.iter().map(|sample| sample.account.id).collect();
         assert_eq!(ids.len(), accounts.len());
         let mut ledger = coffer_ledger::StateMachine::new(coffer_ledger::MemoryStore::new());
-        let krw = Ledger { id: KRW, currency: "KRW".into(), scale: 0, name: "Korean won".into(), timestamp: 0 };
+        let krw = Ledger {
+            id: KRW,
+            currency: "KRW".into(),
+            scale: 0,
+            name: "Korean won".into(),
+            timestamp: 0,
+            ..Default::default()
+        };
         ledger.create_ledgers(1, &[krw]).unwrap();
         let events: Vec<Account> = accounts.iter().map(|sample| sample.account).collect();
         let results = ledger.create_accounts(10, &events).unwrap();

@@ -15,8 +15,8 @@ use super::view::{
     TransferView, TrialBalanceView,
 };
 use super::{
-    AccountCreateArgs, AccountQueryArgs, BalanceArgs, CliError, FieldArgs, HistoryArgs, LedgerCreateArgs, Out,
-    QueryArgs, RangeArgs, ShowArgs, SidesArg, TransferCreateArgs, TrialBalanceArgs,
+    AccountCreateArgs, AccountQueryArgs, BalanceArgs, CliError, FieldArgs, HistoryArgs, LedgerCreateArgs,
+    LedgerPeriodArgs, Out, QueryArgs, RangeArgs, ShowArgs, SidesArg, TransferCreateArgs, TrialBalanceArgs,
 };
 
 /// Pages one `transfer query` follows (`next_timestamp`) to fill its limit.
@@ -46,14 +46,65 @@ pub(super) fn report_created(
 
 /// `coffer ledger create`
 pub async fn create_ledger(conn: &Conn, out: Out, args: LedgerCreateArgs) -> Result<(), CliError> {
-    let ledger =
-        proto::Ledger { id: args.id, currency: args.currency, scale: args.scale, name: args.name, timestamp: 0 };
+    let budget = args.budget_ledger.map(|ledger| {
+        let (code_min, code_max) = args.budget_codes.unwrap_or_default();
+        proto::BudgetPolicy { ledger, code_min: u32::from(code_min), code_max: u32::from(code_max) }
+    });
+    let ledger = proto::Ledger {
+        id: args.id,
+        currency: args.currency,
+        scale: args.scale,
+        name: args.name,
+        budget,
+        ..Default::default()
+    };
     let ids = [ledger.id.to_string()];
     let message = proto::CreateLedgersRequest { ledgers: vec![ledger] };
     let response = conn
         .call("CreateLedgers", message, |mut client, request| async move { client.create_ledgers(request).await })
         .await?;
     report_created(out, "CreateLedgers", "ledgers", response.served, &ids, &response.results)
+}
+
+/// What `coffer ledger period` did.
+#[derive(Debug, Serialize)]
+struct PeriodReport {
+    ledger: u32,
+    period: String,
+    result: String,
+    node_id: u64,
+    applied_index: u64,
+}
+
+/// `coffer ledger period`
+pub async fn set_period(conn: &Conn, out: Out, args: LedgerPeriodArgs) -> Result<(), CliError> {
+    let change = proto::PeriodChange { ledger: args.id, period: args.to as i32 };
+    let message = proto::SetPeriodsRequest { changes: vec![change] };
+    let response = conn
+        .call("SetPeriods", message, |mut client, request| async move { client.set_periods(request).await })
+        .await?;
+    let served = response.served.unwrap_or_default();
+    let [result] = response.results.as_slice() else {
+        let reason = format!("{} results for 1 change", response.results.len());
+        return Err(CliError::Answer { rpc: "SetPeriods", reason });
+    };
+    let report = PeriodReport {
+        ledger: args.id,
+        period: super::parse::short_name(args.to),
+        result: result.clone(),
+        node_id: served.node_id,
+        applied_index: served.applied_index,
+    };
+    out.emit(&report, |report| {
+        format!(
+            "ledger {} period {}: {} (node {}, log index {})\n",
+            report.ledger, report.period, report.result, report.node_id, report.applied_index
+        )
+    })?;
+    match result.as_str() {
+        "changed" | "unchanged" => Ok(()),
+        _ => Err(CliError::EventsFailed { what: "period changes", failed: 1, total: 1 }),
+    }
 }
 
 /// `coffer account create`

@@ -50,6 +50,7 @@ named! {
     proto::TransferKind => "TRANSFER_KIND_", "transfer kind";
     proto::TransferFlag => "TRANSFER_FLAG_", "transfer flag";
     proto::ChangeKind => "CHANGE_KIND_", "change kind";
+    proto::Period => "PERIOD_", "period";
 }
 
 /// The most values an enum of the protocol has (a bound on listing them).
