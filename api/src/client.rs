@@ -229,6 +229,10 @@ pub struct FeedChange {
     /// Who proposed the batch the change came from (empty for a pending
     /// transfer's expiry, the cluster's own work).
     pub principal: String,
+    /// For a transfer that took a limited account of a budget ledger across
+    /// the ledger's warning share: that account and the share it reached,
+    /// in whole per cent.
+    pub budget_warning: Option<(AccountId, u8)>,
     /// The node that served the change.
     pub node_id: u64,
     /// That node's applied index when it read the change.
@@ -956,7 +960,11 @@ async fn stream_changes(
             cursor: change.timestamp,
             record: change.record,
             balances: change.balances,
-            principal: wire.principal,
+            principal: wire.principal.clone(),
+            budget_warning: wire.budget_warning.as_ref().and_then(|warning| {
+                let account = warning.account_id.parse().ok().map(AccountId)?;
+                Some((account, u8::try_from(warning.share_percent).unwrap_or(u8::MAX)))
+            }),
             node_id: served.node_id,
             applied_index: served.applied_index,
         };

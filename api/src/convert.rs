@@ -20,7 +20,7 @@ use coffer_ledger::{
     Account, AccountBalance, AccountFilter, AccountFlags, AccountId, AccountKind, BalanceTotals, Balances,
     BudgetPolicy, ChangedRecord, CreateAccountResult, CreateLedgerResult, CreateTransferResult, Ledger, LedgerId,
     Period, PeriodChange, QueryFilter, ResolvedChange, SetPeriodResult, Sides, Transfer, TransferBalances,
-    TransferFlags, TransferId, TransferKind, TransferQuery, TrialBalance, BATCH_EVENTS_MAX,
+    TransferFlags, TransferId, TransferKind, TransferQuery, TrialBalance, BATCH_EVENTS_MAX, WARN_PERCENT_MAX,
 };
 
 use crate::proto;
@@ -274,6 +274,9 @@ pub fn ledger_from_wire(index: usize, wire: &proto::Ledger) -> Result<Ledger, Fi
             code_max: parse_code(&field("budget.code_max"), budget.code_max)?,
         },
     };
+    let warn_percent = u8::try_from(wire.warn_percent).map_err(|_| {
+        FieldError::new(field("warn_percent"), format!("{} is more than {WARN_PERCENT_MAX}", wire.warn_percent))
+    })?;
     Ok(Ledger {
         id: LedgerId(wire.id),
         currency: wire.currency.clone(),
@@ -282,6 +285,7 @@ pub fn ledger_from_wire(index: usize, wire: &proto::Ledger) -> Result<Ledger, Fi
         timestamp: wire.timestamp,
         period,
         budget,
+        warn_percent,
     })
 }
 
@@ -299,6 +303,7 @@ pub fn ledger_to_wire(ledger: &Ledger) -> proto::Ledger {
             code_min: u32::from(ledger.budget.code_min),
             code_max: u32::from(ledger.budget.code_max),
         }),
+        warn_percent: u32::from(ledger.warn_percent),
     }
 }
 

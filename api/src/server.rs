@@ -40,9 +40,10 @@ use std::time::Duration;
 use coffer_consensus::raft::StateRole;
 use coffer_consensus::{Applied, MembershipChange, NodeStatus, Outcome, ProposalError, RequestError, StorageError};
 use coffer_ledger::{
-    get_account_balances, get_account_transfers, lookup_accounts, lookup_transfers, query_accounts, query_transfers,
-    read_changes, trial_balance, trial_balance_as_of, AccountId, ChangePage, LedgerId, Operation, OperationResults,
-    QueryError, ResolvedChange, Store, StoreError, TransferId, BATCH_EVENTS_MAX,
+    budget_warning, get_account_balances, get_account_transfers, lookup_accounts, lookup_transfers, query_accounts,
+    query_transfers, read_changes, trial_balance, trial_balance_as_of, AccountFlags, AccountId, ChangePage,
+    ChangedRecord, LedgerId, Operation, OperationResults, QueryError, ResolvedChange, Store, StoreError, TransferId,
+    BATCH_EVENTS_MAX,
 };
 use coffer_security::{Expect, Listener, Security};
 use coffer_storage::audit::principal_at;
@@ -512,6 +513,8 @@ struct FeedPage {
     page: ChangePage,
     /// The principal of each change of the page (empty for none).
     principals: Vec<String>,
+    /// The budget warning each change of the page raised, if any.
+    warnings: Vec<Option<proto::BudgetWarning>>,
     /// The node's last event timestamp when the page was read.
     last_timestamp: u64,
     scales: BTreeMap<LedgerId, u8>,
@@ -548,11 +551,12 @@ impl<N: Node> Feed<N> {
     /// the client went away; the status that ends the feed otherwise.
     async fn serve(&mut self) -> Result<(), Status> {
         loop {
-            let FeedPage { page, principals, last_timestamp, scales, served } = self.read_page().await?;
+            let FeedPage { page, principals, warnings, last_timestamp, scales, served } = self.read_page().await?;
             let amounts = amounts_of(self.unit, &scales);
-            for (change, principal) in page.changes.iter().zip(principals) {
+            for ((change, principal), warning) in page.changes.iter().zip(principals).zip(warnings) {
                 let mut wire = convert::change_to_wire(change, amounts, served);
                 wire.principal = principal;
+                wire.budget_warning = warning;
                 tokio::select! {
                     sent = self.sender.send(Ok(wire)) => {
                         if sent.is_err() {
@@ -585,18 +589,20 @@ impl<N: Node> Feed<N> {
         let read = self.shared.node.read_stale(move |state| {
             let page = read_changes(state, cursor, ledger, FEED_PAGE_CHANGES)?;
             let principals = principals_of(state, &page.changes).map_err(StoreError::from)?;
+            let warnings = budget_warnings_of(state, &page.changes)?;
             let scales = match decimal {
                 true => scales_of(state, page.changes.iter().map(|change| change.record.ledger()).collect())?,
                 false => BTreeMap::new(),
             };
-            Ok::<_, QueryError>((page, principals, state.last_timestamp()?, scales))
+            Ok::<_, QueryError>((page, principals, warnings, state.last_timestamp()?, scales))
         });
         let deadline = self.shared.deadline(&MetadataMap::new());
         let (index, found) =
             deadline.run("the feed's read", false, read).await?.map_err(|error| self.shared.fail(&error))?;
-        let (page, principals, last_timestamp, scales) = found.map_err(|error| status::query_error(&error))?;
+        let (page, principals, warnings, last_timestamp, scales) =
+            found.map_err(|error| status::query_error(&error))?;
         let served = proto::Served { node_id: self.shared.id(), applied_index: index, stale: true };
-        Ok(FeedPage { page, principals, last_timestamp, scales, served })
+        Ok(FeedPage { page, principals, warnings, last_timestamp, scales, served })
     }
 }
 
@@ -616,6 +622,49 @@ fn principals_of<S: BatchPrincipals + ?Sized>(
     };
     let spans = state.batch_spans(first.timestamp, last.timestamp)?;
     Ok(changes.iter().map(|change| principal_at(&spans, change.timestamp).unwrap_or_default().to_owned()).collect())
+}
+
+/// The budget warning each of `changes` raised: a new transfer that took
+/// its debit account across its ledger's warning share (the rule the state
+/// machine counts by, [`coffer_ledger::budget_warning`], applied to the
+/// balances the change carries).
+fn budget_warnings_of<S: Store + ?Sized>(
+    state: &S,
+    changes: &[ResolvedChange],
+) -> Result<Vec<Option<proto::BudgetWarning>>, StoreError> {
+    let mut warn_percents = BTreeMap::new();
+    let mut warnings = Vec::with_capacity(changes.len());
+    for change in changes {
+        let warning = match (&change.record, &change.balances) {
+            (ChangedRecord::TransferCreated(transfer), Some(balances)) if !transfer.flags.is_post_or_void() => {
+                let warn_percent = match warn_percents.get(&transfer.ledger) {
+                    Some(warn_percent) => *warn_percent,
+                    None => {
+                        let warn_percent = state.ledger(transfer.ledger)?.map_or(0, |ledger| ledger.warn_percent);
+                        warn_percents.insert(transfer.ledger, warn_percent);
+                        warn_percent
+                    }
+                };
+                let debit = &balances.debit;
+                let after = debit.debits_pending.saturating_add(debit.debits_posted);
+                let flags = match warn_percent {
+                    0 => AccountFlags::NONE,
+                    _ => state.account(transfer.debit_account_id)?.map_or(AccountFlags::NONE, |account| account.flags),
+                };
+                let before = after.saturating_sub(transfer.amount);
+                budget_warning(warn_percent, flags, before, after, debit.credits_posted).map(|share| {
+                    proto::BudgetWarning {
+                        account_id: transfer.debit_account_id.0.to_string(),
+                        share_percent: u32::from(share),
+                        warn_percent: u32::from(warn_percent),
+                    }
+                })
+            }
+            _ => None,
+        };
+        warnings.push(warning);
+    }
+    Ok(warnings)
 }
 
 /// The scales of those of `ledgers` that exist.

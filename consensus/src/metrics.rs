@@ -20,6 +20,7 @@
 //! | `coffer_raft_snapshots_installed_total` | counter | snapshots installed from a leader |
 //! | `coffer_consensus_proposal_events` | histogram | events per proposal (a client's batch) |
 //! | `coffer_consensus_entry_events` | histogram | events per applied entry (a group-commit batch) |
+//! | `coffer_budget_warnings_total` | counter | transfers that took an appropriation across its ledger's warning share (the same on every replica) |
 //! | `coffer_consensus_queue_proposals` | gauge | proposals waiting in the group-commit queue |
 //! | `coffer_consensus_queue_events` | gauge | events waiting in the group-commit queue |
 //! | `coffer_consensus_requests_waiting` | gauge | requests waiting for the driver |
@@ -38,12 +39,16 @@ use metrics::{
 #[derive(Clone, Debug)]
 pub(crate) struct ReplicaMetrics {
     pub(crate) entry_events: Histogram,
+    pub(crate) budget_warnings: Counter,
 }
 
 impl ReplicaMetrics {
     pub(crate) fn new(node: u64) -> Self {
         let node = node.to_string();
-        Self { entry_events: histogram!("coffer_consensus_entry_events", "node" => node) }
+        Self {
+            entry_events: histogram!("coffer_consensus_entry_events", "node" => node.clone()),
+            budget_warnings: counter!("coffer_budget_warnings_total", "node" => node),
+        }
     }
 }
 
@@ -83,6 +88,10 @@ fn describe() {
     describe_counter!("coffer_raft_snapshots_installed_total", "Snapshots installed from a leader");
     describe_histogram!("coffer_consensus_proposal_events", "Events per proposal (a client's batch)");
     describe_histogram!("coffer_consensus_entry_events", "Events per applied entry (a group-commit batch)");
+    describe_counter!(
+        "coffer_budget_warnings_total",
+        "Transfers that took an appropriation across its ledger's warning share"
+    );
     describe_gauge!("coffer_consensus_queue_proposals", "Proposals waiting in the group-commit queue");
     describe_gauge!("coffer_consensus_queue_events", "Events waiting in the group-commit queue");
     describe_gauge!("coffer_consensus_requests_waiting", "Requests waiting for the node's driver");

@@ -1042,6 +1042,9 @@ impl<S: ReplicaStorage> Replica<S> {
         };
         let audit = audit_records(entry.index, &command, write_set.as_ref());
         self.raw.mut_store().apply_audited(write_set.as_ref(), applied, &audit)?;
+        if let Some(warnings) = write_set.as_ref().map(|write_set| write_set.budget_warnings).filter(|n| *n > 0) {
+            self.metrics.budget_warnings.increment(u64::from(warnings));
+        }
         if command.proposer != self.id() {
             return Ok(());
         }

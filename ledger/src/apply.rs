@@ -68,8 +68,8 @@ use crate::batch::{Batch, Savepoint};
 use crate::flags::{AccountFlags, TransferFlags};
 use crate::ids::LedgerId;
 use crate::model::{
-    Account, Ledger, PendingState, PendingStatus, Period, PeriodChange, Transfer, BATCH_EVENTS_MAX, EXPIRE_EVENTS_MAX,
-    LEDGER_CURRENCY_LEN_MAX, LEDGER_NAME_LEN_MAX, LEDGER_SCALE_MAX, NS_PER_S,
+    budget_warning, Account, Ledger, PendingState, PendingStatus, Period, PeriodChange, Transfer, BATCH_EVENTS_MAX,
+    EXPIRE_EVENTS_MAX, LEDGER_CURRENCY_LEN_MAX, LEDGER_NAME_LEN_MAX, LEDGER_SCALE_MAX, NS_PER_S, WARN_PERCENT_MAX,
 };
 use crate::results::{CreateAccountResult, CreateLedgerResult, CreateTransferResult, SetPeriodResult};
 use crate::store::{Store, StoreError, WriteSet};
@@ -368,7 +368,7 @@ fn create_ledger<S: Store + ?Sized>(
             R::ExistsWithDifferentScale
         } else if l.name != existing.name {
             R::ExistsWithDifferentName
-        } else if l.budget != existing.budget {
+        } else if l.budget != existing.budget || l.warn_percent != existing.warn_percent {
             R::ExistsWithDifferentBudget
         } else {
             R::Exists
@@ -406,6 +406,9 @@ fn create_ledger<S: Store + ?Sized>(
     }
     if budget.is_set() && batch.ledger(budget.ledger)?.is_none() {
         return Ok(R::BudgetLedgerNotFound);
+    }
+    if l.warn_percent > WARN_PERCENT_MAX {
+        return Ok(R::WarnPercentMustNotExceedMax);
     }
     batch.insert_ledger(Ledger { timestamp, ..l.clone() });
     Ok(R::Created)
@@ -525,9 +528,9 @@ fn missing_budget_legs<S: Store + ?Sized>(
             if t.flags.is_post_or_void() || t.ledger.0 == 0 {
                 continue;
             }
-            if let Some((_, budget)) = batch.ledger_rules(t.ledger)? {
-                if budget.needs_leg(t.kind, t.code) {
-                    needs.push((offset, budget.ledger));
+            if let Some(rules) = batch.ledger_rules(t.ledger)? {
+                if rules.budget.needs_leg(t.kind, t.code) {
+                    needs.push((offset, rules.budget.ledger));
                 }
             }
         }
@@ -564,7 +567,7 @@ fn period_refusal<S: Store + ?Sized>(
     ledger: LedgerId,
     flags: TransferFlags,
 ) -> Result<Option<CreateTransferResult>, StoreError> {
-    Ok(match batch.ledger_rules(ledger)?.map(|(period, _)| period) {
+    Ok(match batch.ledger_rules(ledger)?.map(|rules| rules.period) {
         Some(Period::Closed) => Some(CreateTransferResult::LedgerPeriodClosed),
         Some(Period::Adjustment) if !flags.contains(TransferFlags::ADJUSTMENT) => {
             Some(CreateTransferResult::LedgerPeriodInAdjustment)
@@ -832,6 +835,11 @@ fn create_new_transfer<S: Store + ?Sized>(
     }
 
     // Every check passed: the arithmetic below cannot overflow.
+    let warn_percent = batch.ledger_rules(t.ledger)?.map_or(0, |rules| rules.warn_percent);
+    let debits_before = dr.debits_pending + dr.debits_posted;
+    if budget_warning(warn_percent, dr.flags, debits_before, debits_before + amount, dr.credits_posted).is_some() {
+        batch.count_budget_warning();
+    }
     if pending {
         dr.debits_pending += amount;
         cr.credits_pending += amount;

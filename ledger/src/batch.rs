@@ -42,6 +42,18 @@ pub(crate) struct Savepoint {
     account_transfers: usize,
     balances: usize,
     changes: usize,
+    budget_warnings: u32,
+}
+
+/// What the transfers of a ledger are checked against.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LedgerRules {
+    /// The ledger's fiscal period.
+    pub(crate) period: Period,
+    /// Its budget control.
+    pub(crate) budget: BudgetPolicy,
+    /// Its warning share (for a budget ledger).
+    pub(crate) warn_percent: u8,
 }
 
 /// The overlay of one batch over a store.
@@ -54,7 +66,10 @@ pub(crate) struct Batch<'s, S: Store + ?Sized> {
     ledgers: Vec<Ledger>,
     /// The period and budget policy of each ledger a transfer named (few
     /// per batch: a list, read once each).
-    ledger_rules: Vec<(LedgerId, Option<(Period, BudgetPolicy)>)>,
+    ledger_rules: Vec<(LedgerId, Option<LedgerRules>)>,
+    /// Transfers that crossed a budget warning share (see
+    /// [`crate::budget_warning`]).
+    budget_warnings: u32,
     /// Every account the batch touched, densely, so the hot path indexes a
     /// vector instead of hashing an id on each read and write.
     accounts: Vec<Slot>,
@@ -87,6 +102,7 @@ impl<'s, S: Store + ?Sized> Batch<'s, S> {
             undo: Vec::new(),
             ledgers: Vec::new(),
             ledger_rules: Vec::new(),
+            budget_warnings: 0,
             accounts: Vec::with_capacity(touched),
             account_index,
             accounts_dirty: Vec::with_capacity(touched),
@@ -110,14 +126,23 @@ impl<'s, S: Store + ?Sized> Batch<'s, S> {
         }
     }
 
-    /// The period and budget policy of ledger `id`, if it exists.
-    pub(crate) fn ledger_rules(&mut self, id: LedgerId) -> Result<Option<(Period, BudgetPolicy)>, StoreError> {
+    /// The period, budget policy and warning share of ledger `id`, if it exists.
+    pub(crate) fn ledger_rules(&mut self, id: LedgerId) -> Result<Option<LedgerRules>, StoreError> {
         if let Some((_, rules)) = self.ledger_rules.iter().find(|(ledger, _)| *ledger == id) {
             return Ok(*rules);
         }
-        let rules = self.ledger(id)?.map(|ledger| (ledger.period, ledger.budget));
+        let rules = self.ledger(id)?.map(|ledger| LedgerRules {
+            period: ledger.period,
+            budget: ledger.budget,
+            warn_percent: ledger.warn_percent,
+        });
         self.ledger_rules.push((id, rules));
         Ok(rules)
+    }
+
+    /// Counts a transfer that crossed a budget warning share.
+    pub(crate) fn count_budget_warning(&mut self) {
+        self.budget_warnings += 1;
     }
 
     /// Replaces an existing ledger (its period moved).
@@ -285,6 +310,7 @@ impl<'s, S: Store + ?Sized> Batch<'s, S> {
             account_transfers: self.account_transfers.len(),
             balances: self.balances.len(),
             changes: self.changes.len(),
+            budget_warnings: self.budget_warnings,
         }
     }
 
@@ -320,6 +346,7 @@ impl<'s, S: Store + ?Sized> Batch<'s, S> {
         self.account_transfers.truncate(savepoint.account_transfers);
         self.balances.truncate(savepoint.balances);
         self.changes.truncate(savepoint.changes);
+        self.budget_warnings = savepoint.budget_warnings;
     }
 
     /// Everything the batch changed, as final values, with the digest sum's
@@ -390,6 +417,7 @@ impl<'s, S: Store + ?Sized> Batch<'s, S> {
             account_transfers: self.account_transfers,
             balances: self.balances,
             changes: self.changes,
+            budget_warnings: self.budget_warnings,
         })
     }
 }

@@ -388,11 +388,12 @@ pub fn encode_ledger(ledger: &Ledger, out: &mut Vec<u8>) {
     out.extend_from_slice(&ledger.budget.ledger.0.to_be_bytes());
     out.extend_from_slice(&ledger.budget.code_min.to_be_bytes());
     out.extend_from_slice(&ledger.budget.code_max.to_be_bytes());
+    out.push(ledger.warn_percent);
 }
 
 /// Bytes of a ledger's fiscal section: period u8, budget ledger u32, budget
-/// codes u16 × 2.
-const LEDGER_FISCAL_SIZE: usize = 1 + 4 + 2 + 2;
+/// codes u16 × 2, warning share u8.
+const LEDGER_FISCAL_SIZE: usize = 1 + 4 + 2 + 2 + 1;
 
 /// Decodes a ledger written by [`encode_ledger`].
 pub fn decode_ledger(bytes: &[u8]) -> Result<Ledger, DecodeError> {
@@ -416,8 +417,8 @@ pub fn decode_ledger(bytes: &[u8]) -> Result<Ledger, DecodeError> {
     };
     let currency = text("currency")?;
     let name = text("name")?;
-    let (period, budget) = match rest.len() {
-        0 => (Period::Open, BudgetPolicy::default()),
+    let (period, budget, warn_percent) = match rest.len() {
+        0 => (Period::Open, BudgetPolicy::default(), 0),
         LEDGER_FISCAL_SIZE => {
             let mut r = Reader { bytes: rest };
             let code = r.u8();
@@ -426,14 +427,15 @@ pub fn decode_ledger(bytes: &[u8]) -> Result<Ledger, DecodeError> {
                 field: "period",
                 value: u64::from(code),
             })?;
-            (period, BudgetPolicy { ledger: LedgerId(r.u32()), code_min: r.u16(), code_max: r.u16() })
+            let budget = BudgetPolicy { ledger: LedgerId(r.u32()), code_min: r.u16(), code_max: r.u16() };
+            (period, budget, r.u8())
         }
         _ => {
             let expected = bytes.len() - rest.len() + LEDGER_FISCAL_SIZE;
             return Err(DecodeError::Length { record, expected, actual: bytes.len() });
         }
     };
-    Ok(Ledger { id, currency, scale, name, timestamp, period, budget })
+    Ok(Ledger { id, currency, scale, name, timestamp, period, budget, warn_percent })
 }
 
 #[cfg(test)]
@@ -500,13 +502,14 @@ mod tests {
             timestamp: 9,
             period: Period::Adjustment,
             budget: BudgetPolicy { ledger: LedgerId(4), code_min: 7, code_max: 9 },
+            warn_percent: 90,
         };
         let mut bytes = Vec::new();
         encode_ledger(&ledger, &mut bytes);
         assert_eq!(decode_ledger(&bytes), Ok(ledger.clone()));
         // A record written before periods existed: open, no budget control.
         let legacy = &bytes[..bytes.len() - LEDGER_FISCAL_SIZE];
-        let open = Ledger { period: Period::Open, budget: BudgetPolicy::default(), ..ledger };
+        let open = Ledger { period: Period::Open, budget: BudgetPolicy::default(), warn_percent: 0, ..ledger };
         assert_eq!(decode_ledger(legacy), Ok(open));
         let mut bad_period = bytes.clone();
         let at = bad_period.len() - LEDGER_FISCAL_SIZE;

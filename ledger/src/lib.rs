@@ -66,10 +66,10 @@ pub use flags::{AccountFlags, TransferFlags};
 pub use ids::{AccountId, LedgerId, TransferId};
 pub use memory::MemoryStore;
 pub use model::{
-    Account, AccountBalance, AccountKind, AccountTransfer, Balances, BudgetPolicy, Change, ChangeKind, ChangedRecord,
-    CodeTotals, Ledger, PendingState, PendingStatus, Period, PeriodChange, ResolvedChange, Side, Total, TotalsEntry,
-    Transfer, TransferBalances, TransferKind, BATCH_EVENTS_MAX, EXPIRE_EVENTS_MAX, LEDGER_CURRENCY_LEN_MAX,
-    LEDGER_NAME_LEN_MAX, LEDGER_SCALE_MAX, NS_PER_S,
+    budget_warning, Account, AccountBalance, AccountKind, AccountTransfer, Balances, BudgetPolicy, Change, ChangeKind,
+    ChangedRecord, CodeTotals, Ledger, PendingState, PendingStatus, Period, PeriodChange, ResolvedChange, Side, Total,
+    TotalsEntry, Transfer, TransferBalances, TransferKind, BATCH_EVENTS_MAX, EXPIRE_EVENTS_MAX,
+    LEDGER_CURRENCY_LEN_MAX, LEDGER_NAME_LEN_MAX, LEDGER_SCALE_MAX, NS_PER_S, WARN_PERCENT_MAX,
 };
 pub use query::{
     balance_as_of, get_account_balances, get_account_transfers, lookup_accounts, lookup_transfers, query_accounts,

@@ -42,6 +42,43 @@ pub struct Ledger {
     /// The budget control its transfers are under (none by default); set
     /// when the ledger is created and fixed for its life.
     pub budget: BudgetPolicy,
+    /// For a budget ledger: the share of an appropriation (a limited
+    /// account's credits posted), in per cent, at which a transfer charging
+    /// it raises a warning ([`budget_warning`]); `0`: none. At most 100.
+    pub warn_percent: u8,
+}
+
+/// The most a ledger's `warn_percent` may be.
+pub const WARN_PERCENT_MAX: u8 = 100;
+
+/// Whether a transfer that took the debits (pending + posted) of an account
+/// from `debits_before` to `debits_after` crosses the warning share
+/// `warn_percent` of its `credits_posted`: the share it reached, in whole
+/// per cent, if the account is limited (`debits_must_not_exceed_credits`),
+/// holds credits, and was below the share before and is at or above it
+/// after. Each crossing warns once; a void that falls back below re-arms it.
+pub fn budget_warning(
+    warn_percent: u8,
+    flags: AccountFlags,
+    debits_before: u128,
+    debits_after: u128,
+    credits_posted: u128,
+) -> Option<u8> {
+    if warn_percent == 0 || credits_posted == 0 || !flags.contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS) {
+        return None;
+    }
+    // ceil(credits_posted × warn_percent / 100), without overflow.
+    let percent = u128::from(warn_percent.min(WARN_PERCENT_MAX));
+    let threshold = credits_posted / 100 * percent + (credits_posted % 100 * percent).div_ceil(100);
+    if debits_before >= threshold || debits_after < threshold {
+        return None;
+    }
+    // The share reached, in whole per cent (at most 100 while the limit holds).
+    let share = match debits_after.checked_mul(100) {
+        Some(hundredfold) => hundredfold / credits_posted,
+        None => debits_after / (credits_posted / 100).max(1),
+    };
+    Some(u8::try_from(share.min(u128::from(WARN_PERCENT_MAX))).unwrap_or(WARN_PERCENT_MAX))
 }
 
 /// Where a ledger's fiscal period stands. A ledger stands for one fund's

@@ -70,7 +70,8 @@ result_codes! {
         ExistsWithDifferentScale = "exists_with_different_scale",
         /// A ledger with this id exists with another name.
         ExistsWithDifferentName = "exists_with_different_name",
-        /// A ledger with this id exists with another budget policy.
+        /// A ledger with this id exists with another budget policy or
+        /// warning share.
         ExistsWithDifferentBudget = "exists_with_different_budget",
         /// The same ledger exists already: a safe retry.
         Exists = "exists",
@@ -91,6 +92,8 @@ result_codes! {
         BudgetCodesMustBeValid = "budget_codes_must_be_valid",
         /// No ledger has the id in `budget.ledger`.
         BudgetLedgerNotFound = "budget_ledger_not_found",
+        /// `warn_percent` must not exceed 100.
+        WarnPercentMustNotExceedMax = "warn_percent_must_not_exceed_max",
     }
 }
 

@@ -159,6 +159,9 @@ pub struct WriteSet {
     /// New entries of the change log, in timestamp order: one per ledger,
     /// account and transfer created and per pending transfer expired.
     pub changes: Vec<Change>,
+    /// Transfers that crossed a budget ledger's warning share (see
+    /// [`crate::budget_warning`]): for metrics; the change feed shows each.
+    pub budget_warnings: u32,
 }
 
 /// The ledger's state, as the state machine sees it.

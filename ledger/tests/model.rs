@@ -359,7 +359,7 @@ impl Model {
                 (l.currency != e.currency, R::ExistsWithDifferentCurrency),
                 (l.scale != e.scale, R::ExistsWithDifferentScale),
                 (l.name != e.name, R::ExistsWithDifferentName),
-                (l.budget != e.budget, R::ExistsWithDifferentBudget),
+                (l.budget != e.budget || l.warn_percent != e.warn_percent, R::ExistsWithDifferentBudget),
             ];
             return first_broken(&differences).unwrap_or(R::Exists);
         }
@@ -378,6 +378,7 @@ impl Model {
                 R::BudgetCodesMustBeValid,
             ),
             (l.budget.ledger.0 != 0 && !self.ledgers.contains_key(&l.budget.ledger), R::BudgetLedgerNotFound),
+            (l.warn_percent > 100, R::WarnPercentMustNotExceedMax),
         ];
         if let Some(result) = first_broken(&fields) {
             return result;
@@ -1345,8 +1346,9 @@ fn ledger_strategy() -> impl Strategy<Value = Ledger> {
         1 => Just((Some(0), 1, 1)),
         1 => Just((Some(9), 0, 0)),
     ];
-    let random = (id, currency, scale, name, timestamp, (period, budget)).prop_map(
-        |(id, currency, scale, name, timestamp, (period, (budget_ledger, code_min, code_max)))| Ledger {
+    let warn_percent = prop_oneof![10 => Just(0u8), 2 => Just(90), 1 => Just(101)];
+    let random = (id, currency, scale, name, timestamp, (period, budget, warn_percent)).prop_map(
+        |(id, currency, scale, name, timestamp, (period, (budget_ledger, code_min, code_max), warn_percent))| Ledger {
             id: LedgerId(id),
             currency: currency.to_string(),
             scale,
@@ -1354,6 +1356,7 @@ fn ledger_strategy() -> impl Strategy<Value = Ledger> {
             timestamp,
             period,
             budget: BudgetPolicy { ledger: LedgerId(budget_ledger.unwrap_or(id)), code_min, code_max },
+            warn_percent,
         },
     );
     // A retry of the setup's ledger 2, as it was sent.

@@ -13,10 +13,10 @@ use std::cell::RefCell;
 use std::collections::BTreeSet;
 
 use coffer_ledger::{
-    balance_as_of, get_account_balances, get_account_transfers, lookup_accounts, lookup_transfers, trial_balance,
-    Account, AccountBalance, AccountFilter, AccountFlags, AccountId, AccountKind, BalanceTotals, BudgetPolicy,
-    CreateAccountResult, CreateLedgerResult, CreateTransferResult, ExpireResult, Ledger, LedgerId, MemoryStore,
-    PendingState, Period, PeriodChange, QueryError, SetPeriodResult, Sides, StateMachine, Store, Transfer,
+    balance_as_of, budget_warning, get_account_balances, get_account_transfers, lookup_accounts, lookup_transfers,
+    trial_balance, Account, AccountBalance, AccountFilter, AccountFlags, AccountId, AccountKind, BalanceTotals,
+    BudgetPolicy, CreateAccountResult, CreateLedgerResult, CreateTransferResult, ExpireResult, Ledger, LedgerId,
+    MemoryStore, PendingState, Period, PeriodChange, QueryError, SetPeriodResult, Sides, StateMachine, Store, Transfer,
     TransferFlags, TransferId, TransferKind, BATCH_EVENTS_MAX, EXPIRE_EVENTS_MAX, NS_PER_S,
 };
 
@@ -2275,6 +2275,10 @@ fn rule_tests() -> Vec<(Produced, fn())> {
             L(LedgerResult::BudgetLedgerNotFound),
             budget_ledger_that_does_not_exist_is_rejected_as_budget_ledger_not_found,
         ),
+        (
+            L(LedgerResult::WarnPercentMustNotExceedMax),
+            warning_share_over_100_is_rejected_as_warn_percent_must_not_exceed_max,
+        ),
     ]
 }
 
@@ -2364,6 +2368,34 @@ fn budget_ledger_that_does_not_exist_is_rejected_as_budget_ledger_not_found() {
     let mut books = Books::empty();
     let result = books.create_ledger(Ledger { budget: BudgetPolicy { ledger: BUDGET, ..Default::default() }, ..krw() });
     assert_eq!(result, LedgerResult::BudgetLedgerNotFound);
+}
+
+#[test]
+fn warning_share_over_100_is_rejected_as_warn_percent_must_not_exceed_max() {
+    let mut books = Books::empty();
+    let result = books.create_ledger(Ledger { warn_percent: 101, ..budget_ledger() });
+    assert_eq!(result, LedgerResult::WarnPercentMustNotExceedMax);
+    assert_eq!(books.create_ledger(Ledger { warn_percent: 100, ..budget_ledger() }), LedgerResult::Created);
+}
+
+#[test]
+fn a_budget_warning_is_raised_once_when_the_share_is_crossed() {
+    let limited = AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS;
+    // 90 % of 1,000 is 900: crossing it warns, with the share reached.
+    assert_eq!(budget_warning(90, limited, 899, 900, 1_000), Some(90));
+    assert_eq!(budget_warning(90, limited, 500, 1_000, 1_000), Some(100));
+    assert_eq!(budget_warning(90, limited, 900, 950, 1_000), None, "already past: warned before");
+    assert_eq!(budget_warning(90, limited, 100, 899, 1_000), None, "not yet");
+    assert_eq!(budget_warning(0, limited, 0, 1_000, 1_000), None, "no share set");
+    assert_eq!(budget_warning(90, AccountFlags::NONE, 0, 1_000, 1_000), None, "not an appropriation");
+    assert_eq!(budget_warning(90, limited, 0, 1, 0), None, "nothing appropriated");
+    // The share rounds up: 90 % of 15 is 13.5, so 14 crosses it, 13 does not.
+    assert_eq!(budget_warning(90, limited, 0, 13, 15), None);
+    assert_eq!(budget_warning(90, limited, 0, 14, 15), Some(93));
+    // Amounts near u128::MAX neither overflow nor wrap.
+    let huge = u128::MAX;
+    assert_eq!(budget_warning(90, limited, 0, huge, huge), Some(100));
+    assert_eq!(budget_warning(90, limited, 0, huge / 100 * 89, huge), None);
 }
 
 #[test]

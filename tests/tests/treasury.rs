@@ -60,11 +60,34 @@ fn linked(transfer: Transfer) -> Transfer {
     Transfer { flags: transfer.flags.with(TransferFlags::LINKED), ..transfer }
 }
 
+/// The timestamp (feed cursor) of transfer `id`.
+async fn warned_cursor(client: &Client, id: u128) -> u64 {
+    let found = client.lookup_transfers(&[TransferId(id)]).await.unwrap().value;
+    found[0].expect("the transfer exists").timestamp
+}
+
+/// The Prometheus text a node's metrics endpoint serves.
+fn scrape(address: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(stream, "GET /metrics HTTP/1.0\r\nHost: {address}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
 /// The two ledgers, their accounts, and the appropriation.
 async fn set_up(client: &Client) {
     let budget = BudgetPolicy { ledger: BUDGET, ..Default::default() };
     let ledgers = [
-        Ledger { id: BUDGET, currency: "KRW".into(), name: "Budget FY2026".into(), ..Default::default() },
+        Ledger {
+            id: BUDGET,
+            currency: "KRW".into(),
+            name: "Budget FY2026".into(),
+            warn_percent: 90,
+            ..Default::default()
+        },
         Ledger {
             id: FY2026,
             currency: "KRW".into(),
@@ -100,9 +123,23 @@ async fn budget_control_and_fiscal_periods_hold_on_every_node() {
     // With its leg, both post.
     let paid = client.create_transfers(&[linked(payment(101, 400_000)), leg(102, 400_000)]).await.unwrap();
     assert_eq!(paid.value, [R::Created, R::Created]);
+    // Past 90 % of the appropriation: a warning, in the change feed of the
+    // budget ledger (on the leg that crossed it) and in every node's metrics.
+    let warned = client.create_transfers(&[linked(payment(110, 500_000)), leg(111, 500_000)]).await.unwrap();
+    assert_eq!(warned.value, [R::Created, R::Created]);
+    let mut feed = client.subscribe_changes(0, BUDGET).unwrap();
+    let crossing = loop {
+        let next = tokio::time::timeout(Duration::from_secs(20), feed.next()).await;
+        let change = next.expect("a change within 20 s").expect("the feed goes on").unwrap();
+        if change.cursor >= warned_cursor(&client, 111).await {
+            break change;
+        }
+        assert_eq!(change.budget_warning, None, "only the crossing warns: {change:?}");
+    };
+    assert_eq!(crossing.budget_warning, Some((APPROPRIATION, 90)), "{crossing:?}");
     // Beyond what is left of the appropriation the leg fails, and the
     // payment with it.
-    let beyond = client.create_transfers(&[linked(payment(103, 600_001)), leg(104, 600_001)]).await.unwrap();
+    let beyond = client.create_transfers(&[linked(payment(103, 100_001)), leg(104, 100_001)]).await.unwrap();
     assert_eq!(beyond.value, [R::LinkedEventFailed, R::ExceedsCredits]);
 
     // The closing-adjustment period, from the command line: only
@@ -135,19 +172,22 @@ async fn budget_control_and_fiscal_periods_hold_on_every_node() {
     // Every node holds the same: the posted payments, the appropriation
     // charged by exactly them, and the period changes in the audit trail.
     let index = reopen.applied_index;
-    let expected = [false, true, true, false, false, false, false, true, true, false];
+    let expected = [false, true, true, false, false, false, false, true, true, false, true, true];
     for (id, node) in &cluster.nodes {
         cluster.wait_applied(*id, index, Duration::from_secs(10)).await;
         // This node's own state (a stale read is served where it is asked).
         let here = client_of(vec![node.addresses.api.clone()]).with_stale_reads(true);
-        let ids: Vec<TransferId> = (100..=109).map(TransferId).collect();
+        let ids: Vec<TransferId> = (100..=111).map(TransferId).collect();
         let found = here.lookup_transfers(&ids).await.unwrap();
         assert_eq!(found.node_id, *id);
         let found = found.value;
         assert_eq!(found.iter().map(Option::is_some).collect::<Vec<_>>(), expected, "node {id}");
         let accounts = here.lookup_accounts(&[APPROPRIATION]).await.unwrap().value;
         let appropriation = accounts[0].expect("the appropriation account");
-        assert_eq!((appropriation.debits_posted, appropriation.credits_posted), (401_000, APPROPRIATED), "node {id}");
+        assert_eq!((appropriation.debits_posted, appropriation.credits_posted), (901_000, APPROPRIATED), "node {id}");
+        let metrics = scrape(&node.addresses.metrics);
+        let warnings = metrics.lines().find(|line| line.starts_with("coffer_budget_warnings_total"));
+        assert!(warnings.is_some_and(|line| line.ends_with(" 1")), "node {id}: {warnings:?}");
         let trail = client.list_audit_at(&node.addresses.api, 0, 100).await.unwrap().value;
         let periods: Vec<_> = trail.iter().filter(|record| record.kind == "periods").collect();
         assert_eq!(periods.len(), 4, "node {id}: {trail:#?}");

@@ -234,6 +234,10 @@ pub struct LedgerCreateArgs {
     /// besides expenditures.
     #[arg(long, value_name = "MIN-MAX", requires = "budget_ledger", value_parser = parse_code_range)]
     pub budget_codes: Option<(u16, u16)>,
+    /// For a budget ledger: warn (change feed, metrics) when a transfer
+    /// charges an appropriation past this share of it, in per cent.
+    #[arg(long, value_name = "PERCENT", default_value_t = 0)]
+    pub warn_percent: u32,
 }
 
 /// Parses `MIN-MAX` (two codes, 1 to 65535).

@@ -56,6 +56,7 @@ pub async fn create_ledger(conn: &Conn, out: Out, args: LedgerCreateArgs) -> Res
         scale: args.scale,
         name: args.name,
         budget,
+        warn_percent: args.warn_percent,
         ..Default::default()
     };
     let ids = [ledger.id.to_string()];

@@ -218,6 +218,17 @@ pub struct ChangeView {
     /// Who proposed the batch it came from (empty for an expiry).
     #[serde(skip_serializing_if = "String::is_empty")]
     pub principal: String,
+    /// An appropriation charged past its ledger's warning share.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget_warning: Option<BudgetWarningView>,
+}
+
+/// An appropriation charged past its ledger's warning share.
+#[derive(Debug, Clone, Serialize)]
+pub struct BudgetWarningView {
+    pub account_id: String,
+    pub share_percent: u32,
+    pub warn_percent: u32,
 }
 
 impl From<&proto::Change> for ChangeView {
@@ -232,6 +243,11 @@ impl From<&proto::Change> for ChangeView {
             debit_account_balance: change.debit_account_balance.as_ref().map(BalanceView::from),
             credit_account_balance: change.credit_account_balance.as_ref().map(BalanceView::from),
             principal: change.principal.clone(),
+            budget_warning: change.budget_warning.as_ref().map(|warning| BudgetWarningView {
+                account_id: warning.account_id.clone(),
+                share_percent: warning.share_percent,
+                warn_percent: warning.warn_percent,
+            }),
         }
     }
 }
@@ -273,7 +289,14 @@ impl ChangeView {
             "" => String::new(),
             principal => format!(" by {principal}"),
         };
-        format!("{} {} {} {what}{by}", self.cursor, format_timestamp(self.cursor), self.kind)
+        let warning = match &self.budget_warning {
+            None => String::new(),
+            Some(warning) => format!(
+                " WARNING budget account {} at {}% (warns at {}%)",
+                warning.account_id, warning.share_percent, warning.warn_percent
+            ),
+        };
+        format!("{} {} {} {what}{by}{warning}", self.cursor, format_timestamp(self.cursor), self.kind)
     }
 }
 
