@@ -684,6 +684,11 @@ fn sample_accounts() -> Vec<SampleAccount> {
     accounts
 }
 
+/// The sample treasury's ledger: 1, Korean won.
+fn sample_ledger() -> Ledger {
+    Ledger { id: KRW, currency: "KRW".into(), scale: 0, name: "Korean won".into(), ..Default::default() }
+}
+
 /// What creating the sample answered: the ledger's result, then each account's.
 struct SampleResults {
     ledger: String,
@@ -692,15 +697,7 @@ struct SampleResults {
 
 /// Creates the ledger and the accounts; `exists` (a re-run) is success.
 async fn create_sample(client: &Client) -> Result<SampleResults, SampleError> {
-    let krw = Ledger {
-        id: KRW,
-        currency: "KRW".into(),
-        scale: 0,
-        name: "Korean won".into(),
-        timestamp: 0,
-        ..Default::default()
-    };
-    let ledger = client.create_ledgers(&[krw]).await?.value;
+    let ledger = client.create_ledgers(&[sample_ledger()]).await?.value;
     let ledger = match ledger.as_slice() {
         [result] if result.is_success() => result.to_string(),
         other => return Err(SampleError::Refused(format!("ledger 1: {other:?}"))),
@@ -810,15 +807,7 @@ mod tests {
         let ids: std::collections::BTreeSet<_> = accounts.iter().map(|sample| sample.account.id).collect();
         assert_eq!(ids.len(), accounts.len());
         let mut ledger = coffer_ledger::StateMachine::new(coffer_ledger::MemoryStore::new());
-        let krw = Ledger {
-            id: KRW,
-            currency: "KRW".into(),
-            scale: 0,
-            name: "Korean won".into(),
-            timestamp: 0,
-            ..Default::default()
-        };
-        ledger.create_ledgers(1, &[krw]).unwrap();
+        ledger.create_ledgers(1, &[sample_ledger()]).unwrap();
         let events: Vec<Account> = accounts.iter().map(|sample| sample.account).collect();
         let results = ledger.create_accounts(10, &events).unwrap();
         assert!(results.iter().all(|result| result.to_string() == "created"), "{results:?}");
