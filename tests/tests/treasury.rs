@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use coffer_api::client::Client;
 use coffer_ledger::{
-    Account, AccountFlags, AccountId, AccountKind, BudgetPolicy, CreateTransferResult as R, Ledger, LedgerId, Period,
-    PeriodChange, SetPeriodResult, Transfer, TransferFlags, TransferId, TransferKind,
+    Account, AccountFlags, AccountId, AccountKind, BudgetPolicy, ChangedRecord, CreateTransferResult as R, Ledger,
+    LedgerId, Period, PeriodChange, SetPeriodResult, Transfer, TransferFlags, TransferId, TransferKind,
 };
 use coffer_tests::{client_of, coffer, Cluster};
 
@@ -23,8 +23,13 @@ const EXPENSE: AccountId = AccountId(2);
 const AUTHORITY: AccountId = AccountId(11);
 const APPROPRIATION: AccountId = AccountId(12);
 const EXPENDED: AccountId = AccountId(13);
+/// The commitments made against the appropriation (contracts signed): what
+/// payments may charge.
+const COMMITMENT: AccountId = AccountId(14);
 /// What the appropriation allows.
 const APPROPRIATED: u128 = 1_000_000;
+/// What was committed of it.
+const COMMITTED: u128 = 950_000;
 
 fn account(id: AccountId, ledger: LedgerId, kind: AccountKind, flags: AccountFlags) -> Account {
     Account { id, ledger, code: 100, kind, flags, ..Default::default() }
@@ -46,7 +51,7 @@ fn payment(id: u128, amount: u128) -> Transfer {
 fn leg(id: u128, amount: u128) -> Transfer {
     Transfer {
         id: TransferId(id),
-        debit_account_id: APPROPRIATION,
+        debit_account_id: COMMITMENT,
         credit_account_id: EXPENDED,
         amount,
         ledger: BUDGET,
@@ -104,12 +109,21 @@ async fn set_up(client: &Client) {
         account(AUTHORITY, BUDGET, AccountKind::Other, AccountFlags::NONE),
         account(APPROPRIATION, BUDGET, AccountKind::Other, AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS),
         account(EXPENDED, BUDGET, AccountKind::Other, AccountFlags::NONE),
+        account(COMMITMENT, BUDGET, AccountKind::Other, AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS),
     ];
     let created = client.create_accounts(&accounts).await.unwrap().value;
     assert!(created.iter().all(|result| result.is_success()), "{created:?}");
     let appropriation =
         Transfer { debit_account_id: AUTHORITY, credit_account_id: APPROPRIATION, amount: APPROPRIATED, ..leg(1, 0) };
-    assert_eq!(client.create_transfers(&[appropriation]).await.unwrap().value, [R::Created]);
+    let commitment =
+        Transfer { debit_account_id: APPROPRIATION, credit_account_id: COMMITMENT, amount: COMMITTED, ..leg(2, 0) };
+    assert_eq!(client.create_transfers(&[appropriation, commitment]).await.unwrap().value, [R::Created; 2]);
+    // The appropriation bounds the commitments: one more past it is refused.
+    let over = Transfer { amount: APPROPRIATED - COMMITTED + 1, ..commitment };
+    assert_eq!(
+        client.create_transfers(&[Transfer { id: TransferId(3), ..over }]).await.unwrap().value,
+        [R::ExceedsCredits]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -123,23 +137,29 @@ async fn budget_control_and_fiscal_periods_hold_on_every_node() {
     // With its leg, both post.
     let paid = client.create_transfers(&[linked(payment(101, 400_000)), leg(102, 400_000)]).await.unwrap();
     assert_eq!(paid.value, [R::Created, R::Created]);
-    // Past 90 % of the appropriation: a warning, in the change feed of the
-    // budget ledger (on the leg that crossed it) and in every node's metrics.
+    // Past 90 % of the commitment (855,000): a warning, in the change feed
+    // of the budget ledger (on the leg that crossed it) and in every node's
+    // metrics.
     let warned = client.create_transfers(&[linked(payment(110, 500_000)), leg(111, 500_000)]).await.unwrap();
     assert_eq!(warned.value, [R::Created, R::Created]);
+    // The commitment of 95 % of the appropriation warned first.
     let mut feed = client.subscribe_changes(0, BUDGET).unwrap();
-    let crossing = loop {
+    let last = warned_cursor(&client, 111).await;
+    let mut warnings = Vec::new();
+    loop {
         let next = tokio::time::timeout(Duration::from_secs(20), feed.next()).await;
         let change = next.expect("a change within 20 s").expect("the feed goes on").unwrap();
-        if change.cursor >= warned_cursor(&client, 111).await {
-            break change;
+        if let (Some(warning), ChangedRecord::TransferCreated(transfer)) = (change.budget_warning, &change.record) {
+            warnings.push((transfer.id, warning));
         }
-        assert_eq!(change.budget_warning, None, "only the crossing warns: {change:?}");
-    };
-    assert_eq!(crossing.budget_warning, Some((APPROPRIATION, 90)), "{crossing:?}");
-    // Beyond what is left of the appropriation the leg fails, and the
+        if change.cursor >= last {
+            break;
+        }
+    }
+    assert_eq!(warnings, [(TransferId(2), (APPROPRIATION, 95)), (TransferId(111), (COMMITMENT, 94))]);
+    // Beyond what is left of the commitment (50,000) the leg fails, and the
     // payment with it.
-    let beyond = client.create_transfers(&[linked(payment(103, 100_001)), leg(104, 100_001)]).await.unwrap();
+    let beyond = client.create_transfers(&[linked(payment(103, 50_001)), leg(104, 50_001)]).await.unwrap();
     assert_eq!(beyond.value, [R::LinkedEventFailed, R::ExceedsCredits]);
 
     // The closing-adjustment period, from the command line: only
@@ -182,12 +202,13 @@ async fn budget_control_and_fiscal_periods_hold_on_every_node() {
         assert_eq!(found.node_id, *id);
         let found = found.value;
         assert_eq!(found.iter().map(Option::is_some).collect::<Vec<_>>(), expected, "node {id}");
-        let accounts = here.lookup_accounts(&[APPROPRIATION]).await.unwrap().value;
-        let appropriation = accounts[0].expect("the appropriation account");
-        assert_eq!((appropriation.debits_posted, appropriation.credits_posted), (901_000, APPROPRIATED), "node {id}");
+        let accounts = here.lookup_accounts(&[APPROPRIATION, COMMITMENT]).await.unwrap().value;
+        let [Some(appropriation), Some(commitment)] = accounts[..] else { panic!("node {id}: {accounts:?}") };
+        assert_eq!((appropriation.debits_posted, appropriation.credits_posted), (COMMITTED, APPROPRIATED), "node {id}");
+        assert_eq!((commitment.debits_posted, commitment.credits_posted), (901_000, COMMITTED), "node {id}");
         let metrics = scrape(&node.addresses.metrics);
         let warnings = metrics.lines().find(|line| line.starts_with("coffer_budget_warnings_total"));
-        assert!(warnings.is_some_and(|line| line.ends_with(" 1")), "node {id}: {warnings:?}");
+        assert!(warnings.is_some_and(|line| line.ends_with(" 2")), "node {id}: {warnings:?}");
         let trail = client.list_audit_at(&node.addresses.api, 0, 100).await.unwrap().value;
         let periods: Vec<_> = trail.iter().filter(|record| record.kind == "periods").collect();
         assert_eq!(periods.len(), 4, "node {id}: {trail:#?}");
