@@ -389,7 +389,7 @@ async fn amounts_of_an_unknown_ledger_must_be_whole() {
     assert!(refused.message().contains("ledger 9 does not exist"), "{}", refused.message());
 
     let response = raw.create_transfers(transfers_request(vec![wire_receipt("1", 9, "15")])).await.unwrap();
-    assert_eq!(response.into_inner().results, ["transfer_must_have_the_same_ledger_as_accounts"]);
+    assert_eq!(response.into_inner().results, ["ledger_not_found"]);
 }
 
 #[tokio::test]

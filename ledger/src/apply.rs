@@ -34,7 +34,8 @@
 //! 4. for a new transfer: usable and distinct account ids, `pending_id`
 //!    zero, `timeout` only if pending, closing only if pending, non-zero
 //!    amount, ledger and code; both accounts exist, share the transfer's
-//!    ledger, have the kinds its `kind` requires, and are open; no balance
+//!    ledger (a ledger that does not exist is named: `ledger_not_found`),
+//!    have the kinds its `kind` requires, and are open; no balance
 //!    overflows; no limit is exceeded (after `balancing_*` clamps the amount);
 //! 5. for a post or void: a usable `pending_id`, no `timeout`; the pending
 //!    transfer exists, is pending, matches every field the event sets, its
@@ -768,6 +769,9 @@ fn create_new_transfer<S: Store + ?Sized>(
         return Ok(R::AccountsMustHaveTheSameLedger);
     }
     if t.ledger != dr.ledger {
+        if batch.ledger_rules(t.ledger)?.is_none() {
+            return Ok(R::LedgerNotFound);
+        }
         return Ok(R::TransferMustHaveTheSameLedgerAsAccounts);
     }
     let (debit_kind, credit_kind) = t.kind.required_kinds();

@@ -254,6 +254,9 @@ result_codes! {
         CreditAccountNotFound = "credit_account_not_found",
         /// The two accounts are kept in different ledgers.
         AccountsMustHaveTheSameLedger = "accounts_must_have_the_same_ledger",
+        /// No ledger has the id in the transfer's `ledger` (which is not its
+        /// accounts').
+        LedgerNotFound = "ledger_not_found",
         /// The transfer's `ledger` differs from its accounts'.
         TransferMustHaveTheSameLedgerAsAccounts = "transfer_must_have_the_same_ledger_as_accounts",
         /// The debit account's kind is not the one the transfer kind requires
@@ -338,6 +341,7 @@ impl CreateTransferResult {
             self,
             Self::DebitAccountNotFound
                 | Self::CreditAccountNotFound
+                | Self::LedgerNotFound
                 | Self::PendingTransferNotFound
                 | Self::DebitAccountAlreadyClosed
                 | Self::CreditAccountAlreadyClosed

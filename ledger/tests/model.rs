@@ -81,6 +81,7 @@ fn is_transient(result: CreateTransferResult) -> bool {
         result,
         R::DebitAccountNotFound
             | R::CreditAccountNotFound
+            | R::LedgerNotFound
             | R::PendingTransferNotFound
             | R::DebitAccountAlreadyClosed
             | R::CreditAccountAlreadyClosed
@@ -510,6 +511,7 @@ impl Model {
         let (debit_kind, credit_kind) = required_kinds(t.kind);
         let accounts = [
             (dr.ledger != cr.ledger, R::AccountsMustHaveTheSameLedger),
+            (t.ledger != dr.ledger && !self.ledgers.contains_key(&t.ledger), R::LedgerNotFound),
             (t.ledger != dr.ledger, R::TransferMustHaveTheSameLedgerAsAccounts),
             (debit_kind.is_some_and(|kind| kind != dr.kind), R::DebitAccountHasWrongKind),
             (credit_kind.is_some_and(|kind| kind != cr.kind), R::CreditAccountHasWrongKind),
@@ -884,6 +886,7 @@ enum Fault {
     AmountZero,
     LedgerZero,
     LedgerOther,
+    LedgerMissing,
     CodeZero,
     DebitMissing,
     CreditMissing,
@@ -1206,6 +1209,7 @@ impl Sent {
                 Fault::AmountZero => t.amount = 0,
                 Fault::LedgerZero => t.ledger = LedgerId(0),
                 Fault::LedgerOther => t.ledger = LedgerId(t.ledger.0 % 3 + 1),
+                Fault::LedgerMissing => t.ledger = LedgerId(7),
                 Fault::CodeZero => t.code = 0,
                 Fault::DebitMissing => t.debit_account_id = AccountId(ACCOUNT_ID_MISSING),
                 Fault::CreditMissing => t.credit_account_id = AccountId(ACCOUNT_ID_MISSING),
@@ -1562,6 +1566,7 @@ fn fault_strategy() -> impl Strategy<Value = Fault> {
         Just(Fault::AmountZero),
         Just(Fault::LedgerZero),
         Just(Fault::LedgerOther),
+        Just(Fault::LedgerMissing),
         Just(Fault::CodeZero),
         Just(Fault::DebitMissing),
         Just(Fault::CreditMissing),

@@ -2255,6 +2255,7 @@ fn rule_tests() -> Vec<(Produced, fn())> {
         (T(TransferResult::OverflowsTimeout), pending_timeout_past_u64_max_nanoseconds_fails_with_overflows_timeout),
         (T(TransferResult::ExceedsCredits), debit_past_the_credits_of_a_limited_account_fails_with_exceeds_credits),
         (T(TransferResult::ExceedsDebits), credit_past_the_debits_of_a_limited_account_fails_with_exceeds_debits),
+        (T(TransferResult::LedgerNotFound), transfer_on_a_ledger_that_does_not_exist_fails_with_ledger_not_found),
         (T(TransferResult::LedgerPeriodClosed), transfer_in_a_closed_period_fails_with_ledger_period_closed),
         (T(TransferResult::LedgerPeriodInAdjustment), transfer_in_an_adjustment_period_needs_the_adjustment_flag),
         (
@@ -2368,6 +2369,20 @@ fn budget_ledger_that_does_not_exist_is_rejected_as_budget_ledger_not_found() {
     let mut books = Books::empty();
     let result = books.create_ledger(Ledger { budget: BudgetPolicy { ledger: BUDGET, ..Default::default() }, ..krw() });
     assert_eq!(result, LedgerResult::BudgetLedgerNotFound);
+}
+
+#[test]
+fn transfer_on_a_ledger_that_does_not_exist_fails_with_ledger_not_found() {
+    let mut books = Books::new();
+    let transfer = Transfer { ledger: LedgerId(77), ..journal(1, CASH, OTHER, 10) };
+    assert_eq!(books.create_transfer(transfer), TransferResult::LedgerNotFound);
+    // A ledger that exists but is not the accounts' is named as before.
+    assert_eq!(books.create_ledger(usd()), LedgerResult::Created);
+    let transfer = Transfer { ledger: USD, ..journal(2, CASH, OTHER, 10) };
+    assert_eq!(books.create_transfer(transfer), TransferResult::TransferMustHaveTheSameLedgerAsAccounts);
+    // Not found may pass (the ledger may be created): the id's outcome is kept.
+    let again = Transfer { ledger: LedgerId(77), ..journal(1, CASH, OTHER, 10) };
+    assert_eq!(books.create_transfer(again), TransferResult::IdAlreadyFailed);
 }
 
 #[test]
