@@ -10,17 +10,17 @@
 use std::future::Future;
 use std::path::PathBuf;
 
+use coffer_consensus::audit::{AuditRecord, BatchSpan};
 use coffer_consensus::{
     Applied, MembershipChange, NodeHandle, NodeStatus, ReadView, RequestError, SnapshotManifest, StorageError,
 };
 use coffer_ledger::{MemoryStore, Operation, Store};
-use coffer_storage::audit::{AuditRecord, BatchSpan};
 
 /// What a state knows of who proposed the batches its changes came from,
 /// so that the change feed can name the principal of each change.
 pub trait BatchPrincipals {
     /// The committed batches holding events `first ..= last`, in time order
-    /// (see [`coffer_storage::audit::batch_spans`]).
+    /// (see [`coffer_consensus::audit::batch_spans`]).
     fn batch_spans(&self, first: u64, last: u64) -> Result<Vec<BatchSpan>, StorageError>;
 }
 

@@ -37,6 +37,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
+use coffer_consensus::audit::principal_at;
 use coffer_consensus::raft::StateRole;
 use coffer_consensus::{Applied, MembershipChange, NodeStatus, Outcome, ProposalError, RequestError, StorageError};
 use coffer_ledger::{
@@ -46,7 +47,6 @@ use coffer_ledger::{
     BATCH_EVENTS_MAX,
 };
 use coffer_security::{Expect, Listener, Security};
-use coffer_storage::audit::principal_at;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;

@@ -31,6 +31,7 @@ mod replica;
 pub mod storage;
 pub mod transport;
 
+pub use coffer_storage::audit;
 pub use coffer_storage::snapshot::SnapshotManifest;
 /// The view reads run on, and the store's errors they may report.
 pub use coffer_storage::{ReadView, RegionRole, RegionState, StorageError};
