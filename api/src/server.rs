@@ -124,6 +124,9 @@ pub struct ServerConfig {
     /// Change feeds served at once; one more is refused with
     /// `RESOURCE_EXHAUSTED`. Default: [`FEED_STREAMS_MAX`].
     pub feed_streams_max: usize,
+    /// The other region's client addresses (disaster recovery): a standby
+    /// names them when it refuses a write. Default: none.
+    pub other_region: Vec<String>,
 }
 
 impl ServerConfig {
@@ -135,6 +138,7 @@ impl ServerConfig {
             request_timeout_ms: REQUEST_TIMEOUT_MS_DEFAULT,
             status_peer_timeout_ms: STATUS_PEER_TIMEOUT_MS_DEFAULT,
             feed_streams_max: FEED_STREAMS_MAX,
+            other_region: Vec::new(),
         }
     }
 
@@ -265,7 +269,7 @@ impl<N: Node> Shared<N> {
     }
 
     fn fail(&self, error: &RequestError) -> Status {
-        status::request_error(self.id(), error, |node| self.address_of(node))
+        status::request_error(self.id(), error, |node| self.address_of(node), &self.config.other_region)
     }
 
     fn deadline(&self, metadata: &MetadataMap) -> Deadline {

@@ -71,8 +71,14 @@ pub fn deadline_exceeded(what: &str, deadline: Duration, write: bool) -> Status 
 }
 
 /// The status of a failed request to the node. `address_of` gives a node's
-/// client address from the address book.
-pub fn request_error(node: u64, error: &RequestError, address_of: impl Fn(u64) -> Option<String>) -> Status {
+/// client address from the address book; a standby's refusal of a write
+/// names `other_region`'s addresses (the primary's, when it has any).
+pub fn request_error(
+    node: u64,
+    error: &RequestError,
+    address_of: impl Fn(u64) -> Option<String>,
+    other_region: &[String],
+) -> Status {
     let not_leader_status = |leader: Option<u64>| not_leader(node, leader, leader.and_then(&address_of).as_deref());
     let message = error.to_string();
     match error {
@@ -89,6 +95,9 @@ pub fn request_error(node: u64, error: &RequestError, address_of: impl Fn(u64) -
             ProposalError::Rejected(ApplyError::Store(error)) => store_error(error),
             ProposalError::Rejected(_) => Status::internal(message),
             ProposalError::NotWritable { standby: false, .. } => Status::unavailable(message),
+            ProposalError::NotWritable { standby: true, .. } if !other_region.is_empty() => {
+                Status::failed_precondition(format!("{message} (its nodes: {})", other_region.join(", ")))
+            }
             ProposalError::NotWritable { standby: true, .. } | ProposalError::RegionRefused { .. } => {
                 Status::failed_precondition(message)
             }
@@ -194,7 +203,7 @@ mod tests {
     #[test]
     fn not_leader_names_the_leaders_address_in_message_and_metadata() {
         let error = RequestError::Proposal(ProposalError::NotLeader { leader: Some(2) });
-        let status = request_error(1, &error, address_of);
+        let status = request_error(1, &error, address_of, &[]);
         assert_eq!(status.code(), Code::Unavailable);
         assert!(status.message().contains("127.0.0.1:7002"), "{}", status.message());
         assert_eq!(leader_hint(&status).as_deref(), Some("127.0.0.1:7002"));
@@ -203,13 +212,25 @@ mod tests {
 
     #[test]
     fn an_unknown_leader_gives_no_hint() {
-        let status = request_error(1, &RequestError::Read(ReadError::NotLeader { leader: None }), address_of);
+        let status = request_error(1, &RequestError::Read(ReadError::NotLeader { leader: None }), address_of, &[]);
         assert_eq!(status.code(), Code::Unavailable);
         assert_eq!(leader_hint(&status), None);
         let status =
-            request_error(1, &RequestError::Proposal(ProposalError::NotLeader { leader: Some(3) }), address_of);
+            request_error(1, &RequestError::Proposal(ProposalError::NotLeader { leader: Some(3) }), address_of, &[]);
         assert_eq!(leader_hint(&status), None);
         assert!(status.message().contains("node 3"), "{}", status.message());
+    }
+
+    #[test]
+    fn a_standby_refusing_a_write_names_the_primary_regions_nodes() {
+        let error = RequestError::Proposal(ProposalError::NotWritable { standby: true, epoch: 2 });
+        let primary = ["10.2.0.1:7101".to_owned(), "10.2.0.2:7101".to_owned()];
+        let status = request_error(1, &error, address_of, &primary);
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert!(status.message().ends_with("(its nodes: 10.2.0.1:7101, 10.2.0.2:7101)"), "{}", status.message());
+        // A frozen primary is no standby: retry shortly, here or there.
+        let frozen = RequestError::Proposal(ProposalError::NotWritable { standby: false, epoch: 2 });
+        assert!(!request_error(1, &frozen, address_of, &primary).message().contains("its nodes"));
     }
 
     #[test]
@@ -235,7 +256,7 @@ mod tests {
             (RequestError::Abandoned { node: 1 }, Code::Internal),
         ];
         for (error, code) in cases {
-            let status = request_error(1, &error, address_of);
+            let status = request_error(1, &error, address_of, &[]);
             assert_eq!(status.code(), code, "{error}");
             // A stopped node cannot serve the retry, but another node can.
             if !matches!(error, RequestError::Stopped { .. }) {

@@ -294,6 +294,7 @@ impl DrService for DrApi {
             mode: dr.config.mode.name().to_owned(),
             max_lag_entries: dr.config.max_lag_entries,
             peer_addresses: dr.config.peer_addresses.clone(),
+            peer_region: dr.config.peer_region.clone(),
             fencing: if region.lease_waived && dr.config.fencing == Fencing::Lease {
                 "lease (waived: no standby follows this primary yet)".to_owned()
             } else {

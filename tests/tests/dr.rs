@@ -376,6 +376,8 @@ async fn wrong_operations_are_refused_with_errors_that_say_why_and_change_nothin
     // Writes to the standby region.
     let refused = client(&busan).create_transfers(&batch(5_000_000, 1)).await.unwrap_err().to_string();
     assert!(refused.contains("standby"), "{refused}");
+    let primary_nodes = seoul.api_addresses().join(", ");
+    assert!(refused.contains(&format!("(its nodes: {primary_nodes})")), "{refused}");
 
     // A failover while the primary answers and holds its lease.
     let refused = dr(&addresses(&busan), &["failover"]).unwrap_err();
@@ -437,6 +439,21 @@ async fn wrong_operations_are_refused_with_errors_that_say_why_and_change_nothin
         busan.node(id).kill();
     }
     tokio::time::sleep(Duration::from_millis(LEASE_MS + 200)).await;
+    // `dr status` names the lost region and says its nodes' ids are not
+    // known; a primary shows no cursor (it follows nobody).
+    let status = dr(&at, &["status"]).unwrap();
+    for row in status.as_array().unwrap() {
+        if row["role"] == "unreachable" {
+            assert_eq!((row["region"].as_str(), row["node_id"].is_null()), (Some("busan"), true), "{row:#}");
+        } else {
+            assert_eq!((row["region"].as_str(), row["role"].as_str()), (Some("seoul"), Some("primary")), "{row:#}");
+            assert!(row["cursor"].is_null(), "{row:#}");
+        }
+    }
+    let text = coffer(&["--addresses", &at, "dr", "status"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    let busan_rows = text.lines().filter(|line| line.starts_with("busan ") && line.contains(" ? ")).count();
+    assert_eq!(busan_rows, 3, "{text}");
     let refused = once.create_transfers(&batch(5_300_000, 1)).await.unwrap_err().to_string();
     assert!(refused.contains("no write lease"), "{refused}");
     let waived = dr(&at, &["lease", "waive", "--reason", "busan region lost in a test"]).unwrap();
@@ -482,11 +499,17 @@ async fn a_standby_the_primary_compacted_past_is_reseeded_from_a_checkpoint_and_
         assert!(Instant::now() < deadline, "the standby never said it needs a re-seed: {status:#}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let events = dr(&at, &["reseed"]).unwrap();
-    assert!(
-        events.as_array().unwrap().iter().any(|event| event["event"].as_str().unwrap().contains("ships from")),
-        "{events:#}"
-    );
+    // In text, the timeline is printed once, as it happens (stderr), and
+    // every index in it names whose log it is in.
+    let reseeded = coffer(&["--addresses", &at, "dr", "reseed"]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&reseeded.stdout), String::from_utf8_lossy(&reseeded.stderr));
+    assert!(reseeded.status.success(), "{stderr}{stdout}");
+    assert!(stdout.starts_with("re-seed done: busan follows seoul from seoul's index "), "{stdout}");
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(stderr.contains("ships from the new primary"), "{stderr}");
+    for line in stderr.lines().filter(|line| line.contains("index")) {
+        assert!(line.contains("'s index"), "an index without its log: {line}");
+    }
     // It holds everything seoul acknowledged, and a drill round trip passes.
     let written: Vec<u128> = (7_000_000..first).collect();
     assert_eq!(missing(&client(&busan), &written).await, Vec::<u128>::new());

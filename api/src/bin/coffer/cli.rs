@@ -18,7 +18,7 @@ mod import;
 mod input;
 mod ledger;
 mod parse;
-mod table;
+pub mod table;
 mod view;
 mod watch;
 

@@ -540,6 +540,7 @@ impl NodeFileConfig {
             Some(section) => Some(resolve_dr(section, &mut node)?),
             None => None,
         };
+        server.other_region = dr.as_ref().map(|dr| dr.peer_addresses.clone()).unwrap_or_default();
         let tls = resolve_tls(self.tls.as_ref())?;
         let defaults = coffer_api::access::AccessConfig::default();
         let access = coffer_api::access::AccessConfig {

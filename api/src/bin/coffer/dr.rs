@@ -36,6 +36,7 @@ use serde::Serialize;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
+use crate::cli::table::Table;
 use crate::cli::ClientOptions;
 
 /// How long one DR call may take.
@@ -223,6 +224,8 @@ struct Region {
     leader: Option<NodeStatus>,
     errors: Vec<String>,
     peer_addresses: Vec<String>,
+    /// The other region's name, as this region's nodes are configured.
+    peer_name: String,
 }
 
 impl Region {
@@ -282,6 +285,7 @@ async fn region(addresses: &[String]) -> Region {
         leader: None,
         errors: Vec::new(),
         peer_addresses: Vec::new(),
+        peer_name: String::new(),
     };
     while let Some(answer) = tasks.join_next().await {
         match answer {
@@ -289,6 +293,7 @@ async fn region(addresses: &[String]) -> Region {
                 region.name = node.region().region;
                 if region.peer_addresses.is_empty() {
                     region.peer_addresses = node.status.peer_addresses.clone();
+                    region.peer_name = node.status.peer_region.clone();
                 }
                 if node.status.is_leader {
                     region.leader = Some(node);
@@ -314,7 +319,11 @@ async fn both(addresses: &[String]) -> Result<(Region, Region), DrError> {
             first.errors.join("; ")
         )));
     }
-    let second = region(&first.peer_addresses).await;
+    let mut second = region(&first.peer_addresses).await;
+    if second.errors.len() == second.addresses.len() && !first.peer_name.is_empty() {
+        // No node of it answered: its name is in the first region's configuration.
+        second.name.clone_from(&first.peer_name);
+    }
     Ok((first, second))
 }
 
@@ -453,7 +462,7 @@ async fn switchover(
         .await
         .map_err(|status| rpc_error("Freeze", &primary_address, &status))?
         .into_inner();
-    let frozen_at = timeline.at(format!("writes frozen in {} at index {}", primary.name, frozen.index));
+    let frozen_at = timeline.at(format!("writes frozen in {0} at {0}'s index {1}", primary.name, frozen.index));
     let unfreeze = |reason: DrError| async {
         let _ = primary_client.clone().unfreeze(UnfreezeRequest {}).await;
         reason
@@ -473,7 +482,7 @@ async fn switchover(
     if let Err(error) = caught_up {
         return Err(unfreeze(failed(format!("{error}; writes unfrozen, nothing else changed"))).await);
     }
-    timeline.at(format!("{} applied the primary's index {target}", standby.name));
+    timeline.at(format!("{} applied {1}'s log to {1}'s index {target}", standby.name, primary.name));
     let refreshed_primary = region(&primary.addresses).await;
     let refreshed_standby = region(&standby.addresses).await;
     let (primary_digest, standby_digest) =
@@ -501,13 +510,16 @@ async fn switchover(
     };
     let epoch = promoted.region.clone().unwrap_or_default().epoch;
     let promoted_at =
-        timeline.at(format!("{} promoted: primary of epoch {epoch} at index {}", standby.name, promoted.index));
+        timeline.at(format!("{0} promoted: primary of epoch {epoch} at {0}'s index {1}", standby.name, promoted.index));
     let (primary_address, mut primary_client) = leader_client(&refreshed_primary).await?;
     primary_client
         .demote(DemoteRequest { epoch, cursor: promoted.index, base_timestamp: promoted.last_timestamp })
         .await
         .map_err(|status| rpc_error("Demote", &primary_address, &status))?;
-    timeline.at(format!("{} demoted: standby of epoch {epoch}, following from index {}", primary.name, promoted.index));
+    timeline.at(format!(
+        "{} demoted: standby of epoch {epoch}, following {1} from {1}'s index {2}",
+        primary.name, standby.name, promoted.index
+    ));
     attach(
         &standby.addresses,
         &primary.name,
@@ -563,6 +575,16 @@ struct LostTransfer {
     amount: String,
     ledger: u32,
     timestamp: u64,
+}
+
+impl LostTransfer {
+    /// One indented line naming the transfer's sides.
+    fn line(&self) -> String {
+        format!(
+            "  {} debit {} credit {} amount {} ledger {}\n",
+            self.id, self.debit_account_id, self.credit_account_id, self.amount, self.ledger
+        )
+    }
 }
 
 /// What a failover did.
@@ -669,7 +691,10 @@ async fn failover(
         }
     };
     let info = promoted.region.clone().unwrap_or_default();
-    timeline.at(format!("{} promoted: primary of epoch {} at index {}", standby.name, info.epoch, promoted.index));
+    timeline.at(format!(
+        "{0} promoted: primary of epoch {1} at {0}'s index {2}, having applied {3}'s log to {3}'s index {4}",
+        standby.name, info.epoch, promoted.index, old.name, info.cursor
+    ));
     let mut heard = standby.leader.as_ref().map_or(0, |leader| leader.status.source_applied_index);
     let cursor = info.cursor;
     let old_now = region(&old.addresses).await;
@@ -715,10 +740,7 @@ fn reconcile_text(report: &ReconcileReport) -> String {
     let mut text =
         format!("{old} committed {count} transfers past the state {primary} was promoted with (timestamp {base}):\n");
     for lost in &report.transfers {
-        text.push_str(&format!(
-            "  {} debit {} credit {} amount {} ledger {}\n",
-            lost.id, lost.debit_account_id, lost.credit_account_id, lost.amount, lost.ledger
-        ));
+        text.push_str(&lost.line());
     }
     text
 }
@@ -800,7 +822,10 @@ async fn failback(
                     .iter()
                     .take(LISTED_MAX)
                     .map(|t| {
-                        format!("{} ({} -> {}, {})", t.id.0, t.debit_account_id.0, t.credit_account_id.0, t.amount)
+                        format!(
+                            "{} (debit {} credit {} amount {})",
+                            t.id.0, t.debit_account_id.0, t.credit_account_id.0, t.amount
+                        )
                     })
                     .collect();
                 if transfers.len() > LISTED_MAX {
@@ -822,8 +847,8 @@ async fn failback(
             }
         } else {
             timeline.at(format!(
-                "{} demoted: standby of epoch {}, following from index {}",
-                old.name, info.epoch, info.primary_since
+                "{} demoted: standby of epoch {}, following {2} from {2}'s index {3}",
+                old.name, info.epoch, primary.name, info.primary_since
             ));
         }
     }
@@ -833,7 +858,12 @@ async fn failback(
         leader.status.lag_entries == 0 && leader.status.source_heard_ms_ago < 2_000
     })
     .await?;
-    timeline.at(format!("{} caught up at cursor {}", old.name, caught.region().cursor));
+    timeline.at(format!(
+        "{} caught up: it applied {1}'s log to {1}'s index {2}",
+        old.name,
+        primary.name,
+        caught.region().cursor
+    ));
     let switched = if args.no_switchover {
         None
     } else {
@@ -871,7 +901,7 @@ async fn reseed_region(
         .await
         .map_err(|status| rpc_error("Checkpoint", &source, &status))?
         .into_inner();
-    timeline.at(format!("checkpoint {} of {} at index {}", checkpoint.name, primary.name, checkpoint.index));
+    timeline.at(format!("checkpoint {} of {1} at {1}'s index {2}", checkpoint.name, primary.name, checkpoint.index));
     let mut term = 0;
     for address in &old.addresses {
         let node =
@@ -903,7 +933,8 @@ async fn reseed_region(
         info.role == "standby" && info.epoch == epoch && info.cursor >= index
     })
     .await?;
-    timeline.at(format!("{} is a standby of epoch {epoch} at cursor {index}", old.name));
+    timeline
+        .at(format!("{} is a standby of epoch {epoch} following {1} from {1}'s index {index}", old.name, primary.name));
     Ok(index)
 }
 
@@ -911,14 +942,17 @@ async fn reseed_region(
 #[derive(Debug, Clone, Default, Serialize)]
 struct StatusRow {
     region: String,
-    node_id: u64,
+    /// `None` for a node that did not answer.
+    node_id: Option<u64>,
     address: String,
     leader: bool,
     role: String,
     epoch: u64,
     frozen: bool,
     applied_index: u64,
-    cursor: u64,
+    /// How far a standby applied the primary's log (in the primary's
+    /// indexes); `None` for a primary, whose cursor is history.
+    cursor: Option<u64>,
     mode: String,
     fencing: String,
     lag_entries: u64,
@@ -932,24 +966,25 @@ struct StatusRow {
 }
 
 async fn status(addresses: &[String]) -> Result<Vec<StatusRow>, DrError> {
-    let (a, _) = both(addresses).await?;
+    let (a, b) = both(addresses).await?;
     let mut rows = Vec::new();
-    for addresses in [a.addresses.clone(), a.peer_addresses.clone()] {
-        for address in addresses {
+    for region in [a, b] {
+        for address in region.addresses {
             match node_status(address.clone()).await {
                 Ok(node) => {
                     let info = node.region();
                     let s = &node.status;
+                    let standby = info.role == "standby";
                     rows.push(StatusRow {
                         region: info.region,
-                        node_id: s.node_id,
+                        node_id: Some(s.node_id),
                         address,
                         leader: s.is_leader,
                         role: info.role,
                         epoch: info.epoch,
                         frozen: info.frozen,
                         applied_index: s.applied_index,
-                        cursor: info.cursor,
+                        cursor: standby.then_some(info.cursor),
                         mode: s.mode.clone(),
                         fencing: s.fencing.clone(),
                         lag_entries: s.lag_entries,
@@ -962,9 +997,13 @@ async fn status(addresses: &[String]) -> Result<Vec<StatusRow>, DrError> {
                         error: s.last_error.clone(),
                     });
                 }
-                Err(error) => {
-                    rows.push(StatusRow { address, role: "unreachable".into(), error, ..StatusRow::default() })
-                }
+                Err(error) => rows.push(StatusRow {
+                    region: region.name.clone(),
+                    address,
+                    role: "unreachable".into(),
+                    error,
+                    ..StatusRow::default()
+                }),
             }
         }
     }
@@ -972,21 +1011,10 @@ async fn status(addresses: &[String]) -> Result<Vec<StatusRow>, DrError> {
 }
 
 fn status_table(rows: &[StatusRow]) -> String {
-    let mut out = format!(
-        "{:<8} {:<5} {:<16} {:<8} {:<8} {:>5} {:>9} {:>9} {:>9} {:>8} {:>9}  {}\n",
-        "region",
-        "node",
-        "address",
-        "leader",
-        "role",
-        "epoch",
-        "applied",
-        "cursor",
-        "lag",
-        "lag_ms",
-        "lease_ms",
-        "notes"
-    );
+    let mut table = Table::new(&[
+        "REGION", "NODE", "ADDRESS", "LEADER", "ROLE", "EPOCH", "APPLIED", "CURSOR", "LAG", "LAG_MS", "LEASE_MS",
+        "NOTES",
+    ]);
     for row in rows {
         let mut notes = Vec::new();
         if row.frozen {
@@ -1006,23 +1034,24 @@ fn status_table(rows: &[StatusRow]) -> String {
             notes.push(row.error.clone());
         }
         let lease = if row.leader && row.role == "primary" { row.lease_remaining_ms.to_string() } else { "-".into() };
-        out.push_str(&format!(
-            "{:<8} {:<5} {:<16} {:<8} {:<8} {:>5} {:>9} {:>9} {:>9} {:>8} {:>9}  {}\n",
-            row.region,
-            row.node_id,
-            row.address,
-            if row.leader { "yes" } else { "" },
-            row.role,
-            row.epoch,
-            row.applied_index,
-            row.cursor,
-            row.lag_entries,
-            row.lag_ms,
+        let answered = row.node_id.is_some();
+        let figure = |value: u64| if answered { value.to_string() } else { "-".into() };
+        table.row(vec![
+            row.region.clone(),
+            row.node_id.map_or_else(|| "?".to_owned(), |id| id.to_string()),
+            row.address.clone(),
+            if row.leader { "yes".into() } else { String::new() },
+            row.role.clone(),
+            figure(row.epoch),
+            figure(row.applied_index),
+            row.cursor.map_or_else(|| "-".to_owned(), |cursor| cursor.to_string()),
+            figure(row.lag_entries),
+            figure(row.lag_ms),
             lease,
-            notes.join("; ")
-        ));
+            notes.join("; "),
+        ]);
     }
-    out
+    table.render()
 }
 
 /// The drill's write load: batches of 10 transfers to whichever region
@@ -1416,10 +1445,6 @@ fn print<T: Serialize>(json: bool, value: &T, text: impl FnOnce(&T) -> String) -
     Ok(())
 }
 
-fn timeline_text(events: &[Event]) -> String {
-    events.iter().map(|event| format!("  {:>7} ms  {}\n", event.at_ms, event.event)).collect()
-}
-
 /// Runs a `coffer dr` command.
 pub async fn run(command: DrCommand, options: &ClientOptions) -> Result<(), DrError> {
     let addresses = &options.addresses;
@@ -1466,10 +1491,7 @@ pub async fn run(command: DrCommand, options: &ClientOptions) -> Result<(), DrEr
                             list.len()
                         ));
                         for lost in list {
-                            text.push_str(&format!(
-                                "  {} {} -> {} amount {} ledger {}\n",
-                                lost.id, lost.debit_account_id, lost.credit_account_id, lost.amount, lost.ledger
-                            ));
+                            text.push_str(&lost.line());
                         }
                     }
                 }
@@ -1517,25 +1539,19 @@ pub async fn run(command: DrCommand, options: &ClientOptions) -> Result<(), DrEr
             let index = reseed_region(&primary, &standby, epoch, &mut timeline, timeout).await?;
             attach(&primary.addresses, &standby.name, index, &mut timeline, timeout).await?;
             let events = timeline.events.clone();
-            print(options.json, &events, |events| {
-                format!(
-                    "re-seed done: {} follows {} from index {index}\n{}",
-                    standby.name,
-                    primary.name,
-                    timeline_text(events)
-                )
+            // The text form's timeline was printed as it happened (stderr).
+            print(options.json, &events, |_| {
+                format!("re-seed done: {} follows {1} from {1}'s index {index}\n", standby.name, primary.name)
             })
         }
         DrCommand::Failback(args) => {
             let mut report = failback(addresses, &args, &mut timeline).await?;
             report.timeline = timeline.events.clone();
+            // The text form's timeline was printed as it happened (stderr).
             print(options.json, &report, |report| {
                 format!(
-                    "failback done: {} is the primary of epoch {}, {} its standby\n{}",
-                    report.primary_region,
-                    report.epoch,
-                    report.rejoined_region,
-                    timeline_text(&report.timeline)
+                    "failback done: {} is the primary of epoch {}, {} its standby\n",
+                    report.primary_region, report.epoch, report.rejoined_region
                 )
             })
         }

@@ -36,11 +36,20 @@ fn sorted(ids: &[u64]) -> Vec<u64> {
     sorted
 }
 
-fn node_view(node: &NodeReport) -> NodeView {
+/// The nodes in the configuration of the newest leader that answered.
+fn members(nodes: &[NodeReport]) -> Option<Vec<u64>> {
+    let leader = nodes.iter().filter(|node| node.role == Some(Role::Leader)).max_by_key(|node| node.term)?;
+    Some(leader.voters.iter().chain(&leader.learners).copied().collect())
+}
+
+/// A node's row; one that answers but is not in `members` (the leader's
+/// configuration) was removed, whatever it still believes itself to be.
+fn node_view(node: &NodeReport, members: Option<&[u64]>) -> NodeView {
+    let removed = node.role.is_some() && members.is_some_and(|members| !members.contains(&node.node_id));
     NodeView {
         node_id: node.node_id,
         address: node.address.clone(),
-        role: node.role.map(|role| role_name(role).to_owned()),
+        role: node.role.map(|role| if removed { "removed" } else { role_name(role) }.to_owned()),
         term: node.term,
         leader_id: node.leader_id,
         commit_index: node.commit_index,
@@ -123,7 +132,8 @@ pub async fn audit(options: &ClientOptions, out: Out, args: super::AuditArgs) ->
 /// `coffer status`
 pub async fn status(options: &ClientOptions, out: Out) -> Result<(), CliError> {
     let nodes = client(options)?.status().await.map_err(failed("Status"))?;
-    let nodes = nodes.iter().map(node_view).collect::<Vec<_>>();
+    let members = members(&nodes);
+    let nodes = nodes.iter().map(|node| node_view(node, members.as_deref())).collect::<Vec<_>>();
     out.emit(&nodes, |nodes| nodes_table(nodes).render())
 }
 
@@ -223,7 +233,31 @@ mod tests {
     #[test]
     fn a_node_lists_voters_and_learners_in_ascending_order() {
         let report = NodeReport { node_id: 1, voters: vec![2, 4, 1, 3], learners: vec![9, 7], ..Default::default() };
-        let view = node_view(&report);
+        let view = node_view(&report, None);
         assert_eq!((view.voters, view.learners), (vec![1, 2, 3, 4], vec![7, 9]));
+    }
+
+    #[test]
+    fn a_node_the_leaders_configuration_does_not_hold_is_shown_removed() {
+        let node = |node_id, role, term, voters: &[u64]| NodeReport {
+            node_id,
+            role: Some(role),
+            term,
+            voters: voters.to_vec(),
+            ..Default::default()
+        };
+        let nodes = [
+            node(1, Role::Leader, 3, &[1, 2]),
+            // Node 3 was removed and still believes it follows.
+            node(3, Role::Follower, 2, &[1, 2, 3]),
+            node(2, Role::Follower, 3, &[1, 2]),
+            // An old leader of an earlier term holds no sway.
+            node(4, Role::Leader, 1, &[1, 2, 3, 4]),
+            NodeReport { node_id: 5, error: Some("connection refused".into()), ..Default::default() },
+        ];
+        let members = members(&nodes);
+        let roles: Vec<Option<String>> = nodes.iter().map(|node| node_view(node, members.as_deref()).role).collect();
+        let expected = [Some("leader"), Some("removed"), Some("follower"), Some("removed"), None];
+        assert_eq!(roles, expected.map(|role| role.map(str::to_owned)));
     }
 }
