@@ -412,8 +412,9 @@ impl Client {
         }
     }
 
-    /// The configured address after `address` (round robin).
-    fn next_address(&self, address: &str) -> String {
+    /// The configured address after `address` (round robin): where a
+    /// caller that follows the cluster itself (a change feed) goes next.
+    pub fn next_address(&self, address: &str) -> String {
         let addresses = &self.inner.config.addresses;
         let at = addresses.iter().position(|known| known == address).map_or(0, |at| (at + 1) % addresses.len());
         addresses.get(at).cloned().unwrap_or_else(|| address.to_owned())
@@ -504,13 +505,30 @@ impl Client {
         Err(ClientError::Deadline { deadline_ms: config.deadline_ms, attempts: config.attempts_max, last })
     }
 
-    async fn ledger_call<Req, Resp, F, Fut>(&self, message: Req, rpc: F) -> Result<Resp, ClientError>
+    /// Sends a `LedgerService` request built by the caller (for example
+    /// one with decimal amounts, which the typed methods do not speak) with
+    /// this client's rules: the same message is sent again on `UNAVAILABLE`
+    /// (at the leader the answer names, else at the next address) and on
+    /// `RESOURCE_EXHAUSTED` (after a backoff), within one deadline.
+    pub async fn ledger_call<Req, Resp, F, Fut>(&self, message: Req, rpc: F) -> Result<Resp, ClientError>
     where
         Req: Clone,
         F: Fn(LedgerServiceClient<Channel>, Request<Req>) -> Fut,
         Fut: Future<Output = Result<Response<Resp>, Status>>,
     {
         self.call(Target::Cluster, message, |channel, request| rpc(ledger_client(channel), request)).await
+    }
+
+    /// A `LedgerService` client of the node at `address`, over this
+    /// client's shared connections, for a caller that handles one node's
+    /// answers itself (a change feed).
+    pub fn ledger_service(&self, address: &str) -> Result<LedgerServiceClient<Channel>, ClientError> {
+        Ok(ledger_client(self.channel(address)?))
+    }
+
+    /// The configuration this client was made with.
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
     }
 
     /// Creates ledgers: one result per ledger.

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use coffer_benches::loadgen::procfs;
+use coffer_benches::loadgen::process;
 
 /// One cluster at a time: the machine has two cores, and two clusters
 /// electing leaders at once make election timeouts flaky.
@@ -35,7 +35,7 @@ fn coffer_binary() -> PathBuf {
 
 /// Whether none of `pids` is still running.
 fn all_gone(pids: &[u32]) -> bool {
-    pids.iter().all(|&pid| !procfs::is_running(pid))
+    pids.iter().all(|&pid| !process::is_running(pid))
 }
 
 #[test]
@@ -43,6 +43,7 @@ fn a_small_run_on_a_fresh_cluster_validates_and_writes_its_reports() {
     let _slot = CLUSTER_SLOT.lock().unwrap_or_else(PoisonError::into_inner);
     let out = tempfile::tempdir().unwrap();
     let (json, svg) = (out.path().join("run.json"), out.path().join("charts/run.svg"));
+    let png = out.path().join("charts/png/run.png");
     let started = Instant::now();
     let output = Command::new(coffer_binary())
         .args(["bench", "--transfers", "20000", "--batch-size", "1000", "--accounts", "1000", "--distribution", "hot"])
@@ -50,6 +51,8 @@ fn a_small_run_on_a_fresh_cluster_validates_and_writes_its_reports() {
         .arg(&json)
         .arg("--svg")
         .arg(&svg)
+        .arg("--png")
+        .arg(&png)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -81,6 +84,7 @@ fn a_small_run_on_a_fresh_cluster_validates_and_writes_its_reports() {
     let chart = std::fs::read_to_string(&svg).unwrap();
     assert!(chart.starts_with("<svg ") && chart.trim_end().ends_with("</svg>"));
     assert!(chart.contains("transfers committed / s") && chart.contains("p99 batch latency (ms)"));
+    assert!(std::fs::read(&png).unwrap().starts_with(b"\x89PNG\r\n\x1a\n"), "the PNG chart");
 }
 
 /// Starts a 60-second `coffer bench` on a fresh local cluster, waits until
@@ -97,9 +101,9 @@ fn start_sending(out: &Path, stderr: Stdio) -> (std::process::Child, Vec<u32>, V
     let mut lines = BufReader::new(bench.stdout.take().expect("its output is piped")).lines();
     let sending = lines.by_ref().map_while(Result::ok).any(|line| line.contains("sending"));
     assert!(sending, "coffer bench never started sending");
-    let dev = procfs::children(bench.id());
+    let dev = process::children(bench.id());
     assert_eq!(dev.len(), 1, "one coffer dev child: {dev:?}");
-    let nodes = procfs::children(dev[0]);
+    let nodes = process::children(dev[0]);
     assert_eq!(nodes.len(), 3, "three nodes under coffer dev: {nodes:?}");
     (bench, dev, nodes)
 }
@@ -183,8 +187,8 @@ fn a_run_goes_on_through_a_killed_node_which_coffer_dev_restarts() {
         assert!(stdout.read_line(&mut line).unwrap() > 0, "coffer bench never started sending: {seen}");
         seen.push_str(&line);
     }
-    let dev = procfs::children(bench.id());
-    let nodes = procfs::children(dev[0]);
+    let dev = process::children(bench.id());
+    let nodes = process::children(dev[0]);
     assert_eq!(nodes.len(), 3, "three nodes under coffer dev: {nodes:?}");
     let sent = Command::new("kill").args(["-s", "KILL", &nodes[0].to_string()]).status().unwrap();
     assert!(sent.success());

@@ -69,8 +69,13 @@ fn finish(config: &BenchConfig, outcome: Result<Report, BenchError>) -> ExitCode
     };
     println!();
     print!("{}", loadgen::report::render_table(&report));
-    match loadgen::write_reports(&report, &config.json, &config.svg) {
-        Ok(()) => println!("  reports        {} and {}", config.json.display(), config.svg.display()),
+    match loadgen::write_reports(&report, &config.json, &config.svg, &config.png) {
+        Ok(()) => println!(
+            "  reports        {}, {} and {}",
+            config.json.display(),
+            config.svg.display(),
+            config.png.display()
+        ),
         Err(error) => {
             eprintln!("coffer bench: writing the reports: {error}");
             return ExitCode::from(EXIT_FAILURE);

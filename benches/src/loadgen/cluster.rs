@@ -17,7 +17,7 @@ use coffer_api::client::{Client, Role};
 use tempfile::TempDir;
 
 use super::error::BenchError;
-use super::procfs;
+use super::process;
 
 /// Nodes `coffer dev` runs.
 pub const NODES: usize = 3;
@@ -202,7 +202,7 @@ impl LocalCluster {
         for node in &self.nodes {
             // A pid is reused only after its process is gone; check it is
             // still our node before killing.
-            if procfs::is_running(node.pid) && node_of(node.pid) == Some(node.node) {
+            if process::is_running(node.pid) && node_of(node.pid) == Some(node.node) {
                 failures.push(format!("node {} (pid {}) outlived coffer dev and was killed", node.node, node.pid));
                 signal(node.pid, "KILL");
             }
@@ -241,14 +241,14 @@ fn signal(pid: u32, name: &str) -> bool {
 /// The `coffer node` children of the dev process `dev`, by node id.
 fn node_processes(dev: u32) -> Vec<NodeProcess> {
     let mut nodes: Vec<NodeProcess> =
-        procfs::children(dev).into_iter().filter_map(|pid| Some(NodeProcess { node: node_of(pid)?, pid })).collect();
+        process::children(dev).into_iter().filter_map(|pid| Some(NodeProcess { node: node_of(pid)?, pid })).collect();
     nodes.sort_by_key(|node| node.node);
     nodes
 }
 
 /// The node id of a `coffer node --config <dir>/node<N>.toml` process.
 fn node_of(pid: u32) -> Option<u16> {
-    let args = procfs::cmdline(pid)?;
+    let args = process::cmdline(pid)?;
     let config = args.iter().skip_while(|arg| *arg != "--config").nth(1)?;
     let name = Path::new(config).file_stem()?.to_str()?;
     name.strip_prefix("node")?.parse().ok()

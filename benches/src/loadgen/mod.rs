@@ -9,18 +9,18 @@
 //! - [`runner`]: the load phase (closed and open loop, latency, retries);
 //! - [`expected`]: the record of acknowledged transfers (balances, sample);
 //! - [`validate`]: the checks after the run;
-//! - [`stats`], [`report`], [`svg`]: histograms, the table and JSON, the chart;
-//! - [`cluster`], [`procfs`]: the local cluster and what `/proc` says of it.
+//! - [`stats`], [`report`], [`chart`]: histograms, the table and JSON, the charts;
+//! - [`cluster`], [`process`]: the local cluster and what `/proc` says of it.
 
+pub mod chart;
 pub mod cluster;
 pub mod error;
 pub mod expected;
 pub mod options;
-pub mod procfs;
+pub mod process;
 pub mod report;
 pub mod runner;
 pub mod stats;
-pub mod svg;
 pub mod validate;
 pub mod workload;
 
@@ -159,7 +159,7 @@ async fn run_on(config: &BenchConfig, cluster: &mut Cluster, started: Instant) -
 
     let processes = cluster.processes();
     let pids: Vec<Option<u32>> = processes.iter().map(|(_, pid)| *pid).collect();
-    let before: Vec<_> = pids.iter().map(|pid| pid.and_then(procfs::usage)).collect();
+    let before: Vec<_> = pids.iter().map(|pid| pid.and_then(process::usage)).collect();
     let load_average = std::fs::read_to_string("/proc/loadavg")
         .ok()
         .map(|text| text.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
@@ -193,7 +193,7 @@ async fn run_on(config: &BenchConfig, cluster: &mut Cluster, started: Instant) -
         Cluster::Existing { .. } => runner::run(&shared, &clients).await?,
     }
     let load_time = load_started.elapsed();
-    let after: Vec<_> = pids.iter().map(|pid| pid.and_then(procfs::usage)).collect();
+    let after: Vec<_> = pids.iter().map(|pid| pid.and_then(process::usage)).collect();
     let (expected, recorder, load) = shared.finish();
     if let Cluster::Local(local) = cluster {
         local.check_alive()?;
@@ -234,7 +234,7 @@ async fn run_on(config: &BenchConfig, cluster: &mut Cluster, started: Instant) -
 fn process_report(
     name: String,
     pid: Option<u32>,
-    (before, after): (&Option<procfs::Usage>, &Option<procfs::Usage>),
+    (before, after): (&Option<process::Usage>, &Option<process::Usage>),
     elapsed: Duration,
 ) -> ProcessReport {
     let cpu_s = match (before, after) {
@@ -285,17 +285,26 @@ async fn set_up(client: &Client, layout: &Layout, seed: u64) -> Result<(), Bench
     Ok(())
 }
 
-/// Writes the JSON report and the SVG chart, creating their directories.
-pub fn write_reports(report: &Report, json: &Path, svg: &Path) -> Result<(), BenchError> {
+/// Writes the JSON report, then the SVG and PNG charts, creating their
+/// directories.
+pub fn write_reports(report: &Report, json: &Path, svg: &Path, png: &Path) -> Result<(), BenchError> {
     let text =
         serde_json::to_string_pretty(report).map_err(|error| BenchError::io(json, std::io::Error::other(error)))?;
     write(json, &text)?;
-    write(svg, &svg::chart(report))
+    let drawn = chart::svg(report).map_err(|error| BenchError::io(svg, std::io::Error::other(error)))?;
+    write(svg, &drawn)?;
+    create_parent(png)?;
+    chart::png(report, png).map_err(|error| BenchError::io(png, std::io::Error::other(error)))
+}
+
+fn create_parent(path: &Path) -> Result<(), BenchError> {
+    match path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+        Some(parent) => std::fs::create_dir_all(parent).map_err(|error| BenchError::io(parent, error)),
+        None => Ok(()),
+    }
 }
 
 fn write(path: &Path, text: &str) -> Result<(), BenchError> {
-    if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|error| BenchError::io(parent, error))?;
-    }
+    create_parent(path)?;
     std::fs::write(path, text).map_err(|error| BenchError::io(path, error))
 }

@@ -127,6 +127,9 @@ pub struct BenchArgs {
     /// Where the SVG chart goes [default: <out-dir>/coffer-bench-<distribution>.svg].
     #[arg(long, value_name = "PATH")]
     pub svg: Option<PathBuf>,
+    /// Where the PNG chart goes [default: <out-dir>/coffer-bench-<distribution>.png].
+    #[arg(long, value_name = "PATH")]
+    pub png: Option<PathBuf>,
     /// The directory of the default report paths.
     #[arg(long, value_name = "DIR", default_value = OUT_DIR_DEFAULT)]
     pub out_dir: PathBuf,
@@ -237,6 +240,8 @@ pub struct BenchConfig {
     pub json: PathBuf,
     /// The SVG chart's path.
     pub svg: PathBuf,
+    /// The PNG chart's path.
+    pub png: PathBuf,
 }
 
 /// A configuration that cannot run.
@@ -315,6 +320,7 @@ impl BenchArgs {
             sample: self.sample,
             json: self.json.unwrap_or_else(|| file("json")),
             svg: self.svg.unwrap_or_else(|| file("svg")),
+            png: self.png.unwrap_or_else(|| file("png")),
         })
     }
 }
@@ -554,6 +560,7 @@ mod tests {
         assert_eq!((config.transfers, config.rate, config.seed), (Some(1_000_000), None, 1));
         assert_eq!(config.json, PathBuf::from("data/bench/coffer-bench-uniform.json"));
         assert_eq!(config.svg, PathBuf::from("data/bench/coffer-bench-uniform.svg"));
+        assert_eq!(config.png, PathBuf::from("data/bench/coffer-bench-uniform.png"));
     }
 
     #[test]

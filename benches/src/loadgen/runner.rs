@@ -27,7 +27,7 @@ use tokio::time::Instant;
 
 use super::error::BenchError;
 use super::expected::Expected;
-use super::procfs;
+use super::process;
 use super::stats::Recorder;
 use super::workload::{Batch, Generator};
 
@@ -153,7 +153,7 @@ impl Shared {
     }
 
     fn sample_memory(&self) {
-        let rss = self.pids.iter().map(|pid| pid.and_then(procfs::usage).map(|usage| usage.rss_kib)).collect();
+        let rss = self.pids.iter().map(|pid| pid.and_then(process::usage).map(|usage| usage.rss_kib)).collect();
         let at = self.start.elapsed();
         self.lock().recorder.record_rss(at, rss);
     }

@@ -1,10 +1,14 @@
-//! A small aligned-table printer for the commands' text output.
+//! The commands' text tables, laid out by `comfy-table`: no borders, two
+//! spaces between columns, numbers right-aligned, and optional columns
+//! nobody set left out.
 
-/// Columns between which two spaces are left.
-const GAP: &str = "  ";
+use comfy_table::{presets, CellAlignment, ColumnConstraint};
+
+/// Spaces between columns.
+const GAP: u16 = 2;
 
 /// Rows of text cells under a header. A column whose every cell is a
-/// number is right-aligned; an optional column is left out when every one
+/// number (or `-`, no value) is right-aligned; an optional column is left out when every one
 /// of its cells is empty or `0` (user data nobody set).
 #[derive(Debug, Clone)]
 pub struct Table {
@@ -35,28 +39,24 @@ impl Table {
 
     /// The table as lines of text (header first), each ending in a newline.
     pub fn render(&self) -> String {
-        let columns = (0..self.headers.len()).filter(|&column| self.shown(column)).collect::<Vec<_>>();
-        let width = |column: usize| {
-            let cells = self.rows.iter().map(|row| row[column].chars().count());
-            cells.chain([self.headers[column].len()]).max().unwrap_or(0)
-        };
-        let widths = columns.iter().map(|&column| width(column)).collect::<Vec<_>>();
-        let right = columns.iter().map(|&column| self.numeric(column)).collect::<Vec<_>>();
-        let mut text = String::new();
-        let header = self.headers.iter().map(|header| (*header).to_owned()).collect::<Vec<_>>();
-        for row in [&header].into_iter().chain(&self.rows) {
-            let cells = columns.iter().zip(&widths).zip(&right).map(|((&column, &width), &right)| {
-                let cell = &row[column];
-                if right {
-                    format!("{cell:>width$}")
-                } else {
-                    format!("{cell:<width$}")
-                }
-            });
-            let line = cells.collect::<Vec<_>>().join(GAP);
-            text.push_str(line.trim_end());
-            text.push('\n');
+        let mut grid = comfy_table::Table::new();
+        grid.load_style(presets::NOTHING);
+        grid.set_header(self.headers.clone());
+        for row in &self.rows {
+            grid.add_row(row.clone());
         }
+        let last_shown = (0..self.headers.len()).rfind(|&column| self.shown(column));
+        for (index, column) in grid.column_iter_mut().enumerate() {
+            if !self.shown(index) {
+                column.set_constraint(ColumnConstraint::Hidden);
+            }
+            column.set_padding((0, if Some(index) == last_shown { 0 } else { GAP }));
+            if self.numeric(index) {
+                column.set_cell_alignment(CellAlignment::Right);
+            }
+        }
+        let mut text = grid.trim_fmt();
+        text.push('\n');
         text
     }
 
@@ -66,7 +66,10 @@ impl Table {
 
     fn numeric(&self, column: usize) -> bool {
         let number = |cell: &str| !cell.is_empty() && cell.bytes().all(|b| b.is_ascii_digit() || b == b'.');
-        !self.rows.is_empty() && self.rows.iter().all(|row| row[column].is_empty() || number(&row[column]))
+        let blank = |cell: &str| cell.is_empty() || cell == "-";
+        !self.rows.is_empty()
+            && self.rows.iter().all(|row| blank(&row[column]) || number(&row[column]))
+            && self.rows.iter().any(|row| number(&row[column]))
     }
 }
 
