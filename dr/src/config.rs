@@ -69,6 +69,9 @@ pub const LEASE_MS_DEFAULT: u64 = 4_000;
 pub const CLOCK_SKEW_MS_DEFAULT: u64 = 500;
 /// The default interval of the primary's heartbeats on the shipping stream.
 pub const HEARTBEAT_MS_DEFAULT: u64 = 250;
+/// The default bound on how long an async primary's applied entry may wait
+/// for the standby region's confirmation before writes stop: the RPO.
+pub const MAX_LAG_MS_DEFAULT: u64 = 1_000;
 
 /// One node's disaster-recovery settings (the `[dr]` section). Every node
 /// of a region has the same ones, but for `region`'s own address book.
@@ -85,6 +88,13 @@ pub struct DrConfig {
     /// The primary refuses writes while the standby has not committed this
     /// many of its entries (`0`: no bound).
     pub max_lag_entries: u64,
+    /// Async mode: once an entry this region applied has waited this long
+    /// for the standby region's confirmation, the primary takes no write and
+    /// acknowledges none it applied since, until the standby catches up; so
+    /// a failover loses at most this much time of acknowledged writes (the
+    /// RPO). `0`: no bound (the lease bounds it). Default
+    /// [`MAX_LAG_MS_DEFAULT`].
+    pub max_lag_ms: u64,
     /// The write lease the standby grants with each acknowledgement.
     pub lease_ms: u64,
     /// Margin for clock rates: the standby waits this much past a lease.
@@ -112,6 +122,7 @@ impl DrConfig {
             peer_addresses,
             mode: Mode::Async,
             max_lag_entries: 0,
+            max_lag_ms: MAX_LAG_MS_DEFAULT,
             lease_ms: LEASE_MS_DEFAULT,
             clock_skew_ms: CLOCK_SKEW_MS_DEFAULT,
             heartbeat_ms: HEARTBEAT_MS_DEFAULT,
@@ -150,6 +161,15 @@ impl DrConfig {
                 ),
             ));
         }
+        if self.max_lag_ms != 0 && self.max_lag_ms < self.heartbeat_ms {
+            return Err((
+                "dr.max_lag_ms",
+                format!(
+                    "{} ms: 0 (no bound) or at least the heartbeat ({} ms), or writes stop between confirmations",
+                    self.max_lag_ms, self.heartbeat_ms
+                ),
+            ));
+        }
         Ok(())
     }
 }
@@ -166,6 +186,9 @@ mod tests {
         assert_eq!(same.check().unwrap_err().0, "dr.peer_region");
         let bad = DrConfig { peer_addresses: vec!["nohost".into()], ..good.clone() };
         assert_eq!(bad.check().unwrap_err().0, "dr.peer_addresses");
+        let tight = DrConfig { max_lag_ms: 100, ..good.clone() };
+        assert_eq!(tight.check().unwrap_err().0, "dr.max_lag_ms");
+        assert_eq!(DrConfig { max_lag_ms: 0, ..good.clone() }.check(), Ok(()));
         let slow = DrConfig { heartbeat_ms: 3_000, ..good };
         assert_eq!(slow.check().unwrap_err().0, "dr.heartbeat_ms");
         assert_eq!(Mode::parse("sync"), Ok(Mode::Sync));

@@ -77,6 +77,22 @@ pub enum Refusal {
         /// The bound.
         max: u64,
     },
+    /// Async mode: an entry this region applied has waited longer than
+    /// `max_lag_ms` for the standby region's confirmation.
+    #[error(
+        "the standby region {peer} has not confirmed entry {index}, applied here {waited_ms} ms ago, more than the \
+         bound of {max_ms} ms (max_lag_ms): writes wait until it catches up; retry"
+    )]
+    Behind {
+        /// The standby region.
+        peer: String,
+        /// The oldest entry not confirmed.
+        index: u64,
+        /// How long it has waited.
+        waited_ms: u64,
+        /// The bound.
+        max_ms: u64,
+    },
     /// Sync mode: the entry committed here but the standby region did not
     /// confirm it in time (or the lease lapsed before the answer).
     #[error(
@@ -108,6 +124,20 @@ struct PrimarySide {
     /// When this node applied each index not yet durable in the standby
     /// (sampled), for the lag in seconds.
     applied_at: VecDeque<(u64, Instant)>,
+    /// Async mode: the entries of writes this node answered that the standby
+    /// has not confirmed, with when each was applied (the RPO bound).
+    unconfirmed: VecDeque<(u64, Instant)>,
+}
+
+impl PrimarySide {
+    /// The oldest entry the standby has not confirmed and how long it has
+    /// waited, forgetting those it has.
+    fn oldest_unconfirmed(&mut self, now: Instant) -> Option<(u64, Duration)> {
+        while self.unconfirmed.front().is_some_and(|(index, _)| *index <= self.durable) {
+            self.unconfirmed.pop_front();
+        }
+        self.unconfirmed.front().map(|&(index, at)| (index, now.saturating_duration_since(at)))
+    }
 }
 
 /// The standby side's state (on every node; the leader ships).
@@ -231,8 +261,9 @@ impl Dr {
 
     /// Whether the primary may take a write now: on the leader of the
     /// primary region, it must hold a write lease (lease fencing) and the
-    /// standby must be within `max_lag_entries`. Anywhere else the node
-    /// itself answers (a follower forwards, a standby refuses).
+    /// standby must be within `max_lag_entries` and, in async mode,
+    /// `max_lag_ms`. Anywhere else the node itself answers (a follower
+    /// forwards, a standby refuses).
     pub fn admit(&self) -> Result<(), Refusal> {
         let view = self.node.view();
         if !view.is_leader || view.region.role != RegionRole::Primary {
@@ -257,7 +288,46 @@ impl Dr {
                 max: self.config.max_lag_entries,
             });
         }
-        Ok(())
+        let mut primary = primary;
+        let now = Instant::now();
+        // Entries a former leader answered are not in this node's list: its
+        // clock for them starts now.
+        self.note_unconfirmed(view.region, &mut primary, view.applied, now);
+        self.within_rpo(view.region, &mut primary, now)
+    }
+
+    /// Whether `max_lag_ms` bounds this region's writes now.
+    fn rpo_bounded(&self, region: RegionState) -> bool {
+        self.config.mode == Mode::Async && self.config.max_lag_ms != 0 && !region.lease_waived
+    }
+
+    /// Notes that entry `index` was applied here by `now` and is not
+    /// confirmed by the standby (when `max_lag_ms` bounds the writes).
+    fn note_unconfirmed(&self, region: RegionState, primary: &mut PrimarySide, index: u64, now: Instant) {
+        let noted = primary.unconfirmed.back().map_or(primary.durable, |&(last, _)| last.max(primary.durable));
+        if self.rpo_bounded(region) && index > noted {
+            primary.unconfirmed.push_back((index, now));
+        }
+    }
+
+    /// Async mode with `max_lag_ms`: whether the oldest entry the standby
+    /// has not confirmed has waited at most that long. Sync mode loses
+    /// nothing, and a primary whose lease is waived has no standby to wait
+    /// for.
+    fn within_rpo(&self, region: RegionState, primary: &mut PrimarySide, now: Instant) -> Result<(), Refusal> {
+        let max = Duration::from_millis(self.config.max_lag_ms);
+        if !self.rpo_bounded(region) {
+            return Ok(());
+        }
+        match primary.oldest_unconfirmed(now) {
+            Some((index, waited)) if waited > max => Err(Refusal::Behind {
+                peer: self.config.peer_region.clone(),
+                index,
+                waited_ms: waited.as_millis() as u64,
+                max_ms: self.config.max_lag_ms,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Whether the primary's writes need a lease now.
@@ -285,7 +355,8 @@ impl Dr {
     /// mode once the standby has committed it (waiting up to `within`); in
     /// async mode at once, but only while the lease still holds (an entry
     /// that committed after the lease lapsed is not acknowledged: the
-    /// standby may already have taken over).
+    /// standby may already have taken over) and no entry has waited for the
+    /// standby's confirmation longer than `max_lag_ms` (the RPO).
     pub async fn acknowledge(&self, index: u64, within: Duration) -> Result<(), Refusal> {
         let region = self.region();
         if region.role != RegionRole::Primary {
@@ -304,15 +375,18 @@ impl Dr {
                 _ => Err(not_confirmed()),
             };
         }
-        if self.lease_required(region) {
-            let primary = self.primary_side(region.epoch);
-            let durable = primary.durable >= index;
-            let leased = primary.lease_until.is_some_and(|until| until > Instant::now());
-            if !durable && !leased {
-                return Err(not_confirmed());
-            }
+        let now = Instant::now();
+        let mut primary = self.primary_side(region.epoch);
+        if primary.durable >= index {
+            return Ok(());
         }
-        Ok(())
+        if self.lease_required(region) && primary.lease_until.is_none_or(|until| until <= now) {
+            return Err(not_confirmed());
+        }
+        // Answered while the standby has not confirmed it: at risk in a
+        // failover, so only while the oldest such entry is young enough.
+        self.note_unconfirmed(region, &mut primary, index, now);
+        self.within_rpo(region, &mut primary, now).map_err(|_| not_confirmed())
     }
 
     /// How long until this (standby) node may promote its region without
@@ -455,5 +529,26 @@ pub fn role_name(role: RegionRole) -> &'static str {
         RegionRole::Primary => "primary",
         RegionRole::Standby => "standby",
         RegionRole::Configured => "configured",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_oldest_unconfirmed_entry_is_the_first_the_standby_has_not_confirmed() {
+        let start = Instant::now();
+        let at = |ms| start + Duration::from_millis(ms);
+        let mut side = PrimarySide::default();
+        assert_eq!(side.oldest_unconfirmed(at(0)), None);
+        side.unconfirmed.extend([(5, at(0)), (7, at(300)), (9, at(600))]);
+        assert_eq!(side.oldest_unconfirmed(at(1_000)), Some((5, Duration::from_millis(1_000))));
+        // The standby confirms through 7: entry 9 is the oldest at risk.
+        side.durable = 7;
+        assert_eq!(side.oldest_unconfirmed(at(1_000)), Some((9, Duration::from_millis(400))));
+        side.durable = 9;
+        assert_eq!(side.oldest_unconfirmed(at(1_000)), None);
+        assert!(side.unconfirmed.is_empty(), "confirmed entries are forgotten");
     }
 }

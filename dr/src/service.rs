@@ -293,6 +293,7 @@ impl DrService for DrApi {
             is_leader: view.is_leader,
             mode: dr.config.mode.name().to_owned(),
             max_lag_entries: dr.config.max_lag_entries,
+            max_lag_ms: dr.config.max_lag_ms,
             peer_addresses: dr.config.peer_addresses.clone(),
             peer_region: dr.config.peer_region.clone(),
             fencing: if region.lease_waived && dr.config.fencing == Fencing::Lease {
@@ -344,7 +345,8 @@ impl DrService for DrApi {
     }
 
     async fn unfreeze(&self, request: Request<UnfreezeRequest>) -> Result<Response<RegionResponse>, Status> {
-        let (index, region) = self.region_op(RegionOp::Unfreeze, note(&request, String::new())?).await?;
+        let reason = request.get_ref().reason.clone();
+        let (index, region) = self.region_op(RegionOp::Unfreeze, note(&request, reason)?).await?;
         Ok(Response::new(self.answer(index, region)))
     }
 

@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,7 +15,7 @@ use coffer_api::convert::{transfer_to_wire, Amounts};
 use coffer_api::proto;
 use coffer_api::proto::ledger_service_client::LedgerServiceClient;
 use coffer_dr::proto::dr_service_client::DrServiceClient;
-use coffer_dr::proto::{IsolateRequest, PromoteRequest};
+use coffer_dr::proto::{FreezeRequest, IsolateRequest, PromoteRequest};
 use coffer_ledger::{
     Account, AccountId, AccountKind, CreateTransferResult, Ledger, LedgerId, Transfer, TransferId, TransferKind,
 };
@@ -87,24 +87,22 @@ fn batch(first: u128, len: u128) -> Vec<Transfer> {
         .collect()
 }
 
+/// Acknowledged transfer ids, each with when its answer arrived.
+type Acked = Arc<Mutex<Vec<(u128, Instant)>>>;
+
 /// Writes batches of 10 to `client` until `stop`, recording every
 /// acknowledged id. Ids start at `first`.
-fn writer(
-    client: Client,
-    first: u128,
-    stop: Arc<AtomicBool>,
-    acked: Arc<Mutex<Vec<u128>>>,
-) -> tokio::task::JoinHandle<()> {
+fn writer(client: Client, first: u128, stop: Arc<AtomicBool>, acked: Acked) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut next = first;
         while !stop.load(Ordering::Relaxed) {
             let transfers = batch(next, 10);
             next += 10;
             if let Ok(reply) = client.create_transfers(&transfers).await {
-                let mut acked = acked.lock().unwrap();
+                let (mut acked, at) = (acked.lock().unwrap(), Instant::now());
                 for (transfer, result) in transfers.iter().zip(&reply.value) {
                     if matches!(result, CreateTransferResult::Created | CreateTransferResult::Exists) {
-                        acked.push(transfer.id.0);
+                        acked.push((transfer.id.0, at));
                     }
                 }
             }
@@ -200,7 +198,7 @@ async fn sync_mode_primary_region_killed_then_failover_serves_writes_and_loses_n
     }
     stop.store(true, Ordering::Relaxed);
     writing.await.unwrap();
-    let acked = acked.lock().unwrap().clone();
+    let acked: Vec<u128> = acked.lock().unwrap().iter().map(|&(id, _)| id).collect();
     assert!(acked.len() > 100, "only {} transfers acknowledged", acked.len());
 
     let started = Instant::now();
@@ -231,9 +229,29 @@ async fn async_failover_lists_every_acknowledged_transfer_it_lost_and_the_old_pr
     let (stop, acked) = (Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new(Vec::new())));
     let writing = writer(primary.clone(), 2_000_000, stop.clone(), acked.clone());
     tokio::time::sleep(Duration::from_millis(1_000)).await;
-    // The link between the regions fails: seoul keeps writing on its lease.
+    // The link between the regions fails: seoul keeps writing on its lease,
+    // but only until an entry has waited max_lag_ms (1 s by default) for
+    // busan's confirmation: then it refuses, naming the bound, while its
+    // lease still holds.
     isolate(&seoul, true).await;
     let cut = Instant::now();
+    let once =
+        ClientConfig { attempts_max: 1, deadline_ms: 1_000, ..coffer_tests::client_config(seoul.api_addresses()) };
+    let once = Client::new(once).unwrap();
+    let mut probe = 2_900_000;
+    let behind = loop {
+        probe += 1;
+        if let Err(error) = once.create_transfers(&batch(probe, 1)).await {
+            let error = error.to_string();
+            assert!(!error.contains("no write lease"), "the lease lapsed before the RPO bound stopped writes: {error}");
+            if error.contains("max_lag_ms") {
+                break cut.elapsed();
+            }
+        }
+        assert!(cut.elapsed() < Duration::from_millis(LEASE_MS), "writes never stopped at max_lag_ms");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(behind >= Duration::from_millis(900), "stopped {behind:?} after the cut, before the bound");
     let report = dr(&addresses(&busan), &["failover", "--wait-lease"]).unwrap();
     assert!(cut.elapsed() >= Duration::from_millis(LEASE_MS), "promoted before the lease could lapse");
     stop.store(true, Ordering::Relaxed);
@@ -243,9 +261,15 @@ async fn async_failover_lists_every_acknowledged_transfer_it_lost_and_the_old_pr
     let refused = primary.create_transfers(&batch(3_000_000, 1)).await.unwrap_err().to_string();
     assert!(refused.contains("no write lease"), "{refused}");
 
-    let acked = acked.lock().unwrap().clone();
+    let acked_at: BTreeMap<u128, Instant> = acked.lock().unwrap().iter().copied().collect();
+    let acked: Vec<u128> = acked_at.keys().copied().collect();
     let lost = missing(&client(&busan), &acked).await;
     assert!(!lost.is_empty(), "the test meant seoul to acknowledge writes busan never received");
+    // The RPO in time: the lost writes were all acknowledged within the
+    // bound (plus the answers' way back to this test).
+    let (first, last) = (lost.iter().map(|id| acked_at[id]).min(), lost.iter().map(|id| acked_at[id]).max());
+    let span = last.unwrap() - first.unwrap();
+    assert!(span <= Duration::from_millis(1_100), "lost writes were acknowledged over {span:?}");
     let listed: BTreeSet<u128> = report["divergent_transfers"]
         .as_array()
         .expect("seoul answered, so the report lists what it committed")
@@ -367,7 +391,7 @@ async fn split_brain_a_forced_failover_leaves_each_epoch_one_writer_and_the_old_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_operations_are_refused_with_errors_that_say_why_and_change_nothing() {
-    let settings = format!("{}\nmax_lag_entries = 8", settings("async"));
+    let settings = format!("{}\nmax_lag_entries = 8\nmax_lag_ms = 0", settings("async"));
     let (seoul, mut busan) = Cluster::start_regions(3, &settings).await;
     let at = addresses(&seoul);
     wait_shipping(&at).await;
@@ -432,6 +456,31 @@ async fn wrong_operations_are_refused_with_errors_that_say_why_and_change_nothin
         assert_eq!((row["role"].as_str(), row["epoch"].as_u64()), (Some(expected), Some(0)), "{row:#}");
     }
 
+    // A primary left frozen (a switchover that could neither finish nor
+    // undo its freeze) takes writes again once an operator unfreezes it,
+    // with a reason the audit trail keeps.
+    let mut frozen = false;
+    for address in seoul.api_addresses() {
+        if let Ok(mut client) = coffer_tests::channel(&address).await.map(DrServiceClient::new) {
+            frozen |= client.freeze(FreezeRequest {}).await.is_ok();
+        }
+    }
+    assert!(frozen, "no seoul node froze its region");
+    let refused = once.create_transfers(&batch(5_250_000, 1)).await.unwrap_err().to_string();
+    assert!(refused.contains("frozen"), "{refused}");
+    let bare = dr(&at, &["unfreeze", "--reason", " "]).unwrap_err();
+    assert!(bare.contains("--reason"), "{bare}");
+    let unfrozen = dr(&at, &["unfreeze", "--reason", "left frozen in a test"]).unwrap();
+    assert_eq!((unfrozen["region"].as_str(), unfrozen["was_frozen"].as_bool()), (Some("seoul"), Some(true)));
+    assert_eq!(primary.create_transfers(&batch(5_250_001, 1)).await.unwrap().value, [CreateTransferResult::Created]);
+    let trail = primary.list_audit(0, 1_000, None).await.unwrap().value;
+    assert!(
+        trail.iter().any(|record| record.kind == "unfreeze" && record.note == "left frozen in a test"),
+        "{trail:#?}"
+    );
+    let again = dr(&at, &["unfreeze", "--reason", "twice"]).unwrap();
+    assert_eq!(again["was_frozen"], false);
+
     // The standby region is lost: seoul stops writing once its lease
     // lapses, writes alone once the operator waives the lease, and stops
     // again when the lease is required again.
@@ -468,7 +517,7 @@ async fn wrong_operations_are_refused_with_errors_that_say_why_and_change_nothin
 async fn a_standby_the_primary_compacted_past_is_reseeded_from_a_checkpoint_and_follows_again() {
     // A primary that compacts its log early and keeps little for the standby.
     let settings = format!(
-        "{}\nlog_retain_entries_max = 4\n\n[raft]\nlog_gc_threshold_entries = 8\nlog_gc_keep_entries = 2\n",
+        "{}\nlog_retain_entries_max = 4\nmax_lag_ms = 0\n\n[raft]\nlog_gc_threshold_entries = 8\nlog_gc_keep_entries = 2\n",
         settings("async")
     );
     let (seoul, busan) = Cluster::start_regions(3, &settings).await;

@@ -121,6 +121,9 @@ pub struct DrSection {
     /// The primary refuses writes while the standby lags more entries (0:
     /// no bound, the default).
     pub max_lag_entries: Option<u64>,
+    /// Async mode: writes stop once an entry has waited this long for the
+    /// standby's confirmation (the RPO; 0: no bound). Default: 1,000.
+    pub max_lag_ms: Option<u64>,
     /// The write lease the standby grants. Default: 4,000.
     pub lease_ms: Option<u64>,
     /// The margin for clock rates. Default: 500.
@@ -373,6 +376,7 @@ fn resolve_dr(section: &DrSection, node: &mut NodeConfig) -> Result<coffer_dr::D
         dr.fencing = Fencing::parse(fencing).map_err(|reason| invalid("dr.fencing", reason))?;
     }
     dr.max_lag_entries = section.max_lag_entries.unwrap_or(dr.max_lag_entries);
+    dr.max_lag_ms = section.max_lag_ms.unwrap_or(dr.max_lag_ms);
     dr.lease_ms = section.lease_ms.unwrap_or(dr.lease_ms);
     dr.clock_skew_ms = section.clock_skew_ms.unwrap_or(dr.clock_skew_ms);
     dr.heartbeat_ms = section.heartbeat_ms.unwrap_or(dr.heartbeat_ms);
@@ -847,6 +851,7 @@ mod tests {
             (DrSection { peer_addresses: vec![], ..section.clone() }, "invalid dr.peer_addresses: "),
             (DrSection { peer_region: "seoul".into(), ..section.clone() }, "invalid dr.peer_region: "),
             (DrSection { fencing: Some("maybe".into()), ..section.clone() }, "invalid dr.fencing: "),
+            (DrSection { max_lag_ms: Some(10), ..section.clone() }, "invalid dr.max_lag_ms: "),
         ];
         for (section, expected) in wrong {
             let error = NodeFileConfig { dr: Some(section), ..minimal() }.resolve().unwrap_err().to_string();

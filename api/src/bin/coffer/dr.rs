@@ -47,6 +47,10 @@ const CONNECT_TIMEOUT_MS: u64 = 1_000;
 const POLL_MS: u64 = 50;
 /// Transfers an error message names at most.
 const LISTED_MAX: usize = 10;
+/// What the drill's clock may add to the RPO it measures: it stamps an
+/// acknowledgement when the answer reaches it, a round trip after the
+/// primary decided it.
+const RPO_SLACK_MS: u64 = 100;
 /// The goal for a switchover's write pause.
 const SWITCHOVER_PAUSE_GOAL_MS: u64 = 5_000;
 /// The drill's ledger and accounts (created idempotently).
@@ -76,6 +80,17 @@ pub enum DrCommand {
     /// Let the primary write without its standby's lease (the standby region
     /// is lost), or require the lease again.
     Lease(LeaseArgs),
+    /// Give a frozen primary its writes back (after a switchover that could
+    /// neither finish nor undo its freeze).
+    Unfreeze(UnfreezeArgs),
+}
+
+/// `coffer dr unfreeze`
+#[derive(Debug, Clone, clap::Args)]
+pub struct UnfreezeArgs {
+    /// Why (the audit trail records it with who unfroze the region).
+    #[arg(long)]
+    pub reason: String,
 }
 
 /// What `coffer dr lease` does.
@@ -463,81 +478,146 @@ async fn switchover(
         .map_err(|status| rpc_error("Freeze", &primary_address, &status))?
         .into_inner();
     let frozen_at = timeline.at(format!("writes frozen in {0} at {0}'s index {1}", primary.name, frozen.index));
-    let unfreeze = |reason: DrError| async {
-        let _ = primary_client.clone().unfreeze(UnfreezeRequest {}).await;
-        reason
+    let timeout = Duration::from_millis(args.catch_up_timeout_ms);
+    // Until the standby is promoted, any failure gives the primary its
+    // writes back: a switchover never leaves the ledger without a writer.
+    let promoted = match catch_up_and_promote(&primary, &standby, frozen.index, timeout, timeline).await {
+        Ok(promoted) => promoted,
+        Err(error) => {
+            // A promotion whose answer was lost may still have happened: then
+            // the old primary must stay frozen (failback demotes it).
+            let now = region(&standby.addresses).await;
+            if now.role() == "primary" && now.epoch() > primary_leader.region().epoch {
+                let done = format!(
+                    "{} was promoted (epoch {}) although its answer was lost: {} stays frozen; run `coffer dr \
+                     failback --no-switchover` to make it the standby",
+                    standby.name,
+                    now.epoch(),
+                    primary.name
+                );
+                timeline.at(done.clone());
+                return Err(failed(format!("{error}; {done}")));
+            }
+            let undone = match unfreeze(&primary.addresses, "switchover failed", timeout).await {
+                Ok(()) => format!("writes unfrozen in {}, nothing else changed", primary.name),
+                Err(unfreezing) => format!(
+                    "{} stays FROZEN ({unfreezing}): run `coffer dr unfreeze --reason ...` once it answers",
+                    primary.name
+                ),
+            };
+            timeline.at(undone.clone());
+            return Err(failed(format!("{error}; {undone}")));
+        }
     };
-    // Everything the frozen primary applied must reach the standby.
-    let target = match region(&primary.addresses).await.leader {
-        Some(leader) => leader.status.applied_index.max(frozen.index),
-        None => frozen.index,
-    };
-    let caught_up = wait_for(
-        &standby.addresses,
-        Duration::from_millis(args.catch_up_timeout_ms),
-        "the standby to catch up",
-        |leader| leader.region().cursor >= target && leader.region().source_frozen,
-    )
-    .await;
-    if let Err(error) = caught_up {
-        return Err(unfreeze(failed(format!("{error}; writes unfrozen, nothing else changed"))).await);
-    }
-    timeline.at(format!("{} applied {1}'s log to {1}'s index {target}", standby.name, primary.name));
-    let refreshed_primary = region(&primary.addresses).await;
-    let refreshed_standby = region(&standby.addresses).await;
-    let (primary_digest, standby_digest) =
-        match (digest_at(&refreshed_primary).await, digest_at(&refreshed_standby).await) {
-            (Ok(p), Ok(s)) => (p, s),
-            (Err(error), _) | (_, Err(error)) => return Err(unfreeze(error).await),
-        };
-    if primary_digest.digest != standby_digest.digest {
-        return Err(unfreeze(failed(format!(
-            "state digests differ: {} {} at index {}, {} {} at cursor {}; writes unfrozen, nothing else changed",
-            primary.name,
-            primary_digest.digest,
-            primary_digest.applied_index,
-            standby.name,
-            standby_digest.digest,
-            standby_digest.region.clone().unwrap_or_default().cursor
-        )))
-        .await);
-    }
-    timeline.at(format!("digests equal: {}", primary_digest.digest));
-    let (standby_address, mut standby_client) = leader_client(&refreshed_standby).await?;
-    let promoted = match standby_client.promote(PromoteRequest { force: false, reason: "switchover".into() }).await {
-        Ok(promoted) => promoted.into_inner(),
-        Err(status) => return Err(unfreeze(rpc_error("Promote", &standby_address, &status)).await),
-    };
+    let (promoted, digest) = promoted;
     let epoch = promoted.region.clone().unwrap_or_default().epoch;
     let promoted_at =
         timeline.at(format!("{0} promoted: primary of epoch {epoch} at {0}'s index {1}", standby.name, promoted.index));
-    let (primary_address, mut primary_client) = leader_client(&refreshed_primary).await?;
-    primary_client
-        .demote(DemoteRequest { epoch, cursor: promoted.index, base_timestamp: promoted.last_timestamp })
-        .await
-        .map_err(|status| rpc_error("Demote", &primary_address, &status))?;
+    // The old primary is frozen and of an older epoch: it takes no write
+    // whatever happens next, so a failure from here on is reported, not
+    // undone (`coffer dr failback` finishes it).
+    let demote = DemoteRequest { epoch, cursor: promoted.index, base_timestamp: promoted.last_timestamp };
+    at_leader(&primary.addresses, timeout, "Demote", |mut client| async move { client.demote(demote).await }).await?;
     timeline.at(format!(
         "{} demoted: standby of epoch {epoch}, following {1} from {1}'s index {2}",
         primary.name, standby.name, promoted.index
     ));
-    attach(
-        &standby.addresses,
-        &primary.name,
-        promoted.index,
-        timeline,
-        Duration::from_millis(args.catch_up_timeout_ms),
-    )
-    .await?;
+    attach(&standby.addresses, &primary.name, promoted.index, timeline, timeout).await?;
     Ok(SwitchoverReport {
         from_region: primary.name,
         to_region: standby.name,
         epoch,
         frozen_index: frozen.index,
         promoted_index: promoted.index,
-        digest: primary_digest.digest,
+        digest,
         write_pause_ms: promoted_at.saturating_sub(frozen_at),
         timeline: Vec::new(),
     })
+}
+
+/// A switchover's steps between the freeze and the promotion: the standby
+/// catches up with everything the frozen primary applied, the digests are
+/// compared, the standby is promoted (at whichever node leads it by then).
+async fn catch_up_and_promote(
+    primary: &Region,
+    standby: &Region,
+    frozen_index: u64,
+    timeout: Duration,
+    timeline: &mut Timeline,
+) -> Result<(RegionResponse, String), DrError> {
+    let target = match region(&primary.addresses).await.leader {
+        Some(leader) => leader.status.applied_index.max(frozen_index),
+        None => frozen_index,
+    };
+    wait_for(&standby.addresses, timeout, "the standby to catch up", |leader| {
+        leader.region().cursor >= target && leader.region().source_frozen
+    })
+    .await?;
+    timeline.at(format!("{} applied {1}'s log to {1}'s index {target}", standby.name, primary.name));
+    let primary_digest = digest_at(&region(&primary.addresses).await).await?;
+    let standby_digest = digest_at(&region(&standby.addresses).await).await?;
+    if primary_digest.digest != standby_digest.digest {
+        return Err(failed(format!(
+            "state digests differ: {} {} at index {}, {} {} at cursor {}",
+            primary.name,
+            primary_digest.digest,
+            primary_digest.applied_index,
+            standby.name,
+            standby_digest.digest,
+            standby_digest.region.clone().unwrap_or_default().cursor
+        )));
+    }
+    timeline.at(format!("digests equal: {}", primary_digest.digest));
+    let promote = PromoteRequest { force: false, reason: "switchover".into() };
+    let promoted = at_leader(&standby.addresses, timeout, "Promote", |mut client| {
+        let promote = promote.clone();
+        async move { client.promote(promote).await }
+    })
+    .await?;
+    Ok((promoted, primary_digest.digest))
+}
+
+/// Sends a region operation to the leader of the region at `addresses`,
+/// following a leader change (a node that no longer leads answers
+/// `UNAVAILABLE`) until `timeout`; any other refusal is final.
+async fn at_leader<F, Fut>(
+    addresses: &[String],
+    timeout: Duration,
+    what: &str,
+    send: F,
+) -> Result<RegionResponse, DrError>
+where
+    F: Fn(DrServiceClient<Channel>) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<RegionResponse>, Status>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        let current = region(addresses).await;
+        let error = match leader_client(&current).await {
+            Ok((address, client)) => match send(client).await {
+                Ok(answer) => return Ok(answer.into_inner()),
+                Err(status) if status.code() == Code::Unavailable => rpc_error(what, &address, &status),
+                Err(status) => return Err(rpc_error(what, &address, &status)),
+            },
+            Err(error) => error,
+        };
+        if Instant::now() >= deadline {
+            return Err(error);
+        }
+        tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
+    }
+}
+
+/// Gives the region at `addresses` its writes back (at its leader, which may
+/// change meanwhile), recording `reason` in its audit trail.
+async fn unfreeze(addresses: &[String], reason: &str, timeout: Duration) -> Result<(), DrError> {
+    let request = UnfreezeRequest { reason: reason.to_owned() };
+    at_leader(addresses, timeout, "Unfreeze", |mut client| {
+        let request = request.clone();
+        async move { client.unfreeze(request).await }
+    })
+    .await
+    .map(|_| ())
 }
 
 /// Waits until the new standby ships from the primary at `addresses`, then
@@ -1211,6 +1291,13 @@ struct DrillReport {
     rpo_lost_acknowledged: usize,
     /// ... of which the failover report listed (old primary reachable).
     rpo_lost_listed: usize,
+    /// From the first to the last acknowledgement of a lost transfer, as the
+    /// drill's load saw them: the RPO in time.
+    rpo_lost_ms: u64,
+    /// The primary's bound on it (`[dr] max_lag_ms`, async mode; 0: none).
+    rpo_bound_ms: u64,
+    /// The regions ship in sync mode (nothing acknowledged may be lost).
+    sync: bool,
     rpo_index_gap: u64,
     /// The longest time no write was acknowledged, from the operation's start
     /// to its end (write-unavailable time).
@@ -1350,11 +1437,24 @@ async fn drill(addresses: &[String], args: &DrillArgs, timeline: &mut Timeline) 
         }
         report.rpo_lost_acknowledged = lost.len();
         report.rpo_lost_listed = lost.iter().filter(|id| listed.contains(id)).count();
-        if args.load > 0 {
-            let lost: BTreeSet<u128> = lost.iter().copied().collect();
-            report.rto_ms = load.longest_gap(operation_from, operation_to, &lost);
+        let lost_set: BTreeSet<u128> = lost.iter().copied().collect();
+        let lost_at = acknowledged.iter().filter(|(id, _)| lost_set.contains(&id.0)).map(|&(_, at)| at);
+        let (first, last) = lost_at.fold((u64::MAX, 0), |(first, last), at| (first.min(at), last.max(at)));
+        report.rpo_lost_ms = last.saturating_sub(first);
+        let status = final_primary.leader.as_ref().map(|leader| &leader.status);
+        let sync = status.is_some_and(|status| status.mode == "sync");
+        // Sync mode loses nothing acknowledged: no bound in time applies.
+        report.rpo_bound_ms = status.filter(|_| !sync).map_or(0, |status| status.max_lag_ms);
+        report.sync = sync;
+        if !sync && report.rpo_bound_ms != 0 && report.rpo_lost_ms > report.rpo_bound_ms + RPO_SLACK_MS {
+            report.reasons.push(format!(
+                "acknowledged writes of {} ms were lost, more than the bound of {} ms (max_lag_ms)",
+                report.rpo_lost_ms, report.rpo_bound_ms
+            ));
         }
-        let sync = final_primary.leader.as_ref().is_some_and(|leader| leader.status.mode == "sync");
+        if args.load > 0 {
+            report.rto_ms = load.longest_gap(operation_from, operation_to, &lost_set);
+        }
         if args.scenario == Scenario::Switchover && !lost.is_empty() {
             report.reasons.push(format!("{} acknowledged transfers lost in a switchover", lost.len()));
         }
@@ -1410,9 +1510,15 @@ fn drill_text(report: &DrillReport) -> String {
     for event in &report.timeline {
         out.push_str(&format!("  {:>7} ms  {}\n", event.at_ms, event.event));
     }
+    let bound = match report.rpo_bound_ms {
+        _ if report.sync => "sync mode: none may be lost".to_owned(),
+        0 => "no bound".to_owned(),
+        bound => format!("bound {bound} ms"),
+    };
     out.push_str(&format!(
-        "RPO: {} acknowledged transfers lost ({} of them listed for reconciliation), index gap {}\n",
-        report.rpo_lost_acknowledged, report.rpo_lost_listed, report.rpo_index_gap
+        "RPO: {} acknowledged transfers lost, acknowledged over {} ms ({bound}); {} of them listed for \
+         reconciliation; index gap {}\n",
+        report.rpo_lost_acknowledged, report.rpo_lost_ms, report.rpo_lost_listed, report.rpo_index_gap
     ));
     out.push_str(&format!(
         "RTO: {} ms without an acknowledged write ({} acknowledged, {} batches refused)\n",
@@ -1522,6 +1628,25 @@ pub async fn run(command: DrCommand, options: &ClientOptions) -> Result<(), DrEr
                     if required { "writes only under its standby's lease again" } else { "writes without a lease" },
                     answer.index
                 )
+            })
+        }
+        DrCommand::Unfreeze(args) => {
+            if args.reason.trim().is_empty() {
+                return Err(failed("--reason: say why (the audit trail records it with who unfroze the region)"));
+            }
+            let (a, b) = both(addresses).await?;
+            let (primary, _) = primary_first(a, b)?;
+            let info = primary.leader()?.region();
+            let report = serde_json::json!({ "region": primary.name, "epoch": info.epoch, "was_frozen": info.frozen });
+            if info.frozen {
+                unfreeze(&primary.addresses, &args.reason, Duration::from_millis(CALL_TIMEOUT_MS)).await?;
+            }
+            print(options.json, &report, |_| {
+                if info.frozen {
+                    format!("{} (epoch {}) takes writes again\n", primary.name, info.epoch)
+                } else {
+                    format!("{} (epoch {}) is not frozen: nothing changed\n", primary.name, info.epoch)
+                }
             })
         }
         DrCommand::Reseed(args) => {
