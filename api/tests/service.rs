@@ -705,7 +705,8 @@ async fn health_and_reflection_are_served() {
         panic!("not a service list: {answer:?}");
     };
     let names = list.service.iter().map(|service| service.name.as_str()).collect::<Vec<_>>();
-    for name in ["coffer.v1.LedgerService", "coffer.v1.AdminService", "grpc.health.v1.Health"] {
+    for name in ["coffer.v1.LedgerService", "coffer.v1.AdminService", "coffer.dr.v1.DrService", "grpc.health.v1.Health"]
+    {
         assert!(names.contains(&name), "{names:?}");
     }
 }

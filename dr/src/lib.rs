@@ -38,6 +38,9 @@ pub use service::DrApi;
 #[allow(missing_docs, clippy::all)]
 pub mod proto {
     tonic::include_proto!("coffer.dr.v1");
+
+    /// The encoded file descriptor set of the protocol, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("coffer_dr_v1_descriptor");
 }
 
 /// The response metadata naming the leader's client address (the key the
