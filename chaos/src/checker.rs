@@ -32,9 +32,11 @@
 use std::collections::BTreeMap;
 
 use coffer_ledger::{
-    state_digest, stored_state_digest, Account, AccountFlags, AccountId, CreateTransferResult, LedgerId, MemoryStore,
-    PendingState, StateDigest, Store, StoreError, Transfer, TransferFlags, TransferId,
+    state_digest, stored_state_digest, AccountId, CreateTransferResult, LedgerId, MemoryStore, PendingState,
+    StateDigest, Store, StoreError, Transfer, TransferFlags, TransferId,
 };
+
+pub use coffer_ledger::invariants::{breaches_limit, contribution, limit_breach, Balances};
 
 use crate::workload::{transfer_name, TransferRole};
 
@@ -421,64 +423,6 @@ pub fn stored_field_differing(sent: &Transfer, stored: &Transfer) -> Option<&'st
     checks.into_iter().find(|(_, same)| !same).map(|(field, _)| field)
 }
 
-/// An account's four balances, as held or as recomputed from its
-/// transfers; or their sums over a ledger.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Balances {
-    /// Debits reserved by pending transfers.
-    pub debits_pending: u128,
-    /// Debits posted.
-    pub debits_posted: u128,
-    /// Credits reserved by pending transfers.
-    pub credits_pending: u128,
-    /// Credits posted.
-    pub credits_posted: u128,
-}
-
-impl Balances {
-    /// The balances `account` holds.
-    pub fn of(account: &Account) -> Self {
-        Self {
-            debits_pending: account.debits_pending,
-            debits_posted: account.debits_posted,
-            credits_pending: account.credits_pending,
-            credits_posted: account.credits_posted,
-        }
-    }
-
-    /// Adds `other` to a ledger's sums (wrapping: sums that overflow show as
-    /// unbalanced instead of stopping the check).
-    pub fn add(&mut self, other: &Self) {
-        self.debits_pending = self.debits_pending.wrapping_add(other.debits_pending);
-        self.debits_posted = self.debits_posted.wrapping_add(other.debits_posted);
-        self.credits_pending = self.credits_pending.wrapping_add(other.credits_pending);
-        self.credits_posted = self.credits_posted.wrapping_add(other.credits_posted);
-    }
-
-    /// Whether sums over a ledger balance: debits equal credits, pending
-    /// and posted.
-    pub fn is_balanced(&self) -> bool {
-        self.debits_pending == self.credits_pending && self.debits_posted == self.credits_posted
-    }
-}
-
-/// What `transfer` adds to each of its two accounts: (pending, posted).
-/// `reserving` says whether a pending transfer still reserves its amount
-/// (neither posted, voided nor expired).
-pub fn contribution(transfer: &Transfer, reserving: bool) -> (u128, u128) {
-    match TransferRole::of(transfer) {
-        TransferRole::Single | TransferRole::Post => (0, transfer.amount),
-        TransferRole::Pending if reserving => (transfer.amount, 0),
-        TransferRole::Pending | TransferRole::Void => (0, 0),
-    }
-}
-
-/// Whether `account` breaches its limit (debits must not exceed credits).
-pub fn breaches_limit(account: &Account) -> bool {
-    account.flags.contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
-        && account.debits_pending.saturating_add(account.debits_posted) > account.credits_posted
-}
-
 /// Recomputes every account's balances from the transfers `store` holds and
 /// checks them, conservation per ledger and the limits.
 fn check_balances<S: Store + ?Sized>(
@@ -525,8 +469,8 @@ fn check_balances<S: Store + ?Sized>(
                 format!("node {node}: account {} holds {held:?}, its transfers sum to {expected:?}", account.id.0),
             );
         }
-        if breaches_limit(account) {
-            violation("limit", format!("node {node}: account {} is overdrawn: {held:?}", account.id.0));
+        if let Some(breach) = limit_breach(account) {
+            violation("limit", format!("node {node}: {breach}"));
         }
         ledgers.entry(account.ledger).or_default().add(&held);
     })?;
@@ -536,4 +480,48 @@ fn check_balances<S: Store + ?Sized>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use coffer_ledger::{Account, AccountFlags, Ledger, StoreMut, WriteSet};
+
+    use super::*;
+
+    #[test]
+    fn a_replica_holding_an_account_over_its_credit_limit_is_a_limit_violation() {
+        let ledger = LedgerId(1);
+        let limited = Account {
+            id: AccountId(7),
+            ledger,
+            flags: AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS,
+            credits_posted: 5,
+            ..Default::default()
+        };
+        let other = Account { id: AccountId(8), ledger, debits_posted: 5, ..Default::default() };
+        let payment = Transfer {
+            id: TransferId(1),
+            debit_account_id: other.id,
+            credit_account_id: limited.id,
+            amount: 5,
+            ledger,
+            timestamp: 3,
+            ..Default::default()
+        };
+        let mut store = MemoryStore::new();
+        let write_set = WriteSet {
+            last_timestamp: 3,
+            ledgers: vec![Ledger { id: ledger, timestamp: 1, ..Default::default() }],
+            accounts: vec![limited, other],
+            transfers: vec![payment],
+            ..Default::default()
+        };
+        store.commit(&write_set).unwrap();
+        let violations = History::default().check_replica(1, 2, 0, &store);
+        let details: Vec<String> = violations.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            details,
+            ["step 1: [limit] node 2: account 7: credits_must_not_exceed_debits, but credits 5 exceed debits_posted 0"]
+        );
+    }
 }

@@ -125,33 +125,7 @@ pub fn transfer_name(id: TransferId) -> String {
     }
 }
 
-/// What a transfer a client sent is meant to do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum TransferRole {
-    /// Moves money now.
-    Single,
-    /// Reserves money (with a timeout, or none).
-    Pending,
-    /// Posts a pending transfer.
-    Post,
-    /// Voids a pending transfer.
-    Void,
-}
-
-impl TransferRole {
-    /// The role the flags of `transfer` give it.
-    pub fn of(transfer: &Transfer) -> Self {
-        if transfer.flags.contains(TransferFlags::POST_PENDING) {
-            Self::Post
-        } else if transfer.flags.contains(TransferFlags::VOID_PENDING) {
-            Self::Void
-        } else if transfer.flags.contains(TransferFlags::PENDING) {
-            Self::Pending
-        } else {
-            Self::Single
-        }
-    }
-}
+pub use coffer_ledger::invariants::TransferRole;
 
 /// A pending transfer a client saw acknowledged and has not yet resolved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -51,6 +51,7 @@ mod digest;
 mod flags;
 mod ids;
 pub mod index;
+pub mod invariants;
 mod memory;
 mod model;
 mod query;

@@ -13,28 +13,9 @@ use crate::SplitMix64;
 /// Unexpected results kept as examples for the report.
 pub const FAILURE_EXAMPLES_MAX: usize = 10;
 
-/// An account's balances.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Balances {
-    /// Σ pending amounts debited.
-    pub debits_pending: u128,
-    /// Σ posted amounts debited.
-    pub debits_posted: u128,
-    /// Σ pending amounts credited.
-    pub credits_pending: u128,
-    /// Σ posted amounts credited.
-    pub credits_posted: u128,
-}
-
-impl Balances {
-    /// Adds `other` to these.
-    pub fn add(&mut self, other: &Self) {
-        self.debits_pending += other.debits_pending;
-        self.debits_posted += other.debits_posted;
-        self.credits_pending += other.credits_pending;
-        self.credits_posted += other.credits_posted;
-    }
-}
+/// An account's balances (the ledger's one definition, shared by every
+/// checker).
+pub use coffer_ledger::invariants::Balances;
 
 /// A uniform sample of a stream (Vitter's algorithm R), seeded.
 #[derive(Clone, Debug)]

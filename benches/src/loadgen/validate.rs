@@ -16,6 +16,7 @@
 //! acknowledged write.
 
 use coffer_api::client::Client;
+use coffer_ledger::invariants::limit_breach;
 use coffer_ledger::{Account, BalanceTotals, Transfer, BATCH_EVENTS_MAX};
 
 use super::error::BenchError;
@@ -156,12 +157,10 @@ pub fn compare_account(created: &Account, expected: Balances, stored: Option<&Ac
     if shape != (created.ledger, created.code, created.kind, created.flags) {
         return Some(format!("account {}: created {created:?}, stored {stored:?}", created.id));
     }
-    let balances = Balances {
-        debits_pending: stored.debits_pending,
-        debits_posted: stored.debits_posted,
-        credits_pending: stored.credits_pending,
-        credits_posted: stored.credits_posted,
-    };
+    if let Some(breach) = limit_breach(stored) {
+        return Some(breach);
+    }
+    let balances = Balances::of(stored);
     (balances != expected).then(|| format!("account {}: expected {expected:?}, stored {balances:?}", created.id))
 }
 
@@ -214,7 +213,7 @@ pub fn ledger_check(ledger: u32, total: &BalanceTotals, expected: Option<Balance
 
 #[cfg(test)]
 mod tests {
-    use coffer_ledger::{AccountId, AccountKind, LedgerId, TransferId};
+    use coffer_ledger::{AccountFlags, AccountId, AccountKind, LedgerId, TransferId};
 
     use super::*;
 
@@ -244,6 +243,21 @@ mod tests {
         let other_kind = Account { kind: AccountKind::Other, ..stored };
         assert!(compare_account(&created, expected, Some(&other_kind)).unwrap().contains("created"));
         assert!(compare_account(&created, expected, None).unwrap().contains("not found"));
+    }
+
+    #[test]
+    fn an_account_over_its_credit_limit_fails_validation_even_as_expected() {
+        let created = Account {
+            id: AccountId(4),
+            ledger: LedgerId(9_001),
+            flags: AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS,
+            ..Default::default()
+        };
+        // The generator expected exactly these balances, and they break the limit.
+        let expected = Balances { debits_posted: 10, credits_posted: 10, credits_pending: 1, ..Default::default() };
+        let stored = Account { debits_posted: 10, credits_posted: 10, credits_pending: 1, ..created };
+        let problem = compare_account(&created, expected, Some(&stored)).unwrap();
+        assert_eq!(problem, "account 4: credits_must_not_exceed_debits, but credits 11 exceed debits_posted 10");
     }
 
     #[test]

@@ -43,9 +43,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use coffer_chaos::checker::{breaches_limit, contribution, stored_field_differing, Balances, History};
-use coffer_chaos::workload::{transfer_name, Bank, TransferRole};
+use coffer_chaos::checker::{stored_field_differing, History};
+use coffer_chaos::workload::{transfer_name, Bank};
 use coffer_chaos::Violation;
+use coffer_ledger::invariants::{contribution, limit_breach, Balances, TransferRole};
 use coffer_ledger::{Account, AccountId, LedgerId, Store, Transfer, TransferId};
 
 use super::faults::verify;
@@ -252,8 +253,8 @@ fn check_node_balances(node: u64, state: &NodeState, bank: &Bank, violations: &m
     }
     drop(conservation);
     let mut limits = Found::new("limit", violations);
-    for account in state.accounts.values().filter(|account| breaches_limit(account)) {
-        limits.add(format!("node {node}: account {} is overdrawn: {:?}", account.id.0, Balances::of(account)));
+    for breach in state.accounts.values().filter_map(limit_breach) {
+        limits.add(format!("node {node}: {breach}"));
     }
 }
 
@@ -278,14 +279,10 @@ pub fn check_reads(log: &HistoryLog, stored: &BTreeMap<TransferId, Transfer>) ->
     }
     {
         let mut limits = Found::new("limit", &mut violations);
-        for read in log.reads.iter().filter(|read| breaches_limit(&read.account)) {
-            limits.add(format!(
-                "node {} served account {} overdrawn at index {}: {:?}",
-                read.node,
-                read.account.id.0,
-                read.applied_index,
-                Balances::of(&read.account)
-            ));
+        for read in &log.reads {
+            if let Some(breach) = limit_breach(&read.account) {
+                limits.add(format!("node {} served at index {}: {breach}", read.node, read.applied_index));
+            }
         }
     }
     check_read_index_floor(log, &mut violations);
@@ -498,4 +495,54 @@ fn check_store(
         violations.push(Violation { step: 0, checker: "store", detail });
     }
     Ok(violations)
+}
+
+#[cfg(test)]
+mod tests {
+    use coffer_chaos::workload::BankAccount;
+    use coffer_ledger::{AccountFlags, Ledger};
+
+    use super::*;
+
+    #[test]
+    fn an_account_over_its_credit_limit_is_a_limit_violation() {
+        let ledger = LedgerId(1);
+        let account = Account {
+            id: AccountId(7),
+            ledger,
+            flags: AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS,
+            credits_pending: 5,
+            ..Default::default()
+        };
+        // Its transfers explain its balances: only the limit is broken.
+        let reserve = Transfer {
+            id: TransferId(1),
+            debit_account_id: AccountId(8),
+            credit_account_id: account.id,
+            amount: 5,
+            ledger,
+            flags: coffer_ledger::TransferFlags::PENDING,
+            ..Default::default()
+        };
+        let other = Account { id: AccountId(8), ledger, debits_pending: 5, ..Default::default() };
+        let state = NodeState {
+            applied_index: 9,
+            transfers: BTreeMap::from([(reserve.id, reserve)]),
+            accounts: BTreeMap::from([(account.id, account), (other.id, other)]),
+        };
+        let bank = Bank {
+            ledgers: vec![Ledger { id: ledger, ..Default::default() }],
+            accounts: vec![
+                BankAccount { id: account.id, ledger, limited: false },
+                BankAccount { id: AccountId(8), ledger, limited: false },
+            ],
+        };
+        let sent = BTreeMap::from([(reserve.id, reserve)]);
+        let violations = check_final(&HistoryLog::default(), &sent, &BTreeMap::from([(1, state)]), &bank);
+        let details: Vec<String> = violations.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            details,
+            ["step 0: [limit] node 1: account 7: credits_must_not_exceed_debits, but credits 5 exceed debits_posted 0"]
+        );
+    }
 }

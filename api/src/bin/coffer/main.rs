@@ -19,7 +19,6 @@ mod cli;
 mod config;
 mod dev;
 mod dr;
-mod invariants;
 mod node;
 mod restore;
 mod telemetry;

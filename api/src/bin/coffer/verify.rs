@@ -1,7 +1,7 @@
 //! `coffer verify`: the offline check of a stopped node's store. It opens
 //! the store read-only (refusing one a running node holds), reads back every
 //! record of every column family ([`coffer_storage::verify`]), checks the
-//! Raft bookkeeping and the ledger's invariants ([`crate::invariants`]), and
+//! Raft bookkeeping and the ledger's invariants ([`coffer_ledger::invariants`]), and
 //! prints the applied index, the term and the state digest, which equal
 //! those of every other replica at the same applied index.
 
@@ -13,7 +13,7 @@ use coffer_storage::verify::{open_stopped, verify_records, OpenStoppedError, Rec
 use coffer_storage::{snapshot, LedgerState, LogStore, StorageError};
 use serde::Serialize;
 
-use crate::invariants::{check_invariants, InvariantReport};
+use coffer_ledger::invariants::{check_invariants, InvariantReport};
 
 /// Accounts cached while verifying (each is read a few times).
 const ACCOUNT_CACHE_ENTRIES: usize = 4_096;

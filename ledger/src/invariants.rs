@@ -1,5 +1,11 @@
-//! The ledger's invariants, recomputed over any [`Store`] (`coffer verify`
-//! runs them on a stopped node's RocksDB state):
+//! The ledger's invariants, in one place for every checker: `coffer verify`
+//! (on a stopped node's RocksDB state), the deterministic simulator, the
+//! real-process nemesis and the load generator's validation.
+//!
+//! The pieces: [`Balances`] (an account's four balances, or their sums),
+//! [`contribution`] (what one transfer adds to each side), [`limit_breach`]
+//! (both limit flags, pending amounts counted), and [`check_invariants`],
+//! which recomputes everything over any [`Store`]:
 //!
 //! - per ledger, Σ debits = Σ credits, posted and pending (the trial
 //!   balance);
@@ -18,10 +24,130 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use coffer_ledger::{
+use crate::{
     Account, AccountFlags, AccountId, BalanceTotals, CodeTotals, Ledger, LedgerId, PendingState, Store, StoreError,
     Transfer, TransferFlags, TransferId,
 };
+
+/// What a transfer is meant to do, by its flags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TransferRole {
+    /// Moves money now.
+    Single,
+    /// Reserves money (with a timeout, or none).
+    Pending,
+    /// Posts a pending transfer.
+    Post,
+    /// Voids a pending transfer.
+    Void,
+}
+
+impl TransferRole {
+    /// The role the flags of `transfer` give it.
+    pub fn of(transfer: &Transfer) -> Self {
+        if transfer.flags.contains(TransferFlags::POST_PENDING) {
+            Self::Post
+        } else if transfer.flags.contains(TransferFlags::VOID_PENDING) {
+            Self::Void
+        } else if transfer.flags.contains(TransferFlags::PENDING) {
+            Self::Pending
+        } else {
+            Self::Single
+        }
+    }
+}
+
+/// An account's four balances, as held or as recomputed from its
+/// transfers; or their sums over a ledger.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Balances {
+    /// Debits reserved by pending transfers.
+    pub debits_pending: u128,
+    /// Debits posted.
+    pub debits_posted: u128,
+    /// Credits reserved by pending transfers.
+    pub credits_pending: u128,
+    /// Credits posted.
+    pub credits_posted: u128,
+}
+
+impl Balances {
+    /// The balances `account` holds.
+    pub fn of(account: &Account) -> Self {
+        Self {
+            debits_pending: account.debits_pending,
+            debits_posted: account.debits_posted,
+            credits_pending: account.credits_pending,
+            credits_posted: account.credits_posted,
+        }
+    }
+
+    /// Adds `other` to a ledger's sums (wrapping: sums that overflow show as
+    /// unbalanced instead of stopping the check).
+    pub fn add(&mut self, other: &Self) {
+        self.debits_pending = self.debits_pending.wrapping_add(other.debits_pending);
+        self.debits_posted = self.debits_posted.wrapping_add(other.debits_posted);
+        self.credits_pending = self.credits_pending.wrapping_add(other.credits_pending);
+        self.credits_posted = self.credits_posted.wrapping_add(other.credits_posted);
+    }
+
+    /// Whether sums over a ledger balance: debits equal credits, pending
+    /// and posted.
+    pub fn is_balanced(&self) -> bool {
+        self.debits_pending == self.credits_pending && self.debits_posted == self.credits_posted
+    }
+}
+
+/// What `transfer` adds to each of its two accounts: (pending, posted).
+/// `reserving` says whether a pending transfer still reserves its amount
+/// (neither posted, voided nor expired).
+pub fn contribution(transfer: &Transfer, reserving: bool) -> (u128, u128) {
+    match TransferRole::of(transfer) {
+        TransferRole::Single | TransferRole::Post => (0, transfer.amount),
+        TransferRole::Pending if reserving => (transfer.amount, 0),
+        TransferRole::Pending | TransferRole::Void => (0, 0),
+    }
+}
+
+/// How `account` breaks a limit flag it carries, if it does: its debits
+/// (pending and posted) above its posted credits under
+/// `debits_must_not_exceed_credits`, or its credits above its posted debits
+/// under `credits_must_not_exceed_debits`. A sum that overflows `u128`
+/// breaks the limit too.
+pub fn limit_breach(account: &Account) -> Option<String> {
+    let name = format!("account {}", account.id.0);
+    let flags = account.flags;
+    if flags.contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS) {
+        let limit = account.credits_posted;
+        match account.debits_pending.checked_add(account.debits_posted) {
+            Some(debits) if debits <= limit => {}
+            debits => {
+                let debits = debits.map_or_else(|| "beyond u128".to_owned(), |debits| debits.to_string());
+                return Some(format!(
+                    "{name}: debits_must_not_exceed_credits, but debits {debits} exceed credits_posted {limit}"
+                ));
+            }
+        }
+    }
+    if flags.contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS) {
+        let limit = account.debits_posted;
+        match account.credits_pending.checked_add(account.credits_posted) {
+            Some(credits) if credits <= limit => {}
+            credits => {
+                let credits = credits.map_or_else(|| "beyond u128".to_owned(), |credits| credits.to_string());
+                return Some(format!(
+                    "{name}: credits_must_not_exceed_debits, but credits {credits} exceed debits_posted {limit}"
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// Whether `account` breaks a limit flag it carries ([`limit_breach`]).
+pub fn breaches_limit(account: &Account) -> bool {
+    limit_breach(account).is_some()
+}
 
 /// Problems reported at most; the rest are counted.
 pub const PROBLEMS_MAX: usize = 64;
@@ -237,22 +363,12 @@ fn check_account(
     }
     let debits = account.debits_pending.checked_add(account.debits_posted);
     let credits = account.credits_pending.checked_add(account.credits_posted);
-    let (Some(debits), Some(credits)) = (debits, credits) else {
+    if debits.is_none() || credits.is_none() {
         report.problem(format!("{name}: pending + posted overflows u128"));
         return;
-    };
-    let flags = account.flags;
-    if flags.contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS) && debits > account.credits_posted {
-        let limit = account.credits_posted;
-        report.problem(format!(
-            "{name}: debits_must_not_exceed_credits, but debits {debits} exceed credits_posted {limit}"
-        ));
     }
-    if flags.contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS) && credits > account.debits_posted {
-        let limit = account.debits_posted;
-        report.problem(format!(
-            "{name}: credits_must_not_exceed_debits, but credits {credits} exceed debits_posted {limit}"
-        ));
+    if let Some(breach) = limit_breach(account) {
+        report.problem(breach);
     }
     let (debits_posted, credits_posted) = posted.get(&account.id).copied().unwrap_or_default();
     if (account.debits_posted, account.credits_posted) != (debits_posted, credits_posted) {
@@ -292,9 +408,8 @@ fn check_expiry_index<S: Store + ?Sized>(store: &S, report: &mut InvariantReport
 
 #[cfg(test)]
 mod tests {
-    use coffer_ledger::{AccountKind, MemoryStore, StateMachine, StoreMut, TransferKind, WriteSet, NS_PER_S};
-
     use super::*;
+    use crate::{AccountKind, MemoryStore, StateMachine, StoreMut, TransferKind, WriteSet, NS_PER_S};
 
     const KRW: LedgerId = LedgerId(1);
     const CASH: AccountId = AccountId(1);
@@ -418,6 +533,59 @@ mod tests {
         assert!(problems.contains(&"transfer 99: pending, but it has no pending status".to_owned()), "{problems:?}");
         let breach = "account 1: credits_must_not_exceed_debits, but credits 2235000 exceed debits_posted 1000000";
         assert!(problems.contains(&breach.to_owned()), "{problems:?}");
+    }
+
+    /// An account breaking its credit limit, and one its debit limit, with
+    /// pending amounts counted.
+    fn overdrawn_accounts() -> [Account; 2] {
+        let credit_limited = Account {
+            id: AccountId(7),
+            flags: AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS,
+            debits_posted: 100,
+            credits_posted: 90,
+            credits_pending: 11,
+            ..Default::default()
+        };
+        let debit_limited = Account {
+            id: AccountId(8),
+            flags: AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS,
+            credits_posted: 100,
+            debits_pending: 101,
+            ..Default::default()
+        };
+        [credit_limited, debit_limited]
+    }
+
+    #[test]
+    fn both_limit_flags_are_checked_with_pending_amounts_counted() {
+        let [credit_limited, debit_limited] = overdrawn_accounts();
+        assert_eq!(
+            limit_breach(&credit_limited).as_deref(),
+            Some("account 7: credits_must_not_exceed_debits, but credits 101 exceed debits_posted 100")
+        );
+        assert_eq!(
+            limit_breach(&debit_limited).as_deref(),
+            Some("account 8: debits_must_not_exceed_credits, but debits 101 exceed credits_posted 100")
+        );
+        let within = Account { credits_pending: 10, ..credit_limited };
+        assert_eq!(limit_breach(&within), None);
+        let unflagged = Account { flags: AccountFlags::NONE, ..credit_limited };
+        assert!(!breaches_limit(&unflagged));
+        let overflowing = Account { debits_pending: u128::MAX, debits_posted: 1, ..debit_limited };
+        assert!(limit_breach(&overflowing).unwrap().contains("beyond u128"));
+    }
+
+    #[test]
+    fn a_transfer_contributes_by_its_role() {
+        let single = transfer(1, EXPENSE, CASH, 5, TransferKind::Expenditure);
+        assert_eq!(contribution(&single, false), (0, 5));
+        assert_eq!(contribution(&pending(2, 7, 0), true), (7, 0));
+        assert_eq!(contribution(&pending(2, 7, 0), false), (0, 0));
+        assert_eq!(contribution(&settle(3, 2, 4, TransferFlags::POST_PENDING), false), (0, 4));
+        assert_eq!(contribution(&settle(4, 2, 0, TransferFlags::VOID_PENDING), false), (0, 0));
+        let mut sums = Balances::default();
+        sums.add(&Balances { debits_posted: 3, credits_posted: 3, ..Default::default() });
+        assert!(sums.is_balanced());
     }
 
     #[test]
