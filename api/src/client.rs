@@ -813,9 +813,10 @@ impl Client {
         Ok(membership(response))
     }
 
-    /// Makes learner `node_id` a voter.
-    pub async fn promote_node(&self, node_id: u64) -> Result<Membership, ClientError> {
-        let message = proto::PromoteNodeRequest { node_id };
+    /// Makes learner `node_id` a voter; refused (`FAILED_PRECONDITION`) if it
+    /// has not caught up with the leader's log, unless `force`.
+    pub async fn promote_node(&self, node_id: u64, force: bool) -> Result<Membership, ClientError> {
+        let message = proto::PromoteNodeRequest { node_id, force };
         let response =
             self.admin_call(Target::Cluster, message, |mut client, request| async move {
                 client.promote_node(request).await
@@ -824,9 +825,11 @@ impl Client {
         Ok(membership(response))
     }
 
-    /// Removes node `node_id`.
-    pub async fn remove_node(&self, node_id: u64) -> Result<Membership, ClientError> {
-        let message = proto::RemoveNodeRequest { node_id };
+    /// Removes node `node_id`; refused (`FAILED_PRECONDITION`) if the voters
+    /// left, counting those the leader heard from recently, are fewer than a
+    /// quorum of them plus one, unless `force`.
+    pub async fn remove_node(&self, node_id: u64, force: bool) -> Result<Membership, ClientError> {
+        let message = proto::RemoveNodeRequest { node_id, force };
         let response =
             self.admin_call(Target::Cluster, message, |mut client, request| async move {
                 client.remove_node(request).await

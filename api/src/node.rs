@@ -90,11 +90,14 @@ pub trait Node: Clone + Send + Sync + 'static {
     fn transfer_leader(&self, target: u64) -> impl Future<Output = Result<(), RequestError>> + Send;
 
     /// Proposes a membership change at the leader (this node); `address` is
-    /// the added node's Raft transport address (empty for none).
+    /// the added node's Raft transport address (empty for none); `force`
+    /// skips the safety checks (a learner not caught up, a removal leaving
+    /// no room for another failure).
     fn change_membership(
         &self,
         change: MembershipChange,
         address: String,
+        force: bool,
     ) -> impl Future<Output = Result<Applied, RequestError>> + Send;
 
     /// Makes a snapshot (a verified backup) of the node's state in `dir`,
@@ -164,8 +167,9 @@ impl Node for NodeHandle {
         &self,
         change: MembershipChange,
         address: String,
+        force: bool,
     ) -> impl Future<Output = Result<Applied, RequestError>> + Send {
-        NodeHandle::change_membership(self, change, address)
+        NodeHandle::change_membership(self, change, address, force)
     }
 
     fn snapshot(&self, dir: PathBuf) -> impl Future<Output = Result<SnapshotManifest, RequestError>> + Send {

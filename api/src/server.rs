@@ -1299,12 +1299,16 @@ impl<N: Node> AdminApi<N> {
         &self,
         change: MembershipChange,
         address: String,
+        force: bool,
         metadata: &MetadataMap,
     ) -> Result<Response<proto::MembershipResponse>, Status> {
         let shared = &self.shared;
         let deadline = shared.deadline(metadata);
-        let applied =
-            deadline.run("the membership change", true, shared.node.change_membership(change, address)).await?;
+        if force {
+            tracing::warn!(node = shared.id(), ?change, "membership change forced past its safety checks");
+        }
+        let changed = shared.node.change_membership(change, address, force);
+        let applied = deadline.run("the membership change", true, changed).await?;
         match applied.map_err(|error| shared.fail(&error))? {
             Applied { index, outcome: Outcome::Membership(conf_state) } => {
                 Ok(Response::new(proto::MembershipResponse {
@@ -1392,7 +1396,7 @@ impl<N: Node> AdminService for AdminApi<N> {
         let (metadata, message) = (request.metadata().clone(), request.into_inner());
         let node = node_id("node_id", message.node_id)?;
         endpoint(&message.raft_address).map_err(|reason| FieldError::new("raft_address", reason))?;
-        self.membership(MembershipChange::AddLearner(node), message.raft_address, &metadata).await
+        self.membership(MembershipChange::AddLearner(node), message.raft_address, false, &metadata).await
     }
 
     async fn promote_node(
@@ -1401,7 +1405,7 @@ impl<N: Node> AdminService for AdminApi<N> {
     ) -> Result<Response<proto::MembershipResponse>, Status> {
         let (metadata, message) = (request.metadata().clone(), request.into_inner());
         let node = node_id("node_id", message.node_id)?;
-        self.membership(MembershipChange::PromoteVoter(node), String::new(), &metadata).await
+        self.membership(MembershipChange::PromoteVoter(node), String::new(), message.force, &metadata).await
     }
 
     async fn remove_node(
@@ -1410,7 +1414,7 @@ impl<N: Node> AdminService for AdminApi<N> {
     ) -> Result<Response<proto::MembershipResponse>, Status> {
         let (metadata, message) = (request.metadata().clone(), request.into_inner());
         let node = node_id("node_id", message.node_id)?;
-        self.membership(MembershipChange::Remove(node), String::new(), &metadata).await
+        self.membership(MembershipChange::Remove(node), String::new(), message.force, &metadata).await
     }
 
     async fn transfer_leader(

@@ -90,7 +90,9 @@ pub fn request_error(
             ProposalError::Dropped { .. } | ProposalError::LeadershipLost => Status::unavailable(message),
             ProposalError::TooLarge { .. } | ProposalError::Invalid { .. } => Status::invalid_argument(message),
             ProposalError::ConfChangePending => Status::aborted(message),
-            ProposalError::NotCaughtUp { .. } => Status::failed_precondition(message),
+            ProposalError::NotCaughtUp { .. } | ProposalError::WouldLoseFaultTolerance { .. } => {
+                Status::failed_precondition(message)
+            }
             ProposalError::Rejected(ApplyError::BatchTooLarge { .. }) => Status::invalid_argument(message),
             ProposalError::Rejected(ApplyError::Store(error)) => store_error(error),
             ProposalError::Rejected(_) => Status::internal(message),

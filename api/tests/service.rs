@@ -172,7 +172,12 @@ impl Node for FakeNode {
         Ok(())
     }
 
-    async fn change_membership(&self, _change: MembershipChange, _address: String) -> Result<Applied, RequestError> {
+    async fn change_membership(
+        &self,
+        _change: MembershipChange,
+        _address: String,
+        _force: bool,
+    ) -> Result<Applied, RequestError> {
         if self.id != self.leader() {
             return Err(RequestError::Proposal(ProposalError::NotLeader { leader: Some(self.leader()) }));
         }
@@ -666,7 +671,7 @@ async fn status_reports_every_node_and_admin_calls_follow_the_leader() {
     assert_eq!(cluster.cluster.leader.load(Ordering::SeqCst), 2);
     let membership = client.add_node(3, "127.0.0.1:9").await.unwrap();
     assert!(membership.index > 0);
-    let refused = client.promote_node(0).await.unwrap_err();
+    let refused = client.promote_node(0, false).await.unwrap_err();
     assert_eq!(refused.code(), Some(Code::InvalidArgument));
     let refused = client.add_node(4, "nowhere").await.unwrap_err();
     assert_eq!(refused.code(), Some(Code::InvalidArgument));

@@ -840,7 +840,7 @@ impl<'l> Simulation<'l> {
             }
         };
         if let Some(change) = change {
-            let result = self.replica_mut(leader).map(|replica| replica.propose_membership(change, Vec::new()));
+            let result = self.replica_mut(leader).map(|replica| replica.propose_membership(change, Vec::new(), true));
             if let Some(Ok(_)) = result {
                 self.event(format!("operator: n{leader} proposes {change:?}"));
             }

@@ -269,7 +269,7 @@ where
 /// What a handle asks of the driver.
 enum Request {
     Propose { operation: Operation, principal: String, reply: Reply<Applied> },
-    ChangeMembership { change: MembershipChange, address: String, reply: Reply<Applied> },
+    ChangeMembership { change: MembershipChange, address: String, force: bool, reply: Reply<Applied> },
     Read { job: ReadJob },
     Status { reply: oneshot::Sender<NodeStatus> },
     TransferLeader { target: u64, reply: Reply<()> },
@@ -425,10 +425,16 @@ impl NodeHandle {
     /// Proposes a membership change at the leader (this node) and waits
     /// until it is applied here. `address` (`"host:port"`, or empty for
     /// none) travels in the change, so every node learns where the added
-    /// node is.
-    pub async fn change_membership(&self, change: MembershipChange, address: String) -> Result<Applied, RequestError> {
+    /// node is. Without `force`, promoting a learner that has not caught up
+    /// and a removal that leaves no room for one more failure are refused.
+    pub async fn change_membership(
+        &self,
+        change: MembershipChange,
+        address: String,
+        force: bool,
+    ) -> Result<Applied, RequestError> {
         let (reply, receiver) = oneshot::channel();
-        self.request(Request::ChangeMembership { change, address, reply })?;
+        self.request(Request::ChangeMembership { change, address, force, reply })?;
         self.answer(receiver).await?
     }
 
@@ -747,11 +753,12 @@ impl Driver {
                     }
                 }
             }
-            Request::ChangeMembership { change, address, reply } => {
+            Request::ChangeMembership { change, address, force, reply } => {
                 let checked = if address.is_empty() { Ok(()) } else { check_address(&address) };
-                let result = checked
-                    .map_err(|reason| RequestError::Invalid { field: "address", reason })
-                    .and_then(|()| self.replica.propose_membership(change, address.into_bytes()).map_err(Into::into));
+                let result =
+                    checked.map_err(|reason| RequestError::Invalid { field: "address", reason }).and_then(|()| {
+                        self.replica.propose_membership(change, address.into_bytes(), force).map_err(Into::into)
+                    });
                 match result {
                     Ok(id) => {
                         self.proposals.insert(id, (reply, Instant::now()));

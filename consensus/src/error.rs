@@ -52,7 +52,8 @@ pub enum ProposalError {
     /// is applied.
     #[error("a membership change is already pending")]
     ConfChangePending,
-    /// A leader transfer target is not caught up with the leader's log.
+    /// A leader transfer target, or a learner to promote, is not caught up
+    /// with the leader's log.
     #[error("node {target} is not caught up (matched {matched}, last index {last_index})")]
     NotCaughtUp {
         /// The target.
@@ -61,6 +62,21 @@ pub enum ProposalError {
         matched: u64,
         /// The leader's last index.
         last_index: u64,
+    },
+    /// Removing the node would leave a group that one more failure stops.
+    #[error(
+        "removing node {node} leaves {voters} voters, {live} of them live, and a quorum of {quorum}: one more \
+         failure would stop writes; add and promote a node first, or force the removal"
+    )]
+    WouldLoseFaultTolerance {
+        /// The node to remove.
+        node: u64,
+        /// Voters after the removal.
+        voters: usize,
+        /// Of which heard from recently (the leader included).
+        live: usize,
+        /// Their quorum.
+        quorum: usize,
     },
     /// The request names something invalid.
     #[error("invalid {field}: {reason}")]

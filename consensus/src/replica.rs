@@ -38,6 +38,9 @@ pub type ReadId = u64;
 /// Most Ready rounds one `advance` processes (a single-node cluster can
 /// commit in the same round it persists, producing another Ready).
 const READY_ROUNDS_MAX: usize = 8;
+/// How far behind the leader's log a learner may be and still be promoted
+/// without force (entries in flight under load).
+const PROMOTE_LAG_ENTRIES_MAX: u64 = 64;
 
 /// Where the core's outgoing Raft messages go. The production driver queues
 /// them per peer; the simulator delivers them through its network model.
@@ -683,6 +686,7 @@ impl<S: ReplicaStorage> Replica<S> {
         &mut self,
         change: MembershipChange,
         context: Vec<u8>,
+        force: bool,
     ) -> Result<ProposalId, ProposalError> {
         if !self.is_leader() {
             return Err(ProposalError::NotLeader { leader: self.leader() });
@@ -717,6 +721,9 @@ impl<S: ReplicaStorage> Replica<S> {
             }
             _ => {}
         }
+        if !force {
+            self.check_membership_safety(change, &conf)?;
+        }
         let last_before = self.raw.raft.raft_log.last_index();
         self.raw.propose_conf_change(context, change.to_conf_change()).map_err(dropped)?;
         if self.raw.raft.raft_log.last_index() == last_before {
@@ -725,6 +732,42 @@ impl<S: ReplicaStorage> Replica<S> {
         let id = self.new_id();
         self.conf_waiter = Some((id, Waiter { term: self.raw.raft.term }));
         Ok(id)
+    }
+
+    /// What an operator may only do on purpose (`force`): promote a learner
+    /// that has not caught up (it would count towards quorums while it
+    /// cannot vote for an up-to-date log), or remove a voter when the voters
+    /// left, counting only those heard from recently, are fewer than a
+    /// quorum of them plus one (one more failure would stop writes).
+    fn check_membership_safety(&self, change: MembershipChange, conf: &ConfState) -> Result<(), ProposalError> {
+        let raft = &self.raw.raft;
+        match change {
+            MembershipChange::PromoteVoter(node) if conf.learners.contains(&node) => {
+                let progress = raft.prs().get(node);
+                let matched = progress.map_or(0, |progress| progress.matched);
+                let heard = progress.is_some_and(|progress| progress.recent_active);
+                let last_index = raft.raft_log.last_index();
+                // Nothing matched yet: it never answered, however short the log.
+                if matched == 0 || !heard || matched.saturating_add(PROMOTE_LAG_ENTRIES_MAX) < last_index {
+                    return Err(ProposalError::NotCaughtUp { target: node, matched, last_index });
+                }
+            }
+            MembershipChange::Remove(node) if conf.voters.contains(&node) => {
+                let left: Vec<u64> = conf.voters.iter().copied().filter(|voter| *voter != node).collect();
+                let live = left
+                    .iter()
+                    .filter(|voter| {
+                        **voter == self.id() || raft.prs().get(**voter).is_some_and(|progress| progress.recent_active)
+                    })
+                    .count();
+                let quorum = left.len() / 2 + 1;
+                if live < quorum + 1 {
+                    return Err(ProposalError::WouldLoseFaultTolerance { node, voters: left.len(), live, quorum });
+                }
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     /// Hands leadership to `target` if it is a voter whose log matches the

@@ -529,9 +529,10 @@ fn membership_add_promote_and_remove_while_writes_continue() {
     cluster.commit(transfers(1..51));
     cluster.add_empty_node(4);
 
-    let add = cluster.replica_mut(leader).propose_membership(MembershipChange::AddLearner(4), b"n4".to_vec()).unwrap();
+    let add =
+        cluster.replica_mut(leader).propose_membership(MembershipChange::AddLearner(4), b"n4".to_vec(), false).unwrap();
     // A second change while the first is pending is refused, not dropped.
-    let refused = cluster.replica_mut(leader).propose_membership(MembershipChange::Remove(3), Vec::new());
+    let refused = cluster.replica_mut(leader).propose_membership(MembershipChange::Remove(3), Vec::new(), false);
     assert_eq!(refused, Err(ProposalError::ConfChangePending));
     let writes = cluster.propose(leader, transfers(51..101)).unwrap();
     let added = cluster.wait(leader, add).unwrap();
@@ -540,7 +541,7 @@ fn membership_add_promote_and_remove_while_writes_continue() {
 
     cluster.run_until("the learner to catch up", |cluster| cluster.applied(4) == cluster.applied(leader));
     let promote =
-        cluster.replica_mut(leader).propose_membership(MembershipChange::PromoteVoter(4), Vec::new()).unwrap();
+        cluster.replica_mut(leader).propose_membership(MembershipChange::PromoteVoter(4), Vec::new(), false).unwrap();
     let promoted = cluster.wait(leader, promote).unwrap();
     assert!(
         matches!(&promoted.outcome, Outcome::Membership(conf) if conf.voters.contains(&4) && conf.learners.is_empty())
@@ -549,8 +550,10 @@ fn membership_add_promote_and_remove_while_writes_continue() {
 
     let removed_node = (1..=3).find(|&id| id != leader).unwrap();
     let leader = cluster.leader().unwrap();
-    let remove =
-        cluster.replica_mut(leader).propose_membership(MembershipChange::Remove(removed_node), Vec::new()).unwrap();
+    let remove = cluster
+        .replica_mut(leader)
+        .propose_membership(MembershipChange::Remove(removed_node), Vec::new(), false)
+        .unwrap();
     let removed = cluster.wait(leader, remove).unwrap();
     assert!(matches!(&removed.outcome, Outcome::Membership(conf) if !conf.voters.contains(&removed_node)));
     cluster.crash(removed_node);

@@ -270,7 +270,7 @@ async fn three_nodes_over_grpc_replicate_and_a_late_learner_catches_up_by_snapsh
     let server = tokio::spawn(server);
     let added = loop {
         let at = leader(&nodes).await;
-        match nodes[at].change_membership(MembershipChange::AddLearner(4), address.clone()).await {
+        match nodes[at].change_membership(MembershipChange::AddLearner(4), address.clone(), false).await {
             Ok(applied) => break applied,
             Err(error) if error.is_retryable() => tokio::time::sleep(POLL).await,
             Err(error) => panic!("adding node 4 failed: {error}"),

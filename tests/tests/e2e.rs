@@ -376,16 +376,29 @@ async fn a_fourth_node_is_added_and_promoted_and_an_old_one_removed_while_writin
         }
     });
 
+    // A learner that never connected is not made a voter, and a voter is
+    // not removed where one more failure would stop writes.
+    let absent = client.add_node(5, "127.0.0.1:9").await.unwrap();
+    assert!(absent.learners.contains(&5), "{absent:?}");
+    let refused = client.promote_node(5, false).await.unwrap_err();
+    assert_eq!(refused.code(), Some(Code::FailedPrecondition), "{refused}");
+    assert!(refused.to_string().contains("node 5 is not caught up"), "{refused}");
+    let refused = client.remove_node(1, false).await.unwrap_err();
+    assert_eq!(refused.code(), Some(Code::FailedPrecondition), "{refused}");
+    assert!(refused.to_string().contains("one more failure would stop writes"), "{refused}");
+    let gone = client.remove_node(5, false).await.unwrap();
+    assert!(!gone.learners.contains(&5), "{gone:?}");
+
     let joining = cluster.spawn_joining(4);
     let added = client.add_node(4, &joining.raft).await.unwrap();
     assert!(added.learners.contains(&4), "{added:?}");
     let leader = cluster.wait_for_leader(&[4]).await;
     let commit = client.trial_balance(KRW).await.unwrap().applied_index;
     cluster.wait_applied(4, commit, Duration::from_secs(30)).await;
-    let promoted = client.promote_node(4).await.unwrap();
+    let promoted = client.promote_node(4, false).await.unwrap();
     assert!(promoted.voters.contains(&4), "{promoted:?}");
     let removed_id = *cluster.nodes.keys().find(|id| **id != leader && **id != 4).unwrap();
-    let removed = client.remove_node(removed_id).await.unwrap();
+    let removed = client.remove_node(removed_id, false).await.unwrap();
     assert!(!removed.voters.contains(&removed_id) && !removed.learners.contains(&removed_id), "{removed:?}");
     cluster.node(removed_id).terminate();
     tokio::time::sleep(Duration::from_millis(1_000)).await;

@@ -572,6 +572,11 @@ pub struct NodeIdArgs {
     /// The node's id.
     #[arg(long)]
     pub id: u64,
+    /// Promote a learner that has not caught up, or remove a voter although
+    /// the voters left could not lose another one (the node's audit log
+    /// records the call).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `coffer leader ...`

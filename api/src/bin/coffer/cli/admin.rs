@@ -160,8 +160,8 @@ pub async fn member(options: &ClientOptions, out: Out, command: MemberCommand) -
     let client = client(options)?;
     let (rpc, membership) = match command {
         MemberCommand::Add(args) => ("AddNode", client.add_node(args.id, &args.raft_address).await),
-        MemberCommand::Promote(args) => ("PromoteNode", client.promote_node(args.id).await),
-        MemberCommand::Remove(args) => ("RemoveNode", client.remove_node(args.id).await),
+        MemberCommand::Promote(args) => ("PromoteNode", client.promote_node(args.id, args.force).await),
+        MemberCommand::Remove(args) => ("RemoveNode", client.remove_node(args.id, args.force).await),
     };
     let Membership { index, mut voters, mut learners } = membership.map_err(failed(rpc))?;
     voters.sort_unstable();
