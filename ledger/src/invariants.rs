@@ -115,33 +115,30 @@ pub fn contribution(transfer: &Transfer, reserving: bool) -> (u128, u128) {
 /// under `credits_must_not_exceed_debits`. A sum that overflows `u128`
 /// breaks the limit too.
 pub fn limit_breach(account: &Account) -> Option<String> {
-    let name = format!("account {}", account.id.0);
-    let flags = account.flags;
-    if flags.contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS) {
-        let limit = account.credits_posted;
-        match account.debits_pending.checked_add(account.debits_posted) {
-            Some(debits) if debits <= limit => {}
-            debits => {
-                let debits = debits.map_or_else(|| "beyond u128".to_owned(), |debits| debits.to_string());
-                return Some(format!(
-                    "{name}: debits_must_not_exceed_credits, but debits {debits} exceed credits_posted {limit}"
-                ));
-            }
+    let limits = [
+        (
+            AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS,
+            "debits_must_not_exceed_credits, but debits",
+            account.debits_pending.checked_add(account.debits_posted),
+            "credits_posted",
+            account.credits_posted,
+        ),
+        (
+            AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS,
+            "credits_must_not_exceed_debits, but credits",
+            account.credits_pending.checked_add(account.credits_posted),
+            "debits_posted",
+            account.debits_posted,
+        ),
+    ];
+    limits.into_iter().find_map(|(flag, rule, sum, limit_name, limit)| match sum {
+        _ if !account.flags.contains(flag) => None,
+        Some(sum) if sum <= limit => None,
+        sum => {
+            let sum = sum.map_or_else(|| "beyond u128".to_owned(), |sum| sum.to_string());
+            Some(format!("account {}: {rule} {sum} exceed {limit_name} {limit}", account.id.0))
         }
-    }
-    if flags.contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS) {
-        let limit = account.debits_posted;
-        match account.credits_pending.checked_add(account.credits_posted) {
-            Some(credits) if credits <= limit => {}
-            credits => {
-                let credits = credits.map_or_else(|| "beyond u128".to_owned(), |credits| credits.to_string());
-                return Some(format!(
-                    "{name}: credits_must_not_exceed_debits, but credits {credits} exceed debits_posted {limit}"
-                ));
-            }
-        }
-    }
-    None
+    })
 }
 
 /// Whether `account` breaks a limit flag it carries ([`limit_breach`]).
