@@ -36,10 +36,43 @@ fn sorted(ids: &[u64]) -> Vec<u64> {
     sorted
 }
 
+/// The newest leader that answered.
+fn leader(nodes: &[NodeReport]) -> Option<&NodeReport> {
+    nodes.iter().filter(|node| node.role == Some(Role::Leader)).max_by_key(|node| node.term)
+}
+
 /// The nodes in the configuration of the newest leader that answered.
 fn members(nodes: &[NodeReport]) -> Option<Vec<u64>> {
-    let leader = nodes.iter().filter(|node| node.role == Some(Role::Leader)).max_by_key(|node| node.term)?;
+    let leader = leader(nodes)?;
     Some(leader.voters.iter().chain(&leader.learners).copied().collect())
+}
+
+/// A row for each member of the leader's configuration the address book
+/// does not list (a node added later): it was not asked, but it is there.
+fn unlisted_members(nodes: &[NodeReport]) -> Vec<NodeView> {
+    let Some(leader) = leader(nodes) else { return Vec::new() };
+    let listed = |id: &u64| nodes.iter().any(|node| node.node_id == *id);
+    let voters = leader.voters.iter().filter(|id| !listed(id)).map(|id| (*id, "voter"));
+    let learners = leader.learners.iter().filter(|id| !listed(id)).map(|id| (*id, "learner"));
+    let mut rows: Vec<NodeView> = voters
+        .chain(learners)
+        .map(|(node_id, role)| NodeView {
+            node_id,
+            address: String::new(),
+            role: Some(role.to_owned()),
+            term: 0,
+            leader_id: leader.node_id,
+            commit_index: 0,
+            applied_index: 0,
+            lag: 0,
+            voters: Vec::new(),
+            learners: Vec::new(),
+            error: Some("not in the address book: not asked".to_owned()),
+            plaintext: false,
+        })
+        .collect();
+    rows.sort_by_key(|row| row.node_id);
+    rows
 }
 
 /// A node's row; one that answers but is not in `members` (the leader's
@@ -133,7 +166,9 @@ pub async fn audit(options: &ClientOptions, out: Out, args: super::AuditArgs) ->
 pub async fn status(options: &ClientOptions, out: Out) -> Result<(), CliError> {
     let nodes = client(options)?.status().await.map_err(failed("Status"))?;
     let members = members(&nodes);
-    let nodes = nodes.iter().map(|node| node_view(node, members.as_deref())).collect::<Vec<_>>();
+    let mut views = nodes.iter().map(|node| node_view(node, members.as_deref())).collect::<Vec<_>>();
+    views.extend(unlisted_members(&nodes));
+    let nodes = views;
     out.emit(&nodes, |nodes| nodes_table(nodes).render())
 }
 
@@ -259,5 +294,10 @@ mod tests {
         let roles: Vec<Option<String>> = nodes.iter().map(|node| node_view(node, members.as_deref()).role).collect();
         let expected = [Some("leader"), Some("removed"), Some("follower"), Some("removed"), None];
         assert_eq!(roles, expected.map(|role| role.map(str::to_owned)));
+        // Nodes 1 and 2 are listed; a learner added later is not.
+        let grown = [NodeReport { learners: vec![9], ..nodes[0].clone() }, nodes[2].clone()];
+        let unlisted = unlisted_members(&grown);
+        let rows: Vec<(u64, Option<String>)> = unlisted.into_iter().map(|row| (row.node_id, row.role)).collect();
+        assert_eq!(rows, [(9, Some("learner".to_owned()))]);
     }
 }
