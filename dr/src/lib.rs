@@ -46,6 +46,44 @@ pub mod proto {
 /// The response metadata naming the leader's client address (the key the
 /// ledger API uses for the same purpose, `coffer_api::status`).
 pub const LEADER_METADATA_KEY: &str = "coffer-leader";
+/// The response metadata naming why a region operation was refused, for
+/// callers that act on the reason ([`RegionRefusal`]); the message is for
+/// people.
+pub const REFUSAL_METADATA_KEY: &str = "coffer-refusal";
+
+/// Why a region operation was refused, where a caller acts on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegionRefusal {
+    /// A promotion without force while the primary may still hold a write
+    /// lease: retry once it lapsed.
+    LeaseHeld,
+    /// A demotion of a region that applied writes the new primary does not
+    /// hold: it must be re-seeded.
+    Diverged,
+}
+
+impl RegionRefusal {
+    /// Its name on the wire.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::LeaseHeld => "lease_held",
+            Self::Diverged => "diverged",
+        }
+    }
+
+    /// A `FAILED_PRECONDITION` answer saying `message`, tagged with this reason.
+    pub fn status(self, message: String) -> tonic::Status {
+        let mut status = tonic::Status::failed_precondition(message);
+        status.metadata_mut().insert(REFUSAL_METADATA_KEY, tonic::metadata::MetadataValue::from_static(self.name()));
+        status
+    }
+
+    /// The reason `status` carries, if any.
+    pub fn of(status: &tonic::Status) -> Option<Self> {
+        let name = status.metadata().get(REFUSAL_METADATA_KEY)?.to_str().ok()?;
+        [Self::LeaseHeld, Self::Diverged].into_iter().find(|reason| reason.name() == name)
+    }
+}
 /// The most bytes of entries one shipped message carries.
 pub const SHIP_BATCH_BYTES: u64 = 4 << 20;
 /// The most bytes of a shipped message the standby accepts.
@@ -538,6 +576,17 @@ pub fn role_name(role: RegionRole) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refusal_reason_travels_beside_its_message() {
+        for reason in [RegionRefusal::LeaseHeld, RegionRefusal::Diverged] {
+            let status = reason.status("for people".into());
+            assert_eq!((status.code(), status.message()), (tonic::Code::FailedPrecondition, "for people"));
+            assert_eq!(RegionRefusal::of(&status), Some(reason));
+        }
+        // The words alone say nothing to a program.
+        assert_eq!(RegionRefusal::of(&tonic::Status::failed_precondition("it diverged")), None);
+    }
 
     #[test]
     fn the_oldest_unconfirmed_entry_is_the_first_the_standby_has_not_confirmed() {

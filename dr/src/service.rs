@@ -19,7 +19,7 @@ use crate::proto::{
     DrStatusRequest, DrStatusResponse, FetchCheckpointRequest, FreezeRequest, IsolateRequest, IsolateResponse,
     LeaseRequest, PromoteRequest, RegionResponse, ReseedRequest, ReseedResponse, ShipDown, ShipUp, UnfreezeRequest,
 };
-use crate::{locked, region_info, role_name, Dr, Fencing, SHIP_MESSAGE_BYTES_MAX};
+use crate::{locked, region_info, role_name, Dr, Fencing, RegionRefusal, SHIP_MESSAGE_BYTES_MAX};
 
 /// How long a promotion waits for the shipping session to stop.
 const PAUSE_TIMEOUT_MS: u64 = 5_000;
@@ -365,7 +365,7 @@ impl DrService for DrApi {
         let region = self.require_role(RegionRole::Standby, "only a standby is promoted")?;
         let wait = dr.promote_wait();
         if !force && !wait.is_zero() {
-            return Err(Status::failed_precondition(format!(
+            return Err(RegionRefusal::LeaseHeld.status(format!(
                 "the primary region {} may still hold a write lease for {} ms (granted by this region, plus the \
                  clock-skew margin): promote after it lapses, or with force once the primary region is known down \
                  or cut off",
@@ -411,7 +411,7 @@ impl DrService for DrApi {
         let (_, found) = dr.node.read(|state| state.last_timestamp()).await.map_err(|error| request_status(&error))?;
         let last_timestamp = found.map_err(|error| Status::data_loss(error.to_string()))?;
         if last_timestamp != request.base_timestamp {
-            return Err(Status::failed_precondition(format!(
+            return Err(RegionRefusal::Diverged.status(format!(
                 "region {} applied writes the new primary does not hold (its last timestamp {last_timestamp} is not \
                  the new primary's base {}): it diverged and must be re-seeded; it stays frozen",
                 dr.config.region, request.base_timestamp

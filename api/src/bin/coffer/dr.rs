@@ -28,6 +28,7 @@ use coffer_dr::proto::{
     CheckpointRequest, DemoteRequest, DigestRequest, DigestResponse, DrStatusRequest, DrStatusResponse, FreezeRequest,
     IsolateRequest, LeaseRequest, PromoteRequest, RegionResponse, ReseedRequest, UnfreezeRequest,
 };
+use coffer_dr::RegionRefusal;
 use coffer_ledger::{
     Account, AccountId, AccountKind, CreateTransferResult, Ledger, LedgerId, Transfer, TransferId, TransferKind,
     TransferQuery,
@@ -757,7 +758,7 @@ async fn failover(
         let wait = current.leader()?.status.promote_wait_ms;
         match client.promote(PromoteRequest { force: args.force, reason: args.reason.clone() }).await {
             Ok(promoted) => break promoted.into_inner(),
-            Err(status) if status.code() == Code::FailedPrecondition && status.message().contains("write lease") => {
+            Err(status) if RegionRefusal::of(&status) == Some(RegionRefusal::LeaseHeld) => {
                 if Instant::now() >= deadline {
                     return Err(rpc_error("Promote", &address, &status));
                 }
@@ -885,7 +886,7 @@ async fn failback(
             })
             .await;
         if let Err(status) = demoted {
-            let diverged = status.code() == Code::FailedPrecondition && status.message().contains("diverged");
+            let diverged = RegionRefusal::of(&status) == Some(RegionRefusal::Diverged);
             if diverged && args.reseed {
                 timeline.at(format!("{} diverged from {}: re-seeding it", old.name, primary.name));
                 from = reseed_region(
