@@ -24,7 +24,7 @@
 //! use coffer_ledger::{Ledger, LedgerId};
 //!
 //! let client = Client::new(ClientConfig::new(vec!["127.0.0.1:7100".into(), "127.0.0.1:7101".into()]))?;
-//! let krw = Ledger { id: LedgerId(1), currency: "KRW".into(), scale: 0, name: "Won".into(), timestamp: 0, ..Default::default() };
+//! let krw = Ledger::new(LedgerId(1), "KRW", 0, "Won");
 //! let reply = client.create_ledgers(&[krw]).await?;
 //! println!("{:?} at index {}", reply.value, reply.applied_index);
 //! # Ok(())

@@ -69,14 +69,7 @@ async fn a_scrape_after_a_write_shows_the_rpc_counters_and_the_applied_index() {
     }));
 
     let client = Client::new(ClientConfig::new(vec![address])).unwrap();
-    let krw = Ledger {
-        id: LedgerId(1),
-        currency: "KRW".into(),
-        scale: 0,
-        name: "Korean won".into(),
-        timestamp: 0,
-        ..Default::default()
-    };
+    let krw = Ledger::new(LedgerId(1), "KRW", 0, "Korean won");
     let created = client.create_ledgers(&[krw]).await.unwrap();
     assert_eq!(created.value, [CreateLedgerResult::Created]);
     let refused = client.lookup_accounts(&[AccountId(0)]).await.unwrap_err();

@@ -50,14 +50,7 @@ async fn a_one_node_cluster_serves_writes_reads_status_and_snapshots() {
     }));
 
     let client = Client::new(ClientConfig::new(vec![address.clone()])).unwrap();
-    let usd = Ledger {
-        id: LedgerId(1),
-        currency: "USD".into(),
-        scale: 2,
-        name: "Dollar".into(),
-        timestamp: 0,
-        ..Default::default()
-    };
+    let usd = Ledger::new(LedgerId(1), "USD", 2, "Dollar");
     assert_eq!(client.create_ledgers(&[usd]).await.unwrap().value, [CreateLedgerResult::Created]);
     let cash =
         Account { id: AccountId(1), ledger: LedgerId(1), code: 101, kind: AccountKind::Cash, ..Default::default() };

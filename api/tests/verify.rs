@@ -58,14 +58,7 @@ fn batches() -> Vec<Operation> {
         ..Default::default()
     };
     vec![
-        Operation::CreateLedgers(vec![Ledger {
-            id: KRW,
-            currency: "KRW".into(),
-            scale: 0,
-            name: "Korean won".into(),
-            timestamp: 0,
-            ..Default::default()
-        }]),
+        Operation::CreateLedgers(vec![Ledger::new(KRW, "KRW", 0, "Korean won")]),
         Operation::CreateAccounts(vec![
             account(CASH, AccountKind::Cash, 101, AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS | AccountFlags::HISTORY),
             account(REVENUE, AccountKind::Other, 401, AccountFlags::NONE),

@@ -102,14 +102,7 @@ impl Workload {
     /// The operations that create the workload's ledger and accounts, with
     /// the timestamps to apply them at, for any store.
     pub fn setup_operations(&mut self) -> Vec<(u64, Operation)> {
-        let krw = Ledger {
-            id: LEDGER,
-            currency: "KRW".into(),
-            scale: 0,
-            name: "Won".into(),
-            timestamp: 0,
-            ..Default::default()
-        };
+        let krw = Ledger::new(LEDGER, "KRW", 0, "Won");
         let mut operations = vec![(self.timestamp(1), Operation::CreateLedgers(vec![krw]))];
         let hot = match self.distribution {
             Distribution::Uniform => 0,

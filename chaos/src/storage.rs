@@ -1135,14 +1135,7 @@ mod tests {
     /// Applies, at indexes `first`, `first + 1` and `first + 2`, a ledger,
     /// two accounts and one transfer (the entries must be in the log).
     fn apply_bank(storage: &mut SimStorage, first: u64) {
-        let ledger = Ledger {
-            id: LedgerId(1),
-            currency: "KRW".into(),
-            scale: 0,
-            name: "Won".into(),
-            timestamp: 0,
-            ..Default::default()
-        };
+        let ledger = Ledger::new(LedgerId(1), "KRW", 0, "Won");
         let account = |id| Account { id: AccountId(id), ledger: LedgerId(1), code: 1, ..Default::default() };
         let transfer = Transfer {
             id: TransferId(9),

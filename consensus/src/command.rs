@@ -303,14 +303,7 @@ mod tests {
 
     #[test]
     fn every_operation_round_trips() {
-        let ledger = Ledger {
-            id: LedgerId(1),
-            currency: "KRW".into(),
-            scale: 0,
-            name: "Won".into(),
-            timestamp: 0,
-            ..Default::default()
-        };
+        let ledger = Ledger::new(LedgerId(1), "KRW", 0, "Won");
         let account = Account { id: AccountId(5), ledger: LedgerId(1), code: 1, ..Default::default() };
         let transfer = Transfer { id: TransferId(9), amount: 10, ..Default::default() };
         for operation in [

@@ -291,14 +291,7 @@ impl Cluster {
 }
 
 fn ledger_setup() -> Vec<Operation> {
-    let ledger = Ledger {
-        id: LedgerId(1),
-        currency: "KRW".into(),
-        scale: 0,
-        name: "Won".into(),
-        timestamp: 0,
-        ..Default::default()
-    };
+    let ledger = Ledger::new(LedgerId(1), "KRW", 0, "Won");
     let accounts = (1..=10)
         .map(|id| Account { id: AccountId(id), ledger: LedgerId(1), code: 100, ..Default::default() })
         .collect();

@@ -206,8 +206,7 @@ async fn three_nodes_over_grpc_replicate_and_a_late_learner_catches_up_by_snapsh
     // 50 proposals: a ledger, two accounts (one proposal), 48 transfers.
     // Half the transfers go one by one (an entry each, so the log grows
     // past the compaction threshold), half at once (group commit).
-    let krw =
-        Ledger { id: KRW, currency: "KRW".into(), scale: 0, name: "Won".into(), timestamp: 0, ..Default::default() };
+    let krw = Ledger::new(KRW, "KRW", 0, "Won");
     let applied = propose(&nodes, Operation::CreateLedgers(vec![krw])).await;
     assert_eq!(applied.outcome, Outcome::Operation(OperationResults::Ledgers(vec![CreateLedgerResult::Created])));
     let accounts = vec![
@@ -356,8 +355,7 @@ async fn a_peer_sending_garbage_is_refused_by_name_and_the_node_goes_on() {
     assert!(refused.message().contains("crc32"), "{}", refused.message());
 
     // The node goes on.
-    let krw =
-        Ledger { id: KRW, currency: "KRW".into(), scale: 0, name: "Won".into(), timestamp: 0, ..Default::default() };
+    let krw = Ledger::new(KRW, "KRW", 0, "Won");
     let applied = propose(&nodes, Operation::CreateLedgers(vec![krw])).await;
     assert_eq!(applied.outcome, Outcome::Operation(OperationResults::Ledgers(vec![CreateLedgerResult::Created])));
     shutdown(&nodes).await;
@@ -381,8 +379,7 @@ async fn a_node_with_an_invalid_configuration_does_not_start() {
 
 /// Creates the ledger and the two accounts the transfers move money between.
 async fn open_books(nodes: &[NodeHandle]) {
-    let krw =
-        Ledger { id: KRW, currency: "KRW".into(), scale: 0, name: "Won".into(), timestamp: 0, ..Default::default() };
+    let krw = Ledger::new(KRW, "KRW", 0, "Won");
     propose(nodes, Operation::CreateLedgers(vec![krw])).await;
     let accounts = vec![
         Account { id: CASH, ledger: KRW, code: 101, kind: AccountKind::Cash, ..Default::default() },

@@ -125,24 +125,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     ledger.create_ledgers(
         clock.next(),
-        &[
-            Ledger {
-                id: CASH,
-                currency: "KRW".into(),
-                scale: 0,
-                name: "Cash (won)".into(),
-                timestamp: 0,
-                ..Default::default()
-            },
-            Ledger {
-                id: BUDGET,
-                currency: "KRW_BUDGET".into(),
-                scale: 0,
-                name: "Budget authority".into(),
-                timestamp: 0,
-                ..Default::default()
-            },
-        ],
+        &[Ledger::new(CASH, "KRW", 0, "Cash (won)"), Ledger::new(BUDGET, "KRW_BUDGET", 0, "Budget authority")],
     )?;
     let never_below_zero = AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS;
     let within_appropriation = AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS;

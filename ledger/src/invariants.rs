@@ -450,14 +450,7 @@ mod tests {
     fn treasury() -> StateMachine<MemoryStore> {
         use TransferKind::{Expenditure, Receipt};
         let mut ledger = StateMachine::new(MemoryStore::new());
-        let krw = Ledger {
-            id: KRW,
-            currency: "KRW".into(),
-            scale: 0,
-            name: "Won".into(),
-            timestamp: 0,
-            ..Default::default()
-        };
+        let krw = Ledger::new(KRW, "KRW", 0, "Won");
         ledger.create_ledgers(NS_PER_S, &[krw]).unwrap();
         let account = |id, kind, code, flags| Account { id, ledger: KRW, code, kind, flags, ..Default::default() };
         let accounts = [

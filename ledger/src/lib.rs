@@ -24,7 +24,7 @@
 //! use coffer_ledger::*;
 //!
 //! let mut ledger = StateMachine::new(MemoryStore::new());
-//! let krw = Ledger { id: LedgerId(1), currency: "KRW".into(), scale: 0, name: "Won".into(), timestamp: 0, ..Default::default() };
+//! let krw = Ledger::new(LedgerId(1), "KRW", 0, "Won");
 //! assert_eq!(ledger.create_ledgers(1, &[krw]).unwrap(), [CreateLedgerResult::Created]);
 //! let cash = Account { id: AccountId(1), ledger: LedgerId(1), code: 101, kind: AccountKind::Cash, ..Default::default() };
 //! let revenue = Account { id: AccountId(2), ledger: LedgerId(1), code: 401, ..Default::default() };

@@ -48,6 +48,14 @@ pub struct Ledger {
     pub warn_percent: u8,
 }
 
+impl Ledger {
+    /// A ledger to create: its id, currency, scale and name; open, under
+    /// no budget policy, with no timestamp yet.
+    pub fn new(id: LedgerId, currency: &str, scale: u8, name: &str) -> Self {
+        Self { id, currency: currency.to_owned(), scale, name: name.to_owned(), ..Self::default() }
+    }
+}
+
 /// The most a ledger's `warn_percent` may be.
 pub const WARN_PERCENT_MAX: u8 = 100;
 

@@ -46,11 +46,11 @@ const MISSING: AccountId = AccountId(99);
 const STEP: u64 = 1_000;
 
 fn krw() -> Ledger {
-    Ledger { id: KRW, currency: "KRW".into(), scale: 0, name: "Korean won".into(), timestamp: 0, ..Default::default() }
+    Ledger::new(KRW, "KRW", 0, "Korean won")
 }
 
 fn usd() -> Ledger {
-    Ledger { id: USD, currency: "USD".into(), scale: 2, name: "US dollar".into(), timestamp: 0, ..Default::default() }
+    Ledger::new(USD, "USD", 2, "US dollar")
 }
 
 /// A KRW cash account (chart code 101).

@@ -54,14 +54,7 @@ impl Random {
 fn operation(index: u64) -> Operation {
     let mut random = Random(index.wrapping_mul(7919));
     match index {
-        1 => Operation::CreateLedgers(vec![Ledger {
-            id: LedgerId(1),
-            currency: "KRW".into(),
-            scale: 0,
-            name: "Won".into(),
-            timestamp: 0,
-            ..Default::default()
-        }]),
+        1 => Operation::CreateLedgers(vec![Ledger::new(LedgerId(1), "KRW", 0, "Won")]),
         2 => Operation::CreateAccounts(
             (1..=ACCOUNTS)
                 .map(|id| Account {

@@ -95,8 +95,7 @@ fn void_pending(id: u128, pending_id: u128) -> Transfer {
 /// The treasury's Raft entries 1 to 6, as (timestamp, operation).
 fn treasury() -> Vec<(u64, Operation)> {
     use TransferKind::{CashTransfer, Expenditure, Receipt};
-    let krw =
-        Ledger { id: KRW, currency: "KRW".into(), scale: 0, name: "Won".into(), timestamp: 0, ..Default::default() };
+    let krw = Ledger::new(KRW, "KRW", 0, "Won");
     vec![
         (T0, Operation::CreateLedgers(vec![krw])),
         (
@@ -232,14 +231,7 @@ fn other_node(dir: &Path) -> NodeStore {
     let mut node = open(dir);
     let log: Vec<Entry> = (1..=3).map(|index| Entry { index, term: 1, ..Default::default() }).collect();
     node.log.append(&log, Some(&HardState { term: 1, vote: 9, commit: 2, ..Default::default() }), true).unwrap();
-    let usd = Ledger {
-        id: LedgerId(9),
-        currency: "USD".into(),
-        scale: 2,
-        name: "Dollar".into(),
-        timestamp: 0,
-        ..Default::default()
-    };
+    let usd = Ledger::new(LedgerId(9), "USD", 2, "Dollar");
     let prepared = prepare_create_ledgers(&node.state, 5, &[usd]).unwrap();
     node.state.apply(Some(&prepared.write_set), AppliedState::at(1, 1), None).unwrap();
     let alone = ConfState { voters: vec![9], ..Default::default() };

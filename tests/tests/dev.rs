@@ -94,8 +94,7 @@ async fn the_dev_cluster_restarts_a_killed_leader_and_keeps_taking_writes() {
         None
     })
     .await;
-    let krw =
-        Ledger { id: KRW, currency: "KRW".into(), scale: 0, name: "Won".into(), timestamp: 0, ..Default::default() };
+    let krw = Ledger::new(KRW, "KRW", 0, "Won");
     assert_eq!(client.create_ledgers(&[krw]).await.unwrap().value, [CreateLedgerResult::Created]);
     let accounts = [
         Account { id: AccountId(1), ledger: KRW, code: 101, kind: AccountKind::Cash, ..Default::default() },

@@ -58,14 +58,7 @@ fn client(cluster: &Cluster) -> Client {
 }
 
 async fn setup(client: &Client) {
-    let ledger = Ledger {
-        id: LEDGER,
-        currency: "KRW".into(),
-        scale: 0,
-        name: "DR test".into(),
-        timestamp: 0,
-        ..Default::default()
-    };
+    let ledger = Ledger::new(LEDGER, "KRW", 0, "DR test");
     client.create_ledgers(&[ledger]).await.unwrap();
     let account =
         |id, code| Account { id: AccountId(id), ledger: LEDGER, code, kind: AccountKind::Other, ..Default::default() };

@@ -30,7 +30,7 @@ const REVENUE: u128 = 2;
 const EXPENSE: u128 = 3;
 
 fn krw() -> Ledger {
-    Ledger { id: KRW, currency: "KRW".into(), scale: 0, name: "Korean won".into(), timestamp: 0, ..Default::default() }
+    Ledger::new(KRW, "KRW", 0, "Korean won")
 }
 
 fn account(id: u128, kind: AccountKind, flags: AccountFlags) -> Account {

@@ -1193,14 +1193,7 @@ impl Load {
 }
 
 async fn drill_setup(client: &Client) -> Result<(), DrError> {
-    let ledger = Ledger {
-        id: DRILL_LEDGER,
-        currency: "DRILL".into(),
-        scale: 0,
-        name: "DR drill".into(),
-        timestamp: 0,
-        ..Default::default()
-    };
+    let ledger = Ledger::new(DRILL_LEDGER, "DRILL", 0, "DR drill");
     client.create_ledgers(&[ledger]).await.map_err(|error| failed(format!("drill ledger: {error}")))?;
     let account = |id, code| Account { id, ledger: DRILL_LEDGER, code, kind: AccountKind::Other, ..Account::default() };
     client
