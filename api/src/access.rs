@@ -551,6 +551,7 @@ pub fn need(path: &str) -> Option<Need> {
             | "TrialBalance"
             | "SubscribeChanges",
         ) => Need::Role(Role::Reader),
+        ("coffer.v1.LedgerService", "CloseFiscalYear") => Need::Role(Role::Operator),
         ("coffer.v1.AdminService", "Status") => Need::Authenticated,
         ("coffer.v1.AdminService", "AddNode" | "PromoteNode" | "RemoveNode" | "TransferLeader" | "Snapshot") => {
             Need::Role(Role::Operator)

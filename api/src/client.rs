@@ -40,9 +40,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use coffer_ledger::{
-    Account, AccountBalance, AccountFilter, AccountId, ChangedRecord, CreateAccountResult, CreateLedgerResult,
-    CreateTransferResult, Ledger, LedgerId, PeriodChange, QueryFilter, SetPeriodResult, Transfer, TransferBalances,
-    TransferId, TransferQuery, TrialBalance,
+    Account, AccountBalance, AccountFilter, AccountId, ChangedRecord, CodeRange, CreateAccountResult,
+    CreateLedgerResult, CreateTransferResult, Ledger, LedgerId, PeriodChange, QueryFilter, SetPeriodResult, Transfer,
+    TransferBalances, TransferId, TransferQuery, TrialBalance, YearClose,
 };
 use coffer_security::tls::endpoint;
 use coffer_security::{Expect, Security};
@@ -558,6 +558,32 @@ impl Client {
             self.ledger_call(message, |mut client, request| async move { client.set_periods(request).await }).await?;
         let results = results(&response.results, changes.len())?;
         Ok(Reply::new(response.served, results))
+    }
+
+    /// Closes a fiscal year into the next (see `CloseFiscalYear`): the
+    /// response's `result` is `finished`, `exists` for a retry of a finished
+    /// close, or the refusal. Amounts in its trial balances are minor units.
+    pub async fn close_fiscal_year(&self, close: &YearClose) -> Result<proto::CloseFiscalYearResponse, ClientError> {
+        let ranges = |ranges: &[CodeRange]| {
+            ranges
+                .iter()
+                .map(|range| proto::CodeRange { min: u32::from(range.min), max: u32::from(range.max) })
+                .collect()
+        };
+        let message = proto::CloseFiscalYearRequest {
+            ledger: close.ledger.0,
+            next_ledger: close.next_ledger.0,
+            net_position_account: close.net_position.0.to_string(),
+            opening_account: close.opening_account.0.to_string(),
+            nominal: ranges(&close.nominal),
+            carry: ranges(&close.carry),
+            account_offset: close.account_offset.to_string(),
+            first_transfer_id: close.first_transfer_id.to_string(),
+            code: u32::from(close.code),
+            abort: false,
+            amount_unit: proto::AmountUnit::Minor as i32,
+        };
+        self.ledger_call(message, |mut client, request| async move { client.close_fiscal_year(request).await }).await
     }
 
     /// Creates accounts: one result per account.

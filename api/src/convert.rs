@@ -16,11 +16,13 @@
 use std::collections::BTreeMap;
 
 use coffer_ledger::amount::{format_amount, parse_amount, AmountError};
+use coffer_ledger::close::{CloseRecord, CLOSE_CODE_RANGES_MAX};
 use coffer_ledger::{
     Account, AccountBalance, AccountFilter, AccountFlags, AccountId, AccountKind, BalanceTotals, Balances,
-    BudgetPolicy, ChangedRecord, CreateAccountResult, CreateLedgerResult, CreateTransferResult, Ledger, LedgerId,
-    Period, PeriodChange, QueryFilter, ResolvedChange, SetPeriodResult, Sides, Transfer, TransferBalances,
-    TransferFlags, TransferId, TransferKind, TransferQuery, TrialBalance, BATCH_EVENTS_MAX, WARN_PERCENT_MAX,
+    BudgetPolicy, ChangedRecord, CloseResult, CodeRange, CreateAccountResult, CreateLedgerResult, CreateTransferResult,
+    Ledger, LedgerId, Period, PeriodChange, QueryFilter, ResolvedChange, SetPeriodResult, Sides, Transfer,
+    TransferBalances, TransferFlags, TransferId, TransferKind, TransferQuery, TrialBalance, YearClose,
+    BATCH_EVENTS_MAX, WARN_PERCENT_MAX,
 };
 
 use crate::proto;
@@ -286,6 +288,7 @@ pub fn ledger_from_wire(index: usize, wire: &proto::Ledger) -> Result<Ledger, Fi
         period,
         budget,
         warn_percent,
+        close: None,
     })
 }
 
@@ -304,7 +307,77 @@ pub fn ledger_to_wire(ledger: &Ledger) -> proto::Ledger {
             code_max: u32::from(ledger.budget.code_max),
         }),
         warn_percent: u32::from(ledger.warn_percent),
+        close: ledger.close.as_ref().map(close_record_to_wire),
     }
+}
+
+/// A ledger's year-end close record for the wire.
+fn close_record_to_wire(record: &CloseRecord) -> proto::YearCloseRecord {
+    let close = &record.close;
+    proto::YearCloseRecord {
+        next_ledger: close.next_ledger.0,
+        net_position_account: close.net_position.0.to_string(),
+        opening_account: close.opening_account.0.to_string(),
+        nominal: code_ranges_to_wire(&close.nominal),
+        carry: code_ranges_to_wire(&close.carry),
+        account_offset: close.account_offset.to_string(),
+        first_transfer_id: close.first_transfer_id.to_string(),
+        code: u32::from(close.code),
+        accounts: record.accounts,
+        posted: record.posted,
+        begun_at: record.begun_at,
+        finished_at: record.finished_at,
+    }
+}
+
+fn code_ranges_to_wire(ranges: &[CodeRange]) -> Vec<proto::CodeRange> {
+    ranges.iter().map(|range| proto::CodeRange { min: u32::from(range.min), max: u32::from(range.max) }).collect()
+}
+
+/// Code ranges from the wire (`field[i].min`, `.max`), at most
+/// [`CLOSE_CODE_RANGES_MAX`].
+fn code_ranges_from_wire(field: &str, wire: &[proto::CodeRange]) -> Result<Vec<CodeRange>, FieldError> {
+    if wire.len() > CLOSE_CODE_RANGES_MAX {
+        return Err(FieldError::new(field, format!("{} ranges, at most {CLOSE_CODE_RANGES_MAX}", wire.len())));
+    }
+    wire.iter()
+        .enumerate()
+        .map(|(i, range)| {
+            let min = parse_code(&format!("{field}[{i}].min"), range.min)?;
+            let max = parse_code(&format!("{field}[{i}].max"), range.max)?;
+            if min == 0 || min > max {
+                return Err(FieldError::new(
+                    format!("{field}[{i}]"),
+                    format!("{min}..{max} is not a range of non-zero codes"),
+                ));
+            }
+            Ok(CodeRange { min, max })
+        })
+        .collect()
+}
+
+/// A year-end close from its request. Ids are checked here; what depends on
+/// the ledgers is checked by the state machine.
+pub fn year_close_from_wire(wire: &proto::CloseFiscalYearRequest) -> Result<YearClose, FieldError> {
+    let nominal = code_ranges_from_wire("nominal", &wire.nominal)?;
+    if nominal.is_empty() {
+        return Err(FieldError::new("nominal", "name at least one range of nominal codes"));
+    }
+    let code = parse_code("code", wire.code)?;
+    if code == 0 {
+        return Err(FieldError::new("code", "must not be 0"));
+    }
+    Ok(YearClose {
+        ledger: LedgerId(wire.ledger),
+        next_ledger: LedgerId(wire.next_ledger),
+        net_position: AccountId(parse_valid_id("net_position_account", &wire.net_position_account)?),
+        opening_account: AccountId(parse_valid_id("opening_account", &wire.opening_account)?),
+        nominal,
+        carry: code_ranges_from_wire("carry", &wire.carry)?,
+        account_offset: parse_valid_id("account_offset", &wire.account_offset)?,
+        first_transfer_id: parse_valid_id("first_transfer_id", &wire.first_transfer_id)?,
+        code,
+    })
 }
 
 /// A fiscal period from the wire (`PERIOD_UNSPECIFIED` and unknown values
@@ -314,6 +387,9 @@ pub fn period_from_wire(field: &str, value: i32) -> Result<Period, FieldError> {
         Ok(proto::Period::Open) => Ok(Period::Open),
         Ok(proto::Period::Adjustment) => Ok(Period::Adjustment),
         Ok(proto::Period::Closed) => Ok(Period::Closed),
+        Ok(proto::Period::Closing) => {
+            Err(FieldError::new(field, "only CloseFiscalYear moves a ledger into closing (coffer ledger close)"))
+        }
         Ok(proto::Period::Unspecified) => Err(FieldError::new(field, "must be set (open, adjustment or closed)")),
         Err(_) => Err(FieldError::new(field, format!("{value} is not a period"))),
     }
@@ -325,6 +401,7 @@ pub fn period_to_wire(period: Period) -> proto::Period {
         Period::Open => proto::Period::Open,
         Period::Adjustment => proto::Period::Adjustment,
         Period::Closed => proto::Period::Closed,
+        Period::Closing => proto::Period::Closing,
     }
 }
 
@@ -844,7 +921,7 @@ macro_rules! result_name {
         }
     )*};
 }
-result_name!(CreateLedgerResult, CreateAccountResult, CreateTransferResult, SetPeriodResult);
+result_name!(CreateLedgerResult, CreateAccountResult, CreateTransferResult, SetPeriodResult, CloseResult);
 
 #[cfg(test)]
 mod tests {

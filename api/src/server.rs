@@ -64,6 +64,8 @@ use crate::proto::ledger_service_client::LedgerServiceClient;
 use crate::proto::ledger_service_server::{LedgerService, LedgerServiceServer};
 use crate::status;
 
+mod close_year;
+
 /// Bytes one event (a transfer, the largest) takes on the wire at most:
 /// five 128-bit decimal ids of up to 39 digits, an amount of up to 41
 /// characters, eight small integers and up to eight flags, with tags and
@@ -895,6 +897,21 @@ impl<N: Node> LedgerService for LedgerApi<N> {
         let answer =
             shared.leader_client(&address)?.set_periods(shared.forward_request(message, deadline, &caller)).await;
         shared.forwarded(&address, answer)
+    }
+
+    async fn close_fiscal_year(
+        &self,
+        request: Request<proto::CloseFiscalYearRequest>,
+    ) -> Result<Response<proto::CloseFiscalYearResponse>, Status> {
+        let shared = &self.shared;
+        let (deadline, forwarded) = (shared.deadline(request.metadata()), is_forwarded(request.metadata()));
+        let caller = Caller::of(&request);
+        let message = request.into_inner();
+        caller.check_ledgers(Role::Operator, "ledger", [message.ledger])?;
+        if !message.abort {
+            caller.check_ledgers(Role::Operator, "next_ledger", [message.next_ledger])?;
+        }
+        close_year::serve(shared, &caller, message, deadline, forwarded).await
     }
 
     async fn create_accounts(

@@ -1361,6 +1361,7 @@ fn describe(operation: &Operation) -> String {
                 .collect();
             format!("set periods: {}", parts.join(", "))
         }
+        Operation::Close(step) => format!("close step {step:?}"),
     }
 }
 

@@ -22,11 +22,14 @@
 //! is its ledger (`u32`) and the period's code (`u8`). The storage
 //! layer frames each entry with a crc32, so this layout carries none.
 
+use coffer_ledger::close::CLOSE_CODE_RANGES_MAX;
 use coffer_ledger::codec::{
     decode_account, decode_ledger, decode_transfer, encode_account, encode_ledger, encode_transfer, ACCOUNT_SIZE,
     TRANSFER_SIZE,
 };
-use coffer_ledger::{LedgerId, Operation, Period, PeriodChange, BATCH_EVENTS_MAX};
+use coffer_ledger::{
+    AccountId, CloseStep, CodeRange, LedgerId, Operation, Period, PeriodChange, YearClose, BATCH_EVENTS_MAX,
+};
 
 const VERSION: u8 = 2;
 /// The version without principals, still read.
@@ -39,6 +42,12 @@ const KIND_TRANSFERS: u8 = 3;
 const KIND_EXPIRE: u8 = 4;
 // Kind 5 is a region entry's (`crate::region::KIND_REGION`).
 const KIND_PERIODS: u8 = 6;
+const KIND_CLOSE: u8 = 7;
+/// A close step's tags: which step follows.
+const CLOSE_BEGIN: u8 = 1;
+const CLOSE_POST: u8 = 2;
+const CLOSE_FINISH: u8 = 3;
+const CLOSE_ABORT: u8 = 4;
 /// Bytes of one `set_periods` event: ledger u32, period u8.
 const PERIOD_CHANGE_SIZE: usize = 5;
 /// The most parts one entry may carry: one per event at most.
@@ -97,6 +106,8 @@ impl Command {
             Operation::CreateTransfers(events) => (KIND_TRANSFERS, events.len()),
             Operation::ExpirePending => (KIND_EXPIRE, 0),
             Operation::SetPeriods(events) => (KIND_PERIODS, events.len()),
+            Operation::Close(CloseStep::Post { transfers, .. }) => (KIND_CLOSE, transfers.len()),
+            Operation::Close(_) => (KIND_CLOSE, 1),
         };
         let mut out = Vec::with_capacity(34 + self.parts.len() * 12 + events * TRANSFER_SIZE);
         out.push(VERSION);
@@ -148,6 +159,7 @@ impl Command {
                     out.push(change.period.code());
                 }
             }
+            Operation::Close(step) => encode_close_step(step, &mut out)?,
         }
         Ok(out)
     }
@@ -227,6 +239,7 @@ impl Command {
                     })
                     .collect::<Result<_, CommandError>>()?,
             ),
+            KIND_CLOSE => Operation::Close(decode_close_step(&mut reader, events)?),
             KIND_EXPIRE if events == 0 => Operation::ExpirePending,
             KIND_EXPIRE => return Err(error("events", format!("an expiry carries no events, found {events}"))),
             other => return Err(error("kind", format!("unknown operation kind {other}"))),
@@ -240,6 +253,95 @@ impl Command {
         }
         Ok(Self { timestamp, proposer, term, parts, operation })
     }
+}
+
+/// Appends a close step: its tag and ledger, then what the step carries
+/// (`Begin`: the close's fields, code ranges as a count u8 and (min, max)
+/// u16 pairs; `Post`: transfer records; `Finish`: the planned count u64).
+fn encode_close_step(step: &CloseStep, out: &mut Vec<u8>) -> Result<(), CommandError> {
+    let tag = match step {
+        CloseStep::Begin(_) => CLOSE_BEGIN,
+        CloseStep::Post { .. } => CLOSE_POST,
+        CloseStep::Finish { .. } => CLOSE_FINISH,
+        CloseStep::Abort { .. } => CLOSE_ABORT,
+    };
+    out.push(tag);
+    out.extend_from_slice(&step.ledger().0.to_be_bytes());
+    match step {
+        CloseStep::Begin(close) => {
+            out.extend_from_slice(&close.next_ledger.0.to_be_bytes());
+            for value in [close.net_position.0, close.opening_account.0, close.account_offset, close.first_transfer_id]
+            {
+                out.extend_from_slice(&value.to_be_bytes());
+            }
+            out.extend_from_slice(&close.code.to_be_bytes());
+            for (field, ranges) in [("close.nominal", &close.nominal), ("close.carry", &close.carry)] {
+                if ranges.len() > CLOSE_CODE_RANGES_MAX {
+                    return Err(error(field, format!("{} ranges, at most {CLOSE_CODE_RANGES_MAX}", ranges.len())));
+                }
+                out.push(ranges.len() as u8);
+                for range in ranges {
+                    out.extend_from_slice(&range.min.to_be_bytes());
+                    out.extend_from_slice(&range.max.to_be_bytes());
+                }
+            }
+        }
+        CloseStep::Post { transfers, .. } => transfers.iter().for_each(|transfer| encode_transfer(transfer, out)),
+        CloseStep::Finish { transfers, .. } => out.extend_from_slice(&transfers.to_be_bytes()),
+        CloseStep::Abort { .. } => {}
+    }
+    Ok(())
+}
+
+/// Decodes a close step written by [`encode_close_step`]; `events` is the
+/// entry's event count (a `Post`'s transfers, `1` otherwise).
+fn decode_close_step(reader: &mut Reader<'_>, events: usize) -> Result<CloseStep, CommandError> {
+    let tag = reader.u8("close.step")?;
+    let ledger = LedgerId(reader.u32("close.ledger")?);
+    if tag != CLOSE_POST && events != 1 {
+        return Err(error("events", format!("a close step carries one event, found {events}")));
+    }
+    Ok(match tag {
+        CLOSE_BEGIN => {
+            let next_ledger = LedgerId(reader.u32("close.next_ledger")?);
+            let net_position = AccountId(reader.u128("close.net_position")?);
+            let opening_account = AccountId(reader.u128("close.opening_account")?);
+            let account_offset = reader.u128("close.account_offset")?;
+            let first_transfer_id = reader.u128("close.first_transfer_id")?;
+            let code = reader.u16("close.code")?;
+            let mut ranges = |field: &'static str| -> Result<Vec<CodeRange>, CommandError> {
+                let len = usize::from(reader.u8(field)?);
+                if len > CLOSE_CODE_RANGES_MAX {
+                    return Err(error(field, format!("{len} ranges, at most {CLOSE_CODE_RANGES_MAX}")));
+                }
+                (0..len).map(|_| Ok(CodeRange { min: reader.u16(field)?, max: reader.u16(field)? })).collect()
+            };
+            let (nominal, carry) = (ranges("close.nominal")?, ranges("close.carry")?);
+            CloseStep::Begin(Box::new(YearClose {
+                ledger,
+                next_ledger,
+                net_position,
+                opening_account,
+                nominal,
+                carry,
+                account_offset,
+                first_transfer_id,
+                code,
+            }))
+        }
+        CLOSE_POST => CloseStep::Post {
+            ledger,
+            transfers: (0..events)
+                .map(|_| {
+                    decode_transfer(reader.take(TRANSFER_SIZE, "transfer")?)
+                        .map_err(|e| error("transfer", e.to_string()))
+                })
+                .collect::<Result<_, _>>()?,
+        },
+        CLOSE_FINISH => CloseStep::Finish { ledger, transfers: reader.u64("close.transfers")? },
+        CLOSE_ABORT => CloseStep::Abort { ledger },
+        other => return Err(error("close.step", format!("unknown close step {other}"))),
+    })
 }
 
 fn count(value: usize, field: &'static str) -> Result<u32, CommandError> {
@@ -280,6 +382,10 @@ impl<'a> Reader<'a> {
 
     fn u64(&mut self, field: &'static str) -> Result<u64, CommandError> {
         Ok(u64::from_be_bytes(self.array(field)?))
+    }
+
+    fn u128(&mut self, field: &'static str) -> Result<u128, CommandError> {
+        Ok(u128::from_be_bytes(self.array(field)?))
     }
 }
 
@@ -327,6 +433,39 @@ mod tests {
         assert_eq!((error.field, error.reason.as_str()), ("period_change.period", "unknown period 9"));
         let expire = Command { parts: Vec::new(), ..command(Operation::ExpirePending) };
         assert_eq!(Command::decode(&expire.encode().unwrap()).unwrap(), expire);
+    }
+
+    #[test]
+    fn close_steps_round_trip() {
+        let close = YearClose {
+            ledger: LedgerId(2027),
+            next_ledger: LedgerId(2028),
+            net_position: AccountId(3),
+            opening_account: AccountId(4),
+            nominal: vec![CodeRange { min: 400, max: 599 }],
+            carry: vec![CodeRange { min: 100, max: 299 }],
+            account_offset: 1000,
+            first_transfer_id: 1 << 100,
+            code: 99,
+        };
+        let transfer = Transfer { id: TransferId(9), amount: 10, ..Default::default() };
+        let ledger = LedgerId(2027);
+        for step in [
+            CloseStep::Begin(Box::new(close)),
+            CloseStep::Post { ledger, transfers: vec![transfer, transfer] },
+            CloseStep::Finish { ledger, transfers: 12 },
+            CloseStep::Abort { ledger },
+        ] {
+            let events = match &step {
+                CloseStep::Post { transfers, .. } => transfers.len() as u32,
+                _ => 1,
+            };
+            let parts = vec![Part { sequence: 1, events, principal: "operator".into() }];
+            let command = Command { parts, ..command(Operation::Close(step)) };
+            let bytes = command.encode().unwrap();
+            assert_eq!(Command::decode(&bytes).unwrap(), command);
+            assert!(Command::decode(&bytes[..bytes.len() - 1]).is_err());
+        }
     }
 
     #[test]

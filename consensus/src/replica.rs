@@ -13,7 +13,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use coffer_ledger::{prepare, ApplyError, Operation, OperationResults, Store};
+use coffer_ledger::{prepare, ApplyError, CloseStep, Operation, OperationResults, Store};
 use coffer_storage::audit::{AuditKind, AuditRecord};
 use coffer_storage::{AppliedState, RegionRole, RegionState};
 use protobuf::Message as _;
@@ -253,6 +253,8 @@ pub(crate) fn events(operation: &Operation) -> usize {
         Operation::CreateTransfers(events) => events.len(),
         Operation::ExpirePending => 0,
         Operation::SetPeriods(events) => events.len(),
+        Operation::Close(CloseStep::Post { transfers, .. }) => transfers.len(),
+        Operation::Close(_) => 1,
     }
 }
 
@@ -263,7 +265,9 @@ fn ends_linked(operation: &Operation) -> bool {
     match operation {
         Operation::CreateAccounts(events) => events.last().is_some_and(|e| e.flags.contains(AccountFlags::LINKED)),
         Operation::CreateTransfers(events) => events.last().is_some_and(|e| e.flags.contains(TransferFlags::LINKED)),
-        Operation::CreateLedgers(_) | Operation::ExpirePending | Operation::SetPeriods(_) => false,
+        Operation::CreateLedgers(_) | Operation::ExpirePending | Operation::SetPeriods(_) | Operation::Close(_) => {
+            false
+        }
     }
 }
 
@@ -277,6 +281,7 @@ fn audit_records(index: u64, command: &Command, write_set: Option<&coffer_ledger
         Operation::CreateAccounts(_) => AuditKind::Accounts,
         Operation::CreateTransfers(_) => AuditKind::Transfers,
         Operation::SetPeriods(_) => AuditKind::Periods,
+        Operation::Close(_) => AuditKind::Close,
         Operation::ExpirePending => return Vec::new(),
     };
     let mut start = 0u64;
@@ -347,6 +352,7 @@ fn slice_results(results: &OperationResults, start: usize, len: usize) -> Operat
         OperationResults::Transfers(all) => OperationResults::Transfers(part(all, start, len)),
         OperationResults::Expired(expired) => OperationResults::Expired(*expired),
         OperationResults::Periods(all) => OperationResults::Periods(part(all, start, len)),
+        OperationResults::Close(result) => OperationResults::Close(*result),
     }
 }
 

@@ -44,9 +44,10 @@
 //!    them) and the posted balances do not overflow.
 //!
 //! A transfer's ledger's fiscal period is checked after the accounts (for
-//! a post or void: after the pending transfer is found): a `closed` period
-//! refuses it, an `adjustment` period refuses it unless it is flagged
-//! `adjustment`.
+//! a post or void: after the pending transfer is found): a `closed` or
+//! `closing` period refuses it (`ledger_period_closed`; a year-end close's
+//! own transfers pass a `closing` one, see [`crate::close`]), an
+//! `adjustment` period refuses it unless it is flagged `adjustment`.
 //!
 //! # Budget control
 //!
@@ -66,13 +67,14 @@
 //! changes.
 
 use crate::batch::{Batch, Savepoint};
+use crate::close::{in_ranges, CloseRecord, CloseStep, YearClose, CLOSE_CODE_RANGES_MAX};
 use crate::flags::{AccountFlags, TransferFlags};
 use crate::ids::LedgerId;
 use crate::model::{
     budget_warning, Account, Ledger, PendingState, PendingStatus, Period, PeriodChange, Transfer, BATCH_EVENTS_MAX,
     EXPIRE_EVENTS_MAX, LEDGER_CURRENCY_LEN_MAX, LEDGER_NAME_LEN_MAX, LEDGER_SCALE_MAX, NS_PER_S, WARN_PERCENT_MAX,
 };
-use crate::results::{CreateAccountResult, CreateLedgerResult, CreateTransferResult, SetPeriodResult};
+use crate::results::{CloseResult, CreateAccountResult, CreateLedgerResult, CreateTransferResult, SetPeriodResult};
 use crate::store::{Store, StoreError, WriteSet};
 
 /// A failure of a whole batch: nothing was applied and nothing changes.
@@ -120,6 +122,8 @@ pub enum Operation {
     ExpirePending,
     /// Move ledgers' fiscal periods forward.
     SetPeriods(Vec<PeriodChange>),
+    /// One step of a year-end close.
+    Close(CloseStep),
 }
 
 /// What `expire_pending` did.
@@ -144,6 +148,9 @@ pub enum OperationResults {
     Expired(ExpireResult),
     /// Results of `SetPeriods`.
     Periods(Vec<SetPeriodResult>),
+    /// Result of a close's `Begin`, `Finish` or `Abort` (its `Post` has
+    /// `Transfers` results).
+    Close(CloseResult),
 }
 
 /// A prepared batch: its results and the write set that makes them true.
@@ -178,6 +185,7 @@ pub fn prepare<S: Store + ?Sized>(
         Operation::SetPeriods(events) => {
             wrap(prepare_set_periods(store, timestamp, events)?, OperationResults::Periods)
         }
+        Operation::Close(step) => prepare_close(store, timestamp, step)?,
     })
 }
 
@@ -390,7 +398,7 @@ fn create_ledger<S: Store + ?Sized>(
     if l.name.len() > LEDGER_NAME_LEN_MAX {
         return Ok(R::NameTooLong);
     }
-    if l.period != Period::Open {
+    if l.period != Period::Open || l.close.is_some() {
         return Ok(R::PeriodMustBeOpen);
     }
     let budget = &l.budget;
@@ -488,8 +496,10 @@ fn create_account<S: Store + ?Sized>(
     if a.code == 0 {
         return Ok(R::CodeMustNotBeZero);
     }
-    if batch.ledger(a.ledger)?.is_none() {
-        return Ok(R::LedgerNotFound);
+    match batch.ledger_rules(a.ledger)? {
+        None => return Ok(R::LedgerNotFound),
+        Some(rules) if rules.period == Period::Closing => return Ok(R::LedgerPeriodClosing),
+        Some(_) => {}
     }
     let slot = batch.account_slot(a.id)?;
     batch.insert_account_at(slot, Account { timestamp, ..*a });
@@ -569,7 +579,8 @@ fn period_refusal<S: Store + ?Sized>(
     flags: TransferFlags,
 ) -> Result<Option<CreateTransferResult>, StoreError> {
     Ok(match batch.ledger_rules(ledger)?.map(|rules| rules.period) {
-        Some(Period::Closed) => Some(CreateTransferResult::LedgerPeriodClosed),
+        Some(Period::Closing) if batch.admits_closing(ledger) => None,
+        Some(Period::Closed | Period::Closing) => Some(CreateTransferResult::LedgerPeriodClosed),
         Some(Period::Adjustment) if !flags.contains(TransferFlags::ADJUSTMENT) => {
             Some(CreateTransferResult::LedgerPeriodInAdjustment)
         }
@@ -594,6 +605,13 @@ pub fn prepare_set_periods<S: Store + ?Sized>(
         } else {
             match batch.ledger(event.ledger)? {
                 None => R::LedgerNotFound,
+                Some(ledger) if (ledger.period == Period::Closing) != (event.period == Period::Closing) => {
+                    match ledger.period == Period::Closing {
+                        true => R::CloseInProgress,
+                        false if ledger.period == Period::Closed => R::PeriodCannotReopen,
+                        false => R::CloseInProgress,
+                    }
+                }
                 Some(ledger) if ledger.period == event.period => R::Unchanged,
                 Some(ledger) if event.period < ledger.period => R::PeriodCannotReopen,
                 Some(_) if event.period == Period::Closed && has_pending(store, event.ledger)? => {
@@ -614,6 +632,215 @@ pub fn prepare_set_periods<S: Store + ?Sized>(
 /// from the ledger's running totals: one row per account code).
 fn has_pending<S: Store + ?Sized>(store: &S, ledger: LedgerId) -> Result<bool, StoreError> {
     Ok(store.ledger_totals(ledger)?.iter().any(|totals| totals.debits_pending != Default::default()))
+}
+
+/// Prepares one step of a year-end close (see [`crate::close`]): `Post`
+/// is a `create_transfers` batch that the closing year accepts; `Begin`,
+/// `Finish` and `Abort` are one event each, reading a bounded number of
+/// records (two ledgers, two accounts, the year's totals per code).
+pub fn prepare_close<S: Store + ?Sized>(
+    store: &S,
+    timestamp: u64,
+    step: &CloseStep,
+) -> Result<Prepared<OperationResults>, ApplyError> {
+    if let CloseStep::Post { ledger, transfers } = step {
+        let last_timestamp = check_batch(store, timestamp, transfers.len())?;
+        let mut batch = Batch::new(store, transfers.len());
+        batch.admit_closing(*ledger);
+        let late = missing_budget_legs(&mut batch, transfers)?;
+        let results = run_chains(&mut batch, transfers, timestamp, &late)?;
+        count_posted(&mut batch, *ledger, transfers, &results)?;
+        let write_set = batch.into_write_set(timestamp, last_timestamp)?;
+        return Ok(Prepared { results: OperationResults::Transfers(results), write_set });
+    }
+    let last_timestamp = check_batch(store, timestamp, 1)?;
+    let mut batch = Batch::new(store, 1);
+    let result = match step {
+        CloseStep::Begin(close) => begin_close(&mut batch, timestamp, close)?,
+        CloseStep::Finish { ledger, transfers } => finish_close(&mut batch, timestamp, *ledger, *transfers)?,
+        CloseStep::Abort { ledger } => abort_close(&mut batch, *ledger)?,
+        CloseStep::Post { .. } => unreachable!("a post returned above"),
+    };
+    Ok(Prepared {
+        results: OperationResults::Close(result),
+        write_set: batch.into_write_set(timestamp, last_timestamp)?,
+    })
+}
+
+/// Adds the transfers a close's `Post` created (in the year or the next) to
+/// the close's record.
+fn count_posted<S: Store + ?Sized>(
+    batch: &mut Batch<'_, S>,
+    ledger: LedgerId,
+    transfers: &[Transfer],
+    results: &[CreateTransferResult],
+) -> Result<(), StoreError> {
+    let Some(mut year) = batch.ledger(ledger)? else { return Ok(()) };
+    let Some(record) = year.close.as_mut() else { return Ok(()) };
+    let ours = |t: &Transfer| t.ledger == ledger || t.ledger == record.close.next_ledger;
+    let created = transfers
+        .iter()
+        .zip(results)
+        .filter(|(t, result)| **result == CreateTransferResult::Created && ours(t))
+        .count() as u64;
+    if created > 0 && year.period == Period::Closing {
+        record.posted = record.posted.saturating_add(created);
+        batch.put_ledger(year);
+    }
+    Ok(())
+}
+
+/// Whether a close's code ranges are well formed: at most
+/// [`CLOSE_CODE_RANGES_MAX`], non-zero codes, `min <= max`.
+fn ranges_valid(ranges: &[crate::close::CodeRange]) -> bool {
+    ranges.len() <= CLOSE_CODE_RANGES_MAX && ranges.iter().all(|range| range.min != 0 && range.min <= range.max)
+}
+
+/// The refusal of close `c` by its request fields alone, if any.
+fn close_shape_refusal(c: &YearClose) -> Option<CloseResult> {
+    use CloseResult as R;
+    if c.next_ledger.0 == 0 || c.next_ledger == c.ledger {
+        return Some(R::NextLedgerMustBeDifferent);
+    }
+    if c.code == 0 {
+        return Some(R::CodeMustNotBeZero);
+    }
+    if c.nominal.is_empty() || !ranges_valid(&c.nominal) {
+        return Some(R::NominalCodesMustBeValid);
+    }
+    let shared = c.carry.iter().any(|carry| c.nominal.iter().any(|nominal| nominal.overlaps(*carry)));
+    if !ranges_valid(&c.carry) || shared {
+        return Some(R::CarryCodesMustBeValid);
+    }
+    if c.account_offset == 0 {
+        return Some(R::AccountOffsetMustNotBeZero);
+    }
+    None
+}
+
+fn begin_close<S: Store + ?Sized>(
+    batch: &mut Batch<'_, S>,
+    timestamp: u64,
+    c: &YearClose,
+) -> Result<CloseResult, StoreError> {
+    use CloseResult as R;
+    if c.ledger.0 == 0 {
+        return Ok(R::LedgerMustNotBeZero);
+    }
+    let Some(year) = batch.ledger(c.ledger)? else { return Ok(R::LedgerNotFound) };
+    match (&year.close, year.period) {
+        (Some(record), Period::Closed) if record.close == *c => return Ok(R::Exists),
+        (Some(record), Period::Closing) if record.close == *c => return Ok(R::Resumed),
+        (Some(_), _) => return Ok(R::CloseDiffers),
+        (None, Period::Closed) => return Ok(R::LedgerPeriodClosed),
+        (None, _) => {}
+    }
+    if has_pending(batch.store(), c.ledger)? {
+        return Ok(R::PendingTransfersOpen);
+    }
+    if let Some(refusal) = close_shape_refusal(c) {
+        return Ok(refusal);
+    }
+    let Some(next) = batch.ledger(c.next_ledger)? else { return Ok(R::NextLedgerNotFound) };
+    if next.period != Period::Open {
+        return Ok(R::NextLedgerMustBeOpen);
+    }
+    if next.currency != year.currency || next.scale != year.scale {
+        return Ok(R::NextLedgerCurrencyDiffers);
+    }
+    let journal = crate::model::TransferKind::Journal;
+    if year.budget.needs_leg(journal, c.code) || next.budget.needs_leg(journal, c.code) {
+        return Ok(R::CodeUnderBudgetControl);
+    }
+    let totals = batch.store().ledger_totals(c.ledger)?;
+    let accounts = totals.iter().map(|code| code.accounts).sum::<u64>();
+    // Closing ids: first .. first + accounts; opening ids: the next `accounts`.
+    let last_id = accounts.checked_mul(2).and_then(|ids| c.first_transfer_id.checked_add(u128::from(ids)));
+    if c.first_transfer_id == 0 || last_id.is_none_or(|last| last == u128::MAX) {
+        return Ok(R::FirstTransferIdMustBeValid);
+    }
+    let unlimited = |account: &Account| {
+        !account.flags.intersects(
+            AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS
+                | AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS
+                | AccountFlags::CLOSED,
+        )
+    };
+    let Some(position) = batch.account(c.net_position)? else { return Ok(R::NetPositionNotFound) };
+    if position.ledger != c.ledger {
+        return Ok(R::NetPositionMustBeInLedger);
+    }
+    if in_ranges(&c.nominal, position.code) {
+        return Ok(R::NetPositionMustNotBeNominal);
+    }
+    if !unlimited(&position) {
+        return Ok(R::NetPositionMustBeUnlimited);
+    }
+    let Some(opening) = batch.account(c.opening_account)? else { return Ok(R::OpeningAccountNotFound) };
+    if opening.ledger != c.next_ledger {
+        return Ok(R::OpeningAccountMustBeInNextLedger);
+    }
+    if !unlimited(&opening) {
+        return Ok(R::OpeningAccountMustBeUnlimited);
+    }
+    let record = CloseRecord {
+        close: c.clone(),
+        accounts,
+        reopen_to: year.period,
+        begun_at: timestamp,
+        posted: 0,
+        finished_at: 0,
+    };
+    batch.put_ledger(Ledger { period: Period::Closing, close: Some(record), ..year });
+    Ok(R::Begun)
+}
+
+fn finish_close<S: Store + ?Sized>(
+    batch: &mut Batch<'_, S>,
+    timestamp: u64,
+    ledger: LedgerId,
+    transfers: u64,
+) -> Result<CloseResult, StoreError> {
+    use CloseResult as R;
+    if ledger.0 == 0 {
+        return Ok(R::LedgerMustNotBeZero);
+    }
+    let Some(mut year) = batch.ledger(ledger)? else { return Ok(R::LedgerNotFound) };
+    let Some(record) = year.close.as_mut() else { return Ok(R::NotClosing) };
+    match year.period {
+        Period::Closed => return Ok(R::Exists),
+        Period::Closing => {}
+        _ => return Ok(R::NotClosing),
+    }
+    let totals = batch.store().ledger_totals(ledger)?;
+    let remains = totals
+        .iter()
+        .any(|code| in_ranges(&record.close.nominal, code.code) && code.debits_posted != code.credits_posted);
+    if remains {
+        return Ok(R::NominalBalanceRemains);
+    }
+    if record.posted < transfers {
+        return Ok(R::TransfersMissing);
+    }
+    record.finished_at = timestamp;
+    year.period = Period::Closed;
+    batch.put_ledger(year);
+    Ok(R::Finished)
+}
+
+fn abort_close<S: Store + ?Sized>(batch: &mut Batch<'_, S>, ledger: LedgerId) -> Result<CloseResult, StoreError> {
+    use CloseResult as R;
+    if ledger.0 == 0 {
+        return Ok(R::LedgerMustNotBeZero);
+    }
+    let Some(year) = batch.ledger(ledger)? else { return Ok(R::LedgerNotFound) };
+    let (Some(record), Period::Closing) = (&year.close, year.period) else { return Ok(R::NotClosing) };
+    if record.posted > 0 {
+        return Ok(R::AlreadyPosted);
+    }
+    let period = record.reopen_to;
+    batch.put_ledger(Ledger { period, close: None, ..year });
+    Ok(R::Aborted)
 }
 
 fn create_transfer<S: Store + ?Sized>(
@@ -784,10 +1011,12 @@ fn create_new_transfer<S: Store + ?Sized>(
     if let Some(refusal) = period_refusal(batch, t.ledger, t.flags)? {
         return Ok(refusal);
     }
-    if dr.flags.contains(AccountFlags::CLOSED) {
+    // A year-end close zeroes closed accounts too.
+    let closing = batch.admits_closing(t.ledger);
+    if dr.flags.contains(AccountFlags::CLOSED) && !closing {
         return Ok(R::DebitAccountAlreadyClosed);
     }
-    if cr.flags.contains(AccountFlags::CLOSED) {
+    if cr.flags.contains(AccountFlags::CLOSED) && !closing {
         return Ok(R::CreditAccountAlreadyClosed);
     }
 

@@ -86,6 +86,9 @@ pub(crate) struct Batch<'s, S: Store + ?Sized> {
     balances: Vec<AccountBalance>,
     /// The change log's new entries, in timestamp order.
     changes: Vec<Change>,
+    /// The ledger whose year-end close this batch posts for: it accepts
+    /// the batch's transfers while `closing` (see [`crate::close`]).
+    closing_admitted: Option<LedgerId>,
 }
 
 impl<'s, S: Store + ?Sized> Batch<'s, S> {
@@ -116,7 +119,23 @@ impl<'s, S: Store + ?Sized> Batch<'s, S> {
             balances: Vec::new(),
             // At most one change per event: one allocation per batch.
             changes: Vec::with_capacity(events),
+            closing_admitted: None,
         }
+    }
+
+    /// The store under the overlay (what the batch has not changed).
+    pub(crate) fn store(&self) -> &'s S {
+        self.store
+    }
+
+    /// Lets this batch post the year-end close of `ledger`.
+    pub(crate) fn admit_closing(&mut self, ledger: LedgerId) {
+        self.closing_admitted = Some(ledger);
+    }
+
+    /// Whether this batch posts the year-end close of `ledger`.
+    pub(crate) fn admits_closing(&self, ledger: LedgerId) -> bool {
+        self.closing_admitted == Some(ledger)
     }
 
     pub(crate) fn ledger(&self, id: LedgerId) -> Result<Option<Ledger>, StoreError> {

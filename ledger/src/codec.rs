@@ -5,6 +5,7 @@
 //! raw `u16`. The layouts are part of the digest's definition: changing one
 //! changes every digest.
 
+use crate::close::{CloseRecord, CodeRange, YearClose, CLOSE_CODE_RANGES_MAX};
 use crate::flags::{AccountFlags, TransferFlags};
 use crate::ids::{AccountId, LedgerId, TransferId};
 use crate::model::{
@@ -389,6 +390,85 @@ pub fn encode_ledger(ledger: &Ledger, out: &mut Vec<u8>) {
     out.extend_from_slice(&ledger.budget.code_min.to_be_bytes());
     out.extend_from_slice(&ledger.budget.code_max.to_be_bytes());
     out.push(ledger.warn_percent);
+    if let Some(record) = &ledger.close {
+        encode_close(record, out);
+    }
+}
+
+/// Bytes of a close section's fixed part: next ledger u32, net position,
+/// opening account, account offset and first transfer id u128 × 4, code u16,
+/// reopen-to period u8, accounts, begun at, posted, finished at u64 × 4.
+const CLOSE_FIXED_SIZE: usize = 4 + 16 * 4 + 2 + 1 + 8 * 4;
+
+/// Appends a ledger's close section: the fixed part, then the nominal and
+/// the carried code ranges, each a count u8 and (min u16, max u16) pairs.
+fn encode_close(record: &CloseRecord, out: &mut Vec<u8>) {
+    let close = &record.close;
+    out.extend_from_slice(&close.next_ledger.0.to_be_bytes());
+    for value in [close.net_position.0, close.opening_account.0, close.account_offset, close.first_transfer_id] {
+        out.extend_from_slice(&value.to_be_bytes());
+    }
+    out.extend_from_slice(&close.code.to_be_bytes());
+    out.push(record.reopen_to.code());
+    for value in [record.accounts, record.begun_at, record.posted, record.finished_at] {
+        out.extend_from_slice(&value.to_be_bytes());
+    }
+    for ranges in [&close.nominal, &close.carry] {
+        let len = ranges.len().min(CLOSE_CODE_RANGES_MAX);
+        out.push(len as u8);
+        for range in &ranges[..len] {
+            out.extend_from_slice(&range.min.to_be_bytes());
+            out.extend_from_slice(&range.max.to_be_bytes());
+        }
+    }
+}
+
+/// Decodes a close section written by [`encode_close`] for ledger `ledger`.
+fn decode_close(ledger: LedgerId, bytes: &[u8]) -> Result<CloseRecord, DecodeError> {
+    let record = "ledger close";
+    let (fixed, mut rest) = bytes.split_at_checked(CLOSE_FIXED_SIZE).ok_or(DecodeError::Length {
+        record,
+        expected: CLOSE_FIXED_SIZE + 2,
+        actual: bytes.len(),
+    })?;
+    let mut r = Reader { bytes: fixed };
+    let next_ledger = LedgerId(r.u32());
+    let (net_position, opening_account) = (AccountId(r.u128()), AccountId(r.u128()));
+    let (account_offset, first_transfer_id, code) = (r.u128(), r.u128(), r.u16());
+    let reopen_code = r.u8();
+    let reopen_to = Period::from_code(reopen_code).ok_or(DecodeError::InvalidField {
+        record,
+        field: "reopen_to",
+        value: u64::from(reopen_code),
+    })?;
+    let (accounts, begun_at, posted, finished_at) = (r.u64(), r.u64(), r.u64(), r.u64());
+    let mut ranges = || -> Result<Vec<CodeRange>, DecodeError> {
+        let (&len, tail) = rest.split_first().ok_or(DecodeError::Length { record, expected: 1, actual: 0 })?;
+        let size = usize::from(len) * 4;
+        if usize::from(len) > CLOSE_CODE_RANGES_MAX || tail.len() < size {
+            return Err(DecodeError::InvalidField { record, field: "code ranges", value: u64::from(len) });
+        }
+        let (pairs, tail) = tail.split_at(size);
+        rest = tail;
+        let mut r = Reader { bytes: pairs };
+        Ok((0..len).map(|_| CodeRange { min: r.u16(), max: r.u16() }).collect())
+    };
+    let (nominal, carry) = (ranges()?, ranges()?);
+    if !rest.is_empty() {
+        return Err(DecodeError::Length { record, expected: bytes.len() - rest.len(), actual: bytes.len() });
+    }
+    let close = YearClose {
+        ledger,
+        next_ledger,
+        net_position,
+        opening_account,
+        nominal,
+        carry,
+        account_offset,
+        first_transfer_id,
+        code,
+    };
+    Ok(CloseRecord { close, accounts, reopen_to, begun_at, posted, finished_at })
 }
 
 /// Bytes of a ledger's fiscal section: period u8, budget ledger u32, budget
@@ -417,10 +497,11 @@ pub fn decode_ledger(bytes: &[u8]) -> Result<Ledger, DecodeError> {
     };
     let currency = text("currency")?;
     let name = text("name")?;
-    let (period, budget, warn_percent) = match rest.len() {
-        0 => (Period::Open, BudgetPolicy::default(), 0),
-        LEDGER_FISCAL_SIZE => {
-            let mut r = Reader { bytes: rest };
+    let (period, budget, warn_percent, close) = match rest.len() {
+        0 => (Period::Open, BudgetPolicy::default(), 0, None),
+        len if len >= LEDGER_FISCAL_SIZE => {
+            let (fiscal, close) = rest.split_at(LEDGER_FISCAL_SIZE);
+            let mut r = Reader { bytes: fiscal };
             let code = r.u8();
             let period = Period::from_code(code).ok_or(DecodeError::InvalidField {
                 record,
@@ -428,14 +509,18 @@ pub fn decode_ledger(bytes: &[u8]) -> Result<Ledger, DecodeError> {
                 value: u64::from(code),
             })?;
             let budget = BudgetPolicy { ledger: LedgerId(r.u32()), code_min: r.u16(), code_max: r.u16() };
-            (period, budget, r.u8())
+            let close = match close.is_empty() {
+                true => None,
+                false => Some(decode_close(LedgerId(id.0), close)?),
+            };
+            (period, budget, r.u8(), close)
         }
         _ => {
             let expected = bytes.len() - rest.len() + LEDGER_FISCAL_SIZE;
             return Err(DecodeError::Length { record, expected, actual: bytes.len() });
         }
     };
-    Ok(Ledger { id, currency, scale, name, timestamp, period, budget, warn_percent })
+    Ok(Ledger { id, currency, scale, name, timestamp, period, budget, warn_percent, close })
 }
 
 #[cfg(test)]
@@ -503,6 +588,7 @@ mod tests {
             period: Period::Adjustment,
             budget: BudgetPolicy { ledger: LedgerId(4), code_min: 7, code_max: 9 },
             warn_percent: 90,
+            close: None,
         };
         let mut bytes = Vec::new();
         encode_ledger(&ledger, &mut bytes);
@@ -518,6 +604,37 @@ mod tests {
         bytes.push(0);
         assert!(decode_ledger(&bytes).is_err());
         assert!(decode_ledger(&bytes[..5]).is_err());
+    }
+
+    #[test]
+    fn ledger_with_a_close_round_trips_and_rejects_a_cut_one() {
+        let close = YearClose {
+            ledger: LedgerId(2027),
+            next_ledger: LedgerId(2028),
+            net_position: AccountId(27900),
+            opening_account: AccountId(28999),
+            nominal: vec![CodeRange { min: 400, max: 599 }],
+            carry: vec![CodeRange { min: 100, max: 299 }, CodeRange { min: 900, max: 900 }],
+            account_offset: 1000,
+            first_transfer_id: u128::MAX / 2,
+            code: 99,
+        };
+        let record =
+            CloseRecord { close, accounts: 12, reopen_to: Period::Adjustment, begun_at: 5, posted: 7, finished_at: 8 };
+        let ledger = Ledger {
+            period: Period::Closed,
+            timestamp: 3,
+            close: Some(record),
+            ..Ledger::new(LedgerId(2027), "KRW", 0, "FY2027")
+        };
+        let mut bytes = Vec::new();
+        encode_ledger(&ledger, &mut bytes);
+        assert_eq!(decode_ledger(&bytes), Ok(ledger));
+        for cut in 1..=5 {
+            assert!(decode_ledger(&bytes[..bytes.len() - cut]).is_err(), "cut by {cut}");
+        }
+        bytes.push(0);
+        assert!(decode_ledger(&bytes).is_err());
     }
 
     #[test]

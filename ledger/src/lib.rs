@@ -46,6 +46,7 @@
 pub mod amount;
 mod apply;
 mod batch;
+pub mod close;
 pub mod codec;
 mod digest;
 mod flags;
@@ -59,9 +60,10 @@ mod results;
 mod store;
 
 pub use apply::{
-    prepare, prepare_create_accounts, prepare_create_ledgers, prepare_create_transfers, prepare_expire_pending,
-    prepare_set_periods, ApplyError, ExpireResult, Operation, OperationResults, Prepared,
+    prepare, prepare_close, prepare_create_accounts, prepare_create_ledgers, prepare_create_transfers,
+    prepare_expire_pending, prepare_set_periods, ApplyError, ExpireResult, Operation, OperationResults, Prepared,
 };
+pub use close::{plan_close, CloseStep, CodeRange, YearClose};
 pub use digest::{recompute_digest_sum, state_digest, stored_state_digest, DigestSum, Record, StateDigest};
 pub use flags::{AccountFlags, TransferFlags};
 pub use ids::{AccountId, LedgerId, TransferId};
@@ -77,7 +79,7 @@ pub use query::{
     query_transfers, read_changes, resolve_change, trial_balance, trial_balance_as_of, BalanceTotals, ChangePage,
     QueryError, QueryFilter, QueryPage, TransferPage, TransferQuery, TrialBalance, QUERY_SEEKS_MAX,
 };
-pub use results::{CreateAccountResult, CreateLedgerResult, CreateTransferResult, SetPeriodResult};
+pub use results::{CloseResult, CreateAccountResult, CreateLedgerResult, CreateTransferResult, SetPeriodResult};
 pub use store::{AccountFilter, ChangeFilter, Sides, Store, StoreError, StoreMut, WriteSet};
 
 /// A state machine that owns its store: prepares each batch and commits it.
@@ -146,6 +148,12 @@ impl<S: StoreMut> StateMachine<S> {
     /// Moves ledgers' fiscal periods; event `i` is stamped `timestamp + i`.
     pub fn set_periods(&mut self, timestamp: u64, events: &[PeriodChange]) -> Result<Vec<SetPeriodResult>, ApplyError> {
         let prepared = prepare_set_periods(&self.store, timestamp, events)?;
+        self.commit(prepared)
+    }
+
+    /// Applies one step of a year-end close (see [`close`]).
+    pub fn close_step(&mut self, timestamp: u64, step: &CloseStep) -> Result<OperationResults, ApplyError> {
+        let prepared = prepare_close(&self.store, timestamp, step)?;
         self.commit(prepared)
     }
 

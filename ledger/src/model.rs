@@ -1,6 +1,7 @@
 //! The data model: ledgers, accounts, transfers and the records the state
 //! machine derives from them (pending status, history, balances).
 
+use crate::close::CloseRecord;
 use crate::flags::{AccountFlags, TransferFlags};
 use crate::ids::{AccountId, LedgerId, TransferId};
 
@@ -46,6 +47,9 @@ pub struct Ledger {
     /// account's credits posted), in per cent, at which a transfer charging
     /// it raises a warning ([`budget_warning`]); `0`: none. At most 100.
     pub warn_percent: u8,
+    /// The year-end close of this year, from the moment it began (`None` in
+    /// a request: only a close sets it).
+    pub close: Option<CloseRecord>,
 }
 
 impl Ledger {
@@ -91,7 +95,8 @@ pub fn budget_warning(
 
 /// Where a ledger's fiscal period stands. A ledger stands for one fund's
 /// fiscal year; it moves `open` → `adjustment` → `closed` (or straight from
-/// `open` to `closed`), never back.
+/// `open` to `closed`), never back; a year-end close passes through
+/// `closing` on its way to `closed` (see [`crate::close`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Period {
     /// Every transfer is accepted.
@@ -100,13 +105,16 @@ pub enum Period {
     /// The closing-adjustment period after the year's end: only transfers
     /// flagged `adjustment` are accepted.
     Adjustment,
+    /// A year-end close is under way: only the close's own transfers are
+    /// accepted (others get `ledger_period_closed`), and no account is created.
+    Closing,
     /// The year is settled: no transfer is accepted.
     Closed,
 }
 
 impl Period {
     /// Every period state, in code order.
-    pub const ALL: [Self; 3] = [Self::Open, Self::Adjustment, Self::Closed];
+    pub const ALL: [Self; 4] = [Self::Open, Self::Adjustment, Self::Closed, Self::Closing];
 
     /// The state's stable one-byte code.
     pub const fn code(self) -> u8 {
@@ -114,6 +122,7 @@ impl Period {
             Self::Open => 1,
             Self::Adjustment => 2,
             Self::Closed => 3,
+            Self::Closing => 4,
         }
     }
 
@@ -128,6 +137,7 @@ impl Period {
             Self::Open => "open",
             Self::Adjustment => "adjustment",
             Self::Closed => "closed",
+            Self::Closing => "closing",
         }
     }
 

@@ -106,6 +106,8 @@ result_codes! {
         LedgerMustNotBeZero = "ledger_must_not_be_zero",
         /// No ledger has this id.
         LedgerNotFound = "ledger_not_found",
+        /// Only a year-end close moves a ledger into or out of `closing`.
+        CloseInProgress = "close_in_progress",
         /// The ledger is in this period already: a safe retry.
         Unchanged = "unchanged",
         /// A period moves forward only (`open` → `adjustment` → `closed`).
@@ -166,6 +168,9 @@ result_codes! {
         CodeMustNotBeZero = "code_must_not_be_zero",
         /// No ledger has the id in `ledger`.
         LedgerNotFound = "ledger_not_found",
+        /// The ledger is being closed: its accounts are fixed until the close
+        /// finishes.
+        LedgerPeriodClosing = "ledger_period_closing",
     }
 }
 
@@ -376,6 +381,83 @@ impl CreateLedgerResult {
     }
 }
 
+result_codes! {
+    /// The result of a year-end close's `begin`, `finish` or `abort` step
+    /// (see [`crate::close`]).
+    CloseResult {
+        /// The close began: the year is `closing`.
+        Begun = "begun",
+        /// The year is `closed`: the close finished.
+        Finished = "finished",
+        /// The close was undone: the year is back in its earlier period.
+        Aborted = "aborted",
+        /// `ledger` must not be `0`.
+        LedgerMustNotBeZero = "ledger_must_not_be_zero",
+        /// No ledger has the id in `ledger`.
+        LedgerNotFound = "ledger_not_found",
+        /// The year was closed by this same close: a safe retry.
+        Exists = "exists",
+        /// The same close is under way: a retry that continues it.
+        Resumed = "resumed",
+        /// The year is being closed, or was closed, by a close with other fields.
+        CloseDiffers = "close_differs",
+        /// The year was locked without a close.
+        LedgerPeriodClosed = "ledger_period_closed",
+        /// Pending transfers still reserve amounts in the year: post or void them first.
+        PendingTransfersOpen = "pending_transfers_open",
+        /// `next_ledger` must not be `0` or the year itself.
+        NextLedgerMustBeDifferent = "next_ledger_must_be_different",
+        /// No ledger has the id in `next_ledger`.
+        NextLedgerNotFound = "next_ledger_not_found",
+        /// The next year must be `open` to take its opening balances.
+        NextLedgerMustBeOpen = "next_ledger_must_be_open",
+        /// The next year must have the year's currency and scale.
+        NextLedgerCurrencyDiffers = "next_ledger_currency_differs",
+        /// `code` must not be `0`.
+        CodeMustNotBeZero = "code_must_not_be_zero",
+        /// `code` falls under a budget policy of one of the two ledgers: the
+        /// close's transfers would need budget legs.
+        CodeUnderBudgetControl = "code_under_budget_control",
+        /// `nominal` must name 1 to 8 ranges of non-zero codes, each `min <= max`.
+        NominalCodesMustBeValid = "nominal_codes_must_be_valid",
+        /// `carry` must name at most 8 such ranges, none sharing a code with `nominal`.
+        CarryCodesMustBeValid = "carry_codes_must_be_valid",
+        /// `account_offset` must not be `0`.
+        AccountOffsetMustNotBeZero = "account_offset_must_not_be_zero",
+        /// `first_transfer_id` must not be `0`, and the close's ids must stay below `u128::MAX`.
+        FirstTransferIdMustBeValid = "first_transfer_id_must_be_valid",
+        /// No account has the id in `net_position`.
+        NetPositionNotFound = "net_position_not_found",
+        /// The net position must be an account of the year being closed.
+        NetPositionMustBeInLedger = "net_position_must_be_in_ledger",
+        /// The net position's code must not be nominal (it would close into itself).
+        NetPositionMustNotBeNominal = "net_position_must_not_be_nominal",
+        /// The net position must carry no balance limit flag, and not be closed.
+        NetPositionMustBeUnlimited = "net_position_must_be_unlimited",
+        /// No account has the id in `opening_account`.
+        OpeningAccountNotFound = "opening_account_not_found",
+        /// The opening account must be an account of the next year.
+        OpeningAccountMustBeInNextLedger = "opening_account_must_be_in_next_ledger",
+        /// The opening account must carry no balance limit flag, and not be closed.
+        OpeningAccountMustBeUnlimited = "opening_account_must_be_unlimited",
+        /// The year is not being closed.
+        NotClosing = "not_closing",
+        /// A nominal code's accounts do not net to zero: the closing transfers are not all posted.
+        NominalBalanceRemains = "nominal_balance_remains",
+        /// The close has posted fewer transfers than its plan holds.
+        TransfersMissing = "transfers_missing",
+        /// The close has posted transfers already: it can only be finished.
+        AlreadyPosted = "already_posted",
+    }
+}
+
+impl CloseResult {
+    /// Whether the step succeeded (a safe retry included).
+    pub const fn is_success(self) -> bool {
+        matches!(self, Self::Begun | Self::Finished | Self::Aborted | Self::Exists | Self::Resumed)
+    }
+}
+
 impl SetPeriodResult {
     /// Whether the event succeeded: `changed`, or `unchanged` for a safe retry.
     pub const fn is_success(self) -> bool {
@@ -401,6 +483,9 @@ mod tests {
         }
         for result in SetPeriodResult::ALL {
             assert_eq!(SetPeriodResult::from_code(result.code()), Some(*result));
+        }
+        for result in CloseResult::ALL {
+            assert_eq!(CloseResult::from_name(result.as_str()), Some(*result));
         }
         assert_eq!(CreateTransferResult::from_code(u16::MAX), None);
     }

@@ -15,9 +15,10 @@ use std::collections::BTreeSet;
 use coffer_ledger::{
     balance_as_of, budget_warning, get_account_balances, get_account_transfers, lookup_accounts, lookup_transfers,
     trial_balance, Account, AccountBalance, AccountFilter, AccountFlags, AccountId, AccountKind, BalanceTotals,
-    BudgetPolicy, CreateAccountResult, CreateLedgerResult, CreateTransferResult, ExpireResult, Ledger, LedgerId,
-    MemoryStore, PendingState, Period, PeriodChange, QueryError, SetPeriodResult, Sides, StateMachine, Store, Transfer,
-    TransferFlags, TransferId, TransferKind, BATCH_EVENTS_MAX, EXPIRE_EVENTS_MAX, NS_PER_S,
+    BudgetPolicy, CloseResult, CloseStep, CodeRange, CreateAccountResult, CreateLedgerResult, CreateTransferResult,
+    ExpireResult, Ledger, LedgerId, MemoryStore, OperationResults, PendingState, Period, PeriodChange, QueryError,
+    SetPeriodResult, Sides, StateMachine, Store, Transfer, TransferFlags, TransferId, TransferKind, YearClose,
+    BATCH_EVENTS_MAX, EXPIRE_EVENTS_MAX, NS_PER_S,
 };
 
 use CreateAccountResult as AccountResult;
@@ -2043,6 +2044,7 @@ fn rule_tests() -> Vec<(Produced, fn())> {
         (A(AccountResult::LedgerMustNotBeZero), account_in_ledger_zero_fails_with_ledger_must_not_be_zero),
         (A(AccountResult::CodeMustNotBeZero), account_with_code_zero_fails_with_code_must_not_be_zero),
         (A(AccountResult::LedgerNotFound), account_in_an_unknown_ledger_fails_with_ledger_not_found),
+        (A(AccountResult::LedgerPeriodClosing), account_in_a_year_being_closed_fails_with_ledger_period_closing),
         (T(TransferResult::Created), journal_transfer_is_created_and_moves_its_amount_between_posted_balances),
         (
             T(TransferResult::LinkedEventFailed),
@@ -2483,6 +2485,33 @@ fn payment_with_its_budget_leg_posts_both_and_the_appropriation_bounds_it() {
     let results = books.create_transfers(&[linked(payment(7, 1)), leg(8, 1)]);
     assert_eq!(results, [TransferResult::LinkedEventFailed, TransferResult::ExceedsCredits]);
     assert_eq!(books.store().transfer(TransferId(7)).unwrap(), None);
+}
+
+#[test]
+fn account_in_a_year_being_closed_fails_with_ledger_period_closing() {
+    let mut books = Books::new();
+    let next = LedgerId(5);
+    assert_eq!(books.create_ledger(Ledger::new(next, "KRW", 0, "Next year")), LedgerResult::Created);
+    let opening = AccountId(50);
+    books.open(&[Account { id: opening, ledger: next, code: 300, ..Default::default() }]);
+    let close = YearClose {
+        ledger: KRW,
+        next_ledger: next,
+        net_position: CASH,
+        opening_account: opening,
+        nominal: vec![CodeRange { min: 400, max: 499 }],
+        carry: vec![CodeRange { min: 100, max: 199 }],
+        account_offset: 100,
+        first_transfer_id: 1_000,
+        code: 9,
+    };
+    let timestamp = books.tick();
+    let begun = books.machine.close_step(timestamp, &CloseStep::Begin(Box::new(close))).expect("well formed");
+    assert_eq!(begun, OperationResults::Close(CloseResult::Begun));
+    assert_eq!(books.create_account(other(AccountId(7))), AccountResult::LedgerPeriodClosing);
+    assert_eq!(books.store().account(AccountId(7)).unwrap(), None);
+    assert_eq!(books.create_transfer(journal(1, CASH, OTHER, 1)), TransferResult::LedgerPeriodClosed);
+    assert_eq!(books.set_period(KRW, Period::Closed), SetPeriodResult::CloseInProgress);
 }
 
 #[test]

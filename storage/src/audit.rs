@@ -47,6 +47,8 @@ pub enum AuditKind {
     Lease = 8,
     /// Ledgers' fiscal periods moved.
     Periods = 9,
+    /// A step of a year-end close (its transfers included).
+    Close = 10,
 }
 
 impl AuditKind {
@@ -62,6 +64,7 @@ impl AuditKind {
             Self::Demote => "demote",
             Self::Lease => "lease",
             Self::Periods => "periods",
+            Self::Close => "close",
         }
     }
 
@@ -76,6 +79,7 @@ impl AuditKind {
             Self::Demote,
             Self::Lease,
             Self::Periods,
+            Self::Close,
         ]
         .into_iter()
         .find(|kind| *kind as u8 == code)
@@ -119,8 +123,10 @@ impl AuditRecord {
     /// For an applied batch with events: the key and payload that place it
     /// in time (see the module docs); `None` for anything else.
     pub fn time_entry(&self) -> Option<([u8; 9], Vec<u8>)> {
-        let is_batch =
-            matches!(self.kind, AuditKind::Ledgers | AuditKind::Accounts | AuditKind::Transfers | AuditKind::Periods);
+        let is_batch = matches!(
+            self.kind,
+            AuditKind::Ledgers | AuditKind::Accounts | AuditKind::Transfers | AuditKind::Periods | AuditKind::Close
+        );
         if !is_batch || !self.applied || self.events == 0 || self.first_timestamp == 0 {
             return None;
         }

@@ -198,6 +198,46 @@ pub enum LedgerCommand {
     /// Move a ledger's fiscal period forward: open → adjustment (only
     /// transfers flagged adjustment) → closed (none).
     Period(LedgerPeriodArgs),
+    /// Close a fiscal year into the next: nominal accounts into the net
+    /// position, carried balances opened in the next year, the year locked.
+    /// Running it again continues an interrupted close.
+    Close(LedgerCloseArgs),
+}
+
+/// `coffer ledger close`
+#[derive(Debug, Clone, Args)]
+pub struct LedgerCloseArgs {
+    /// The fiscal year's ledger to close.
+    #[arg(long)]
+    pub id: u32,
+    /// The next year's ledger (open, same currency and scale).
+    #[arg(long, required_unless_present = "abort")]
+    pub next: Option<u32>,
+    /// The account of this year that nominal accounts close into.
+    #[arg(long, required_unless_present = "abort")]
+    pub net_position: Option<u128>,
+    /// The account of the next year on the other side of opening balances.
+    #[arg(long, required_unless_present = "abort")]
+    pub opening_account: Option<u128>,
+    /// Codes MIN-MAX of nominal (revenue, expense) accounts; repeatable.
+    #[arg(long, value_name = "MIN-MAX", value_parser = parse_code_range, required_unless_present = "abort")]
+    pub nominal: Vec<(u16, u16)>,
+    /// Codes MIN-MAX whose balances open the next year; repeatable.
+    #[arg(long, value_name = "MIN-MAX", value_parser = parse_code_range)]
+    pub carry: Vec<(u16, u16)>,
+    /// Account A carries into account A + OFFSET of the next year.
+    #[arg(long, value_name = "OFFSET", required_unless_present = "abort")]
+    pub account_offset: Option<u128>,
+    /// The first id of the close's transfers (a free range of twice the
+    /// year's accounts).
+    #[arg(long, required_unless_present = "abort")]
+    pub first_transfer_id: Option<u128>,
+    /// The code of the close's transfers.
+    #[arg(long, required_unless_present = "abort")]
+    pub code: Option<u16>,
+    /// Undo a close that stopped before posting a transfer.
+    #[arg(long)]
+    pub abort: bool,
 }
 
 /// `coffer ledger period`
@@ -717,6 +757,7 @@ pub async fn run(command: ClientCommand, options: &ClientOptions) -> Result<(), 
     match command {
         ClientCommand::Ledger(LedgerCommand::Create(args)) => ledger::create_ledger(&conn()?, out, args).await,
         ClientCommand::Ledger(LedgerCommand::Period(args)) => ledger::set_period(&conn()?, out, args).await,
+        ClientCommand::Ledger(LedgerCommand::Close(args)) => ledger::close_year(&conn()?, out, args).await,
         ClientCommand::Account(AccountCommand::Create(args)) => ledger::create_account(&conn()?, out, args).await,
         ClientCommand::Account(AccountCommand::Show(args)) => ledger::show_accounts(&conn()?, out, args).await,
         ClientCommand::Account(AccountCommand::History(args)) => ledger::account_history(&conn()?, out, args).await,

@@ -15,8 +15,9 @@ use super::view::{
     TransferView, TrialBalanceView,
 };
 use super::{
-    AccountCreateArgs, AccountQueryArgs, BalanceArgs, CliError, FieldArgs, HistoryArgs, LedgerCreateArgs,
-    LedgerPeriodArgs, Out, QueryArgs, RangeArgs, ShowArgs, SidesArg, TransferCreateArgs, TrialBalanceArgs,
+    AccountCreateArgs, AccountQueryArgs, BalanceArgs, CliError, FieldArgs, HistoryArgs, LedgerCloseArgs,
+    LedgerCreateArgs, LedgerPeriodArgs, Out, QueryArgs, RangeArgs, ShowArgs, SidesArg, TransferCreateArgs,
+    TrialBalanceArgs,
 };
 
 /// Pages one `transfer query` follows (`next_timestamp`) to fill its limit.
@@ -551,6 +552,96 @@ pub async fn query_accounts(conn: &Conn, out: Out, args: AccountQueryArgs) -> Re
         let table = if page.accounts.is_empty() { String::new() } else { accounts_table(&page.accounts).render() };
         table + &page.next.hint()
     })
+}
+
+/// What `coffer ledger close` did.
+#[derive(Debug, Serialize)]
+struct CloseReport {
+    ledger: u32,
+    result: String,
+    closing_transfers: u64,
+    opening_transfers: u64,
+    accounts_opened: u64,
+    transfer_ids: Vec<(String, String)>,
+    elapsed_ms: u64,
+    entries: u64,
+    before: Option<TrialBalanceView>,
+    after: Option<TrialBalanceView>,
+    next_after: Option<TrialBalanceView>,
+    node_id: u64,
+    applied_index: u64,
+}
+
+fn close_report_text(report: &CloseReport) -> String {
+    let mut text = format!("ledger {} close: {}", report.ledger, report.result);
+    if report.result == "finished" || report.result == "exists" {
+        let ids: Vec<String> = report.transfer_ids.iter().map(|(first, last)| format!("{first}..={last}")).collect();
+        text += &format!(
+            " ({} closing and {} opening transfers, {} accounts opened, {} entries in {} ms; transfer ids {})",
+            report.closing_transfers,
+            report.opening_transfers,
+            report.accounts_opened,
+            report.entries,
+            report.elapsed_ms,
+            if ids.is_empty() { "none".to_owned() } else { ids.join(", ") }
+        );
+    }
+    text += &format!(" (node {}, log index {})\n", report.node_id, report.applied_index);
+    for (title, trial) in [
+        ("before the close", &report.before),
+        ("after the close", &report.after),
+        ("next year opened", &report.next_after),
+    ] {
+        if let Some(trial) = trial {
+            text += &format!("\n{title}:\n{}", trial_balance_text(trial));
+        }
+    }
+    text
+}
+
+/// `coffer ledger close`
+pub async fn close_year(conn: &Conn, out: Out, args: LedgerCloseArgs) -> Result<(), CliError> {
+    let ranges = |ranges: &[(u16, u16)]| {
+        ranges.iter().map(|(min, max)| proto::CodeRange { min: u32::from(*min), max: u32::from(*max) }).collect()
+    };
+    let text = |value: Option<u128>| value.map(|value| value.to_string()).unwrap_or_default();
+    let message = proto::CloseFiscalYearRequest {
+        ledger: args.id,
+        next_ledger: args.next.unwrap_or(0),
+        net_position_account: text(args.net_position),
+        opening_account: text(args.opening_account),
+        nominal: ranges(&args.nominal),
+        carry: ranges(&args.carry),
+        account_offset: text(args.account_offset),
+        first_transfer_id: text(args.first_transfer_id),
+        code: u32::from(args.code.unwrap_or(0)),
+        abort: args.abort,
+        amount_unit: DECIMAL,
+    };
+    let response = conn
+        .call("CloseFiscalYear", message, |mut client, request| async move { client.close_fiscal_year(request).await })
+        .await?;
+    let served = response.served.unwrap_or_default();
+    let report = CloseReport {
+        ledger: args.id,
+        result: response.result.clone(),
+        closing_transfers: response.closing_transfers,
+        opening_transfers: response.opening_transfers,
+        accounts_opened: response.accounts_opened,
+        transfer_ids: response.transfer_ids.iter().map(|range| (range.first.clone(), range.last.clone())).collect(),
+        elapsed_ms: response.elapsed_ms,
+        entries: response.entries,
+        before: response.before.as_ref().map(TrialBalanceView::from),
+        after: response.after.as_ref().map(TrialBalanceView::from),
+        next_after: response.next_after.as_ref().map(TrialBalanceView::from),
+        node_id: served.node_id,
+        applied_index: served.applied_index,
+    };
+    out.emit(&report, close_report_text)?;
+    match response.result.as_str() {
+        "finished" | "exists" | "aborted" => Ok(()),
+        _ => Err(CliError::EventsFailed { what: "close steps", failed: 1, total: 1 }),
+    }
 }
 
 /// `coffer trial-balance`
