@@ -537,9 +537,11 @@ pub enum Need {
 pub fn need(path: &str) -> Option<Need> {
     let (service, method) = path.strip_prefix('/')?.split_once('/')?;
     let need = match (service, method) {
-        ("coffer.v1.LedgerService", "CreateLedgers" | "CreateAccounts" | "CreateTransfers" | "SetPeriods") => {
-            Need::Role(Role::Poster)
-        }
+        (
+            "coffer.v1.LedgerService",
+            "CreateLedgers" | "CreateAccounts" | "CreateTransfers" | "SetPeriods" | "ImportStatement"
+            | "MatchStatement",
+        ) => Need::Role(Role::Poster),
         (
             "coffer.v1.LedgerService",
             "LookupAccounts"
@@ -549,7 +551,9 @@ pub fn need(path: &str) -> Option<Need> {
             | "QueryTransfers"
             | "QueryAccounts"
             | "TrialBalance"
-            | "SubscribeChanges",
+            | "SubscribeChanges"
+            | "GetReconciliation"
+            | "ListReconciliations",
         ) => Need::Role(Role::Reader),
         ("coffer.v1.LedgerService", "CloseFiscalYear") => Need::Role(Role::Operator),
         ("coffer.v1.AdminService", "Status") => Need::Authenticated,

@@ -586,6 +586,65 @@ impl Client {
         self.ledger_call(message, |mut client, request| async move { client.close_fiscal_year(request).await }).await
     }
 
+    /// Imports a bank statement of cash account `account` (`format`:
+    /// camt.053 or CSV) and reconciles it; the response's `result` is
+    /// `recorded`, `rerun`, `unchanged` or the refusal. Amounts in minor units;
+    /// dates at `utc_offset_minutes` from UTC; `window_days` 0: the default.
+    pub async fn import_statement(
+        &self,
+        account: AccountId,
+        format: proto::StatementFormat,
+        content: Vec<u8>,
+        window_days: u32,
+        utc_offset_minutes: i32,
+    ) -> Result<proto::ReconciliationResponse, ClientError> {
+        let message = proto::ImportStatementRequest {
+            account: account.0.to_string(),
+            format: format as i32,
+            content,
+            window_days,
+            utc_offset_minutes,
+            amount_unit: proto::AmountUnit::Minor as i32,
+        };
+        self.ledger_call(message, |mut client, request| async move { client.import_statement(request).await }).await
+    }
+
+    /// Matches lines and transfers of a statement's reconciliation by hand,
+    /// saying why (the reconciliation keeps the reason and who gave it).
+    pub async fn match_statement(
+        &self,
+        account: AccountId,
+        statement: &str,
+        lines: &[u32],
+        transfers: &[TransferId],
+        reason: &str,
+    ) -> Result<proto::ReconciliationResponse, ClientError> {
+        let message = proto::MatchStatementRequest {
+            account: account.0.to_string(),
+            statement: statement.to_owned(),
+            lines: lines.to_vec(),
+            transfers: transfers.iter().map(|id| id.0.to_string()).collect(),
+            reason: reason.to_owned(),
+            amount_unit: proto::AmountUnit::Minor as i32,
+        };
+        self.ledger_call(message, |mut client, request| async move { client.match_statement(request).await }).await
+    }
+
+    /// The reconciliation of `account`'s statement `statement` (minor units).
+    pub async fn reconciliation(
+        &self,
+        account: AccountId,
+        statement: &str,
+    ) -> Result<proto::ReconciliationResponse, ClientError> {
+        let message = proto::GetReconciliationRequest {
+            account: account.0.to_string(),
+            statement: statement.to_owned(),
+            amount_unit: proto::AmountUnit::Minor as i32,
+            stale: false,
+        };
+        self.ledger_call(message, |mut client, request| async move { client.get_reconciliation(request).await }).await
+    }
+
     /// Creates accounts: one result per account.
     pub async fn create_accounts(&self, accounts: &[Account]) -> Result<Reply<Vec<CreateAccountResult>>, ClientError> {
         convert::check_events("accounts", accounts.len()).map_err(ClientError::Invalid)?;

@@ -65,6 +65,7 @@ use crate::proto::ledger_service_server::{LedgerService, LedgerServiceServer};
 use crate::status;
 
 mod close_year;
+mod reconcile;
 
 /// Bytes one event (a transfer, the largest) takes on the wire at most:
 /// five 128-bit decimal ids of up to 39 digits, an amount of up to 41
@@ -912,6 +913,82 @@ impl<N: Node> LedgerService for LedgerApi<N> {
             caller.check_ledgers(Role::Operator, "next_ledger", [message.next_ledger])?;
         }
         close_year::serve(shared, &caller, message, deadline, forwarded).await
+    }
+
+    async fn import_statement(
+        &self,
+        request: Request<proto::ImportStatementRequest>,
+    ) -> Result<Response<proto::ReconciliationResponse>, Status> {
+        let shared = &self.shared;
+        let (deadline, forwarded) = (shared.deadline(request.metadata()), is_forwarded(request.metadata()));
+        let caller = Caller::of(&request);
+        reconcile::import(shared, &caller, request.into_inner(), deadline, forwarded).await
+    }
+
+    async fn match_statement(
+        &self,
+        request: Request<proto::MatchStatementRequest>,
+    ) -> Result<Response<proto::ReconciliationResponse>, Status> {
+        let shared = &self.shared;
+        let (deadline, forwarded) = (shared.deadline(request.metadata()), is_forwarded(request.metadata()));
+        let caller = Caller::of(&request);
+        reconcile::match_by_hand(shared, &caller, request.into_inner(), deadline, forwarded).await
+    }
+
+    async fn get_reconciliation(
+        &self,
+        request: Request<proto::GetReconciliationRequest>,
+    ) -> Result<Response<proto::ReconciliationResponse>, Status> {
+        let deadline = self.shared.deadline(request.metadata());
+        let caller = Caller::of(&request);
+        let message = request.into_inner();
+        let which = reconcile::Which::One(message.statement.clone());
+        let (served, mut found) = reconcile::read(
+            &self.shared,
+            &caller,
+            &message.account,
+            which,
+            message.stale,
+            message.amount_unit,
+            deadline,
+        )
+        .await?;
+        let Some(reconciliation) = found.pop() else {
+            return Err(Status::not_found(format!(
+                "account {} has no reconciliation of statement {:?}",
+                message.account, message.statement
+            )));
+        };
+        Ok(Response::new(proto::ReconciliationResponse {
+            served: Some(served),
+            result: String::new(),
+            reconciliation: Some(reconciliation),
+        }))
+    }
+
+    async fn list_reconciliations(
+        &self,
+        request: Request<proto::ListReconciliationsRequest>,
+    ) -> Result<Response<proto::ListReconciliationsResponse>, Status> {
+        let deadline = self.shared.deadline(request.metadata());
+        let caller = Caller::of(&request);
+        let message = request.into_inner();
+        let limit = match message.limit {
+            0 => 100,
+            limit => (limit as usize).min(100),
+        };
+        let which = reconcile::Which::After(message.after.clone(), limit);
+        let (served, reconciliations) = reconcile::read(
+            &self.shared,
+            &caller,
+            &message.account,
+            which,
+            message.stale,
+            message.amount_unit,
+            deadline,
+        )
+        .await?;
+        Ok(Response::new(proto::ListReconciliationsResponse { served: Some(served), reconciliations }))
     }
 
     async fn create_accounts(

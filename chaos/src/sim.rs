@@ -1362,6 +1362,7 @@ fn describe(operation: &Operation) -> String {
             format!("set periods: {}", parts.join(", "))
         }
         Operation::Close(step) => format!("close step {step:?}"),
+        Operation::Reconcile(op) => format!("reconcile {op:?}"),
     }
 }
 

@@ -27,6 +27,7 @@ use coffer_ledger::codec::{
     decode_account, decode_ledger, decode_transfer, encode_account, encode_ledger, encode_transfer, ACCOUNT_SIZE,
     TRANSFER_SIZE,
 };
+use coffer_ledger::reconcile::{decode_reconcile_op, encode_reconcile_op};
 use coffer_ledger::{
     AccountId, CloseStep, CodeRange, LedgerId, Operation, Period, PeriodChange, YearClose, BATCH_EVENTS_MAX,
 };
@@ -43,6 +44,9 @@ const KIND_EXPIRE: u8 = 4;
 // Kind 5 is a region entry's (`crate::region::KIND_REGION`).
 const KIND_PERIODS: u8 = 6;
 const KIND_CLOSE: u8 = 7;
+/// A reconciliation operation: its `coffer_ledger::reconcile` encoding,
+/// prefixed by its length as a `u32`.
+const KIND_RECONCILE: u8 = 8;
 /// A close step's tags: which step follows.
 const CLOSE_BEGIN: u8 = 1;
 const CLOSE_POST: u8 = 2;
@@ -108,6 +112,7 @@ impl Command {
             Operation::SetPeriods(events) => (KIND_PERIODS, events.len()),
             Operation::Close(CloseStep::Post { transfers, .. }) => (KIND_CLOSE, transfers.len()),
             Operation::Close(_) => (KIND_CLOSE, 1),
+            Operation::Reconcile(_) => (KIND_RECONCILE, 1),
         };
         let mut out = Vec::with_capacity(34 + self.parts.len() * 12 + events * TRANSFER_SIZE);
         out.push(VERSION);
@@ -160,6 +165,12 @@ impl Command {
                 }
             }
             Operation::Close(step) => encode_close_step(step, &mut out)?,
+            Operation::Reconcile(op) => {
+                let mut record = Vec::new();
+                encode_reconcile_op(op, &mut record);
+                out.extend_from_slice(&count(record.len(), "reconcile")?.to_be_bytes());
+                out.extend_from_slice(&record);
+            }
         }
         Ok(out)
     }
@@ -240,6 +251,16 @@ impl Command {
                     .collect::<Result<_, CommandError>>()?,
             ),
             KIND_CLOSE => Operation::Close(decode_close_step(&mut reader, events)?),
+            KIND_RECONCILE if events == 1 => {
+                let len = reader.u32("reconcile.length")? as usize;
+                let record = reader.take(len, "reconcile")?;
+                Operation::Reconcile(Box::new(
+                    decode_reconcile_op(record).map_err(|e| error("reconcile", e.to_string()))?,
+                ))
+            }
+            KIND_RECONCILE => {
+                return Err(error("events", format!("a reconciliation carries one event, found {events}")))
+            }
             KIND_EXPIRE if events == 0 => Operation::ExpirePending,
             KIND_EXPIRE => return Err(error("events", format!("an expiry carries no events, found {events}"))),
             other => return Err(error("kind", format!("unknown operation kind {other}"))),

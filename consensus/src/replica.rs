@@ -254,7 +254,7 @@ pub(crate) fn events(operation: &Operation) -> usize {
         Operation::ExpirePending => 0,
         Operation::SetPeriods(events) => events.len(),
         Operation::Close(CloseStep::Post { transfers, .. }) => transfers.len(),
-        Operation::Close(_) => 1,
+        Operation::Close(_) | Operation::Reconcile(_) => 1,
     }
 }
 
@@ -265,9 +265,11 @@ fn ends_linked(operation: &Operation) -> bool {
     match operation {
         Operation::CreateAccounts(events) => events.last().is_some_and(|e| e.flags.contains(AccountFlags::LINKED)),
         Operation::CreateTransfers(events) => events.last().is_some_and(|e| e.flags.contains(TransferFlags::LINKED)),
-        Operation::CreateLedgers(_) | Operation::ExpirePending | Operation::SetPeriods(_) | Operation::Close(_) => {
-            false
-        }
+        Operation::CreateLedgers(_)
+        | Operation::ExpirePending
+        | Operation::SetPeriods(_)
+        | Operation::Close(_)
+        | Operation::Reconcile(_) => false,
     }
 }
 
@@ -282,6 +284,7 @@ fn audit_records(index: u64, command: &Command, write_set: Option<&coffer_ledger
         Operation::CreateTransfers(_) => AuditKind::Transfers,
         Operation::SetPeriods(_) => AuditKind::Periods,
         Operation::Close(_) => AuditKind::Close,
+        Operation::Reconcile(_) => AuditKind::Reconcile,
         Operation::ExpirePending => return Vec::new(),
     };
     let mut start = 0u64;
@@ -353,6 +356,7 @@ fn slice_results(results: &OperationResults, start: usize, len: usize) -> Operat
         OperationResults::Expired(expired) => OperationResults::Expired(*expired),
         OperationResults::Periods(all) => OperationResults::Periods(part(all, start, len)),
         OperationResults::Close(result) => OperationResults::Close(*result),
+        OperationResults::Reconcile(result) => OperationResults::Reconcile(*result),
     }
 }
 

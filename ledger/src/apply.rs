@@ -74,7 +74,13 @@ use crate::model::{
     budget_warning, Account, Ledger, PendingState, PendingStatus, Period, PeriodChange, Transfer, BATCH_EVENTS_MAX,
     EXPIRE_EVENTS_MAX, LEDGER_CURRENCY_LEN_MAX, LEDGER_NAME_LEN_MAX, LEDGER_SCALE_MAX, NS_PER_S, WARN_PERCENT_MAX,
 };
-use crate::results::{CloseResult, CreateAccountResult, CreateLedgerResult, CreateTransferResult, SetPeriodResult};
+use crate::reconcile::{
+    GroupKind, MatchGroup, ReconcileOp, Reconciliation, REASON_LEN_MAX, RECONCILED_TRANSFERS_MAX, STATEMENT_LINES_MAX,
+    STATEMENT_TEXT_LEN_MAX,
+};
+use crate::results::{
+    CloseResult, CreateAccountResult, CreateLedgerResult, CreateTransferResult, ReconcileResult, SetPeriodResult,
+};
 use crate::store::{Store, StoreError, WriteSet};
 
 /// A failure of a whole batch: nothing was applied and nothing changes.
@@ -124,6 +130,8 @@ pub enum Operation {
     SetPeriods(Vec<PeriodChange>),
     /// One step of a year-end close.
     Close(CloseStep),
+    /// Record a bank-statement reconciliation, or match by hand.
+    Reconcile(Box<ReconcileOp>),
 }
 
 /// What `expire_pending` did.
@@ -151,6 +159,8 @@ pub enum OperationResults {
     /// Result of a close's `Begin`, `Finish` or `Abort` (its `Post` has
     /// `Transfers` results).
     Close(CloseResult),
+    /// Result of `Reconcile`.
+    Reconcile(ReconcileResult),
 }
 
 /// A prepared batch: its results and the write set that makes them true.
@@ -186,6 +196,12 @@ pub fn prepare<S: Store + ?Sized>(
             wrap(prepare_set_periods(store, timestamp, events)?, OperationResults::Periods)
         }
         Operation::Close(step) => prepare_close(store, timestamp, step)?,
+        Operation::Reconcile(op) => {
+            let last_timestamp = check_batch(store, timestamp, 1)?;
+            let mut write_set = Batch::new(store, 1).into_write_set(timestamp, last_timestamp)?;
+            let result = prepare_reconcile(store, timestamp, op, &mut write_set)?;
+            Prepared { results: OperationResults::Reconcile(result), write_set }
+        }
     })
 }
 
@@ -841,6 +857,135 @@ fn abort_close<S: Store + ?Sized>(batch: &mut Batch<'_, S>, ledger: LedgerId) ->
     let period = record.reopen_to;
     batch.put_ledger(Ledger { period, close: None, ..year });
     Ok(R::Aborted)
+}
+
+/// Prepares a reconciliation operation (see [`crate::reconcile`]): checks
+/// it against the account and the account's statements, and adds the record
+/// to `write_set`. Reads one account and at most two reconciliations.
+fn prepare_reconcile<S: Store + ?Sized>(
+    store: &S,
+    timestamp: u64,
+    op: &ReconcileOp,
+    write_set: &mut WriteSet,
+) -> Result<ReconcileResult, StoreError> {
+    use ReconcileResult as R;
+    match op {
+        ReconcileOp::Record(record) => {
+            let mut record = record.clone();
+            record.sort_groups();
+            let result = check_record(store, &record)?;
+            if result == R::Recorded || result == R::Rerun {
+                let runs = store.reconciliation(record.account, &record.statement)?.map_or(0, |old| old.runs);
+                let latest = store.latest_reconciliation(record.account)?;
+                if latest.is_none_or(|latest| latest.to_date <= record.to_date) {
+                    write_set.latest_statements.push((record.account, record.statement.clone()));
+                }
+                write_set.reconciliations.push(Reconciliation { runs: runs + 1, timestamp, ..*record });
+            }
+            Ok(result)
+        }
+        ReconcileOp::Match { account, statement, lines, transfers, reason, by } => {
+            let Some(mut record) = store.reconciliation(*account, statement)? else {
+                return Ok(R::ReconciliationNotFound);
+            };
+            if reason.is_empty() || reason.len() > REASON_LEN_MAX || by.len() > REASON_LEN_MAX {
+                return Ok(R::ReasonMustNotBeEmpty);
+            }
+            if lines.is_empty() && transfers.is_empty() {
+                return Ok(R::NothingToMatch);
+            }
+            let result = match_by_hand(&mut record, lines, transfers)?;
+            if result == R::Matched {
+                let group = MatchGroup {
+                    kind: GroupKind::Manual,
+                    lines: lines.clone(),
+                    transfers: transfers.clone(),
+                    reason: reason.clone(),
+                    by: by.clone(),
+                };
+                record.groups.push(group);
+                record.sort_groups();
+                record.timestamp = timestamp;
+                write_set.reconciliations.push(record);
+            }
+            Ok(result)
+        }
+    }
+}
+
+/// Whether `record` may be kept: `recorded`, `rerun` or `unchanged`, or
+/// why not.
+fn check_record<S: Store + ?Sized>(store: &S, record: &Reconciliation) -> Result<ReconcileResult, StoreError> {
+    use ReconcileResult as R;
+    let Some(account) = store.account(record.account)? else { return Ok(R::AccountNotFound) };
+    if account.kind != crate::model::AccountKind::Cash {
+        return Ok(R::AccountNotCash);
+    }
+    let text_ok = |text: &str| text.len() <= STATEMENT_TEXT_LEN_MAX;
+    if record.statement.is_empty() || !text_ok(&record.statement) || !record.lines.iter().all(|l| text_ok(&l.reference))
+    {
+        return Ok(R::StatementIdInvalid);
+    }
+    let transfers = record.unmatched_transfers.len() + record.groups.iter().map(|g| g.transfers.len()).sum::<usize>();
+    if record.lines.len() > STATEMENT_LINES_MAX || transfers > RECONCILED_TRANSFERS_MAX {
+        return Ok(R::TooManyLines);
+    }
+    if let Some(existing) = store.reconciliation(record.account, &record.statement)? {
+        return Ok(if existing.same_outcome(record) { R::Unchanged } else { R::Rerun });
+    }
+    if let Some(latest) = store.latest_reconciliation(record.account)? {
+        if record.to_date < latest.to_date {
+            return Ok(R::StatementBeforePrevious);
+        }
+        if record.opening != latest.closing {
+            return Ok(R::OpeningBalanceDiscontinuous);
+        }
+    }
+    Ok(R::Recorded)
+}
+
+/// Takes `lines` and `transfers` out of `record`'s mismatches and
+/// unmatched transfers, for a manual match; `matched` or why not.
+fn match_by_hand(
+    record: &mut Reconciliation,
+    lines: &[u32],
+    transfers: &[crate::ids::TransferId],
+) -> Result<ReconcileResult, StoreError> {
+    use ReconcileResult as R;
+    for line in lines {
+        if !record.lines.iter().any(|l| l.index == *line) {
+            return Ok(R::LineNotFound);
+        }
+        let taken = record.groups.iter().any(|g| g.kind != GroupKind::Mismatch && g.lines.contains(line));
+        if taken {
+            return Ok(R::LineAlreadyMatched);
+        }
+    }
+    let mismatched = |id: &crate::ids::TransferId| {
+        record.groups.iter().any(|g| g.kind == GroupKind::Mismatch && g.transfers.contains(id))
+    };
+    if !transfers.iter().all(|id| record.unmatched_transfers.contains(id) || mismatched(id)) {
+        return Ok(R::TransferNotUnmatched);
+    }
+    // A mismatch one of them was in is dissolved: what it held and this
+    // match does not take becomes unmatched again.
+    let dissolved: Vec<MatchGroup> = record
+        .groups
+        .iter()
+        .filter(|g| {
+            g.kind == GroupKind::Mismatch
+                && (g.lines.iter().any(|l| lines.contains(l)) || g.transfers.iter().any(|t| transfers.contains(t)))
+        })
+        .cloned()
+        .collect();
+    record.groups.retain(|g| !dissolved.contains(g));
+    for group in dissolved {
+        let freed = group.transfers.into_iter().filter(|t| !transfers.contains(t));
+        record.unmatched_transfers.extend(freed);
+    }
+    record.unmatched_transfers.retain(|id| !transfers.contains(id));
+    record.unmatched_transfers.sort_unstable();
+    Ok(R::Matched)
 }
 
 fn create_transfer<S: Store + ?Sized>(

@@ -437,6 +437,8 @@ impl<'s, S: Store + ?Sized> Batch<'s, S> {
             balances: self.balances,
             changes: self.changes,
             budget_warnings: self.budget_warnings,
+            reconciliations: Vec::new(),
+            latest_statements: Vec::new(),
         })
     }
 }

@@ -56,6 +56,7 @@ pub mod invariants;
 mod memory;
 mod model;
 mod query;
+pub mod reconcile;
 mod results;
 mod store;
 
@@ -79,7 +80,10 @@ pub use query::{
     query_transfers, read_changes, resolve_change, trial_balance, trial_balance_as_of, BalanceTotals, ChangePage,
     QueryError, QueryFilter, QueryPage, TransferPage, TransferQuery, TrialBalance, QUERY_SEEKS_MAX,
 };
-pub use results::{CloseResult, CreateAccountResult, CreateLedgerResult, CreateTransferResult, SetPeriodResult};
+pub use reconcile::{ReconcileOp, Reconciliation};
+pub use results::{
+    CloseResult, CreateAccountResult, CreateLedgerResult, CreateTransferResult, ReconcileResult, SetPeriodResult,
+};
 pub use store::{AccountFilter, ChangeFilter, Sides, Store, StoreError, StoreMut, WriteSet};
 
 /// A state machine that owns its store: prepares each batch and commits it.

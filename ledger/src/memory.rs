@@ -16,6 +16,7 @@ use crate::model::{
     Account, AccountBalance, AccountTransfer, Change, CodeTotals, Ledger, PendingState, PendingStatus, Side,
     TotalsEntry, Transfer,
 };
+use crate::reconcile::Reconciliation;
 use crate::results::CreateTransferResult;
 use crate::store::{AccountFilter, ChangeFilter, Store, StoreError, StoreMut, WriteSet};
 
@@ -42,6 +43,9 @@ pub struct MemoryStore {
     totals: BTreeMap<(LedgerId, u16), CodeTotals>,
     totals_history: BTreeMap<(LedgerId, u16, u64), TotalsEntry>,
     index: BTreeSet<(IndexKey, u64)>,
+    reconciliations: BTreeMap<(AccountId, String), Reconciliation>,
+    /// Per account, its latest statement.
+    latest_statements: FxHashMap<AccountId, String>,
 }
 
 /// An append-only vector kept in fixed-size chunks, so growing it never moves
@@ -315,6 +319,32 @@ impl Store for MemoryStore {
         let found = if reversed { range.next_back() } else { range.next() };
         Ok(found.map(|(_, timestamp)| *timestamp))
     }
+
+    fn reconciliation(&self, account: AccountId, statement: &str) -> Result<Option<Reconciliation>, StoreError> {
+        Ok(self.reconciliations.get(&(account, statement.to_owned())).cloned())
+    }
+
+    fn latest_reconciliation(&self, account: AccountId) -> Result<Option<Reconciliation>, StoreError> {
+        match self.latest_statements.get(&account) {
+            Some(statement) => self.reconciliation(account, statement),
+            None => Ok(None),
+        }
+    }
+
+    fn reconciliations(
+        &self,
+        account: AccountId,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<Reconciliation>, StoreError> {
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        let start = match after.is_empty() {
+            true => Included((account, String::new())),
+            false => Excluded((account, after.to_owned())),
+        };
+        let found = self.reconciliations.range((start, Unbounded)).take_while(|((owner, _), _)| *owner == account);
+        Ok(found.take(limit).map(|(_, record)| record.clone()).collect())
+    }
 }
 
 impl StoreMut for MemoryStore {
@@ -322,6 +352,12 @@ impl StoreMut for MemoryStore {
         self.last_timestamp = write_set.last_timestamp;
         for ledger in &write_set.ledgers {
             self.ledgers.insert(ledger.id, ledger.clone());
+        }
+        for record in &write_set.reconciliations {
+            self.reconciliations.insert((record.account, record.statement.clone()), record.clone());
+        }
+        for (account, statement) in &write_set.latest_statements {
+            self.latest_statements.insert(*account, statement.clone());
         }
         for account in &write_set.accounts {
             self.accounts.insert(account.id, *account);

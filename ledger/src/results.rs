@@ -451,6 +451,51 @@ result_codes! {
     }
 }
 
+result_codes! {
+    /// The result of a reconciliation operation (see [`crate::reconcile`]).
+    ReconcileResult {
+        /// The statement's reconciliation was kept.
+        Recorded = "recorded",
+        /// The statement was reconciled again and the outcome changed.
+        Rerun = "rerun",
+        /// The statement was reconciled again with the same outcome: a safe retry.
+        Unchanged = "unchanged",
+        /// The lines and transfers were matched by hand.
+        Matched = "matched",
+        /// No account has this id.
+        AccountNotFound = "account_not_found",
+        /// Only a cash account is reconciled with a bank statement.
+        AccountNotCash = "account_not_cash",
+        /// The statement id must be 1 to 64 bytes, and references at most 64.
+        StatementIdInvalid = "statement_id_invalid",
+        /// A statement has at most 8,189 lines and a reconciliation at most 32,756 transfers.
+        TooManyLines = "too_many_lines",
+        /// The statement's opening balance is not the previous statement's closing balance.
+        OpeningBalanceDiscontinuous = "opening_balance_discontinuous",
+        /// The statement ends before the account's latest statement does.
+        StatementBeforePrevious = "statement_before_previous",
+        /// No reconciliation of this account has this statement id.
+        ReconciliationNotFound = "reconciliation_not_found",
+        /// A manual match needs a reason (at most 256 bytes).
+        ReasonMustNotBeEmpty = "reason_must_not_be_empty",
+        /// A manual match names at least one line or transfer.
+        NothingToMatch = "nothing_to_match",
+        /// The statement has no line with this index.
+        LineNotFound = "line_not_found",
+        /// The line is matched already.
+        LineAlreadyMatched = "line_already_matched",
+        /// The transfer is neither unmatched nor mismatched in this reconciliation.
+        TransferNotUnmatched = "transfer_not_unmatched",
+    }
+}
+
+impl ReconcileResult {
+    /// Whether the operation succeeded (a safe retry included).
+    pub const fn is_success(self) -> bool {
+        matches!(self, Self::Recorded | Self::Rerun | Self::Unchanged | Self::Matched)
+    }
+}
+
 impl CloseResult {
     /// Whether the step succeeded (a safe retry included).
     pub const fn is_success(self) -> bool {

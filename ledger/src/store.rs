@@ -12,6 +12,7 @@ use crate::index::IndexKey;
 use crate::model::{
     Account, AccountBalance, AccountTransfer, Change, CodeTotals, Ledger, PendingStatus, Side, TotalsEntry, Transfer,
 };
+use crate::reconcile::Reconciliation;
 use crate::results::CreateTransferResult;
 
 /// A failure of the store itself. Never a per-event outcome: the batch that
@@ -162,6 +163,11 @@ pub struct WriteSet {
     /// Transfers that crossed a budget ledger's warning share (see
     /// [`crate::budget_warning`]): for metrics; the change feed shows each.
     pub budget_warnings: u32,
+    /// Bank-statement reconciliations recorded or changed, with their new
+    /// values (see [`crate::reconcile`]).
+    pub reconciliations: Vec<Reconciliation>,
+    /// Accounts whose latest statement changed, with its id.
+    pub latest_statements: Vec<(AccountId, String)>,
 }
 
 /// The ledger's state, as the state machine sees it.
@@ -239,6 +245,18 @@ pub trait Store {
         code: u16,
         timestamp: u64,
     ) -> Result<(Option<TotalsEntry>, Option<TotalsEntry>), StoreError>;
+
+    /// The reconciliation of `account`'s statement `statement`.
+    fn reconciliation(&self, account: AccountId, statement: &str) -> Result<Option<Reconciliation>, StoreError>;
+
+    /// The reconciliation of `account`'s latest statement (the one that ends
+    /// last), if any.
+    fn latest_reconciliation(&self, account: AccountId) -> Result<Option<Reconciliation>, StoreError>;
+
+    /// Up to `limit` reconciliations of `account`, by statement id, after
+    /// statement `after` (empty: from the first).
+    fn reconciliations(&self, account: AccountId, after: &str, limit: usize)
+        -> Result<Vec<Reconciliation>, StoreError>;
 
     /// The timestamp of the first entry of index `key` with `timestamp_min
     /// <= timestamp <= timestamp_max` (the last one if `reversed`).

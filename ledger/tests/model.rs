@@ -213,7 +213,9 @@ impl Model {
                 (OperationResults::Periods(results), changes.len())
             }
             // Year-end closes have their own property test (tests/close.rs).
-            Operation::Close(_) => unreachable!("the model's batches never close a year"),
+            Operation::Close(_) | Operation::Reconcile(_) => {
+                unreachable!("the model's batches never close or reconcile")
+            }
         };
         self.last_timestamp = timestamp + events.max(1) as u64 - 1;
         results
@@ -1751,6 +1753,7 @@ fn event_text(operation: &Operation, index: usize) -> String {
         Operation::ExpirePending => "expire_pending".to_string(),
         Operation::SetPeriods(events) => format!("{:?}", events.get(index)),
         Operation::Close(step) => format!("{step:?}"),
+        Operation::Reconcile(op) => format!("{op:?}"),
     }
 }
 
@@ -2146,7 +2149,9 @@ fn generator_reaches_every_result_code() {
                 OperationResults::Transfers(results) => transfer_results.extend(results),
                 OperationResults::Expired(result) => expired += result.expired,
                 OperationResults::Periods(results) => period_results.extend(results),
-                OperationResults::Close(_) => unreachable!("the model's batches never close a year"),
+                OperationResults::Close(_) | OperationResults::Reconcile(_) => {
+                    unreachable!("the model's batches never close or reconcile")
+                }
             }
         }
     }

@@ -49,6 +49,8 @@ pub enum AuditKind {
     Periods = 9,
     /// A step of a year-end close (its transfers included).
     Close = 10,
+    /// A bank statement reconciled, or lines matched by hand.
+    Reconcile = 11,
 }
 
 impl AuditKind {
@@ -65,6 +67,7 @@ impl AuditKind {
             Self::Lease => "lease",
             Self::Periods => "periods",
             Self::Close => "close",
+            Self::Reconcile => "reconcile",
         }
     }
 
@@ -80,6 +83,7 @@ impl AuditKind {
             Self::Lease,
             Self::Periods,
             Self::Close,
+            Self::Reconcile,
         ]
         .into_iter()
         .find(|kind| *kind as u8 == code)

@@ -57,8 +57,12 @@ pub const CF_META: &str = "meta";
 /// [`crate::audit`]).
 pub const CF_AUDIT: &str = "audit";
 
+/// Bank-statement reconciliations: account (u128) ++ statement id → the
+/// reconciliation; account alone → its latest statement's id.
+pub const CF_RECONCILIATIONS: &str = "reconciliations";
+
 /// Every column family, in a fixed order.
-pub const COLUMN_FAMILIES: [&str; 16] = [
+pub const COLUMN_FAMILIES: [&str; 17] = [
     CF_RAFT_LOG,
     CF_RAFT_STATE,
     CF_ACCOUNTS,
@@ -75,12 +79,13 @@ pub const COLUMN_FAMILIES: [&str; 16] = [
     CF_INDEX,
     CF_META,
     CF_AUDIT,
+    CF_RECONCILIATIONS,
 ];
 
 /// The column families that hold the replicated state: what a snapshot
 /// carries and what installing one replaces (the Raft log and Raft state are
 /// each node's own).
-pub const STATE_COLUMN_FAMILIES: [&str; 14] = [
+pub const STATE_COLUMN_FAMILIES: [&str; 15] = [
     CF_ACCOUNTS,
     CF_TRANSFERS,
     CF_PENDING,
@@ -95,6 +100,7 @@ pub const STATE_COLUMN_FAMILIES: [&str; 14] = [
     CF_INDEX,
     CF_META,
     CF_AUDIT,
+    CF_RECONCILIATIONS,
 ];
 
 /// `meta` key: the store's format marker.

@@ -21,6 +21,7 @@ use coffer_ledger::codec::{
     encode_totals_entry, encode_transfer,
 };
 use coffer_ledger::index::{account_index_keys, transfer_index_keys, IndexKey, INDEX_KEY_SIZE_MAX};
+use coffer_ledger::reconcile::{decode_reconciliation, encode_reconciliation, reconciliation_key, Reconciliation};
 use coffer_ledger::{
     Account, AccountBalance, AccountFilter, AccountId, AccountTransfer, Change, ChangeFilter, CodeTotals,
     CreateTransferResult, DigestSum, Ledger, LedgerId, PendingStatus, Side, Store, StoreError, StoreMut, TotalsEntry,
@@ -31,12 +32,12 @@ use rocksdb::WriteBatch;
 
 use crate::audit::{AuditRecord, BatchSpan};
 use crate::cache::AccountCache;
-use crate::db::CF_AUDIT;
 use crate::db::{
     keys, Db, Reader, Snapshot, Visit, CF_ACCOUNTS, CF_ACCOUNT_TRANSFERS, CF_BALANCES, CF_CHANGES, CF_EXPIRY,
     CF_FAILURES, CF_INDEX, CF_LEDGERS, CF_META, CF_PENDING, CF_RAFT_STATE, CF_TOTALS, CF_TOTALS_HISTORY, CF_TRANSFERS,
     KEY_APPLIED, KEY_CONF_STATE, KEY_DIGEST_SUM, KEY_LAST_TIMESTAMP, KEY_SNAPSHOT_INSTALL,
 };
+use crate::db::{CF_AUDIT, CF_RECONCILIATIONS};
 use crate::error::StorageError;
 use crate::frame::corruption;
 use crate::log::encode_message;
@@ -539,6 +540,15 @@ impl LedgerState {
         for (key, block) in index_blocks(write_set) {
             index.put(batch, key.as_slice(), &block);
         }
+        let mut reconciliations = db.puts(CF_RECONCILIATIONS)?;
+        for record in &write_set.reconciliations {
+            buffer.clear();
+            encode_reconciliation(record, &mut buffer);
+            reconciliations.put(batch, &record.key(), &buffer);
+        }
+        for (account, statement) in &write_set.latest_statements {
+            reconciliations.put(batch, &account.0.to_be_bytes(), statement.as_bytes());
+        }
         let mut ledgers = db.puts(CF_LEDGERS)?;
         for ledger in &write_set.ledgers {
             buffer.clear();
@@ -811,6 +821,47 @@ impl StateReads<'_> {
         Ok(self.0.get_decoded(CF_LEDGERS, &id.0.to_be_bytes(), decode_ledger)?)
     }
 
+    fn reconciliation(&self, account: AccountId, statement: &str) -> Result<Option<Reconciliation>, StoreError> {
+        let key = reconciliation_key(account, statement);
+        Ok(self.0.get_decoded(CF_RECONCILIATIONS, &key, decode_reconciliation)?)
+    }
+
+    fn latest_reconciliation(&self, account: AccountId) -> Result<Option<Reconciliation>, StoreError> {
+        let key = account.0.to_be_bytes();
+        let statement = self.0.get_decoded(CF_RECONCILIATIONS, &key, |payload| String::from_utf8(payload.to_vec()))?;
+        match statement {
+            Some(statement) => self.reconciliation(account, &statement),
+            None => Ok(None),
+        }
+    }
+
+    fn reconciliations(
+        &self,
+        account: AccountId,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<Reconciliation>, StoreError> {
+        let prefix = account.0.to_be_bytes();
+        let mut from = reconciliation_key(account, after);
+        if !after.is_empty() {
+            // The first key after `after`'s own.
+            from.push(0);
+        }
+        let mut found = Vec::new();
+        self.0.scan(CF_RECONCILIATIONS, &from, None, &mut |key, payload| {
+            if !key.starts_with(&prefix) || found.len() >= limit {
+                return Ok(false);
+            }
+            if key.len() > prefix.len() {
+                found.push(
+                    decode_reconciliation(payload).map_err(|e| corruption(CF_RECONCILIATIONS, key, e.to_string()))?,
+                );
+            }
+            Ok(true)
+        })?;
+        Ok(found)
+    }
+
     fn account(&self, id: AccountId) -> Result<Option<Account>, StorageError> {
         let key = keys::u128(id.0);
         let account = self.0.get_decoded(CF_ACCOUNTS, &key, decode_account)?;
@@ -1006,6 +1057,23 @@ macro_rules! state_reads {
     () => {
         fn ledger(&self, id: LedgerId) -> Result<Option<Ledger>, StoreError> {
             self.reads().ledger(id)
+        }
+
+        fn reconciliation(&self, account: AccountId, statement: &str) -> Result<Option<Reconciliation>, StoreError> {
+            self.reads().reconciliation(account, statement)
+        }
+
+        fn latest_reconciliation(&self, account: AccountId) -> Result<Option<Reconciliation>, StoreError> {
+            self.reads().latest_reconciliation(account)
+        }
+
+        fn reconciliations(
+            &self,
+            account: AccountId,
+            after: &str,
+            limit: usize,
+        ) -> Result<Vec<Reconciliation>, StoreError> {
+            self.reads().reconciliations(account, after, limit)
         }
 
         fn transfer(&self, id: TransferId) -> Result<Option<Transfer>, StoreError> {

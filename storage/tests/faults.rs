@@ -175,6 +175,10 @@ fn prepare_on<S: Store>(store: &S, timestamp: u64, operation: &Operation) -> (Op
             let prepared = coffer_ledger::prepare_set_periods(store, timestamp, events).unwrap();
             (OperationResults::Periods(prepared.results), prepared.write_set)
         }
+        Operation::Reconcile(_) => {
+            let prepared = coffer_ledger::prepare(store, timestamp, operation).unwrap();
+            (prepared.results, prepared.write_set)
+        }
         Operation::Close(step) => {
             let prepared = coffer_ledger::prepare_close(store, timestamp, step).unwrap();
             (prepared.results, prepared.write_set)

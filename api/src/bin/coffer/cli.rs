@@ -18,6 +18,7 @@ mod import;
 mod input;
 mod ledger;
 mod parse;
+mod reconcile;
 pub mod table;
 mod view;
 mod watch;
@@ -174,6 +175,88 @@ pub enum ClientCommand {
     Snapshot(SnapshotArgs),
     /// The audit trail: who proposed each committed batch (role `auditor`).
     Audit(AuditArgs),
+    /// Bank statements: import (camt.053 or CSV) and reconcile with a cash
+    /// account's transfers, show, list, match by hand.
+    #[command(subcommand)]
+    Reconcile(ReconcileCommand),
+}
+
+/// `coffer reconcile ...`
+#[derive(Debug, Clone, Subcommand)]
+pub enum ReconcileCommand {
+    /// Import a statement and reconcile it (again: a re-run that keeps manual matches).
+    Import(ReconcileImportArgs),
+    /// Show one statement's reconciliation.
+    Show(ReconcileShowArgs),
+    /// List a cash account's reconciliations.
+    List(ReconcileListArgs),
+    /// Match statement lines and transfers by hand, with a reason.
+    Match(ReconcileMatchArgs),
+}
+
+/// `coffer reconcile import`
+#[derive(Debug, Clone, Args)]
+pub struct ReconcileImportArgs {
+    /// The cash account the statement is of.
+    #[arg(long)]
+    pub account: u128,
+    /// The statement file: ISO 20022 camt.053 (.xml) or Coffer's CSV (.csv).
+    #[arg(long)]
+    pub file: std::path::PathBuf,
+    /// camt053 or csv (default: from the file's extension).
+    #[arg(long)]
+    pub format: Option<String>,
+    /// A line and a transfer match only within this many days (0: 3).
+    #[arg(long, default_value_t = 0)]
+    pub window_days: u32,
+    /// The bank's dates' offset from UTC in minutes (Korea: 540).
+    #[arg(long, default_value_t = 540, allow_hyphen_values = true)]
+    pub utc_offset_minutes: i32,
+    /// Print CSV (one row per line and per unmatched transfer).
+    #[arg(long)]
+    pub csv: bool,
+}
+
+/// `coffer reconcile show`
+#[derive(Debug, Clone, Args)]
+pub struct ReconcileShowArgs {
+    /// The cash account.
+    #[arg(long)]
+    pub account: u128,
+    /// The statement's id.
+    #[arg(long)]
+    pub statement: String,
+    /// Print CSV (one row per line and per unmatched transfer).
+    #[arg(long)]
+    pub csv: bool,
+}
+
+/// `coffer reconcile list`
+#[derive(Debug, Clone, Args)]
+pub struct ReconcileListArgs {
+    /// The cash account.
+    #[arg(long)]
+    pub account: u128,
+}
+
+/// `coffer reconcile match`
+#[derive(Debug, Clone, Args)]
+pub struct ReconcileMatchArgs {
+    /// The cash account.
+    #[arg(long)]
+    pub account: u128,
+    /// The statement's id.
+    #[arg(long)]
+    pub statement: String,
+    /// A statement line's number; repeatable.
+    #[arg(long)]
+    pub line: Vec<u32>,
+    /// A transfer id; repeatable.
+    #[arg(long)]
+    pub transfer: Vec<u128>,
+    /// Why they belong together (kept with the match).
+    #[arg(long)]
+    pub reason: String,
 }
 
 /// `coffer audit`
@@ -783,6 +866,10 @@ pub async fn run(command: ClientCommand, options: &ClientOptions) -> Result<(), 
         ClientCommand::Leader(LeaderCommand::Transfer(args)) => admin::transfer_leader(options, out, args).await,
         ClientCommand::Snapshot(args) => admin::snapshot(options, out, args).await,
         ClientCommand::Audit(args) => admin::audit(options, out, args).await,
+        ClientCommand::Reconcile(ReconcileCommand::Import(args)) => reconcile::import(&conn()?, out, args).await,
+        ClientCommand::Reconcile(ReconcileCommand::Show(args)) => reconcile::show(&conn()?, out, args).await,
+        ClientCommand::Reconcile(ReconcileCommand::List(args)) => reconcile::list(&conn()?, out, args).await,
+        ClientCommand::Reconcile(ReconcileCommand::Match(args)) => reconcile::match_by_hand(&conn()?, out, args).await,
     }
 }
 
