@@ -894,7 +894,7 @@ fn prepare_reconcile<S: Store + ?Sized>(
             if lines.is_empty() && transfers.is_empty() {
                 return Ok(R::NothingToMatch);
             }
-            let result = match_by_hand(&mut record, lines, transfers)?;
+            let result = match_by_hand(store, &mut record, lines, transfers)?;
             if result == R::Matched {
                 let group = MatchGroup {
                     kind: GroupKind::Manual,
@@ -945,8 +945,11 @@ fn check_record<S: Store + ?Sized>(store: &S, record: &Reconciliation) -> Result
 }
 
 /// Takes `lines` and `transfers` out of `record`'s mismatches and
-/// unmatched transfers, for a manual match; `matched` or why not.
-fn match_by_hand(
+/// unmatched transfers, for a manual match; `matched` or why not. A
+/// transfer the reconciliation does not list (posted after the import) may
+/// be named if it is one of the account's.
+fn match_by_hand<S: Store + ?Sized>(
+    store: &S,
     record: &mut Reconciliation,
     lines: &[u32],
     transfers: &[crate::ids::TransferId],
@@ -964,8 +967,21 @@ fn match_by_hand(
     let mismatched = |id: &crate::ids::TransferId| {
         record.groups.iter().any(|g| g.kind == GroupKind::Mismatch && g.transfers.contains(id))
     };
-    if !transfers.iter().all(|id| record.unmatched_transfers.contains(id) || mismatched(id)) {
-        return Ok(R::TransferNotUnmatched);
+    for id in transfers {
+        let matched = record.groups.iter().any(|g| g.kind != GroupKind::Mismatch && g.transfers.contains(id));
+        if matched {
+            return Ok(R::TransferNotUnmatched);
+        }
+        if record.unmatched_transfers.contains(id) || mismatched(id) {
+            continue;
+        }
+        let ours = store.transfer(*id)?.is_some_and(|t| {
+            !t.flags.intersects(TransferFlags::PENDING | TransferFlags::VOID_PENDING)
+                && (t.debit_account_id == record.account || t.credit_account_id == record.account)
+        });
+        if !ours {
+            return Ok(R::TransferNotUnmatched);
+        }
     }
     // A mismatch one of them was in is dissolved: what it held and this
     // match does not take becomes unmatched again.

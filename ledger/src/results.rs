@@ -484,7 +484,7 @@ result_codes! {
         LineNotFound = "line_not_found",
         /// The line is matched already.
         LineAlreadyMatched = "line_already_matched",
-        /// The transfer is neither unmatched nor mismatched in this reconciliation.
+        /// The transfer is matched already, or is not a posted transfer of the account.
         TransferNotUnmatched = "transfer_not_unmatched",
     }
 }

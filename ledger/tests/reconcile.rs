@@ -129,6 +129,7 @@ fn a_manual_match_takes_open_lines_and_transfers_and_dissolves_a_mismatch() {
         (manual("S1", &[7], &[], "why"), R::LineNotFound),
         (manual("S1", &[1], &[], "why"), R::LineAlreadyMatched),
         (manual("S1", &[3], &[1], "why"), R::TransferNotUnmatched),
+        (manual("S1", &[3], &[99], "why"), R::TransferNotUnmatched),
     ];
     let before = books.stored("S1");
     for (op, refusal) in refusals {

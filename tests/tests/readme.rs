@@ -22,7 +22,8 @@ fn repository_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the repository").to_owned()
 }
 
-/// The `coffer` command lines of the README's shell block holding `marker`.
+/// The command lines of the README's shell block holding `marker`: its
+/// `coffer` commands and the `sed` lines that prepare their input files.
 fn commands(readme: &str, marker: &str) -> Vec<String> {
     let block = readme
         .split("```sh\n")
@@ -30,7 +31,12 @@ fn commands(readme: &str, marker: &str) -> Vec<String> {
         .filter_map(|rest| rest.split_once("```").map(|(block, _)| block))
         .find(|block| block.contains(marker))
         .unwrap_or_else(|| panic!("README.md has no shell block with {marker:?}"));
-    block.lines().map(str::trim).filter(|line| line.starts_with("coffer ")).map(str::to_owned).collect()
+    block
+        .lines()
+        .map(str::trim)
+        .filter(|line| line.starts_with("coffer ") || line.starts_with("sed "))
+        .map(str::to_owned)
+        .collect()
 }
 
 #[test]

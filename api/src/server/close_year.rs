@@ -69,6 +69,9 @@ pub(super) async fn serve<N: Node>(
         }
     }
     report(shared, ledger, unit, deadline, &mut response).await?;
+    for trial in [&mut response.before, &mut response.after, &mut response.next_after].into_iter().flatten() {
+        trial.served = progress.served;
+    }
     response.elapsed_ms = started.elapsed().as_millis() as u64;
     response.entries = progress.entries;
     response.served = progress.served;

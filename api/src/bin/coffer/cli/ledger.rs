@@ -574,8 +574,12 @@ struct CloseReport {
 
 fn close_report_text(report: &CloseReport) -> String {
     let mut text = format!("ledger {} close: {}", report.ledger, report.result);
-    if report.result == "finished" || report.result == "exists" {
-        let ids: Vec<String> = report.transfer_ids.iter().map(|(first, last)| format!("{first}..={last}")).collect();
+    let ids: Vec<String> = report.transfer_ids.iter().map(|(first, last)| format!("{first}..={last}")).collect();
+    let ids = if ids.is_empty() { "none".to_owned() } else { ids.join(", ") };
+    if report.result == "exists" {
+        text += &format!(" (closed earlier; the ids it reserved: {ids})");
+    }
+    if report.result == "finished" {
         text += &format!(
             " ({} closing and {} opening transfers, {} accounts opened, {} entries in {} ms; transfer ids {})",
             report.closing_transfers,
@@ -583,7 +587,7 @@ fn close_report_text(report: &CloseReport) -> String {
             report.accounts_opened,
             report.entries,
             report.elapsed_ms,
-            if ids.is_empty() { "none".to_owned() } else { ids.join(", ") }
+            ids
         );
     }
     text += &format!(" (node {}, log index {})\n", report.node_id, report.applied_index);
