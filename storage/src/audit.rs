@@ -368,7 +368,7 @@ mod tests {
         assert_eq!(AuditRecord::decode(&record.key(), &payload), Ok(record.clone()));
         assert!(AuditRecord::decode(&record.key(), &payload[..payload.len() - 1]).is_err());
         assert!(AuditRecord::decode(&record.key()[..9], &payload).is_err());
-        payload[12] = 10;
-        assert!(AuditRecord::decode(&record.key(), &payload).unwrap_err().contains("kind 10"));
+        payload[12] = 99;
+        assert!(AuditRecord::decode(&record.key(), &payload).unwrap_err().contains("kind 99"));
     }
 }
