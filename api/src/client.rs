@@ -890,8 +890,14 @@ impl Client {
     }
 
     /// Adds node `node_id`, whose Raft transport is at `raft_address`, as a learner.
-    pub async fn add_node(&self, node_id: u64, raft_address: &str) -> Result<Membership, ClientError> {
-        let message = proto::AddNodeRequest { node_id, raft_address: raft_address.to_owned() };
+    pub async fn add_node(
+        &self,
+        node_id: u64,
+        raft_address: &str,
+        api_address: Option<&str>,
+    ) -> Result<Membership, ClientError> {
+        let api_address = api_address.unwrap_or_default().to_owned();
+        let message = proto::AddNodeRequest { node_id, raft_address: raft_address.to_owned(), api_address };
         let response = self
             .admin_call(Target::Cluster, message, |mut client, request| async move { client.add_node(request).await })
             .await?;

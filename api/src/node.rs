@@ -49,6 +49,19 @@ pub trait Node: Clone + Send + Sync + 'static {
     /// Whether the node stopped (it answers nothing any more).
     fn is_stopped(&self) -> bool;
 
+    /// The client API address of `node`, if a membership change that added
+    /// it named one (the node's store keeps them); `None` by default.
+    fn member_api_address(&self, node: u64) -> Option<String> {
+        let _ = node;
+        None
+    }
+
+    /// The nodes membership changes added with a client API address, and
+    /// those addresses.
+    fn member_api_addresses(&self) -> Vec<(u64, String)> {
+        Vec::new()
+    }
+
     /// Proposes a ledger operation for `principal` (whom the audit trail
     /// records with it); answers once it is applied on this node (the
     /// leader), with its per-event results.
@@ -114,6 +127,14 @@ impl Node for NodeHandle {
 
     fn is_stopped(&self) -> bool {
         NodeHandle::is_stopped(self)
+    }
+
+    fn member_api_address(&self, node: u64) -> Option<String> {
+        self.member_addresses().remove(&node).and_then(|member| member.api)
+    }
+
+    fn member_api_addresses(&self) -> Vec<(u64, String)> {
+        self.member_addresses().into_iter().filter_map(|(node, member)| Some((node, member.api?))).collect()
     }
 
     fn propose(

@@ -39,7 +39,9 @@ use std::time::Duration;
 
 use coffer_consensus::audit::principal_at;
 use coffer_consensus::raft::StateRole;
-use coffer_consensus::{Applied, MembershipChange, NodeStatus, Outcome, ProposalError, RequestError, StorageError};
+use coffer_consensus::{
+    Applied, MemberAddresses, MembershipChange, NodeStatus, Outcome, ProposalError, RequestError, StorageError,
+};
 use coffer_ledger::{
     budget_warning, get_account_balances, get_account_transfers, lookup_accounts, lookup_transfers, query_accounts,
     query_transfers, read_changes, trial_balance, trial_balance_as_of, AccountFlags, AccountId, ChangePage,
@@ -267,8 +269,10 @@ impl<N: Node> Shared<N> {
         self.node.id()
     }
 
+    /// Where node `node`'s client API is: the static address book, then the
+    /// addresses membership changes recorded.
     fn address_of(&self, node: u64) -> Option<String> {
-        self.config.addresses.get(&node).cloned()
+        self.config.addresses.get(&node).cloned().or_else(|| self.node.member_api_address(node))
     }
 
     fn fail(&self, error: &RequestError) -> Status {
@@ -1350,11 +1354,13 @@ impl<N: Node> AdminApi<N> {
     async fn peer_statuses(&self) -> Vec<proto::NodeStatus> {
         let timeout = Duration::from_millis(self.shared.config.status_peer_timeout_ms);
         let mut asks = tokio::task::JoinSet::new();
-        for (&node_id, address) in &self.shared.config.addresses {
+        let mut book: BTreeMap<u64, String> = self.shared.node.member_api_addresses().into_iter().collect();
+        book.extend(self.shared.config.addresses.iter().map(|(node, address)| (*node, address.clone())));
+        for (node_id, address) in book {
             if node_id == self.shared.id() {
                 continue;
             }
-            let (address, channel) = (address.clone(), self.shared.channel(address));
+            let (address, channel) = (address.clone(), self.shared.channel(&address));
             asks.spawn(async move {
                 let unanswered = |error: String| proto::NodeStatus {
                     node_id,
@@ -1490,7 +1496,15 @@ impl<N: Node> AdminService for AdminApi<N> {
         let (metadata, message) = (request.metadata().clone(), request.into_inner());
         let node = node_id("node_id", message.node_id)?;
         endpoint(&message.raft_address).map_err(|reason| FieldError::new("raft_address", reason))?;
-        self.membership(MembershipChange::AddLearner(node), message.raft_address, false, &metadata).await
+        let api = match message.api_address.is_empty() {
+            true => None,
+            false => {
+                endpoint(&message.api_address).map_err(|reason| FieldError::new("api_address", reason))?;
+                Some(message.api_address)
+            }
+        };
+        let context = MemberAddresses { raft: message.raft_address, api }.to_context();
+        self.membership(MembershipChange::AddLearner(node), context, false, &metadata).await
     }
 
     async fn promote_node(

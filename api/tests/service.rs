@@ -669,11 +669,11 @@ async fn status_reports_every_node_and_admin_calls_follow_the_leader() {
 
     client.transfer_leader(2).await.unwrap();
     assert_eq!(cluster.cluster.leader.load(Ordering::SeqCst), 2);
-    let membership = client.add_node(3, "127.0.0.1:9").await.unwrap();
+    let membership = client.add_node(3, "127.0.0.1:9", None).await.unwrap();
     assert!(membership.index > 0);
     let refused = client.promote_node(0, false).await.unwrap_err();
     assert_eq!(refused.code(), Some(Code::InvalidArgument));
-    let refused = client.add_node(4, "nowhere").await.unwrap_err();
+    let refused = client.add_node(4, "nowhere", None).await.unwrap_err();
     assert_eq!(refused.code(), Some(Code::InvalidArgument));
 
     let snapshot = client.snapshot(&cluster.address(1), std::path::Path::new("/tmp/coffer-snapshot-x")).await.unwrap();

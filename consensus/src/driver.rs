@@ -42,7 +42,7 @@ use crate::replica::{
 };
 use crate::storage::{DiskStorage, ReplicaStorage, SnapshotDirs};
 use crate::transport::{
-    check_address, Inbound, Peers, RaftService, RaftTransportService, Report, INBOUND_MESSAGES_MAX,
+    check_address, Inbound, MemberAddresses, Peers, RaftService, RaftTransportService, Report, INBOUND_MESSAGES_MAX,
     KEEPALIVE_INTERVAL_MS, STREAMS_PER_CONNECTION_MAX,
 };
 use coffer_storage::RegionState;
@@ -310,9 +310,16 @@ pub struct NodeHandle {
     listen_addr: Option<SocketAddr>,
     view: watch::Receiver<NodeView>,
     reads: ReadPool,
+    addresses: watch::Receiver<BTreeMap<u64, MemberAddresses>>,
 }
 
 impl NodeHandle {
+    /// The addresses of the members that membership changes added, by node
+    /// id, as this node's store keeps them (see [`MemberAddresses`]).
+    pub fn member_addresses(&self) -> BTreeMap<u64, MemberAddresses> {
+        self.addresses.borrow().clone()
+    }
+
     /// The node's id.
     pub fn id(&self) -> u64 {
         self.id
@@ -423,9 +430,10 @@ impl NodeHandle {
     }
 
     /// Proposes a membership change at the leader (this node) and waits
-    /// until it is applied here. `address` (`"host:port"`, or empty for
-    /// none) travels in the change, so every node learns where the added
-    /// node is. Without `force`, promoting a learner that has not caught up
+    /// until it is applied here. `address` (a [`MemberAddresses`] context,
+    /// a bare Raft `"host:port"`, or empty for none) travels in the change
+    /// and is kept with the membership, so every node learns, and remembers
+    /// across restarts, where the added node is. Without `force`, promoting a learner that has not caught up
     /// and a removal that leaves no room for one more failure are refused.
     pub async fn change_membership(
         &self,
@@ -566,6 +574,9 @@ struct Driver {
     view: watch::Sender<NodeView>,
     /// Where the group's members are published, for the transport.
     members: watch::Sender<Vec<u64>>,
+    /// Where the members' addresses (as membership changes added them) are
+    /// published, for the API's address book.
+    addresses: watch::Sender<BTreeMap<u64, MemberAddresses>>,
 }
 
 impl Driver {
@@ -645,6 +656,9 @@ impl Driver {
             tracing::info!(node = self.id(), index, "snapshot installed");
             self.metrics.snapshots_installed.increment(1);
         }
+        if !output.membership.is_empty() || output.snapshot_installed.is_some() {
+            self.load_member_addresses()?;
+        }
         for completion in output.completions {
             self.complete(completion);
         }
@@ -653,6 +667,28 @@ impl Driver {
         }
         self.publish_view();
         self.observe_round(started, snapshot_before, output.snapshot_installed.is_some());
+        Ok(())
+    }
+
+    /// Reads the members' addresses the store keeps, points the transport
+    /// at them and publishes them. They come from the applied membership
+    /// changes (or a snapshot), agreed by the group, so they take precedence
+    /// over the node's static configuration.
+    fn load_member_addresses(&mut self) -> Result<(), ConsensusError> {
+        let stored = self.replica.storage().ledger().member_addresses()?;
+        let mut addresses = BTreeMap::new();
+        for (node, context) in stored {
+            let Some(member) = MemberAddresses::from_context(&context) else { continue };
+            if node != self.id() {
+                self.peers.set_address(node, member.raft.clone());
+            }
+            addresses.insert(node, member);
+        }
+        self.addresses.send_if_modified(|current| {
+            let changed = *current != addresses;
+            *current = addresses;
+            changed
+        });
         Ok(())
     }
 
@@ -754,7 +790,14 @@ impl Driver {
                 }
             }
             Request::ChangeMembership { change, address, force, reply } => {
-                let checked = if address.is_empty() { Ok(()) } else { check_address(&address) };
+                let checked = match MemberAddresses::from_context(address.as_bytes()) {
+                    _ if address.is_empty() => Ok(()),
+                    None => Err(format!("{address:?} names no Raft address")),
+                    Some(member) => check_address(&member.raft).and_then(|()| match &member.api {
+                        Some(api) => check_address(api),
+                        None => Ok(()),
+                    }),
+                };
                 let result =
                     checked.map_err(|reason| RequestError::Invalid { field: "address", reason }).and_then(|()| {
                         self.replica.propose_membership(change, address.into_bytes(), force).map_err(Into::into)
@@ -900,7 +943,7 @@ fn driver_thread(
     requests: mpsc::Receiver<Request>,
     inbound: (mpsc::Sender<Inbound>, mpsc::Receiver<Inbound>),
     stopped: watch::Sender<Option<String>>,
-    (view, members): (watch::Sender<NodeView>, watch::Sender<Vec<u64>>),
+    (view, members, addresses): Publishers,
     ready: oneshot::Sender<Result<(SnapshotDirs, ReadPool), StartError>>,
 ) -> Result<(), ConsensusError> {
     let local = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
@@ -920,8 +963,9 @@ fn driver_thread(
     let dirs = replica.storage().snapshot_dirs().clone();
     let pool = ReadPool::new(config.consensus.node_id, replica.storage().ledger().db(), runtime.clone(), config.reads);
     let (inbound_sender, inbound) = inbound;
-    let addresses = config.peers.into_iter().collect();
-    let peers = Peers::new(replica.id(), runtime, addresses, dirs.clone(), inbound_sender, config.security.clone());
+    let peer_addresses = config.peers.into_iter().collect();
+    let peers =
+        Peers::new(replica.id(), runtime, peer_addresses, dirs.clone(), inbound_sender, config.security.clone());
     let driver = Driver {
         replica,
         peers,
@@ -937,7 +981,13 @@ fn driver_thread(
         storage_sampled_at: None,
         view,
         members,
+        addresses,
     };
+    let mut driver = driver;
+    if let Err(error) = driver.load_member_addresses() {
+        let _ = ready.send(Err(StartError::Consensus(error)));
+        return Ok(());
+    }
     driver.publish_members();
     driver.publish_view();
     if ready.send(Ok((dirs, pool))).is_err() {
@@ -946,6 +996,10 @@ fn driver_thread(
     }
     local.block_on(driver.run())
 }
+
+/// Where the driver publishes what the node's handle and transport read:
+/// its view, its members, its members' addresses.
+type Publishers = (watch::Sender<NodeView>, watch::Sender<Vec<u64>>, watch::Sender<BTreeMap<u64, MemberAddresses>>);
 
 /// A running node's driver thread: it ends when the node stops, with the
 /// fatal error that stopped it, if one did.
@@ -977,6 +1031,7 @@ pub async fn start_node(config: NodeConfig) -> Result<(NodeHandle, DriverThread)
     let (stopped_sender, stopped) = watch::channel(None);
     let (view_sender, view) = watch::channel(NodeView::default());
     let (members_sender, members) = watch::channel(Vec::new());
+    let (addresses_sender, addresses) = watch::channel(BTreeMap::new());
     let (ready_sender, ready) = oneshot::channel();
     let thread_inbound = (inbound_sender.clone(), inbound);
     let thread_runtime = runtime.clone();
@@ -989,7 +1044,7 @@ pub async fn start_node(config: NodeConfig) -> Result<(NodeHandle, DriverThread)
                 requests,
                 thread_inbound,
                 stopped_sender,
-                (view_sender, members_sender),
+                (view_sender, members_sender, addresses_sender),
                 ready_sender,
             )
         })
@@ -999,8 +1054,17 @@ pub async fn start_node(config: NodeConfig) -> Result<(NodeHandle, DriverThread)
     if let Some(listener) = listener {
         runtime.spawn(serve(node_id, listener, service.clone(), stopped.clone(), security));
     }
-    let handle =
-        NodeHandle { id: node_id, capacity, requests: request_sender, stopped, service, listen_addr, view, reads };
+    let handle = NodeHandle {
+        id: node_id,
+        capacity,
+        requests: request_sender,
+        stopped,
+        service,
+        listen_addr,
+        view,
+        reads,
+        addresses,
+    };
     Ok((handle, thread))
 }
 

@@ -49,4 +49,4 @@ pub use replica::{
     Output, PeerProgress, ProposalId, ReadId, Replica,
 };
 pub use storage::{DiskStorage, IncomingSnapshot, ReplicaStorage, SnapshotDirs};
-pub use transport::{RaftService, RaftTransportService};
+pub use transport::{MemberAddresses, RaftService, RaftTransportService};

@@ -1231,7 +1231,19 @@ impl<S: ReplicaStorage> Replica<S> {
         change: ConfChangeV2,
     ) -> Result<(), ConsensusError> {
         let conf_state = self.raw.apply_conf_change(&change)?;
-        self.raw.mut_store().apply(None, applied, Some(&conf_state))?;
+        // The addresses an addition carries (its context) are kept with the
+        // configuration, and a removal forgets them.
+        let members: Vec<(u64, Option<Vec<u8>>)> = change
+            .get_changes()
+            .iter()
+            .filter_map(|single| match single.get_change_type() {
+                ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+                    (!entry.context.is_empty()).then(|| (single.node_id, Some(entry.context.to_vec())))
+                }
+                ConfChangeType::RemoveNode => Some((single.node_id, None)),
+            })
+            .collect();
+        self.raw.mut_store().apply_membership(applied, &conf_state, &members)?;
         if let Some((id, waiter)) = self.conf_waiter {
             if waiter.term == entry.term {
                 self.conf_waiter = None;

@@ -56,6 +56,20 @@ pub trait ReplicaStorage: raft::Storage {
         self.apply(write_set, applied, None)
     }
 
+    /// [`Self::apply`] for a membership change, with the addresses of the
+    /// members it adds (`Some`: the change's context) or removes (`None`)
+    /// in the same write, so that a node restarted later still reaches
+    /// them. A storage that keeps no addresses (the simulator's) drops them.
+    fn apply_membership(
+        &mut self,
+        applied: AppliedState,
+        conf_state: &ConfState,
+        members: &[(u64, Option<Vec<u8>>)],
+    ) -> Result<(), StorageError> {
+        let _ = members;
+        self.apply(None, applied, Some(conf_state))
+    }
+
     /// The first index still in the log.
     fn log_first_index(&self) -> u64;
 
@@ -325,6 +339,18 @@ impl ReplicaStorage for DiskStorage {
         audit: &[coffer_storage::audit::AuditRecord],
     ) -> Result<(), StorageError> {
         self.apply_audited_with(write_set, applied, None, audit)
+    }
+
+    fn apply_membership(
+        &mut self,
+        applied: AppliedState,
+        conf_state: &ConfState,
+        members: &[(u64, Option<Vec<u8>>)],
+    ) -> Result<(), StorageError> {
+        let started = std::time::Instant::now();
+        let written = self.store.state.apply_membership(applied, conf_state, members);
+        self.apply_latency.record(started.elapsed());
+        written
     }
 
     fn log_first_index(&self) -> u64 {

@@ -23,8 +23,10 @@
 //! handed to the driver, whose Raft installs it from that directory.
 //!
 //! Peers are addressed by node id → `"host:port"`: the node's configuration
-//! gives the first addresses, applied membership changes carry the address
-//! of the node they add in their context.
+//! gives the first addresses; an applied membership change carries the
+//! addresses of the node it adds in its context ([`MemberAddresses`]), and
+//! the store keeps them with the configuration, so a restarted node knows
+//! every member added since its configuration was written.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -44,6 +46,49 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::replica::{is_snapshot, MembershipApplied, Outbox};
 use crate::storage::{IncomingSnapshot, SnapshotDirs};
+
+/// Where a member is reached: its Raft transport and, when known, its
+/// client API. The context of a membership change that adds a node carries
+/// it as `raft=HOST:PORT api=HOST:PORT`; a context of one bare address (as
+/// earlier versions wrote) is the Raft address alone.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct MemberAddresses {
+    /// The Raft transport's `host:port`.
+    pub raft: String,
+    /// The client API's `host:port`, if the change named it.
+    pub api: Option<String>,
+}
+
+impl MemberAddresses {
+    /// The context a membership change carries for these addresses.
+    pub fn to_context(&self) -> String {
+        match &self.api {
+            Some(api) => format!("raft={} api={api}", self.raft),
+            None => format!("raft={}", self.raft),
+        }
+    }
+
+    /// The addresses in a change's context; `None` for an empty or
+    /// unreadable one (a promotion carries none).
+    pub fn from_context(context: &[u8]) -> Option<Self> {
+        let text = std::str::from_utf8(context).ok()?.trim();
+        if text.is_empty() {
+            return None;
+        }
+        if !text.contains('=') {
+            return Some(Self { raft: text.to_owned(), api: None });
+        }
+        let (mut raft, mut api) = (None, None);
+        for field in text.split_whitespace() {
+            match field.split_once('=') {
+                Some(("raft", value)) => raft = Some(value.to_owned()),
+                Some(("api", value)) => api = Some(value.to_owned()),
+                _ => {}
+            }
+        }
+        Some(Self { raft: raft?, api })
+    }
+}
 
 /// The gRPC code generated from `proto/coffer/raft/v1/transport.proto`.
 #[allow(missing_docs, clippy::all, clippy::pedantic, clippy::unwrap_used)]
@@ -259,12 +304,12 @@ impl Peers {
     /// Learns from an applied membership change: the address of a node it
     /// adds (its context), or that a node is gone.
     pub(crate) fn apply_membership(&mut self, applied: &MembershipApplied) {
-        let address = std::str::from_utf8(&applied.context).ok().filter(|address| !address.is_empty());
+        let addresses = MemberAddresses::from_context(&applied.context);
         for change in applied.change.get_changes() {
             match change.get_change_type() {
                 ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
-                    if let Some(address) = address {
-                        self.set_address(change.node_id, address.to_owned());
+                    if let Some(addresses) = &addresses {
+                        self.set_address(change.node_id, addresses.raft.clone());
                     }
                 }
                 ConfChangeType::RemoveNode => self.remove(change.node_id),
@@ -749,5 +794,18 @@ mod tests {
         for bad in ["", "127.0.0.1", "host:port", "host:70000", "http://host:1", "a b:1", &"a".repeat(300)] {
             assert!(check_address(bad).is_err(), "{bad:?} was accepted");
         }
+    }
+
+    #[test]
+    fn a_member_s_addresses_round_trip_through_a_change_context() {
+        let both = MemberAddresses { raft: "10.0.0.4:7201".into(), api: Some("10.0.0.4:7101".into()) };
+        assert_eq!(MemberAddresses::from_context(both.to_context().as_bytes()), Some(both));
+        let raft_only = MemberAddresses { raft: "10.0.0.4:7201".into(), api: None };
+        assert_eq!(MemberAddresses::from_context(raft_only.to_context().as_bytes()), Some(raft_only.clone()));
+        // An earlier version's context: the Raft address alone.
+        assert_eq!(MemberAddresses::from_context(b"10.0.0.4:7201"), Some(raft_only));
+        // A promotion carries none; a context without a Raft address is none.
+        assert_eq!(MemberAddresses::from_context(b""), None);
+        assert_eq!(MemberAddresses::from_context(b"api=10.0.0.4:7101"), None);
     }
 }

@@ -121,6 +121,18 @@ pub const KEY_TRUNCATED: &[u8] = b"truncated";
 /// snapshot directory to finish installing from after a crash.
 pub const KEY_SNAPSHOT_INSTALL: &[u8] = b"snapshot_install";
 
+/// `meta` key prefix of a member's addresses: `member/` ++ node id (u64,
+/// big-endian) → the context of the membership change that added it (its
+/// Raft and API addresses). Replicated state: snapshots carry it, so a node
+/// that restarts, or joins later, knows every member added after the
+/// static configurations were written.
+pub const KEY_MEMBER_PREFIX: &[u8] = b"member/";
+
+/// The `meta` key of member `node`'s addresses.
+pub fn member_key(node: u64) -> Vec<u8> {
+    [KEY_MEMBER_PREFIX, &node.to_be_bytes()].concat()
+}
+
 /// Block cache of a read-only open (tools such as `coffer verify`, which
 /// read each block once).
 const READ_ONLY_CACHE_BYTES: usize = 8 << 20;

@@ -37,7 +37,7 @@ use crate::db::{
     CF_FAILURES, CF_INDEX, CF_LEDGERS, CF_META, CF_PENDING, CF_RAFT_STATE, CF_TOTALS, CF_TOTALS_HISTORY, CF_TRANSFERS,
     KEY_APPLIED, KEY_CONF_STATE, KEY_DIGEST_SUM, KEY_LAST_TIMESTAMP, KEY_SNAPSHOT_INSTALL,
 };
-use crate::db::{CF_AUDIT, CF_RECONCILIATIONS};
+use crate::db::{member_key, CF_AUDIT, CF_RECONCILIATIONS, KEY_MEMBER_PREFIX};
 use crate::error::StorageError;
 use crate::frame::corruption;
 use crate::log::encode_message;
@@ -478,6 +478,47 @@ impl LedgerState {
             self.committed(write_set);
         }
         Ok(())
+    }
+
+    /// Writes a membership change: its applied index, the new
+    /// configuration, and the addresses of the members it adds (`Some`: the
+    /// change's context) or forgets (`None`), in one write (see
+    /// [`crate::db::KEY_MEMBER_PREFIX`]).
+    pub fn apply_membership(
+        &mut self,
+        applied: AppliedState,
+        conf_state: &ConfState,
+        members: &[(u64, Option<Vec<u8>>)],
+    ) -> Result<(), StorageError> {
+        if applied.index <= self.applied.index {
+            return Err(StorageError::Inconsistent {
+                detail: format!("entry {} applied again (applied index is {})", applied.index, self.applied.index),
+            });
+        }
+        let mut batch = self.write_batch(None, applied, Some(conf_state))?;
+        let meta = self.db.puts(CF_META)?;
+        for (node, addresses) in members {
+            match addresses {
+                Some(addresses) => self.db.put(&mut batch, CF_META, &member_key(*node), addresses)?,
+                None => meta.delete(&mut batch, &member_key(*node)),
+            }
+        }
+        self.db.write_unlogged(batch)?;
+        self.applied = applied;
+        Ok(())
+    }
+
+    /// The addresses of the members that applied membership changes added,
+    /// by node id: each the context of the change that added it.
+    pub fn member_addresses(&self) -> Result<Vec<(u64, Vec<u8>)>, StorageError> {
+        let mut found = Vec::new();
+        self.db.latest().scan(CF_META, KEY_MEMBER_PREFIX, None, &mut |key, payload| {
+            let Some(id) = key.strip_prefix(KEY_MEMBER_PREFIX) else { return Ok(false) };
+            let id: [u8; 8] = id.try_into().map_err(|_| corruption(CF_META, key, "a member key holds no node id"))?;
+            found.push((u64::from_be_bytes(id), payload.to_vec()));
+            Ok(true)
+        })?;
+        Ok(found)
     }
 
     /// The RocksDB batch [`Self::apply`] writes, without writing it.

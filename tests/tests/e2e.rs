@@ -378,7 +378,7 @@ async fn a_fourth_node_is_added_and_promoted_and_an_old_one_removed_while_writin
 
     // A learner that never connected is not made a voter, and a voter is
     // not removed where one more failure would stop writes.
-    let absent = client.add_node(5, "127.0.0.1:9").await.unwrap();
+    let absent = client.add_node(5, "127.0.0.1:9", None).await.unwrap();
     assert!(absent.learners.contains(&5), "{absent:?}");
     let refused = client.promote_node(5, false).await.unwrap_err();
     assert_eq!(refused.code(), Some(Code::FailedPrecondition), "{refused}");
@@ -390,7 +390,7 @@ async fn a_fourth_node_is_added_and_promoted_and_an_old_one_removed_while_writin
     assert!(!gone.learners.contains(&5), "{gone:?}");
 
     let joining = cluster.spawn_joining(4);
-    let added = client.add_node(4, &joining.raft).await.unwrap();
+    let added = client.add_node(4, &joining.raft, Some(&joining.api)).await.unwrap();
     assert!(added.learners.contains(&4), "{added:?}");
     let leader = cluster.wait_for_leader(&[4]).await;
     let commit = client.trial_balance(KRW).await.unwrap().applied_index;
@@ -418,6 +418,32 @@ async fn a_fourth_node_is_added_and_promoted_and_an_old_one_removed_while_writin
     let leader_report = reports.iter().find(|report| report.leader_id == report.node_id && report.error.is_none());
     let voters = &leader_report.expect("a leader reports").voters;
     assert!(voters.contains(&4) && !voters.contains(&removed_id), "{voters:?}");
+
+    // A node whose configuration predates node 4 knows it after a restart:
+    // the membership keeps node 4's addresses. It lists node 4 at its API
+    // address, and once it leads it replicates to node 4.
+    let old = *cluster.nodes.keys().find(|id| **id != 4 && **id != removed_id && **id != leader).unwrap();
+    assert!(cluster.node(old).terminate().success());
+    cluster.node(old).start();
+    let commit = client.trial_balance(KRW).await.unwrap().applied_index;
+    cluster.wait_applied(old, commit, Duration::from_secs(30)).await;
+    let here = cluster.node(old).client();
+    let reports = here.status().await.unwrap();
+    let fourth = reports.iter().find(|report| report.node_id == 4).expect("the restarted node lists node 4");
+    assert_eq!((fourth.address.as_str(), fourth.error.as_deref()), (joining.api.as_str(), None), "{reports:#?}");
+    client.transfer_leader(old).await.unwrap();
+    let leads = || async {
+        here.status()
+            .await
+            .is_ok_and(|own| own.first().is_some_and(|own| own.role == Some(coffer_api::client::Role::Leader)))
+    };
+    let started = std::time::Instant::now();
+    while !leads().await {
+        assert!(started.elapsed() < Duration::from_secs(20), "node {old} did not take the leadership");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let written = client.create_transfers(&[receipt(9_999_999, 1)]).await.unwrap().applied_index;
+    cluster.wait_applied(4, written, Duration::from_secs(30)).await;
 }
 
 /// The digest `coffer verify --json` prints for a stopped node's data.

@@ -250,7 +250,7 @@ async fn a_node_with_a_certificate_of_another_authority_cannot_join_and_a_client
     let identity = Identity::node(CLUSTER, coffer_security::DEFAULT_REGION, 4);
     other.issue(&identity, &loopback_hosts(), 1).unwrap().write(elsewhere.path(), "node4").unwrap();
     let addresses = cluster.spawn_joining_with(4, TlsFiles::in_dir(elsewhere.path(), "node4"));
-    admin.add_node(4, &addresses.raft).await.unwrap();
+    admin.add_node(4, &addresses.raft, None).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(500)).await;

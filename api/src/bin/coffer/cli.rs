@@ -687,6 +687,10 @@ pub struct MemberAddArgs {
     /// Where the new node serves the Raft transport (host:port).
     #[arg(long)]
     pub raft_address: String,
+    /// Where it serves the client API (host:port): kept with the membership,
+    /// so every node's address book has it.
+    #[arg(long)]
+    pub api_address: Option<String>,
 }
 
 /// A node.

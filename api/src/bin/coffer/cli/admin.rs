@@ -194,7 +194,9 @@ impl MembershipView {
 pub async fn member(options: &ClientOptions, out: Out, command: MemberCommand) -> Result<(), CliError> {
     let client = client(options)?;
     let (rpc, membership) = match command {
-        MemberCommand::Add(args) => ("AddNode", client.add_node(args.id, &args.raft_address).await),
+        MemberCommand::Add(args) => {
+            ("AddNode", client.add_node(args.id, &args.raft_address, args.api_address.as_deref()).await)
+        }
         MemberCommand::Promote(args) => ("PromoteNode", client.promote_node(args.id, args.force).await),
         MemberCommand::Remove(args) => ("RemoveNode", client.remove_node(args.id, args.force).await),
     };
