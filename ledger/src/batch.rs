@@ -423,6 +423,14 @@ impl<'s, S: Store + ?Sized> Batch<'s, S> {
         self.changes.iter().for_each(|change| digest.add_with(Record::Change(change), &mut element));
         let mut totals: Vec<CodeTotals> = totals.into_values().collect();
         totals.sort_unstable_by_key(|totals| (totals.ledger, totals.code));
+        // Paired with the storage's check on reading them back.
+        let fault = accounts
+            .iter()
+            .find_map(crate::invariants::account_fault)
+            .or_else(|| self.transfers.iter().find_map(crate::invariants::transfer_fault));
+        if let Some(fault) = fault {
+            return Err(StoreError::Inconsistent { detail: format!("the batch would write {fault}") });
+        }
         Ok(WriteSet {
             first_timestamp,
             last_timestamp,

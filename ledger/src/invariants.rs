@@ -141,6 +141,61 @@ pub fn limit_breach(account: &Account) -> Option<String> {
     })
 }
 
+/// How a stored `account` breaks what every account the state machine
+/// writes holds, if it does: usable id, ledger and code, no reserved or
+/// contradictory flag, a creation timestamp, debits and credits that fit
+/// in `u128`, and its limit flags ([`limit_breach`]). Checked before an
+/// account is written and again when it is read back (a pair: a fault on
+/// either side is found where it happens, not downstream).
+pub fn account_fault(account: &Account) -> Option<String> {
+    let both = AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS | AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS;
+    let fault = if account.id.0 == 0 || account.id.0 == u128::MAX {
+        "an unusable id"
+    } else if account.ledger.0 == 0 || account.code == 0 {
+        "ledger or code 0"
+    } else if account.flags.has_reserved_bits() || account.flags.contains(both) {
+        "reserved or contradictory flags"
+    } else if account.timestamp == 0 {
+        "no timestamp"
+    } else if account.debits_pending.checked_add(account.debits_posted).is_none()
+        || account.credits_pending.checked_add(account.credits_posted).is_none()
+    {
+        "debits or credits beyond u128"
+    } else {
+        return limit_breach(account);
+    };
+    Some(format!("account {}: {fault}", account.id.0))
+}
+
+/// How a stored `transfer` breaks what every transfer the state machine
+/// writes holds, if it does: usable and distinct account ids, ledger and
+/// code, no reserved flag, a timestamp, and a pending id exactly when it
+/// posts or voids one. Checked before writing and after reading, like
+/// [`account_fault`].
+pub fn transfer_fault(transfer: &Transfer) -> Option<String> {
+    let usable = |id: u128| id != 0 && id != u128::MAX;
+    let finishes = transfer.flags.is_post_or_void();
+    let fault = if !usable(transfer.id.0) {
+        "an unusable id"
+    } else if !usable(transfer.debit_account_id.0)
+        || !usable(transfer.credit_account_id.0)
+        || transfer.debit_account_id == transfer.credit_account_id
+    {
+        "unusable or equal account ids"
+    } else if transfer.ledger.0 == 0 || transfer.code == 0 {
+        "ledger or code 0"
+    } else if transfer.flags.has_reserved_bits() {
+        "reserved flags"
+    } else if transfer.timestamp == 0 {
+        "no timestamp"
+    } else if finishes != (transfer.pending_id.0 != 0) {
+        "a pending id without a post or void, or the reverse"
+    } else {
+        return None;
+    };
+    Some(format!("transfer {}: {fault}", transfer.id.0))
+}
+
 /// Whether `account` breaks a limit flag it carries ([`limit_breach`]).
 pub fn breaches_limit(account: &Account) -> bool {
     limit_breach(account).is_some()
@@ -412,6 +467,53 @@ mod tests {
     const CASH: AccountId = AccountId(1);
     const REVENUE: AccountId = AccountId(2);
     const EXPENSE: AccountId = AccountId(3);
+
+    #[test]
+    fn a_record_no_batch_could_write_is_named_as_a_fault() {
+        let good = Account {
+            id: CASH,
+            ledger: KRW,
+            code: 101,
+            flags: AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS,
+            debits_posted: 5,
+            credits_posted: 5,
+            timestamp: 7,
+            ..Default::default()
+        };
+        assert_eq!(account_fault(&good), None);
+        let faults = [
+            Account { id: AccountId(0), ..good },
+            Account { code: 0, ..good },
+            Account { timestamp: 0, ..good },
+            Account { flags: AccountFlags::from_bits(1 << 15), ..good },
+            Account { debits_pending: 1, ..good },
+            Account { credits_pending: u128::MAX, ..good },
+        ];
+        for account in faults {
+            assert!(account_fault(&account).is_some(), "{account:?}");
+        }
+        let transfer = Transfer {
+            id: TransferId(9),
+            debit_account_id: CASH,
+            credit_account_id: REVENUE,
+            amount: 0,
+            ledger: KRW,
+            code: 1,
+            timestamp: 8,
+            ..Default::default()
+        };
+        assert_eq!(transfer_fault(&transfer), None, "a balancing transfer clamped to zero is fine");
+        let faults = [
+            Transfer { credit_account_id: CASH, ..transfer },
+            Transfer { ledger: LedgerId(0), ..transfer },
+            Transfer { timestamp: 0, ..transfer },
+            Transfer { pending_id: TransferId(3), ..transfer },
+            Transfer { flags: TransferFlags::POST_PENDING, ..transfer },
+        ];
+        for transfer in faults {
+            assert!(transfer_fault(&transfer).is_some(), "{transfer:?}");
+        }
+    }
 
     fn transfer(id: u128, debit: AccountId, credit: AccountId, amount: u128, kind: TransferKind) -> Transfer {
         Transfer {

@@ -21,6 +21,7 @@ use coffer_ledger::codec::{
     encode_totals_entry, encode_transfer,
 };
 use coffer_ledger::index::{account_index_keys, transfer_index_keys, IndexKey, INDEX_KEY_SIZE_MAX};
+use coffer_ledger::invariants::{account_fault, transfer_fault};
 use coffer_ledger::reconcile::{decode_reconciliation, encode_reconciliation, reconciliation_key, Reconciliation};
 use coffer_ledger::{
     Account, AccountBalance, AccountFilter, AccountId, AccountTransfer, Change, ChangeFilter, CodeTotals,
@@ -909,6 +910,10 @@ impl StateReads<'_> {
         if let Some(account) = account.filter(|account| account.id != id) {
             return Err(corruption(CF_ACCOUNTS, &key, format!("holds account {}", account.id)));
         }
+        // Paired with the state machine's check before writing it.
+        if let Some(fault) = account.as_ref().and_then(account_fault) {
+            return Err(corruption(CF_ACCOUNTS, &key, fault));
+        }
         Ok(account)
     }
 
@@ -917,6 +922,9 @@ impl StateReads<'_> {
         let transfer = self.0.get_decoded(CF_TRANSFERS, &key, decode_transfer)?;
         if let Some(transfer) = transfer.filter(|transfer| transfer.id != id) {
             return Err(corruption(CF_TRANSFERS, &key, format!("holds transfer {}", transfer.id)).into());
+        }
+        if let Some(fault) = transfer.as_ref().and_then(transfer_fault) {
+            return Err(corruption(CF_TRANSFERS, &key, fault).into());
         }
         Ok(transfer)
     }

@@ -616,6 +616,30 @@ fn a_corrupt_account_is_reported_once_read_from_disk_and_stops_batches_that_touc
 }
 
 #[test]
+fn an_account_that_breaks_its_limit_on_disk_is_refused_when_read_back() {
+    // A record whose frame is intact but whose content no batch could have
+    // written (its debits past its credits under a debit limit): the read
+    // that pairs with the state machine's check before writing catches it.
+    let dir = TempDir::new().unwrap();
+    let node = treasury_node(dir.path());
+    let mut account = node.state.account(CASH).unwrap().unwrap();
+    account.flags = account.flags.with(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS);
+    account.debits_posted = account.credits_posted + 1;
+    let mut payload = Vec::new();
+    coffer_ledger::codec::encode_account(&account, &mut payload);
+    put_framed(node.state.db(), CF_ACCOUNTS, &keys::u128(CASH.0), &payload);
+    drop(node);
+    let node = open(dir.path());
+    match node.state.account(CASH) {
+        Err(StoreError::Corruption { table, reason, .. }) => {
+            assert_eq!(table, CF_ACCOUNTS);
+            assert!(reason.contains("debits_must_not_exceed_credits"), "{reason}");
+        }
+        other => panic!("expected the corruption, got {other:?}"),
+    }
+}
+
+#[test]
 fn a_corrupt_balance_row_is_reported_by_the_balance_history() {
     let dir = TempDir::new().unwrap();
     let node = treasury_node(dir.path());
