@@ -573,9 +573,23 @@ pub fn role_name(role: RegionRole) -> &'static str {
     }
 }
 
+/// The role a `RegionInfo.role` names ([`role_name`]'s inverse): the one
+/// place a role read from the wire is parsed; callers compare the enum.
+pub fn role_from_name(name: &str) -> Option<RegionRole> {
+    [RegionRole::Primary, RegionRole::Standby, RegionRole::Configured].into_iter().find(|role| role_name(*role) == name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_role_name_reads_back_as_its_role() {
+        for role in [RegionRole::Primary, RegionRole::Standby, RegionRole::Configured] {
+            assert_eq!(role_from_name(role_name(role)), Some(role));
+        }
+        assert_eq!(role_from_name("leader"), None);
+    }
 
     #[test]
     fn a_refusal_reason_travels_beside_its_message() {

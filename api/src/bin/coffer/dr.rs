@@ -23,12 +23,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use coffer_api::client::{Client, ClientConfig};
+use coffer_consensus::RegionRole;
 use coffer_dr::proto::dr_service_client::DrServiceClient;
 use coffer_dr::proto::{
     CheckpointRequest, DemoteRequest, DigestRequest, DigestResponse, DrStatusRequest, DrStatusResponse, FreezeRequest,
     IsolateRequest, LeaseRequest, PromoteRequest, RegionResponse, ReseedRequest, UnfreezeRequest,
 };
-use coffer_dr::RegionRefusal;
+use coffer_dr::{role_from_name, RegionRefusal};
 use coffer_ledger::{
     Account, AccountId, AccountKind, CreateTransferResult, Ledger, LedgerId, Transfer, TransferId, TransferKind,
     TransferQuery,
@@ -230,6 +231,11 @@ impl NodeStatus {
     fn region(&self) -> coffer_dr::proto::RegionInfo {
         self.status.region.clone().unwrap_or_default()
     }
+
+    /// The role this node reports for its region, parsed once here.
+    fn role(&self) -> Option<RegionRole> {
+        self.status.region.as_ref().and_then(|region| role_from_name(&region.role))
+    }
 }
 
 /// One region as its nodes answered.
@@ -256,7 +262,14 @@ impl Region {
         })
     }
 
-    fn role(&self) -> String {
+    /// The role its leader reports; `None` when it has no reachable leader
+    /// (or one reports a role this build does not know).
+    fn role(&self) -> Option<RegionRole> {
+        self.leader.as_ref().and_then(|leader| leader.role())
+    }
+
+    /// The role as printed: its name, or `unreachable`.
+    fn role_text(&self) -> String {
         self.leader.as_ref().map(|leader| leader.region().role).unwrap_or_else(|| "unreachable".into())
     }
 
@@ -345,13 +358,14 @@ async fn both(addresses: &[String]) -> Result<(Region, Region), DrError> {
 
 /// (primary, other): the primary of the highest epoch.
 fn primary_first(a: Region, b: Region) -> Result<(Region, Region), DrError> {
-    let primary = |region: &Region| region.role() == "primary";
+    let primary = |region: &Region| region.role() == Some(RegionRole::Primary);
     match (primary(&a), primary(&b)) {
         (true, true) if b.epoch() > a.epoch() => Ok((b, a)),
         (true, _) => Ok((a, b)),
         (false, true) => Ok((b, a)),
         (false, false) => {
-            Err(failed(format!("no primary: region {} is {}, region {} is {}", a.name, a.role(), b.name, b.role())))
+            let (a_role, b_role) = (a.role_text(), b.role_text());
+            Err(failed(format!("no primary: region {} is {a_role}, region {} is {b_role}", a.name, b.name)))
         }
     }
 }
@@ -451,7 +465,7 @@ async fn switchover(
     let (primary, standby) = primary_first(a, b)?;
     let standby_leader = standby.leader()?.clone();
     let standby_info = standby_leader.region();
-    if standby_info.role != "standby" {
+    if standby_leader.role() != Some(RegionRole::Standby) {
         return Err(failed(format!("region {} is {}, not a standby", standby.name, standby_info.role)));
     }
     let primary_leader = primary.leader()?.clone();
@@ -488,7 +502,7 @@ async fn switchover(
             // A promotion whose answer was lost may still have happened: then
             // the old primary must stay frozen (failback demotes it).
             let now = region(&standby.addresses).await;
-            if now.role() == "primary" && now.epoch() > primary_leader.region().epoch {
+            if now.role() == Some(RegionRole::Primary) && now.epoch() > primary_leader.region().epoch {
                 let done = format!(
                     "{} was promoted (epoch {}) although its answer was lost: {} stays frozen; run `coffer dr \
                      failback --no-switchover` to make it the standby",
@@ -722,22 +736,22 @@ async fn failover(
     timeline: &mut Timeline,
 ) -> Result<FailoverReport, DrError> {
     let (a, b) = both(addresses).await?;
-    let (standby, old) = if a.role() == "standby" {
+    let (standby, old) = if a.role() == Some(RegionRole::Standby) {
         (a, b)
-    } else if b.role() == "standby" {
+    } else if b.role() == Some(RegionRole::Standby) {
         (b, a)
     } else {
         return Err(failed(format!(
             "no standby region to promote: {} is {}, {} is {}",
             a.name,
-            a.role(),
+            a.role_text(),
             b.name,
-            b.role()
+            b.role_text()
         )));
     };
     if let Some(leader) = &old.leader {
         let leased = leader.status.lease_remaining_ms > 0;
-        if leader.region().role == "primary" && leased && !args.force && !args.wait_lease {
+        if leader.role() == Some(RegionRole::Primary) && leased && !args.force && !args.wait_lease {
             return Err(failed(format!(
                 "region {} answers and holds a valid write lease ({} ms left): it is not lost. Use `coffer dr \
                  switchover` for a planned move, or --force if it must be fenced anyway",
@@ -874,7 +888,7 @@ async fn failback(
     let old_leader = old.leader()?.clone();
     let old_info = old_leader.region();
     let mut from = info.primary_since;
-    if old_info.role == "standby" && old_info.epoch == info.epoch {
+    if old_leader.role() == Some(RegionRole::Standby) && old_info.epoch == info.epoch {
         timeline.at(format!("{} already follows {} at epoch {}", old.name, primary.name, info.epoch));
     } else {
         let (address, mut client) = leader_client(&old).await?;
@@ -1011,7 +1025,7 @@ async fn reseed_region(
     let index = checkpoint.index;
     wait_for(&old.addresses, timeout, "the re-seeded region to elect a leader", |leader| {
         let info = leader.region();
-        info.role == "standby" && info.epoch == epoch && info.cursor >= index
+        leader.role() == Some(RegionRole::Standby) && info.epoch == epoch && info.cursor >= index
     })
     .await?;
     timeline
@@ -1055,7 +1069,7 @@ async fn status(addresses: &[String]) -> Result<Vec<StatusRow>, DrError> {
                 Ok(node) => {
                     let info = node.region();
                     let s = &node.status;
-                    let standby = info.role == "standby";
+                    let standby = node.role() == Some(RegionRole::Standby);
                     rows.push(StatusRow {
                         region: info.region,
                         node_id: Some(s.node_id),
@@ -1101,11 +1115,12 @@ fn status_table(rows: &[StatusRow]) -> String {
         if row.frozen {
             notes.push("frozen".to_owned());
         }
-        if row.leader && row.role == "primary" {
+        let role = role_from_name(&row.role);
+        if row.leader && role == Some(RegionRole::Primary) {
             notes.push(format!("{} {}", row.mode, row.fencing));
             notes.push(if row.standby_connected { "standby connected".into() } else { "no standby connected".into() });
         }
-        if row.leader && row.role == "standby" {
+        if row.leader && role == Some(RegionRole::Standby) {
             notes.push(if row.shipping { "shipping".into() } else { "not shipping".into() });
             if row.promote_wait_ms > 0 {
                 notes.push(format!("promotable in {} ms", row.promote_wait_ms));
@@ -1114,7 +1129,11 @@ fn status_table(rows: &[StatusRow]) -> String {
         if !row.error.is_empty() {
             notes.push(row.error.clone());
         }
-        let lease = if row.leader && row.role == "primary" { row.lease_remaining_ms.to_string() } else { "-".into() };
+        let lease = if row.leader && role == Some(RegionRole::Primary) {
+            row.lease_remaining_ms.to_string()
+        } else {
+            "-".into()
+        };
         let answered = row.node_id.is_some();
         let figure = |value: u64| if answered { value.to_string() } else { "-".into() };
         table.row(vec![
@@ -1462,7 +1481,7 @@ async fn drill(addresses: &[String], args: &DrillArgs, timeline: &mut Timeline) 
             ));
         }
     }
-    if final_standby.role() == "standby" && final_standby.epoch() == final_primary.epoch() {
+    if final_standby.role() == Some(RegionRole::Standby) && final_standby.epoch() == final_primary.epoch() {
         let target = final_primary.leader()?.status.applied_index;
         let caught = wait_for(&final_standby.addresses, Duration::from_secs(30), "the standby to catch up", |leader| {
             leader.region().cursor >= target
@@ -1488,7 +1507,7 @@ async fn drill(addresses: &[String], args: &DrillArgs, timeline: &mut Timeline) 
             "no standby follows the primary {} at the end ({} is {} at epoch {})",
             final_primary.name,
             final_standby.name,
-            final_standby.role(),
+            final_standby.role_text(),
             final_standby.epoch()
         ));
     }
@@ -1647,7 +1666,7 @@ pub async fn run(command: DrCommand, options: &ClientOptions) -> Result<(), DrEr
             let (a, b) = both(addresses).await?;
             let (primary, standby) = primary_first(a, b)?;
             let epoch = primary.epoch();
-            if standby.role() == "primary" {
+            if standby.role() == Some(RegionRole::Primary) {
                 return Err(failed(format!(
                     "region {} is a primary (epoch {}): use `coffer dr failback --reseed` for an old primary",
                     standby.name,
