@@ -27,10 +27,9 @@ use coffer_ledger::codec::{
     decode_account, decode_ledger, decode_transfer, encode_account, encode_ledger, encode_transfer, ACCOUNT_SIZE,
     TRANSFER_SIZE,
 };
+use coffer_ledger::codec::{decode_year_close, encode_year_close};
 use coffer_ledger::reconcile::{decode_reconcile_op, encode_reconcile_op};
-use coffer_ledger::{
-    AccountId, CloseStep, CodeRange, LedgerId, Operation, Period, PeriodChange, YearClose, BATCH_EVENTS_MAX,
-};
+use coffer_ledger::{CloseStep, LedgerId, Operation, Period, PeriodChange, BATCH_EVENTS_MAX};
 
 const VERSION: u8 = 2;
 /// The version without principals, still read.
@@ -290,22 +289,12 @@ fn encode_close_step(step: &CloseStep, out: &mut Vec<u8>) -> Result<(), CommandE
     out.extend_from_slice(&step.ledger().0.to_be_bytes());
     match step {
         CloseStep::Begin(close) => {
-            out.extend_from_slice(&close.next_ledger.0.to_be_bytes());
-            for value in [close.net_position.0, close.opening_account.0, close.account_offset, close.first_transfer_id]
-            {
-                out.extend_from_slice(&value.to_be_bytes());
-            }
-            out.extend_from_slice(&close.code.to_be_bytes());
             for (field, ranges) in [("close.nominal", &close.nominal), ("close.carry", &close.carry)] {
                 if ranges.len() > CLOSE_CODE_RANGES_MAX {
                     return Err(error(field, format!("{} ranges, at most {CLOSE_CODE_RANGES_MAX}", ranges.len())));
                 }
-                out.push(ranges.len() as u8);
-                for range in ranges {
-                    out.extend_from_slice(&range.min.to_be_bytes());
-                    out.extend_from_slice(&range.max.to_be_bytes());
-                }
             }
+            encode_year_close(close, out);
         }
         CloseStep::Post { transfers, .. } => transfers.iter().for_each(|transfer| encode_transfer(transfer, out)),
         CloseStep::Finish { transfers, .. } => out.extend_from_slice(&transfers.to_be_bytes()),
@@ -324,31 +313,9 @@ fn decode_close_step(reader: &mut Reader<'_>, events: usize) -> Result<CloseStep
     }
     Ok(match tag {
         CLOSE_BEGIN => {
-            let next_ledger = LedgerId(reader.u32("close.next_ledger")?);
-            let net_position = AccountId(reader.u128("close.net_position")?);
-            let opening_account = AccountId(reader.u128("close.opening_account")?);
-            let account_offset = reader.u128("close.account_offset")?;
-            let first_transfer_id = reader.u128("close.first_transfer_id")?;
-            let code = reader.u16("close.code")?;
-            let mut ranges = |field: &'static str| -> Result<Vec<CodeRange>, CommandError> {
-                let len = usize::from(reader.u8(field)?);
-                if len > CLOSE_CODE_RANGES_MAX {
-                    return Err(error(field, format!("{len} ranges, at most {CLOSE_CODE_RANGES_MAX}")));
-                }
-                (0..len).map(|_| Ok(CodeRange { min: reader.u16(field)?, max: reader.u16(field)? })).collect()
-            };
-            let (nominal, carry) = (ranges("close.nominal")?, ranges("close.carry")?);
-            CloseStep::Begin(Box::new(YearClose {
-                ledger,
-                next_ledger,
-                net_position,
-                opening_account,
-                nominal,
-                carry,
-                account_offset,
-                first_transfer_id,
-                code,
-            }))
+            let rest = reader.take(reader.bytes.len(), "close")?;
+            let (close, _) = decode_year_close(ledger, rest).map_err(|e| error("close", e.to_string()))?;
+            CloseStep::Begin(Box::new(close))
         }
         CLOSE_POST => CloseStep::Post {
             ledger,
@@ -404,16 +371,12 @@ impl<'a> Reader<'a> {
     fn u64(&mut self, field: &'static str) -> Result<u64, CommandError> {
         Ok(u64::from_be_bytes(self.array(field)?))
     }
-
-    fn u128(&mut self, field: &'static str) -> Result<u128, CommandError> {
-        Ok(u128::from_be_bytes(self.array(field)?))
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use coffer_ledger::{Account, AccountId, Ledger, LedgerId, Transfer, TransferId};
+    use coffer_ledger::{Account, AccountId, CodeRange, Ledger, LedgerId, Transfer, TransferId, YearClose};
 
     fn command(operation: Operation) -> Command {
         Command {

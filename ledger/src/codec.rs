@@ -395,24 +395,24 @@ pub fn encode_ledger(ledger: &Ledger, out: &mut Vec<u8>) {
     }
 }
 
-/// Bytes of a close section's fixed part: next ledger u32, net position,
-/// opening account, account offset and first transfer id u128 × 4, code u16,
-/// reopen-to period u8, accounts, begun at, posted, finished at u64 × 4.
-const CLOSE_FIXED_SIZE: usize = 4 + 16 * 4 + 2 + 1 + 8 * 4;
+/// Bytes of a year close's fixed part: next ledger u32, net position,
+/// opening account, account offset and first transfer id u128 × 4, code u16.
+const YEAR_CLOSE_FIXED_SIZE: usize = 4 + 16 * 4 + 2;
 
-/// Appends a ledger's close section: the fixed part, then the nominal and
-/// the carried code ranges, each a count u8 and (min u16, max u16) pairs.
-fn encode_close(record: &CloseRecord, out: &mut Vec<u8>) {
-    let close = &record.close;
+/// Bytes of a close record's progress: reopen-to period u8, accounts,
+/// begun at, posted, finished at u64 × 4.
+const CLOSE_PROGRESS_SIZE: usize = 1 + 8 * 4;
+
+/// Appends a year close as its request names it (its ledger aside): the
+/// fixed part, then the nominal and the carried code ranges, each a count
+/// u8 and (min u16, max u16) pairs. A close step's `Begin` entry and the
+/// closed ledger's record both carry it.
+pub fn encode_year_close(close: &YearClose, out: &mut Vec<u8>) {
     out.extend_from_slice(&close.next_ledger.0.to_be_bytes());
     for value in [close.net_position.0, close.opening_account.0, close.account_offset, close.first_transfer_id] {
         out.extend_from_slice(&value.to_be_bytes());
     }
     out.extend_from_slice(&close.code.to_be_bytes());
-    out.push(record.reopen_to.code());
-    for value in [record.accounts, record.begun_at, record.posted, record.finished_at] {
-        out.extend_from_slice(&value.to_be_bytes());
-    }
     for ranges in [&close.nominal, &close.carry] {
         let len = ranges.len().min(CLOSE_CODE_RANGES_MAX);
         out.push(len as u8);
@@ -423,25 +423,19 @@ fn encode_close(record: &CloseRecord, out: &mut Vec<u8>) {
     }
 }
 
-/// Decodes a close section written by [`encode_close`] for ledger `ledger`.
-fn decode_close(ledger: LedgerId, bytes: &[u8]) -> Result<CloseRecord, DecodeError> {
-    let record = "ledger close";
-    let (fixed, mut rest) = bytes.split_at_checked(CLOSE_FIXED_SIZE).ok_or(DecodeError::Length {
+/// Decodes a year close of `ledger` written by [`encode_year_close`] at the
+/// start of `bytes`; returns it and the bytes after it.
+pub fn decode_year_close(ledger: LedgerId, bytes: &[u8]) -> Result<(YearClose, &[u8]), DecodeError> {
+    let record = "year close";
+    let (fixed, mut rest) = bytes.split_at_checked(YEAR_CLOSE_FIXED_SIZE).ok_or(DecodeError::Length {
         record,
-        expected: CLOSE_FIXED_SIZE + 2,
+        expected: YEAR_CLOSE_FIXED_SIZE + 2,
         actual: bytes.len(),
     })?;
     let mut r = Reader { bytes: fixed };
     let next_ledger = LedgerId(r.u32());
     let (net_position, opening_account) = (AccountId(r.u128()), AccountId(r.u128()));
     let (account_offset, first_transfer_id, code) = (r.u128(), r.u128(), r.u16());
-    let reopen_code = r.u8();
-    let reopen_to = Period::from_code(reopen_code).ok_or(DecodeError::InvalidField {
-        record,
-        field: "reopen_to",
-        value: u64::from(reopen_code),
-    })?;
-    let (accounts, begun_at, posted, finished_at) = (r.u64(), r.u64(), r.u64(), r.u64());
     let mut ranges = || -> Result<Vec<CodeRange>, DecodeError> {
         let (&len, tail) = rest.split_first().ok_or(DecodeError::Length { record, expected: 1, actual: 0 })?;
         let size = usize::from(len) * 4;
@@ -454,9 +448,6 @@ fn decode_close(ledger: LedgerId, bytes: &[u8]) -> Result<CloseRecord, DecodeErr
         Ok((0..len).map(|_| CodeRange { min: r.u16(), max: r.u16() }).collect())
     };
     let (nominal, carry) = (ranges()?, ranges()?);
-    if !rest.is_empty() {
-        return Err(DecodeError::Length { record, expected: bytes.len() - rest.len(), actual: bytes.len() });
-    }
     let close = YearClose {
         ledger,
         next_ledger,
@@ -468,6 +459,34 @@ fn decode_close(ledger: LedgerId, bytes: &[u8]) -> Result<CloseRecord, DecodeErr
         first_transfer_id,
         code,
     };
+    Ok((close, rest))
+}
+
+/// Appends a ledger's close section: the year close, then its progress.
+fn encode_close(record: &CloseRecord, out: &mut Vec<u8>) {
+    encode_year_close(&record.close, out);
+    out.push(record.reopen_to.code());
+    for value in [record.accounts, record.begun_at, record.posted, record.finished_at] {
+        out.extend_from_slice(&value.to_be_bytes());
+    }
+}
+
+/// Decodes a close section written by [`encode_close`] for ledger `ledger`.
+fn decode_close(ledger: LedgerId, bytes: &[u8]) -> Result<CloseRecord, DecodeError> {
+    let record = "ledger close";
+    let (close, rest) = decode_year_close(ledger, bytes)?;
+    if rest.len() != CLOSE_PROGRESS_SIZE {
+        let expected = bytes.len() - rest.len() + CLOSE_PROGRESS_SIZE;
+        return Err(DecodeError::Length { record, expected, actual: bytes.len() });
+    }
+    let mut r = Reader { bytes: rest };
+    let reopen_code = r.u8();
+    let reopen_to = Period::from_code(reopen_code).ok_or(DecodeError::InvalidField {
+        record,
+        field: "reopen_to",
+        value: u64::from(reopen_code),
+    })?;
+    let (accounts, begun_at, posted, finished_at) = (r.u64(), r.u64(), r.u64(), r.u64());
     Ok(CloseRecord { close, accounts, reopen_to, begun_at, posted, finished_at })
 }
 
