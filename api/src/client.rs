@@ -40,9 +40,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use coffer_ledger::{
-    Account, AccountBalance, AccountFilter, AccountId, ChangedRecord, CodeRange, CreateAccountResult,
-    CreateLedgerResult, CreateTransferResult, Ledger, LedgerId, PeriodChange, QueryFilter, SetPeriodResult, Transfer,
-    TransferBalances, TransferId, TransferQuery, TrialBalance, YearClose,
+    Account, AccountBalance, AccountFilter, AccountId, ChangedRecord, CreateAccountResult, CreateLedgerResult,
+    CreateTransferResult, Ledger, LedgerId, PeriodChange, QueryFilter, SetPeriodResult, Transfer, TransferBalances,
+    TransferId, TransferQuery, TrialBalance, YearClose,
 };
 use coffer_security::tls::endpoint;
 use coffer_security::{Expect, Security};
@@ -564,19 +564,13 @@ impl Client {
     /// response's `result` is `finished`, `exists` for a retry of a finished
     /// close, or the refusal. Amounts in its trial balances are minor units.
     pub async fn close_fiscal_year(&self, close: &YearClose) -> Result<proto::CloseFiscalYearResponse, ClientError> {
-        let ranges = |ranges: &[CodeRange]| {
-            ranges
-                .iter()
-                .map(|range| proto::CodeRange { min: u32::from(range.min), max: u32::from(range.max) })
-                .collect()
-        };
         let message = proto::CloseFiscalYearRequest {
             ledger: close.ledger.0,
             next_ledger: close.next_ledger.0,
             net_position_account: close.net_position.0.to_string(),
             opening_account: close.opening_account.0.to_string(),
-            nominal: ranges(&close.nominal),
-            carry: ranges(&close.carry),
+            nominal: convert::code_ranges_to_wire(&close.nominal),
+            carry: convert::code_ranges_to_wire(&close.carry),
             account_offset: close.account_offset.to_string(),
             first_transfer_id: close.first_transfer_id.to_string(),
             code: u32::from(close.code),

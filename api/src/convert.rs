@@ -330,7 +330,8 @@ fn close_record_to_wire(record: &CloseRecord) -> proto::YearCloseRecord {
     }
 }
 
-fn code_ranges_to_wire(ranges: &[CodeRange]) -> Vec<proto::CodeRange> {
+/// Code ranges for the wire.
+pub fn code_ranges_to_wire(ranges: &[CodeRange]) -> Vec<proto::CodeRange> {
     ranges.iter().map(|range| proto::CodeRange { min: u32::from(range.min), max: u32::from(range.max) }).collect()
 }
 
