@@ -239,12 +239,9 @@ async fn reconcile_statement<N: Node>(
     }
     // A transfer of the window's margins that nothing matched belongs to
     // another statement, not to this one's unmatched.
-    let within = |id: &u128| {
-        read.transfers.iter().find(|t| t.id.0 == *id).is_some_and(|t| {
-            let date = date_of(t.timestamp, offset_minutes);
-            date >= from && date <= to
-        })
-    };
+    let dates: std::collections::HashMap<u128, Date> =
+        read.transfers.iter().map(|t| (t.id.0, date_of(t.timestamp, offset_minutes))).collect();
+    let within = |id: &u128| dates.get(id).is_some_and(|date| *date >= from && *date <= to);
     let unmatched_transfers =
         outcome.unmatched_transfers.iter().filter(|id| within(id)).map(|id| TransferId(*id)).collect();
     let day = |date: Date| i32::try_from(date.days_since_epoch()).unwrap_or(i32::MAX);
