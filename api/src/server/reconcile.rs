@@ -88,17 +88,13 @@ pub(super) async fn import<N: Node>(
     }
     let record = reconcile_statement(shared, &cash, &statement, window_days, offset_minutes, deadline).await?;
     let op = ReconcileOp::Record(Box::new(record));
-    match propose(shared, caller, op, deadline, forwarded, unit, scale, ledger).await {
-        Ok(response) => Ok(response),
-        Err(Forward::Failed(status)) => Err(status),
-        Err(Forward::To(address)) => {
-            let answer = shared
-                .leader_client(&address)?
-                .import_statement(shared.forward_request(message, deadline, caller))
-                .await;
-            shared.forwarded(&address, answer)
-        }
-    }
+    let address = match propose(shared, caller, op, deadline, forwarded, unit, scale, ledger).await? {
+        Proposed::Applied(response) => return Ok(response),
+        Proposed::Forward(address) => address,
+    };
+    let answer =
+        shared.leader_client(&address)?.import_statement(shared.forward_request(message, deadline, caller)).await;
+    shared.forwarded(&address, answer)
 }
 
 /// Parses the statement in the request's format at the ledger's scale.
@@ -345,15 +341,8 @@ fn account_transfers<S: Store + ?Sized>(
     }
 }
 
-/// Why a proposal did not answer here.
-enum Forward {
-    /// This node does not lead: the leader is at this address.
-    To(String),
-    /// It failed.
-    Failed(Status),
-}
-
-/// Proposes `op` and answers with the record it left.
+/// Proposes `op` and answers with the record it left; on a follower, says
+/// where the leader is.
 #[allow(clippy::too_many_arguments)]
 async fn propose<N: Node>(
     shared: &Shared<N>,
@@ -364,7 +353,7 @@ async fn propose<N: Node>(
     unit: proto::AmountUnit,
     scale: u8,
     ledger: LedgerId,
-) -> Result<Response<proto::ReconciliationResponse>, Forward> {
+) -> Result<Proposed<Response<proto::ReconciliationResponse>>, Status> {
     let (account, statement) = match &op {
         ReconcileOp::Record(record) => (record.account, record.statement.clone()),
         ReconcileOp::Match { account, statement, .. } => (*account, statement.clone()),
@@ -375,22 +364,18 @@ async fn propose<N: Node>(
     };
     let proposed = shared
         .propose((Operation::Reconcile(Box::new(op)), caller), deadline, forwarded, "reconciliation", answer)
-        .await
-        .map_err(Forward::Failed)?;
+        .await?;
     let (served, result) = match proposed {
         Proposed::Applied(applied) => applied,
-        Proposed::Forward(address) => return Err(Forward::To(address)),
+        Proposed::Forward(address) => return Ok(Proposed::Forward(address)),
     };
-    let (_, record) = shared
-        .read(true, deadline, move |state| state.reconciliation(account, &statement))
-        .await
-        .map_err(Forward::Failed)?;
-    let record = record.map_err(|error| Forward::Failed(crate::status::store_error(&error)))?;
-    Ok(Response::new(proto::ReconciliationResponse {
+    let (_, record) = shared.read(true, deadline, move |state| state.reconciliation(account, &statement)).await?;
+    let record = record.map_err(|error| crate::status::store_error(&error))?;
+    Ok(Proposed::Applied(Response::new(proto::ReconciliationResponse {
         served: Some(served),
         result: result.as_str().to_owned(),
         reconciliation: record.map(|record| to_wire(&record, ledger, unit, scale)),
-    }))
+    })))
 }
 
 fn refused(result: ReconcileResult) -> Response<proto::ReconciliationResponse> {
@@ -428,17 +413,13 @@ pub(super) async fn match_by_hand<N: Node>(
         reason: message.reason.clone(),
         by: caller.principal(),
     };
-    match propose(shared, caller, op, deadline, forwarded, unit, scale, ledger).await {
-        Ok(response) => Ok(response),
-        Err(Forward::Failed(status)) => Err(status),
-        Err(Forward::To(address)) => {
-            let answer = shared
-                .leader_client(&address)?
-                .match_statement(shared.forward_request(message, deadline, caller))
-                .await;
-            shared.forwarded(&address, answer)
-        }
-    }
+    let address = match propose(shared, caller, op, deadline, forwarded, unit, scale, ledger).await? {
+        Proposed::Applied(response) => return Ok(response),
+        Proposed::Forward(address) => address,
+    };
+    let answer =
+        shared.leader_client(&address)?.match_statement(shared.forward_request(message, deadline, caller)).await;
+    shared.forwarded(&address, answer)
 }
 
 /// Serves `GetReconciliation` and `ListReconciliations`: the records of
