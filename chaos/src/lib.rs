@@ -12,12 +12,18 @@
 //! everything, so a seed replays its run exactly: `coffer-chaos sim --seed S`
 //! (the `coffer-chaos` binary; [`summary`] totals many seeds).
 //!
+//! The **disaster-recovery simulator** ([`dr`]) runs two regions of real
+//! replicas joined by shipping, with the DR core (`coffer_dr::core`), under
+//! cross-region partitions, region crashes, clock drift and the operator's
+//! switchovers, failovers and failbacks: `coffer-chaos dr --seed S`.
+//!
 //! The real-process nemesis is in `coffer-tests` (`tests/src/nemesis/`): it
 //! drives real `coffer node` processes and holds their stores to the same
 //! [`checker`], with the same [`workload`].
 
 pub mod checker;
 mod crc;
+pub mod dr;
 pub mod network;
 pub mod random;
 pub mod sim;

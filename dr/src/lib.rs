@@ -18,6 +18,7 @@
 //! them into switchover, failover, failback and drills.
 
 mod config;
+pub mod core;
 mod primary;
 pub mod reseed;
 mod service;
@@ -153,42 +154,21 @@ pub enum Refusal {
 /// The primary side's shipping figures (on the node serving the stream).
 #[derive(Debug, Default)]
 struct PrimarySide {
-    /// The epoch these figures belong to (another epoch is another log).
-    epoch: u64,
-    /// Until when the standby's last acknowledgement lets this node write.
-    lease_until: Option<Instant>,
-    /// Everything up to here is committed in the standby region.
-    durable: u64,
+    /// The lease, the standby's confirmations and the RPO bound.
+    gate: core::Primary,
     /// Shipping streams open now.
     streams: usize,
     shipped_bytes: u64,
     /// When this node applied each index not yet durable in the standby
-    /// (sampled), for the lag in seconds.
+    /// (sampled), for the lag in seconds (a figure, decided nothing by).
     applied_at: VecDeque<(u64, Instant)>,
-    /// Async mode: the entries of writes this node answered that the standby
-    /// has not confirmed, with when each was applied (the RPO bound).
-    unconfirmed: VecDeque<(u64, Instant)>,
-}
-
-impl PrimarySide {
-    /// The oldest entry the standby has not confirmed and how long it has
-    /// waited, forgetting those it has.
-    fn oldest_unconfirmed(&mut self, now: Instant) -> Option<(u64, Duration)> {
-        while self.unconfirmed.front().is_some_and(|(index, _)| *index <= self.durable) {
-            self.unconfirmed.pop_front();
-        }
-        self.unconfirmed.front().map(|&(index, at)| (index, now.saturating_duration_since(at)))
-    }
 }
 
 /// The standby side's state (on every node; the leader ships).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct StandbySide {
-    /// When this node last granted a lease.
-    last_grant: Option<Instant>,
-    /// Since when this node leads its region (and may have to honour leases
-    /// its predecessor granted).
-    leader_since: Option<Instant>,
+    /// The leases granted and since when this node leads.
+    clock: core::Standby,
     /// The primary's applied index as last heard, and when.
     source_applied: u64,
     source_heard: Option<Instant>,
@@ -205,6 +185,8 @@ struct StandbySide {
 #[derive(Debug)]
 pub struct Dr {
     config: DrConfig,
+    /// What the core decides by.
+    rules: core::Rules,
     node: NodeHandle,
     /// This region's nodes' client addresses by id (to name the leader).
     addresses: BTreeMap<u64, String>,
@@ -243,11 +225,20 @@ impl Dr {
     ) -> Arc<Self> {
         let (durable, _) = watch::channel(0);
         let dr = Arc::new(Self {
+            rules: core::Rules::of(&config),
             config,
             node,
             addresses,
             primary: Mutex::new(PrimarySide::default()),
-            standby: Mutex::new(StandbySide::default()),
+            standby: Mutex::new(StandbySide {
+                clock: core::Standby::new(0),
+                source_applied: 0,
+                source_heard: None,
+                shipping: false,
+                paused: false,
+                last_error: String::new(),
+                caught_up_at: None,
+            }),
             durable,
             started: Instant::now(),
             isolated: std::sync::atomic::AtomicBool::new(false),
@@ -310,82 +301,45 @@ impl Dr {
         if !view.is_leader || view.region.role != RegionRole::Primary {
             return Ok(());
         }
-        let primary = self.primary_side(view.region.epoch);
-        if self.lease_required(view.region) {
-            let now = Instant::now();
-            match primary.lease_until {
-                Some(until) if until > now => {}
-                Some(until) => {
-                    return Err(self.no_lease(format!("it lapsed {} ms ago", (now - until).as_millis())));
+        let now = self.now_ms();
+        let mut primary = self.primary_side(view.region.epoch);
+        primary.gate.admit(&self.rules, view.region, core::LogIndex(view.applied), now).map_err(|refusal| {
+            let peer = self.config.peer_region.clone();
+            match refusal {
+                core::GateRefusal::NoLease { lapsed_ms: Some(ms) } => self.no_lease(format!("it lapsed {ms} ms ago")),
+                core::GateRefusal::NoLease { lapsed_ms: None } => self.no_lease("none granted to this node yet".into()),
+                core::GateRefusal::Lagging { lag, max } => Refusal::Lagging { peer, lag, max },
+                core::GateRefusal::Behind { index, waited_ms, max_ms } => {
+                    Refusal::Behind { peer, index: index.0, waited_ms, max_ms }
                 }
-                None => return Err(self.no_lease("none granted to this node yet".into())),
             }
-        }
-        let lag = view.applied.saturating_sub(primary.durable);
-        if self.config.max_lag_entries != 0 && lag > self.config.max_lag_entries {
-            return Err(Refusal::Lagging {
-                peer: self.config.peer_region.clone(),
-                lag,
-                max: self.config.max_lag_entries,
-            });
-        }
-        let mut primary = primary;
-        let now = Instant::now();
-        // Entries a former leader answered are not in this node's list: its
-        // clock for them starts now.
-        self.note_unconfirmed(view.region, &mut primary, view.applied, now);
-        self.within_rpo(view.region, &mut primary, now)
+        })
     }
 
-    /// Whether `max_lag_ms` bounds this region's writes now.
-    fn rpo_bounded(&self, region: RegionState) -> bool {
-        self.config.mode == Mode::Async && self.config.max_lag_ms != 0 && !region.lease_waived
-    }
-
-    /// Notes that entry `index` was applied here by `now` and is not
-    /// confirmed by the standby (when `max_lag_ms` bounds the writes).
-    fn note_unconfirmed(&self, region: RegionState, primary: &mut PrimarySide, index: u64, now: Instant) {
-        let noted = primary.unconfirmed.back().map_or(primary.durable, |&(last, _)| last.max(primary.durable));
-        if self.rpo_bounded(region) && index > noted {
-            primary.unconfirmed.push_back((index, now));
-        }
-    }
-
-    /// Async mode with `max_lag_ms`: whether the oldest entry the standby
-    /// has not confirmed has waited at most that long. Sync mode loses
-    /// nothing, and a primary whose lease is waived has no standby to wait
-    /// for.
-    fn within_rpo(&self, region: RegionState, primary: &mut PrimarySide, now: Instant) -> Result<(), Refusal> {
-        let max = Duration::from_millis(self.config.max_lag_ms);
-        if !self.rpo_bounded(region) {
-            return Ok(());
-        }
-        match primary.oldest_unconfirmed(now) {
-            Some((index, waited)) if waited > max => Err(Refusal::Behind {
-                peer: self.config.peer_region.clone(),
-                index,
-                waited_ms: waited.as_millis() as u64,
-                max_ms: self.config.max_lag_ms,
-            }),
-            _ => Ok(()),
-        }
-    }
-
-    /// Whether the primary's writes need a lease now.
-    fn lease_required(&self, region: RegionState) -> bool {
-        self.config.fencing == Fencing::Lease && !region.lease_waived
+    /// Milliseconds on this node's monotonic clock (since it started DR).
+    fn now_ms(&self) -> core::Millis {
+        self.started.elapsed().as_millis() as core::Millis
     }
 
     /// The primary side's figures, reset when the epoch changed: a new epoch
     /// is a new primary log, and a new standby relationship.
     fn primary_side(&self, epoch: u64) -> MutexGuard<'_, PrimarySide> {
         let mut primary = locked(&self.primary);
-        if primary.epoch != epoch {
-            let streams = primary.streams;
-            *primary = PrimarySide { epoch, streams, ..PrimarySide::default() };
+        if primary.gate.enter_epoch(core::Epoch(epoch)) {
+            primary.shipped_bytes = 0;
+            primary.applied_at.clear();
             self.durable.send_replace(0);
         }
         primary
+    }
+
+    /// The standby confirmed everything through `durable` (on the primary's
+    /// leader): sync-mode waits end and the log may be compacted up to it.
+    fn confirmed(&self, epoch: u64, durable: u64) {
+        if self.primary_side(epoch).gate.confirmed(core::LogIndex(durable)) {
+            self.durable.send_replace(durable);
+            let _ = self.node.retain_log_from(durable + 1);
+        }
     }
 
     fn no_lease(&self, detail: String) -> Refusal {
@@ -394,10 +348,7 @@ impl Dr {
 
     /// Whether the write applied at `index` may be acknowledged: in sync
     /// mode once the standby has committed it (waiting up to `within`); in
-    /// async mode at once, but only while the lease still holds (an entry
-    /// that committed after the lease lapsed is not acknowledged: the
-    /// standby may already have taken over) and no entry has waited for the
-    /// standby's confirmation longer than `max_lag_ms` (the RPO).
+    /// async mode as [`core::Primary::acknowledge`] decides.
     pub async fn acknowledge(&self, index: u64, within: Duration) -> Result<(), Refusal> {
         let region = self.region();
         if region.role != RegionRole::Primary {
@@ -408,7 +359,7 @@ impl Dr {
             peer: self.config.peer_region.clone(),
             index,
         };
-        if self.config.mode == Mode::Sync && !region.lease_waived {
+        if self.rules.waits_for_standby(region) {
             let mut durable = self.durable.subscribe();
             let waited = tokio::time::timeout(within, durable.wait_for(|durable| *durable >= index)).await;
             return match waited {
@@ -416,18 +367,13 @@ impl Dr {
                 _ => Err(not_confirmed()),
             };
         }
-        let now = Instant::now();
+        let now = self.now_ms();
         let mut primary = self.primary_side(region.epoch);
-        if primary.durable >= index {
-            return Ok(());
+        if primary.gate.acknowledge(&self.rules, region, core::LogIndex(index), now) {
+            Ok(())
+        } else {
+            Err(not_confirmed())
         }
-        if self.lease_required(region) && primary.lease_until.is_none_or(|until| until <= now) {
-            return Err(not_confirmed());
-        }
-        // Answered while the standby has not confirmed it: at risk in a
-        // failover, so only while the oldest such entry is young enough.
-        self.note_unconfirmed(region, &mut primary, index, now);
-        self.within_rpo(region, &mut primary, now).map_err(|_| not_confirmed())
     }
 
     /// How long until this (standby) node may promote its region without
@@ -436,20 +382,9 @@ impl Dr {
     /// up in its own log, which this region applied) or without lease
     /// fencing.
     pub fn promote_wait(&self) -> Duration {
-        if self.config.fencing == Fencing::None || self.region().source_frozen {
-            return Duration::ZERO;
-        }
-        let standby = locked(&self.standby);
-        let lease = Duration::from_millis(self.config.lease_ms + self.config.clock_skew_ms);
-        let mut wait = Duration::ZERO;
-        if let Some(granted) = standby.last_grant {
-            wait = wait.max((granted + lease).saturating_duration_since(Instant::now()));
-        }
-        // An earlier leader of this region may have granted a lease until it
-        // stepped down, which it does within an election timeout.
-        let since = standby.leader_since.unwrap_or(self.started).max(self.started);
-        let inherited = lease + Duration::from_millis(self.config.election_timeout_ms);
-        wait.max((since + inherited).saturating_duration_since(Instant::now()))
+        let now = self.now_ms();
+        let wait = locked(&self.standby).clock.promote_wait(&self.rules, self.region().source_frozen, now);
+        Duration::from_millis(wait)
     }
 
     /// The standby leader's shipping session is asked to stop and waited
@@ -500,7 +435,7 @@ impl Dr {
         let view = self.node.view();
         let applied = view.applied;
         let mut primary = self.primary_side(view.region.epoch);
-        let durable = primary.durable;
+        let durable = primary.gate.durable().0;
         while primary.applied_at.front().is_some_and(|(index, _)| *index <= durable) {
             primary.applied_at.pop_front();
         }
@@ -534,9 +469,9 @@ async fn record_metrics(dr: Arc<Dr>) {
         let (entries, behind) = dr.lag();
         lag_entries.set(entries as f64);
         lag_seconds.set(behind.as_secs_f64());
+        let now = dr.now_ms();
         let primary = locked(&dr.primary);
-        let remaining =
-            primary.lease_until.map_or(0.0, |until| until.saturating_duration_since(Instant::now()).as_secs_f64());
+        let remaining = primary.gate.lease_until().map_or(0.0, |until| until.saturating_sub(now) as f64 / 1e3);
         lease.set(remaining);
         shipped.set(primary.shipped_bytes as f64);
     }
@@ -600,21 +535,5 @@ mod tests {
         }
         // The words alone say nothing to a program.
         assert_eq!(RegionRefusal::of(&tonic::Status::failed_precondition("it diverged")), None);
-    }
-
-    #[test]
-    fn the_oldest_unconfirmed_entry_is_the_first_the_standby_has_not_confirmed() {
-        let start = Instant::now();
-        let at = |ms| start + Duration::from_millis(ms);
-        let mut side = PrimarySide::default();
-        assert_eq!(side.oldest_unconfirmed(at(0)), None);
-        side.unconfirmed.extend([(5, at(0)), (7, at(300)), (9, at(600))]);
-        assert_eq!(side.oldest_unconfirmed(at(1_000)), Some((5, Duration::from_millis(1_000))));
-        // The standby confirms through 7: entry 9 is the oldest at risk.
-        side.durable = 7;
-        assert_eq!(side.oldest_unconfirmed(at(1_000)), Some((9, Duration::from_millis(400))));
-        side.durable = 9;
-        assert_eq!(side.oldest_unconfirmed(at(1_000)), None);
-        assert!(side.unconfirmed.is_empty(), "confirmed entries are forgotten");
     }
 }

@@ -3,7 +3,6 @@
 //! heartbeats when idle, and turns the standby's acknowledgements into the
 //! durable index (sync mode, lag) and the write lease.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,10 +13,6 @@ use tonic::{Status, Streaming};
 
 use crate::proto::{ShipDown, ShipUp, ShippedEntry};
 use crate::{entry_crc, locked, Dr, SHIP_BATCH_BYTES};
-
-/// Messages sent and not yet acknowledged, kept for the lease: the lease
-/// counts from when the acknowledged message was sent.
-const UNACKED_MAX: usize = 4_096;
 
 /// Checks the standby's first message against this node; the stream's
 /// first index, or why it is refused.
@@ -63,18 +58,14 @@ pub(crate) async fn ship(
     let mut views = node.watch_view();
     let heartbeat = Duration::from_millis(dr.config.heartbeat_ms);
     let mut ticker = tokio::time::interval(heartbeat);
-    let mut unacked: VecDeque<(u64, Instant)> = VecDeque::new();
-    let mut seq = 0u64;
+    let mut stream = crate::core::Stream::default();
     let mut last_sent = Instant::now() - heartbeat;
     let _ = node.retain_log_from(next);
     {
         // The standby holds everything before `next` already.
-        let mut primary = dr.primary_side(node.view().region.epoch);
-        primary.streams += 1;
-        if next - 1 > primary.durable {
-            primary.durable = next - 1;
-            dr.durable.send_replace(next - 1);
-        }
+        let epoch = node.view().region.epoch;
+        dr.primary_side(epoch).streams += 1;
+        dr.confirmed(epoch, next - 1);
     }
     tracing::info!(node = node.id(), from = next, "shipping to the standby region");
     let ending: Result<(), Status> = 'ship: loop {
@@ -110,7 +101,6 @@ pub(crate) async fn ship(
             }
         }
         if !entries.is_empty() || last_sent.elapsed() >= heartbeat {
-            seq += 1;
             let mut bytes = 0u64;
             let shipped: Vec<ShippedEntry> = entries
                 .into_iter()
@@ -127,19 +117,15 @@ pub(crate) async fn ship(
             if let Some(last) = shipped.last() {
                 next = last.index + 1;
             }
+            let sent_at = Instant::now();
             let message = ShipDown {
-                seq,
+                seq: stream.send(dr.now_ms()),
                 region: dr.config.region.clone(),
                 node_id: node.id(),
                 epoch: view.region.epoch,
                 applied_index: view.applied,
                 entries: shipped,
             };
-            let sent_at = Instant::now();
-            if unacked.len() == UNACKED_MAX {
-                unacked.pop_front();
-            }
-            unacked.push_back((seq, sent_at));
             // Sending waits while the standby is slow (HTTP/2 flow control);
             // acknowledgements are read meanwhile.
             let send = sender.send(Ok(message));
@@ -153,7 +139,7 @@ pub(crate) async fn ship(
                         break;
                     }
                     ack = acks.message() => match ack {
-                        Ok(Some(ack)) => on_ack(&dr, &ack, &mut unacked),
+                        Ok(Some(ack)) => on_ack(&dr, &ack, &mut stream),
                         Ok(None) => break 'ship Ok(()),
                         Err(status) => break 'ship Err(status),
                     },
@@ -168,7 +154,7 @@ pub(crate) async fn ship(
         }
         tokio::select! {
             ack = acks.message() => match ack {
-                Ok(Some(ack)) => on_ack(&dr, &ack, &mut unacked),
+                Ok(Some(ack)) => on_ack(&dr, &ack, &mut stream),
                 Ok(None) => break Ok(()),
                 Err(status) => break Err(status),
             },
@@ -191,29 +177,10 @@ pub(crate) async fn ship(
 /// An acknowledgement: the standby's durable index, and a lease counted
 /// from when the acknowledged message was sent (never longer than this
 /// region's own setting).
-fn on_ack(dr: &Dr, ack: &ShipUp, unacked: &mut VecDeque<(u64, Instant)>) {
-    let mut sent_at = None;
-    while let Some(&(seq, at)) = unacked.front() {
-        if seq > ack.ack_seq {
-            break;
-        }
-        unacked.pop_front();
-        if seq == ack.ack_seq {
-            sent_at = Some(at);
-        }
+fn on_ack(dr: &Dr, ack: &ShipUp, stream: &mut crate::core::Stream) {
+    let epoch = dr.node.view().region.epoch;
+    if let Some(sent_at) = stream.acknowledged(ack.ack_seq) {
+        dr.primary_side(epoch).gate.acknowledged(&dr.rules, sent_at, ack.lease_ms);
     }
-    let mut primary = dr.primary_side(dr.node.view().region.epoch);
-    if let Some(sent_at) = sent_at {
-        let lease = Duration::from_millis(ack.lease_ms.min(dr.config.lease_ms));
-        let until = sent_at + lease;
-        if primary.lease_until.is_none_or(|current| current < until) {
-            primary.lease_until = Some(until);
-        }
-    }
-    if ack.durable_cursor > primary.durable {
-        primary.durable = ack.durable_cursor;
-        drop(primary);
-        dr.durable.send_replace(ack.durable_cursor);
-        let _ = dr.node.retain_log_from(ack.durable_cursor + 1);
-    }
+    dr.confirmed(epoch, ack.durable_cursor);
 }

@@ -3,7 +3,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use coffer_consensus::region::{RegionNote, RegionOp, REASON_BYTES_MAX};
 use coffer_consensus::{Applied, Outcome, ProposalError, RegionRole, RequestError};
@@ -322,17 +322,11 @@ impl DrService for DrApi {
             // Only the primary's leader ships and holds the lease.
             _ if view.is_leader => {
                 let primary = dr.primary_side(region.epoch);
-                response.standby_durable_index = primary.durable;
+                response.standby_durable_index = primary.gate.durable().0;
                 response.shipped_bytes = primary.shipped_bytes;
                 response.standby_connected = primary.streams > 0;
-                response.lease_remaining_ms = primary.lease_until.map_or(-1, |until| {
-                    let now = Instant::now();
-                    if until >= now {
-                        (until - now).as_millis() as i64
-                    } else {
-                        -((now - until).as_millis() as i64)
-                    }
-                });
+                let now = dr.now_ms();
+                response.lease_remaining_ms = primary.gate.lease_until().map_or(-1, |until| until as i64 - now as i64);
             }
             _ => {}
         }
@@ -410,7 +404,7 @@ impl DrService for DrApi {
         // Frozen: nothing changes the ledger any more.
         let (_, found) = dr.node.read(|state| state.last_timestamp()).await.map_err(|error| request_status(&error))?;
         let last_timestamp = found.map_err(|error| Status::data_loss(error.to_string()))?;
-        if last_timestamp != request.base_timestamp {
+        if !crate::core::may_demote(&dr.rules, last_timestamp, request.base_timestamp) {
             return Err(RegionRefusal::Diverged.status(format!(
                 "region {} applied writes the new primary does not hold (its last timestamp {last_timestamp} is not \
                  the new primary's base {}): it diverged and must be re-seeded; it stays frozen",

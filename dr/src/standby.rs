@@ -33,7 +33,7 @@ pub(crate) async fn follow(dr: Arc<Dr>) {
         let view = node.view();
         if view.is_leader != leading {
             leading = view.is_leader;
-            locked(&dr.standby).leader_since = leading.then(Instant::now);
+            locked(&dr.standby).clock.leadership(leading, dr.now_ms());
         }
         let paused = locked(&dr.standby).paused || dr.is_isolated();
         if !view.is_leader || view.region.role != RegionRole::Standby || paused {
@@ -169,7 +169,7 @@ async fn session(dr: &Arc<Dr>, address: &str) -> Result<(), Failure> {
             }
             // The grant is recorded before it is sent: the promotion wait
             // counts from no earlier than the primary's lease does.
-            standby.last_grant = Some(Instant::now());
+            standby.clock.granted(dr.now_ms());
             standby.last_error.clear();
         }
         let ack =
