@@ -30,6 +30,7 @@ pub mod audit_log;
 pub mod client;
 pub mod codec;
 pub mod convert;
+pub mod disaster;
 pub mod metrics;
 pub mod node;
 pub mod region_headers;

@@ -188,6 +188,11 @@ impl NodeProcess {
         self.child = Some(child);
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(std::process::Child::id)
+    }
+
     /// Whether the process is running (started and not yet reaped).
     pub fn is_running(&mut self) -> bool {
         match &mut self.child {

@@ -1,7 +1,8 @@
 //! Disaster recovery end to end: two regions of three real `coffer node`
 //! processes each on loopback (the primary "seoul", nodes 1-3, and the
 //! standby "busan", nodes 11-13), driven by the `coffer dr` commands, the
-//! Rust client and raw gRPC.
+//! operations' library (`coffer_api::disaster`), the Rust client and raw
+//! gRPC.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use coffer_api::client::{Client, ClientConfig};
 use coffer_api::convert::{transfer_to_wire, Amounts};
+use coffer_api::disaster::{Operator, SwitchoverArgs, Timeline};
 use coffer_api::proto;
 use coffer_api::proto::ledger_service_client::LedgerServiceClient;
 use coffer_dr::proto::dr_service_client::DrServiceClient;
@@ -144,6 +146,63 @@ async fn wait_shipping(at: &str) {
         assert!(Instant::now() < deadline, "the standby never connected: {:?}", dr(at, &["status"]));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The standby's leader dies between the freeze and the promotion (the
+/// operation's observer kills it as the freeze is recorded): the switchover
+/// follows the new leader and completes, or gives the primary its writes
+/// back; either way writes are refused for at most the operation's
+/// catch-up deadline and one region takes them afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switchover_follows_a_standby_leader_change_between_the_freeze_and_the_promotion() {
+    let (seoul, mut busan) = Cluster::start_regions(3, &settings("async")).await;
+    let at = addresses(&seoul);
+    wait_shipping(&at).await;
+    setup(&client(&seoul)).await;
+    let leader = busan.wait_for_leader(&[]).await;
+    let pid = busan.node(leader).pid().expect("busan's leader runs");
+    let killed = Arc::new(Mutex::new(None::<Instant>));
+    let kill = killed.clone();
+    let mut timeline = Timeline::observed(move |event| {
+        let mut killed = kill.lock().unwrap();
+        if event.event.starts_with("writes frozen") && killed.is_none() {
+            let sent = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            assert!(sent.is_ok_and(|status| status.success()), "SIGKILL to busan's leader {pid}");
+            *killed = Some(Instant::now());
+        }
+    });
+    let operator = Operator::new(coffer_tests::pki::admin());
+    let deadline_ms = 30_000;
+    let args = SwitchoverArgs { max_lag: 10_000, catch_up_timeout_ms: deadline_ms };
+    let outcome =
+        operator.switchover(&at.split(',').map(str::to_owned).collect::<Vec<_>>(), &args, &mut timeline).await;
+    let killed_at = killed.lock().unwrap().expect("the observer saw the freeze and killed busan's leader");
+    let events: Vec<&str> = timeline.events().iter().map(|event| event.event.as_str()).collect();
+    println!("{events:#?}\n{:?}", outcome.as_ref().map(|report| report.write_pause_ms));
+    let writer_region = match &outcome {
+        Ok(report) => {
+            assert_eq!((report.from_region.as_str(), report.to_region.as_str()), ("seoul", "busan"), "{events:#?}");
+            assert!(report.write_pause_ms <= deadline_ms, "{report:?}");
+            let promoted = events.iter().find(|event| event.starts_with("busan promoted")).expect("promoted");
+            assert!(!promoted.is_empty());
+            &busan
+        }
+        Err(error) => {
+            // It could not promote in time: seoul must have its writes back.
+            assert!(error.to_string().contains("writes unfrozen in seoul"), "{error}\n{events:#?}");
+            assert!(killed_at.elapsed() <= Duration::from_millis(deadline_ms + 10_000));
+            &seoul
+        }
+    };
+    // Exactly one region takes a write now.
+    let written = client(writer_region).create_transfers(&batch(900_000, 10)).await.unwrap();
+    assert!(written.value.iter().all(|result| *result == CreateTransferResult::Created), "{written:?}");
+    let other = if std::ptr::eq(writer_region, &busan) { &seoul } else { &busan };
+    assert!(client(other).create_transfers(&batch(900_100, 10)).await.is_err(), "the other region refuses writes");
+    // The killed node comes back and catches up.
+    busan.node(leader).kill();
+    busan.node(leader).start();
+    let _ = busan.wait_for_leader(&[]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
