@@ -385,13 +385,11 @@ impl<N: Node> Shared<N> {
         answer: impl FnOnce(proto::Served, OperationResults) -> Option<R>,
     ) -> Result<Proposed<R>, Status> {
         if let Some(dr) = &self.dr {
-            dr.admit().map_err(|refusal| Status::unavailable(refusal.to_string()))?;
+            dr.admit().map_err(|refusal| refusal.status())?;
         }
         let proposed = deadline.run("the write", true, self.node.propose(operation, caller.principal())).await?;
         if let (Some(dr), Ok(Applied { index, .. })) = (&self.dr, &proposed) {
-            dr.acknowledge(*index, deadline.remaining())
-                .await
-                .map_err(|refusal| Status::unavailable(refusal.to_string()))?;
+            dr.acknowledge(*index, deadline.remaining()).await.map_err(|refusal| refusal.status())?;
         }
         match proposed {
             Ok(Applied { index, outcome: Outcome::Operation(results) }) => {

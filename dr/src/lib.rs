@@ -47,9 +47,9 @@ pub mod proto {
 /// The response metadata naming the leader's client address (the key the
 /// ledger API uses for the same purpose, `coffer_api::status`).
 pub const LEADER_METADATA_KEY: &str = "coffer-leader";
-/// The response metadata naming why a region operation was refused, for
-/// callers that act on the reason ([`RegionRefusal`]); the message is for
-/// people.
+/// The response metadata naming why a region operation or a write was
+/// refused, for callers that act on the reason ([`RegionRefusal`], the
+/// write gate's [`Refusal::name`]); the message is for people.
 pub const REFUSAL_METADATA_KEY: &str = "coffer-refusal";
 
 /// Why a region operation was refused, where a caller acts on it.
@@ -149,6 +149,27 @@ pub enum Refusal {
         /// The entry.
         index: u64,
     },
+}
+
+impl Refusal {
+    /// Its reason on the wire, in [`REFUSAL_METADATA_KEY`]: `no_lease`,
+    /// `lagging`, `behind` (`max_lag_ms`) or `not_confirmed`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::NoLease { .. } => "no_lease",
+            Self::Lagging { .. } => "lagging",
+            Self::Behind { .. } => "behind",
+            Self::NotConfirmed { .. } => "not_confirmed",
+        }
+    }
+
+    /// The `UNAVAILABLE` answer (retryable with the same ids) saying why,
+    /// tagged with [`Self::name`] for callers that act on the reason.
+    pub fn status(&self) -> tonic::Status {
+        let mut status = tonic::Status::unavailable(self.to_string());
+        status.metadata_mut().insert(REFUSAL_METADATA_KEY, tonic::metadata::MetadataValue::from_static(self.name()));
+        status
+    }
 }
 
 /// The primary side's shipping figures (on the node serving the stream).
@@ -535,5 +556,10 @@ mod tests {
         }
         // The words alone say nothing to a program.
         assert_eq!(RegionRefusal::of(&tonic::Status::failed_precondition("it diverged")), None);
+        let behind = Refusal::Behind { peer: "busan".into(), index: 9, waited_ms: 1_200, max_ms: 1_000 };
+        let status = behind.status();
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert!(status.message().contains("max_lag_ms"), "{}", status.message());
+        assert_eq!(status.metadata().get(REFUSAL_METADATA_KEY).map(|value| value.to_str().ok()), Some(Some("behind")));
     }
 }
