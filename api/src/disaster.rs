@@ -194,19 +194,98 @@ pub struct DrillArgs {
     pub warmup_ms: u64,
 }
 
-/// Why a DR command failed.
+/// Why a DR operation failed. Each says whether anything changed: the
+/// refusals before a first step change nothing; [`DrError::Partial`] says
+/// what a multi-step operation did or undid.
 #[derive(Debug, thiserror::Error)]
 pub enum DrError {
-    /// A node could not be reached or refused.
+    /// A node or region could not be reached (nothing was asked of it).
     #[error("{0}")]
-    Failed(String),
+    Unreachable(String),
+    /// A region has no reachable leader.
+    #[error("region {region} ({addresses}) has no reachable leader: {detail}")]
+    NoLeader {
+        /// The region.
+        region: String,
+        /// Its nodes' addresses.
+        addresses: String,
+        /// What its nodes answered.
+        detail: String,
+    },
+    /// A node refused a DR operation.
+    #[error("{operation} at {address}: {code:?}: {message}")]
+    Refused {
+        /// The operation (`Freeze`, `Promote`, ...).
+        operation: String,
+        /// The node asked.
+        address: String,
+        /// The gRPC code.
+        code: Code,
+        /// The node's message.
+        message: String,
+        /// The reason a program acts on, when the node gave one.
+        reason: Option<RegionRefusal>,
+    },
+    /// The regions are not in a state the operation starts from (or its
+    /// input is wrong): nothing changed.
+    #[error("{0}")]
+    Precondition(String),
+    /// A wait reached the operation's deadline.
+    #[error("timed out after {after_ms} ms waiting for {what} ({last})")]
+    TimedOut {
+        /// What was awaited.
+        what: String,
+        /// The deadline.
+        after_ms: u64,
+        /// The last state seen.
+        last: String,
+    },
+    /// The two regions' state digests differ where they must be equal.
+    #[error("state digests differ: {0}")]
+    DigestsDiffer(String),
+    /// A ledger call (the drill's load, listing transfers) failed.
+    #[error("{what}: {detail}")]
+    Ledger {
+        /// The call.
+        what: String,
+        /// Its error.
+        detail: String,
+    },
+    /// A failback found the old primary diverged: it committed transfers
+    /// the new primary does not hold, and stays frozen.
+    #[error(
+        "{region} diverged from {primary}: it committed {count} transfers the new primary does not hold ({listed}); it \
+         stays frozen. Reconcile them, then re-seed it from the new primary with `coffer dr failback --reseed`"
+    )]
+    Diverged {
+        /// The old primary.
+        region: String,
+        /// The new primary.
+        primary: String,
+        /// How many transfers.
+        count: usize,
+        /// The first of them, in words.
+        listed: String,
+    },
+    /// A multi-step operation failed partway: the step's error and what the
+    /// operation did about it (undone, or left for the operator).
+    #[error("{error}; {outcome}")]
+    Partial {
+        /// The step's error.
+        error: Box<DrError>,
+        /// What was done or left.
+        outcome: String,
+    },
     /// The drill ran but failed its checks (the report says why).
     #[error("drill FAILED: {0}")]
     Verdict(String),
+    /// The report could not be written out.
+    #[error("writing the report: {0}")]
+    Output(String),
 }
 
-fn failed(message: impl Into<String>) -> DrError {
-    DrError::Failed(message.into())
+fn ledger_error(what: &str, error: impl std::fmt::Display) -> DrError {
+    DrError::Ledger { what: what.to_owned(), detail: error.to_string() }
 }
 
 /// A node's DR status, as answered.
@@ -241,13 +320,10 @@ struct Region {
 
 impl Region {
     fn leader(&self) -> Result<&NodeStatus, DrError> {
-        self.leader.as_ref().ok_or_else(|| {
-            failed(format!(
-                "region {} ({}) has no reachable leader: {}",
-                self.name,
-                self.addresses.join(","),
-                self.errors.join("; ")
-            ))
+        self.leader.as_ref().ok_or_else(|| DrError::NoLeader {
+            region: self.name.clone(),
+            addresses: self.addresses.join(","),
+            detail: self.errors.join("; "),
         })
     }
 
@@ -268,7 +344,13 @@ impl Region {
 }
 
 fn rpc_error(what: &str, address: &str, status: &Status) -> DrError {
-    failed(format!("{what} at {address}: {:?}: {}", status.code(), status.message()))
+    DrError::Refused {
+        operation: what.to_owned(),
+        address: address.to_owned(),
+        code: status.code(),
+        message: status.message().to_owned(),
+        reason: RegionRefusal::of(status),
+    }
 }
 
 /// (primary, other): the primary of the highest epoch.
@@ -280,7 +362,10 @@ fn primary_first(a: Region, b: Region) -> Result<(Region, Region), DrError> {
         (false, true) => Ok((b, a)),
         (false, false) => {
             let (a_role, b_role) = (a.role_text(), b.role_text());
-            Err(failed(format!("no primary: region {} is {a_role}, region {} is {b_role}", a.name, b.name)))
+            Err(DrError::Precondition(format!(
+                "no primary: region {} is {a_role}, region {} is {b_role}",
+                a.name, b.name
+            )))
         }
     }
 }
@@ -591,12 +676,12 @@ impl Load {
 
 async fn drill_setup(client: &Client) -> Result<(), DrError> {
     let ledger = Ledger::new(DRILL_LEDGER, "DRILL", 0, "DR drill");
-    client.create_ledgers(&[ledger]).await.map_err(|error| failed(format!("drill ledger: {error}")))?;
+    client.create_ledgers(&[ledger]).await.map_err(|error| ledger_error("drill ledger", error))?;
     let account = |id, code| Account { id, ledger: DRILL_LEDGER, code, kind: AccountKind::Other, ..Account::default() };
     client
         .create_accounts(&[account(DRILL_DEBIT, 1), account(DRILL_CREDIT, 2)])
         .await
-        .map_err(|error| failed(format!("drill accounts: {error}")))?;
+        .map_err(|error| ledger_error("drill accounts", error))?;
     Ok(())
 }
 
@@ -731,7 +816,7 @@ impl Operator {
     async fn both(&self, addresses: &[String]) -> Result<(Region, Region), DrError> {
         let first = self.region(addresses).await;
         if first.peer_addresses.is_empty() {
-            return Err(failed(format!(
+            return Err(DrError::Unreachable(format!(
                 "no node at {} answered with a DR status ({}): is disaster recovery configured?",
                 addresses.join(","),
                 first.errors.join("; ")
@@ -748,7 +833,7 @@ impl Operator {
     /// A leader's client.
     async fn leader_client(&self, region: &Region) -> Result<(String, DrServiceClient<Channel>), DrError> {
         let address = region.leader()?.address.clone();
-        let client = self.connect(&address).await.map_err(failed)?;
+        let client = self.connect(&address).await.map_err(DrError::Unreachable)?;
         Ok((address, client))
     }
 
@@ -775,7 +860,7 @@ impl Operator {
                 );
             }
             if Instant::now() >= deadline {
-                return Err(failed(format!("timed out after {} ms waiting for {what} ({last})", timeout.as_millis())));
+                return Err(DrError::TimedOut { what: what.to_owned(), after_ms: timeout.as_millis() as u64, last });
             }
             tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
         }
@@ -801,11 +886,14 @@ impl Operator {
         let standby_leader = standby.leader()?.clone();
         let standby_info = standby_leader.region();
         if standby_leader.role() != Some(RegionRole::Standby) {
-            return Err(failed(format!("region {} is {}, not a standby", standby.name, standby_info.role)));
+            return Err(DrError::Precondition(format!(
+                "region {} is {}, not a standby",
+                standby.name, standby_info.role
+            )));
         }
         let primary_leader = primary.leader()?.clone();
         if standby_info.epoch != primary_leader.region().epoch {
-            return Err(failed(format!(
+            return Err(DrError::Precondition(format!(
                 "region {} follows epoch {}, the primary {} is at epoch {}: run `coffer dr failback` first",
                 standby.name,
                 standby_info.epoch,
@@ -815,7 +903,7 @@ impl Operator {
         }
         let lag = primary_leader.status.applied_index.saturating_sub(standby_info.cursor);
         if lag > args.max_lag {
-            return Err(failed(format!(
+            return Err(DrError::Precondition(format!(
                 "region {} lags {lag} entries behind {}, more than --max-lag {}: refused (nothing changed)",
                 standby.name, primary.name, args.max_lag
             )));
@@ -846,7 +934,7 @@ impl Operator {
                         primary.name
                     );
                     timeline.at(done.clone());
-                    return Err(failed(format!("{error}; {done}")));
+                    return Err(DrError::Partial { error: Box::new(error), outcome: done });
                 }
                 let undone = match self.unfreeze(&primary.addresses, "switchover failed", timeout).await {
                     Ok(()) => format!("writes unfrozen in {}, nothing else changed", primary.name),
@@ -856,7 +944,7 @@ impl Operator {
                     ),
                 };
                 timeline.at(undone.clone());
-                return Err(failed(format!("{error}; {undone}")));
+                return Err(DrError::Partial { error: Box::new(error), outcome: undone });
             }
         };
         let (promoted, digest) = promoted;
@@ -909,8 +997,8 @@ impl Operator {
         let primary_digest = self.digest_at(&self.region(&primary.addresses).await).await?;
         let standby_digest = self.digest_at(&self.region(&standby.addresses).await).await?;
         if primary_digest.digest != standby_digest.digest {
-            return Err(failed(format!(
-                "state digests differ: {} {} at index {}, {} {} at cursor {}",
+            return Err(DrError::DigestsDiffer(format!(
+                "{} {} at index {}, {} {} at cursor {}",
                 primary.name,
                 primary_digest.digest,
                 primary_digest.applied_index,
@@ -1004,12 +1092,11 @@ impl Operator {
     /// The transfers the region at `addresses` holds after `timestamp`.
     async fn transfers_after(&self, addresses: &[String], timestamp: u64) -> Result<Vec<Transfer>, DrError> {
         let config = ClientConfig { deadline_ms: CALL_TIMEOUT_MS, ..self.client_config(addresses.to_vec()) };
-        let client = Client::new(config).map_err(|error| failed(error.to_string()))?.with_stale_reads(true);
+        let client = Client::new(config).map_err(|error| ledger_error("client", error))?.with_stale_reads(true);
         let mut found = Vec::new();
         let mut query = TransferQuery { timestamp_min: timestamp + 1, ..TransferQuery::all(8_189) };
         loop {
-            let page =
-                client.query_transfers(&query).await.map_err(|error| failed(format!("QueryTransfers: {error}")))?;
+            let page = client.query_transfers(&query).await.map_err(|error| ledger_error("QueryTransfers", error))?;
             found.extend(page.value.transfers);
             if page.value.next_timestamp == 0 {
                 return Ok(found);
@@ -1034,7 +1121,7 @@ impl Operator {
         } else if b.role() == Some(RegionRole::Standby) {
             (b, a)
         } else {
-            return Err(failed(format!(
+            return Err(DrError::Precondition(format!(
                 "no standby region to promote: {} is {}, {} is {}",
                 a.name,
                 a.role_text(),
@@ -1045,7 +1132,7 @@ impl Operator {
         if let Some(leader) = &old.leader {
             let leased = leader.status.lease_remaining_ms > 0;
             if leader.role() == Some(RegionRole::Primary) && leased && !args.force && !args.wait_lease {
-                return Err(failed(format!(
+                return Err(DrError::Precondition(format!(
                     "region {} answers and holds a valid write lease ({} ms left): it is not lost. Use `coffer dr \
                      switchover` for a planned move, or --force if it must be fenced anyway",
                     old.name, leader.status.lease_remaining_ms
@@ -1121,7 +1208,10 @@ impl Operator {
         let (primary, old) = primary_first(a, b)?;
         let info = primary.leader()?.region();
         if info.primary_since == 0 {
-            return Err(failed(format!("region {} was never promoted: nothing to reconcile", primary.name)));
+            return Err(DrError::Precondition(format!(
+                "region {} was never promoted: nothing to reconcile",
+                primary.name
+            )));
         }
         old.leader()?;
         let transfers = self.transfers_after(&old.addresses, info.base_timestamp).await?;
@@ -1191,14 +1281,12 @@ impl Operator {
                             transfers.len() - LISTED_MAX
                         ));
                     }
-                    return Err(failed(format!(
-                        "{} diverged from {}: it committed {} transfers the new primary does not hold ({}); it stays \
-                         frozen. Reconcile them, then re-seed it from the new primary with `coffer dr failback --reseed`",
-                        old.name,
-                        primary.name,
-                        transfers.len(),
-                        list.join(", ")
-                    )));
+                    return Err(DrError::Diverged {
+                        region: old.name,
+                        primary: primary.name,
+                        count: transfers.len(),
+                        listed: list.join(", "),
+                    });
                 } else {
                     return Err(rpc_error("Demote", &address, &status));
                 }
@@ -1267,7 +1355,7 @@ impl Operator {
             let node = self
                 .node_status(address.clone())
                 .await
-                .map_err(|error| failed(format!("re-seed needs every node: {error}")))?;
+                .map_err(|error| DrError::Unreachable(format!("re-seed needs every node: {error}")))?;
             term = term.max(node.status.term);
         }
         let request = ReseedRequest {
@@ -1279,12 +1367,12 @@ impl Operator {
             restart: false,
         };
         for address in &old.addresses {
-            let mut client = self.connect(address).await.map_err(failed)?;
+            let mut client = self.connect(address).await.map_err(DrError::Unreachable)?;
             client.reseed(request.clone()).await.map_err(|status| rpc_error("Reseed (prepare)", address, &status))?;
         }
         timeline.at(format!("every node of {} downloaded and prepared it", old.name));
         for address in &old.addresses {
-            let mut client = self.connect(address).await.map_err(failed)?;
+            let mut client = self.connect(address).await.map_err(DrError::Unreachable)?;
             let restart = ReseedRequest { restart: true, ..request.clone() };
             client.reseed(restart).await.map_err(|status| rpc_error("Reseed (install)", address, &status))?;
         }
@@ -1324,7 +1412,9 @@ impl Operator {
     /// trail. Nothing changes if it is not frozen.
     pub async fn unfreeze_primary(&self, addresses: &[String], args: &UnfreezeArgs) -> Result<UnfreezeReport, DrError> {
         if args.reason.trim().is_empty() {
-            return Err(failed("--reason: say why (the audit trail records it with who unfroze the region)"));
+            return Err(DrError::Precondition(
+                "--reason: say why (the audit trail records it with who unfroze the region)".into(),
+            ));
         }
         let (a, b) = self.both(addresses).await?;
         let (primary, _) = primary_first(a, b)?;
@@ -1348,7 +1438,7 @@ impl Operator {
         let (primary, standby) = primary_first(a, b)?;
         let epoch = primary.epoch();
         if standby.role() == Some(RegionRole::Primary) {
-            return Err(failed(format!(
+            return Err(DrError::Precondition(format!(
                 "region {} is a primary (epoch {}): use `coffer dr failback --reseed` for an old primary",
                 standby.name,
                 standby.epoch()
@@ -1409,7 +1499,7 @@ impl Operator {
 
     async fn isolate(&self, addresses: &[String], isolated: bool) -> Result<(), DrError> {
         for address in addresses {
-            let mut client = self.connect(address).await.map_err(failed)?;
+            let mut client = self.connect(address).await.map_err(DrError::Unreachable)?;
             client
                 .isolate(IsolateRequest { isolated })
                 .await
@@ -1440,8 +1530,8 @@ impl Operator {
             standby.name
         ));
         let mut running = None;
-        let setup =
-            Client::new(self.client_config(primary.addresses.clone())).map_err(|error| failed(error.to_string()))?;
+        let setup = Client::new(self.client_config(primary.addresses.clone()))
+            .map_err(|error| ledger_error("client", error))?;
         drill_setup(&setup).await?;
         if args.load > 0 {
             running = Some(Load::start(self.clone(), regions.clone(), args.load, timeline.started));
@@ -1530,12 +1620,12 @@ impl Operator {
         report.refused_batches = load.refusals.load(std::sync::atomic::Ordering::Relaxed);
         if !acknowledged.is_empty() {
             let client = Client::new(self.client_config(final_primary.addresses.clone()))
-                .map_err(|error| failed(error.to_string()))?;
+                .map_err(|error| ledger_error("client", error))?;
             let mut lost = Vec::new();
             for chunk in acknowledged.chunks(8_000) {
                 let ids: Vec<TransferId> = chunk.iter().map(|(id, _)| *id).collect();
                 let found =
-                    client.lookup_transfers(&ids).await.map_err(|error| failed(format!("LookupTransfers: {error}")))?;
+                    client.lookup_transfers(&ids).await.map_err(|error| ledger_error("LookupTransfers", error))?;
                 lost.extend(ids.iter().zip(&found.value).filter(|(_, found)| found.is_none()).map(|(id, _)| id.0));
             }
             report.rpo_lost_acknowledged = lost.len();
@@ -1677,5 +1767,66 @@ impl Operator {
                 load.refusals.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn region(name: &str, role: Option<&str>) -> Region {
+        let leader = role.map(|role| NodeStatus {
+            address: "127.0.0.1:1".into(),
+            status: DrStatusResponse {
+                is_leader: true,
+                region: Some(coffer_dr::proto::RegionInfo {
+                    region: name.into(),
+                    role: role.into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        });
+        Region {
+            name: name.into(),
+            addresses: vec!["127.0.0.1:1".into()],
+            leader,
+            errors: vec!["connection refused".into()],
+            peer_addresses: Vec::new(),
+            peer_name: String::new(),
+        }
+    }
+
+    #[test]
+    fn errors_say_which_kind_of_failure_they_are() {
+        let both_standby = primary_first(region("seoul", Some("standby")), region("busan", Some("standby")));
+        assert!(matches!(both_standby, Err(DrError::Precondition(text)) if text.contains("no primary")));
+        let (primary, _) = primary_first(region("seoul", None), region("busan", Some("primary"))).unwrap();
+        assert_eq!(primary.name, "busan");
+        let unreachable = region("seoul", None);
+        assert!(matches!(unreachable.leader(), Err(DrError::NoLeader { region, .. }) if region == "seoul"));
+        let refused = rpc_error("Promote", "127.0.0.1:1", &RegionRefusal::LeaseHeld.status("wait".into()));
+        assert!(
+            matches!(
+                &refused,
+                DrError::Refused { reason: Some(RegionRefusal::LeaseHeld), code: Code::FailedPrecondition, .. }
+            ),
+            "{refused:?}"
+        );
+        assert_eq!(refused.to_string(), "Promote at 127.0.0.1:1: FailedPrecondition: wait");
+    }
+
+    #[test]
+    fn an_observer_sees_each_step_as_it_is_recorded() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        let mut timeline = Timeline::observed(move |event| sink.lock().unwrap().push(event.event.clone()));
+        timeline.at("frozen");
+        assert_eq!(*seen.lock().unwrap(), ["frozen"], "seen before the next step");
+        timeline.at("promoted");
+        assert_eq!(
+            timeline.events().iter().map(|event| event.event.as_str()).collect::<Vec<_>>(),
+            ["frozen", "promoted"]
+        );
     }
 }

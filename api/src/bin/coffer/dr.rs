@@ -148,7 +148,7 @@ fn drill_text(report: &DrillReport) -> String {
 
 fn print<T: Serialize>(json: bool, value: &T, text: impl FnOnce(&T) -> String) -> Result<(), DrError> {
     if json {
-        let text = serde_json::to_string_pretty(value).map_err(|error| DrError::Failed(error.to_string()))?;
+        let text = serde_json::to_string_pretty(value).map_err(|error| DrError::Output(error.to_string()))?;
         println!("{text}");
     } else {
         print!("{}", text(value));
