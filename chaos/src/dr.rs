@@ -17,7 +17,7 @@
 //! partitions both ways and one way, a whole region crashing and coming
 //! back, a node crashing and leadership moving inside a region, and the
 //! operations a treasury's operators run — switchover, failover (forced now
-//! and then), failback. The checkers:
+//! and then), failback, re-seed. The checkers:
 //!
 //! - **one writer**: once a region was promoted without force, the region
 //!   it replaced acknowledges no write of an older epoch;
@@ -30,10 +30,10 @@
 //!   same state digest;
 //! - **liveness**: once faults stop, the primary takes a write.
 //!
-//! Not simulated: re-seeding a diverged region (it copies a checkpoint
-//! between data directories; the real-process tests cover it). A failback
-//! that finds the old primary diverged leaves it frozen, as the real one
-//! does, and the run goes on with one region.
+//! A failback that finds the old primary diverged leaves it frozen and lists
+//! what to reconcile; the operator then re-seeds it from a checkpoint of the
+//! new primary (the state becomes entry K of a new Raft group in a higher
+//! term, a standby following from K), as `coffer dr failback --reseed` does.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
@@ -200,10 +200,11 @@ pub fn run_dr(options: &DrOptions, log: Option<&mut dyn FnMut(&str)>) -> DrRepor
 /// A message between the regions.
 #[derive(Clone, Debug)]
 enum Wire {
-    /// The standby's leader asks to be shipped what follows `cursor`.
-    Hello { from: u64, epoch: Epoch, cursor: LogIndex },
-    /// The primary's leader ships entries (none: a heartbeat).
-    Down { from: u64, seq: u64, epoch: Epoch, entries: Vec<(u64, Vec<u8>)> },
+    /// The standby's leader opens session `session` (a stream, in
+    /// production) asking to be shipped what follows `cursor`.
+    Hello { from: u64, session: u64, epoch: Epoch, cursor: LogIndex },
+    /// The primary's leader ships entries in a session (none: a heartbeat).
+    Down { from: u64, session: u64, seq: u64, epoch: Epoch, entries: Vec<(u64, Vec<u8>)> },
     /// The standby acknowledges message `seq`: committed through `durable`.
     Up { from: u64, seq: u64, durable: LogIndex, lease_ms: Millis },
 }
@@ -212,6 +213,7 @@ enum Wire {
 #[derive(Debug)]
 struct Outgoing {
     standby: u64,
+    session: u64,
     next: u64,
     stream: core::Stream,
     last_sent: Millis,
@@ -221,7 +223,12 @@ struct Outgoing {
 /// The standby side of a shipping session, on the standby's leader.
 #[derive(Debug)]
 struct Incoming {
-    primary: u64,
+    session: u64,
+    /// The last message's sequence number: a gap means the stream broke
+    /// (a message was lost), and the session is given up.
+    last_seq: u64,
+    /// The primary's node that answered the hello (none yet: waiting).
+    primary: Option<u64>,
     /// The last primary index proposed here.
     proposed: u64,
     epoch: Epoch,
@@ -354,8 +361,16 @@ struct World<'l> {
     promotions: Vec<Promotion>,
     /// A failover happened and its old primary has not been failed back.
     failed_over: Option<Promotion>,
-    /// A failback found the old primary diverged: it stays frozen.
+    /// A failback found the old primary diverged: it stays frozen until the
+    /// operator re-seeds it.
     diverged: bool,
+    /// Shipping sessions opened so far (each hello opens one).
+    sessions: u64,
+    /// When the last message from a region to a node is due (streams keep
+    /// their order).
+    last_due: BTreeMap<(usize, u64), u64>,
+    /// The highest Raft term each region's nodes used (a re-seed starts above).
+    terms: [u64; 2],
     setup_done: bool,
     faults_until: u64,
     recovery_since: Option<u64>,
@@ -426,6 +441,9 @@ impl<'l> World<'l> {
             promotions: Vec::new(),
             failed_over: None,
             diverged: false,
+            terms: [0; 2],
+            sessions: 0,
+            last_due: BTreeMap::new(),
             setup_done: false,
             faults_until: 0,
             recovery_since: None,
@@ -723,6 +741,7 @@ impl<'l> World<'l> {
             let _ = self.network.send(envelope, self.step, &self.links, &mut self.random);
         }
         let leading = replica.is_leader();
+        self.terms[region] = self.terms[region].max(replica.term());
         let now = self.local_ms(region);
         let Some(node) = self.nodes.get_mut(&id) else { return };
         if leading != node.leading {
@@ -909,8 +928,12 @@ impl<'l> World<'l> {
         if state.role == RegionRole::Primary && !ids.is_empty() {
             node.gate.enter_epoch(Epoch(state.epoch));
             let applied = LogIndex(replica.storage().applied().index);
-            if node.gate.admit(&rules, state, applied, now).is_err() {
-                self.count("write refused by the gate");
+            if let Err(refusal) = node.gate.admit(&rules, state, applied, now) {
+                self.count(match refusal {
+                    core::GateRefusal::NoLease { .. } => "write refused by the gate: no lease",
+                    core::GateRefusal::Lagging { .. } => "write refused by the gate: lagging",
+                    core::GateRefusal::Behind { .. } => "write refused by the gate: max_lag_ms",
+                });
                 self.targets[client] = None;
                 return;
             }
@@ -935,7 +958,10 @@ impl<'l> World<'l> {
         if self.cut[from_region][to_region] {
             return;
         }
-        let due = self.step + self.random.between(1, 3);
+        // A stream delivers in order: never before what went this way earlier.
+        let last = self.last_due.entry((from_region, to)).or_default();
+        let due = (self.step + self.random.between(1, 3)).max(*last);
+        *last = due;
         let position = self.wire.iter().position(|(at, _, _)| *at > due).unwrap_or(self.wire.len());
         self.wire.insert(position, (due, to, message));
     }
@@ -956,15 +982,28 @@ impl<'l> World<'l> {
             RegionRole::Standby if !self.regions[region].paused => {
                 self.acknowledge_shipped(id, now);
                 let node = &self.nodes[&id];
+                // A session that hears nothing for a lease (or never got an
+                // answer) is given up, and a new one asked for.
                 let stale = node.incoming.as_ref().is_none_or(|incoming| now > incoming.heard + LEASE_MS);
                 if stale && now >= node.last_hello + HEARTBEAT_MS {
                     let cursor = LogIndex(shipped_through(state));
+                    self.sessions += 1;
+                    let session = self.sessions;
                     if let Some(node) = self.nodes.get_mut(&id) {
-                        node.incoming = None;
+                        node.incoming = Some(Incoming {
+                            session,
+                            last_seq: 0,
+                            primary: None,
+                            proposed: cursor.0,
+                            epoch: Epoch(state.epoch),
+                            pending: VecDeque::new(),
+                            heard: now,
+                        });
                         node.last_hello = now;
                     }
                     for to in self.regions[other].ids.clone() {
-                        self.send(region, to, Wire::Hello { from: id, epoch: Epoch(state.epoch), cursor });
+                        let hello = Wire::Hello { from: id, session, epoch: Epoch(state.epoch), cursor };
+                        self.send(region, to, hello);
                     }
                 }
             }
@@ -979,6 +1018,7 @@ impl<'l> World<'l> {
         let Some(outgoing) = node.outgoing.as_mut() else { return };
         if now > outgoing.heard + 2 * LEASE_MS {
             node.outgoing = None;
+            self.event(format!("n{id} stops shipping: nothing heard for {} ms", 2 * LEASE_MS));
             return;
         }
         let applied = replica.storage().applied().index;
@@ -1011,9 +1051,9 @@ impl<'l> World<'l> {
         }
         outgoing.last_sent = now;
         let seq = outgoing.stream.send(now);
-        let standby = outgoing.standby;
+        let (standby, session) = (outgoing.standby, outgoing.session);
         replica.retain_log_from(node.gate.durable().0 + 1);
-        self.send(region, standby, Wire::Down { from: id, seq, epoch: Epoch(state.epoch), entries });
+        self.send(region, standby, Wire::Down { from: id, session, seq, epoch: Epoch(state.epoch), entries });
     }
 
     /// On the standby's leader: acknowledges each message whose entries
@@ -1029,7 +1069,7 @@ impl<'l> World<'l> {
             let Some((seq, _)) = incoming.pending.pop_front() else { break };
             acks.push(seq);
         }
-        let primary = incoming.primary;
+        let Some(primary) = incoming.primary else { return };
         if acks.is_empty() {
             return;
         }
@@ -1050,15 +1090,17 @@ impl<'l> World<'l> {
         let now = self.local_ms(region);
         let rules = self.rules;
         match message {
-            Wire::Hello { from, epoch, cursor } => {
+            Wire::Hello { from, session, epoch, cursor } => {
                 if state.role != RegionRole::Primary || epoch.0 > state.epoch || cursor.0 < state.primary_since {
                     return;
                 }
+                self.event(format!("n{to} ships to n{from} from index {}", cursor.0 + 1));
                 let Some(node) = self.nodes.get_mut(&to) else { return };
                 node.gate.enter_epoch(Epoch(state.epoch));
                 node.gate.confirmed(cursor);
                 node.outgoing = Some(Outgoing {
                     standby: from,
+                    session,
                     next: cursor.0 + 1,
                     stream: core::Stream::default(),
                     last_sent: 0,
@@ -1075,24 +1117,25 @@ impl<'l> World<'l> {
                 }
                 node.gate.confirmed(durable);
             }
-            Wire::Down { from, seq, epoch, entries } => {
+            Wire::Down { from, session, seq, epoch, entries } => {
                 if state.role != RegionRole::Standby || self.regions[region].paused || epoch.0 < state.epoch {
                     return;
                 }
-                let cursor = shipped_through(state);
                 let Some(node) = self.nodes.get_mut(&to) else { return };
                 let incarnation = node.incarnation;
-                let incoming = node.incoming.get_or_insert(Incoming {
-                    primary: from,
-                    proposed: cursor,
-                    epoch,
-                    pending: VecDeque::new(),
-                    heard: now,
-                });
-                if incoming.primary != from {
-                    *incoming =
-                        Incoming { primary: from, proposed: cursor, epoch, pending: VecDeque::new(), heard: now };
+                // Only the session this node opened, with the node that
+                // answered it first.
+                let Some(incoming) = node.incoming.as_mut().filter(|incoming| {
+                    incoming.session == session && incoming.primary.is_none_or(|primary| primary == from)
+                }) else {
+                    return;
+                };
+                if seq != incoming.last_seq + 1 {
+                    node.incoming = None;
+                    return;
                 }
+                incoming.last_seq = seq;
+                incoming.primary = Some(from);
                 incoming.heard = now;
                 incoming.epoch = incoming.epoch.max(epoch);
                 let source_epoch = incoming.epoch.0.max(state.epoch);
@@ -1341,13 +1384,14 @@ impl<'l> World<'l> {
         let last = self.replica(leader).and_then(|r| r.storage().ledger().last_timestamp().ok()).unwrap_or(0);
         if !core::may_demote(&self.rules, last, promotion.base_timestamp) {
             self.event(format!(
-                "{} diverged (last timestamp {last}, the new primary's base {}): it stays frozen for a re-seed",
+                "{} diverged (last timestamp {last}, the new primary's base {}): it stays frozen; reconcile, then \
+                 re-seed",
                 self.regions[old].name, promotion.base_timestamp
             ));
-            self.count("failback refused: diverged");
+            self.count("failback: diverged");
+            self.reconcile(old, new);
             self.diverged = true;
             self.operation = Procedure::Idle;
-            self.reconcile(old, new);
             return;
         }
         self.propose_region(old, RegionOp::Demote { epoch: promotion.epoch, cursor: promotion.index });
@@ -1369,10 +1413,13 @@ impl<'l> World<'l> {
             .copied()
             .filter(|&id| matches!(old_store.transfer(id), Ok(Some(_))) && matches!(new_store.transfer(id), Ok(None)))
             .collect();
+        // The writes of the epoch the failover replaced (earlier epochs' were
+        // reconciled when they were replaced).
+        let Some(epoch) = self.region_state(old).map(|state| state.epoch) else { return };
         let lost: Vec<TransferId> = self
             .acks
             .iter()
-            .filter(|ack| ack.region == old)
+            .filter(|ack| ack.region == old && ack.epoch == epoch)
             .flat_map(|ack| ack.ids.iter().copied())
             .filter(|id| matches!(new_store.transfer(*id), Ok(None)))
             .collect();
@@ -1447,6 +1494,7 @@ impl<'l> World<'l> {
                     self.count("leader crash");
                 }
             }
+            7 if self.diverged => self.reseed(),
             6 if self.failed_over.is_some() => {
                 let promotion = self.failed_over.expect("checked");
                 let old = 1 - promotion.region;
@@ -1458,6 +1506,48 @@ impl<'l> World<'l> {
             }
             _ => {}
         }
+    }
+
+    /// Re-seeds the diverged old primary from a checkpoint of the new one
+    /// (every node of it, at once, as `coffer dr failback --reseed` does),
+    /// then waits for it to ship and asks the primary for leases again.
+    fn reseed(&mut self) {
+        let Some(promotion) = self.failed_over else { return };
+        let (new, old) = (promotion.region, 1 - promotion.region);
+        if self.regions[old].down {
+            return;
+        }
+        let Some(checkpoint) = self.leader(new).and_then(|id| self.replica(id)).map(|r| r.storage().checkpoint())
+        else {
+            return;
+        };
+        let Some(epoch) = self.region_state(new).map(|state| state.epoch) else { return };
+        let term = self.terms[old] + 1;
+        let voters = self.regions[old].ids.clone();
+        self.event(format!(
+            "re-seed {} from {}'s checkpoint at {}'s index {} (term {term}, epoch {epoch})",
+            self.regions[old].name,
+            self.regions[new].name,
+            self.regions[new].name,
+            checkpoint.index()
+        ));
+        self.count("re-seed");
+        for &id in &voters {
+            self.crash(id);
+            let disk = Disk::shared();
+            match SimStorage::reseed(disk.clone(), &voters, &checkpoint, term, epoch) {
+                Ok(storage) => {
+                    if let Some(node) = self.nodes.get_mut(&id) {
+                        node.disk = disk;
+                    }
+                    self.start(id, storage);
+                }
+                Err(error) => self.violation("store", format!("re-seeding node {id} failed: {error}")),
+            }
+        }
+        self.diverged = false;
+        self.failed_over = None;
+        self.operation = Procedure::Attach { new, since: self.step };
     }
 
     fn maybe_failover(&mut self, standby: usize, following: bool) {
@@ -1495,9 +1585,13 @@ impl<'l> World<'l> {
     }
 
     /// After faults, the operator fails back a region a failover left
-    /// behind (again, if an attempt gave up).
+    /// behind (again, if an attempt gave up), re-seeding it if it diverged.
     fn recovery_operator(&mut self) {
-        if self.operation != Procedure::Idle || self.diverged {
+        if self.operation != Procedure::Idle {
+            return;
+        }
+        if self.diverged {
+            self.reseed();
             return;
         }
         if let Some(promotion) = self.failed_over {
@@ -1520,7 +1614,7 @@ impl<'l> World<'l> {
         let following = self.region_state(standby).filter(|state| state.role == RegionRole::Standby);
         let done = match following {
             Some(state) => self.applied_at_leader(primary).is_some_and(|applied| shipped_through(state) >= applied),
-            None => self.diverged,
+            None => false,
         };
         if done {
             self.check_digests();
@@ -1530,13 +1624,43 @@ impl<'l> World<'l> {
     }
 
     fn recovery_missing(&self) -> String {
-        if !self.probe_acked {
-            return "no write was acknowledged".into();
+        let what = if !self.probe_acked {
+            "no write was acknowledged"
+        } else if self.operation != Procedure::Idle {
+            "the operation did not finish"
+        } else {
+            "the standby did not catch up"
+        };
+        format!("{what}; {}", self.state_summary())
+    }
+
+    /// Each region's state as its leader sees it, and the shipping sessions.
+    fn state_summary(&self) -> String {
+        let mut parts = vec![format!("operation {:?}", self.operation)];
+        for region in 0..2 {
+            let name = self.regions[region].name;
+            let Some(leader) = self.leader(region) else {
+                parts.push(format!("{name}: no leader"));
+                continue;
+            };
+            let node = &self.nodes[&leader];
+            let Some(replica) = node.replica.as_ref() else { continue };
+            let state = replica.region();
+            parts.push(format!(
+                "{name}: leader n{leader} {:?} epoch {} frozen {} cursor {} applied {} paused {} durable {} \
+                 outgoing {:?} incoming {:?}",
+                state.role,
+                state.epoch,
+                state.frozen,
+                state.cursor,
+                replica.storage().applied().index,
+                self.regions[region].paused,
+                node.gate.durable().0,
+                node.outgoing.as_ref().map(|o| (o.standby, o.session, o.next)),
+                node.incoming.as_ref().map(|i| (i.session, i.primary, i.proposed, i.pending.len()))
+            ));
         }
-        if self.operation != Procedure::Idle {
-            return format!("the operation {:?} did not finish", self.operation);
-        }
-        "the standby did not catch up".into()
+        parts.join("; ")
     }
 
     // --- checks -----------------------------------------------------------------
@@ -1601,15 +1725,15 @@ impl<'l> World<'l> {
                 violations.push(format!("sync mode: {name} acknowledged {ids:?} at epoch {epoch}; they are lost"));
                 continue;
             }
+            if self.rules.max_lag_ms == 0 {
+                // No bound in time: the lease fences a cut-off primary, but a
+                // standby that follows slowly may lag by any amount.
+                continue;
+            }
             let first = acks.iter().map(|ack| ack.at_ms).min().unwrap_or(0);
             let last = acks.iter().map(|ack| ack.at_ms).max().unwrap_or(0);
             // The bound on the primary's clock, seen on true time, plus a step.
-            let bound = match self.rules.max_lag_ms {
-                0 => LEASE_MS,
-                ms => ms,
-            } * 1_000
-                / (1_000 - DRIFT_PER_MILLE_MAX)
-                + TICK_MS;
+            let bound = self.rules.max_lag_ms * 1_000 / (1_000 - DRIFT_PER_MILLE_MAX) + TICK_MS;
             if last - first > bound {
                 violations.push(format!(
                     "{name} acknowledged lost writes {ids:?} over {} ms at epoch {epoch}, more than the bound of {bound} ms",

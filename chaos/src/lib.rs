@@ -15,7 +15,7 @@
 //! The **disaster-recovery simulator** ([`dr`]) runs two regions of real
 //! replicas joined by shipping, with the DR core (`coffer_dr::core`), under
 //! cross-region partitions, region crashes, clock drift and the operator's
-//! switchovers, failovers and failbacks: `coffer-chaos dr --seed S`.
+//! switchovers, failovers, failbacks and re-seeds: `coffer-chaos dr --seed S`.
 //!
 //! The real-process nemesis is in `coffer-tests` (`tests/src/nemesis/`): it
 //! drives real `coffer node` processes and holds their stores to the same

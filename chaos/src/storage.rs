@@ -77,7 +77,7 @@ use coffer_ledger::{
     Side, Store, StoreMut, TransferId, WriteSet,
 };
 use coffer_storage::db::keys;
-use coffer_storage::{AppliedState, StorageError, Truncated};
+use coffer_storage::{AppliedState, RegionRole, RegionState, StorageError, Truncated};
 use protobuf::Message as _;
 use raft::prelude::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState};
@@ -624,6 +624,48 @@ impl SimStorage {
         self.applied = applied;
         self.make_snapshot()?;
         Ok(())
+    }
+
+    /// A checkpoint of the state at the applied index (what a primary
+    /// hands a region it re-seeds).
+    pub fn checkpoint(&self) -> Rc<SimSnapshot> {
+        let meta = SnapshotMetadata { index: self.applied.index, term: self.applied.term, ..Default::default() };
+        Rc::new(SimSnapshot { meta, records: self.records.state_only() })
+    }
+
+    /// Re-seeds a fresh `disk` from `checkpoint` (the primary's state at its
+    /// index K), as `coffer_dr::reseed` prepares a node: the state becomes
+    /// entry K of a Raft group of `voters` in `term` (above every term the
+    /// region used), the region a standby of `epoch` following the primary
+    /// from K. Returns the store opened on it.
+    pub fn reseed(
+        disk: SharedDisk,
+        voters: &[u64],
+        checkpoint: &SimSnapshot,
+        term: u64,
+        epoch: u64,
+    ) -> Result<Self, StorageError> {
+        let mut storage = Self::open(disk.clone())?;
+        let index = checkpoint.index();
+        let region = RegionState { epoch, role: RegionRole::Standby, cursor: index, ..RegionState::default() };
+        let mut batch = Batch::default();
+        for table in Table::ALL.into_iter().filter(|table| table.in_snapshot()) {
+            batch.clear(table);
+            for (key, value) in checkpoint.records.table(table) {
+                batch.put_framed(table, key, value);
+            }
+        }
+        batch.put(Table::Meta, KEY_APPLIED, &AppliedState { index, term, region }.encode());
+        let mut conf_state = ConfState::default();
+        conf_state.set_voters(voters.to_vec());
+        let mut meta = SnapshotMetadata { index, term, ..Default::default() };
+        meta.set_conf_state(conf_state);
+        storage.stage_raft_reset(&mut batch, &meta)?;
+        storage.write(batch, Written::Synced);
+        drop(storage);
+        // A prepared re-seed is on disk before the node restarts onto it.
+        disk.borrow_mut().flush();
+        Self::open(disk)
     }
 
     /// The snapshot made at `index`, if this store still has it.

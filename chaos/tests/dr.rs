@@ -28,7 +28,7 @@ fn run_part(part: u64) {
     let summary = run_seeds(part * per_part..(part + 1) * per_part, Planted::None);
     println!("{summary}");
     assert!(summary.failing.is_empty(), "{} DR seeds failed:\n{summary}", summary.failing.len());
-    for operation in ["switchover", "failover", "failback", "partition", "region crash"] {
+    for operation in ["switchover", "failover", "failback", "re-seed", "partition", "region crash"] {
         assert!(summary.events.get(operation).is_some_and(|&count| count > 0), "no {operation} in:\n{summary}");
     }
     assert!(summary.acknowledged > 1_000, "the seeds did work:\n{summary}");
