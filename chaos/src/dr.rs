@@ -966,16 +966,17 @@ impl<'l> World<'l> {
         self.wire.insert(position, (due, to, message));
     }
 
+    /// Node `id`'s region, the region's state and the region's clock, if
+    /// the node runs and leads its region (only leaders ship).
+    fn leading(&self, id: u64) -> Option<(usize, RegionState, Millis)> {
+        let node = self.nodes.get(&id)?;
+        let replica = node.replica.as_ref().filter(|replica| replica.is_leader())?;
+        Some((node.region, replica.region(), self.local_ms(node.region)))
+    }
+
     /// Node `id`'s shipping duties this step.
     fn ship(&mut self, id: u64) {
-        let Some(node) = self.nodes.get(&id) else { return };
-        let region = node.region;
-        let Some(replica) = node.replica.as_ref() else { return };
-        if !replica.is_leader() {
-            return;
-        }
-        let state = replica.region();
-        let now = self.local_ms(region);
+        let Some((region, state, now)) = self.leading(id) else { return };
         let other = 1 - region;
         match state.role {
             RegionRole::Primary => self.ship_down(id, state, now),
@@ -1080,14 +1081,7 @@ impl<'l> World<'l> {
     }
 
     fn receive(&mut self, to: u64, message: Wire) {
-        let Some(node) = self.nodes.get(&to) else { return };
-        let region = node.region;
-        let Some(replica) = node.replica.as_ref() else { return };
-        if !replica.is_leader() {
-            return;
-        }
-        let state = replica.region();
-        let now = self.local_ms(region);
+        let Some((region, state, now)) = self.leading(to) else { return };
         let rules = self.rules;
         match message {
             Wire::Hello { from, session, epoch, cursor } => {

@@ -41,9 +41,10 @@ enum Command {
     Dr(DrArgs),
 }
 
+/// Which seeds to run: one to replay, or many from a first.
 #[derive(Args)]
 #[command(group = clap::ArgGroup::new("which").required(true).args(["seed", "seeds"]))]
-struct DrArgs {
+struct Seeds {
     /// Replays this seed.
     #[arg(long)]
     seed: Option<u64>,
@@ -53,6 +54,12 @@ struct DrArgs {
     /// The first seed of `--seeds`.
     #[arg(long, default_value_t = 0, requires = "seeds")]
     from: u64,
+}
+
+#[derive(Args)]
+struct DrArgs {
+    #[command(flatten)]
+    which: Seeds,
     /// Steps (10 ms ticks) of the fault phase.
     #[arg(long, default_value_t = coffer_chaos::dr::STEPS_DEFAULT)]
     steps: u64,
@@ -73,17 +80,9 @@ fn parse_planted(name: &str) -> Result<Planted, String> {
 }
 
 #[derive(Args)]
-#[command(group = clap::ArgGroup::new("which").required(true).args(["seed", "seeds"]))]
 struct SimArgs {
-    /// Replays this seed.
-    #[arg(long)]
-    seed: Option<u64>,
-    /// Runs this many seeds and prints a summary.
-    #[arg(long)]
-    seeds: Option<u64>,
-    /// The first seed of `--seeds`.
-    #[arg(long, default_value_t = 0, requires = "seeds")]
-    from: u64,
+    #[command(flatten)]
+    which: Seeds,
     /// Founding voters, 3 or 5 (by default each seed draws one).
     #[arg(long, value_parser = clap::value_parser!(u64).range(3..=5))]
     nodes: Option<u64>,
@@ -105,9 +104,9 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let options = |seed| Options { seed, nodes: args.nodes.map(|n| n as usize), steps: args.steps };
-    match (args.seed, args.seeds) {
+    match (args.which.seed, args.which.seeds) {
         (Some(seed), _) => replay(&options(seed), args.log),
-        (None, Some(count)) => many(args.from, count, options),
+        (None, Some(count)) => many(args.which.from, count, options),
         (None, None) => ExitCode::from(2),
     }
 }
@@ -168,15 +167,15 @@ fn dr(args: &DrArgs) -> ExitCode {
     let options = |seed| DrOptions { seed, steps: args.steps, planted: args.plant.unwrap_or_default() };
     let started = Instant::now();
     let mut summary = DrSummary::default();
-    if let Some(seed) = args.seed {
+    if let Some(seed) = args.which.seed {
         let stdout = std::io::stdout();
         let mut out = stdout.lock();
         let mut open = true;
         let mut print = |line: &str| open = open && writeln!(out, "{line}").is_ok();
         let report = run_dr(&options(seed), if args.log { Some(&mut print) } else { None });
         summary.add(&report, &options(seed));
-    } else if let Some(count) = args.seeds {
-        for seed in args.from..args.from.saturating_add(count) {
+    } else if let Some(count) = args.which.seeds {
+        for seed in args.which.from..args.which.from.saturating_add(count) {
             summary.add(&run_dr(&options(seed), None), &options(seed));
         }
     }
