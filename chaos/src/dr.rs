@@ -1111,61 +1111,69 @@ impl<'l> World<'l> {
                 }
                 node.gate.confirmed(durable);
             }
-            Wire::Down { from, session, seq, epoch, entries } => {
-                if state.role != RegionRole::Standby || self.regions[region].paused || epoch.0 < state.epoch {
-                    return;
-                }
-                let Some(node) = self.nodes.get_mut(&to) else { return };
-                let incarnation = node.incarnation;
-                // Only the session this node opened, with the node that
-                // answered it first.
-                let Some(incoming) = node.incoming.as_mut().filter(|incoming| {
-                    incoming.session == session && incoming.primary.is_none_or(|primary| primary == from)
-                }) else {
-                    return;
-                };
-                if seq != incoming.last_seq + 1 {
+            message @ Wire::Down { .. } => self.on_shipped(to, region, state, now, message),
+        }
+    }
+
+    /// On the standby's leader: entries (or a heartbeat) of the session it
+    /// opened, proposed in order as `Ship` region entries; a gap in the
+    /// stream or in the entries ends the session (a new hello follows).
+    fn on_shipped(&mut self, to: u64, region: usize, state: RegionState, now: Millis, message: Wire) {
+        let Wire::Down { from, session, seq, epoch, entries } = message else { return };
+        if state.role != RegionRole::Standby || self.regions[region].paused || epoch.0 < state.epoch {
+            return;
+        }
+        let Some(node) = self.nodes.get_mut(&to) else { return };
+        let incarnation = node.incarnation;
+        // Only the session this node opened, with the node that
+        // answered it first.
+        let Some(incoming) = node
+            .incoming
+            .as_mut()
+            .filter(|incoming| incoming.session == session && incoming.primary.is_none_or(|primary| primary == from))
+        else {
+            return;
+        };
+        if seq != incoming.last_seq + 1 {
+            node.incoming = None;
+            return;
+        }
+        incoming.last_seq = seq;
+        incoming.primary = Some(from);
+        incoming.heard = now;
+        incoming.epoch = incoming.epoch.max(epoch);
+        let source_epoch = incoming.epoch.0.max(state.epoch);
+        let mut proposals = Vec::new();
+        let mut broken = false;
+        for (index, data) in entries {
+            if index <= incoming.proposed {
+                continue;
+            }
+            if index != incoming.proposed + 1 {
+                broken = true;
+                break;
+            }
+            proposals.push(RegionOp::Ship { source_epoch, index, data });
+            incoming.proposed = index;
+        }
+        let last = incoming.proposed;
+        if broken {
+            node.incoming = None;
+            return;
+        }
+        incoming.pending.push_back((seq, last));
+        let Some(replica) = node.replica.as_mut() else { return };
+        let mut accepted = Vec::new();
+        for op in proposals {
+            match replica.propose_region(op.clone()) {
+                Ok(proposal) => accepted.push(((to, incarnation, proposal), op)),
+                Err(_) => {
                     node.incoming = None;
-                    return;
+                    break;
                 }
-                incoming.last_seq = seq;
-                incoming.primary = Some(from);
-                incoming.heard = now;
-                incoming.epoch = incoming.epoch.max(epoch);
-                let source_epoch = incoming.epoch.0.max(state.epoch);
-                let mut proposals = Vec::new();
-                let mut broken = false;
-                for (index, data) in entries {
-                    if index <= incoming.proposed {
-                        continue;
-                    }
-                    if index != incoming.proposed + 1 {
-                        broken = true;
-                        break;
-                    }
-                    proposals.push(RegionOp::Ship { source_epoch, index, data });
-                    incoming.proposed = index;
-                }
-                let last = incoming.proposed;
-                if broken {
-                    node.incoming = None;
-                    return;
-                }
-                incoming.pending.push_back((seq, last));
-                let Some(replica) = node.replica.as_mut() else { return };
-                let mut accepted = Vec::new();
-                for op in proposals {
-                    match replica.propose_region(op.clone()) {
-                        Ok(proposal) => accepted.push(((to, incarnation, proposal), op)),
-                        Err(_) => {
-                            node.incoming = None;
-                            break;
-                        }
-                    }
-                }
-                self.region_proposals.extend(accepted);
             }
         }
+        self.region_proposals.extend(accepted);
     }
 
     /// A region entry the operator or a shipper proposed was applied (or
