@@ -32,6 +32,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use coffer_consensus::RegionRole;
+use coffer_dr::core::{Epoch, LogIndex};
 use coffer_dr::proto::dr_service_client::DrServiceClient;
 use coffer_dr::proto::{
     CheckpointRequest, DemoteRequest, DigestRequest, DigestResponse, DrStatusRequest, DrStatusResponse, FreezeRequest,
@@ -438,11 +439,11 @@ pub struct SwitchoverReport {
     /// The new primary region.
     pub to_region: String,
     /// The new primary's epoch.
-    pub epoch: u64,
+    pub epoch: Epoch,
     /// The old primary's index at its freeze.
-    pub frozen_index: u64,
+    pub frozen_index: LogIndex,
     /// The promotion's index in the new primary's log.
-    pub promoted_index: u64,
+    pub promoted_index: LogIndex,
     /// The state digest both regions held at the promotion.
     pub digest: String,
     /// From the freeze to the promotion: writes were refused meanwhile.
@@ -476,13 +477,13 @@ pub struct FailoverReport {
     /// The old primary region.
     pub lost_region: String,
     /// The new primary's epoch.
-    pub epoch: u64,
+    pub epoch: Epoch,
     /// The promotion's index in the new primary's log.
-    pub promoted_index: u64,
+    pub promoted_index: LogIndex,
     /// The last index of the old primary's log the new primary applied.
-    pub cursor: u64,
+    pub cursor: LogIndex,
     /// The old primary's applied index as last heard by the standby.
-    pub primary_last_heard_index: u64,
+    pub primary_last_heard_index: LogIndex,
     /// The old primary's entries the new primary does not hold.
     pub index_gap: u64,
     /// The new primary's last timestamp at its promotion.
@@ -528,11 +529,11 @@ pub struct LeaseReport {
     /// The primary region.
     pub region: String,
     /// Its epoch.
-    pub epoch: u64,
+    pub epoch: Epoch,
     /// Whether its writes need the standby's lease from now on.
     pub lease_required: bool,
     /// The region entry's index.
-    pub index: u64,
+    pub index: LogIndex,
 }
 
 /// What `unfreeze_primary` did.
@@ -541,7 +542,7 @@ pub struct UnfreezeReport {
     /// The primary region.
     pub region: String,
     /// Its epoch.
-    pub epoch: u64,
+    pub epoch: Epoch,
     /// Whether it was frozen (else nothing changed).
     pub was_frozen: bool,
 }
@@ -554,7 +555,7 @@ pub struct ReseedReport {
     /// The primary it follows.
     pub primary_region: String,
     /// The checkpoint's index in the primary's log, where shipping resumed.
-    pub index: u64,
+    pub index: LogIndex,
 }
 
 /// What a failback did.
@@ -566,7 +567,7 @@ pub struct FailbackReport {
     /// The primary region at the end.
     pub primary_region: String,
     /// Its epoch.
-    pub epoch: u64,
+    pub epoch: Epoch,
     /// The switchover back, unless skipped.
     pub switchover: Option<SwitchoverReport>,
     /// The steps (filled by the caller for a report of its own).
@@ -965,9 +966,9 @@ impl Operator {
         Ok(SwitchoverReport {
             from_region: primary.name,
             to_region: standby.name,
-            epoch,
-            frozen_index: frozen.index,
-            promoted_index: promoted.index,
+            epoch: Epoch(epoch),
+            frozen_index: LogIndex(frozen.index),
+            promoted_index: LogIndex(promoted.index),
             digest,
             write_pause_ms: promoted_at.saturating_sub(frozen_at),
             timeline: Vec::new(),
@@ -1188,10 +1189,10 @@ impl Operator {
         Ok(FailoverReport {
             promoted_region: standby.name,
             lost_region: old.name,
-            epoch: info.epoch,
-            promoted_index: promoted.index,
-            cursor,
-            primary_last_heard_index: heard,
+            epoch: Epoch(info.epoch),
+            promoted_index: LogIndex(promoted.index),
+            cursor: LogIndex(cursor),
+            primary_last_heard_index: LogIndex(heard),
             index_gap: heard.saturating_sub(cursor),
             base_timestamp: promoted.last_timestamp,
             digest: promoted.digest,
@@ -1323,7 +1324,7 @@ impl Operator {
         Ok(FailbackReport {
             rejoined_region: from,
             primary_region: to,
-            epoch: switched.as_ref().map_or(info.epoch, |report| report.epoch),
+            epoch: switched.as_ref().map_or(Epoch(info.epoch), |report| report.epoch),
             switchover: switched,
             timeline: Vec::new(),
         })
@@ -1404,7 +1405,12 @@ impl Operator {
             .map_err(|status| rpc_error("Lease", &address, &status))?
             .into_inner();
         let info = answer.region.unwrap_or_default();
-        Ok(LeaseReport { region: info.region, epoch: info.epoch, lease_required: required, index: answer.index })
+        Ok(LeaseReport {
+            region: info.region,
+            epoch: Epoch(info.epoch),
+            lease_required: required,
+            index: LogIndex(answer.index),
+        })
     }
 
     /// Gives a frozen primary its writes back (after a switchover that could
@@ -1422,7 +1428,7 @@ impl Operator {
         if info.frozen {
             self.unfreeze(&primary.addresses, &args.reason, Duration::from_millis(CALL_TIMEOUT_MS)).await?;
         }
-        Ok(UnfreezeReport { region: primary.name, epoch: info.epoch, was_frozen: info.frozen })
+        Ok(UnfreezeReport { region: primary.name, epoch: Epoch(info.epoch), was_frozen: info.frozen })
     }
 
     /// Rebuilds the standby region from a checkpoint of the primary (when it
@@ -1447,7 +1453,7 @@ impl Operator {
         let timeout = Duration::from_millis(args.catch_up_timeout_ms);
         let index = self.reseed_region(&primary, &standby, epoch, timeline, timeout).await?;
         self.attach(&primary.addresses, &standby.name, index, timeline, timeout).await?;
-        Ok(ReseedReport { standby_region: standby.name, primary_region: primary.name, index })
+        Ok(ReseedReport { standby_region: standby.name, primary_region: primary.name, index: LogIndex(index) })
     }
 
     /// Every node's DR status in both regions (a node that does not answer

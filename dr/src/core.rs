@@ -32,13 +32,27 @@ pub type Millis = u64;
 
 /// A region's epoch: every promotion or demotion starts a higher one, and
 /// a primary's log is only meaningful within its epoch.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(transparent)]
 pub struct Epoch(pub u64);
 
 /// An index in a region's Raft log (whose log is the caller's to say: the
 /// primary's, for a shipping cursor).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(transparent)]
 pub struct LogIndex(pub u64);
+
+impl std::fmt::Display for Epoch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::fmt::Display for LogIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
 
 /// A bug planted on purpose, for the simulator to prove its checkers catch
 /// it (`coffer-chaos dr --plant NAME`). Never set outside such a run: no
