@@ -1009,7 +1009,7 @@ impl Operator {
             )));
         }
         timeline.at(format!("digests equal: {}", primary_digest.digest));
-        let promote = PromoteRequest { force: false, reason: "switchover".into() };
+        let promote = PromoteRequest { force: false, reason: "switchover".into(), keep_lease: true };
         let promoted = self
             .at_leader(&standby.addresses, timeout, "Promote", |mut client| {
                 let promote = promote.clone();
@@ -1151,7 +1151,10 @@ impl Operator {
             let current = self.region(&standby.addresses).await;
             let (address, mut client) = self.leader_client(&current).await?;
             let wait = current.leader()?.status.promote_wait_ms;
-            match client.promote(PromoteRequest { force: args.force, reason: args.reason.clone() }).await {
+            match client
+                .promote(PromoteRequest { force: args.force, reason: args.reason.clone(), keep_lease: false })
+                .await
+            {
                 Ok(promoted) => break promoted.into_inner(),
                 Err(status) if RegionRefusal::of(&status) == Some(RegionRefusal::LeaseHeld) => {
                     if Instant::now() >= deadline {

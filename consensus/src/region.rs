@@ -10,7 +10,9 @@
 //!   and advances its cursor to the entry's index.
 //! - [`RegionOp::Freeze`] / [`RegionOp::Unfreeze`]: a primary stops (or
 //!   resumes) accepting writes, for a switchover.
-//! - [`RegionOp::Promote`]: a standby becomes the primary of a higher epoch.
+//! - [`RegionOp::Promote`]: a standby becomes the primary of a higher epoch
+//!   (needing no write lease until a standby follows it, unless it keeps
+//!   the lease: a switchover's promotion, whose old primary will follow).
 //! - [`RegionOp::Demote`]: a primary becomes a standby of a higher epoch,
 //!   following the new primary's log after `cursor`.
 //! - [`RegionOp::Lease`]: a primary starts (or stops) needing a write lease
@@ -24,7 +26,7 @@
 //! version u8 = 1 | kind u8 = 5 | proposer u64 | term u64 | sequence u64 | op u8 | op fields
 //! Ship:    source_epoch u64 | index u64 | data_len u32 | data
 //! Freeze, Unfreeze: nothing
-//! Promote: epoch u64
+//! Promote, PromoteKeepingLease: epoch u64
 //! Demote:  epoch u64 | cursor u64
 //! Lease:   required u8
 //! ```
@@ -47,6 +49,7 @@ const OP_UNFREEZE: u8 = 3;
 const OP_PROMOTE: u8 = 4;
 const OP_DEMOTE: u8 = 5;
 const OP_LEASE: u8 = 6;
+const OP_PROMOTE_KEEPING_LEASE: u8 = 7;
 
 /// What a region entry does.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,6 +72,11 @@ pub enum RegionOp {
     Promote {
         /// The new epoch: above the region's.
         epoch: u64,
+        /// Whether its writes still need a standby's lease (a switchover:
+        /// the old primary follows it, and until it does nothing is
+        /// acknowledged that it could lack). Otherwise (a failover) it writes
+        /// without one until a standby follows it again.
+        keep_lease: bool,
     },
     /// The primary becomes a standby of `epoch`, whose primary's log it
     /// follows after `cursor`.
@@ -159,8 +167,8 @@ impl RegionCommand {
             }
             RegionOp::Freeze => out.push(OP_FREEZE),
             RegionOp::Unfreeze => out.push(OP_UNFREEZE),
-            RegionOp::Promote { epoch } => {
-                out.push(OP_PROMOTE);
+            RegionOp::Promote { epoch, keep_lease } => {
+                out.push(if *keep_lease { OP_PROMOTE_KEEPING_LEASE } else { OP_PROMOTE });
                 out.extend_from_slice(&epoch.to_be_bytes());
             }
             RegionOp::Demote { epoch, cursor } => {
@@ -216,7 +224,8 @@ impl RegionCommand {
             }
             OP_FREEZE => RegionOp::Freeze,
             OP_UNFREEZE => RegionOp::Unfreeze,
-            OP_PROMOTE => RegionOp::Promote { epoch: u64_of(take("epoch", 8)?) },
+            OP_PROMOTE => RegionOp::Promote { epoch: u64_of(take("epoch", 8)?), keep_lease: false },
+            OP_PROMOTE_KEEPING_LEASE => RegionOp::Promote { epoch: u64_of(take("epoch", 8)?), keep_lease: true },
             OP_DEMOTE => {
                 let epoch = u64_of(take("epoch", 8)?);
                 RegionOp::Demote { epoch, cursor: u64_of(take("cursor", 8)?) }
@@ -298,7 +307,7 @@ pub fn next_region(region: RegionState, op: &RegionOp, index: u64) -> Result<Reg
             }
             next.frozen = false;
         }
-        RegionOp::Promote { epoch } => {
+        RegionOp::Promote { epoch, keep_lease } => {
             if region.role != RegionRole::Standby {
                 return Err(format!("only a standby is promoted; this region is {:?}", region.role));
             }
@@ -310,7 +319,7 @@ pub fn next_region(region: RegionState, op: &RegionOp, index: u64) -> Result<Reg
                 role: RegionRole::Primary,
                 frozen: false,
                 source_frozen: false,
-                lease_waived: true,
+                lease_waived: !keep_lease,
                 primary_since: index,
                 ..region
             };
@@ -357,7 +366,8 @@ mod tests {
             RegionOp::Ship { source_epoch: 3, index: 9, data: vec![1, 2, 3] },
             RegionOp::Freeze,
             RegionOp::Unfreeze,
-            RegionOp::Promote { epoch: 4 },
+            RegionOp::Promote { epoch: 4, keep_lease: false },
+            RegionOp::Promote { epoch: 4, keep_lease: true },
             RegionOp::Demote { epoch: 5, cursor: 77 },
             RegionOp::Lease { required: true },
             RegionOp::Lease { required: false },
@@ -399,8 +409,10 @@ mod tests {
         assert!(next_region(standby(3, 0), &first, 1).unwrap_err().contains("does not follow the cursor 1"));
         let newer = RegionOp::Ship { source_epoch: 3, index: 9, data: vec![] };
         assert!(next_region(standby(2, 8), &newer, 1).unwrap_err().contains("demoted or re-seeded"));
-        assert!(next_region(standby(2, 8), &RegionOp::Promote { epoch: 2 }, 20).is_err());
-        let promoted = next_region(standby(2, 8), &RegionOp::Promote { epoch: 3 }, 20).unwrap();
+        assert!(next_region(standby(2, 8), &RegionOp::Promote { epoch: 2, keep_lease: false }, 20).is_err());
+        let switched = next_region(standby(2, 8), &RegionOp::Promote { epoch: 3, keep_lease: true }, 20).unwrap();
+        assert!(!switched.lease_waived, "a switchover's new primary writes under its follower's lease");
+        let promoted = next_region(standby(2, 8), &RegionOp::Promote { epoch: 3, keep_lease: false }, 20).unwrap();
         assert!(promoted.lease_waived, "a promoted primary has no standby yet");
         assert_eq!(
             (promoted.role, promoted.epoch, promoted.cursor, promoted.primary_since),

@@ -346,7 +346,7 @@ impl DrService for DrApi {
 
     async fn promote(&self, request: Request<PromoteRequest>) -> Result<Response<RegionResponse>, Status> {
         let message = request.get_ref();
-        let force = message.force;
+        let (force, keep_lease) = (message.force, message.keep_lease);
         if force && message.reason.trim().is_empty() {
             return Err(Status::invalid_argument(
                 "reason: a forced promotion needs a reason (the audit trail records it with who forced it)",
@@ -375,9 +375,10 @@ impl DrService for DrApi {
         // takes no writes. The digest is of the state the promotion keeps.
         let digest = self.digest().await;
         let promoted = match digest {
-            Ok(digest) => {
-                self.region_op(RegionOp::Promote { epoch: region.epoch + 1 }, note).await.map(|done| (digest, done))
-            }
+            Ok(digest) => self
+                .region_op(RegionOp::Promote { epoch: region.epoch + 1, keep_lease }, note)
+                .await
+                .map(|done| (digest, done)),
             Err(status) => Err(status),
         };
         dr.resume_shipping();

@@ -464,7 +464,12 @@ async fn wrong_operations_are_refused_with_errors_that_say_why_and_change_nothin
     let mut refusals = Vec::new();
     for address in &leader {
         if let Ok(mut client) = coffer_tests::channel(address).await.map(DrServiceClient::new) {
-            refusals.push(client.promote(PromoteRequest { force: true, reason: "test".into() }).await.unwrap_err());
+            refusals.push(
+                client
+                    .promote(PromoteRequest { force: true, reason: "test".into(), keep_lease: false })
+                    .await
+                    .unwrap_err(),
+            );
         }
     }
     assert!(
