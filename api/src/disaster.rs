@@ -831,6 +831,13 @@ impl Operator {
         Ok((first, second))
     }
 
+    /// The primary region at the highest epoch and the other one, found
+    /// from the addresses of either.
+    async fn primary_and_other(&self, addresses: &[String]) -> Result<(Region, Region), DrError> {
+        let (a, b) = self.both(addresses).await?;
+        primary_first(a, b)
+    }
+
     /// A leader's client.
     async fn leader_client(&self, region: &Region) -> Result<(String, DrServiceClient<Channel>), DrError> {
         let address = region.leader()?.address.clone();
@@ -882,8 +889,7 @@ impl Operator {
         args: &SwitchoverArgs,
         timeline: &mut Timeline,
     ) -> Result<SwitchoverReport, DrError> {
-        let (a, b) = self.both(addresses).await?;
-        let (primary, standby) = primary_first(a, b)?;
+        let (primary, standby) = self.primary_and_other(addresses).await?;
         let standby_leader = standby.leader()?.clone();
         let standby_info = standby_leader.region();
         if standby_leader.role() != Some(RegionRole::Standby) {
@@ -1208,8 +1214,7 @@ impl Operator {
     /// The transfers the old primary committed that the new primary does not
     /// hold (after a failover).
     pub async fn reconcile(&self, addresses: &[String]) -> Result<ReconcileReport, DrError> {
-        let (a, b) = self.both(addresses).await?;
-        let (primary, old) = primary_first(a, b)?;
+        let (primary, old) = self.primary_and_other(addresses).await?;
         let info = primary.leader()?.region();
         if info.primary_since == 0 {
             return Err(DrError::Precondition(format!(
@@ -1236,8 +1241,7 @@ impl Operator {
         args: &FailbackArgs,
         timeline: &mut Timeline,
     ) -> Result<FailbackReport, DrError> {
-        let (a, b) = self.both(addresses).await?;
-        let (primary, old) = primary_first(a, b)?;
+        let (primary, old) = self.primary_and_other(addresses).await?;
         let primary_leader = primary.leader()?.clone();
         let info = primary_leader.region();
         let old_leader = old.leader()?.clone();
@@ -1398,8 +1402,7 @@ impl Operator {
     /// standby region is lost: `required` false, with a reason) or under it
     /// again.
     pub async fn lease(&self, addresses: &[String], args: &LeaseArgs) -> Result<LeaseReport, DrError> {
-        let (a, b) = self.both(addresses).await?;
-        let (primary, _) = primary_first(a, b)?;
+        let (primary, _) = self.primary_and_other(addresses).await?;
         let (address, mut client) = self.leader_client(&primary).await?;
         let required = args.action == LeaseAction::Require;
         let answer = client
@@ -1425,8 +1428,7 @@ impl Operator {
                 "--reason: say why (the audit trail records it with who unfroze the region)".into(),
             ));
         }
-        let (a, b) = self.both(addresses).await?;
-        let (primary, _) = primary_first(a, b)?;
+        let (primary, _) = self.primary_and_other(addresses).await?;
         let info = primary.leader()?.region();
         if info.frozen {
             self.unfreeze(&primary.addresses, &args.reason, Duration::from_millis(CALL_TIMEOUT_MS)).await?;
@@ -1443,8 +1445,7 @@ impl Operator {
         args: &ReseedArgs,
         timeline: &mut Timeline,
     ) -> Result<ReseedReport, DrError> {
-        let (a, b) = self.both(addresses).await?;
-        let (primary, standby) = primary_first(a, b)?;
+        let (primary, standby) = self.primary_and_other(addresses).await?;
         let epoch = primary.epoch();
         if standby.role() == Some(RegionRole::Primary) {
             return Err(DrError::Precondition(format!(
@@ -1525,8 +1526,7 @@ impl Operator {
         args: &DrillArgs,
         timeline: &mut Timeline,
     ) -> Result<DrillReport, DrError> {
-        let (a, b) = self.both(addresses).await?;
-        let (primary, standby) = primary_first(a, b)?;
+        let (primary, standby) = self.primary_and_other(addresses).await?;
         primary.leader()?;
         standby.leader()?;
         let regions = [primary.addresses.clone(), standby.addresses.clone()];
@@ -1621,8 +1621,7 @@ impl Operator {
         };
         // Judge: every acknowledged transfer in the final primary, and equal
         // digests once the standby caught up.
-        let (a, b) = self.both(addresses).await?;
-        let (final_primary, final_standby) = primary_first(a, b)?;
+        let (final_primary, final_standby) = self.primary_and_other(addresses).await?;
         let mut acknowledged = load.acknowledged().clone();
         acknowledged.extend(probed);
         report.acknowledged = acknowledged.len();
