@@ -38,8 +38,10 @@ pub const CF_ACCOUNT_TRANSFERS: &str = "account_transfers";
 pub const CF_BALANCES: &str = "balances";
 /// Ledgers: id (u32) → ledger.
 pub const CF_LEDGERS: &str = "ledgers";
-/// The change log: event timestamp (u64) → change (kind ++ id, and for a
-/// transfer both accounts' balances after it; 5 to 145 bytes).
+/// The change log, in blocks of up to 64 consecutive events: the last
+/// event's timestamp (u64) → each event's timestamp and change (kind ++ id,
+/// and for a transfer both accounts' balances after it; 5 to 145 bytes).
+/// See `state.rs` for the block's layout.
 pub const CF_CHANGES: &str = "changes";
 /// Running totals: ledger (u32) ++ code (u16) → accounts and four sums.
 pub const CF_TOTALS: &str = "totals";
@@ -147,8 +149,9 @@ const FORMAT_MAGIC: &[u8] = b"coffer-store";
 /// version 5 adds the `audit` column family; version 6 tags its keys and
 /// places each batch in time there, gives ledger records their fiscal
 /// section, and renumbers transfer result codes (recorded failures are
-/// stored by code).
-pub const FORMAT_VERSION: u32 = 6;
+/// stored by code); version 7 writes the change log in blocks of up to 64
+/// events.
+pub const FORMAT_VERSION: u32 = 7;
 
 /// A visitor of verified `(key, payload)` pairs; returns whether to go on.
 pub type Visit<'a> = dyn FnMut(&[u8], &[u8]) -> Result<bool, StorageError> + 'a;

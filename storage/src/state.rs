@@ -377,6 +377,79 @@ fn decode_block<const W: usize>(payload: &[u8], last: u64) -> Result<Vec<(u64, [
     Ok(rows)
 }
 
+/// Changes one change-log block holds at most: a batch's changes are
+/// written as blocks of this many consecutive events, each one key, so the
+/// memtable, the flushes and the compactions handle a sixty-fourth of the
+/// keys a record per change made them handle, while reading one change back
+/// (an indexed query resolving a timestamp) decodes at most this many.
+pub const CHANGES_PER_BLOCK: usize = 64;
+
+/// A change-log block's value: how many changes (a LEB128 varint), the
+/// first change's timestamp (8 bytes), then for each change its
+/// timestamp's distance from the one before (a varint; not for the first),
+/// its encoding's length (a varint) and its encoding
+/// ([`coffer_ledger::codec::encode_change`]). The key is the last
+/// change's timestamp. Timestamps must rise strictly.
+fn encode_change_block(changes: &[&Change], out: &mut Vec<u8>) -> Result<(), StorageError> {
+    let Some(first) = changes.first() else { return Ok(()) };
+    write_varint(out, changes.len() as u64);
+    out.extend_from_slice(&first.timestamp.to_be_bytes());
+    let mut encoded = Vec::with_capacity(160);
+    let mut previous = None;
+    for change in changes {
+        if let Some(previous) = previous {
+            if change.timestamp <= previous {
+                return Err(StorageError::Inconsistent {
+                    detail: format!("a write set's changes do not rise in time: {} after {previous}", change.timestamp),
+                });
+            }
+            write_varint(out, change.timestamp - previous);
+        }
+        encoded.clear();
+        encode_change(change, &mut encoded);
+        write_varint(out, encoded.len() as u64);
+        out.extend_from_slice(&encoded);
+        previous = Some(change.timestamp);
+    }
+    Ok(())
+}
+
+/// A visitor of a change-log block's `(timestamp, encoded change)` pairs;
+/// returns whether to go on.
+type VisitChange<'a> = dyn FnMut(u64, &[u8]) -> Result<bool, String> + 'a;
+
+/// Visits the `(timestamp, encoded change)` pairs of a change-log block
+/// whose key is `last`, checked: at least one, timestamps strictly rising,
+/// every length inside the block, ending at `last`. Decoding stops early
+/// (and the block's end is not checked) if `visit` returns false.
+fn walk_change_block(payload: &[u8], last: u64, visit: &mut VisitChange<'_>) -> Result<(), String> {
+    let mut at = 0;
+    let count = read_varint(payload, &mut at).filter(|count| *count > 0).ok_or("the count is cut short or 0")?;
+    let mut timestamp = keys::read_u64(payload, at).ok_or("the first timestamp is cut short")?;
+    at += 8;
+    for change in 0..count {
+        if change > 0 {
+            let delta =
+                read_varint(payload, &mut at).filter(|delta| *delta > 0).ok_or("a distance is cut short or 0")?;
+            timestamp = timestamp.checked_add(delta).ok_or("a timestamp overflows")?;
+        }
+        let length = read_varint(payload, &mut at).ok_or("a change's length is cut short")?;
+        let end = usize::try_from(length).ok().and_then(|length| at.checked_add(length));
+        let encoded = end.and_then(|end| payload.get(at..end)).ok_or("a change is cut short")?;
+        at += encoded.len();
+        if timestamp > last {
+            return Err(format!("a change at {timestamp} is past the block's key {last}"));
+        }
+        if !visit(timestamp, encoded)? {
+            return Ok(());
+        }
+    }
+    if at != payload.len() || timestamp != last {
+        return Err(format!("the block does not end at its key's timestamp {last}"));
+    }
+    Ok(())
+}
+
 /// The timestamps of an index block whose key ends in `last`, checked.
 fn decode_index_block(payload: &[u8], last: u64) -> Result<Vec<u64>, String> {
     Ok(decode_block::<0>(payload, last)?.into_iter().map(|(timestamp, _)| timestamp).collect())
@@ -646,10 +719,11 @@ impl LedgerState {
             balances.put(batch, &keys::u128_u64(row.account_id.0, row.timestamp), &value);
         }
         let mut changes = db.puts(CF_CHANGES)?;
-        for change in &write_set.changes {
+        for block in sorted(&write_set.changes, |change| change.timestamp).chunks(CHANGES_PER_BLOCK) {
+            let Some(last) = block.last() else { continue };
             buffer.clear();
-            encode_change(change, &mut buffer);
-            changes.put(batch, &keys::u64(change.timestamp), &buffer);
+            encode_change_block(block, &mut buffer)?;
+            changes.put(batch, &keys::u64(last.timestamp), &buffer);
         }
         Ok(())
     }
@@ -1022,21 +1096,46 @@ impl StateReads<'_> {
         if limit == 0 || filter.timestamp_min > filter.timestamp_max {
             return Ok(changes);
         }
-        let (from, to) = (keys::u64(filter.timestamp_min), keys::u64(filter.timestamp_max));
-        // The scan stops at the range's end without reading past it, so a
-        // record outside the range is never read (nor its frame checked).
-        let past_to = filter.timestamp_max.checked_add(1).map(keys::u64);
+        let (min, max) = (filter.timestamp_min, filter.timestamp_max);
+        // Each block's key is its last change's timestamp, so the first
+        // block that can hold `min` is the first whose key is at least
+        // `min`, and the last that can hold `max` the first whose key is at
+        // least `max`. A change outside the range is never decoded; its
+        // block's frame is checked when it shares a block with one inside.
         let mut visit = |key: &[u8], payload: &[u8]| -> Result<bool, StorageError> {
-            let timestamp = keys::read_u64(key, 0)
+            let last = keys::read_u64(key, 0)
                 .filter(|_| key.len() == 8)
                 .ok_or_else(|| corruption(CF_CHANGES, key, "key is not a u64 timestamp"))?;
-            changes.push(decode_at(CF_CHANGES, key, payload, |payload| decode_change(timestamp, payload))?);
-            Ok(changes.len() < limit)
+            let mut block = Vec::new();
+            let mut in_range = |timestamp: u64, encoded: &[u8]| -> Result<bool, String> {
+                if timestamp > max {
+                    return Ok(false);
+                }
+                if timestamp >= min {
+                    block.push(decode_change(timestamp, encoded).map_err(|error| error.to_string())?);
+                }
+                Ok(true)
+            };
+            walk_change_block(payload, last, &mut in_range).map_err(|reason| corruption(CF_CHANGES, key, reason))?;
+            if filter.reversed {
+                block.reverse();
+            }
+            let room = limit - changes.len();
+            changes.extend(block.into_iter().take(room));
+            // Forward, a block ending past `max` is the range's last.
+            Ok(changes.len() < limit && (filter.reversed || last < max))
         };
         if filter.reversed {
-            self.0.scan_reverse(CF_CHANGES, &from, &to, &mut visit)?;
+            // The block holding `max` (if any block ends at or after it)
+            // bounds the backward scan.
+            let mut upper = keys::u64(max).to_vec();
+            self.0.scan(CF_CHANGES, &keys::u64(max), None, &mut |key, _| {
+                upper = key.to_vec();
+                Ok(false)
+            })?;
+            self.0.scan_reverse(CF_CHANGES, &keys::u64(min), &upper, &mut visit)?;
         } else {
-            self.0.scan(CF_CHANGES, &from, past_to.as_ref().map(|key| key.as_slice()), &mut visit)?;
+            self.0.scan(CF_CHANGES, &keys::u64(min), None, &mut visit)?;
         }
         Ok(changes)
     }
@@ -1337,6 +1436,34 @@ mod tests {
         }
         let repeated = [encode_block([(5, [0u8; 0])].into_iter()), vec![0]].concat();
         assert!(decode_index_block(&[&[2u8][..], &repeated[1..]].concat(), 5).is_err(), "a distance of 0");
+    }
+
+    #[test]
+    fn change_blocks_round_trip_and_refuse_what_no_writer_makes() {
+        let change = |timestamp, id| Change {
+            timestamp,
+            kind: coffer_ledger::ChangeKind::LedgerCreated(LedgerId(id)),
+            balances: None,
+        };
+        let changes = [change(5, 1), change(6, 2), change(1 << 40, 3)];
+        let mut block = Vec::new();
+        encode_change_block(&changes.iter().collect::<Vec<_>>(), &mut block).unwrap();
+        let read = |payload: &[u8], last| {
+            let mut read = Vec::new();
+            walk_change_block(payload, last, &mut |timestamp, encoded| {
+                read.push(decode_change(timestamp, encoded).map_err(|error| error.to_string())?);
+                Ok(true)
+            })
+            .map(|()| read)
+        };
+        assert_eq!(read(&block, 1 << 40), Ok(changes.to_vec()));
+        assert!(read(&block, (1 << 40) + 1).is_err(), "another last timestamp");
+        assert!(read(&block[..block.len() - 1], 1 << 40).is_err(), "cut short");
+        assert!(read(&[block.as_slice(), &[0]].concat(), 1 << 40).is_err(), "a byte past the end");
+        assert!(read(&[0], 1).is_err(), "no changes");
+        let mut falling = Vec::new();
+        let error = encode_change_block(&[&change(6, 1), &change(6, 2)], &mut falling).unwrap_err();
+        assert!(error.to_string().contains("6 after 6"), "{error}");
     }
 
     #[test]

@@ -806,10 +806,60 @@ fn the_change_log_is_written_with_each_entry_and_survives_a_reopen() {
 }
 
 #[test]
+fn the_change_log_in_blocks_reads_every_range_as_one_record_per_change_would() {
+    // Write sets of 1, 64 (one full block), 65 and 200 changes (blocks cut
+    // mid-batch), then ranges starting and ending at and around every
+    // block boundary, both ways, with limits that end inside a block.
+    let dir = TempDir::new().unwrap();
+    let mut node = open(dir.path());
+    let mut memory = MemoryStore::new();
+    let mut operations = vec![(T0, Operation::CreateLedgers(vec![Ledger::new(KRW, "KRW", 0, "Won")]))];
+    let mut next = 1_000u128;
+    for (batch, size) in [64u128, 65, 200].into_iter().enumerate() {
+        let accounts =
+            (0..size).map(|offset| account(AccountId(next + offset), AccountKind::Other, 401, AccountFlags::NONE));
+        operations.push((T0 + 1_000 * (batch as u64 + 1), Operation::CreateAccounts(accounts.collect())));
+        next += size;
+    }
+    for (index, (timestamp, operation)) in (1..).zip(&operations) {
+        let (_, write_set) = apply_entry(&mut node, index, *timestamp, operation);
+        memory.commit(&write_set).unwrap();
+    }
+    let all = memory.changes(&ChangeFilter::all(u32::MAX)).unwrap();
+    assert_eq!(all.len(), 1 + 64 + 65 + 200);
+    assert_eq!(node.state.changes(&ChangeFilter::all(u32::MAX)).unwrap(), all);
+    let mut edges: Vec<u64> = vec![0, 1, u64::MAX];
+    for (at, change) in all.iter().enumerate() {
+        if at % 64 <= 1 || at % 64 == 63 || at + 2 >= all.len() {
+            edges.extend([change.timestamp - 1, change.timestamp, change.timestamp + 1]);
+        }
+    }
+    for &timestamp_min in &edges {
+        for &timestamp_max in &edges {
+            for reversed in [false, true] {
+                for limit in [1, 2, 63, 64, 65, 130, u32::MAX] {
+                    let filter = ChangeFilter { timestamp_min, timestamp_max, limit, reversed };
+                    assert_eq!(node.state.changes(&filter), memory.changes(&filter), "{filter:?}");
+                }
+            }
+        }
+    }
+    assert_eq!(state_digest(&node.state), state_digest(&memory));
+}
+
+#[test]
 fn a_corrupt_change_is_reported_naming_its_column_family_and_key() {
     let dir = TempDir::new().unwrap();
     let node = treasury_node(dir.path());
-    let key = keys::u64(T0 + 100);
+    // The change log's block holding the change at T0 + 100 (its key is
+    // the block's last timestamp).
+    let handle = node.state.db().cf(CF_CHANGES).unwrap();
+    let mut blocks = node.state.db().rocksdb().raw_iterator_cf(handle);
+    blocks.seek(keys::u64(T0 + 100));
+    let key = blocks.key().expect("a block holds the change at T0 + 100").to_vec();
+    blocks.prev();
+    let block_before = keys::read_u64(blocks.key().expect("a block before it"), 0).unwrap();
+    drop(blocks);
     flip_stored_bit(node.state.db(), CF_CHANGES, &key);
     let is_wanted = |error: &StoreError| matches!(error, StoreError::Corruption { table, key: found, .. } if table == CF_CHANGES && *found == hex(&key));
     let error = node.state.changes(&ChangeFilter::all(100)).unwrap_err();
@@ -821,8 +871,10 @@ fn a_corrupt_change_is_reported_naming_its_column_family_and_key() {
         Err(QueryError::Store(error)) => assert!(is_wanted(&error), "{error:?}"),
         other => panic!("expected the corruption, got {other:?}"),
     }
-    let before = ChangeFilter { timestamp_max: T0 + 99, ..ChangeFilter::all(100) };
-    assert_eq!(node.state.changes(&before).unwrap().len(), 5, "the changes before it still read");
+    let before = ChangeFilter { timestamp_max: block_before, ..ChangeFilter::all(100) };
+    let expected = treasury_memory().changes(&before).unwrap();
+    assert!(!expected.is_empty());
+    assert_eq!(node.state.changes(&before).unwrap(), expected, "the changes in the blocks before it still read");
 }
 
 // Snapshots.
