@@ -530,6 +530,8 @@ pub fn prepare_create_transfers<S: Store + ?Sized>(
 ) -> Result<Prepared<Vec<CreateTransferResult>>, ApplyError> {
     let last_timestamp = check_batch(store, timestamp, events.len())?;
     let mut batch = Batch::new(store, events.len());
+    let ids: Vec<crate::TransferId> = events.iter().map(|t| t.id).filter(|id| id.0 != 0 && id.0 != u128::MAX).collect();
+    batch.learn_unused_ids(&ids)?;
     let late = missing_budget_legs(&mut batch, events)?;
     let results = run_chains(&mut batch, events, timestamp, &late)?;
     Ok(Prepared { results, write_set: batch.into_write_set(timestamp, last_timestamp)? })

@@ -5,7 +5,7 @@
 //! Nothing here touches the store except to read it: a prepared batch is
 //! invisible until the caller commits its write set.
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::digest::{DigestSum, Record};
 use crate::ids::{AccountId, LedgerId, TransferId};
@@ -82,6 +82,11 @@ pub(crate) struct Batch<'s, S: Store + ?Sized> {
     pending_dirty: Vec<TransferId>,
     failures: Vec<(TransferId, CreateTransferResult)>,
     failure_index: FxHashMap<TransferId, CreateTransferResult>,
+    /// Ids the store held neither a transfer nor a failure under when the
+    /// batch began (asked once for the batch's events; see
+    /// [`Self::learn_unused_ids`]): a lookup of one answers without the
+    /// store.
+    unused_ids: FxHashSet<TransferId>,
     account_transfers: Vec<AccountTransfer>,
     balances: Vec<AccountBalance>,
     /// The change log's new entries, in timestamp order.
@@ -115,6 +120,7 @@ impl<'s, S: Store + ?Sized> Batch<'s, S> {
             pending_dirty: Vec::new(),
             failures: Vec::new(),
             failure_index: FxHashMap::default(),
+            unused_ids: FxHashSet::default(),
             account_transfers: Vec::with_capacity(events * 2),
             balances: Vec::new(),
             // At most one change per event: one allocation per batch.
@@ -256,8 +262,21 @@ impl<'s, S: Store + ?Sized> Batch<'s, S> {
     pub(crate) fn transfer(&self, id: TransferId) -> Result<Option<Transfer>, StoreError> {
         match self.transfer_index.get(&id) {
             Some(&index) => Ok(self.transfers.get(index).copied()),
+            None if self.unused_ids.contains(&id) => Ok(None),
             None => self.store.transfer(id),
         }
+    }
+
+    /// Asks the store, in one question, which of `ids` it holds no transfer
+    /// and no failure under; lookups of those then answer from the overlay.
+    /// The store does not change while a batch is prepared, so the answer
+    /// holds for the whole batch (what the batch itself adds is looked up
+    /// first).
+    pub(crate) fn learn_unused_ids(&mut self, ids: &[TransferId]) -> Result<(), StoreError> {
+        let unused = self.store.unused_transfer_ids(ids)?;
+        self.unused_ids.reserve(ids.len());
+        self.unused_ids.extend(ids.iter().zip(unused).filter(|(_, unused)| *unused).map(|(id, _)| *id));
+        Ok(())
     }
 
     /// Adds a transfer, its two history-index entries and its change, which
@@ -301,6 +320,9 @@ impl<'s, S: Store + ?Sized> Batch<'s, S> {
     pub(crate) fn transfer_failed(&self, id: TransferId) -> Result<bool, StoreError> {
         if self.failure_index.contains_key(&id) {
             return Ok(true);
+        }
+        if self.unused_ids.contains(&id) {
+            return Ok(false);
         }
         Ok(self.store.transfer_failure(id)?.is_some())
     }

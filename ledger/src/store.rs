@@ -187,6 +187,13 @@ pub trait Store {
     /// The transfer with this id.
     fn transfer(&self, id: TransferId) -> Result<Option<Transfer>, StoreError>;
 
+    /// For each of `ids`, whether no transfer and no recorded failure has
+    /// it: one question for a whole batch's new ids, which a store can
+    /// answer in one batched lookup (the default asks per id).
+    fn unused_transfer_ids(&self, ids: &[TransferId]) -> Result<Vec<bool>, StoreError> {
+        ids.iter().map(|&id| Ok(self.transfer(id)?.is_none() && self.transfer_failure(id)?.is_none())).collect()
+    }
+
     /// The status of the pending transfer with this id.
     fn pending_status(&self, id: TransferId) -> Result<Option<PendingStatus>, StoreError>;
 

@@ -1011,6 +1011,27 @@ impl StateReads<'_> {
         Ok(self.0.get_decoded(CF_FAILURES, &keys::u128(id.0), decode_failure)?)
     }
 
+    /// [`Store::unused_transfer_ids`] in two batched lookups: `transfers`
+    /// for every id, `failures` for those it lacks.
+    fn unused_transfer_ids(&self, ids: &[TransferId]) -> Result<Vec<bool>, StorageError> {
+        let mut order: Vec<usize> = (0..ids.len()).collect();
+        order.sort_unstable_by_key(|&at| ids[at]);
+        let sorted: Vec<[u8; 16]> = order.iter().map(|&at| keys::u128(ids[at].0)).collect();
+        let mut unused = vec![false; ids.len()];
+        let in_transfers = self.0.present_sorted(CF_TRANSFERS, &sorted)?;
+        let (absent, absent_keys): (Vec<usize>, Vec<[u8; 16]>) = order
+            .iter()
+            .zip(&sorted)
+            .zip(in_transfers)
+            .filter(|(_, present)| !present)
+            .map(|((&at, key), _)| (at, *key))
+            .unzip();
+        for (at, failed) in absent.into_iter().zip(self.0.present_sorted(CF_FAILURES, &absent_keys)?) {
+            unused[at] = !failed;
+        }
+        Ok(unused)
+    }
+
     fn expiring(&self, up_to: u64, limit: usize) -> Result<Vec<(u64, TransferId)>, StoreError> {
         let mut due = Vec::new();
         let end = up_to.checked_add(1).map(|after| keys::u64_u128(after, 0));
@@ -1234,6 +1255,10 @@ macro_rules! state_reads {
 
         fn transfer_failure(&self, id: TransferId) -> Result<Option<CreateTransferResult>, StoreError> {
             self.reads().transfer_failure(id)
+        }
+
+        fn unused_transfer_ids(&self, ids: &[TransferId]) -> Result<Vec<bool>, StoreError> {
+            Ok(self.reads().unused_transfer_ids(ids)?)
         }
 
         fn expiring(&self, up_to: u64, limit: usize) -> Result<Vec<(u64, TransferId)>, StoreError> {

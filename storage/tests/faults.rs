@@ -848,6 +848,23 @@ fn the_change_log_in_blocks_reads_every_range_as_one_record_per_change_would() {
 }
 
 #[test]
+fn a_batched_id_lookup_answers_as_one_lookup_per_id_does() {
+    let dir = TempDir::new().unwrap();
+    let node = treasury_node(dir.path());
+    let memory = treasury_memory();
+    // Unsorted, repeated, present, failed (10: its debit account is
+    // unknown) and never used.
+    let ids: Vec<TransferId> = [99, 1, 10, 11, 1_000, 1, 5, 10, u128::MAX - 1].map(TransferId).to_vec();
+    let expected = [true, false, false, false, true, false, false, false, true];
+    assert!(memory.transfer_failure(TransferId(10)).unwrap().is_some(), "id 10 is a recorded failure");
+    assert_eq!(memory.unused_transfer_ids(&ids).unwrap(), expected, "the per-id default");
+    assert_eq!(node.state.unused_transfer_ids(&ids).unwrap(), expected, "the batched lookup");
+    let view = coffer_storage::ReadView::open(node.state.db()).unwrap();
+    assert_eq!(view.unused_transfer_ids(&ids).unwrap(), expected, "through a read view");
+    assert!(node.state.unused_transfer_ids(&[]).unwrap().is_empty());
+}
+
+#[test]
 fn a_corrupt_change_is_reported_naming_its_column_family_and_key() {
     let dir = TempDir::new().unwrap();
     let node = treasury_node(dir.path());
