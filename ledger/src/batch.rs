@@ -273,7 +273,7 @@ impl<'s, S: Store + ?Sized> Batch<'s, S> {
     /// holds for the whole batch (what the batch itself adds is looked up
     /// first).
     pub(crate) fn learn_unused_ids(&mut self, ids: &[TransferId]) -> Result<(), StoreError> {
-        let unused = self.store.unused_transfer_ids(ids)?;
+        let Some(unused) = self.store.unused_transfer_ids(ids)? else { return Ok(()) };
         self.unused_ids.reserve(ids.len());
         self.unused_ids.extend(ids.iter().zip(unused).filter(|(_, unused)| *unused).map(|(id, _)| *id));
         Ok(())

@@ -1257,8 +1257,8 @@ macro_rules! state_reads {
             self.reads().transfer_failure(id)
         }
 
-        fn unused_transfer_ids(&self, ids: &[TransferId]) -> Result<Vec<bool>, StoreError> {
-            Ok(self.reads().unused_transfer_ids(ids)?)
+        fn unused_transfer_ids(&self, ids: &[TransferId]) -> Result<Option<Vec<bool>>, StoreError> {
+            Ok(Some(self.reads().unused_transfer_ids(ids)?))
         }
 
         fn expiring(&self, up_to: u64, limit: usize) -> Result<Vec<(u64, TransferId)>, StoreError> {

@@ -857,11 +857,17 @@ fn a_batched_id_lookup_answers_as_one_lookup_per_id_does() {
     let ids: Vec<TransferId> = [99, 1, 10, 11, 1_000, 1, 5, 10, u128::MAX - 1].map(TransferId).to_vec();
     let expected = [true, false, false, false, true, false, false, false, true];
     assert!(memory.transfer_failure(TransferId(10)).unwrap().is_some(), "id 10 is a recorded failure");
-    assert_eq!(memory.unused_transfer_ids(&ids).unwrap(), expected, "the per-id default");
+    let per_id: Vec<bool> = ids
+        .iter()
+        .map(|&id| memory.transfer(id).unwrap().is_none() && memory.transfer_failure(id).unwrap().is_none())
+        .collect();
+    assert_eq!(per_id, expected, "one lookup per id");
+    assert_eq!(memory.unused_transfer_ids(&ids).unwrap(), None, "the in-memory store answers per id");
+    let expected = Some(expected.to_vec());
     assert_eq!(node.state.unused_transfer_ids(&ids).unwrap(), expected, "the batched lookup");
     let view = coffer_storage::ReadView::open(node.state.db()).unwrap();
     assert_eq!(view.unused_transfer_ids(&ids).unwrap(), expected, "through a read view");
-    assert!(node.state.unused_transfer_ids(&[]).unwrap().is_empty());
+    assert_eq!(node.state.unused_transfer_ids(&[]).unwrap(), Some(Vec::new()));
 }
 
 #[test]
