@@ -262,7 +262,7 @@ impl<'s, S: Store + ?Sized> Batch<'s, S> {
     pub(crate) fn transfer(&self, id: TransferId) -> Result<Option<Transfer>, StoreError> {
         match self.transfer_index.get(&id) {
             Some(&index) => Ok(self.transfers.get(index).copied()),
-            None if self.unused_ids.contains(&id) => Ok(None),
+            None if !self.unused_ids.is_empty() && self.unused_ids.contains(&id) => Ok(None),
             None => self.store.transfer(id),
         }
     }
@@ -321,7 +321,7 @@ impl<'s, S: Store + ?Sized> Batch<'s, S> {
         if self.failure_index.contains_key(&id) {
             return Ok(true);
         }
-        if self.unused_ids.contains(&id) {
+        if !self.unused_ids.is_empty() && self.unused_ids.contains(&id) {
             return Ok(false);
         }
         Ok(self.store.transfer_failure(id)?.is_some())
