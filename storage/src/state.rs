@@ -356,25 +356,66 @@ fn read_varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
 /// The rows of a block whose key ends in `last`, checked: at least one,
 /// timestamps strictly rising, ending at `last`.
 fn decode_block<const W: usize>(payload: &[u8], last: u64) -> Result<Vec<(u64, [u8; W])>, String> {
-    let mut at = 0;
-    let count = read_varint(payload, &mut at).filter(|count| *count > 0).ok_or("the count is cut short or 0")?;
-    let mut rows: Vec<(u64, [u8; W])> = Vec::with_capacity(usize::try_from(count).unwrap_or(0).min(payload.len()));
-    let mut timestamp = keys::read_u64(payload, at).ok_or("the first timestamp is cut short")?;
-    at += 8;
-    for row in 0..count {
-        if row > 0 {
-            let delta =
-                read_varint(payload, &mut at).filter(|delta| *delta > 0).ok_or("a distance is cut short or 0")?;
-            timestamp = timestamp.checked_add(delta).ok_or("a timestamp overflows")?;
-        }
-        let row_payload = payload.get(at..at + W).and_then(|bytes| <[u8; W]>::try_from(bytes).ok());
+    let mut block = BlockReader::start(payload)?;
+    let mut rows: Vec<(u64, [u8; W])> = Vec::with_capacity(block.capacity());
+    while let Some(timestamp) = block.next_timestamp()? {
+        let row_payload = block.payload.get(block.at..block.at + W).and_then(|bytes| <[u8; W]>::try_from(bytes).ok());
         rows.push((timestamp, row_payload.ok_or("a row is cut short")?));
-        at += W;
+        block.at += W;
     }
-    if at != payload.len() || timestamp != last {
-        return Err(format!("the block does not end at its key's timestamp {last}"));
-    }
+    block.finish(last)?;
     Ok(rows)
+}
+
+/// Reads a block's framing (its count, first timestamp and distances; see
+/// [`encode_block`] and [`encode_change_block`]): the caller reads each
+/// row's payload at `at` between timestamps.
+struct BlockReader<'p> {
+    payload: &'p [u8],
+    at: usize,
+    count: u64,
+    read: u64,
+    timestamp: u64,
+}
+
+impl<'p> BlockReader<'p> {
+    /// Reads the count (at least one) and the first timestamp.
+    fn start(payload: &'p [u8]) -> Result<Self, String> {
+        let mut at = 0;
+        let count = read_varint(payload, &mut at).filter(|count| *count > 0).ok_or("the count is cut short or 0")?;
+        let timestamp = keys::read_u64(payload, at).ok_or("the first timestamp is cut short")?;
+        Ok(Self { payload, at: at + 8, count, read: 0, timestamp })
+    }
+
+    /// Rows to allocate for: the count, bounded by the payload's size.
+    fn capacity(&self) -> usize {
+        usize::try_from(self.count).unwrap_or(0).min(self.payload.len())
+    }
+
+    /// The next row's timestamp (strictly above the one before), or `None`
+    /// after the last row.
+    fn next_timestamp(&mut self) -> Result<Option<u64>, String> {
+        if self.read == self.count {
+            return Ok(None);
+        }
+        if self.read > 0 {
+            let delta = read_varint(self.payload, &mut self.at)
+                .filter(|delta| *delta > 0)
+                .ok_or("a distance is cut short or 0")?;
+            self.timestamp = self.timestamp.checked_add(delta).ok_or("a timestamp overflows")?;
+        }
+        self.read += 1;
+        Ok(Some(self.timestamp))
+    }
+
+    /// Checks that the block ended where its payload does, at its key's
+    /// timestamp `last`.
+    fn finish(&self, last: u64) -> Result<(), String> {
+        if self.at != self.payload.len() || self.timestamp != last {
+            return Err(format!("the block does not end at its key's timestamp {last}"));
+        }
+        Ok(())
+    }
 }
 
 /// Changes one change-log block holds at most: a batch's changes are
@@ -423,20 +464,12 @@ type VisitChange<'a> = dyn FnMut(u64, &[u8]) -> Result<bool, String> + 'a;
 /// every length inside the block, ending at `last`. Decoding stops early
 /// (and the block's end is not checked) if `visit` returns false.
 fn walk_change_block(payload: &[u8], last: u64, visit: &mut VisitChange<'_>) -> Result<(), String> {
-    let mut at = 0;
-    let count = read_varint(payload, &mut at).filter(|count| *count > 0).ok_or("the count is cut short or 0")?;
-    let mut timestamp = keys::read_u64(payload, at).ok_or("the first timestamp is cut short")?;
-    at += 8;
-    for change in 0..count {
-        if change > 0 {
-            let delta =
-                read_varint(payload, &mut at).filter(|delta| *delta > 0).ok_or("a distance is cut short or 0")?;
-            timestamp = timestamp.checked_add(delta).ok_or("a timestamp overflows")?;
-        }
-        let length = read_varint(payload, &mut at).ok_or("a change's length is cut short")?;
-        let end = usize::try_from(length).ok().and_then(|length| at.checked_add(length));
-        let encoded = end.and_then(|end| payload.get(at..end)).ok_or("a change is cut short")?;
-        at += encoded.len();
+    let mut block = BlockReader::start(payload)?;
+    while let Some(timestamp) = block.next_timestamp()? {
+        let length = read_varint(payload, &mut block.at).ok_or("a change's length is cut short")?;
+        let end = usize::try_from(length).ok().and_then(|length| block.at.checked_add(length));
+        let encoded = end.and_then(|end| payload.get(block.at..end)).ok_or("a change is cut short")?;
+        block.at += encoded.len();
         if timestamp > last {
             return Err(format!("a change at {timestamp} is past the block's key {last}"));
         }
@@ -444,10 +477,7 @@ fn walk_change_block(payload: &[u8], last: u64, visit: &mut VisitChange<'_>) -> 
             return Ok(());
         }
     }
-    if at != payload.len() || timestamp != last {
-        return Err(format!("the block does not end at its key's timestamp {last}"));
-    }
-    Ok(())
+    block.finish(last)
 }
 
 /// The timestamps of an index block whose key ends in `last`, checked.
