@@ -492,7 +492,7 @@ fn replace_state(db: &Db, source: &Db) -> Result<(), StorageError> {
     for cf in STATE_COLUMN_FAMILIES {
         let target = db.cf(cf)?;
         let mut batch = WriteBatch::default();
-        let mut iter = source.rocksdb().raw_iterator_cf(source.cf(cf)?);
+        let mut iter = source.rocksdb().raw_iterator_cf_opt(source.cf(cf)?, crate::db::read_options());
         iter.seek_to_first();
         while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
             unframe(cf, key, value)?;

@@ -199,7 +199,7 @@ pub fn verify_records(db: &Db) -> Result<RecordsReport, StorageError> {
 }
 
 fn verify_column_family(db: &Db, name: &'static str) -> Result<(ColumnFamilyReport, Option<Corruption>), StorageError> {
-    let mut options = rocksdb::ReadOptions::default();
+    let mut options = crate::db::read_options();
     options.set_verify_checksums(true);
     // A one-off scan of everything: keep the cache for the node.
     options.fill_cache(false);

@@ -870,6 +870,61 @@ fn a_batched_id_lookup_answers_as_one_lookup_per_id_does() {
     assert_eq!(node.state.unused_transfer_ids(&[]).unwrap(), Some(Vec::new()));
 }
 
+/// Every account as a full scan of `store` visits them.
+fn scanned_accounts<S: Store>(store: &S) -> Vec<Account> {
+    let mut accounts = Vec::new();
+    store.for_each_account(&mut |account| accounts.push(*account)).unwrap();
+    accounts
+}
+
+#[test]
+fn accounts_rewritten_by_many_batches_scan_once_each_in_id_order() {
+    // `accounts` keeps its memtable in hash buckets, one per account id,
+    // with every version a batch wrote: a scan must still visit each
+    // account once, newest version, in id order, whether it is in the
+    // memtable, in a flushed table or both, and through a read view.
+    let dir = TempDir::new().unwrap();
+    let mut node = open(dir.path());
+    let mut memory = MemoryStore::new();
+    let mut entries = vec![(T0, Operation::CreateLedgers(vec![Ledger::new(KRW, "KRW", 0, "Won")]))];
+    // Ids created out of order, over a range wider than their number.
+    let ids: Vec<AccountId> = (0..200u128).map(|i| AccountId(i * 7_919 % 1_009 + 1)).collect();
+    let accounts = ids.iter().map(|&id| account(id, AccountKind::Other, 501, AccountFlags::NONE)).collect();
+    entries.push((T0 + 10, Operation::CreateAccounts(accounts)));
+    for round in 0..6u128 {
+        let transfers = (0..100u128)
+            .map(|i| {
+                let (debit, credit) = (ids[(i * 3 + round) as usize % 200], ids[(i * 5 + 1) as usize % 200]);
+                let credit = if credit == debit { ids[(i * 5 + 2) as usize % 200] } else { credit };
+                transfer(1_000 * (round + 1) + i, debit, credit, 10 + i, TransferKind::Journal)
+            })
+            .collect();
+        entries.push((T0 + 1_000 * (round as u64 + 1), Operation::CreateTransfers(transfers)));
+    }
+    for (index, (timestamp, operation)) in (1..).zip(&entries) {
+        apply_entry(&mut node, index, *timestamp, operation);
+        let (_, write_set) = prepare_on(&memory, *timestamp, operation);
+        memory.commit(&write_set).unwrap();
+        if index == 4 {
+            node.state.db().flush().unwrap();
+        }
+    }
+    let expected = scanned_accounts(&memory);
+    assert_eq!(expected.len(), 200);
+    assert!(expected.windows(2).all(|pair| pair[0].id < pair[1].id), "the in-memory store scans in id order");
+    assert!(expected.iter().any(|account| account.debits_posted > 0 && account.credits_posted > 0));
+    let same = |scanned: Vec<Account>, context: &str| {
+        assert_eq!(scanned.len(), expected.len(), "{context}: accounts scanned");
+        assert!(scanned == expected, "{context}: the accounts scanned differ");
+    };
+    same(scanned_accounts(&node.state), "memtable and table together");
+    let view = coffer_storage::ReadView::open(node.state.db()).unwrap();
+    same(scanned_accounts(&view), "through a read view");
+    node.state.db().flush().unwrap();
+    same(scanned_accounts(&node.state), "all flushed");
+    assert_eq!(state_digest(&node.state).unwrap(), state_digest(&memory).unwrap());
+}
+
 #[test]
 fn a_corrupt_change_is_reported_naming_its_column_family_and_key() {
     let dir = TempDir::new().unwrap();
