@@ -24,6 +24,8 @@ struct Slot {
     /// The account as the store held it before the batch (for the digest
     /// and the running totals, which replace the old value by the new).
     original: Option<Account>,
+    /// The digest hash of `original`, if the store had it at hand.
+    original_hash: Option<DigestSum>,
     /// Whether the batch changed it (and so listed it in `accounts_dirty`).
     dirty: bool,
 }
@@ -214,9 +216,12 @@ impl<'s, S: Store + ?Sized> Batch<'s, S> {
         match self.account_index.entry(id) {
             Entry::Occupied(entry) => Ok(*entry.get()),
             Entry::Vacant(vacant) => {
-                let account = self.store.account(id)?;
+                let (account, original_hash) = match self.store.account_hashed(id)? {
+                    Some((account, hash)) => (Some(account), hash),
+                    None => (None, None),
+                };
                 let slot = self.accounts.len();
-                self.accounts.push(Slot { account, original: account, dirty: false });
+                self.accounts.push(Slot { account, original: account, original_hash, dirty: false });
                 vacant.insert(slot);
                 Ok(slot)
             }
@@ -400,8 +405,10 @@ impl<'s, S: Store + ?Sized> Batch<'s, S> {
         // Sized up front: collecting a filtered iterator would grow (and
         // copy) the vector step by step, which cost a fifth of a batch.
         let mut accounts = Vec::with_capacity(self.accounts_dirty.len());
+        let mut account_hashes = Vec::with_capacity(self.accounts_dirty.len());
         for slot in &self.accounts_dirty {
-            let Some(Slot { account: Some(account), original, .. }) = self.accounts.get(*slot).copied() else {
+            let Some(Slot { account: Some(account), original, original_hash, .. }) = self.accounts.get(*slot).copied()
+            else {
                 continue;
             };
             let key = (account.ledger, account.code);
@@ -414,13 +421,16 @@ impl<'s, S: Store + ?Sized> Batch<'s, S> {
                 Some(original) => {
                     debug_assert_eq!((original.ledger, original.code), key, "ledger and code never change");
                     code_totals.sub(&original.balances());
-                    digest.remove_with(Record::Account(original), &mut element);
+                    let hash = original_hash.unwrap_or_else(|| Record::Account(original).hash_with(&mut element));
+                    digest = digest.minus(hash);
                 }
                 None => code_totals.accounts += 1,
             }
             code_totals.add(&account.balances());
-            digest.add_with(Record::Account(&account), &mut element);
+            let hash = Record::Account(&account).hash_with(&mut element);
+            digest = digest.plus(hash);
             accounts.push(account);
+            account_hashes.push(hash);
         }
         let mut pending = Vec::with_capacity(self.pending_dirty.len());
         for id in &self.pending_dirty {
@@ -460,6 +470,7 @@ impl<'s, S: Store + ?Sized> Batch<'s, S> {
             totals,
             ledgers: self.ledgers,
             accounts,
+            account_hashes,
             transfers: self.transfers,
             pending,
             failures: self.failures,

@@ -145,6 +145,12 @@ pub struct WriteSet {
     pub ledgers: Vec<Ledger>,
     /// Accounts created or changed, with their new values.
     pub accounts: Vec<Account>,
+    /// The digest hash of each of `accounts`, in the same order (see
+    /// [`crate::digest`]), for a store that keeps it with the account: the
+    /// next batch that changes the account takes the old value out of the
+    /// digest sum without hashing it again ([`Store::account_hashed`]).
+    /// Empty when not computed.
+    pub account_hashes: Vec<DigestSum>,
     /// Transfers created.
     pub transfers: Vec<Transfer>,
     /// Pending statuses created or changed. A store keeps `(expires_at, id)`
@@ -183,6 +189,15 @@ pub trait Store {
 
     /// The account with this id.
     fn account(&self, id: AccountId) -> Result<Option<Account>, StoreError>;
+
+    /// The account with this id and, if the store has it at hand, the
+    /// digest hash of exactly that value (from [`WriteSet::account_hashes`]
+    /// when it was written). A batch that changes the account then need
+    /// not hash the old value to take it out of the digest sum. The default
+    /// knows no hash.
+    fn account_hashed(&self, id: AccountId) -> Result<Option<(Account, Option<DigestSum>)>, StoreError> {
+        Ok(self.account(id)?.map(|account| (account, None)))
+    }
 
     /// The transfer with this id.
     fn transfer(&self, id: TransferId) -> Result<Option<Transfer>, StoreError>;

@@ -5,16 +5,23 @@
 //! round-robin within a set of four, and is updated only after the write that
 //! changed the accounts has succeeded, so it always equals what is on disk.
 //! Misses (accounts that do not exist) are not cached.
+//!
+//! With each account it keeps the digest hash of that value when the write
+//! that stored it computed one, so the next batch changing the account takes
+//! it out of the digest sum without hashing it again.
 
-use coffer_ledger::{Account, AccountId};
+use coffer_ledger::{Account, AccountId, DigestSum};
 
 const WAYS: usize = 4;
 
 #[derive(Clone, Debug, Default)]
 struct Set {
-    entries: [Option<Account>; WAYS],
+    entries: [Option<Cached>; WAYS],
     next_victim: usize,
 }
+
+/// An account and, if known, the digest hash of that value.
+type Cached = (Account, Option<DigestSum>);
 
 /// A bounded cache of accounts.
 #[derive(Clone, Debug)]
@@ -40,16 +47,17 @@ impl AccountCache {
         self.sets.get_mut(index)
     }
 
-    /// The cached account with this id.
-    pub fn get(&mut self, id: AccountId) -> Option<Account> {
-        self.set(id)?.entries.iter().flatten().find(|account| account.id == id).copied()
+    /// The cached account with this id, with its digest hash if known.
+    pub fn get(&mut self, id: AccountId) -> Option<(Account, Option<DigestSum>)> {
+        self.set(id)?.entries.iter().flatten().find(|(account, _)| account.id == id).copied()
     }
 
-    /// Caches `account` (replacing its older value, or evicting another).
-    pub fn put(&mut self, account: Account) {
+    /// Caches `account` (replacing its older value, or evicting another),
+    /// with `hash`: the digest hash of exactly this value, if known.
+    pub fn put(&mut self, account: Account, hash: Option<DigestSum>) {
         let Some(set) = self.set(account.id) else { return };
-        if let Some(slot) = set.entries.iter_mut().find(|slot| slot.is_some_and(|a| a.id == account.id)) {
-            *slot = Some(account);
+        if let Some(slot) = set.entries.iter_mut().find(|slot| slot.is_some_and(|(a, _)| a.id == account.id)) {
+            *slot = Some((account, hash));
             return;
         }
         let way = match set.entries.iter().position(Option::is_none) {
@@ -61,7 +69,7 @@ impl AccountCache {
             }
         };
         if let Some(slot) = set.entries.get_mut(way) {
-            *slot = Some(account);
+            *slot = Some((account, hash));
         }
     }
 
@@ -92,9 +100,10 @@ mod tests {
     #[test]
     fn a_put_replaces_the_older_value() {
         let mut cache = AccountCache::new(16);
-        cache.put(account(7, 1));
-        cache.put(account(7, 2));
-        assert_eq!(cache.get(AccountId(7)), Some(account(7, 2)));
+        cache.put(account(7, 1), None);
+        let hash = DigestSum::from_bytes([7; 32]);
+        cache.put(account(7, 2), Some(hash));
+        assert_eq!(cache.get(AccountId(7)), Some((account(7, 2), Some(hash))));
         assert_eq!(cache.len(), 1);
     }
 
@@ -102,12 +111,12 @@ mod tests {
     fn the_cache_never_holds_more_than_its_capacity() {
         let mut cache = AccountCache::new(64);
         for id in 1..=10_000 {
-            cache.put(account(id, id));
+            cache.put(account(id, id), None);
         }
         assert!(cache.len() <= 64);
         for id in 1..=10_000 {
             if let Some(found) = cache.get(AccountId(id)) {
-                assert_eq!(found, account(id, id));
+                assert_eq!(found, (account(id, id), None));
             }
         }
     }
@@ -115,7 +124,7 @@ mod tests {
     #[test]
     fn a_zero_capacity_cache_holds_nothing() {
         let mut cache = AccountCache::new(0);
-        cache.put(account(1, 1));
+        cache.put(account(1, 1), None);
         assert_eq!(cache.get(AccountId(1)), None);
     }
 }

@@ -763,7 +763,12 @@ impl LedgerState {
         self.last_timestamp = write_set.last_timestamp;
         self.digest_sum = self.digest_sum.plus(write_set.digest_delta);
         let cache = self.cache.get_mut().unwrap_or_else(PoisonError::into_inner);
-        write_set.accounts.iter().for_each(|account| cache.put(*account));
+        // A write set either hashes every account or none.
+        let hashes = write_set.account_hashes.len() == write_set.accounts.len();
+        debug_assert!(hashes || write_set.account_hashes.is_empty(), "one hash per account or none");
+        for (at, account) in write_set.accounts.iter().enumerate() {
+            cache.put(*account, if hashes { write_set.account_hashes.get(at).copied() } else { None });
+        }
     }
 
     /// Reloads everything from disk and empties the cache (after the state
@@ -1366,15 +1371,19 @@ impl Store for LedgerState {
     }
 
     fn account(&self, id: AccountId) -> Result<Option<Account>, StoreError> {
+        Ok(self.account_hashed(id)?.map(|(account, _)| account))
+    }
+
+    fn account_hashed(&self, id: AccountId) -> Result<Option<(Account, Option<DigestSum>)>, StoreError> {
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(account) = cache.get(id) {
-            return Ok(Some(account));
+        if let Some(cached) = cache.get(id) {
+            return Ok(Some(cached));
         }
         let account = self.reads().account(id)?;
         if let Some(account) = account {
-            cache.put(account);
+            cache.put(account, None);
         }
-        Ok(account)
+        Ok(account.map(|account| (account, None)))
     }
 
     state_reads!();
