@@ -467,6 +467,33 @@ fn assert_log_reset_to_treasury_snapshot(node: &NodeStore) {
 // Opening what is not a Coffer store.
 
 #[test]
+fn the_options_set_by_string_reach_rocksdb() {
+    // `allow_trivial_move` has no setter in the Rust binding and is set from
+    // an options string: RocksDB's own options file shows whether it took.
+    let dir = TempDir::new().unwrap();
+    drop(open(dir.path()));
+    let options_file = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.file_name().is_some_and(|name| name.to_string_lossy().starts_with("OPTIONS-")))
+        .max()
+        .expect("RocksDB wrote an options file");
+    let text = std::fs::read_to_string(options_file).unwrap();
+    let section = |cf: &str| {
+        let start = text.find(&format!("[CFOptions \"{cf}\"]")).unwrap_or_else(|| panic!("no section for {cf}"));
+        let rest = &text[start + 1..];
+        rest[..rest.find("\n[CFOptions").unwrap_or(rest.len())].to_string()
+    };
+    for cf in [CF_TRANSFERS, CF_CHANGES] {
+        let options = section(cf);
+        assert!(options.contains("compaction_style=kCompactionStyleUniversal"), "{cf}: {options}");
+        assert!(options.contains("allow_trivial_move=true"), "{cf}: {options}");
+    }
+    assert!(section(CF_ACCOUNTS).contains("allow_trivial_move=false"), "only the insert-only families");
+    assert!(section(CF_ACCOUNTS).contains("HashLinkListRepFactory"), "accounts' memtable");
+}
+
+#[test]
 fn a_non_empty_directory_that_is_not_a_database_is_refused_and_left_unchanged() {
     let dir = TempDir::new().unwrap();
     std::fs::write(dir.path().join("ledger.csv"), "id,amount\n1,100\n").unwrap();
