@@ -283,7 +283,9 @@ fn cf_options(name: &str, config: &StorageConfig, cache: &Cache) -> Result<Optio
         // is written; without this filter each miss searches the memtable's
         // skip list.
         options.set_memtable_prefix_bloom_ratio(0.05);
-        options.set_memtable_whole_key_filtering(true);
+        // For `accounts` the prefix is the whole key: its prefix filter
+        // answers alone, and a whole-key filter would add each key twice.
+        options.set_memtable_whole_key_filtering(name != CF_ACCOUNTS);
     }
     options.set_block_based_table_factory(&table);
     Ok(options)
