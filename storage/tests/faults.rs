@@ -488,6 +488,10 @@ fn the_options_set_by_string_reach_rocksdb() {
         let options = section(cf);
         assert!(options.contains("compaction_style=kCompactionStyleUniversal"), "{cf}: {options}");
         assert!(options.contains("allow_trivial_move=true"), "{cf}: {options}");
+        // What was set before the options string survives it.
+        let buffer = format!("write_buffer_size={}", StorageConfig::default().write_buffer_bytes);
+        assert!(options.contains(&buffer), "{cf}: {options}");
+        assert!(options.contains("compression=kNoCompression"), "{cf}: {options}");
     }
     assert!(section(CF_ACCOUNTS).contains("allow_trivial_move=false"), "only the insert-only families");
     assert!(section(CF_ACCOUNTS).contains("HashLinkListRepFactory"), "accounts' memtable");
