@@ -763,11 +763,12 @@ impl LedgerState {
         self.last_timestamp = write_set.last_timestamp;
         self.digest_sum = self.digest_sum.plus(write_set.digest_delta);
         let cache = self.cache.get_mut().unwrap_or_else(PoisonError::into_inner);
-        // A write set either hashes every account or none.
-        let hashes = write_set.account_hashes.len() == write_set.accounts.len();
-        debug_assert!(hashes || write_set.account_hashes.is_empty(), "one hash per account or none");
+        // A write set hashes every account or none.
+        let hashes: &[DigestSum] =
+            if write_set.account_hashes.len() == write_set.accounts.len() { &write_set.account_hashes } else { &[] };
+        debug_assert!(!hashes.is_empty() || write_set.account_hashes.is_empty(), "one hash per account or none");
         for (at, account) in write_set.accounts.iter().enumerate() {
-            cache.put(*account, if hashes { write_set.account_hashes.get(at).copied() } else { None });
+            cache.put(*account, hashes.get(at).copied());
         }
     }
 
