@@ -258,6 +258,20 @@ fn cf_options(name: &str, config: &StorageConfig, cache: &Cache) -> Result<Optio
         // options string starts from the options set so far (the table
         // factory, which holds the block cache, is set after it).
         options = options.get_options_from_string("compaction_options_universal={allow_trivial_move=true}")?;
+        if !has_bloom_filter(name) {
+            // The families read only by scans (history groups, index
+            // blocks, the change log) span every account or value with each
+            // flush, so their runs overlap and every merge rewrites them.
+            // Merging once sixteen runs wait rather than four rewrote each
+            // byte fewer times: at ten million transfers, 10 % less CPU and
+            // 11 % more throughput (README, "Performance"). A scan then
+            // seeks in at most that many runs more (a bound, not a cost
+            // that grows with the ledger); the point-lookup families keep
+            // RocksDB's four, since every new id is checked in each run.
+            options.set_level_zero_file_num_compaction_trigger(SCANNED_RUNS_BEFORE_MERGE);
+            options.set_level_zero_slowdown_writes_trigger(SCANNED_RUNS_BEFORE_MERGE + L0_SLOWDOWN_MARGIN);
+            options.set_level_zero_stop_writes_trigger(SCANNED_RUNS_BEFORE_MERGE + L0_STOP_MARGIN);
+        }
     }
     if name == CF_ACCOUNTS {
         // Every batch rewrites most accounts it touches, so the memtable
@@ -290,6 +304,17 @@ fn cf_options(name: &str, config: &StorageConfig, cache: &Cache) -> Result<Optio
     options.set_block_based_table_factory(&table);
     Ok(options)
 }
+
+/// Sorted runs of a scanned insert-only family (see `cf_options`) that
+/// start a compaction (RocksDB's default is four).
+const SCANNED_RUNS_BEFORE_MERGE: i32 = 16;
+
+/// Level-0 files past the compaction trigger at which RocksDB slows writes
+/// down, and at which it stops them, until compactions catch up: the
+/// margins of RocksDB's defaults (20 and 36 over a trigger of 4).
+const L0_SLOWDOWN_MARGIN: i32 = 16;
+/// See [`L0_SLOWDOWN_MARGIN`].
+const L0_STOP_MARGIN: i32 = 32;
 
 /// Bytes of an `accounts` key (the account id).
 const ACCOUNT_KEY_BYTES: usize = 16;

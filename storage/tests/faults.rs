@@ -19,8 +19,8 @@ use coffer_ledger::{
     TransferId, TransferKind, TransferQuery, WriteSet, BATCH_EVENTS_MAX, NS_PER_S,
 };
 use coffer_storage::db::{
-    keys, CF_ACCOUNTS, CF_BALANCES, CF_CHANGES, CF_META, CF_RAFT_LOG, CF_RAFT_STATE, CF_TRANSFERS, KEY_APPLIED,
-    KEY_FORMAT, KEY_HARD_STATE, KEY_SNAPSHOT_INSTALL, STATE_COLUMN_FAMILIES,
+    keys, CF_ACCOUNTS, CF_ACCOUNT_TRANSFERS, CF_BALANCES, CF_CHANGES, CF_INDEX, CF_META, CF_RAFT_LOG, CF_RAFT_STATE,
+    CF_TRANSFERS, KEY_APPLIED, KEY_FORMAT, KEY_HARD_STATE, KEY_SNAPSHOT_INSTALL, STATE_COLUMN_FAMILIES,
 };
 use coffer_storage::snapshot::{self, SnapshotManifest, SnapshotReader, SnapshotWriter, CHECKPOINT_DIR, MANIFEST_FILE};
 use coffer_storage::{AppliedState, Db, NodeStore, StorageConfig, StorageError, Truncated, FORMAT_VERSION};
@@ -494,6 +494,15 @@ fn the_options_set_by_string_reach_rocksdb() {
         assert!(options.contains("compression=kNoCompression"), "{cf}: {options}");
     }
     assert!(section(CF_ACCOUNTS).contains("allow_trivial_move=false"), "only the insert-only families");
+    // Families only scanned merge later than those probed for each new id.
+    let trigger = |cf: &str| {
+        let options = section(cf);
+        let value = options.split("level0_file_num_compaction_trigger=").nth(1).expect("the trigger is listed");
+        value[..value.find('\n').unwrap_or(value.len())].trim().parse::<u32>().unwrap()
+    };
+    assert_eq!((trigger(CF_ACCOUNT_TRANSFERS), trigger(CF_INDEX), trigger(CF_CHANGES)), (16, 16, 16));
+    assert_eq!((trigger(CF_TRANSFERS), trigger(CF_ACCOUNTS)), (4, 4));
+    assert!(section(CF_INDEX).contains("level0_stop_writes_trigger=48"), "{}", section(CF_INDEX));
     assert!(section(CF_ACCOUNTS).contains("HashLinkListRepFactory"), "accounts' memtable");
 }
 
