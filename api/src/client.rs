@@ -53,6 +53,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 
 use crate::convert::{self, Amounts, FieldError, ResultName};
+use crate::packed;
 use crate::proto;
 use crate::proto::admin_service_client::AdminServiceClient;
 use crate::proto::ledger_service_client::LedgerServiceClient;
@@ -661,9 +662,11 @@ impl Client {
         transfers: &[Transfer],
     ) -> Result<Reply<Vec<CreateTransferResult>>, ClientError> {
         convert::check_events("transfers", transfers.len()).map_err(ClientError::Invalid)?;
+        // Packed: no decimal text to format here or parse on the server.
         let message = proto::CreateTransfersRequest {
-            transfers: transfers.iter().map(|transfer| convert::transfer_to_wire(transfer, Amounts::Minor)).collect(),
+            transfers: Vec::new(),
             amount_unit: proto::AmountUnit::Minor as i32,
+            packed_transfers: packed::transfers_to_packed(transfers),
         };
         let response = self
             .ledger_call(message, |mut client, request| async move { client.create_transfers(request).await })

@@ -33,6 +33,7 @@ pub mod convert;
 pub mod disaster;
 pub mod metrics;
 pub mod node;
+pub mod packed;
 pub mod region_headers;
 pub mod server;
 pub mod status;

@@ -45,8 +45,8 @@ use coffer_consensus::{
 use coffer_ledger::{
     budget_warning, get_account_balances, get_account_transfers, lookup_accounts, lookup_transfers, query_accounts,
     query_transfers, read_changes, trial_balance, trial_balance_as_of, AccountFlags, AccountId, ChangePage,
-    ChangedRecord, LedgerId, Operation, OperationResults, QueryError, ResolvedChange, Store, StoreError, TransferId,
-    BATCH_EVENTS_MAX,
+    ChangedRecord, LedgerId, Operation, OperationResults, QueryError, ResolvedChange, Store, StoreError, Transfer,
+    TransferId, BATCH_EVENTS_MAX,
 };
 use coffer_security::{Expect, Listener, Security};
 use tokio::net::TcpListener;
@@ -59,6 +59,7 @@ use tonic::{Request, Response, Status};
 use crate::access::{Access, AccessLayer, Caller, Role, PRINCIPAL_METADATA_KEY};
 use crate::convert::{self, Amounts, FieldError};
 use crate::node::{BatchPrincipals, Node};
+use crate::packed;
 use crate::proto;
 use crate::proto::admin_service_client::AdminServiceClient;
 use crate::proto::admin_service_server::{AdminService, AdminServiceServer};
@@ -687,6 +688,23 @@ fn scales_of<S: Store + ?Sized>(state: &S, ledgers: BTreeSet<LedgerId>) -> Resul
     Ok(scales)
 }
 
+/// The field that carries packed transfers.
+const PACKED_TRANSFERS: &str = "packed_transfers";
+
+/// The transfers of a request that packed them: only those (`transfers`
+/// empty), amounts only in minor units (said by `amount_unit`).
+fn packed_transfers(message: &proto::CreateTransfersRequest) -> Result<Vec<Transfer>, FieldError> {
+    if !message.transfers.is_empty() {
+        let reason = format!("set together with {} transfers: send one of the two", message.transfers.len());
+        return Err(FieldError::new(PACKED_TRANSFERS, reason));
+    }
+    if convert::amount_unit("amount_unit", message.amount_unit)? != proto::AmountUnit::Minor {
+        let reason = "must be AMOUNT_UNIT_MINOR with packed_transfers (their amounts are counts of minor units)";
+        return Err(FieldError::new("amount_unit", reason));
+    }
+    packed::transfers_from_packed(PACKED_TRANSFERS, &message.packed_transfers)
+}
+
 /// Whether an amount's text reads the same at every scale (so parsing it
 /// needs no ledger).
 fn scale_free(text: &str) -> bool {
@@ -1050,24 +1068,37 @@ impl<N: Node> LedgerService for LedgerApi<N> {
         let (deadline, forwarded) = (shared.deadline(request.metadata()), is_forwarded(request.metadata()));
         let caller = Caller::of(&request);
         let message = request.into_inner();
-        convert::check_events("transfers", message.transfers.len())?;
-        caller.check_ledgers(Role::Poster, "transfers", message.transfers.iter().map(|transfer| transfer.ledger))?;
-        let _events = caller.admit_events(message.transfers.len())?;
-        let unit = convert::amount_unit("amount_unit", message.amount_unit)?;
-        let ledgers = message
-            .transfers
-            .iter()
-            .filter(|transfer| !scale_free(&transfer.amount))
-            .map(|transfer| LedgerId(transfer.ledger))
-            .collect::<BTreeSet<_>>();
-        let scales = shared.scales_for(unit, ledgers, deadline).await?;
-        let amounts = amounts_of(unit, &scales);
-        let transfers = message
-            .transfers
-            .iter()
-            .enumerate()
-            .map(|(i, transfer)| convert::transfer_from_wire("transfers", i, transfer, amounts))
-            .collect::<Result<Vec<_>, _>>()?;
+        // Held until the batch is answered.
+        let (transfers, _events) = if message.packed_transfers.is_empty() {
+            convert::check_events("transfers", message.transfers.len())?;
+            caller.check_ledgers(
+                Role::Poster,
+                "transfers",
+                message.transfers.iter().map(|transfer| transfer.ledger),
+            )?;
+            let events = caller.admit_events(message.transfers.len())?;
+            let unit = convert::amount_unit("amount_unit", message.amount_unit)?;
+            let ledgers = message
+                .transfers
+                .iter()
+                .filter(|transfer| !scale_free(&transfer.amount))
+                .map(|transfer| LedgerId(transfer.ledger))
+                .collect::<BTreeSet<_>>();
+            let scales = shared.scales_for(unit, ledgers, deadline).await?;
+            let amounts = amounts_of(unit, &scales);
+            let transfers = message
+                .transfers
+                .iter()
+                .enumerate()
+                .map(|(i, transfer)| convert::transfer_from_wire("transfers", i, transfer, amounts))
+                .collect::<Result<Vec<_>, _>>()?;
+            (transfers, events)
+        } else {
+            let transfers = packed_transfers(&message)?;
+            caller.check_ledgers(Role::Poster, PACKED_TRANSFERS, transfers.iter().map(|transfer| transfer.ledger.0))?;
+            let events = caller.admit_events(transfers.len())?;
+            (transfers, events)
+        };
         let answer = |served, results| match results {
             OperationResults::Transfers(results) => Some(proto::CreateTransfersResponse {
                 served: Some(served),

@@ -69,7 +69,7 @@ async fn a_one_node_cluster_serves_writes_reads_status_and_snapshots() {
         kind: proto::TransferKind::Receipt as i32,
         ..Default::default()
     };
-    let request = proto::CreateTransfersRequest { transfers: vec![wire], amount_unit: 0 };
+    let request = proto::CreateTransfersRequest { transfers: vec![wire], amount_unit: 0, ..Default::default() };
     let response = raw.create_transfers(request).await.unwrap().into_inner();
     assert_eq!(response.results, ["created"]);
     let served = response.served.unwrap();

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use coffer_api::client::{AccountQueryPage, ChangeFeed, Client, ClientConfig, ClientError, FeedChange, Role};
 use coffer_api::node::Node;
+use coffer_api::packed::{transfers_to_packed, PACKED_TRANSFER_BYTES};
 use coffer_api::proto;
 use coffer_api::proto::ledger_service_client::LedgerServiceClient;
 use coffer_api::server::{ApiServer, ServerConfig};
@@ -314,7 +315,7 @@ fn wire_receipt(id: &str, ledger: u32, amount: &str) -> proto::Transfer {
 }
 
 fn transfers_request(transfers: Vec<proto::Transfer>) -> proto::CreateTransfersRequest {
-    proto::CreateTransfersRequest { transfers, amount_unit: proto::AmountUnit::Decimal as i32 }
+    proto::CreateTransfersRequest { transfers, amount_unit: proto::AmountUnit::Decimal as i32, ..Default::default() }
 }
 
 #[tokio::test]
@@ -468,6 +469,58 @@ async fn malformed_requests_are_refused_naming_the_field() {
 
     let trial = raw.trial_balance(proto::TrialBalanceRequest { ledger: 77, ..Default::default() }).await.unwrap_err();
     assert_eq!(trial.code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn packed_transfers_are_created_and_a_bad_packed_request_is_refused_naming_the_record() {
+    let cluster = TestCluster::start(true).await;
+    seed(&cluster.client(&[1])).await;
+    let mut raw = cluster.raw(1).await;
+    let packed = |transfers: &[Transfer], unit: proto::AmountUnit| proto::CreateTransfersRequest {
+        packed_transfers: transfers_to_packed(transfers),
+        amount_unit: unit as i32,
+        ..Default::default()
+    };
+    let transfers = [receipt(300, 20, 21, 12_345, 2), receipt(301, 10, 11, 7, 1)];
+    let response = raw.create_transfers(packed(&transfers, proto::AmountUnit::Minor)).await.unwrap().into_inner();
+    assert_eq!(response.results, ["created", "created"]);
+    let found = cluster.client(&[1]).lookup_transfers(&[TransferId(300), TransferId(301)]).await.unwrap().value;
+    assert_eq!(
+        found.iter().map(|t| t.map(|t| (t.amount, t.ledger))).collect::<Vec<_>>(),
+        [Some((12_345, LedgerId(2))), Some((7, LedgerId(1)))]
+    );
+
+    let proposed = cluster.proposed().len();
+    let mut bad_kind = transfers_to_packed(&[receipt(302, 10, 11, 1, 1), receipt(303, 10, 11, 1, 1)]);
+    bad_kind[PACKED_TRANSFER_BYTES + 120] = 9;
+    let both = proto::CreateTransfersRequest {
+        transfers: vec![wire_receipt("304", 1, "1")],
+        ..packed(&[receipt(305, 10, 11, 1, 1)], proto::AmountUnit::Minor)
+    };
+    let cases = [
+        (both, "packed_transfers: set together with 1 transfers: send one of the two"),
+        (
+            packed(&[receipt(306, 10, 11, 1, 1)], proto::AmountUnit::Decimal),
+            "amount_unit: must be AMOUNT_UNIT_MINOR with packed_transfers (their amounts are counts of minor units)",
+        ),
+        (
+            proto::CreateTransfersRequest { packed_transfers: bad_kind, ..packed(&[], proto::AmountUnit::Minor) },
+            "packed_transfers[1].kind: 9 is not a transfer kind",
+        ),
+        (
+            proto::CreateTransfersRequest { packed_transfers: vec![0; 129], ..packed(&[], proto::AmountUnit::Minor) },
+            "packed_transfers: 129 bytes are not a whole number of 128-byte records",
+        ),
+        (
+            packed(&vec![receipt(307, 10, 11, 1, 1); 8_190], proto::AmountUnit::Minor),
+            "packed_transfers: 8190 entries, more than the 8189 allowed",
+        ),
+    ];
+    for (request, message) in cases {
+        let refused = raw.create_transfers(request).await.unwrap_err();
+        assert_eq!((refused.code(), refused.message()), (Code::InvalidArgument, message));
+    }
+    assert_eq!(cluster.proposed().len(), proposed, "a refused request was proposed");
 }
 
 #[tokio::test]

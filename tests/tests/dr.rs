@@ -364,7 +364,8 @@ async fn write_raw(address: &str, id: u128) -> (bool, Option<String>, Option<Str
         return (false, None, None);
     };
     let transfers = batch(id, 1).iter().map(|transfer| transfer_to_wire(transfer, Amounts::Minor)).collect();
-    let request = proto::CreateTransfersRequest { transfers, amount_unit: proto::AmountUnit::Minor as i32 };
+    let request =
+        proto::CreateTransfersRequest { transfers, amount_unit: proto::AmountUnit::Minor as i32, ..Default::default() };
     let header = |metadata: &tonic::metadata::MetadataMap, name| {
         metadata.get(name).and_then(|value| value.to_str().ok()).map(str::to_owned)
     };

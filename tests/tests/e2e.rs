@@ -278,7 +278,11 @@ async fn bad_requests_get_the_right_status_naming_the_field_and_change_nothing()
         ..Default::default()
     };
     let receipt_kind = proto::TransferKind::Receipt as i32;
-    let create = |transfers: Vec<proto::Transfer>| proto::CreateTransfersRequest { transfers, amount_unit: 0 };
+    let create = |transfers: Vec<proto::Transfer>| proto::CreateTransfersRequest {
+        transfers,
+        amount_unit: 0,
+        ..Default::default()
+    };
 
     let cases: Vec<(&str, tonic::Status)> = vec![
         (

@@ -193,7 +193,7 @@ async fn submit(
     report: &mut ImportReport,
 ) -> Result<BatchReport, CliError> {
     let transfers = batch.iter().map(|transfer| transfer.transfer.clone()).collect();
-    let message = proto::CreateTransfersRequest { transfers, amount_unit: DECIMAL };
+    let message = proto::CreateTransfersRequest { transfers, amount_unit: DECIMAL, ..Default::default() };
     let response = conn
         .call("CreateTransfers", message, |mut client, request| async move { client.create_transfers(request).await })
         .await?;

@@ -402,7 +402,7 @@ pub async fn balance(conn: &Conn, out: Out, args: BalanceArgs) -> Result<(), Cli
 
 async fn create_transfers(conn: &Conn, out: Out, transfers: Vec<proto::Transfer>) -> Result<(), CliError> {
     let ids = transfers.iter().map(|transfer| transfer.id.clone()).collect::<Vec<_>>();
-    let message = proto::CreateTransfersRequest { transfers, amount_unit: DECIMAL };
+    let message = proto::CreateTransfersRequest { transfers, amount_unit: DECIMAL, ..Default::default() };
     let response = conn
         .call("CreateTransfers", message, |mut client, request| async move { client.create_transfers(request).await })
         .await?;
