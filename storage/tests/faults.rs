@@ -504,6 +504,9 @@ fn the_options_set_by_string_reach_rocksdb() {
     assert_eq!((trigger(CF_TRANSFERS), trigger(CF_ACCOUNTS)), (4, 4));
     assert!(section(CF_INDEX).contains("level0_stop_writes_trigger=48"), "{}", section(CF_INDEX));
     assert!(section(CF_ACCOUNTS).contains("HashLinkListRepFactory"), "accounts' memtable");
+    // A memtable filter where a miss would search a skip list, not a bucket.
+    assert!(section(CF_ACCOUNTS).contains("memtable_prefix_bloom_size_ratio=0.000000"), "{}", section(CF_ACCOUNTS));
+    assert!(section(CF_TRANSFERS).contains("memtable_prefix_bloom_size_ratio=0.050000"), "{}", section(CF_TRANSFERS));
 }
 
 #[test]
