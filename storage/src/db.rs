@@ -555,11 +555,7 @@ impl Db {
 
     /// The last key of `cf`, if any (not verified: keys carry no frame).
     pub fn last_key(&self, cf: &'static str) -> Result<Option<Vec<u8>>, StorageError> {
-        let mut iter = self.db.raw_iterator_cf_opt(self.cf(cf)?, read_options());
-        iter.seek_to_last();
-        let key = iter.key().map(<[u8]>::to_vec);
-        iter.status()?;
-        Ok(key)
+        self.latest().last_key(cf)
     }
 }
 
@@ -592,6 +588,15 @@ impl<'a> Reader<'a> {
             options.set_snapshot(snapshot);
         }
         options
+    }
+
+    /// The last key of `cf` (not verified: keys carry no frame).
+    pub fn last_key(&self, cf: &'static str) -> Result<Option<Vec<u8>>, StorageError> {
+        let mut iter = self.db.db.raw_iterator_cf_opt(self.db.cf(cf)?, self.options());
+        iter.seek_to_last();
+        let key = iter.key().map(<[u8]>::to_vec);
+        iter.status()?;
+        Ok(key)
     }
 
     /// Whether each of `keys` (in ascending order) is present in `cf`, in

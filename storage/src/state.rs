@@ -1049,19 +1049,31 @@ impl StateReads<'_> {
 
     /// [`Store::unused_transfer_ids`] in two batched lookups: `transfers`
     /// for every id, `failures` for those it lacks.
+    ///
+    /// An id above the largest id in both families cannot be in either, and
+    /// is not looked up: clients that allocate ids in increasing order (a
+    /// sequence, or time-based ids, as payment systems and TigerBeetle's
+    /// clients do) skip the lookups entirely, which were 7 % of a driver
+    /// thread. Finding the two largest ids is one seek each.
     fn unused_transfer_ids(&self, ids: &[TransferId]) -> Result<Vec<bool>, StorageError> {
         let mut order: Vec<usize> = (0..ids.len()).collect();
         order.sort_unstable_by_key(|&at| ids[at]);
         let sorted: Vec<[u8; 16]> = order.iter().map(|&at| keys::u128(ids[at].0)).collect();
-        let mut unused = vec![false; ids.len()];
-        let in_transfers = self.0.present_sorted(CF_TRANSFERS, &sorted)?;
-        let (absent, absent_keys): (Vec<usize>, Vec<[u8; 16]>) = order
-            .iter()
-            .zip(&sorted)
-            .zip(in_transfers)
-            .filter(|(_, present)| !present)
-            .map(|((&at, key), _)| (at, *key))
-            .unzip();
+        let mut unused = vec![true; ids.len()];
+        let largest = self.0.last_key(CF_TRANSFERS)?.max(self.0.last_key(CF_FAILURES)?);
+        let stored = sorted.partition_point(|key| largest.as_deref().is_some_and(|largest| key.as_slice() <= largest));
+        let (order, sorted) = (&order[..stored], &sorted[..stored]);
+        let in_transfers = self.0.present_sorted(CF_TRANSFERS, sorted)?;
+        let mut absent = Vec::with_capacity(order.len());
+        let mut absent_keys = Vec::with_capacity(order.len());
+        for ((&at, key), present) in order.iter().zip(sorted).zip(in_transfers) {
+            if present {
+                unused[at] = false;
+            } else {
+                absent.push(at);
+                absent_keys.push(*key);
+            }
+        }
         for (at, failed) in absent.into_iter().zip(self.0.present_sorted(CF_FAILURES, &absent_keys)?) {
             unused[at] = !failed;
         }

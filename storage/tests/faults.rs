@@ -913,6 +913,33 @@ fn a_batched_id_lookup_answers_as_one_lookup_per_id_does() {
     assert_eq!(node.state.unused_transfer_ids(&[]).unwrap(), Some(Vec::new()));
 }
 
+#[test]
+fn ids_above_the_largest_stored_are_unused_and_the_largest_failure_counts_too() {
+    // Ids above every stored transfer and failure skip the lookups; a
+    // failure above every transfer raises that bound.
+    let dir = TempDir::new().unwrap();
+    let mut node = treasury_node(dir.path());
+    let mut memory = treasury_memory();
+    let failing = Operation::CreateTransfers(vec![transfer(5_000, UNKNOWN, REVENUE, 1, TransferKind::Receipt)]);
+    let timestamp = T0 + 100_000_000_000;
+    let (results, _) = apply_entry(&mut node, TREASURY_APPLIED.index + 1, timestamp, &failing);
+    let (_, write_set) = prepare_on(&memory, timestamp, &failing);
+    memory.commit(&write_set).unwrap();
+    assert!(
+        matches!(results, OperationResults::Transfers(ref r) if r[0] != CreateTransferResult::Created),
+        "{results:?}"
+    );
+    let ids = [5_001, 4_999, 5_000, 11, 12, 10].map(TransferId);
+    let per_id: Vec<bool> = ids
+        .iter()
+        .map(|&id| memory.transfer(id).unwrap().is_none() && memory.transfer_failure(id).unwrap().is_none())
+        .collect();
+    assert_eq!(per_id, [true, true, false, false, true, false], "one lookup per id");
+    assert_eq!(node.state.unused_transfer_ids(&ids).unwrap(), Some(per_id.clone()));
+    let view = coffer_storage::ReadView::open(node.state.db()).unwrap();
+    assert_eq!(view.unused_transfer_ids(&ids).unwrap(), Some(per_id));
+}
+
 /// Every account as a full scan of `store` visits them.
 fn scanned_accounts<S: Store>(store: &S) -> Vec<Account> {
     let mut accounts = Vec::new();
