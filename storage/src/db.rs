@@ -355,8 +355,8 @@ fn descriptors(config: &StorageConfig, cache: &Cache) -> Result<Vec<ColumnFamily
         .collect()
 }
 
-/// Whether column family `name` has bloom filters (in its table files and
-/// its memtable): the point-lookup families.
+/// Whether column family `name` has bloom filters (in its table files, and
+/// in its memtable but for `accounts`'): the point-lookup families.
 pub fn has_bloom_filter(name: &str) -> bool {
     matches!(name, CF_ACCOUNTS | CF_TRANSFERS | CF_PENDING | CF_FAILURES)
 }
