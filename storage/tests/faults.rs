@@ -506,7 +506,7 @@ fn the_options_set_by_string_reach_rocksdb() {
     assert!(section(CF_ACCOUNTS).contains("HashLinkListRepFactory"), "accounts' memtable");
     // A memtable filter where a miss would search a skip list, not a bucket.
     assert!(section(CF_ACCOUNTS).contains("memtable_prefix_bloom_size_ratio=0.000000"), "{}", section(CF_ACCOUNTS));
-    assert!(section(CF_TRANSFERS).contains("memtable_prefix_bloom_size_ratio=0.050000"), "{}", section(CF_TRANSFERS));
+    assert!(section(CF_TRANSFERS).contains("memtable_prefix_bloom_size_ratio=0.010000"), "{}", section(CF_TRANSFERS));
 }
 
 #[test]
