@@ -13,7 +13,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use coffer_ledger::{prepare, ApplyError, CloseStep, Operation, OperationResults, Store};
+use coffer_ledger::{prepare, ApplyError, CloseStep, Operation, OperationResults, Run, Store, RUN_BATCHES_MAX};
 use coffer_storage::audit::{AuditKind, AuditRecord};
 use coffer_storage::{AppliedState, RegionRole, RegionState};
 use protobuf::Message as _;
@@ -277,6 +277,28 @@ fn ends_linked(operation: &Operation) -> bool {
 /// The audit records of ledger command `command` applied as entry `index`:
 /// one per batch (part), naming its principal; `write_set` is the state
 /// machine's output, `None` when the entry was refused as a whole.
+/// Runs the state machine on the ledger command of entry `index` against
+/// `store`, at the timestamp the state decides: its results and write set,
+/// or why the whole batch was refused. An error is a store failure: the
+/// node must stop.
+#[allow(clippy::type_complexity)]
+fn prepare_at<S: Store + ?Sized>(
+    store: &S,
+    index: u64,
+    command: &Command,
+) -> Result<Result<(OperationResults, coffer_ledger::WriteSet), ProposalError>, ConsensusError> {
+    let last_timestamp = store.last_timestamp().map_err(store_error)?;
+    // Timestamps strictly increase whatever a leader's clock said: the
+    // state decides, so every replica computes the same value.
+    let timestamp = command.timestamp.max(last_timestamp + 1);
+    match prepare(store, timestamp, &command.operation) {
+        Ok(prepared) => Ok(Ok((prepared.results, prepared.write_set))),
+        Err(ApplyError::Store(source)) => Err(ConsensusError::Apply { index, source: ApplyError::Store(source) }),
+        // Refused as a whole, identically on every replica.
+        Err(refused) => Ok(Err(ProposalError::Rejected(refused))),
+    }
+}
+
 fn audit_records(index: u64, command: &Command, write_set: Option<&coffer_ledger::WriteSet>) -> Vec<AuditRecord> {
     let kind = match &command.operation {
         Operation::CreateLedgers(_) => AuditKind::Ledgers,
@@ -1048,8 +1070,13 @@ impl<S: ReplicaStorage> Replica<S> {
         Ok(())
     }
 
+    /// Applies committed entries in order. Consecutive transfer batches
+    /// (up to [`RUN_BATCHES_MAX`]) are prepared one after another and
+    /// written in one write (see [`coffer_ledger::Run`]); every other entry
+    /// alone.
     fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<(), ConsensusError> {
-        for entry in entries {
+        let mut run: Vec<(&Entry, AppliedState, Command)> = Vec::new();
+        for entry in &entries {
             if entry.index <= self.storage().applied().index {
                 // Already in the state (it came with a snapshot).
                 continue;
@@ -1057,32 +1084,95 @@ impl<S: ReplicaStorage> Replica<S> {
             let region = self.storage().applied().region;
             let applied = AppliedState { index: entry.index, term: entry.term, region };
             match entry.get_entry_type() {
+                EntryType::EntryNormal if !entry.data.is_empty() && !is_region_entry(&entry.data) => {
+                    let command = Command::decode(&entry.data)
+                        .map_err(|source| ConsensusError::CorruptEntry { index: entry.index, source })?;
+                    if matches!(command.operation, Operation::CreateTransfers(_)) && self.writable().is_ok() {
+                        run.push((entry, applied, command));
+                        if run.len() == RUN_BATCHES_MAX {
+                            self.apply_run(&mut run)?;
+                        }
+                        continue;
+                    }
+                    self.apply_run(&mut run)?;
+                    self.apply_command(entry, applied, command)?;
+                }
                 EntryType::EntryNormal if entry.data.is_empty() => {
+                    self.apply_run(&mut run)?;
                     // A new leader's empty entry.
                     self.raw.mut_store().apply(None, applied, None)?;
                 }
-                EntryType::EntryNormal if is_region_entry(&entry.data) => self.apply_region(&entry, applied)?,
-                EntryType::EntryNormal => self.apply_command(&entry, applied)?,
+                EntryType::EntryNormal => {
+                    self.apply_run(&mut run)?;
+                    self.apply_region(entry, applied)?;
+                }
                 EntryType::EntryConfChange => {
+                    self.apply_run(&mut run)?;
                     let change = ConfChange::parse_from_bytes(&entry.data)
                         .map_err(|error| corrupt(entry.index, "conf_change", error))?;
-                    self.apply_conf_change(&entry, applied, conf_change_v2(&change))?;
+                    self.apply_conf_change(entry, applied, conf_change_v2(&change))?;
                 }
                 EntryType::EntryConfChangeV2 => {
+                    self.apply_run(&mut run)?;
                     let change = ConfChangeV2::parse_from_bytes(&entry.data)
                         .map_err(|error| corrupt(entry.index, "conf_change_v2", error))?;
-                    self.apply_conf_change(&entry, applied, change)?;
+                    self.apply_conf_change(entry, applied, change)?;
                 }
             }
+        }
+        self.apply_run(&mut run)
+    }
+
+    /// Applies `run` (consecutive transfer batches of a writable region) and
+    /// empties it: each batch is prepared against the state plus the
+    /// batches before it, exactly as if those were written already; the
+    /// merged write set, every batch's audit records and the last applied
+    /// index go in one write. A crash before it loses nothing Raft cannot
+    /// apply again; reads see the state after the whole run.
+    fn apply_run(&mut self, run: &mut Vec<(&Entry, AppliedState, Command)>) -> Result<(), ConsensusError> {
+        let Some(&(_, applied, _)) = run.last() else { return Ok(()) };
+        if run.len() == 1 {
+            let (entry, applied, command) = run.pop().expect("one entry");
+            return self.apply_command(entry, applied, command);
+        }
+        let mut outcomes = Vec::with_capacity(run.len());
+        let mut audit = Vec::new();
+        let mut budget_warnings = 0;
+        let write_set = {
+            let mut overlay = Run::new(self.raw.store().ledger());
+            for (entry, _, command) in run.iter() {
+                self.metrics.entry_events.record(events(&command.operation) as f64);
+                match prepare_at(&overlay, entry.index, command)? {
+                    Ok((results, write_set)) => {
+                        audit.extend(audit_records(entry.index, command, Some(&write_set)));
+                        budget_warnings += write_set.budget_warnings;
+                        overlay.push(write_set).map_err(|source| ConsensusError::Apply {
+                            index: entry.index,
+                            source: ApplyError::Store(source),
+                        })?;
+                        outcomes.push(Ok(results));
+                    }
+                    Err(refused) => {
+                        audit.extend(audit_records(entry.index, command, None));
+                        outcomes.push(Err(refused));
+                    }
+                }
+            }
+            overlay.into_write_set()
+        };
+        self.raw.mut_store().apply_audited(write_set.as_ref(), applied, &audit)?;
+        if budget_warnings > 0 {
+            self.metrics.budget_warnings.increment(u64::from(budget_warnings));
+        }
+        for ((entry, _, command), results) in run.drain(..).zip(outcomes) {
+            self.answer(entry.index, &command, results);
         }
         Ok(())
     }
 
     /// Applies one ledger command: the state machine decides the results;
     /// its changes and the applied index go in one write.
-    fn apply_command(&mut self, entry: &Entry, applied: AppliedState) -> Result<(), ConsensusError> {
-        let command = Command::decode(&entry.data)
-            .map_err(|source| ConsensusError::CorruptEntry { index: entry.index, source })?;
+    fn apply_command(&mut self, entry: &Entry, applied: AppliedState, command: Command) -> Result<(), ConsensusError> {
         self.metrics.entry_events.record(events(&command.operation) as f64);
         let (results, write_set) = match self.writable() {
             Ok(()) => match self.prepare_command(entry.index, &command)? {
@@ -1098,8 +1188,15 @@ impl<S: ReplicaStorage> Replica<S> {
         if let Some(warnings) = write_set.as_ref().map(|write_set| write_set.budget_warnings).filter(|n| *n > 0) {
             self.metrics.budget_warnings.increment(u64::from(warnings));
         }
+        self.answer(entry.index, &command, results);
+        Ok(())
+    }
+
+    /// Answers the proposals of this node that the applied entry `index`
+    /// (`command`) carried, each with its slice of `results`.
+    fn answer(&mut self, index: u64, command: &Command, results: Result<OperationResults, ProposalError>) {
         if command.proposer != self.id() {
-            return Ok(());
+            return;
         }
         let mut start = 0;
         for part in &command.parts {
@@ -1108,38 +1205,24 @@ impl<S: ReplicaStorage> Replica<S> {
             if mine {
                 self.waiters.remove(&part.sequence);
                 let result = match &results {
-                    Ok(all) => {
-                        Ok(Applied { index: entry.index, outcome: Outcome::Operation(slice_results(all, start, len)) })
-                    }
+                    Ok(all) => Ok(Applied { index, outcome: Outcome::Operation(slice_results(all, start, len)) }),
                     Err(error) => Err(error.clone()),
                 };
                 self.complete_proposal(part.sequence, result);
             }
             start += len;
         }
-        Ok(())
     }
 
-    /// Runs the state machine on a ledger command at the timestamp the
-    /// state decides: its results and write set, or why the whole batch was
-    /// refused. An error is a store failure: the node must stop.
+    /// Runs the state machine on a ledger command against the state (see
+    /// [`prepare_at`]).
     #[allow(clippy::type_complexity)]
     fn prepare_command(
         &self,
         index: u64,
         command: &Command,
     ) -> Result<Result<(OperationResults, coffer_ledger::WriteSet), ProposalError>, ConsensusError> {
-        let store = self.raw.store().ledger();
-        let last_timestamp = store.last_timestamp().map_err(store_error)?;
-        // Timestamps strictly increase whatever a leader's clock said: the
-        // state decides, so every replica computes the same value.
-        let timestamp = command.timestamp.max(last_timestamp + 1);
-        match prepare(store, timestamp, &command.operation) {
-            Ok(prepared) => Ok(Ok((prepared.results, prepared.write_set))),
-            Err(ApplyError::Store(source)) => Err(ConsensusError::Apply { index, source: ApplyError::Store(source) }),
-            // Refused as a whole, identically on every replica.
-            Err(refused) => Ok(Err(ProposalError::Rejected(refused))),
-        }
+        prepare_at(self.raw.store().ledger(), index, command)
     }
 
     /// Applies a region entry: the region's next state (or the refusal,

@@ -386,6 +386,57 @@ fn group_commit_packs_queued_proposals_into_one_entry_and_splits_the_results() {
     assert_eq!(transfer_results(&applied), [CreateTransferResult::Exists; 10]);
 }
 
+/// Transfer entries committed together are applied as one run on every
+/// node: each batch sees the ones before it (a retry answers `exists`, a
+/// post finds the pending transfer of an earlier entry), each proposer gets
+/// its own results, the replicas agree, and the running totals were
+/// written once for the run (the totals-history entry that covers the
+/// second batch begins with the first).
+#[test]
+fn transfer_entries_committed_together_are_applied_as_one_run() {
+    // Ten events an entry, so four proposals make four entries in one round.
+    let mut cluster = Cluster::with_config(3, |id| ConsensusConfig { entry_events_max: 10, ..config(id) });
+    let leader = cluster.elect();
+    setup(&mut cluster);
+    let last_before = cluster.replica(leader).status().last_index;
+    let mut pending = transfer(1, 10);
+    pending.flags = TransferFlags::PENDING;
+    let mut first: Vec<Transfer> = vec![pending];
+    first.extend((2..11).map(|id| transfer(id, 10)));
+    let mut post = transfer(11, 10);
+    post.flags = TransferFlags::POST_PENDING;
+    post.pending_id = TransferId(1);
+    let mut second = vec![post];
+    second.extend((12..21).map(|id| transfer(id, 10)));
+    let batches = [
+        first.clone(),
+        second,
+        first, // a retry of the first batch's ids
+        (21..31).map(|id| transfer(id, 10)).collect(),
+    ];
+    let proposals: Vec<ProposalId> = batches
+        .iter()
+        .map(|batch| cluster.propose(leader, Operation::CreateTransfers(batch.clone())).unwrap())
+        .collect();
+    cluster.round();
+    assert_eq!(cluster.replica(leader).status().last_index, last_before + 4, "four entries in one round");
+    let results: Vec<Vec<CreateTransferResult>> =
+        proposals.into_iter().map(|id| transfer_results(&cluster.wait(leader, id).unwrap()).to_vec()).collect();
+    assert_eq!(results[0], [CreateTransferResult::Created; 10]);
+    assert_eq!(results[1], [CreateTransferResult::Created; 10], "the post found the pending transfer of entry 1");
+    assert_eq!(results[2], [CreateTransferResult::Exists; 10]);
+    assert_eq!(results[3], [CreateTransferResult::Created; 10]);
+    let digest = cluster.converge();
+    for id in 1..=3 {
+        let ledger = cluster.replica(id).storage().ledger();
+        assert_eq!(coffer_ledger::stored_state_digest(ledger).unwrap(), digest, "node {id}'s digest sum");
+        let first_timestamp = ledger.transfer(TransferId(1)).unwrap().unwrap().timestamp;
+        let second_timestamp = ledger.transfer(TransferId(11)).unwrap().unwrap().timestamp;
+        let (_, covering) = ledger.totals_around(LedgerId(1), 100, second_timestamp).unwrap();
+        assert_eq!(covering.map(|entry| entry.first_timestamp), Some(first_timestamp), "node {id} wrote one run");
+    }
+}
+
 #[test]
 fn an_open_linked_chain_is_not_packed_with_the_next_proposal() {
     let mut cluster = Cluster::new(3);

@@ -58,6 +58,7 @@ mod model;
 mod query;
 pub mod reconcile;
 mod results;
+mod run;
 mod store;
 
 pub use apply::{
@@ -84,6 +85,7 @@ pub use reconcile::{ReconcileOp, Reconciliation};
 pub use results::{
     CloseResult, CreateAccountResult, CreateLedgerResult, CreateTransferResult, ReconcileResult, SetPeriodResult,
 };
+pub use run::{Run, RUN_BATCHES_MAX};
 pub use store::{AccountFilter, ChangeFilter, Sides, Store, StoreError, StoreMut, WriteSet};
 
 /// A state machine that owns its store: prepares each batch and commits it.

@@ -237,11 +237,15 @@ pub fn trial_balance<S: Store + ?Sized>(store: &S, ledger: LedgerId) -> Result<T
 /// event stamped at or before it), e.g. at a period end.
 ///
 /// For each account code it reads the last totals-history entry at or
-/// before `timestamp`. When `timestamp` falls inside a batch (a batch's
+/// before `timestamp`. When `timestamp` falls inside a write (a batch's
 /// events carry consecutive timestamps and its totals are recorded once,
-/// at its end), the events of that batch up to `timestamp` are replayed
-/// from the change log on top: at most [`BATCH_EVENTS_MAX`] of them. The
-/// cost is one or two reads per code, plus that bounded replay.
+/// at its end; a replica may write a run of up to [`RUN_BATCHES_MAX`]
+/// batches at once, see [`crate::Run`]), the events of that write up to
+/// `timestamp` are replayed from the change log on top: at most
+/// [`RUN_BATCHES_MAX`] × [`BATCH_EVENTS_MAX`] of them. The cost is one or
+/// two reads per code, plus that bounded replay.
+///
+/// [`RUN_BATCHES_MAX`]: crate::RUN_BATCHES_MAX
 pub fn trial_balance_as_of<S: Store + ?Sized>(
     store: &S,
     ledger: LedgerId,

@@ -20,13 +20,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 
 use coffer_ledger::{
-    balance_as_of, get_account_balances, get_account_transfers, state_digest, stored_state_digest, trial_balance,
-    trial_balance_as_of, Account, AccountBalance, AccountFilter, AccountFlags, AccountId, AccountKind, BalanceTotals,
-    Balances, BudgetPolicy, Change, ChangeFilter, ChangeKind, CreateAccountResult, CreateLedgerResult,
-    CreateTransferResult, ExpireResult, Ledger, LedgerId, MemoryStore, Operation, OperationResults, PendingState,
-    PendingStatus, Period, PeriodChange, QueryError, SetPeriodResult, Sides, StateDigest, StateMachine, Store,
-    Transfer, TransferBalances, TransferFlags, TransferId, TransferKind, BATCH_EVENTS_MAX, LEDGER_CURRENCY_LEN_MAX,
-    LEDGER_NAME_LEN_MAX, LEDGER_SCALE_MAX, NS_PER_S,
+    balance_as_of, get_account_balances, get_account_transfers, prepare, prepare_create_transfers, state_digest,
+    stored_state_digest, trial_balance, trial_balance_as_of, Account, AccountBalance, AccountFilter, AccountFlags,
+    AccountId, AccountKind, BalanceTotals, Balances, BudgetPolicy, Change, ChangeFilter, ChangeKind,
+    CreateAccountResult, CreateLedgerResult, CreateTransferResult, ExpireResult, Ledger, LedgerId, MemoryStore,
+    Operation, OperationResults, PendingState, PendingStatus, Period, PeriodChange, QueryError, Run, SetPeriodResult,
+    Sides, StateDigest, StateMachine, Store, StoreMut, Transfer, TransferBalances, TransferFlags, TransferId,
+    TransferKind, BATCH_EVENTS_MAX, LEDGER_CURRENCY_LEN_MAX, LEDGER_NAME_LEN_MAX, LEDGER_SCALE_MAX, NS_PER_S,
+    RUN_BATCHES_MAX,
 };
 use proptest::bool::weighted;
 use proptest::collection::vec;
@@ -2079,7 +2080,8 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
         batches.push((timestamp, operation, actual));
     }
     check_histories(machine.store(), &model, &boundaries)?;
-    let mut as_of: Vec<u64> = model.changes.iter().map(|change| change.timestamp).chain(boundaries).collect();
+    let mut as_of: Vec<u64> =
+        model.changes.iter().map(|change| change.timestamp).chain(boundaries.iter().copied()).collect();
     as_of.sort_unstable();
     as_of.dedup();
     check_trial_balances_as_of(machine.store(), &model, &as_of)?;
@@ -2097,7 +2099,48 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
     }
     prop_assert_eq!(replay.state_digest().unwrap(), digest);
     prop_assert_ne!(Some(digest), digest_before_last, "the last batch did not change the digest");
+
+    // Runs: consecutive transfer batches prepared one after another against
+    // a `Run` and committed as one write set decide and store what they do
+    // one by one (a replica groups the entries it has at hand).
+    let runs = replay_in_runs(&batches)?;
+    prop_assert_eq!(state_digest(&runs).unwrap(), digest);
+    prop_assert_eq!(stored_state_digest(&runs).unwrap(), digest);
+    check_state(&runs, &model)?;
+    check_histories(&runs, &model, &boundaries)?;
+    check_trial_balances_as_of(&runs, &model, &as_of)?;
     Ok(())
+}
+
+/// Replays `batches` into a fresh store, each stretch of consecutive
+/// `create_transfers` batches in runs of one to four (by position), every
+/// batch's results checked against the recorded ones.
+fn replay_in_runs(batches: &[(u64, Operation, OperationResults)]) -> Result<MemoryStore, TestCaseError> {
+    let mut store = MemoryStore::new();
+    let mut at = 0;
+    while at < batches.len() {
+        let (timestamp, operation, results) = &batches[at];
+        let Operation::CreateTransfers(_) = operation else {
+            let prepared = prepare(&store, *timestamp, operation).unwrap();
+            prop_assert_eq!(&prepared.results, results, "batch {} alone", at);
+            store.commit(&prepared.write_set).unwrap();
+            at += 1;
+            continue;
+        };
+        let mut run = Run::new(&store);
+        let length = 1 + at % RUN_BATCHES_MAX;
+        while at < batches.len() && run.batches() < length {
+            let (timestamp, operation, results) = &batches[at];
+            let Operation::CreateTransfers(events) = operation else { break };
+            let prepared = prepare_create_transfers(&run, *timestamp, events).unwrap();
+            prop_assert_eq!(&OperationResults::Transfers(prepared.results), results, "batch {} in a run", at);
+            run.push(prepared.write_set).unwrap();
+            at += 1;
+        }
+        let merged = run.into_write_set().unwrap();
+        store.commit(&merged).unwrap();
+    }
+    Ok(store)
 }
 
 fn config() -> ProptestConfig {

@@ -1,0 +1,413 @@
+//! A run of consecutive transfer batches prepared one after another and
+//! committed as one write set.
+//!
+//! A replica that has several committed entries to apply at once may
+//! prepare each against a [`Run`] (the store plus what the run's earlier
+//! batches wrote) and commit [`Run::into_write_set`] in one write. Each
+//! batch decides exactly what it would decide alone, after the batches
+//! before it were committed: the results, the timestamps and the digest
+//! delta do not depend on how entries are grouped into runs. What the
+//! grouping saves is writing: an account that several batches of the run
+//! change is written once, with its last value, and its history rows of
+//! the whole run go in one group.
+//!
+//! Only `create_transfers` batches may be prepared against a run: their
+//! reads are answered from the run's records first ([`Store::ledger`],
+//! accounts, transfers, pending statuses, failures, running totals, the
+//! last timestamp and the digest sum). The reads other operations make
+//! (history, change log, expiry index, reconciliations, visitors) are
+//! refused with an error once the run holds a batch, never answered from
+//! the store alone.
+
+use rustc_hash::FxHashMap;
+
+use crate::digest::DigestSum;
+use crate::ids::{AccountId, LedgerId, TransferId};
+use crate::index::IndexKey;
+use crate::model::{
+    Account, AccountBalance, AccountTransfer, Change, CodeTotals, Ledger, PendingStatus, TotalsEntry, Transfer,
+};
+use crate::reconcile::Reconciliation;
+use crate::results::CreateTransferResult;
+use crate::store::{AccountFilter, ChangeFilter, Store, StoreError, WriteSet};
+
+/// The most batches a run holds: a run of four merges the account updates
+/// of up to 32,756 transfers (about 8,000 of 10,000 accounts change in a
+/// batch of 8,189 uniform transfers, 10,000 in four) and keeps what a
+/// trial balance as of a time replays bounded (see
+/// [`crate::trial_balance_as_of`]).
+pub const RUN_BATCHES_MAX: usize = 4;
+
+/// The write sets of consecutive batches merged into one, as an overlay
+/// over the store they will be committed to.
+pub struct Run<'s, S: Store + ?Sized> {
+    base: &'s S,
+    /// What the run's batches wrote, merged (see [`merge`]); `None` before
+    /// the first batch.
+    merged: Option<WriteSet>,
+    /// Positions in `merged`'s lists, by key.
+    accounts: FxHashMap<AccountId, usize>,
+    transfers: FxHashMap<TransferId, usize>,
+    pending: FxHashMap<TransferId, usize>,
+    failures: FxHashMap<TransferId, usize>,
+    totals: FxHashMap<(LedgerId, u16), usize>,
+    ledgers: FxHashMap<LedgerId, usize>,
+    batches: usize,
+}
+
+impl<'s, S: Store + ?Sized> Run<'s, S> {
+    /// An empty run over `base`: it answers every read as `base` does.
+    pub fn new(base: &'s S) -> Self {
+        Self {
+            base,
+            merged: None,
+            accounts: FxHashMap::default(),
+            transfers: FxHashMap::default(),
+            pending: FxHashMap::default(),
+            failures: FxHashMap::default(),
+            totals: FxHashMap::default(),
+            ledgers: FxHashMap::default(),
+            batches: 0,
+        }
+    }
+
+    /// How many batches' write sets the run holds.
+    pub fn batches(&self) -> usize {
+        self.batches
+    }
+
+    /// Adds the write set of a batch prepared against this run (so its
+    /// timestamps follow the run's and it read the run's records).
+    ///
+    /// # Errors
+    /// A run that holds [`RUN_BATCHES_MAX`] batches already, a write set
+    /// that does not follow the run (its first timestamp is not after the
+    /// run's last), or one with reconciliations (not a transfer batch):
+    /// nothing is added.
+    pub fn push(&mut self, write_set: WriteSet) -> Result<(), StoreError> {
+        if self.batches == RUN_BATCHES_MAX {
+            return Err(StoreError::Inconsistent { detail: format!("a run holds at most {RUN_BATCHES_MAX} batches") });
+        }
+        if !write_set.reconciliations.is_empty() || !write_set.latest_statements.is_empty() {
+            return Err(StoreError::Inconsistent {
+                detail: "a run holds transfer batches only, and this write set records reconciliations".to_string(),
+            });
+        }
+        let Some(merged) = self.merged.as_mut() else {
+            let merged = self.merged.insert(write_set);
+            index(&mut self.accounts, merged.accounts.iter().map(|account| account.id), 0);
+            index(&mut self.transfers, merged.transfers.iter().map(|transfer| transfer.id), 0);
+            index(&mut self.pending, merged.pending.iter().map(|(id, _)| *id), 0);
+            index(&mut self.failures, merged.failures.iter().map(|(id, _)| *id), 0);
+            index(&mut self.totals, merged.totals.iter().map(|totals| (totals.ledger, totals.code)), 0);
+            index(&mut self.ledgers, merged.ledgers.iter().map(|ledger| ledger.id), 0);
+            self.batches = 1;
+            return Ok(());
+        };
+        if write_set.first_timestamp <= merged.last_timestamp {
+            return Err(StoreError::Inconsistent {
+                detail: format!(
+                    "a batch starting at {} does not follow the run, which ends at {}",
+                    write_set.first_timestamp, merged.last_timestamp
+                ),
+            });
+        }
+        merge(merged, write_set, &mut self.accounts, &mut self.totals, &mut self.ledgers, &mut self.pending);
+        let merged = self.merged.as_ref().expect("set above");
+        let from = self.transfers.len();
+        index(&mut self.transfers, merged.transfers[from..].iter().map(|transfer| transfer.id), from);
+        let from = self.failures.len();
+        index(&mut self.failures, merged.failures[from..].iter().map(|(id, _)| *id), from);
+        self.batches += 1;
+        Ok(())
+    }
+
+    /// The run's merged write set (`None` if it holds no batch), to commit
+    /// to the store in one write.
+    pub fn into_write_set(self) -> Option<WriteSet> {
+        self.merged
+    }
+
+    fn unanswered(&self, read: &str) -> StoreError {
+        StoreError::Inconsistent {
+            detail: format!(
+                "a run of {} prepared batches cannot answer {read}: only transfer batches run",
+                self.batches
+            ),
+        }
+    }
+
+    /// Whether the run holds nothing, so `base` answers every read.
+    fn empty(&self) -> bool {
+        self.merged.is_none()
+    }
+}
+
+/// Records `keys`' positions, the first being `from`.
+fn index<K: std::hash::Hash + Eq>(positions: &mut FxHashMap<K, usize>, keys: impl Iterator<Item = K>, from: usize) {
+    positions.reserve(keys.size_hint().0);
+    for (at, key) in keys.enumerate() {
+        positions.insert(key, from + at);
+    }
+}
+
+/// Upserts `record` into `list` by its key's position in `positions`.
+fn upsert<K: std::hash::Hash + Eq, T>(list: &mut Vec<T>, positions: &mut FxHashMap<K, usize>, key: K, record: T) {
+    match positions.get(&key) {
+        Some(&at) => list[at] = record,
+        None => {
+            positions.insert(key, list.len());
+            list.push(record);
+        }
+    }
+}
+
+/// Merges `next` (the batch after `merged`'s) into `merged`: changed
+/// records keep their last value (accounts with their hashes), created
+/// ones and log rows are appended, the digest deltas add up.
+fn merge(
+    merged: &mut WriteSet,
+    next: WriteSet,
+    accounts: &mut FxHashMap<AccountId, usize>,
+    totals: &mut FxHashMap<(LedgerId, u16), usize>,
+    ledgers: &mut FxHashMap<LedgerId, usize>,
+    pending: &mut FxHashMap<TransferId, usize>,
+) {
+    merged.last_timestamp = next.last_timestamp;
+    merged.digest_delta = merged.digest_delta.plus(next.digest_delta);
+    // A write set hashes every account or none; the merged one keeps the
+    // hashes only if every batch had them.
+    let hashed =
+        merged.account_hashes.len() == merged.accounts.len() && next.account_hashes.len() == next.accounts.len();
+    if !hashed {
+        merged.account_hashes.clear();
+    }
+    for (at, account) in next.accounts.into_iter().enumerate() {
+        let position = accounts.get(&account.id).copied();
+        match position {
+            Some(position) => {
+                merged.accounts[position] = account;
+                if hashed {
+                    merged.account_hashes[position] = next.account_hashes[at];
+                }
+            }
+            None => {
+                accounts.insert(account.id, merged.accounts.len());
+                merged.accounts.push(account);
+                if hashed {
+                    merged.account_hashes.push(next.account_hashes[at]);
+                }
+            }
+        }
+    }
+    for code_totals in next.totals {
+        upsert(&mut merged.totals, totals, (code_totals.ledger, code_totals.code), code_totals);
+    }
+    // Stores write the totals in key order.
+    if merged.totals.windows(2).any(|pair| (pair[0].ledger, pair[0].code) > (pair[1].ledger, pair[1].code)) {
+        merged.totals.sort_unstable_by_key(|totals| (totals.ledger, totals.code));
+        totals.clear();
+        index(totals, merged.totals.iter().map(|totals| (totals.ledger, totals.code)), 0);
+    }
+    for ledger in next.ledgers {
+        upsert(&mut merged.ledgers, ledgers, ledger.id, ledger);
+    }
+    for (id, status) in next.pending {
+        upsert(&mut merged.pending, pending, id, (id, status));
+    }
+    merged.transfers.extend(next.transfers);
+    merged.failures.extend(next.failures);
+    merged.account_transfers.extend(next.account_transfers);
+    merged.balances.extend(next.balances);
+    merged.changes.extend(next.changes);
+    merged.budget_warnings += next.budget_warnings;
+}
+
+impl<S: Store + ?Sized> Store for Run<'_, S> {
+    fn last_timestamp(&self) -> Result<u64, StoreError> {
+        match &self.merged {
+            Some(merged) => Ok(merged.last_timestamp),
+            None => self.base.last_timestamp(),
+        }
+    }
+
+    fn ledger(&self, id: LedgerId) -> Result<Option<Ledger>, StoreError> {
+        match (self.ledgers.get(&id), &self.merged) {
+            (Some(&at), Some(merged)) => Ok(Some(merged.ledgers[at].clone())),
+            _ => self.base.ledger(id),
+        }
+    }
+
+    fn account(&self, id: AccountId) -> Result<Option<Account>, StoreError> {
+        Ok(self.account_hashed(id)?.map(|(account, _)| account))
+    }
+
+    fn account_hashed(&self, id: AccountId) -> Result<Option<(Account, Option<DigestSum>)>, StoreError> {
+        match (self.accounts.get(&id), &self.merged) {
+            (Some(&at), Some(merged)) => Ok(Some((merged.accounts[at], merged.account_hashes.get(at).copied()))),
+            _ => self.base.account_hashed(id),
+        }
+    }
+
+    fn transfer(&self, id: TransferId) -> Result<Option<Transfer>, StoreError> {
+        match (self.transfers.get(&id), &self.merged) {
+            (Some(&at), Some(merged)) => Ok(Some(merged.transfers[at])),
+            _ => self.base.transfer(id),
+        }
+    }
+
+    fn unused_transfer_ids(&self, ids: &[TransferId]) -> Result<Option<Vec<bool>>, StoreError> {
+        let Some(mut unused) = self.base.unused_transfer_ids(ids)? else { return Ok(None) };
+        for (id, unused) in ids.iter().zip(unused.iter_mut()) {
+            *unused = *unused && !self.transfers.contains_key(id) && !self.failures.contains_key(id);
+        }
+        Ok(Some(unused))
+    }
+
+    fn pending_status(&self, id: TransferId) -> Result<Option<PendingStatus>, StoreError> {
+        match (self.pending.get(&id), &self.merged) {
+            (Some(&at), Some(merged)) => Ok(Some(merged.pending[at].1)),
+            _ => self.base.pending_status(id),
+        }
+    }
+
+    fn transfer_failure(&self, id: TransferId) -> Result<Option<CreateTransferResult>, StoreError> {
+        match (self.failures.get(&id), &self.merged) {
+            (Some(&at), Some(merged)) => Ok(Some(merged.failures[at].1)),
+            _ => self.base.transfer_failure(id),
+        }
+    }
+
+    fn expiring(&self, up_to: u64, limit: usize) -> Result<Vec<(u64, TransferId)>, StoreError> {
+        if self.empty() {
+            return self.base.expiring(up_to, limit);
+        }
+        Err(self.unanswered("the expiry index"))
+    }
+
+    fn account_transfers(&self, filter: &AccountFilter) -> Result<Vec<AccountTransfer>, StoreError> {
+        if self.empty() {
+            return self.base.account_transfers(filter);
+        }
+        Err(self.unanswered("an account's history"))
+    }
+
+    fn account_balances(&self, filter: &AccountFilter) -> Result<Vec<AccountBalance>, StoreError> {
+        if self.empty() {
+            return self.base.account_balances(filter);
+        }
+        Err(self.unanswered("an account's balance history"))
+    }
+
+    fn changes(&self, filter: &ChangeFilter) -> Result<Vec<Change>, StoreError> {
+        if self.empty() {
+            return self.base.changes(filter);
+        }
+        Err(self.unanswered("the change log"))
+    }
+
+    fn for_each_ledger(&self, visit: &mut dyn FnMut(&Ledger)) -> Result<(), StoreError> {
+        if self.empty() {
+            return self.base.for_each_ledger(visit);
+        }
+        Err(self.unanswered("every ledger"))
+    }
+
+    fn for_each_account(&self, visit: &mut dyn FnMut(&Account)) -> Result<(), StoreError> {
+        if self.empty() {
+            return self.base.for_each_account(visit);
+        }
+        Err(self.unanswered("every account"))
+    }
+
+    fn for_each_transfer(&self, visit: &mut dyn FnMut(&Transfer)) -> Result<(), StoreError> {
+        if self.empty() {
+            return self.base.for_each_transfer(visit);
+        }
+        Err(self.unanswered("every transfer"))
+    }
+
+    fn for_each_pending(&self, visit: &mut dyn FnMut(TransferId, &PendingStatus)) -> Result<(), StoreError> {
+        if self.empty() {
+            return self.base.for_each_pending(visit);
+        }
+        Err(self.unanswered("every pending status"))
+    }
+
+    fn for_each_failure(&self, visit: &mut dyn FnMut(TransferId, CreateTransferResult)) -> Result<(), StoreError> {
+        if self.empty() {
+            return self.base.for_each_failure(visit);
+        }
+        Err(self.unanswered("every failure"))
+    }
+
+    fn digest_sum(&self) -> Result<DigestSum, StoreError> {
+        let sum = self.base.digest_sum()?;
+        Ok(self.merged.as_ref().map_or(sum, |merged| sum.plus(merged.digest_delta)))
+    }
+
+    fn code_totals(&self, ledger: LedgerId, code: u16) -> Result<Option<CodeTotals>, StoreError> {
+        match (self.totals.get(&(ledger, code)), &self.merged) {
+            (Some(&at), Some(merged)) => Ok(Some(merged.totals[at])),
+            _ => self.base.code_totals(ledger, code),
+        }
+    }
+
+    fn ledger_totals(&self, ledger: LedgerId) -> Result<Vec<CodeTotals>, StoreError> {
+        if self.empty() {
+            return self.base.ledger_totals(ledger);
+        }
+        Err(self.unanswered("a ledger's running totals"))
+    }
+
+    fn totals_around(
+        &self,
+        ledger: LedgerId,
+        code: u16,
+        timestamp: u64,
+    ) -> Result<(Option<TotalsEntry>, Option<TotalsEntry>), StoreError> {
+        if self.empty() {
+            return self.base.totals_around(ledger, code, timestamp);
+        }
+        Err(self.unanswered("the totals history"))
+    }
+
+    fn reconciliation(&self, account: AccountId, statement: &str) -> Result<Option<Reconciliation>, StoreError> {
+        if self.empty() {
+            return self.base.reconciliation(account, statement);
+        }
+        Err(self.unanswered("a reconciliation"))
+    }
+
+    fn latest_reconciliation(&self, account: AccountId) -> Result<Option<Reconciliation>, StoreError> {
+        if self.empty() {
+            return self.base.latest_reconciliation(account);
+        }
+        Err(self.unanswered("a reconciliation"))
+    }
+
+    fn reconciliations(
+        &self,
+        account: AccountId,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<Reconciliation>, StoreError> {
+        if self.empty() {
+            return self.base.reconciliations(account, after, limit);
+        }
+        Err(self.unanswered("reconciliations"))
+    }
+
+    fn index_seek(
+        &self,
+        key: &IndexKey,
+        timestamp_min: u64,
+        timestamp_max: u64,
+        reversed: bool,
+    ) -> Result<Option<u64>, StoreError> {
+        if self.empty() {
+            return self.base.index_seek(key, timestamp_min, timestamp_max, reversed);
+        }
+        Err(self.unanswered("a query index"))
+    }
+}
