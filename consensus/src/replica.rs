@@ -1024,10 +1024,13 @@ impl<S: ReplicaStorage> Replica<S> {
             self.output.snapshot_installed = Some(meta.index);
         }
 
-        // 3. Committed entries can be applied before this Ready's entries are
-        //    persisted: raft-rs only hands out entries this node has already
-        //    persisted and a quorum holds.
-        self.apply_entries(ready.take_committed_entries())?;
+        // 3. Committed entries: raft-rs only hands out entries this node has
+        //    already persisted and a quorum holds, so they may be applied
+        //    before or after this Ready's write. They are applied last (step
+        //    8): a follower's append responses then go out before an apply
+        //    that may take tens of milliseconds, and the leader commits the
+        //    next entries meanwhile.
+        let mut committed = ready.take_committed_entries();
 
         // 4. Reads whose index the leader confirmed.
         for state in ready.take_read_states() {
@@ -1061,10 +1064,13 @@ impl<S: ReplicaStorage> Replica<S> {
         if !light.messages().is_empty() {
             outbox.send(light.take_messages());
         }
-        self.apply_entries(light.take_committed_entries())?;
 
-        // 8. Tell raft how far the state machine got, so it can hand out the
-        //    next committed entries and release a pending conf change.
+        // 8. Apply what was committed, this Ready's entries and then the
+        //    LightReady's (one run may span both), and tell raft how far
+        //    the state machine got, so it can hand out the next committed
+        //    entries and release a pending conf change.
+        committed.extend(light.take_committed_entries());
+        self.apply_entries(committed)?;
         let applied = self.storage().applied().index;
         self.raw.advance_apply_to(applied);
         Ok(())
