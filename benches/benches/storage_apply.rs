@@ -5,6 +5,11 @@
 //!   size, about 1 MiB) to the Raft log, then prepare against `LedgerState`
 //!   and the state write with the applied index (skipping the WAL: the Raft
 //!   log is its redo log, see ARCHITECTURE.md).
+//! - `durable_apply/{uniform,hot}_run4`: the same for four entries that
+//!   arrive and commit together, as a follower receives them: one synced
+//!   append of the four, each batch prepared over the ones before it
+//!   (`coffer_ledger::Run`), and one state write (see ARCHITECTURE.md,
+//!   write path step 4). Its throughput counts all four batches.
 //! - `log_append/1mib`: one synced append of a 1 MiB entry.
 //!
 //! Run with `cargo bench --workspace --bench storage_apply` (`--workspace` keeps
@@ -16,7 +21,7 @@
 use std::time::{Duration, Instant};
 
 use coffer_benches::{Distribution, Workload};
-use coffer_ledger::{prepare_create_transfers, BATCH_EVENTS_MAX};
+use coffer_ledger::{prepare_create_transfers, Run, BATCH_EVENTS_MAX, RUN_BATCHES_MAX};
 use coffer_storage::{AppliedState, NodeStore, StorageConfig};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use raft::prelude::{Entry, HardState};
@@ -85,6 +90,34 @@ impl Durable {
         }
         elapsed
     }
+
+    /// Applies `iterations` runs of [`RUN_BATCHES_MAX`] batches as a
+    /// follower does with entries that arrive together, timing everything
+    /// but building the batches.
+    fn run_together(&mut self, iterations: u64) -> Duration {
+        let mut elapsed = Duration::ZERO;
+        for _ in 0..iterations {
+            let batches: Vec<_> = (0..RUN_BATCHES_MAX).map(|_| self.workload.next_batch(BATCH_EVENTS_MAX)).collect();
+            let first = self.index + 1;
+            self.index += RUN_BATCHES_MAX as u64;
+            let entries: Vec<Entry> = (first..=self.index).map(entry).collect();
+            let applied = AppliedState::at(self.index, 1);
+            let store = &mut self.store;
+            let start = Instant::now();
+            store.log.append(&entries, Some(&hard_state(self.index)), true).expect("append");
+            let write_set = {
+                let mut run = Run::new(&store.state);
+                for (timestamp, batch) in &batches {
+                    let prepared = prepare_create_transfers(&run, *timestamp, batch).expect("prepare");
+                    run.push(prepared.write_set).expect("the batches follow each other");
+                }
+                run.into_write_set()
+            };
+            store.state.apply(write_set.as_ref(), applied, None).expect("apply");
+            elapsed += start.elapsed();
+        }
+        elapsed
+    }
 }
 
 fn apply(c: &mut Criterion) {
@@ -96,6 +129,16 @@ fn apply(c: &mut Criterion) {
     drop(uniform);
     let mut hot = Durable::new(Distribution::Hot { hot: 10 });
     group.bench_function("hot", |b| b.iter_custom(|n| hot.run(n)));
+    drop(hot);
+    group.finish();
+    let mut group = c.benchmark_group("durable_apply");
+    group.throughput(Throughput::Elements((BATCH_EVENTS_MAX * RUN_BATCHES_MAX) as u64));
+    group.sample_size(10);
+    let mut uniform = Durable::new(Distribution::Uniform);
+    group.bench_function("uniform_run4", |b| b.iter_custom(|n| uniform.run_together(n)));
+    drop(uniform);
+    let mut hot = Durable::new(Distribution::Hot { hot: 10 });
+    group.bench_function("hot_run4", |b| b.iter_custom(|n| hot.run_together(n)));
     drop(hot);
     group.finish();
 }
