@@ -121,25 +121,26 @@ impl Durable {
 }
 
 fn apply(c: &mut Criterion) {
+    durable_apply(c, "", 1, 20, Durable::run);
+    durable_apply(c, "_run4", RUN_BATCHES_MAX, 10, Durable::run_together);
+}
+
+/// The `durable_apply` cases `uniform{suffix}` and `hot{suffix}`, each on a
+/// store of its own, `batches` batches an iteration applied by `apply`.
+fn durable_apply(
+    c: &mut Criterion,
+    suffix: &str,
+    batches: usize,
+    samples: usize,
+    apply: fn(&mut Durable, u64) -> Duration,
+) {
     let mut group = c.benchmark_group("durable_apply");
-    group.throughput(Throughput::Elements(BATCH_EVENTS_MAX as u64));
-    group.sample_size(20);
-    let mut uniform = Durable::new(Distribution::Uniform);
-    group.bench_function("uniform", |b| b.iter_custom(|n| uniform.run(n)));
-    drop(uniform);
-    let mut hot = Durable::new(Distribution::Hot { hot: 10 });
-    group.bench_function("hot", |b| b.iter_custom(|n| hot.run(n)));
-    drop(hot);
-    group.finish();
-    let mut group = c.benchmark_group("durable_apply");
-    group.throughput(Throughput::Elements((BATCH_EVENTS_MAX * RUN_BATCHES_MAX) as u64));
-    group.sample_size(10);
-    let mut uniform = Durable::new(Distribution::Uniform);
-    group.bench_function("uniform_run4", |b| b.iter_custom(|n| uniform.run_together(n)));
-    drop(uniform);
-    let mut hot = Durable::new(Distribution::Hot { hot: 10 });
-    group.bench_function("hot_run4", |b| b.iter_custom(|n| hot.run_together(n)));
-    drop(hot);
+    group.throughput(Throughput::Elements((BATCH_EVENTS_MAX * batches) as u64));
+    group.sample_size(samples);
+    for (name, distribution) in [("uniform", Distribution::Uniform), ("hot", Distribution::Hot { hot: 10 })] {
+        let mut durable = Durable::new(distribution);
+        group.bench_function(format!("{name}{suffix}"), |b| b.iter_custom(|n| apply(&mut durable, n)));
+    }
     group.finish();
 }
 
