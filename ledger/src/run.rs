@@ -128,18 +128,20 @@ impl<'s, S: Store + ?Sized> Run<'s, S> {
         self.merged
     }
 
-    fn unanswered(&self, read: &str) -> StoreError {
-        StoreError::Inconsistent {
-            detail: format!(
-                "a run of {} prepared batches cannot answer {read}: only transfer batches run",
-                self.batches
-            ),
+    /// The base store, to answer `read` (named in the error), while the
+    /// run holds nothing: a read the run cannot merge (scans, history, the
+    /// change log) is refused once it holds a batch, never answered from a
+    /// base that lacks the run's writes.
+    fn base_only(&self, read: &str) -> Result<&S, StoreError> {
+        match self.merged {
+            None => Ok(self.base),
+            Some(_) => Err(StoreError::Inconsistent {
+                detail: format!(
+                    "a run of {} prepared batches cannot answer {read}: only transfer batches run",
+                    self.batches
+                ),
+            }),
         }
-    }
-
-    /// Whether the run holds nothing, so `base` answers every read.
-    fn empty(&self) -> bool {
-        self.merged.is_none()
     }
 }
 
@@ -279,66 +281,39 @@ impl<S: Store + ?Sized> Store for Run<'_, S> {
     }
 
     fn expiring(&self, up_to: u64, limit: usize) -> Result<Vec<(u64, TransferId)>, StoreError> {
-        if self.empty() {
-            return self.base.expiring(up_to, limit);
-        }
-        Err(self.unanswered("the expiry index"))
+        self.base_only("the expiry index")?.expiring(up_to, limit)
     }
 
     fn account_transfers(&self, filter: &AccountFilter) -> Result<Vec<AccountTransfer>, StoreError> {
-        if self.empty() {
-            return self.base.account_transfers(filter);
-        }
-        Err(self.unanswered("an account's history"))
+        self.base_only("an account's history")?.account_transfers(filter)
     }
 
     fn account_balances(&self, filter: &AccountFilter) -> Result<Vec<AccountBalance>, StoreError> {
-        if self.empty() {
-            return self.base.account_balances(filter);
-        }
-        Err(self.unanswered("an account's balance history"))
+        self.base_only("an account's balance history")?.account_balances(filter)
     }
 
     fn changes(&self, filter: &ChangeFilter) -> Result<Vec<Change>, StoreError> {
-        if self.empty() {
-            return self.base.changes(filter);
-        }
-        Err(self.unanswered("the change log"))
+        self.base_only("the change log")?.changes(filter)
     }
 
     fn for_each_ledger(&self, visit: &mut dyn FnMut(&Ledger)) -> Result<(), StoreError> {
-        if self.empty() {
-            return self.base.for_each_ledger(visit);
-        }
-        Err(self.unanswered("every ledger"))
+        self.base_only("every ledger")?.for_each_ledger(visit)
     }
 
     fn for_each_account(&self, visit: &mut dyn FnMut(&Account)) -> Result<(), StoreError> {
-        if self.empty() {
-            return self.base.for_each_account(visit);
-        }
-        Err(self.unanswered("every account"))
+        self.base_only("every account")?.for_each_account(visit)
     }
 
     fn for_each_transfer(&self, visit: &mut dyn FnMut(&Transfer)) -> Result<(), StoreError> {
-        if self.empty() {
-            return self.base.for_each_transfer(visit);
-        }
-        Err(self.unanswered("every transfer"))
+        self.base_only("every transfer")?.for_each_transfer(visit)
     }
 
     fn for_each_pending(&self, visit: &mut dyn FnMut(TransferId, &PendingStatus)) -> Result<(), StoreError> {
-        if self.empty() {
-            return self.base.for_each_pending(visit);
-        }
-        Err(self.unanswered("every pending status"))
+        self.base_only("every pending status")?.for_each_pending(visit)
     }
 
     fn for_each_failure(&self, visit: &mut dyn FnMut(TransferId, CreateTransferResult)) -> Result<(), StoreError> {
-        if self.empty() {
-            return self.base.for_each_failure(visit);
-        }
-        Err(self.unanswered("every failure"))
+        self.base_only("every failure")?.for_each_failure(visit)
     }
 
     fn digest_sum(&self) -> Result<DigestSum, StoreError> {
@@ -354,10 +329,7 @@ impl<S: Store + ?Sized> Store for Run<'_, S> {
     }
 
     fn ledger_totals(&self, ledger: LedgerId) -> Result<Vec<CodeTotals>, StoreError> {
-        if self.empty() {
-            return self.base.ledger_totals(ledger);
-        }
-        Err(self.unanswered("a ledger's running totals"))
+        self.base_only("a ledger's running totals")?.ledger_totals(ledger)
     }
 
     fn totals_around(
@@ -366,24 +338,15 @@ impl<S: Store + ?Sized> Store for Run<'_, S> {
         code: u16,
         timestamp: u64,
     ) -> Result<(Option<TotalsEntry>, Option<TotalsEntry>), StoreError> {
-        if self.empty() {
-            return self.base.totals_around(ledger, code, timestamp);
-        }
-        Err(self.unanswered("the totals history"))
+        self.base_only("the totals history")?.totals_around(ledger, code, timestamp)
     }
 
     fn reconciliation(&self, account: AccountId, statement: &str) -> Result<Option<Reconciliation>, StoreError> {
-        if self.empty() {
-            return self.base.reconciliation(account, statement);
-        }
-        Err(self.unanswered("a reconciliation"))
+        self.base_only("a reconciliation")?.reconciliation(account, statement)
     }
 
     fn latest_reconciliation(&self, account: AccountId) -> Result<Option<Reconciliation>, StoreError> {
-        if self.empty() {
-            return self.base.latest_reconciliation(account);
-        }
-        Err(self.unanswered("a reconciliation"))
+        self.base_only("a reconciliation")?.latest_reconciliation(account)
     }
 
     fn reconciliations(
@@ -392,10 +355,7 @@ impl<S: Store + ?Sized> Store for Run<'_, S> {
         after: &str,
         limit: usize,
     ) -> Result<Vec<Reconciliation>, StoreError> {
-        if self.empty() {
-            return self.base.reconciliations(account, after, limit);
-        }
-        Err(self.unanswered("reconciliations"))
+        self.base_only("reconciliations")?.reconciliations(account, after, limit)
     }
 
     fn index_seek(
@@ -405,9 +365,6 @@ impl<S: Store + ?Sized> Store for Run<'_, S> {
         timestamp_max: u64,
         reversed: bool,
     ) -> Result<Option<u64>, StoreError> {
-        if self.empty() {
-            return self.base.index_seek(key, timestamp_min, timestamp_max, reversed);
-        }
-        Err(self.unanswered("a query index"))
+        self.base_only("a query index")?.index_seek(key, timestamp_min, timestamp_max, reversed)
     }
 }

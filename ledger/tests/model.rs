@@ -2128,6 +2128,9 @@ fn replay_in_runs(batches: &[(u64, Operation, OperationResults)]) -> Result<Memo
             continue;
         };
         let mut run = Run::new(&store);
+        // Empty, a run answers every read from its base; holding a batch,
+        // it refuses the reads it cannot merge, naming the read.
+        prop_assert!(run.for_each_account(&mut |_| {}).is_ok(), "an empty run reads its base");
         let length = 1 + at % RUN_BATCHES_MAX;
         while at < batches.len() && run.batches() < length {
             let (timestamp, operation, results) = &batches[at];
@@ -2135,6 +2138,8 @@ fn replay_in_runs(batches: &[(u64, Operation, OperationResults)]) -> Result<Memo
             let prepared = prepare_create_transfers(&run, *timestamp, events).unwrap();
             prop_assert_eq!(&OperationResults::Transfers(prepared.results), results, "batch {} in a run", at);
             run.push(prepared.write_set).unwrap();
+            let refused = run.for_each_account(&mut |_| {}).unwrap_err().to_string();
+            prop_assert!(refused.contains("cannot answer every account"), "{}", refused);
             at += 1;
         }
         let merged = run.into_write_set().unwrap();
