@@ -26,7 +26,7 @@ pub mod faults;
 pub mod history;
 pub mod proxy;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -214,7 +214,9 @@ pub async fn run(options: NemesisOptions) -> Report {
     eprintln!("nemesis: seed {}, {} faults (replay: {})", options.seed, options.faults, options.replay_command());
     let founders = Cluster::founders(NODES);
     let raft: BTreeMap<u64, String> = founders.iter().map(|node| (node.id, node.raft.clone())).collect();
-    let net = ProxyNet::start(&raft).expect("the link proxies start");
+    let reserved: BTreeSet<String> =
+        founders.iter().flat_map(|node| [node.api.clone(), node.raft.clone(), node.metrics.clone()]).collect();
+    let net = ProxyNet::start(&raft, &reserved).expect("the link proxies start");
     let cluster_options = ClusterOptions { raft_routes: net.routes(), config_toml: Some(NODE_CONFIG_TOML.to_owned()) };
     let mut cluster = Cluster::start_with(founders, cluster_options).await;
     let bank = Bank::sized(options.accounts_per_ledger);

@@ -18,7 +18,7 @@
 //! The proxies run on a runtime of their own, so that whatever blocks the
 //! test's runtime (a `kill`, a `coffer verify`) never stalls the links.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -87,7 +87,10 @@ pub struct ProxyNet {
 impl ProxyNet {
     /// Starts a proxy for every ordered pair of distinct nodes of
     /// `raft_addresses` (node id → its real Raft address), every link open.
-    pub fn start(raft_addresses: &BTreeMap<u64, String>) -> io::Result<Self> {
+    /// No proxy listens on an address of `reserved`: the addresses the
+    /// nodes will bind, chosen free and released before the proxies start,
+    /// which the kernel may hand out again (a node then cannot start).
+    pub fn start(raft_addresses: &BTreeMap<u64, String>, reserved: &BTreeSet<String>) -> io::Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(PROXY_THREADS)
             .thread_name("nemesis-proxy")
@@ -95,11 +98,20 @@ impl ProxyNet {
             .build()?;
         let counters = Arc::new(ProxyCounters::default());
         let mut links = BTreeMap::new();
+        // Listeners on reserved addresses, held until every proxy has its
+        // own so that no bind gets one again.
+        let mut held = Vec::new();
         for &from in raft_addresses.keys() {
             for (&to, target) in raft_addresses.iter().filter(|(to, _)| **to != from) {
-                let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+                let (listener, address) = loop {
+                    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+                    let address = listener.local_addr()?.to_string();
+                    if !reserved.contains(&address) && !raft_addresses.values().any(|target| *target == address) {
+                        break (listener, address);
+                    }
+                    held.push(listener);
+                };
                 listener.set_nonblocking(true)?;
-                let address = listener.local_addr()?.to_string();
                 let listener = {
                     let _entered = runtime.enter();
                     TcpListener::from_std(listener)?
@@ -264,7 +276,7 @@ mod tests {
 
     fn net() -> ProxyNet {
         let targets = BTreeMap::from([(1, echo_server()), (2, echo_server())]);
-        ProxyNet::start(&targets).unwrap()
+        ProxyNet::start(&targets, &BTreeSet::new()).unwrap()
     }
 
     #[test]
