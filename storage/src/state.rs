@@ -20,7 +20,7 @@ use coffer_ledger::codec::{
     decode_transfer, encode_account, encode_change, encode_code_totals, encode_ledger, encode_pending_status,
     encode_totals_entry, encode_transfer,
 };
-use coffer_ledger::index::{account_index_keys, transfer_index_keys, IndexKey, INDEX_KEY_SIZE_MAX};
+use coffer_ledger::index::{account_index_keys, transfer_index_keys, IndexField, IndexKey, Indexed, INDEX_KEY_SIZE_MAX};
 use coffer_ledger::invariants::{account_fault, transfer_fault};
 use coffer_ledger::reconcile::{decode_reconciliation, encode_reconciliation, reconciliation_key, Reconciliation};
 use coffer_ledger::{
@@ -272,23 +272,25 @@ const INDEX_FIELDS: usize = 6;
 /// makes a block per record.
 ///
 /// Keys start with the records' tag (accounts before transfers), then the
-/// field's tag; the entries of one field are made in timestamp order, so a
-/// stable sort by value keeps each value's timestamps in order.
+/// field's tag, then the value big-endian, so within one field the values'
+/// numeric order is their keys' order: each field's rows are sorted by
+/// value (never by encoded key) and a key is encoded once per block. The
+/// rows of one field are made in timestamp order, so a stable sort keeps
+/// each value's timestamps in order.
 fn index_blocks(write_set: &WriteSet) -> Vec<(IndexEntryKey, Vec<u8>)> {
     let mut scratch = Vec::with_capacity(INDEX_KEY_SIZE_MAX + 8);
     let mut blocks = Vec::new();
-    let mut fields: [Vec<(IndexEntryKey, u64)>; INDEX_FIELDS] = Default::default();
-    let flush = |fields: &mut [Vec<(IndexEntryKey, u64)>; INDEX_FIELDS], blocks: &mut Vec<(IndexEntryKey, Vec<u8>)>| {
+    let mut fields: [Vec<(IndexField, u64)>; INDEX_FIELDS] = Default::default();
+    let mut flush = |records: Indexed, fields: &mut [Vec<(IndexField, u64)>; INDEX_FIELDS]| {
         for field in fields.iter_mut() {
-            field.sort_by(|a, b| a.0.as_slice().cmp(b.0.as_slice()));
-            let mut start = 0;
-            while let Some((prefix, _)) = field.get(start) {
-                let end = field[start..].iter().position(|(next, _)| next != prefix).map_or(field.len(), |n| start + n);
-                let rows = &field[start..end];
-                let last = rows[rows.len() - 1].1;
+            // Stable, and one pass for rows already in order (a batch's
+            // ledger, code and kind are mostly one value; ids rise).
+            field.sort_by_key(|(value, _)| *value);
+            for rows in field.chunk_by(|a, b| a.0 == b.0) {
+                let (value, last) = rows[rows.len() - 1];
+                let prefix = IndexEntryKey::prefix(&IndexKey { records, field: value }, &mut scratch);
                 let block = encode_block(rows.iter().map(|(_, timestamp)| (*timestamp, [0u8; 0])));
                 blocks.push((prefix.with_timestamp(last), block));
-                start = end;
             }
             field.clear();
         }
@@ -297,18 +299,16 @@ fn index_blocks(write_set: &WriteSet) -> Vec<(IndexEntryKey, Vec<u8>)> {
     // changed is older.
     for account in write_set.accounts.iter().filter(|account| account.timestamp >= write_set.first_timestamp) {
         for key in account_index_keys(account) {
-            let slot = usize::from(key.field.tag() - 1);
-            fields[slot].push((IndexEntryKey::prefix(&key, &mut scratch), account.timestamp));
+            fields[usize::from(key.field.tag() - 1)].push((key.field, account.timestamp));
         }
     }
-    flush(&mut fields, &mut blocks);
+    flush(Indexed::Accounts, &mut fields);
     for transfer in &write_set.transfers {
         for key in transfer_index_keys(transfer) {
-            let slot = usize::from(key.field.tag() - 1);
-            fields[slot].push((IndexEntryKey::prefix(&key, &mut scratch), transfer.timestamp));
+            fields[usize::from(key.field.tag() - 1)].push((key.field, transfer.timestamp));
         }
     }
-    flush(&mut fields, &mut blocks);
+    flush(Indexed::Transfers, &mut fields);
     debug_assert!(blocks.windows(2).all(|pair| pair[0].0.as_slice() < pair[1].0.as_slice()), "blocks in key order");
     blocks
 }
@@ -1513,6 +1513,67 @@ mod tests {
         }
         let repeated = [encode_block([(5, [0u8; 0])].into_iter()), vec![0]].concat();
         assert!(decode_index_block(&[&[2u8][..], &repeated[1..]].concat(), 5).is_err(), "a distance of 0");
+    }
+
+    #[test]
+    fn index_blocks_are_the_records_grouped_by_encoded_key() {
+        use coffer_ledger::{Account, AccountId, Transfer, TransferId};
+        // Values chosen so that numeric and byte order would differ if a
+        // value were encoded little-endian, repeated out of order, and
+        // zero (not indexed) for some records.
+        let user_data = [0u128, 0x100, 0x01, 0x100, 1 << 100, 0x01, 0];
+        let transfers: Vec<Transfer> = (0..40u64)
+            .map(|n| Transfer {
+                id: TransferId(u128::from(1_000 - n)),
+                ledger: LedgerId(1 + (n % 3) as u32 * 255),
+                code: (n % 2) as u16 * 256 + 1,
+                user_data_128: user_data[n as usize % user_data.len()],
+                user_data_64: n % 4,
+                user_data_32: (n % 5) as u32 * 0x0101,
+                timestamp: 100 + n,
+                ..Default::default()
+            })
+            .collect();
+        let accounts: Vec<Account> = (0..9u64)
+            .map(|n| Account {
+                id: AccountId(u128::from(n + 1)),
+                ledger: LedgerId(7 - (n % 2) as u32),
+                code: 3,
+                user_data_64: 9 - n,
+                // The first three are older than the batch: changed, not created.
+                timestamp: if n < 3 { 10 + n } else { 50 + n },
+                ..Default::default()
+            })
+            .collect();
+        let write_set = WriteSet { first_timestamp: 50, last_timestamp: 139, accounts, transfers, ..WriteSet::default() };
+        let mut expected = std::collections::BTreeMap::<Vec<u8>, Vec<u64>>::new();
+        let created = write_set.accounts.iter().filter(|account| account.timestamp >= 50);
+        let keys = created
+            .flat_map(|account| account_index_keys(account).map(|key| (key, account.timestamp)))
+            .chain(write_set.transfers.iter().flat_map(|transfer| {
+                transfer_index_keys(transfer).map(|key| (key, transfer.timestamp))
+            }));
+        for (key, timestamp) in keys {
+            let mut encoded = Vec::new();
+            key.encode(&mut encoded);
+            expected.entry(encoded).or_default().push(timestamp);
+        }
+        let expected: Vec<(Vec<u8>, Vec<u64>)> = expected
+            .into_iter()
+            .map(|(prefix, timestamps)| {
+                let last = *timestamps.last().unwrap();
+                ([prefix, last.to_be_bytes().to_vec()].concat(), timestamps)
+            })
+            .collect();
+        let made: Vec<(Vec<u8>, Vec<u64>)> = index_blocks(&write_set)
+            .into_iter()
+            .map(|(key, block)| {
+                let last = keys::read_u64(key.as_slice(), key.as_slice().len() - 8).unwrap();
+                (key.as_slice().to_vec(), decode_index_block(&block, last).unwrap())
+            })
+            .collect();
+        assert_eq!(made, expected);
+        assert!(made.iter().any(|(_, timestamps)| timestamps.len() > 1), "some blocks group several records");
     }
 
     #[test]
