@@ -173,6 +173,10 @@ pub struct StorageConfig {
     pub memtable_total_bytes: usize,
     /// Background threads for flushes and compactions.
     pub background_jobs: i32,
+    /// Payload bytes of the newest Raft log entries kept in memory for the
+    /// terms and entries Raft reads back (see [`crate::LogStore`]); the
+    /// newest entry is kept whatever its size.
+    pub recent_log_bytes: usize,
     /// Flushes and compactions write their files with `O_DIRECT`, past the
     /// page cache: copying into it and allocating its pages cost a node
     /// about a seventh of its CPU under the load generator, for pages the
@@ -189,6 +193,7 @@ impl Default for StorageConfig {
             write_buffer_bytes: 64 << 20,
             memtable_total_bytes: 256 << 20,
             background_jobs: 2,
+            recent_log_bytes: 32 << 20,
             direct_io: true,
         }
     }

@@ -63,7 +63,7 @@ impl NodeStore {
     pub fn open(path: &Path, config: &StorageConfig) -> Result<Self, StorageError> {
         let db = Arc::new(Db::open(path, config)?);
         let mut store = Self {
-            log: LogStore::open(db.clone())?,
+            log: LogStore::open(db.clone(), config.recent_log_bytes)?,
             state: LedgerState::open(db.clone(), config.account_cache_entries)?,
         };
         if let Some(dir) = snapshot::interrupted_install(&db)? {

@@ -709,6 +709,9 @@ fn a_corrupt_log_entry_is_reported_by_entries_and_term_and_never_returned() {
         (1..=5).map(|index| Entry { index, term: 1, data: vec![7; 16].into(), ..Default::default() }).collect();
     node.log.append(&log, None, true).unwrap();
     flip_stored_bit(node.state.db(), CF_RAFT_LOG, &keys::u64(3));
+    // Reopened: the entries just appended are no longer kept in memory.
+    drop(node);
+    let node = open(dir.path());
     let context = || GetEntriesContext::empty(false);
     for (low, high) in [(1, 6), (3, 4), (2, 5)] {
         let error = node.log.entries(low, high, None, context()).unwrap_err();

@@ -459,3 +459,74 @@ fn a_compacted_log_reopens_empty_at_its_truncated_index() {
     store.log.append(&[entry(6, 6)], None, true).unwrap();
     assert_eq!(whole_log(&store), entries(6..=6));
 }
+
+/// Checks every term and every range (with every size limit) of `store`'s
+/// log against `model`, the entries from the first index on, after
+/// `truncated` (index and term).
+fn assert_log_is(store: &NodeStore, model: &[Entry], truncated: (u64, u64), step: &str) {
+    let first = truncated.0 + 1;
+    let last = truncated.0 + model.len() as u64;
+    assert_eq!((store.log.first_index(), store.log.last_index()), (first, last), "{step}: bounds");
+    assert_eq!(store.log.term(truncated.0), Ok(truncated.1), "{step}: term at the truncated index");
+    for entry in model {
+        assert_eq!(store.log.term(entry.index), Ok(entry.term), "{step}: term({})", entry.index);
+    }
+    assert_eq!(store.log.term(last + 1), Err(unavailable()), "{step}: term past the end");
+    let total: u64 = model.iter().map(|entry| u64::from(protobuf::Message::compute_size(entry))).sum();
+    for low in first..=last + 1 {
+        for high in low..=last + 1 {
+            for max_size in (0..=total + 1).step_by(7).chain([u64::MAX]) {
+                let mut want: Vec<Entry> = model.iter().filter(|e| (low..high).contains(&e.index)).cloned().collect();
+                limit_size(&mut want, Some(max_size));
+                let got = store.log.entries(low, high, max_size, context());
+                assert_eq!(got, Ok(want), "{step}: entries({low}, {high}, {max_size})");
+            }
+        }
+    }
+}
+
+/// The newest entries are answered from memory (up to `recent_log_bytes`
+/// of payload) and older ones from RocksDB. Across appends that extend,
+/// replace and cut the log, a reopen (which keeps nothing in memory) and
+/// compactions, every term and range agrees with a model of the log, with
+/// two entries kept and with all of them.
+#[test]
+fn terms_and_entries_kept_in_memory_agree_with_the_log_on_disk() {
+    // Entries of 10 payload bytes: 25 bytes keep the newest two.
+    for recent_log_bytes in [25, usize::MAX] {
+        let dir = TempDir::new().unwrap();
+        let config = StorageConfig { recent_log_bytes, ..StorageConfig::default() };
+        let mut store = NodeStore::open(dir.path(), &config).unwrap();
+        let make = |indexes: RangeInclusive<u64>, term: u64| -> Vec<Entry> {
+            let entry = |index: u64| Entry { index, term, data: vec![index as u8; 10].into(), ..Default::default() };
+            indexes.map(entry).collect()
+        };
+        let mut model: Vec<Entry> = Vec::new();
+        let append = |store: &mut NodeStore, model: &mut Vec<Entry>, entries: Vec<Entry>| {
+            store.log.append(&entries, None, true).unwrap();
+            model.retain(|entry| entry.index < entries[0].index);
+            model.extend(entries);
+        };
+        append(&mut store, &mut model, make(1..=8, 1));
+        assert_log_is(&store, &model, (0, 0), "extended");
+        append(&mut store, &mut model, make(6..=10, 2));
+        assert_log_is(&store, &model, (0, 0), "suffix replaced");
+        append(&mut store, &mut model, make(4..=5, 3));
+        assert_log_is(&store, &model, (0, 0), "cut back to 5");
+        append(&mut store, &mut model, make(6..=12, 3));
+        assert_log_is(&store, &model, (0, 0), "extended again");
+        drop(store);
+        let mut store = NodeStore::open(dir.path(), &config).unwrap();
+        assert_log_is(&store, &model, (0, 0), "reopened");
+        append(&mut store, &mut model, make(12..=13, 4));
+        assert_log_is(&store, &model, (0, 0), "replaced after reopening");
+        store.log.compact(5).unwrap();
+        model.retain(|entry| entry.index >= 5);
+        assert_log_is(&store, &model, (4, 3), "compacted to 5");
+        store.log.compact(13).unwrap();
+        model.retain(|entry| entry.index >= 13);
+        assert_log_is(&store, &model, (12, 4), "compacted to the last entry");
+        append(&mut store, &mut model, make(14..=16, 5));
+        assert_log_is(&store, &model, (12, 4), "extended after compaction");
+    }
+}

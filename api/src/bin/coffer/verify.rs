@@ -148,7 +148,7 @@ pub fn run(args: &VerifyArgs) -> Result<VerifyReport, VerifyError> {
         let dir = dir.display();
         report.problems.push(format!("a snapshot install from {dir} was interrupted: start the node to finish it"));
     }
-    let log = LogStore::open(db.clone()).map_err(read_error)?;
+    let log = LogStore::open(db.clone(), 0).map_err(read_error)?;
     let state = LedgerState::open(db.clone(), ACCOUNT_CACHE_ENTRIES).map_err(read_error)?;
     let raft = raft_row(&log, &state).map_err(read_error)?;
     if raft.applied_index > raft.last_index {
