@@ -111,7 +111,7 @@ impl Durable {
                     let prepared = prepare_create_transfers(&run, *timestamp, batch).expect("prepare");
                     run.push(prepared.write_set).expect("the batches follow each other");
                 }
-                run.into_write_set()
+                run.into_write_set().expect("the run reads its base")
             };
             store.state.apply(write_set.as_ref(), applied, None).expect("apply");
             elapsed += start.elapsed();

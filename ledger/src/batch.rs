@@ -402,10 +402,11 @@ impl<'s, S: Store + ?Sized> Batch<'s, S> {
         let mut digest = DigestSum::ZERO;
         let mut element = Vec::with_capacity(256);
         let mut totals = FxHashMap::<(LedgerId, u16), CodeTotals>::default();
+        let defer_accounts = self.store.defers_account_digest();
         // Sized up front: collecting a filtered iterator would grow (and
         // copy) the vector step by step, which cost a fifth of a batch.
         let mut accounts = Vec::with_capacity(self.accounts_dirty.len());
-        let mut account_hashes = Vec::with_capacity(self.accounts_dirty.len());
+        let mut account_hashes = Vec::with_capacity(if defer_accounts { 0 } else { self.accounts_dirty.len() });
         for slot in &self.accounts_dirty {
             let Some(Slot { account: Some(account), original, original_hash, .. }) = self.accounts.get(*slot).copied()
             else {
@@ -421,16 +422,20 @@ impl<'s, S: Store + ?Sized> Batch<'s, S> {
                 Some(original) => {
                     debug_assert_eq!((original.ledger, original.code), key, "ledger and code never change");
                     code_totals.sub(&original.balances());
-                    let hash = original_hash.unwrap_or_else(|| Record::Account(original).hash_with(&mut element));
-                    digest = digest.minus(hash);
+                    if !defer_accounts {
+                        let hash = original_hash.unwrap_or_else(|| Record::Account(original).hash_with(&mut element));
+                        digest = digest.minus(hash);
+                    }
                 }
                 None => code_totals.accounts += 1,
             }
             code_totals.add(&account.balances());
-            let hash = Record::Account(&account).hash_with(&mut element);
-            digest = digest.plus(hash);
+            if !defer_accounts {
+                let hash = Record::Account(&account).hash_with(&mut element);
+                digest = digest.plus(hash);
+                account_hashes.push(hash);
+            }
             accounts.push(account);
-            account_hashes.push(hash);
         }
         let mut pending = Vec::with_capacity(self.pending_dirty.len());
         for id in &self.pending_dirty {
@@ -471,6 +476,7 @@ impl<'s, S: Store + ?Sized> Batch<'s, S> {
             ledgers: self.ledgers,
             accounts,
             account_hashes,
+            account_digest_deferred: defer_accounts,
             transfers: self.transfers,
             pending,
             failures: self.failures,

@@ -86,7 +86,7 @@ pub use results::{
     CloseResult, CreateAccountResult, CreateLedgerResult, CreateTransferResult, ReconcileResult, SetPeriodResult,
 };
 pub use run::{Run, RUN_BATCHES_MAX};
-pub use store::{AccountFilter, ChangeFilter, Sides, Store, StoreError, StoreMut, WriteSet};
+pub use store::{AccountFilter, ChangeFilter, Sides, Store, StoreError, StoreMut, WriteSet, DEFERRED_ACCOUNT_DIGEST};
 
 /// A state machine that owns its store: prepares each batch and commits it.
 ///

@@ -18,7 +18,7 @@ use crate::model::{
 };
 use crate::reconcile::Reconciliation;
 use crate::results::CreateTransferResult;
-use crate::store::{AccountFilter, ChangeFilter, Store, StoreError, StoreMut, WriteSet};
+use crate::store::{AccountFilter, ChangeFilter, Store, StoreError, StoreMut, WriteSet, DEFERRED_ACCOUNT_DIGEST};
 
 /// An in-memory [`Store`]. Commits are atomic because they cannot fail midway.
 #[derive(Clone, Debug, Default)]
@@ -349,6 +349,9 @@ impl Store for MemoryStore {
 
 impl StoreMut for MemoryStore {
     fn commit(&mut self, write_set: &WriteSet) -> Result<(), StoreError> {
+        if write_set.account_digest_deferred {
+            return Err(StoreError::Inconsistent { detail: DEFERRED_ACCOUNT_DIGEST.to_string() });
+        }
         self.last_timestamp = write_set.last_timestamp;
         for ledger in &write_set.ledgers {
             self.ledgers.insert(ledger.id, ledger.clone());

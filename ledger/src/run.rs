@@ -7,9 +7,11 @@
 //! batch decides exactly what it would decide alone, after the batches
 //! before it were committed: the results, the timestamps and the digest
 //! delta do not depend on how entries are grouped into runs. What the
-//! grouping saves is writing: an account that several batches of the run
-//! change is written once, with its last value, and its history rows of
-//! the whole run go in one group.
+//! grouping saves is writing and hashing: an account that several batches
+//! of the run change is written once, with its last value, and hashed for
+//! the digest once (its batches leave it out of their digest deltas, and
+//! the run adds its change from before the run to its last value); its
+//! history rows of the whole run go in one group.
 //!
 //! Only `create_transfers` batches may be prepared against a run: their
 //! reads are answered from the run's records first ([`Store::ledger`],
@@ -21,7 +23,7 @@
 
 use rustc_hash::FxHashMap;
 
-use crate::digest::DigestSum;
+use crate::digest::{DigestSum, Record};
 use crate::ids::{AccountId, LedgerId, TransferId};
 use crate::index::IndexKey;
 use crate::model::{
@@ -82,11 +84,19 @@ impl<'s, S: Store + ?Sized> Run<'s, S> {
     /// # Errors
     /// A run that holds [`RUN_BATCHES_MAX`] batches already, a write set
     /// that does not follow the run (its first timestamp is not after the
-    /// run's last), or one with reconciliations (not a transfer batch):
+    /// run's last), one with reconciliations (not a transfer batch), or one
+    /// not prepared against a run (its digest delta counts its accounts):
     /// nothing is added.
     pub fn push(&mut self, write_set: WriteSet) -> Result<(), StoreError> {
         if self.batches == RUN_BATCHES_MAX {
             return Err(StoreError::Inconsistent { detail: format!("a run holds at most {RUN_BATCHES_MAX} batches") });
+        }
+        if !write_set.account_digest_deferred {
+            return Err(StoreError::Inconsistent {
+                detail:
+                    "a run holds batches prepared against it, and this write set's digest delta counts its accounts"
+                        .to_string(),
+            });
         }
         if !write_set.reconciliations.is_empty() || !write_set.latest_statements.is_empty() {
             return Err(StoreError::Inconsistent {
@@ -123,9 +133,18 @@ impl<'s, S: Store + ?Sized> Run<'s, S> {
     }
 
     /// The run's merged write set (`None` if it holds no batch), to commit
-    /// to the store in one write.
-    pub fn into_write_set(self) -> Option<WriteSet> {
-        self.merged
+    /// to the store in one write: its digest delta now counts each account
+    /// the run changed, once.
+    ///
+    /// # Errors
+    /// A read of an account's value before the run failed.
+    pub fn into_write_set(self) -> Result<Option<WriteSet>, StoreError> {
+        let Some(mut merged) = self.merged else { return Ok(None) };
+        let (delta, hashes) = account_digest(self.base, &merged.accounts)?;
+        merged.digest_delta = merged.digest_delta.plus(delta);
+        merged.account_hashes = hashes;
+        merged.account_digest_deferred = false;
+        Ok(Some(merged))
     }
 
     /// The base store, to answer `read` (named in the error), while the
@@ -143,6 +162,27 @@ impl<'s, S: Store + ?Sized> Run<'s, S> {
             }),
         }
     }
+}
+
+/// What changing `accounts` (their last values) adds to `base`'s digest
+/// sum: each account's hash minus that of its value in `base`, if any; and
+/// each account's hash.
+fn account_digest<S: Store + ?Sized>(
+    base: &S,
+    accounts: &[Account],
+) -> Result<(DigestSum, Vec<DigestSum>), StoreError> {
+    let mut delta = DigestSum::ZERO;
+    let mut hashes = Vec::with_capacity(accounts.len());
+    let mut element = Vec::with_capacity(256);
+    for account in accounts {
+        if let Some((before, hash)) = base.account_hashed(account.id)? {
+            delta = delta.minus(hash.unwrap_or_else(|| Record::Account(&before).hash_with(&mut element)));
+        }
+        let hash = Record::Account(account).hash_with(&mut element);
+        delta = delta.plus(hash);
+        hashes.push(hash);
+    }
+    Ok((delta, hashes))
 }
 
 /// Records `keys`' positions, the first being `from`.
@@ -165,8 +205,8 @@ fn upsert<K: std::hash::Hash + Eq, T>(list: &mut Vec<T>, positions: &mut FxHashM
 }
 
 /// Merges `next` (the batch after `merged`'s) into `merged`: changed
-/// records keep their last value (accounts with their hashes), created
-/// ones and log rows are appended, the digest deltas add up.
+/// records keep their last value, created ones and log rows are appended,
+/// the digest deltas (which leave the accounts out) add up.
 fn merge(
     merged: &mut WriteSet,
     next: WriteSet,
@@ -177,30 +217,8 @@ fn merge(
 ) {
     merged.last_timestamp = next.last_timestamp;
     merged.digest_delta = merged.digest_delta.plus(next.digest_delta);
-    // A write set hashes every account or none; the merged one keeps the
-    // hashes only if every batch had them.
-    let hashed =
-        merged.account_hashes.len() == merged.accounts.len() && next.account_hashes.len() == next.accounts.len();
-    if !hashed {
-        merged.account_hashes.clear();
-    }
-    for (at, account) in next.accounts.into_iter().enumerate() {
-        let position = accounts.get(&account.id).copied();
-        match position {
-            Some(position) => {
-                merged.accounts[position] = account;
-                if hashed {
-                    merged.account_hashes[position] = next.account_hashes[at];
-                }
-            }
-            None => {
-                accounts.insert(account.id, merged.accounts.len());
-                merged.accounts.push(account);
-                if hashed {
-                    merged.account_hashes.push(next.account_hashes[at]);
-                }
-            }
-        }
+    for account in next.accounts {
+        upsert(&mut merged.accounts, accounts, account.id, account);
     }
     for code_totals in next.totals {
         upsert(&mut merged.totals, totals, (code_totals.ledger, code_totals.code), code_totals);
@@ -246,7 +264,8 @@ impl<S: Store + ?Sized> Store for Run<'_, S> {
 
     fn account_hashed(&self, id: AccountId) -> Result<Option<(Account, Option<DigestSum>)>, StoreError> {
         match (self.accounts.get(&id), &self.merged) {
-            (Some(&at), Some(merged)) => Ok(Some((merged.accounts[at], merged.account_hashes.get(at).copied()))),
+            // Batches prepared against the run do not hash accounts.
+            (Some(&at), Some(merged)) => Ok(Some((merged.accounts[at], None))),
             _ => self.base.account_hashed(id),
         }
     }
@@ -318,7 +337,13 @@ impl<S: Store + ?Sized> Store for Run<'_, S> {
 
     fn digest_sum(&self) -> Result<DigestSum, StoreError> {
         let sum = self.base.digest_sum()?;
-        Ok(self.merged.as_ref().map_or(sum, |merged| sum.plus(merged.digest_delta)))
+        let Some(merged) = &self.merged else { return Ok(sum) };
+        let (accounts, _) = account_digest(self.base, &merged.accounts)?;
+        Ok(sum.plus(merged.digest_delta).plus(accounts))
+    }
+
+    fn defers_account_digest(&self) -> bool {
+        true
     }
 
     fn code_totals(&self, ledger: LedgerId, code: u16) -> Result<Option<CodeTotals>, StoreError> {

@@ -151,6 +151,12 @@ pub struct WriteSet {
     /// digest sum without hashing it again ([`Store::account_hashed`]).
     /// Empty when not computed.
     pub account_hashes: Vec<DigestSum>,
+    /// Whether `digest_delta` leaves the accounts out: a batch prepared
+    /// against a [`Run`](crate::Run) leaves them to the run, which adds
+    /// each account's change once, from its value before the run to its
+    /// last ([`Run::into_write_set`](crate::Run::into_write_set)). Stores
+    /// refuse to commit such a write set.
+    pub account_digest_deferred: bool,
     /// Transfers created.
     pub transfers: Vec<Transfer>,
     /// Pending statuses created or changed. A store keeps `(expires_at, id)`
@@ -176,6 +182,11 @@ pub struct WriteSet {
     pub latest_statements: Vec<(AccountId, String)>,
 }
 
+/// Why a store refuses a write set whose digest delta leaves its accounts
+/// out ([`WriteSet::account_digest_deferred`]).
+pub const DEFERRED_ACCOUNT_DIGEST: &str =
+    "a write set prepared against a run leaves its accounts out of its digest delta: commit the run's merged write set";
+
 /// The ledger's state, as the state machine sees it.
 ///
 /// Reads see only committed state. The `for_each_*` visitors go in ascending
@@ -197,6 +208,14 @@ pub trait Store {
     /// knows no hash.
     fn account_hashed(&self, id: AccountId) -> Result<Option<(Account, Option<DigestSum>)>, StoreError> {
         Ok(self.account(id)?.map(|account| (account, None)))
+    }
+
+    /// Whether a batch prepared against this store leaves its accounts out
+    /// of its digest delta ([`WriteSet::account_digest_deferred`]): only a
+    /// [`Run`](crate::Run) does, since it would hash an account that
+    /// several of its batches change once per batch.
+    fn defers_account_digest(&self) -> bool {
+        false
     }
 
     /// The transfer with this id.

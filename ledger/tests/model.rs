@@ -2137,12 +2137,21 @@ fn replay_in_runs(batches: &[(u64, Operation, OperationResults)]) -> Result<Memo
             let Operation::CreateTransfers(events) = operation else { break };
             let prepared = prepare_create_transfers(&run, *timestamp, events).unwrap();
             prop_assert_eq!(&OperationResults::Transfers(prepared.results), results, "batch {} in a run", at);
+            // Its digest delta leaves the accounts to the run: no store
+            // commits it alone, and a run takes no batch prepared elsewhere.
+            let refused = MemoryStore::new().commit(&prepared.write_set).unwrap_err().to_string();
+            prop_assert!(refused.contains("commit the run's merged write set"), "{}", refused);
+            if run.batches() == 0 {
+                let alone = prepare_create_transfers(&store, *timestamp, events).unwrap();
+                let refused = run.push(alone.write_set).unwrap_err().to_string();
+                prop_assert!(refused.contains("counts its accounts"), "{}", refused);
+            }
             run.push(prepared.write_set).unwrap();
             let refused = run.for_each_account(&mut |_| {}).unwrap_err().to_string();
             prop_assert!(refused.contains("cannot answer every account"), "{}", refused);
             at += 1;
         }
-        let merged = run.into_write_set().unwrap();
+        let merged = run.into_write_set().unwrap().unwrap();
         store.commit(&merged).unwrap();
     }
     Ok(store)

@@ -20,13 +20,15 @@ use coffer_ledger::codec::{
     decode_transfer, encode_account, encode_change, encode_code_totals, encode_ledger, encode_pending_status,
     encode_totals_entry, encode_transfer,
 };
-use coffer_ledger::index::{account_index_keys, transfer_index_keys, IndexField, IndexKey, Indexed, INDEX_KEY_SIZE_MAX};
+use coffer_ledger::index::{
+    account_index_keys, transfer_index_keys, IndexField, IndexKey, Indexed, INDEX_KEY_SIZE_MAX,
+};
 use coffer_ledger::invariants::{account_fault, transfer_fault};
 use coffer_ledger::reconcile::{decode_reconciliation, encode_reconciliation, reconciliation_key, Reconciliation};
 use coffer_ledger::{
     Account, AccountBalance, AccountFilter, AccountId, AccountTransfer, Change, ChangeFilter, CodeTotals,
     CreateTransferResult, DigestSum, Ledger, LedgerId, PendingStatus, Side, Store, StoreError, StoreMut, TotalsEntry,
-    Transfer, TransferId, WriteSet,
+    Transfer, TransferId, WriteSet, DEFERRED_ACCOUNT_DIGEST,
 };
 use raft::prelude::ConfState;
 use rocksdb::WriteBatch;
@@ -661,6 +663,9 @@ impl LedgerState {
     /// (ids a client allocates in order, timestamps always), and sorting a
     /// sorted slice is one pass.
     fn stage(&self, batch: &mut WriteBatch, write_set: &WriteSet) -> Result<(), StorageError> {
+        if write_set.account_digest_deferred {
+            return Err(StorageError::Inconsistent { detail: DEFERRED_ACCOUNT_DIGEST.to_string() });
+        }
         let db = &self.db;
         let mut buffer = Vec::with_capacity(160);
         db.put(batch, CF_META, KEY_LAST_TIMESTAMP, &write_set.last_timestamp.to_be_bytes())?;
@@ -1545,14 +1550,16 @@ mod tests {
                 ..Default::default()
             })
             .collect();
-        let write_set = WriteSet { first_timestamp: 50, last_timestamp: 139, accounts, transfers, ..WriteSet::default() };
+        let write_set =
+            WriteSet { first_timestamp: 50, last_timestamp: 139, accounts, transfers, ..WriteSet::default() };
         let mut expected = std::collections::BTreeMap::<Vec<u8>, Vec<u64>>::new();
         let created = write_set.accounts.iter().filter(|account| account.timestamp >= 50);
-        let keys = created
-            .flat_map(|account| account_index_keys(account).map(|key| (key, account.timestamp)))
-            .chain(write_set.transfers.iter().flat_map(|transfer| {
-                transfer_index_keys(transfer).map(|key| (key, transfer.timestamp))
-            }));
+        let keys = created.flat_map(|account| account_index_keys(account).map(|key| (key, account.timestamp))).chain(
+            write_set
+                .transfers
+                .iter()
+                .flat_map(|transfer| transfer_index_keys(transfer).map(|key| (key, transfer.timestamp))),
+        );
         for (key, timestamp) in keys {
             let mut encoded = Vec::new();
             key.encode(&mut encoded);
