@@ -265,8 +265,9 @@ impl IndexEntryKey {
 /// Index fields per record: ledger, code, kind and three user data.
 const INDEX_FIELDS: usize = 6;
 
-/// The index blocks of the accounts and transfers `write_set` creates, in
-/// key order (see [`LedgerState::stage`] for why): per index key (records,
+/// Passes `put` the index blocks (key, value) of the accounts and
+/// transfers `write_set` creates, in key order (see [`LedgerState::stage`]
+/// for why): per index key (records,
 /// field, value), one block of the timestamps the batch added, keyed by the
 /// key ++ its last timestamp. A batch of 8,189 transfers of one ledger adds
 /// one ledger block instead of 8,189 entries: a key per record cost a
@@ -279,10 +280,11 @@ const INDEX_FIELDS: usize = 6;
 /// value (never by encoded key) and a key is encoded once per block. The
 /// rows of one field are made in timestamp order, so a stable sort keeps
 /// each value's timestamps in order.
-fn index_blocks(write_set: &WriteSet) -> Vec<(IndexEntryKey, Vec<u8>)> {
+fn index_blocks(write_set: &WriteSet, put: &mut dyn FnMut(&[u8], &[u8])) {
     let mut scratch = Vec::with_capacity(INDEX_KEY_SIZE_MAX + 8);
-    let mut blocks = Vec::new();
-    let mut fields: [Vec<(IndexField, u64)>; INDEX_FIELDS] = Default::default();
+    let mut block = Vec::new();
+    let records = write_set.accounts.len().max(write_set.transfers.len());
+    let mut fields: [Vec<(IndexField, u64)>; INDEX_FIELDS] = std::array::from_fn(|_| Vec::with_capacity(records));
     let mut flush = |records: Indexed, fields: &mut [Vec<(IndexField, u64)>; INDEX_FIELDS]| {
         for field in fields.iter_mut() {
             // Stable, and one pass for rows already in order (a batch's
@@ -291,8 +293,9 @@ fn index_blocks(write_set: &WriteSet) -> Vec<(IndexEntryKey, Vec<u8>)> {
             for rows in field.chunk_by(|a, b| a.0 == b.0) {
                 let (value, last) = rows[rows.len() - 1];
                 let prefix = IndexEntryKey::prefix(&IndexKey { records, field: value }, &mut scratch);
-                let block = encode_block(rows.iter().map(|(_, timestamp)| (*timestamp, [0u8; 0])));
-                blocks.push((prefix.with_timestamp(last), block));
+                block.clear();
+                encode_block_into(rows.iter().map(|(_, timestamp)| (*timestamp, [0u8; 0])), &mut block);
+                put(prefix.with_timestamp(last).as_slice(), &block);
             }
             field.clear();
         }
@@ -311,27 +314,30 @@ fn index_blocks(write_set: &WriteSet) -> Vec<(IndexEntryKey, Vec<u8>)> {
         }
     }
     flush(Indexed::Transfers, &mut fields);
-    debug_assert!(blocks.windows(2).all(|pair| pair[0].0.as_slice() < pair[1].0.as_slice()), "blocks in key order");
-    blocks
 }
 
 /// A block's value (an index block's, or an account history group's): how
 /// many rows, the first row's timestamp (8 bytes), its `W`-byte payload,
 /// then for each next row its timestamp's distance from the one before
 /// (a LEB128 varint) and its payload. An index block's rows have no payload.
-fn encode_block<const W: usize>(mut rows: impl ExactSizeIterator<Item = (u64, [u8; W])>) -> Vec<u8> {
+fn encode_block<const W: usize>(rows: impl ExactSizeIterator<Item = (u64, [u8; W])>) -> Vec<u8> {
     let mut out = Vec::with_capacity(12 + rows.len() * (2 + W));
-    write_varint(&mut out, rows.len() as u64);
-    let Some((first, payload)) = rows.next() else { return out };
+    encode_block_into(rows, &mut out);
+    out
+}
+
+/// [`encode_block`], appending to `out`.
+fn encode_block_into<const W: usize>(mut rows: impl ExactSizeIterator<Item = (u64, [u8; W])>, out: &mut Vec<u8>) {
+    write_varint(out, rows.len() as u64);
+    let Some((first, payload)) = rows.next() else { return };
     out.extend_from_slice(&first.to_be_bytes());
     out.extend_from_slice(&payload);
     let mut previous = first;
     for (timestamp, payload) in rows {
-        write_varint(&mut out, timestamp - previous);
+        write_varint(out, timestamp - previous);
         out.extend_from_slice(&payload);
         previous = timestamp;
     }
-    out
 }
 
 fn write_varint(out: &mut Vec<u8>, mut value: u64) {
@@ -687,9 +693,7 @@ impl LedgerState {
             totals_history.put(batch, &totals_history_key(key, write_set.last_timestamp), &buffer);
         }
         let mut index = db.puts(CF_INDEX)?;
-        for (key, block) in index_blocks(write_set) {
-            index.put(batch, key.as_slice(), &block);
-        }
+        index_blocks(write_set, &mut |key, block| index.put(batch, key, block));
         let mut reconciliations = db.puts(CF_RECONCILIATIONS)?;
         for record in &write_set.reconciliations {
             buffer.clear();
@@ -1572,13 +1576,11 @@ mod tests {
                 ([prefix, last.to_be_bytes().to_vec()].concat(), timestamps)
             })
             .collect();
-        let made: Vec<(Vec<u8>, Vec<u64>)> = index_blocks(&write_set)
-            .into_iter()
-            .map(|(key, block)| {
-                let last = keys::read_u64(key.as_slice(), key.as_slice().len() - 8).unwrap();
-                (key.as_slice().to_vec(), decode_index_block(&block, last).unwrap())
-            })
-            .collect();
+        let mut made: Vec<(Vec<u8>, Vec<u64>)> = Vec::new();
+        index_blocks(&write_set, &mut |key, block| {
+            let last = keys::read_u64(key, key.len() - 8).unwrap();
+            made.push((key.to_vec(), decode_index_block(block, last).unwrap()));
+        });
         assert_eq!(made, expected);
         assert!(made.iter().any(|(_, timestamps)| timestamps.len() > 1), "some blocks group several records");
     }
