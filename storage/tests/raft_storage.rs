@@ -196,13 +196,20 @@ fn entries_cut_by_max_size_agree_with_raft_limit_size_for_every_range_and_limit(
     let (log, sizes): (Vec<Entry>, Vec<u64>) = (1..=6).map(|index| sized_entry(index, 1, 5 * index as usize)).unzip();
     store.log.append(&log, None, true).unwrap();
     let total: u64 = sizes.iter().sum();
-    for low in 1..=7u64 {
-        for high in low..=7u64 {
-            for max_size in 0..=total + 1 {
+    assert_every_range(&store, &log, 1..=7, &(0..=total + 1).collect::<Vec<_>>(), "");
+}
+
+/// Checks `store.log.entries` for every range inside `bounds` (`high`
+/// exclusive) and each of `max_sizes` against `log` cut by raft-rs's own
+/// `limit_size`; `step` names the case in a failure.
+fn assert_every_range(store: &NodeStore, log: &[Entry], bounds: RangeInclusive<u64>, max_sizes: &[u64], step: &str) {
+    for low in bounds.clone() {
+        for high in low..=*bounds.end() {
+            for &max_size in max_sizes {
                 let mut want: Vec<Entry> = log.iter().filter(|e| (low..high).contains(&e.index)).cloned().collect();
                 limit_size(&mut want, Some(max_size));
                 let got = store.log.entries(low, high, max_size, context());
-                assert_eq!(got, Ok(want), "entries({low}, {high}, {max_size})");
+                assert_eq!(got, Ok(want), "{step}: entries({low}, {high}, {max_size})");
             }
         }
     }
@@ -473,16 +480,8 @@ fn assert_log_is(store: &NodeStore, model: &[Entry], truncated: (u64, u64), step
     }
     assert_eq!(store.log.term(last + 1), Err(unavailable()), "{step}: term past the end");
     let total: u64 = model.iter().map(|entry| u64::from(protobuf::Message::compute_size(entry))).sum();
-    for low in first..=last + 1 {
-        for high in low..=last + 1 {
-            for max_size in (0..=total + 1).step_by(7).chain([u64::MAX]) {
-                let mut want: Vec<Entry> = model.iter().filter(|e| (low..high).contains(&e.index)).cloned().collect();
-                limit_size(&mut want, Some(max_size));
-                let got = store.log.entries(low, high, max_size, context());
-                assert_eq!(got, Ok(want), "{step}: entries({low}, {high}, {max_size})");
-            }
-        }
-    }
+    let max_sizes: Vec<u64> = (0..=total + 1).step_by(7).chain([u64::MAX]).collect();
+    assert_every_range(store, model, first..=last + 1, &max_sizes, step);
 }
 
 /// The newest entries are answered from memory (up to `recent_log_bytes`
