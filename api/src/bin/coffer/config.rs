@@ -214,6 +214,9 @@ pub struct StorageSection {
     pub memtable_total_bytes: Option<usize>,
     /// RocksDB background threads. Default: 2.
     pub background_jobs: Option<i32>,
+    /// Payload bytes of the newest Raft log entries kept in memory (the
+    /// newest is kept whatever its size). Default: 32 MiB.
+    pub recent_log_bytes: Option<usize>,
     /// Flushes and compactions write past the page cache (`O_DIRECT`),
     /// where the file system allows it. Default: true.
     pub direct_io: Option<bool>,
@@ -616,6 +619,7 @@ impl NodeFileConfig {
         set(&mut config.write_buffer_bytes, storage.write_buffer_bytes);
         set(&mut config.memtable_total_bytes, storage.memtable_total_bytes);
         set(&mut config.background_jobs, storage.background_jobs);
+        set(&mut config.recent_log_bytes, storage.recent_log_bytes);
         set(&mut config.direct_io, storage.direct_io);
     }
 }
@@ -788,6 +792,15 @@ mod tests {
         assert_eq!(resolved.node.storage, defaults.storage);
         assert_eq!(resolved.node.bootstrap_voters, None, "a node joining a running cluster");
         assert_eq!(resolved.server, ServerConfig::new(BTreeMap::from([(1, "127.0.0.1:7101".to_owned())])));
+    }
+
+    #[test]
+    fn storage_settings_of_the_file_reach_the_store() {
+        let text = "node_id = 1\ndata_dir = \"d\"\napi_listen = \"127.0.0.1:7101\"\nraft_listen = \"127.0.0.1:7201\"\n\
+                    [tls]\ninsecure = true\n[storage]\nrecent_log_bytes = 1024\ndirect_io = false\n";
+        let storage = parse(text).unwrap().resolve().unwrap().node.storage;
+        assert_eq!((storage.recent_log_bytes, storage.direct_io), (1024, false));
+        assert_eq!(storage.write_buffer_bytes, coffer_storage::StorageConfig::default().write_buffer_bytes);
     }
 
     #[test]
