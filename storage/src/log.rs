@@ -153,7 +153,7 @@ impl LogStore {
     }
 
     /// The entry at `index` if it is kept in memory.
-    fn recent(&self, index: u64) -> Option<&Entry> {
+    fn kept(&self, index: u64) -> Option<&Entry> {
         let first = self.recent.front()?.index;
         self.recent.get(usize::try_from(index.checked_sub(first)?).ok()?)
     }
@@ -196,7 +196,7 @@ impl LogStore {
     }
 
     fn entry(&self, index: u64) -> Result<Entry, StorageError> {
-        if let Some(entry) = self.recent(index) {
+        if let Some(entry) = self.kept(index) {
             return Ok(entry.clone());
         }
         let key = keys::u64(index);
@@ -368,9 +368,9 @@ impl raft::Storage for LogStore {
         let max_size = max_size.into().unwrap_or(u64::MAX);
         let mut entries = Vec::new();
         let mut size = 0u64;
-        if low < high && self.recent(low).is_some() && self.recent(high - 1).is_some() {
+        if low < high && self.kept(low).is_some() && self.kept(high - 1).is_some() {
             // The kept entries follow each other, so they hold the range.
-            for entry in (low..high).filter_map(|index| self.recent(index)) {
+            for entry in (low..high).filter_map(|index| self.kept(index)) {
                 size += u64::from(entry.compute_size());
                 // Always at least one entry, then only while within max_size.
                 if !entries.is_empty() && size > max_size {
