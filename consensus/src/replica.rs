@@ -1164,10 +1164,9 @@ impl<S: ReplicaStorage> Replica<S> {
                     }
                 }
             }
-            let last = run.last().map_or(0, |(entry, _, _)| entry.index);
             overlay
                 .into_write_set()
-                .map_err(|source| ConsensusError::Apply { index: last, source: ApplyError::Store(source) })?
+                .map_err(|source| ConsensusError::Apply { index: applied.index, source: ApplyError::Store(source) })?
         };
         self.raw.mut_store().apply_audited(write_set.as_ref(), applied, &audit)?;
         if budget_warnings > 0 {

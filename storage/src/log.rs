@@ -167,12 +167,17 @@ impl LogStore {
         }
     }
 
+    /// Drops the oldest kept entry, if any.
+    fn forget_oldest(&mut self) {
+        if let Some(entry) = self.recent.pop_front() {
+            self.recent_bytes -= payload_bytes(&entry);
+        }
+    }
+
     /// Drops the kept entries before `index`.
     fn forget_before(&mut self, index: u64) {
         while self.recent.front().is_some_and(|entry| entry.index < index) {
-            if let Some(entry) = self.recent.pop_front() {
-                self.recent_bytes -= payload_bytes(&entry);
-            }
+            self.forget_oldest();
         }
     }
 
@@ -189,9 +194,7 @@ impl LogStore {
             self.recent.push_back(entry.clone());
         }
         while self.recent.len() > 1 && self.recent_bytes > self.recent_bytes_max {
-            if let Some(entry) = self.recent.pop_front() {
-                self.recent_bytes -= payload_bytes(&entry);
-            }
+            self.forget_oldest();
         }
     }
 

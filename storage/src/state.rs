@@ -283,8 +283,8 @@ const INDEX_FIELDS: usize = 6;
 fn index_blocks(write_set: &WriteSet, put: &mut dyn FnMut(&[u8], &[u8])) {
     let mut scratch = Vec::with_capacity(INDEX_KEY_SIZE_MAX + 8);
     let mut block = Vec::new();
-    let records = write_set.accounts.len().max(write_set.transfers.len());
-    let mut fields: [Vec<(IndexField, u64)>; INDEX_FIELDS] = std::array::from_fn(|_| Vec::with_capacity(records));
+    let rows_max = write_set.accounts.len().max(write_set.transfers.len());
+    let mut fields: [Vec<(IndexField, u64)>; INDEX_FIELDS] = std::array::from_fn(|_| Vec::with_capacity(rows_max));
     let mut flush = |records: Indexed, fields: &mut [Vec<(IndexField, u64)>; INDEX_FIELDS]| {
         for field in fields.iter_mut() {
             // Stable, and one pass for rows already in order (a batch's
