@@ -522,6 +522,9 @@ pub struct LedgerState {
     applied: AppliedState,
     last_timestamp: u64,
     digest_sum: DigestSum,
+    /// Bytes of the largest write that carried a write set: the next one
+    /// reserves as much up front (see [`Self::write_batch`]).
+    write_bytes: usize,
 }
 
 impl LedgerState {
@@ -530,7 +533,7 @@ impl LedgerState {
         let (applied, last_timestamp) = applied_point(db.latest())?;
         let digest_sum = StateReads(db.latest()).digest_sum()?;
         let cache = Mutex::new(AccountCache::new(account_cache_entries));
-        Ok(Self { db, cache, applied, last_timestamp, digest_sum })
+        Ok(Self { db, cache, applied, last_timestamp, digest_sum, write_bytes: 0 })
     }
 
     /// The store this state lives in.
@@ -583,6 +586,9 @@ impl LedgerState {
             if let Some((key, payload)) = record.time_entry() {
                 self.db.put(&mut batch, CF_AUDIT, &key, &payload)?;
             }
+        }
+        if write_set.is_some() {
+            self.write_bytes = self.write_bytes.max(batch.size_in_bytes());
         }
         self.db.write_unlogged(batch)?;
         self.applied = applied;
@@ -640,7 +646,14 @@ impl LedgerState {
         applied: AppliedState,
         conf_state: Option<&ConfState>,
     ) -> Result<WriteBatch, StorageError> {
-        let mut batch = WriteBatch::default();
+        // A run of four full batches writes megabytes. Grown by doubling,
+        // such a batch was copied about once more in all, into fresh pages
+        // faulted in one by one: reserving the largest write so far
+        // allocates it once (only the pages written are touched).
+        let mut batch = match write_set {
+            Some(_) => WriteBatch::with_capacity_bytes(self.write_bytes),
+            None => WriteBatch::default(),
+        };
         if let Some(write_set) = write_set {
             self.stage(&mut batch, write_set)?;
         }
