@@ -651,12 +651,13 @@ impl LedgerState {
         // faulted in one by one: reserving the largest write so far
         // allocates it once (only the pages written are touched).
         let mut batch = match write_set {
-            Some(_) => WriteBatch::with_capacity_bytes(self.write_bytes),
+            Some(write_set) => {
+                let mut batch = WriteBatch::with_capacity_bytes(self.write_bytes);
+                self.stage(&mut batch, write_set)?;
+                batch
+            }
             None => WriteBatch::default(),
         };
-        if let Some(write_set) = write_set {
-            self.stage(&mut batch, write_set)?;
-        }
         self.db.put(&mut batch, CF_META, KEY_APPLIED, &applied.encode())?;
         if let Some(conf_state) = conf_state {
             self.db.put(&mut batch, CF_RAFT_STATE, KEY_CONF_STATE, &encode_message(conf_state)?)?;
