@@ -106,7 +106,7 @@ impl Durable {
             let start = Instant::now();
             store.log.append(&entries, Some(&hard_state(self.index)), true).expect("append");
             let write_set = {
-                let mut run = Run::new(&store.state);
+                let mut run = Run::expecting(&store.state, batches.len());
                 for (timestamp, batch) in &batches {
                     let prepared = prepare_create_transfers(&run, *timestamp, batch).expect("prepare");
                     run.push(prepared.write_set).expect("the batches follow each other");

@@ -1145,7 +1145,7 @@ impl<S: ReplicaStorage> Replica<S> {
         let mut audit = Vec::new();
         let mut budget_warnings = 0;
         let write_set = {
-            let mut overlay = Run::new(self.raw.store().ledger());
+            let mut overlay = Run::expecting(self.raw.store().ledger(), run.len());
             for (entry, _, command) in run.iter() {
                 self.metrics.entry_events.record(events(&command.operation) as f64);
                 match prepare_at(&overlay, entry.index, command)? {

@@ -55,6 +55,8 @@ pub struct Run<'s, S: Store + ?Sized> {
     totals: FxHashMap<(LedgerId, u16), usize>,
     ledgers: FxHashMap<LedgerId, usize>,
     batches: usize,
+    /// How many batches the run expects (see [`Run::expecting`]).
+    expected: usize,
 }
 
 impl<'s, S: Store + ?Sized> Run<'s, S> {
@@ -70,7 +72,18 @@ impl<'s, S: Store + ?Sized> Run<'s, S> {
             totals: FxHashMap::default(),
             ledgers: FxHashMap::default(),
             batches: 0,
+            expected: 1,
         }
+    }
+
+    /// An empty run over `base` that expects `batches` batches: the first
+    /// one's lists and positions get room for that many batches of its
+    /// size (at most [`RUN_BATCHES_MAX`]). Grown by doubling as later
+    /// batches merged in, a run's lists were copied about once more in all
+    /// (megabytes for four full batches). Room reserved and not used costs
+    /// no memory touched; a run may still hold fewer or more batches.
+    pub fn expecting(base: &'s S, batches: usize) -> Self {
+        Self { expected: batches.clamp(1, RUN_BATCHES_MAX), ..Self::new(base) }
     }
 
     /// How many batches' write sets the run holds.
@@ -105,6 +118,12 @@ impl<'s, S: Store + ?Sized> Run<'s, S> {
         }
         let Some(merged) = self.merged.as_mut() else {
             let merged = self.merged.insert(write_set);
+            let more = self.expected - 1;
+            merged.transfers.reserve(merged.transfers.len() * more);
+            merged.account_transfers.reserve(merged.account_transfers.len() * more);
+            merged.balances.reserve(merged.balances.len() * more);
+            merged.changes.reserve(merged.changes.len() * more);
+            self.transfers.reserve(merged.transfers.len() * self.expected);
             index(&mut self.accounts, merged.accounts.iter().map(|account| account.id), 0);
             index(&mut self.transfers, merged.transfers.iter().map(|transfer| transfer.id), 0);
             index(&mut self.pending, merged.pending.iter().map(|(id, _)| *id), 0);
