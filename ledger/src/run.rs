@@ -76,12 +76,12 @@ impl<'s, S: Store + ?Sized> Run<'s, S> {
         }
     }
 
-    /// An empty run over `base` that expects `batches` batches: the first
-    /// one's lists and positions get room for that many batches of its
-    /// size (at most [`RUN_BATCHES_MAX`]). Grown by doubling as later
-    /// batches merged in, a run's lists were copied about once more in all
-    /// (megabytes for four full batches). Room reserved and not used costs
-    /// no memory touched; a run may still hold fewer or more batches.
+    /// An empty run over `base` that expects `batches` batches (at most
+    /// [`RUN_BATCHES_MAX`]): the first batch's lists and positions get room
+    /// for that many batches of its size, so merging the later ones copies
+    /// nothing already merged (left to grow by doubling, a run of four full
+    /// batches copied megabytes again). Room reserved and not used touches
+    /// no memory; a run may still hold fewer or more batches.
     pub fn expecting(base: &'s S, batches: usize) -> Self {
         Self { expected: batches.clamp(1, RUN_BATCHES_MAX), ..Self::new(base) }
     }
