@@ -6,10 +6,13 @@
 //!   and the state write with the applied index (skipping the WAL: the Raft
 //!   log is its redo log, see ARCHITECTURE.md).
 //! - `durable_apply/{uniform,hot}_run4`: the same for four entries that
-//!   arrive and commit together, as a follower receives them: one synced
-//!   append of the four, each batch prepared over the ones before it
-//!   (`coffer_ledger::Run`), and one state write (see ARCHITECTURE.md,
-//!   write path step 4). Its throughput counts all four batches.
+//!   arrive and commit together: one synced append of the four, each batch
+//!   prepared over the ones before it (`coffer_ledger::Run`), and one state
+//!   write (see ARCHITECTURE.md, write path step 4). Its throughput counts
+//!   all four batches.
+//! - `durable_apply/{uniform,hot}_run8`: the same for eight entries, the
+//!   runs a follower applies under load (see `FOLLOWER_APPLY_SPAN` in
+//!   `consensus/src/replica.rs`).
 //! - `log_append/1mib`: one synced append of a 1 MiB entry.
 //!
 //! Run with `cargo bench --workspace --bench storage_apply` (`--workspace` keeps
@@ -91,15 +94,15 @@ impl Durable {
         elapsed
     }
 
-    /// Applies `iterations` runs of [`RUN_BATCHES_MAX`] batches as a
-    /// follower does with entries that arrive together, timing everything
-    /// but building the batches.
-    fn run_together(&mut self, iterations: u64) -> Duration {
+    /// Applies `iterations` runs of `length` batches (at most
+    /// [`RUN_BATCHES_MAX`]) as a replica does with entries it applies
+    /// together, timing everything but building the batches.
+    fn run_together(&mut self, length: usize, iterations: u64) -> Duration {
         let mut elapsed = Duration::ZERO;
         for _ in 0..iterations {
-            let batches: Vec<_> = (0..RUN_BATCHES_MAX).map(|_| self.workload.next_batch(BATCH_EVENTS_MAX)).collect();
+            let batches: Vec<_> = (0..length).map(|_| self.workload.next_batch(BATCH_EVENTS_MAX)).collect();
             let first = self.index + 1;
-            self.index += RUN_BATCHES_MAX as u64;
+            self.index += length as u64;
             let entries: Vec<Entry> = (first..=self.index).map(entry).collect();
             let applied = AppliedState::at(self.index, 1);
             let store = &mut self.store;
@@ -122,7 +125,10 @@ impl Durable {
 
 fn apply(c: &mut Criterion) {
     durable_apply(c, "", 1, 20, Durable::run);
-    durable_apply(c, "_run4", RUN_BATCHES_MAX, 10, Durable::run_together);
+    durable_apply(c, "_run4", 4, 10, |durable, iterations| durable.run_together(4, iterations));
+    durable_apply(c, "_run8", RUN_BATCHES_MAX, 10, |durable, iterations| {
+        durable.run_together(RUN_BATCHES_MAX, iterations)
+    });
 }
 
 /// The `durable_apply` cases `uniform{suffix}` and `hot{suffix}`, each on a
@@ -132,7 +138,7 @@ fn durable_apply(
     suffix: &str,
     batches: usize,
     samples: usize,
-    apply: fn(&mut Durable, u64) -> Duration,
+    apply: impl Fn(&mut Durable, u64) -> Duration,
 ) {
     let mut group = c.benchmark_group("durable_apply");
     group.throughput(Throughput::Elements((BATCH_EVENTS_MAX * batches) as u64));

@@ -99,6 +99,12 @@ fn error(field: &'static str, reason: impl Into<String>) -> CommandError {
     CommandError { field, reason: reason.into() }
 }
 
+/// Whether an entry payload is an encoded [`Operation::CreateTransfers`]
+/// command, read from its kind byte alone (nothing is decoded).
+pub fn is_transfer_batch(data: &[u8]) -> bool {
+    data.get(1) == Some(&KIND_TRANSFERS)
+}
+
 impl Command {
     /// Encodes the command. Fails only for a ledger whose currency or name
     /// is longer than a `u16` length allows (the API rejects those first).

@@ -438,6 +438,61 @@ fn transfer_entries_committed_together_are_applied_as_one_run() {
 }
 
 #[test]
+fn followers_hold_transfer_batches_back_and_apply_them_in_runs_taking_turns() {
+    let mut cluster = Cluster::with_config(3, |id| ConsensusConfig { entry_events_max: 10, ..config(id) });
+    let leader = cluster.elect();
+    setup(&mut cluster);
+    cluster.converge();
+    let followers: Vec<u64> = cluster.running().into_iter().filter(|&id| id != leader).collect();
+    // One batch a round: a replica that applied what arrived would apply
+    // each batch alone.
+    let batches: u128 = 24;
+    let mut proposals = Vec::new();
+    let mut lag_max: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut apart = false;
+    for batch in 0..batches {
+        proposals.push(cluster.propose(leader, transfers(batch * 10 + 1..batch * 10 + 11)).unwrap());
+        cluster.round();
+        let commit = cluster.replica(leader).status().commit;
+        for &id in &followers {
+            let lag = lag_max.entry(id).or_default();
+            *lag = (*lag).max(commit.saturating_sub(cluster.applied(id)));
+        }
+        apart |= cluster.applied(followers[0]) != cluster.applied(followers[1]);
+    }
+    for proposal in proposals {
+        let applied = cluster.wait(leader, proposal).unwrap();
+        assert_eq!(transfer_results(&applied), [CreateTransferResult::Created; 10]);
+    }
+    let digest = cluster.converge();
+    // The run each batch was written in, by the timestamp its totals entry
+    // starts at (a run records one entry per code).
+    let runs = |cluster: &Cluster, id: u64| -> BTreeSet<u64> {
+        let ledger = cluster.replica(id).storage().ledger();
+        (0..batches)
+            .map(|batch| {
+                let timestamp = ledger.transfer(TransferId(batch * 10 + 1)).unwrap().unwrap().timestamp;
+                let (_, covering) = ledger.totals_around(LedgerId(1), 100, timestamp).unwrap();
+                covering.unwrap().first_timestamp
+            })
+            .collect()
+    };
+    let leader_runs = runs(&cluster, leader);
+    assert!(leader_runs.len() as u128 > batches / 2, "the leader applies at once: {} runs", leader_runs.len());
+    let follower_runs: Vec<BTreeSet<u64>> = followers.iter().map(|&id| runs(&cluster, id)).collect();
+    for (id, runs) in followers.iter().zip(&follower_runs) {
+        assert!(runs.len() as u128 <= batches / 4, "node {id} applied {} runs of {batches} batches", runs.len());
+        assert!(lag_max[id] >= 4, "node {id} held entries back (lag at most {})", lag_max[id]);
+        let ledger = cluster.replica(*id).storage().ledger();
+        assert_eq!(coffer_ledger::stored_state_digest(ledger).unwrap(), digest, "node {id}'s digest sum");
+    }
+    // The followers take turns: their runs end at different entries, so
+    // one of them keeps acknowledging appends while the other applies.
+    assert_ne!(follower_runs[0], follower_runs[1], "the followers' runs start at the same batches");
+    assert!(apart, "the followers never stood at different applied indexes");
+}
+
+#[test]
 fn an_open_linked_chain_is_not_packed_with_the_next_proposal() {
     let mut cluster = Cluster::new(3);
     let leader = cluster.elect();

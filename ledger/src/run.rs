@@ -33,12 +33,12 @@ use crate::reconcile::Reconciliation;
 use crate::results::CreateTransferResult;
 use crate::store::{AccountFilter, ChangeFilter, Store, StoreError, WriteSet};
 
-/// The most batches a run holds: a run of four merges the account updates
-/// of up to 32,756 transfers (about 8,000 of 10,000 accounts change in a
-/// batch of 8,189 uniform transfers, 10,000 in four) and keeps what a
-/// trial balance as of a time replays bounded (see
+/// The most batches a run holds: a run of eight merges the account updates
+/// of up to 65,512 transfers (about 8,000 of 10,000 accounts change in a
+/// batch of 8,189 uniform transfers, all of them in eight) and keeps what
+/// a trial balance as of a time replays bounded (see
 /// [`crate::trial_balance_as_of`]).
-pub const RUN_BATCHES_MAX: usize = 4;
+pub const RUN_BATCHES_MAX: usize = 8;
 
 /// The write sets of consecutive batches merged into one, as an overlay
 /// over the store they will be committed to.

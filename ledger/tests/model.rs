@@ -2113,7 +2113,7 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
 }
 
 /// Replays `batches` into a fresh store, each stretch of consecutive
-/// `create_transfers` batches in runs of one to four (by position), every
+/// `create_transfers` batches in runs of one to [`RUN_BATCHES_MAX`] (by position), every
 /// batch's results checked against the recorded ones.
 fn replay_in_runs(batches: &[(u64, Operation, OperationResults)]) -> Result<MemoryStore, TestCaseError> {
     let mut store = MemoryStore::new();
@@ -2129,7 +2129,7 @@ fn replay_in_runs(batches: &[(u64, Operation, OperationResults)]) -> Result<Memo
         };
         // A run's expected length only reserves room: some expect fewer
         // batches than they get, some more, some none.
-        let mut run = if at % 2 == 0 { Run::new(&store) } else { Run::expecting(&store, at % 7) };
+        let mut run = if at % 2 == 0 { Run::new(&store) } else { Run::expecting(&store, at % (RUN_BATCHES_MAX + 3)) };
         // Empty, a run answers every read from its base; holding a batch,
         // it refuses the reads it cannot merge, naming the read.
         prop_assert!(run.for_each_account(&mut |_| {}).is_ok(), "an empty run reads its base");
