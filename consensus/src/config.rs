@@ -37,6 +37,11 @@ pub struct ConsensusConfig {
     /// Interval between the leader's expiry proposals, in nanoseconds of the
     /// time the driver passes in.
     pub expiry_interval_ns: u64,
+    /// Ticks a node may keep committed transfer batches unwritten, to write
+    /// up to eight of them as one run: a follower holds them unapplied, the
+    /// leader prepared and answered (see README, "Consensus"). A read, any
+    /// other entry, or a change of role writes them at once.
+    pub apply_hold_ticks: u64,
     /// Ticks a ReadIndex request may wait before it is tried again.
     pub read_timeout_ticks: usize,
     /// Tries of a ReadIndex request before it fails.
@@ -80,6 +85,7 @@ impl ConsensusConfig {
             entry_events_max: BATCH_EVENTS_MAX,
             entries_per_round_max: 16,
             expiry_interval_ns: 1_000_000_000,
+            apply_hold_ticks: 16,
             read_timeout_ticks: 40,
             read_attempts_max: 3,
             reads_max: 65_536,

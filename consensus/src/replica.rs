@@ -13,7 +13,9 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use coffer_ledger::{prepare, ApplyError, CloseStep, Operation, OperationResults, Run, Store, RUN_BATCHES_MAX};
+use coffer_ledger::{
+    prepare, ApplyError, CloseStep, Operation, OperationResults, Run, Store, SuspendedRun, RUN_BATCHES_MAX,
+};
 use coffer_storage::audit::{AuditKind, AuditRecord};
 use coffer_storage::{AppliedState, RegionRole, RegionState};
 use protobuf::Message as _;
@@ -389,6 +391,24 @@ fn slice_results(results: &OperationResults, start: usize, len: usize) -> Operat
 /// runs of the load generator (README, "Performance").
 const FOLLOWER_APPLY_SPAN: u64 = 8;
 
+/// Consecutive committed transfer batches this node has prepared, one
+/// after another, and answered, whose one write waits (see
+/// `Replica::may_hold`).
+struct Held {
+    /// Their write sets, merged.
+    run: SuspendedRun,
+    /// The last one's applied state.
+    applied: AppliedState,
+    /// Their audit records.
+    audit: Vec<AuditRecord>,
+    /// Their budget warnings.
+    budget_warnings: u32,
+    /// How many entries it holds (refused batches too).
+    entries: usize,
+    /// The tick count when its first entry was prepared.
+    since: u64,
+}
+
 /// One Raft replica of the ledger. See the module docs.
 pub struct Replica<S: ReplicaStorage> {
     raw: RawNode<S>,
@@ -403,6 +423,11 @@ pub struct Replica<S: ReplicaStorage> {
     /// A follower's committed transfer batches not applied yet (see
     /// [`Self::may_defer_apply`]), in log order.
     deferred: Vec<Entry>,
+    /// The tick count when `deferred` last became non-empty.
+    deferred_since: u64,
+    /// Transfer batches prepared (and answered) whose write waits (see
+    /// [`Self::may_hold`]).
+    held: Option<Held>,
     ticks: u64,
     last_stamp_ns: u64,
     next_expiry_ns: u64,
@@ -449,6 +474,8 @@ impl<S: ReplicaStorage> Replica<S> {
             next_id: 1,
             reads: HashMap::new(),
             deferred: Vec::new(),
+            deferred_since: 0,
+            held: None,
             ticks: 0,
             last_stamp_ns,
             next_expiry_ns: 0,
@@ -881,6 +908,11 @@ impl<S: ReplicaStorage> Replica<S> {
     /// log compaction. Returns what finished. An error means the node must
     /// stop: its storage failed or a committed entry is corrupt.
     pub fn advance(&mut self, now_ns: u64, outbox: &mut impl Outbox) -> Result<Output, ConsensusError> {
+        // A node that lost the lead writes what it held before a Ready can
+        // bring anything else (a snapshot, entries of the new leader).
+        if !self.may_hold() {
+            self.write_held()?;
+        }
         if self.is_leader() {
             self.propose_queued(now_ns);
             self.propose_expiry(now_ns)?;
@@ -892,6 +924,9 @@ impl<S: ReplicaStorage> Replica<S> {
                 break;
             }
             self.handle_ready(outbox)?;
+        }
+        if !self.may_hold() {
+            self.write_held()?;
         }
         self.fail_stale_waiters();
         self.complete_reads();
@@ -1078,15 +1113,21 @@ impl<S: ReplicaStorage> Replica<S> {
 
         // 8. Apply what was committed, this Ready's entries and then the
         //    LightReady's (one run may span both), after any a follower
-        //    held back, unless a follower may hold these back too; then
+        //    held back, unless a follower may hold these back too; write
+        //    the batches a leader prepared unless it may hold them; then
         //    tell raft how far the state machine got, so it can hand out
         //    the next committed entries and release a pending conf change.
         committed.extend(light.take_committed_entries());
-        let arrived = !committed.is_empty();
+        if self.deferred.is_empty() {
+            self.deferred_since = self.ticks;
+        }
         self.deferred.extend(committed);
-        if !self.may_defer_apply(arrived) {
+        if !self.may_defer_apply() {
             let entries = std::mem::take(&mut self.deferred);
             self.apply_entries(entries)?;
+        }
+        if !self.may_hold() {
+            self.write_held()?;
         }
         let applied = self.storage().applied().index;
         self.raw.advance_apply_to(applied);
@@ -1094,14 +1135,14 @@ impl<S: ReplicaStorage> Replica<S> {
     }
 
     /// Whether a follower may leave its committed entries unapplied for
-    /// now, `arrived` telling whether this Ready brought new ones.
+    /// now.
     ///
     /// Every batch applied in a run of its own writes the accounts it
     /// touched and a history group per account; in one run of several
-    /// batches each account is written (and hashed) once. A leader applies
-    /// at once, since its clients wait for the results, and four clients
-    /// keep at most four batches in flight. Nobody waits for a follower's
-    /// apply: a follower holds transfer batches back until its pending
+    /// batches each account is written (and hashed) once. The leader
+    /// prepares and answers each batch at once and holds the writes (see
+    /// [`Self::may_hold`]). Nobody waits for a follower's apply: a
+    /// follower holds transfer batches back until its pending
     /// entries reach the next multiple of [`FOLLOWER_APPLY_SPAN`] (shifted
     /// by its rank among the followers), then applies them as runs of up
     /// to [`RUN_BATCHES_MAX`]. An apply takes the driver thread for a while,
@@ -1112,13 +1153,15 @@ impl<S: ReplicaStorage> Replica<S> {
     /// Everything is applied at once when the node is not a follower, when
     /// a read waits, when anything but a transfer batch is pending (a
     /// membership or region change, a leader's empty entry, another ledger
-    /// command), or when a Ready brought no new committed entries (the
-    /// load paused: the next heartbeat brings the follower up to date).
-    /// Held entries stay in the Raft log, which is never compacted past
-    /// the applied index, so a crash loses nothing.
-    fn may_defer_apply(&self, arrived: bool) -> bool {
+    /// command), or when the first of them has waited
+    /// [`ConsensusConfig::apply_hold_ticks`] (the load paused: a heartbeat
+    /// then brings the follower up to date). Held entries stay in the Raft
+    /// log, which is never compacted past the applied index, so a crash
+    /// loses nothing.
+    fn may_defer_apply(&self) -> bool {
         let raft = &self.raw.raft;
-        if !arrived || raft.state != StateRole::Follower || !self.reads.is_empty() {
+        let overdue = self.ticks >= self.deferred_since + self.config.apply_hold_ticks;
+        if overdue || raft.state != StateRole::Follower || !self.reads.is_empty() {
             return false;
         }
         let transfer_batches =
@@ -1136,12 +1179,42 @@ impl<S: ReplicaStorage> Replica<S> {
         span(last.index) == span(first.index.saturating_sub(1))
     }
 
-    /// Applies committed entries in order. Consecutive transfer batches
-    /// (up to [`RUN_BATCHES_MAX`]) are prepared one after another and
-    /// written in one write (see [`coffer_ledger::Run`]); every other entry
+    /// Whether the leader may leave the transfer batches it prepared and
+    /// answered unwritten for now, to write more of them in one run.
+    ///
+    /// A batch's results are final once computed: its entry is committed,
+    /// and every replica computes the same results from the same log. So
+    /// the leader answers each batch as soon as it is prepared (against the
+    /// state plus the batches it holds) and writes them together, each
+    /// account once, when [`RUN_BATCHES_MAX`] entries are held, before any
+    /// other entry, or as soon as it may no longer hold:
+    /// - it is not the leader any more;
+    /// - a read waits (reads wait for the applied index, which moves only
+    ///   with the write);
+    /// - a standby region ships from this node (it ships applied entries,
+    ///   and its lag bound counts from the apply);
+    /// - the first of them has waited [`ConsensusConfig::apply_hold_ticks`]
+    ///   (the load paused).
+    ///
+    /// A crash before the write loses nothing: the entries are in the Raft
+    /// log, which is never compacted past the applied index, and are
+    /// applied again, to the same results, on restart. Other nodes do not
+    /// hold prepared batches: a follower holds its entries unprepared (see
+    /// [`Self::may_defer_apply`]).
+    fn may_hold(&self) -> bool {
+        let Some(held) = &self.held else { return true };
+        let raft = &self.raw.raft;
+        raft.state == StateRole::Leader
+            && self.reads.is_empty()
+            && self.log_retain_from == 0
+            && self.ticks < held.since + self.config.apply_hold_ticks
+    }
+
+    /// Applies committed entries in order. Consecutive transfer batches are
+    /// prepared one after another into one run (see [`Self::prepare_held`]),
+    /// which is written before any other entry, and every other entry
     /// alone.
     fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<(), ConsensusError> {
-        let mut run: Vec<(&Entry, AppliedState, Command)> = Vec::new();
         for entry in &entries {
             if entry.index <= self.storage().applied().index {
                 // Already in the state (it came with a snapshot).
@@ -1154,86 +1227,84 @@ impl<S: ReplicaStorage> Replica<S> {
                     let command = Command::decode(&entry.data)
                         .map_err(|source| ConsensusError::CorruptEntry { index: entry.index, source })?;
                     if matches!(command.operation, Operation::CreateTransfers(_)) && self.writable().is_ok() {
-                        run.push((entry, applied, command));
-                        if run.len() == RUN_BATCHES_MAX {
-                            self.apply_run(&mut run)?;
-                        }
+                        self.prepare_held(entry, applied, command)?;
                         continue;
                     }
-                    self.apply_run(&mut run)?;
+                    self.write_held()?;
                     self.apply_command(entry, applied, command)?;
                 }
                 EntryType::EntryNormal if entry.data.is_empty() => {
-                    self.apply_run(&mut run)?;
+                    self.write_held()?;
                     // A new leader's empty entry.
                     self.raw.mut_store().apply(None, applied, None)?;
                 }
                 EntryType::EntryNormal => {
-                    self.apply_run(&mut run)?;
+                    self.write_held()?;
                     self.apply_region(entry, applied)?;
                 }
                 EntryType::EntryConfChange => {
-                    self.apply_run(&mut run)?;
+                    self.write_held()?;
                     let change = ConfChange::parse_from_bytes(&entry.data)
                         .map_err(|error| corrupt(entry.index, "conf_change", error))?;
                     self.apply_conf_change(entry, applied, conf_change_v2(&change))?;
                 }
                 EntryType::EntryConfChangeV2 => {
-                    self.apply_run(&mut run)?;
+                    self.write_held()?;
                     let change = ConfChangeV2::parse_from_bytes(&entry.data)
                         .map_err(|error| corrupt(entry.index, "conf_change_v2", error))?;
                     self.apply_conf_change(entry, applied, change)?;
                 }
             }
         }
-        self.apply_run(&mut run)
+        Ok(())
     }
 
-    /// Applies `run` (consecutive transfer batches of a writable region) and
-    /// empties it: each batch is prepared against the state plus the
-    /// batches before it, exactly as if those were written already; the
-    /// merged write set, every batch's audit records and the last applied
-    /// index go in one write. A crash before it loses nothing Raft cannot
-    /// apply again; reads see the state after the whole run.
-    fn apply_run(&mut self, run: &mut Vec<(&Entry, AppliedState, Command)>) -> Result<(), ConsensusError> {
-        let Some(&(_, applied, _)) = run.last() else { return Ok(()) };
-        if run.len() == 1 {
-            let (entry, applied, command) = run.pop().expect("one entry");
-            return self.apply_command(entry, applied, command);
-        }
-        let mut outcomes = Vec::with_capacity(run.len());
-        let mut audit = Vec::new();
-        let mut budget_warnings = 0;
-        let write_set = {
-            let mut overlay = Run::expecting(self.raw.store().ledger(), run.len());
-            for (entry, _, command) in run.iter() {
-                self.metrics.entry_events.record(events(&command.operation) as f64);
-                match prepare_at(&overlay, entry.index, command)? {
-                    Ok((results, write_set)) => {
-                        audit.extend(audit_records(entry.index, command, Some(&write_set)));
-                        budget_warnings += write_set.budget_warnings;
-                        overlay.push(write_set).map_err(|source| ConsensusError::Apply {
-                            index: entry.index,
-                            source: ApplyError::Store(source),
-                        })?;
-                        outcomes.push(Ok(results));
-                    }
-                    Err(refused) => {
-                        audit.extend(audit_records(entry.index, command, None));
-                        outcomes.push(Err(refused));
-                    }
-                }
-            }
-            overlay
-                .into_write_set()
-                .map_err(|source| ConsensusError::Apply { index: applied.index, source: ApplyError::Store(source) })?
+    /// Prepares the transfer batch of `entry` (a writable region's) against
+    /// the state plus the batches held before it, exactly as if those were
+    /// written already, answers its proposers, and holds its write set with
+    /// theirs; writes them all once [`RUN_BATCHES_MAX`] entries are held.
+    fn prepare_held(&mut self, entry: &Entry, applied: AppliedState, command: Command) -> Result<(), ConsensusError> {
+        self.metrics.entry_events.record(events(&command.operation) as f64);
+        let base = self.raw.store().ledger();
+        let (mut run, mut audit, mut budget_warnings, entries, since) = match self.held.take() {
+            Some(held) => (Run::resume(base, held.run), held.audit, held.budget_warnings, held.entries, held.since),
+            None => (Run::expecting(base, RUN_BATCHES_MAX), Vec::new(), 0, 0, self.ticks),
         };
-        self.raw.mut_store().apply_audited(write_set.as_ref(), applied, &audit)?;
-        if budget_warnings > 0 {
-            self.metrics.budget_warnings.increment(u64::from(budget_warnings));
+        let results = match prepare_at(&run, entry.index, &command)? {
+            Ok((results, write_set)) => {
+                audit.extend(audit_records(entry.index, &command, Some(&write_set)));
+                budget_warnings += write_set.budget_warnings;
+                run.push(write_set).map_err(|source| ConsensusError::Apply {
+                    index: entry.index,
+                    source: ApplyError::Store(source),
+                })?;
+                Ok(results)
+            }
+            Err(refused) => {
+                audit.extend(audit_records(entry.index, &command, None));
+                Err(refused)
+            }
+        };
+        let entries = entries + 1;
+        self.held = Some(Held { run: run.suspend(), applied, audit, budget_warnings, entries, since });
+        self.answer(entry.index, &command, results);
+        if entries == RUN_BATCHES_MAX {
+            self.write_held()?;
         }
-        for ((entry, _, command), results) in run.drain(..).zip(outcomes) {
-            self.answer(entry.index, &command, results);
+        Ok(())
+    }
+
+    /// Writes the held batches (see [`Self::may_hold`]), if any: their
+    /// merged write set, their audit records and the last one's applied
+    /// index in one write. Reads then see the state after all of them.
+    fn write_held(&mut self) -> Result<(), ConsensusError> {
+        let Some(held) = self.held.take() else { return Ok(()) };
+        let write_set = Run::resume(self.raw.store().ledger(), held.run)
+            .into_write_set()
+            .map_err(|source| ConsensusError::Apply { index: held.applied.index, source: ApplyError::Store(source) })?;
+        self.raw.mut_store().apply_audited(write_set.as_ref(), held.applied, &held.audit)?;
+        if held.budget_warnings > 0 {
+            self.metrics.budget_warnings.increment(u64::from(held.budget_warnings));
         }
         Ok(())
     }

@@ -17,8 +17,8 @@ use coffer_consensus::{
     ProposalError, ProposalId, Replica, ReplicaStorage, SnapshotDirs,
 };
 use coffer_ledger::{
-    state_digest, Account, AccountId, CreateTransferResult, Ledger, LedgerId, Operation, OperationResults, StateDigest,
-    Store, Transfer, TransferFlags, TransferId, TransferKind,
+    state_digest, Account, AccountId, CreateTransferResult, Ledger, LedgerId, Operation, OperationResults,
+    PendingState, StateDigest, Store, Transfer, TransferFlags, TransferId, TransferKind,
 };
 use coffer_storage::snapshot::SnapshotReader;
 use coffer_storage::StorageConfig;
@@ -438,7 +438,40 @@ fn transfer_entries_committed_together_are_applied_as_one_run() {
 }
 
 #[test]
-fn followers_hold_transfer_batches_back_and_apply_them_in_runs_taking_turns() {
+fn the_leader_answers_before_it_writes_and_a_read_or_a_pause_writes_what_it_holds() {
+    let mut cluster = Cluster::new(3);
+    let leader = cluster.elect();
+    setup(&mut cluster);
+    cluster.converge();
+    let hold_ticks = config(leader).apply_hold_ticks;
+    // A read writes what the leader holds before it completes.
+    let written = cluster.commit(transfers(1..11));
+    assert_eq!(cluster.leader(), Some(leader));
+    assert!(cluster.applied(leader) < written.index, "the leader wrote the batch before answering");
+    assert!(!cluster.transfer_exists(leader, 10));
+    let read = cluster.replica_mut(leader).read().unwrap();
+    cluster.run_until("the read", |cluster| cluster.read_completions.contains_key(&(leader, read)));
+    assert!(cluster.applied(leader) >= written.index);
+    assert!(cluster.transfer_exists(leader, 10));
+    // Without a read, once the load pauses for the hold.
+    let written = cluster.commit(transfers(11..21));
+    assert!(cluster.applied(leader) < written.index, "the leader wrote the batch before answering");
+    let mut rounds = 0;
+    while cluster.applied(leader) < written.index {
+        assert!(rounds <= hold_ticks, "the leader held its batch for more than {hold_ticks} ticks");
+        cluster.round();
+        rounds += 1;
+    }
+    assert!(cluster.transfer_exists(leader, 20));
+    // With a standby region shipping from it, the leader holds nothing.
+    cluster.replica_mut(leader).retain_log_from(written.index);
+    let written = cluster.commit(transfers(21..31));
+    assert!(cluster.applied(leader) >= written.index, "the leader held a batch a standby region waits for");
+    cluster.converge();
+}
+
+#[test]
+fn replicas_hold_transfer_batches_back_and_write_them_in_runs_the_followers_taking_turns() {
     let mut cluster = Cluster::with_config(3, |id| ConsensusConfig { entry_events_max: 10, ..config(id) });
     let leader = cluster.elect();
     setup(&mut cluster);
@@ -450,6 +483,7 @@ fn followers_hold_transfer_batches_back_and_apply_them_in_runs_taking_turns() {
     let mut proposals = Vec::new();
     let mut lag_max: BTreeMap<u64, u64> = BTreeMap::new();
     let mut apart = false;
+    let mut answered_ahead = false;
     for batch in 0..batches {
         proposals.push(cluster.propose(leader, transfers(batch * 10 + 1..batch * 10 + 11)).unwrap());
         cluster.round();
@@ -459,6 +493,11 @@ fn followers_hold_transfer_batches_back_and_apply_them_in_runs_taking_turns() {
             *lag = (*lag).max(commit.saturating_sub(cluster.applied(id)));
         }
         apart |= cluster.applied(followers[0]) != cluster.applied(followers[1]);
+        let applied = cluster.applied(leader);
+        answered_ahead |= cluster
+            .completions
+            .iter()
+            .any(|((node, _), result)| *node == leader && result.as_ref().is_ok_and(|answer| answer.index > applied));
     }
     for proposal in proposals {
         let applied = cluster.wait(leader, proposal).unwrap();
@@ -478,7 +517,14 @@ fn followers_hold_transfer_batches_back_and_apply_them_in_runs_taking_turns() {
             .collect()
     };
     let leader_runs = runs(&cluster, leader);
-    assert!(leader_runs.len() as u128 > batches / 2, "the leader applies at once: {} runs", leader_runs.len());
+    assert!(
+        leader_runs.len() as u128 <= batches / 4,
+        "the leader wrote {} runs of {batches} batches",
+        leader_runs.len()
+    );
+    assert!(answered_ahead, "the leader never answered a batch before writing it");
+    let ledger = cluster.replica(leader).storage().ledger();
+    assert_eq!(coffer_ledger::stored_state_digest(ledger).unwrap(), digest, "the leader's digest sum");
     let follower_runs: Vec<BTreeSet<u64>> = followers.iter().map(|&id| runs(&cluster, id)).collect();
     for (id, runs) in followers.iter().zip(&follower_runs) {
         assert!(runs.len() as u128 <= batches / 4, "node {id} applied {} runs of {batches} batches", runs.len());
@@ -535,8 +581,11 @@ fn leader_crash_keeps_every_acknowledged_write() {
     let mut cluster = Cluster::new(3);
     cluster.elect();
     setup(&mut cluster);
-    cluster.commit(transfers(1..201));
+    let written = cluster.commit(transfers(1..201));
     let old_leader = cluster.leader().unwrap();
+    // The leader answered before writing the batch: the crash loses its
+    // write, which only the Raft log holds.
+    assert!(cluster.applied(old_leader) < written.index, "the leader wrote the batch before answering");
     cluster.crash(old_leader);
     let new_leader = cluster.elect();
     assert_ne!(new_leader, old_leader);
@@ -718,6 +767,8 @@ fn leader_transfer_goes_only_to_a_caught_up_voter() {
     cluster.replica_mut(leader).transfer_leader(target).unwrap();
     cluster.run_until("the new leader", |cluster| cluster.leader() == Some(target));
     cluster.commit(transfers(11..21));
+    // The new leader answered; its state holds the batch once written.
+    cluster.converge();
     assert!(cluster.transfer_exists(target, 20));
 }
 
@@ -733,8 +784,10 @@ fn pending_transfers_expire_at_the_same_index_on_every_replica() {
     // A few simulated seconds pass; the leader proposes the expiry.
     cluster.run_until("the expiry", |cluster| {
         (1..=3).all(|id| {
-            let account = cluster.replica(id).storage().ledger().account(AccountId(2)).unwrap().unwrap();
-            account.debits_pending == 0
+            let ledger = cluster.replica(id).storage().ledger();
+            let status = ledger.pending_status(TransferId(1)).unwrap();
+            let account = ledger.account(AccountId(2)).unwrap().unwrap();
+            status.map(|status| status.state) == Some(PendingState::Expired) && account.debits_pending == 0
         })
     });
     cluster.converge();

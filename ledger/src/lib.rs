@@ -85,7 +85,7 @@ pub use reconcile::{ReconcileOp, Reconciliation};
 pub use results::{
     CloseResult, CreateAccountResult, CreateLedgerResult, CreateTransferResult, ReconcileResult, SetPeriodResult,
 };
-pub use run::{Run, RUN_BATCHES_MAX};
+pub use run::{Run, SuspendedRun, RUN_BATCHES_MAX};
 pub use store::{AccountFilter, ChangeFilter, Sides, Store, StoreError, StoreMut, WriteSet, DEFERRED_ACCOUNT_DIGEST};
 
 /// A state machine that owns its store: prepares each batch and commits it.

@@ -44,6 +44,15 @@ pub const RUN_BATCHES_MAX: usize = 8;
 /// over the store they will be committed to.
 pub struct Run<'s, S: Store + ?Sized> {
     base: &'s S,
+    held: SuspendedRun,
+}
+
+/// What a [`Run`] holds, apart from the store it is over: a run set aside
+/// by [`Run::suspend`] between two batches and taken up again by
+/// [`Run::resume`] over the same, unchanged store (a leader keeps the
+/// batches it has prepared and answered so while their write waits for
+/// more batches).
+pub struct SuspendedRun {
     /// What the run's batches wrote, merged (see [`merge`]); `None` before
     /// the first batch.
     merged: Option<WriteSet>,
@@ -59,21 +68,17 @@ pub struct Run<'s, S: Store + ?Sized> {
     expected: usize,
 }
 
+impl SuspendedRun {
+    /// How many batches' write sets the run holds.
+    pub fn batches(&self) -> usize {
+        self.batches
+    }
+}
+
 impl<'s, S: Store + ?Sized> Run<'s, S> {
     /// An empty run over `base`: it answers every read as `base` does.
     pub fn new(base: &'s S) -> Self {
-        Self {
-            base,
-            merged: None,
-            accounts: FxHashMap::default(),
-            transfers: FxHashMap::default(),
-            pending: FxHashMap::default(),
-            failures: FxHashMap::default(),
-            totals: FxHashMap::default(),
-            ledgers: FxHashMap::default(),
-            batches: 0,
-            expected: 1,
-        }
+        Self::expecting(base, 1)
     }
 
     /// An empty run over `base` that expects `batches` batches (at most
@@ -83,12 +88,35 @@ impl<'s, S: Store + ?Sized> Run<'s, S> {
     /// batches copied megabytes again). Room reserved and not used touches
     /// no memory; a run may still hold fewer or more batches.
     pub fn expecting(base: &'s S, batches: usize) -> Self {
-        Self { expected: batches.clamp(1, RUN_BATCHES_MAX), ..Self::new(base) }
+        let held = SuspendedRun {
+            merged: None,
+            accounts: FxHashMap::default(),
+            transfers: FxHashMap::default(),
+            pending: FxHashMap::default(),
+            failures: FxHashMap::default(),
+            totals: FxHashMap::default(),
+            ledgers: FxHashMap::default(),
+            batches: 0,
+            expected: batches.clamp(1, RUN_BATCHES_MAX),
+        };
+        Self::resume(base, held)
+    }
+
+    /// Takes `held` up again over `base`, which must be the store it was
+    /// prepared over, unchanged since: the run's records are merged over
+    /// whatever `base` answers.
+    pub fn resume(base: &'s S, held: SuspendedRun) -> Self {
+        Self { base, held }
+    }
+
+    /// Sets the run aside, without the store it is over.
+    pub fn suspend(self) -> SuspendedRun {
+        self.held
     }
 
     /// How many batches' write sets the run holds.
     pub fn batches(&self) -> usize {
-        self.batches
+        self.held.batches
     }
 
     /// Adds the write set of a batch prepared against this run (so its
@@ -101,7 +129,7 @@ impl<'s, S: Store + ?Sized> Run<'s, S> {
     /// not prepared against a run (its digest delta counts its accounts):
     /// nothing is added.
     pub fn push(&mut self, write_set: WriteSet) -> Result<(), StoreError> {
-        if self.batches == RUN_BATCHES_MAX {
+        if self.held.batches == RUN_BATCHES_MAX {
             return Err(StoreError::Inconsistent { detail: format!("a run holds at most {RUN_BATCHES_MAX} batches") });
         }
         if !write_set.account_digest_deferred {
@@ -116,21 +144,21 @@ impl<'s, S: Store + ?Sized> Run<'s, S> {
                 detail: "a run holds transfer batches only, and this write set records reconciliations".to_string(),
             });
         }
-        let Some(merged) = self.merged.as_mut() else {
-            let merged = self.merged.insert(write_set);
-            let more = self.expected - 1;
+        let Some(merged) = self.held.merged.as_mut() else {
+            let merged = self.held.merged.insert(write_set);
+            let more = self.held.expected - 1;
             merged.transfers.reserve(merged.transfers.len() * more);
             merged.account_transfers.reserve(merged.account_transfers.len() * more);
             merged.balances.reserve(merged.balances.len() * more);
             merged.changes.reserve(merged.changes.len() * more);
-            self.transfers.reserve(merged.transfers.len() * self.expected);
-            index(&mut self.accounts, merged.accounts.iter().map(|account| account.id), 0);
-            index(&mut self.transfers, merged.transfers.iter().map(|transfer| transfer.id), 0);
-            index(&mut self.pending, merged.pending.iter().map(|(id, _)| *id), 0);
-            index(&mut self.failures, merged.failures.iter().map(|(id, _)| *id), 0);
-            index(&mut self.totals, merged.totals.iter().map(|totals| (totals.ledger, totals.code)), 0);
-            index(&mut self.ledgers, merged.ledgers.iter().map(|ledger| ledger.id), 0);
-            self.batches = 1;
+            self.held.transfers.reserve(merged.transfers.len() * self.held.expected);
+            index(&mut self.held.accounts, merged.accounts.iter().map(|account| account.id), 0);
+            index(&mut self.held.transfers, merged.transfers.iter().map(|transfer| transfer.id), 0);
+            index(&mut self.held.pending, merged.pending.iter().map(|(id, _)| *id), 0);
+            index(&mut self.held.failures, merged.failures.iter().map(|(id, _)| *id), 0);
+            index(&mut self.held.totals, merged.totals.iter().map(|totals| (totals.ledger, totals.code)), 0);
+            index(&mut self.held.ledgers, merged.ledgers.iter().map(|ledger| ledger.id), 0);
+            self.held.batches = 1;
             return Ok(());
         };
         if write_set.first_timestamp <= merged.last_timestamp {
@@ -141,13 +169,20 @@ impl<'s, S: Store + ?Sized> Run<'s, S> {
                 ),
             });
         }
-        merge(merged, write_set, &mut self.accounts, &mut self.totals, &mut self.ledgers, &mut self.pending);
-        let merged = self.merged.as_ref().expect("set above");
-        let from = self.transfers.len();
-        index(&mut self.transfers, merged.transfers[from..].iter().map(|transfer| transfer.id), from);
-        let from = self.failures.len();
-        index(&mut self.failures, merged.failures[from..].iter().map(|(id, _)| *id), from);
-        self.batches += 1;
+        merge(
+            merged,
+            write_set,
+            &mut self.held.accounts,
+            &mut self.held.totals,
+            &mut self.held.ledgers,
+            &mut self.held.pending,
+        );
+        let merged = self.held.merged.as_ref().expect("set above");
+        let from = self.held.transfers.len();
+        index(&mut self.held.transfers, merged.transfers[from..].iter().map(|transfer| transfer.id), from);
+        let from = self.held.failures.len();
+        index(&mut self.held.failures, merged.failures[from..].iter().map(|(id, _)| *id), from);
+        self.held.batches += 1;
         Ok(())
     }
 
@@ -158,7 +193,7 @@ impl<'s, S: Store + ?Sized> Run<'s, S> {
     /// # Errors
     /// A read of an account's value before the run failed.
     pub fn into_write_set(self) -> Result<Option<WriteSet>, StoreError> {
-        let Some(mut merged) = self.merged else { return Ok(None) };
+        let Some(mut merged) = self.held.merged else { return Ok(None) };
         let (delta, hashes) = account_digest(self.base, &merged.accounts)?;
         merged.digest_delta = merged.digest_delta.plus(delta);
         merged.account_hashes = hashes;
@@ -171,12 +206,12 @@ impl<'s, S: Store + ?Sized> Run<'s, S> {
     /// change log) is refused once it holds a batch, never answered from a
     /// base that lacks the run's writes.
     fn base_only(&self, read: &str) -> Result<&S, StoreError> {
-        match self.merged {
+        match self.held.merged {
             None => Ok(self.base),
             Some(_) => Err(StoreError::Inconsistent {
                 detail: format!(
                     "a run of {} prepared batches cannot answer {read}: only transfer batches run",
-                    self.batches
+                    self.held.batches
                 ),
             }),
         }
@@ -264,14 +299,14 @@ fn merge(
 
 impl<S: Store + ?Sized> Store for Run<'_, S> {
     fn last_timestamp(&self) -> Result<u64, StoreError> {
-        match &self.merged {
+        match &self.held.merged {
             Some(merged) => Ok(merged.last_timestamp),
             None => self.base.last_timestamp(),
         }
     }
 
     fn ledger(&self, id: LedgerId) -> Result<Option<Ledger>, StoreError> {
-        match (self.ledgers.get(&id), &self.merged) {
+        match (self.held.ledgers.get(&id), &self.held.merged) {
             (Some(&at), Some(merged)) => Ok(Some(merged.ledgers[at].clone())),
             _ => self.base.ledger(id),
         }
@@ -282,7 +317,7 @@ impl<S: Store + ?Sized> Store for Run<'_, S> {
     }
 
     fn account_hashed(&self, id: AccountId) -> Result<Option<(Account, Option<DigestSum>)>, StoreError> {
-        match (self.accounts.get(&id), &self.merged) {
+        match (self.held.accounts.get(&id), &self.held.merged) {
             // Batches prepared against the run do not hash accounts.
             (Some(&at), Some(merged)) => Ok(Some((merged.accounts[at], None))),
             _ => self.base.account_hashed(id),
@@ -290,7 +325,7 @@ impl<S: Store + ?Sized> Store for Run<'_, S> {
     }
 
     fn transfer(&self, id: TransferId) -> Result<Option<Transfer>, StoreError> {
-        match (self.transfers.get(&id), &self.merged) {
+        match (self.held.transfers.get(&id), &self.held.merged) {
             (Some(&at), Some(merged)) => Ok(Some(merged.transfers[at])),
             _ => self.base.transfer(id),
         }
@@ -299,20 +334,20 @@ impl<S: Store + ?Sized> Store for Run<'_, S> {
     fn unused_transfer_ids(&self, ids: &[TransferId]) -> Result<Option<Vec<bool>>, StoreError> {
         let Some(mut unused) = self.base.unused_transfer_ids(ids)? else { return Ok(None) };
         for (id, unused) in ids.iter().zip(unused.iter_mut()) {
-            *unused = *unused && !self.transfers.contains_key(id) && !self.failures.contains_key(id);
+            *unused = *unused && !self.held.transfers.contains_key(id) && !self.held.failures.contains_key(id);
         }
         Ok(Some(unused))
     }
 
     fn pending_status(&self, id: TransferId) -> Result<Option<PendingStatus>, StoreError> {
-        match (self.pending.get(&id), &self.merged) {
+        match (self.held.pending.get(&id), &self.held.merged) {
             (Some(&at), Some(merged)) => Ok(Some(merged.pending[at].1)),
             _ => self.base.pending_status(id),
         }
     }
 
     fn transfer_failure(&self, id: TransferId) -> Result<Option<CreateTransferResult>, StoreError> {
-        match (self.failures.get(&id), &self.merged) {
+        match (self.held.failures.get(&id), &self.held.merged) {
             (Some(&at), Some(merged)) => Ok(Some(merged.failures[at].1)),
             _ => self.base.transfer_failure(id),
         }
@@ -356,7 +391,7 @@ impl<S: Store + ?Sized> Store for Run<'_, S> {
 
     fn digest_sum(&self) -> Result<DigestSum, StoreError> {
         let sum = self.base.digest_sum()?;
-        let Some(merged) = &self.merged else { return Ok(sum) };
+        let Some(merged) = &self.held.merged else { return Ok(sum) };
         let (accounts, _) = account_digest(self.base, &merged.accounts)?;
         Ok(sum.plus(merged.digest_delta).plus(accounts))
     }
@@ -366,7 +401,7 @@ impl<S: Store + ?Sized> Store for Run<'_, S> {
     }
 
     fn code_totals(&self, ledger: LedgerId, code: u16) -> Result<Option<CodeTotals>, StoreError> {
-        match (self.totals.get(&(ledger, code)), &self.merged) {
+        match (self.held.totals.get(&(ledger, code)), &self.held.merged) {
             (Some(&at), Some(merged)) => Ok(Some(merged.totals[at])),
             _ => self.base.code_totals(ledger, code),
         }

@@ -196,6 +196,9 @@ pub struct BatchSection {
     pub entry_events_max: Option<usize>,
     /// Entries proposed per round of group commit. Default: 16.
     pub entries_per_round_max: Option<usize>,
+    /// Ticks a node may keep committed transfer batches unwritten, to write
+    /// up to eight as one run (0: write each at once). Default: 16.
+    pub apply_hold_ticks: Option<u64>,
     /// Requests waiting for the node's driver. Default: 4,096.
     pub requests_max: Option<usize>,
 }
@@ -612,6 +615,7 @@ impl NodeFileConfig {
         set(&mut consensus.queue_proposals_max, batch.queue_proposals_max);
         set(&mut consensus.entry_events_max, batch.entry_events_max);
         set(&mut consensus.entries_per_round_max, batch.entries_per_round_max);
+        set(&mut consensus.apply_hold_ticks, batch.apply_hold_ticks);
         set(&mut node.requests_max, batch.requests_max);
         let (storage, config) = (&self.storage, &mut node.storage);
         set(&mut config.block_cache_bytes, storage.block_cache_bytes);
