@@ -1200,7 +1200,8 @@ impl<S: ReplicaStorage> Replica<S> {
     /// log, which is never compacted past the applied index, and are
     /// applied again, to the same results, on restart. Other nodes do not
     /// hold prepared batches: a follower holds its entries unprepared (see
-    /// [`Self::may_defer_apply`]).
+    /// [`Self::may_defer_apply`]). With nothing held there is nothing to
+    /// write, so the answer is yes.
     fn may_hold(&self) -> bool {
         let Some(held) = &self.held else { return true };
         let raft = &self.raw.raft;
