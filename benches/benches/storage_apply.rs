@@ -11,8 +11,8 @@
 //!   write (see ARCHITECTURE.md, write path step 4). Its throughput counts
 //!   all four batches.
 //! - `durable_apply/{uniform,hot}_run8`: the same for eight entries, the
-//!   runs a follower applies under load (see `FOLLOWER_APPLY_SPAN` in
-//!   `consensus/src/replica.rs`).
+//!   runs every node writes under load (see `Replica::may_hold` and
+//!   `FOLLOWER_APPLY_SPAN` in `consensus/src/replica.rs`).
 //! - `log_append/1mib`: one synced append of a 1 MiB entry.
 //!
 //! Run with `cargo bench --workspace --bench storage_apply` (`--workspace` keeps

@@ -401,8 +401,6 @@ struct Held {
     applied: AppliedState,
     /// Their audit records.
     audit: Vec<AuditRecord>,
-    /// Their budget warnings.
-    budget_warnings: u32,
     /// How many entries it holds (refused batches too).
     entries: usize,
     /// The tick count when its first entry was prepared.
@@ -910,9 +908,7 @@ impl<S: ReplicaStorage> Replica<S> {
     pub fn advance(&mut self, now_ns: u64, outbox: &mut impl Outbox) -> Result<Output, ConsensusError> {
         // A node that lost the lead writes what it held before a Ready can
         // bring anything else (a snapshot, entries of the new leader).
-        if !self.may_hold() {
-            self.write_held()?;
-        }
+        self.settle_held()?;
         if self.is_leader() {
             self.propose_queued(now_ns);
             self.propose_expiry(now_ns)?;
@@ -925,9 +921,7 @@ impl<S: ReplicaStorage> Replica<S> {
             }
             self.handle_ready(outbox)?;
         }
-        if !self.may_hold() {
-            self.write_held()?;
-        }
+        self.settle_held()?;
         self.fail_stale_waiters();
         self.complete_reads();
         self.compact_log()?;
@@ -1126,9 +1120,7 @@ impl<S: ReplicaStorage> Replica<S> {
             let entries = std::mem::take(&mut self.deferred);
             self.apply_entries(entries)?;
         }
-        if !self.may_hold() {
-            self.write_held()?;
-        }
+        self.settle_held()?;
         let applied = self.storage().applied().index;
         self.raw.advance_apply_to(applied);
         Ok(())
@@ -1267,14 +1259,13 @@ impl<S: ReplicaStorage> Replica<S> {
     fn prepare_held(&mut self, entry: &Entry, applied: AppliedState, command: Command) -> Result<(), ConsensusError> {
         self.metrics.entry_events.record(events(&command.operation) as f64);
         let base = self.raw.store().ledger();
-        let (mut run, mut audit, mut budget_warnings, entries, since) = match self.held.take() {
-            Some(held) => (Run::resume(base, held.run), held.audit, held.budget_warnings, held.entries, held.since),
-            None => (Run::expecting(base, RUN_BATCHES_MAX), Vec::new(), 0, 0, self.ticks),
+        let (mut run, mut audit, entries, since) = match self.held.take() {
+            Some(held) => (Run::resume(base, held.run), held.audit, held.entries, held.since),
+            None => (Run::expecting(base, RUN_BATCHES_MAX), Vec::new(), 0, self.ticks),
         };
         let results = match prepare_at(&run, entry.index, &command)? {
             Ok((results, write_set)) => {
                 audit.extend(audit_records(entry.index, &command, Some(&write_set)));
-                budget_warnings += write_set.budget_warnings;
                 run.push(write_set).map_err(|source| ConsensusError::Apply {
                     index: entry.index,
                     source: ApplyError::Store(source),
@@ -1287,7 +1278,7 @@ impl<S: ReplicaStorage> Replica<S> {
             }
         };
         let entries = entries + 1;
-        self.held = Some(Held { run: run.suspend(), applied, audit, budget_warnings, entries, since });
+        self.held = Some(Held { run: run.suspend(), applied, audit, entries, since });
         self.answer(entry.index, &command, results);
         if entries == RUN_BATCHES_MAX {
             self.write_held()?;
@@ -1304,10 +1295,20 @@ impl<S: ReplicaStorage> Replica<S> {
             .into_write_set()
             .map_err(|source| ConsensusError::Apply { index: held.applied.index, source: ApplyError::Store(source) })?;
         self.raw.mut_store().apply_audited(write_set.as_ref(), held.applied, &held.audit)?;
-        if held.budget_warnings > 0 {
-            self.metrics.budget_warnings.increment(u64::from(held.budget_warnings));
+        // The merged write set counts every held batch's warnings.
+        if let Some(warnings) = write_set.as_ref().map(|write_set| write_set.budget_warnings).filter(|n| *n > 0) {
+            self.metrics.budget_warnings.increment(u64::from(warnings));
         }
         Ok(())
+    }
+
+    /// Writes the held batches unless the node may keep holding them (see
+    /// [`Self::may_hold`]).
+    fn settle_held(&mut self) -> Result<(), ConsensusError> {
+        if self.may_hold() {
+            return Ok(());
+        }
+        self.write_held()
     }
 
     /// Applies one ledger command: the state machine decides the results;

@@ -68,13 +68,6 @@ pub struct SuspendedRun {
     expected: usize,
 }
 
-impl SuspendedRun {
-    /// How many batches' write sets the run holds.
-    pub fn batches(&self) -> usize {
-        self.batches
-    }
-}
-
 impl<'s, S: Store + ?Sized> Run<'s, S> {
     /// An empty run over `base`: it answers every read as `base` does.
     pub fn new(base: &'s S) -> Self {
