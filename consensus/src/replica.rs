@@ -1296,10 +1296,15 @@ impl<S: ReplicaStorage> Replica<S> {
             .map_err(|source| ConsensusError::Apply { index: held.applied.index, source: ApplyError::Store(source) })?;
         self.raw.mut_store().apply_audited(write_set.as_ref(), held.applied, &held.audit)?;
         // The merged write set counts every held batch's warnings.
-        if let Some(warnings) = write_set.as_ref().map(|write_set| write_set.budget_warnings).filter(|n| *n > 0) {
+        self.count_budget_warnings(write_set.as_ref());
+        Ok(())
+    }
+
+    /// Counts the budget warnings of a write set just written.
+    fn count_budget_warnings(&self, write_set: Option<&coffer_ledger::WriteSet>) {
+        if let Some(warnings) = write_set.map(|write_set| write_set.budget_warnings).filter(|n| *n > 0) {
             self.metrics.budget_warnings.increment(u64::from(warnings));
         }
-        Ok(())
     }
 
     /// Writes the held batches unless the node may keep holding them (see
@@ -1326,9 +1331,7 @@ impl<S: ReplicaStorage> Replica<S> {
         };
         let audit = audit_records(entry.index, &command, write_set.as_ref());
         self.raw.mut_store().apply_audited(write_set.as_ref(), applied, &audit)?;
-        if let Some(warnings) = write_set.as_ref().map(|write_set| write_set.budget_warnings).filter(|n| *n > 0) {
-            self.metrics.budget_warnings.increment(u64::from(warnings));
-        }
+        self.count_budget_warnings(write_set.as_ref());
         self.answer(entry.index, &command, results);
         Ok(())
     }
