@@ -46,16 +46,18 @@ pub fn transfers_from_packed(field: &str, packed: &[u8]) -> Result<Vec<Transfer>
         let reason = format!("{} bytes are not a whole number of {PACKED_TRANSFER_BYTES}-byte records", packed.len());
         return Err(FieldError::new(field, reason));
     }
-    check_events(field, packed.len() / PACKED_TRANSFER_BYTES)?;
-    packed
-        .chunks_exact(PACKED_TRANSFER_BYTES)
-        .enumerate()
-        .map(|(index, record)| {
-            let record: &[u8; PACKED_TRANSFER_BYTES] = record.try_into().unwrap_or(&[0; PACKED_TRANSFER_BYTES]);
-            transfer_from_record(record)
-                .map_err(|(name, reason)| FieldError::new(format!("{field}[{index}].{name}"), reason))
-        })
-        .collect()
+    let events = packed.len() / PACKED_TRANSFER_BYTES;
+    check_events(field, events)?;
+    // Sized once (collecting into a `Result` cannot know the length, and
+    // grew the list by doubling).
+    let mut transfers = Vec::with_capacity(events);
+    for (index, record) in packed.chunks_exact(PACKED_TRANSFER_BYTES).enumerate() {
+        let record: &[u8; PACKED_TRANSFER_BYTES] = record.try_into().unwrap_or(&[0; PACKED_TRANSFER_BYTES]);
+        let transfer = transfer_from_record(record)
+            .map_err(|(name, reason)| FieldError::new(format!("{field}[{index}].{name}"), reason))?;
+        transfers.push(transfer);
+    }
+    Ok(transfers)
 }
 
 /// `transfers` as records, for `packed_transfers`. Their timestamps are
