@@ -150,8 +150,9 @@ const FORMAT_MAGIC: &[u8] = b"coffer-store";
 /// places each batch in time there, gives ledger records their fiscal
 /// section, and renumbers transfer result codes (recorded failures are
 /// stored by code); version 7 writes the change log in blocks of up to 64
-/// events.
-pub const FORMAT_VERSION: u32 = 7;
+/// events; version 8 puts a user data field's single rows of nearby values
+/// in span blocks (which a version-7 reader would miss).
+pub const FORMAT_VERSION: u32 = 8;
 
 /// A visitor of verified `(key, payload)` pairs; returns whether to go on.
 pub type Visit<'a> = dyn FnMut(&[u8], &[u8]) -> Result<bool, StorageError> + 'a;

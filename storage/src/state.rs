@@ -248,6 +248,15 @@ impl IndexEntryKey {
         Self { bytes, len: len as u8 }
     }
 
+    /// The prefix of the span blocks of `key`'s records and field whose
+    /// first value is `key`'s (see [`index_blocks`]): `key`'s encoding with
+    /// [`SPAN_TAG_BIT`] set in its field tag.
+    fn span_prefix(key: &IndexKey, encoded: &mut Vec<u8>) -> Self {
+        let mut prefix = Self::prefix(key, encoded);
+        prefix.bytes[1] |= SPAN_TAG_BIT;
+        prefix
+    }
+
     /// This prefix ++ `timestamp`.
     fn with_timestamp(&self, timestamp: u64) -> Self {
         let mut key = *self;
@@ -265,14 +274,57 @@ impl IndexEntryKey {
 /// Index fields per record: ledger, code, kind and three user data.
 const INDEX_FIELDS: usize = 6;
 
+/// Values a span block covers: its rows' values lie less than this far
+/// above its first (see [`index_blocks`]).
+const SPAN_VALUES: u128 = 256;
+
+/// Set in the field tag of a span block's key, so that a field's span
+/// blocks form a key range of their own after every per-value block.
+const SPAN_TAG_BIT: u8 = 0x80;
+
+/// The value of a field whose records may go into span blocks (the three
+/// user data fields, where a value is often one record's own), as a
+/// number; `None` for the others.
+fn spanned_value(field: IndexField) -> Option<u128> {
+    match field {
+        IndexField::UserData128(value) => Some(value),
+        IndexField::UserData64(value) => Some(u128::from(value)),
+        IndexField::UserData32(value) => Some(u128::from(value)),
+        IndexField::Ledger(_) | IndexField::Code(_) | IndexField::Kind(_) => None,
+    }
+}
+
+/// `field` with `value` instead of its own, for a value no greater than
+/// its own (so it fits the field's width).
+fn with_spanned_value(field: IndexField, value: u128) -> IndexField {
+    match field {
+        IndexField::UserData128(_) => IndexField::UserData128(value),
+        IndexField::UserData64(own) => IndexField::UserData64(u64::try_from(value).unwrap_or(own)),
+        IndexField::UserData32(own) => IndexField::UserData32(u32::try_from(value).unwrap_or(own)),
+        other => other,
+    }
+}
+
 /// Passes `put` the index blocks (key, value) of the accounts and
 /// transfers `write_set` creates, in key order (see [`LedgerState::stage`]
 /// for why): per index key (records,
 /// field, value), one block of the timestamps the batch added, keyed by the
 /// key ++ its last timestamp. A batch of 8,189 transfers of one ledger adds
 /// one ledger block instead of 8,189 entries: a key per record cost a
-/// fifth of the apply path's throughput; a unique `user_data_128` still
-/// makes a block per record.
+/// fifth of the apply path's throughput.
+///
+/// A user data value the write set gives one record only (a reference
+/// unique to each payment, say) would still make a key per record. Such
+/// rows of nearby values share a *span block* instead: up to
+/// [`SPAN_VALUES`] consecutive values, keyed by the records and field (tag
+/// with [`SPAN_TAG_BIT`]), the first value and the block's latest
+/// timestamp, holding each row's value and timestamp
+/// ([`encode_span_block`]). References allocated in order then cost a
+/// key per 256 records: that one key per transfer was a tenth of a node's
+/// CPU under the load generator. A lookup of a value reads its own blocks
+/// and the span blocks whose first value is less than [`SPAN_VALUES`]
+/// below it ([`StateReads::index_seek`]). A value with no neighbour among
+/// the write set's single rows keeps its own one-row block.
 ///
 /// Keys start with the records' tag (accounts before transfers), then the
 /// field's tag, then the value big-endian, so within one field the values'
@@ -281,27 +333,14 @@ const INDEX_FIELDS: usize = 6;
 /// rows of one field are made in timestamp order, so a stable sort keeps
 /// each value's timestamps in order.
 fn index_blocks(write_set: &WriteSet, put: &mut dyn FnMut(&[u8], &[u8])) {
-    let mut scratch = Vec::with_capacity(INDEX_KEY_SIZE_MAX + 8);
-    let mut block = Vec::new();
     let rows_max = write_set.accounts.len().max(write_set.transfers.len());
     let mut fields: [Vec<(IndexField, u64)>; INDEX_FIELDS] = std::array::from_fn(|_| Vec::with_capacity(rows_max));
-    let mut flush = |records: Indexed, fields: &mut [Vec<(IndexField, u64)>; INDEX_FIELDS]| {
-        for field in fields.iter_mut() {
-            // Stable, and one pass for rows already in order (a batch's
-            // ledger, code and kind are mostly one value; ids rise).
-            field.sort_by_key(|(value, _)| *value);
-            for rows in field.chunk_by(|a, b| a.0 == b.0) {
-                let (value, last) = rows[rows.len() - 1];
-                let prefix = IndexEntryKey::prefix(&IndexKey { records, field: value }, &mut scratch);
-                block.clear();
-                // A block of one row is its key alone (see `decode_index_block`).
-                if rows.len() > 1 {
-                    encode_block_into(rows.iter().map(|(_, timestamp)| (*timestamp, [0u8; 0])), &mut block);
-                }
-                put(prefix.with_timestamp(last).as_slice(), &block);
-            }
-            field.clear();
-        }
+    let mut writer = IndexWriter {
+        put,
+        scratch: Vec::with_capacity(INDEX_KEY_SIZE_MAX + 8),
+        block: Vec::new(),
+        span: Vec::with_capacity(SPAN_VALUES as usize),
+        spans: Vec::new(),
     };
     // An account the batch created has a timestamp of the batch; one it
     // changed is older.
@@ -310,13 +349,94 @@ fn index_blocks(write_set: &WriteSet, put: &mut dyn FnMut(&[u8], &[u8])) {
             fields[usize::from(key.field.tag() - 1)].push((key.field, account.timestamp));
         }
     }
-    flush(Indexed::Accounts, &mut fields);
+    writer.records(Indexed::Accounts, &mut fields);
     for transfer in &write_set.transfers {
         for key in transfer_index_keys(transfer) {
             fields[usize::from(key.field.tag() - 1)].push((key.field, transfer.timestamp));
         }
     }
-    flush(Indexed::Transfers, &mut fields);
+    writer.records(Indexed::Transfers, &mut fields);
+}
+
+/// What [`index_blocks`] writes with: where blocks go, scratch space, and
+/// the span blocks of the records at hand (put after their per-value
+/// blocks, which come first in key order).
+struct IndexWriter<'p> {
+    put: &'p mut dyn FnMut(&[u8], &[u8]),
+    scratch: Vec<u8>,
+    block: Vec<u8>,
+    /// The single rows of nearby values gathered for the next span block.
+    span: Vec<(u128, u64)>,
+    spans: Vec<(IndexEntryKey, Vec<u8>)>,
+}
+
+impl IndexWriter<'_> {
+    /// Puts the blocks of one kind of `records`, each field's rows
+    /// (`(value, timestamp)`, in timestamp order) taken from `fields`.
+    fn records(&mut self, records: Indexed, fields: &mut [Vec<(IndexField, u64)>; INDEX_FIELDS]) {
+        for rows in fields.iter_mut() {
+            // Stable, and one pass for rows already in order (a batch's
+            // ledger, code and kind are mostly one value; ids rise).
+            rows.sort_by_key(|(value, _)| *value);
+            let mut spanned = None;
+            for rows in rows.chunk_by(|a, b| a.0 == b.0) {
+                let (field, last) = rows[rows.len() - 1];
+                match spanned_value(field) {
+                    Some(value) if rows.len() == 1 => {
+                        if self.span.first().is_some_and(|(first, _)| value - first >= SPAN_VALUES) {
+                            self.end_span(records, field);
+                        }
+                        self.span.push((value, last));
+                        spanned = Some(field);
+                    }
+                    _ => {
+                        // A lone row gathered so far keeps its own block,
+                        // put now so that keys stay in order.
+                        if self.span.len() == 1 {
+                            self.end_span(records, field);
+                        }
+                        self.put_block(records, field, rows);
+                    }
+                }
+            }
+            if let Some(field) = spanned {
+                self.end_span(records, field);
+            }
+            rows.clear();
+        }
+        for (key, value) in self.spans.drain(..) {
+            (self.put)(key.as_slice(), &value);
+        }
+    }
+
+    /// Puts the block of `field`'s value: its rows' timestamps.
+    fn put_block(&mut self, records: Indexed, field: IndexField, rows: &[(IndexField, u64)]) {
+        let last = rows[rows.len() - 1].1;
+        let prefix = IndexEntryKey::prefix(&IndexKey { records, field }, &mut self.scratch);
+        self.block.clear();
+        // A block of one row is its key alone (see `decode_index_block`).
+        if rows.len() > 1 {
+            encode_block_into(rows.iter().map(|(_, timestamp)| (*timestamp, [0u8; 0])), &mut self.block);
+        }
+        (self.put)(prefix.with_timestamp(last).as_slice(), &self.block);
+    }
+
+    /// Ends the span gathered so far of `field` (whose value is ignored):
+    /// two rows or more make a span block, one keeps its own block.
+    fn end_span(&mut self, records: Indexed, field: IndexField) {
+        match *self.span.as_slice() {
+            [] => {}
+            [(value, timestamp)] => self.put_block(records, with_spanned_value(field, value), &[(field, timestamp)]),
+            [(first, _), ..] => {
+                let key = IndexKey { records, field: with_spanned_value(field, first) };
+                let latest = self.span.iter().map(|(_, timestamp)| *timestamp).max().unwrap_or_default();
+                let mut value = Vec::with_capacity(10 + self.span.len() * 4);
+                encode_span_block(&self.span, &mut value);
+                self.spans.push((IndexEntryKey::span_prefix(&key, &mut self.scratch).with_timestamp(latest), value));
+            }
+        }
+        self.span.clear();
+    }
 }
 
 /// A block's value (an index block's, or an account history group's): how
@@ -503,6 +623,58 @@ fn decode_index_block(payload: &[u8], last: u64) -> Result<Vec<u64>, String> {
         return Ok(vec![last]);
     }
     Ok(decode_block::<0>(payload, last)?.into_iter().map(|(timestamp, _)| timestamp).collect())
+}
+
+/// A span block's value: how many rows (a LEB128 varint, at least two),
+/// the first row's timestamp (8 bytes), then for each next row its value's
+/// distance above the one before (a varint, at least 1) and its
+/// timestamp's difference from the one before (a zigzag varint: rows are
+/// in value order, and a later value may be an earlier record). The first
+/// row's value is in the key, and the key ends in the latest timestamp.
+fn encode_span_block(rows: &[(u128, u64)], out: &mut Vec<u8>) {
+    write_varint(out, rows.len() as u64);
+    let Some(&(mut previous_value, mut previous_timestamp)) = rows.first() else { return };
+    out.extend_from_slice(&previous_timestamp.to_be_bytes());
+    for &(value, timestamp) in &rows[1..] {
+        write_varint(out, u64::try_from(value - previous_value).unwrap_or(u64::MAX));
+        let difference = timestamp.wrapping_sub(previous_timestamp) as i64;
+        write_varint(out, ((difference << 1) ^ (difference >> 63)) as u64);
+        (previous_value, previous_timestamp) = (value, timestamp);
+    }
+}
+
+/// The `(value, timestamp)` rows of a span block whose first value is
+/// `first` and whose key ends in `latest`, checked: at least two rows,
+/// values rising within [`SPAN_VALUES`] of the first, the latest timestamp
+/// the key's, nothing after the last row.
+fn decode_span_block(payload: &[u8], first: u128, latest: u64) -> Result<Vec<(u128, u64)>, String> {
+    let mut at = 0;
+    let count = read_varint(payload, &mut at).filter(|count| *count >= 2).ok_or("the count is cut short or below 2")?;
+    let mut timestamp = keys::read_u64(payload, at).ok_or("the first timestamp is cut short")?;
+    at += 8;
+    let mut value = first;
+    let mut rows = Vec::with_capacity(usize::try_from(count).unwrap_or(0).min(SPAN_VALUES as usize));
+    rows.push((value, timestamp));
+    for _ in 1..count {
+        let distance = read_varint(payload, &mut at)
+            .filter(|distance| *distance > 0)
+            .ok_or("a value's distance is cut short or 0")?;
+        value = value
+            .checked_add(u128::from(distance))
+            .filter(|value| value - first < SPAN_VALUES)
+            .ok_or("a value is outside the block's span")?;
+        let zigzag = read_varint(payload, &mut at).ok_or("a timestamp's difference is cut short")?;
+        let difference = ((zigzag >> 1) as i64) ^ -((zigzag & 1) as i64);
+        timestamp = timestamp.wrapping_add(difference as u64);
+        rows.push((value, timestamp));
+    }
+    if at != payload.len() {
+        return Err("bytes follow the last row".to_string());
+    }
+    if rows.iter().map(|(_, timestamp)| *timestamp).max() != Some(latest) {
+        return Err(format!("the latest row is not at the key's timestamp {latest}"));
+    }
+    Ok(rows)
 }
 
 /// Bytes of an account history row's payload: transfer id ++ side.
@@ -996,6 +1168,37 @@ impl StateReads<'_> {
                 Ok(found.is_none())
             },
         )?;
+        let Some(value) = spanned_value(key.field) else { return Ok(found) };
+        // The span blocks that may hold the value: those whose first value
+        // is less than `SPAN_VALUES` below it, whatever their time.
+        let scratch = &mut Vec::with_capacity(INDEX_KEY_SIZE_MAX);
+        let lowest = IndexKey {
+            records: key.records,
+            field: with_spanned_value(key.field, value.saturating_sub(SPAN_VALUES - 1)),
+        };
+        let low = IndexEntryKey::span_prefix(&lowest, scratch).with_timestamp(0);
+        let high = IndexEntryKey::span_prefix(key, scratch).with_timestamp(u64::MAX);
+        let width = usize::from(prefix.len) - 2;
+        self.0.scan(CF_INDEX, low.as_slice(), None, &mut |block_key, payload| {
+            if block_key > high.as_slice() {
+                return Ok(false);
+            }
+            let first = (block_key.len() == usize::from(high.len))
+                .then(|| block_key[2..2 + width].iter().fold(0u128, |first, byte| first << 8 | u128::from(*byte)))
+                .ok_or_else(|| corruption(CF_INDEX, block_key, "a span block's key of another length"))?;
+            let latest = keys::read_u64(block_key, block_key.len() - 8).unwrap_or_default();
+            let rows =
+                decode_span_block(payload, first, latest).map_err(|reason| corruption(CF_INDEX, block_key, reason))?;
+            let timestamp = rows.iter().find(|(row_value, _)| *row_value == value).map(|(_, timestamp)| *timestamp);
+            if let Some(timestamp) = timestamp.filter(|timestamp| (timestamp_min..=timestamp_max).contains(timestamp)) {
+                found = Some(match found {
+                    Some(other) if reversed => other.max(timestamp),
+                    Some(other) => other.min(timestamp),
+                    None => timestamp,
+                });
+            }
+            Ok(true)
+        })?;
         Ok(found)
     }
 
@@ -1556,14 +1759,19 @@ mod tests {
         use coffer_ledger::{Account, AccountId, Transfer, TransferId};
         // Values chosen so that numeric and byte order would differ if a
         // value were encoded little-endian, repeated out of order, and
-        // zero (not indexed) for some records.
+        // zero (not indexed) for some records; the accounts' and the last
+        // transfers' user data are each one record's own.
         let user_data = [0u128, 0x100, 0x01, 0x100, 1 << 100, 0x01, 0];
-        let transfers: Vec<Transfer> = (0..40u64)
+        let transfers: Vec<Transfer> = (0..46u64)
             .map(|n| Transfer {
                 id: TransferId(u128::from(1_000 - n)),
                 ledger: LedgerId(1 + (n % 3) as u32 * 255),
                 code: (n % 2) as u16 * 256 + 1,
-                user_data_128: user_data[n as usize % user_data.len()],
+                user_data_128: if n < 40 {
+                    user_data[n as usize % user_data.len()]
+                } else {
+                    0x1_0000 + u128::from(n % 3) * 200 + u128::from(n)
+                },
                 user_data_64: n % 4,
                 user_data_32: (n % 5) as u32 * 0x0101,
                 timestamp: 100 + n,
@@ -1582,36 +1790,82 @@ mod tests {
             })
             .collect();
         let write_set =
-            WriteSet { first_timestamp: 50, last_timestamp: 139, accounts, transfers, ..WriteSet::default() };
-        let mut expected = std::collections::BTreeMap::<Vec<u8>, Vec<u64>>::new();
+            WriteSet { first_timestamp: 50, last_timestamp: 145, accounts, transfers, ..WriteSet::default() };
+        // Every row the write set indexes, as (field key without value, value, timestamp).
         let created = write_set.accounts.iter().filter(|account| account.timestamp >= 50);
-        let keys = created.flat_map(|account| account_index_keys(account).map(|key| (key, account.timestamp))).chain(
+        let rows = created.flat_map(|account| account_index_keys(account).map(|key| (key, account.timestamp))).chain(
             write_set
                 .transfers
                 .iter()
                 .flat_map(|transfer| transfer_index_keys(transfer).map(|key| (key, transfer.timestamp))),
         );
-        for (key, timestamp) in keys {
+        let mut expected: Vec<(Vec<u8>, u64)> = Vec::new();
+        let mut rows_of_value = std::collections::BTreeMap::<Vec<u8>, usize>::new();
+        for (key, timestamp) in rows {
             let mut encoded = Vec::new();
             key.encode(&mut encoded);
-            expected.entry(encoded).or_default().push(timestamp);
+            *rows_of_value.entry(encoded.clone()).or_default() += 1;
+            expected.push((encoded, timestamp));
         }
-        let expected: Vec<(Vec<u8>, Vec<u64>)> = expected
-            .into_iter()
-            .map(|(prefix, timestamps)| {
-                let last = *timestamps.last().unwrap();
-                ([prefix, last.to_be_bytes().to_vec()].concat(), timestamps)
-            })
-            .collect();
-        let mut made: Vec<(Vec<u8>, Vec<u64>)> = Vec::new();
+        let mut made: Vec<(Vec<u8>, u64)> = Vec::new();
+        let mut keys_made: Vec<Vec<u8>> = Vec::new();
+        let (mut spans, mut grouped) = (0, false);
         index_blocks(&write_set, &mut |key, block| {
-            let last = keys::read_u64(key, key.len() - 8).unwrap();
-            let timestamps = decode_index_block(block, last).unwrap();
-            assert_eq!(block.is_empty(), timestamps.len() == 1, "a block of one row is its key alone");
-            made.push((key.to_vec(), timestamps));
+            keys_made.push(key.to_vec());
+            let (prefix, last) = (&key[..key.len() - 8], keys::read_u64(key, key.len() - 8).unwrap());
+            if prefix[1] & SPAN_TAG_BIT == 0 {
+                let timestamps = decode_index_block(block, last).unwrap();
+                assert_eq!(block.is_empty(), timestamps.len() == 1, "a block of one row is its key alone");
+                grouped |= timestamps.len() > 1;
+                made.extend(timestamps.into_iter().map(|timestamp| (prefix.to_vec(), timestamp)));
+                return;
+            }
+            spans += 1;
+            let first = prefix[2..].iter().fold(0u128, |first, byte| first << 8 | u128::from(*byte));
+            let rows = decode_span_block(block, first, last).unwrap();
+            assert!(rows.len() >= 2 && rows.iter().all(|(value, _)| value - first < SPAN_VALUES));
+            for (value, timestamp) in rows {
+                let mut own = prefix.to_vec();
+                own[1] &= !SPAN_TAG_BIT;
+                let width = own.len() - 2;
+                own.truncate(2);
+                own.extend_from_slice(&value.to_be_bytes()[16 - width..]);
+                assert_eq!(rows_of_value[&own], 1, "a span block holds values of one row each");
+                made.push((own, timestamp));
+            }
         });
-        assert_eq!(made, expected);
-        assert!(made.iter().any(|(_, timestamps)| timestamps.len() > 1), "some blocks group several records");
+        expected.sort();
+        made.sort();
+        assert_eq!(made, expected, "every row is in exactly one block");
+        assert!(keys_made.windows(2).all(|pair| pair[0] < pair[1]), "put in key order");
+        assert!(grouped, "some blocks group several records");
+        // The accounts' `user_data_64` (1 to 6), and the last transfers'
+        // `user_data_128` in two spans: 200 apart, 200 and 400 beyond.
+        assert_eq!(spans, 3, "{keys_made:?}");
+    }
+
+    #[test]
+    fn span_blocks_round_trip_and_refuse_what_no_writer_makes() {
+        let rows = [(10u128, 500u64), (11, 400), (200, 900), (265, 7)];
+        let mut block = Vec::new();
+        encode_span_block(&rows, &mut block);
+        assert_eq!(decode_span_block(&block, 10, 900), Ok(rows.to_vec()));
+        assert!(decode_span_block(&block, 10, 500).is_err(), "another latest timestamp");
+        let mut wide = Vec::new();
+        encode_span_block(&[(10, 1), (266, 2)], &mut wide);
+        assert!(decode_span_block(&wide, 10, 2).is_err(), "values 256 apart");
+        assert!(decode_span_block(&block[..block.len() - 1], 10, 900).is_err(), "cut short");
+        assert!(decode_span_block(&[block.as_slice(), &[0]].concat(), 10, 900).is_err(), "a byte past the end");
+        let mut one = Vec::new();
+        encode_span_block(&rows[..1], &mut one);
+        assert!(decode_span_block(&one, 10, 500).is_err(), "a single row has a block of its own");
+        let mut repeated = Vec::new();
+        encode_span_block(&[(10, 1), (10, 2)], &mut repeated);
+        assert!(decode_span_block(&repeated, 10, 2).is_err(), "a value twice");
+        let wide = [(u128::MAX - 255, 1), (u128::MAX, 2)];
+        let mut block = Vec::new();
+        encode_span_block(&wide, &mut block);
+        assert_eq!(decode_span_block(&block, u128::MAX - 255, 2), Ok(wide.to_vec()));
     }
 
     #[test]

@@ -776,6 +776,112 @@ fn the_ledger_state_answers_every_read_as_the_in_memory_store_after_each_batch()
     assert_ne!(state_digest(&node.state), state_digest(&MemoryStore::new()));
 }
 
+/// Transfers whose user data fields take every shape a reference can:
+/// unique and allocated in order (the span blocks of the index), with gaps,
+/// at both ends of each field's width, given to two transfers of one batch,
+/// given again by a later batch, and scattered.
+fn user_data_batches() -> Vec<(u64, Operation)> {
+    let with = |id: u128, user_data: (u128, u64, u32)| Transfer {
+        user_data_128: user_data.0,
+        user_data_64: user_data.1,
+        user_data_32: user_data.2,
+        ..transfer(id, CASH, REVENUE, 1, TransferKind::Receipt)
+    };
+    let in_order = (0..300u32)
+        .map(|i| with(100 + u128::from(i), (1_000 + u128::from(i), 5_000 + 3 * u64::from(i), u32::MAX - 2 * i)));
+    let shapes = [
+        (1_150, 5_003, 1),
+        (1_200, 0, 2),
+        (1_201, 0, 2),
+        (7, 1, 3),
+        (u128::MAX, u64::MAX, 0),
+        (u128::MAX - 3, u64::MAX - 255, 0),
+        (5, 0, 0),
+        (5, 0, 0),
+        (1 << 100, 0, 0),
+        ((1 << 100) + 255, 0, 0),
+        ((1 << 100) + 256, 0, 0),
+        (3 << 90, 0, 0),
+    ];
+    let mixed = shapes.iter().zip(500..).map(|(user_data, id)| with(id, *user_data));
+    let again = (290..310u32).map(|i| with(600 + u128::from(i), (1_000 + u128::from(i), 5_000, 0)));
+    let mut entries = treasury()[..2].to_vec();
+    entries.push((T0 + 1_000, Operation::CreateTransfers(in_order.collect())));
+    entries.push((T0 + 2_000, Operation::CreateTransfers(mixed.collect())));
+    entries.push((T0 + 3_000, Operation::CreateTransfers(again.collect())));
+    entries
+}
+
+#[test]
+fn user_data_queries_read_span_blocks_as_the_in_memory_store_reads_its_index() {
+    let dir = TempDir::new().unwrap();
+    let mut node = open(dir.path());
+    let mut memory = MemoryStore::new();
+    let mut values: BTreeSet<(u128, u64, u32)> = BTreeSet::new();
+    for (index, (timestamp, operation)) in (1..).zip(user_data_batches()) {
+        let (memory_results, memory_write_set) = prepare_on(&memory, timestamp, &operation);
+        memory.commit(&memory_write_set).unwrap();
+        let (results, _) = apply_entry(&mut node, index, timestamp, &operation);
+        assert_eq!(results, memory_results, "entry {index}");
+        if let Operation::CreateTransfers(transfers) = &operation {
+            values.extend(transfers.iter().map(|t| (t.user_data_128, t.user_data_64, t.user_data_32)));
+        }
+    }
+    // Each value asked for, and its neighbours (some held by no transfer).
+    let mut asked: BTreeSet<(u128, u64, u32)> = BTreeSet::new();
+    for (user_data_128, user_data_64, user_data_32) in values {
+        for delta in [0, 1, 255, 256] {
+            asked.insert((user_data_128.wrapping_add(delta), 0, 0));
+            asked.insert((user_data_128.wrapping_sub(delta), 0, 0));
+            asked.insert((0, user_data_64.wrapping_add(delta as u64), 0));
+            asked.insert((0, user_data_64.wrapping_sub(delta as u64), 0));
+            asked.insert((0, 0, user_data_32.wrapping_add(delta as u32)));
+            asked.insert((0, 0, user_data_32.wrapping_sub(delta as u32)));
+        }
+    }
+    asked.remove(&(0, 0, 0));
+    let mut found = 0;
+    for (user_data_128, user_data_64, user_data_32) in asked {
+        for (timestamp_min, timestamp_max) in [(0, 0), (T0 + 1_150, 0), (0, T0 + 2_500)] {
+            for (limit, reversed) in [(1, false), (1, true), (1_000, false), (1_000, true)] {
+                let query = TransferQuery {
+                    user_data_128,
+                    user_data_64,
+                    user_data_32,
+                    timestamp_min,
+                    timestamp_max,
+                    limit,
+                    reversed,
+                    ..TransferQuery::all(limit)
+                };
+                let page = query_transfers(&node.state, &query);
+                assert_eq!(page, query_transfers(&memory, &query), "{query:?}");
+                found += page.unwrap().records.len();
+            }
+        }
+        let with_ledger =
+            TransferQuery { ledger: KRW, user_data_128, user_data_64, user_data_32, ..TransferQuery::all(5) };
+        assert_eq!(query_transfers(&node.state, &with_ledger), query_transfers(&memory, &with_ledger));
+    }
+    assert!(found > 1_000, "the queries found the transfers ({found} records)");
+    // The references allocated in order went into span blocks: a few keys
+    // for hundreds of transfers.
+    let mut spans = 0;
+    node.state
+        .db()
+        .latest()
+        .scan(CF_INDEX, &[], None, &mut |key, _| {
+            spans += usize::from(key.get(1).is_some_and(|tag| tag & 0x80 != 0));
+            Ok(true)
+        })
+        .unwrap();
+    assert!((4..=20).contains(&spans), "{spans} span blocks");
+    drop(node);
+    let node = open(dir.path());
+    let query = TransferQuery { user_data_128: 1_290, ..TransferQuery::all(10) };
+    assert_eq!(query_transfers(&node.state, &query), query_transfers(&memory, &query), "after reopening");
+}
+
 #[test]
 fn a_reopened_store_keeps_its_applied_index_its_state_and_its_answers() {
     let dir = TempDir::new().unwrap();
