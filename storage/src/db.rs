@@ -636,6 +636,25 @@ impl<'a> Reader<'a> {
         found.into_iter().map(|value| Ok(value?.is_some())).collect()
     }
 
+    /// The verified payloads under each of `keys` (in ascending order) in
+    /// `cf`, in one batched lookup (see [`Self::present_sorted`]).
+    pub fn get_sorted<K: AsRef<[u8]>>(
+        &self,
+        cf: &'static str,
+        keys: &[K],
+    ) -> Result<Vec<Option<Vec<u8>>>, StorageError> {
+        debug_assert!(keys.windows(2).all(|pair| pair[0].as_ref() <= pair[1].as_ref()), "keys in order");
+        let found = self.db.db.batched_multi_get_cf_opt(self.db.cf(cf)?, keys.iter(), true, &self.options());
+        found
+            .into_iter()
+            .zip(keys)
+            .map(|(value, key)| match value? {
+                None => Ok(None),
+                Some(value) => Ok(Some(unframe(cf, key.as_ref(), &value)?.to_vec())),
+            })
+            .collect()
+    }
+
     /// The verified payload under `key` in `cf`.
     pub fn get(&self, cf: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         self.get_decoded(cf, key, |payload| Ok::<_, String>(payload.to_vec()))

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use coffer_ledger::codec::{
     decode_account, decode_change, decode_code_totals, decode_ledger, decode_pending_status, decode_totals_entry,
     decode_transfer, encode_account, encode_change, encode_code_totals, encode_ledger, encode_pending_status,
-    encode_totals_entry, encode_transfer,
+    encode_totals_entry, encode_transfer, TRANSFER_SIZE,
 };
 use coffer_ledger::index::{
     account_index_keys, transfer_index_keys, IndexField, IndexKey, Indexed, INDEX_KEY_SIZE_MAX,
@@ -205,6 +205,60 @@ fn applied_point(reader: Reader<'_>) -> Result<(AppliedState, u64), StorageError
 /// Changes [`Store::changes`] reserves room for before it reads (the rest
 /// grow as found), so a large limit on a short range costs nothing.
 const CHANGES_PREALLOCATED_MAX: usize = 1_024;
+
+/// Transfers one key of `transfers` holds at most: those whose ids differ
+/// only in their last four bits.
+///
+/// A key per transfer was the state's largest cost per transfer after the
+/// index (its memtable insert, filter update, flush and compaction: a fifth
+/// of a node's CPU under the load generator). Ids a client allocates in
+/// order fill each group in one write, a sixteenth of the keys. A group a
+/// later write adds to is read and rewritten whole ([`LedgerState::stage`]),
+/// so a client writing one transfer at a time rewrites at most sixteen
+/// records per transfer; random ids make groups of one, as before.
+const TRANSFERS_PER_GROUP: usize = 16;
+
+/// The key of the group transfer `id` belongs to: the id with its last four
+/// bits cleared.
+fn transfer_group(id: TransferId) -> u128 {
+    id.0 & !(TRANSFERS_PER_GROUP as u128 - 1)
+}
+
+/// The transfers of a group stored under `key`, checked: one to sixteen
+/// whole records, ids rising, each in the key's group.
+fn decode_transfer_group(key: &[u8], payload: &[u8]) -> Result<Vec<Transfer>, String> {
+    let count = payload.len() / TRANSFER_SIZE;
+    if !payload.len().is_multiple_of(TRANSFER_SIZE) || !(1..=TRANSFERS_PER_GROUP).contains(&count) {
+        return Err(format!("{} bytes are not 1 to {TRANSFERS_PER_GROUP} transfers", payload.len()));
+    }
+    let group = keys::read_u128(key, 0).filter(|_| key.len() == 16).ok_or("the key is not a 16-byte id")?;
+    let mut transfers = Vec::with_capacity(count);
+    for record in payload.chunks_exact(TRANSFER_SIZE) {
+        let transfer = decode_transfer(record).map_err(|error| error.to_string())?;
+        if transfer_group(transfer.id) != group {
+            return Err(format!("holds transfer {}, of another group", transfer.id));
+        }
+        if transfers.last().is_some_and(|last: &Transfer| last.id >= transfer.id) {
+            return Err(format!("holds transfer {} out of order", transfer.id));
+        }
+        transfers.push(transfer);
+    }
+    Ok(transfers)
+}
+
+/// Transfer `id` in the payload of its group, decoding that record only
+/// (a record starts with its id).
+fn find_in_transfer_group(payload: &[u8], id: TransferId) -> Result<Option<Transfer>, String> {
+    let count = payload.len() / TRANSFER_SIZE;
+    if !payload.len().is_multiple_of(TRANSFER_SIZE) || !(1..=TRANSFERS_PER_GROUP).contains(&count) {
+        return Err(format!("{} bytes are not 1 to {TRANSFERS_PER_GROUP} transfers", payload.len()));
+    }
+    let wanted = id.0.to_be_bytes();
+    let Some(record) = payload.chunks_exact(TRANSFER_SIZE).find(|record| record[..16] == wanted) else {
+        return Ok(None);
+    };
+    decode_transfer(record).map(Some).map_err(|error| error.to_string())
+}
 
 /// `items` in ascending order of `key` (see [`LedgerState::stage`] for why).
 fn sorted<T, K: Ord>(items: &[T], key: impl Fn(&T) -> K) -> Vec<&T> {
@@ -913,12 +967,7 @@ impl LedgerState {
             encode_account(account, &mut buffer);
             accounts.put(batch, &keys::u128(account.id.0), &buffer);
         }
-        let mut transfers = db.puts(CF_TRANSFERS)?;
-        for transfer in sorted(&write_set.transfers, |transfer| transfer.id) {
-            buffer.clear();
-            encode_transfer(transfer, &mut buffer);
-            transfers.put(batch, &keys::u128(transfer.id.0), &buffer);
-        }
+        self.stage_transfers(batch, &write_set.transfers)?;
         let (mut pending, mut expiry) = (db.puts(CF_PENDING)?, db.puts(CF_EXPIRY)?);
         for (id, status) in sorted(&write_set.pending, |(id, _)| *id) {
             buffer.clear();
@@ -961,6 +1010,50 @@ impl LedgerState {
             buffer.clear();
             encode_change_block(block, &mut buffer)?;
             changes.put(batch, &keys::u64(last.timestamp), &buffer);
+        }
+        Ok(())
+    }
+
+    /// Adds `transfers` (all new) to `batch` by group ([`transfer_group`]),
+    /// each group in id order under its key. A group an earlier write began
+    /// (its key is not above the largest key stored) is read and rewritten
+    /// with the new transfers: one batched lookup, which for ids allocated
+    /// in order finds at most the groups a write boundary split.
+    fn stage_transfers(&self, batch: &mut WriteBatch, transfers: &[Transfer]) -> Result<(), StorageError> {
+        let new = sorted(transfers, |transfer| transfer.id);
+        let groups: Vec<&[&Transfer]> = new.chunk_by(|a, b| transfer_group(a.id) == transfer_group(b.id)).collect();
+        let reads = self.db.latest();
+        let largest = reads.last_key(CF_TRANSFERS)?;
+        let begun: Vec<[u8; 16]> = groups
+            .iter()
+            .map(|group| keys::u128(transfer_group(group[0].id)))
+            .take_while(|key| largest.as_deref().is_some_and(|largest| key.as_slice() <= largest))
+            .collect();
+        let stored = reads.get_sorted(CF_TRANSFERS, &begun)?;
+        let mut puts = self.db.puts(CF_TRANSFERS)?;
+        let mut value = Vec::with_capacity(TRANSFERS_PER_GROUP * TRANSFER_SIZE);
+        for (at, group) in groups.into_iter().enumerate() {
+            let key = keys::u128(transfer_group(group[0].id));
+            value.clear();
+            match stored.get(at).and_then(Option::as_ref) {
+                None => group.iter().for_each(|transfer| encode_transfer(transfer, &mut value)),
+                Some(payload) => {
+                    let mut all = decode_transfer_group(&key, payload)
+                        .map_err(|reason| corruption(CF_TRANSFERS, &key, reason))?;
+                    all.extend(group.iter().map(|transfer| **transfer));
+                    all.sort_unstable_by_key(|transfer| transfer.id);
+                    if all.windows(2).any(|pair| pair[0].id == pair[1].id) {
+                        return Err(StorageError::Inconsistent {
+                            detail: format!(
+                                "a write set creates a transfer that group {} holds",
+                                transfer_group(group[0].id)
+                            ),
+                        });
+                    }
+                    all.iter().for_each(|transfer| encode_transfer(transfer, &mut value));
+                }
+            }
+            puts.put(batch, &key, &value);
         }
         Ok(())
     }
@@ -1266,11 +1359,8 @@ impl StateReads<'_> {
     }
 
     fn transfer(&self, id: TransferId) -> Result<Option<Transfer>, StoreError> {
-        let key = keys::u128(id.0);
-        let transfer = self.0.get_decoded(CF_TRANSFERS, &key, decode_transfer)?;
-        if let Some(transfer) = transfer.filter(|transfer| transfer.id != id) {
-            return Err(corruption(CF_TRANSFERS, &key, format!("holds transfer {}", transfer.id)).into());
-        }
+        let key = keys::u128(transfer_group(id));
+        let transfer = self.0.get_decoded(CF_TRANSFERS, &key, |payload| find_in_transfer_group(payload, id))?.flatten();
         if let Some(fault) = transfer.as_ref().and_then(transfer_fault) {
             return Err(corruption(CF_TRANSFERS, &key, fault).into());
         }
@@ -1298,14 +1388,33 @@ impl StateReads<'_> {
         order.sort_unstable_by_key(|&at| ids[at]);
         let sorted: Vec<[u8; 16]> = order.iter().map(|&at| keys::u128(ids[at].0)).collect();
         let mut unused = vec![true; ids.len()];
-        let largest = self.0.last_key(CF_TRANSFERS)?.max(self.0.last_key(CF_FAILURES)?);
+        // A group's key is at most its ids, so an id above the largest key
+        // of either family (the last group's, which may hold ids up to its
+        // end) is in neither.
+        let last_group = self.0.last_key(CF_TRANSFERS)?.map(|key| {
+            let group = keys::read_u128(&key, 0).unwrap_or(u128::MAX);
+            keys::u128(group | (TRANSFERS_PER_GROUP as u128 - 1)).to_vec()
+        });
+        let largest = last_group.max(self.0.last_key(CF_FAILURES)?);
         let stored = sorted.partition_point(|key| largest.as_deref().is_some_and(|largest| key.as_slice() <= largest));
         let (order, sorted) = (&order[..stored], &sorted[..stored]);
-        let in_transfers = self.0.present_sorted(CF_TRANSFERS, sorted)?;
+        // One lookup per group the ids fall in.
+        let mut group_keys: Vec<[u8; 16]> = order.iter().map(|&at| keys::u128(transfer_group(ids[at]))).collect();
+        group_keys.dedup();
+        let groups = self.0.get_sorted(CF_TRANSFERS, &group_keys)?;
+        // In id order: the groups are, and so is each group.
+        let mut held = Vec::new();
+        for (key, payload) in group_keys.iter().zip(&groups) {
+            if let Some(payload) = payload {
+                let group =
+                    decode_transfer_group(key, payload).map_err(|reason| corruption(CF_TRANSFERS, key, reason))?;
+                held.extend(group.iter().map(|transfer| transfer.id));
+            }
+        }
         let mut absent = Vec::with_capacity(order.len());
         let mut absent_keys = Vec::with_capacity(order.len());
-        for ((&at, key), present) in order.iter().zip(sorted).zip(in_transfers) {
-            if present {
+        for (&at, key) in order.iter().zip(sorted) {
+            if held.binary_search(&ids[at]).is_ok() {
                 unused[at] = false;
             } else {
                 absent.push(at);
@@ -1463,7 +1572,9 @@ impl StateReads<'_> {
 
     fn for_each_transfer(&self, visit: &mut dyn FnMut(&Transfer)) -> Result<(), StoreError> {
         self.visit_all(CF_TRANSFERS, &mut |key, payload| {
-            visit(&decode_at(CF_TRANSFERS, key, payload, decode_transfer)?);
+            decode_at(CF_TRANSFERS, key, payload, |payload| decode_transfer_group(key, payload))?
+                .iter()
+                .for_each(&mut *visit);
             Ok(true)
         })
     }
@@ -1842,6 +1953,33 @@ mod tests {
         // The accounts' `user_data_64` (1 to 6), and the last transfers'
         // `user_data_128` in two spans: 200 apart, 200 and 400 beyond.
         assert_eq!(spans, 3, "{keys_made:?}");
+    }
+
+    #[test]
+    fn transfer_groups_refuse_what_no_writer_makes() {
+        use coffer_ledger::Transfer;
+        let record = |id: u128| {
+            let mut bytes = Vec::new();
+            encode_transfer(&Transfer { id: TransferId(id), ..Default::default() }, &mut bytes);
+            bytes
+        };
+        let key = keys::u128(0x40);
+        let two = [record(0x41), record(0x4f)].concat();
+        let read = decode_transfer_group(&key, &two).unwrap();
+        assert_eq!(read.iter().map(|transfer| transfer.id.0).collect::<Vec<_>>(), vec![0x41, 0x4f]);
+        assert!(decode_transfer_group(&key, &[]).is_err(), "no transfer");
+        assert!(decode_transfer_group(&key, &two[..two.len() - 1]).is_err(), "cut short");
+        assert!(decode_transfer_group(&key, &[record(0x4f), record(0x41)].concat()).is_err(), "out of order");
+        assert!(decode_transfer_group(&key, &[record(0x41), record(0x41)].concat()).is_err(), "twice");
+        assert!(decode_transfer_group(&key, &record(0x50)).is_err(), "of another group");
+        assert!(decode_transfer_group(&key[..8], &record(0x41)).is_err(), "a short key");
+        let seventeen: Vec<u8> = (0..17).flat_map(|_| record(0x41)).collect();
+        assert!(decode_transfer_group(&key, &seventeen).is_err(), "more than a group holds");
+        let found = |payload: &[u8], id| find_in_transfer_group(payload, TransferId(id));
+        assert_eq!(found(&two, 0x4f).unwrap().map(|transfer| transfer.id.0), Some(0x4f));
+        assert_eq!(found(&two, 0x42), Ok(None));
+        assert!(found(&two[1..], 0x4f).is_err(), "cut short");
+        assert!(found(&seventeen, 0x41).is_err(), "more than a group holds");
     }
 
     #[test]

@@ -614,8 +614,10 @@ fn a_read_only_open_refuses_another_format_version_too() {
 fn a_corrupt_transfer_is_reported_naming_its_column_family_and_key_and_never_returned() {
     let dir = TempDir::new().unwrap();
     let node = treasury_node(dir.path());
-    flip_stored_bit(node.state.db(), CF_TRANSFERS, &keys::u128(2));
-    let key = format!("{:032x}", 2);
+    // Transfers 1 to 11 share one key: their group's, id 0 (ids differing
+    // only in their last four bits).
+    flip_stored_bit(node.state.db(), CF_TRANSFERS, &keys::u128(0));
+    let key = format!("{:032x}", 0);
     let is_wanted = |error: &StoreError| matches!(error, StoreError::Corruption { table, key: found, .. } if table == CF_TRANSFERS && *found == key);
     let error = node.state.transfer(TransferId(2)).unwrap_err();
     assert!(is_wanted(&error), "{error:?}");
@@ -628,7 +630,8 @@ fn a_corrupt_transfer_is_reported_naming_its_column_family_and_key_and_never_ret
         Err(QueryError::Store(error)) => assert!(is_wanted(&error), "{error:?}"),
         other => panic!("expected the corruption, got {other:?}"),
     }
-    assert!(node.state.transfer(TransferId(1)).unwrap().is_some(), "other records stay readable");
+    assert!(is_wanted(&node.state.transfer(TransferId(11)).unwrap_err()), "the whole group is refused");
+    assert!(node.state.account(CASH).unwrap().is_some(), "other records stay readable");
     drop(node);
     let node = open(dir.path());
     assert!(is_wanted(&node.state.transfer(TransferId(2)).unwrap_err()));
@@ -880,6 +883,86 @@ fn user_data_queries_read_span_blocks_as_the_in_memory_store_reads_its_index() {
     let node = open(dir.path());
     let query = TransferQuery { user_data_128: 1_290, ..TransferQuery::all(10) };
     assert_eq!(query_transfers(&node.state, &query), query_transfers(&memory, &query), "after reopening");
+}
+
+#[test]
+fn transfers_sharing_a_key_across_batches_read_as_the_in_memory_store_reads_them() {
+    let dir = TempDir::new().unwrap();
+    let mut node = open(dir.path());
+    let mut memory = MemoryStore::new();
+    let receipt = |id: u128| transfer(id, CASH, REVENUE, 1, TransferKind::Receipt);
+    // Groups of sixteen ids: 0x100 filled over three batches out of order,
+    // 0x110 in one, ids repeated (exists) and failed (then repeated), the
+    // last ids below u128::MAX, and scattered ones.
+    let top = u128::MAX - 1;
+    let batches: Vec<Vec<Transfer>> = vec![
+        vec![receipt(0x105), receipt(0x10f), receipt(0x110), receipt(0x111), receipt(top), receipt(1 << 90)],
+        vec![
+            receipt(0x100),
+            receipt(0x105),
+            transfer(0x106, UNKNOWN, REVENUE, 1, TransferKind::Receipt),
+            receipt(0x11f),
+            receipt(top - 15),
+        ],
+        (0x101..0x10f).map(receipt).chain([receipt(0x106), receipt(top - 16), receipt((1 << 90) + 1)]).collect(),
+    ];
+    let mut entries = treasury()[..2].to_vec();
+    entries.extend(batches.into_iter().zip(1..).map(|(batch, n)| (T0 + n * 1_000, Operation::CreateTransfers(batch))));
+    for (index, (timestamp, operation)) in (1..).zip(entries) {
+        let (memory_results, memory_write_set) = prepare_on(&memory, timestamp, &operation);
+        memory.commit(&memory_write_set).unwrap();
+        let (results, write_set) = apply_entry(&mut node, index, timestamp, &operation);
+        assert_eq!(results, memory_results, "entry {index}");
+        assert_eq!(write_set, memory_write_set, "entry {index}");
+    }
+    let ids: Vec<TransferId> = [
+        0xff,
+        0x100,
+        0x105,
+        0x106,
+        0x10e,
+        0x10f,
+        0x110,
+        0x111,
+        0x112,
+        0x11f,
+        0x120,
+        1 << 90,
+        (1 << 90) + 1,
+        top - 16,
+        top - 15,
+        top - 14,
+        top,
+    ]
+    .into_iter()
+    .map(TransferId)
+    .collect();
+    for id in &ids {
+        assert_eq!(node.state.transfer(*id), memory.transfer(*id), "transfer {id}");
+    }
+    assert_eq!(lookup_transfers(&node.state, &ids), lookup_transfers(&memory, &ids));
+    let unused: Vec<bool> = ids
+        .iter()
+        .map(|id| memory.transfer(*id).unwrap().is_none() && memory.transfer_failure(*id).unwrap().is_none())
+        .collect();
+    assert_eq!(node.state.unused_transfer_ids(&ids), Ok(Some(unused)));
+    assert_eq!(state_digest(&node.state), state_digest(&memory), "every transfer visited once");
+    assert_eq!(state_digest(&node.state), stored_state_digest(&node.state));
+    // Group 0x100 is one key holding all sixteen; 0x110 one holding three.
+    let count = |from: u128| {
+        let mut keys = 0;
+        node.state
+            .db()
+            .latest()
+            .scan(CF_TRANSFERS, &keys::u128(from), Some(&keys::u128(from + 16)), &mut |_, _| {
+                keys += 1;
+                Ok(true)
+            })
+            .unwrap();
+        keys
+    };
+    assert_eq!((count(0x100), count(0x110)), (1, 1));
+    assert_eq!(memory.transfer(TransferId(0x10e)).unwrap().map(|t| t.id), Some(TransferId(0x10e)));
 }
 
 #[test]
