@@ -213,9 +213,11 @@ const CHANGES_PREALLOCATED_MAX: usize = 1_024;
 /// index (its memtable insert, filter update, flush and compaction: a fifth
 /// of a node's CPU under the load generator). Ids a client allocates in
 /// order fill each group in one write, a sixteenth of the keys. A group a
-/// later write adds to is read and rewritten whole ([`LedgerState::stage`]),
-/// so a client writing one transfer at a time rewrites at most sixteen
-/// records per transfer; random ids make groups of one, as before.
+/// later write adds to is read and rewritten whole
+/// ([`LedgerState::stage_transfers`]), so a client writing one transfer at a
+/// time rewrites at most sixteen records per transfer; random ids make
+/// groups of one, as before, and each write then looks its groups up once
+/// more (bloom-filtered, as the check for used ids does).
 const TRANSFERS_PER_GROUP: usize = 16;
 
 /// The key of the group transfer `id` belongs to: the id with its last four
@@ -224,16 +226,22 @@ fn transfer_group(id: TransferId) -> u128 {
     id.0 & !(TRANSFERS_PER_GROUP as u128 - 1)
 }
 
-/// The transfers of a group stored under `key`, checked: one to sixteen
-/// whole records, ids rising, each in the key's group.
-fn decode_transfer_group(key: &[u8], payload: &[u8]) -> Result<Vec<Transfer>, String> {
+/// The encoded records of a group's payload: one to sixteen whole ones.
+fn transfer_records(payload: &[u8]) -> Result<std::slice::ChunksExact<'_, u8>, String> {
     let count = payload.len() / TRANSFER_SIZE;
     if !payload.len().is_multiple_of(TRANSFER_SIZE) || !(1..=TRANSFERS_PER_GROUP).contains(&count) {
         return Err(format!("{} bytes are not 1 to {TRANSFERS_PER_GROUP} transfers", payload.len()));
     }
+    Ok(payload.chunks_exact(TRANSFER_SIZE))
+}
+
+/// The transfers of a group stored under `key`, checked: one to sixteen
+/// whole records, ids rising, each in the key's group.
+fn decode_transfer_group(key: &[u8], payload: &[u8]) -> Result<Vec<Transfer>, String> {
+    let records = transfer_records(payload)?;
     let group = keys::read_u128(key, 0).filter(|_| key.len() == 16).ok_or("the key is not a 16-byte id")?;
-    let mut transfers = Vec::with_capacity(count);
-    for record in payload.chunks_exact(TRANSFER_SIZE) {
+    let mut transfers = Vec::with_capacity(records.len());
+    for record in records {
         let transfer = decode_transfer(record).map_err(|error| error.to_string())?;
         if transfer_group(transfer.id) != group {
             return Err(format!("holds transfer {}, of another group", transfer.id));
@@ -249,12 +257,8 @@ fn decode_transfer_group(key: &[u8], payload: &[u8]) -> Result<Vec<Transfer>, St
 /// Transfer `id` in the payload of its group, decoding that record only
 /// (a record starts with its id).
 fn find_in_transfer_group(payload: &[u8], id: TransferId) -> Result<Option<Transfer>, String> {
-    let count = payload.len() / TRANSFER_SIZE;
-    if !payload.len().is_multiple_of(TRANSFER_SIZE) || !(1..=TRANSFERS_PER_GROUP).contains(&count) {
-        return Err(format!("{} bytes are not 1 to {TRANSFERS_PER_GROUP} transfers", payload.len()));
-    }
     let wanted = id.0.to_be_bytes();
-    let Some(record) = payload.chunks_exact(TRANSFER_SIZE).find(|record| record[..16] == wanted) else {
+    let Some(record) = transfer_records(payload)?.find(|record| record[..16] == wanted) else {
         return Ok(None);
     };
     decode_transfer(record).map(Some).map_err(|error| error.to_string())
